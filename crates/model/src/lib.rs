@@ -1,1 +1,93 @@
-//! placeholder until this crate lands
+//! LLaMA-family models: configuration, weights and the forward pass.
+//!
+//! [`Model`] owns a [`cria_gguf::GgufFile`] and a checked [`LlamaConfig`]
+//! and [`Weights`] (tensors located in the memory map, never copied). A
+//! [`Session`] holds what one sequence needs: its [`KvCache`], its position
+//! and preallocated activations. [`Model::forward`] takes tokens and writes
+//! logits.
+//!
+//! ```no_run
+//! use cria_model::{Model, Session, Logits, KvType};
+//! let model = Model::open("model.gguf")?;
+//! let mut session = Session::new(&model, 2048, KvType::F16, 512, 2);
+//! let mut logits = Vec::new();
+//! model.forward(&mut session, &[1, 450, 4996], Logits::Last, &mut logits)?;
+//! # Ok::<(), cria_model::Error>(())
+//! ```
+
+mod config;
+mod error;
+mod kv_cache;
+mod linear;
+mod llama;
+mod threads;
+mod weights;
+
+pub use config::{LlamaConfig, RopeScaling};
+pub use error::{Error, ErrorKind, Result};
+pub use kv_cache::{KvCache, KvType};
+pub use llama::{inverse_frequencies, rmsnorm, rope, Logits, Scratch};
+pub use weights::{Matrix, Weights, SUPPORTED};
+
+use cria_gguf::GgufFile;
+use std::path::Path;
+
+pub struct Model {
+    file: GgufFile,
+    pub config: LlamaConfig,
+    pub weights: Weights,
+}
+
+impl Model {
+    pub fn open(path: impl AsRef<Path>) -> Result<Model> {
+        Model::from_file(GgufFile::open(path)?)
+    }
+
+    pub fn from_file(file: GgufFile) -> Result<Model> {
+        let embd = file.require_tensor("token_embd.weight")?;
+        let n_vocab = embd.dims.get(1).copied().unwrap_or(1) as usize;
+        let config = LlamaConfig::from_gguf(file.metadata(), n_vocab)?;
+        let weights = Weights::load(&file, &config)?;
+        Ok(Model { file, config, weights })
+    }
+
+    pub fn file(&self) -> &GgufFile {
+        &self.file
+    }
+
+    /// Evaluates `tokens` after what `session` has seen; see [`Logits`].
+    pub fn forward(&self, session: &mut Session, tokens: &[u32], which: Logits, out: &mut Vec<f32>) -> Result<()> {
+        llama::forward(&self.file, &self.config, &self.weights, session, tokens, which, out)
+    }
+}
+
+/// One sequence's state: its KV cache, how many positions are filled, and
+/// scratch activations.
+pub struct Session {
+    pub cache: KvCache,
+    pub n_past: usize,
+    pub threads: usize,
+    scratch: Scratch,
+}
+
+impl Session {
+    pub fn new(model: &Model, n_ctx: usize, kv: KvType, n_batch: usize, threads: usize) -> Session {
+        let c = &model.config;
+        Session {
+            cache: KvCache::new(c.n_layers, n_ctx, c.kv_dim(), kv),
+            n_past: 0,
+            threads: threads.max(1),
+            scratch: Scratch::new(c, &model.weights, n_batch.clamp(1, n_ctx.max(1))),
+        }
+    }
+
+    /// Forgets positions from `n` on, so they can be evaluated again (chat
+    /// history reuse, perplexity chunks).
+    pub fn truncate(&mut self, n: usize) {
+        self.n_past = self.n_past.min(n);
+    }
+
+    pub fn n_ctx(&self) -> usize {
+        self.cache.n_ctx
+    }
+}

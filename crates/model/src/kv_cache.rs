@@ -1,0 +1,87 @@
+//! The key/value cache: per layer, per position, the rotated keys and the
+//! values of every KV head. Independent of the model: it knows only sizes.
+
+use half::f16;
+
+/// Element type of the cache. f16 halves its memory (llama.cpp's default);
+/// f32 keeps keys and values exactly as computed.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum KvType {
+    F16,
+    F32,
+}
+
+impl KvType {
+    pub fn bytes(self) -> usize {
+        match self {
+            KvType::F16 => 2,
+            KvType::F32 => 4,
+        }
+    }
+}
+
+/// A value that can be stored in the cache.
+pub trait KvElem: Copy + Send + Sync + 'static {
+    fn from_f32(x: f32) -> Self;
+    fn to_f32(self) -> f32;
+}
+
+impl KvElem for f32 {
+    fn from_f32(x: f32) -> f32 {
+        x
+    }
+    fn to_f32(self) -> f32 {
+        self
+    }
+}
+
+impl KvElem for f16 {
+    fn from_f32(x: f32) -> f16 {
+        f16::from_f32(x)
+    }
+    fn to_f32(self) -> f32 {
+        f16::to_f32(self)
+    }
+}
+
+/// Storage of one element type: `k` and `v` are (layer, position, kv_dim).
+pub struct KvStore<T> {
+    pub k: Vec<T>,
+    pub v: Vec<T>,
+}
+
+pub enum KvData {
+    F16(KvStore<f16>),
+    F32(KvStore<f32>),
+}
+
+pub struct KvCache {
+    pub n_layers: usize,
+    pub n_ctx: usize,
+    pub kv_dim: usize,
+    pub data: KvData,
+}
+
+impl KvCache {
+    pub fn new(n_layers: usize, n_ctx: usize, kv_dim: usize, ty: KvType) -> KvCache {
+        let n = n_layers * n_ctx * kv_dim;
+        let data = match ty {
+            KvType::F16 => KvData::F16(KvStore { k: vec![f16::ZERO; n], v: vec![f16::ZERO; n] }),
+            KvType::F32 => KvData::F32(KvStore { k: vec![0.0; n], v: vec![0.0; n] }),
+        };
+        KvCache { n_layers, n_ctx, kv_dim, data }
+    }
+
+    /// Bytes needed for a cache of these sizes, to report or cap it before
+    /// allocating.
+    pub fn bytes_for(n_layers: usize, n_ctx: usize, kv_dim: usize, ty: KvType) -> u64 {
+        2 * (n_layers * n_ctx * kv_dim * ty.bytes()) as u64
+    }
+
+    pub fn ty(&self) -> KvType {
+        match self.data {
+            KvData::F16(_) => KvType::F16,
+            KvData::F32(_) => KvType::F32,
+        }
+    }
+}
