@@ -8,7 +8,7 @@
 
 use crate::config::{LlamaConfig, RopeScaling};
 use crate::error::{ErrorKind, Result};
-use crate::kv_cache::{KvCache, KvData, KvElem, KvStore};
+use crate::kv_cache::{KvData, KvElem, KvStore};
 use crate::linear::matmul;
 use crate::threads::for_each_chunk_mut;
 use crate::weights::{Matrix, Weights};

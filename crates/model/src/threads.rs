@@ -39,7 +39,7 @@ pub fn for_each_chunk_mut(
             let (group, tail) = rest.split_at_mut(take * chunk_len);
             rest = tail;
             let start = first;
-            let work = move || {
+            let mut work = move || {
                 for (j, c) in group.chunks_mut(chunk_len).enumerate() {
                     f(start + j, c);
                 }
