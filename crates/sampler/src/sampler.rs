@@ -1,0 +1,209 @@
+//! [`Sampler`]: owns the config, the scratch buffers, the penalty history
+//! and the RNG, and runs the stages of `stages.rs` in llama.cpp's order.
+
+use std::collections::VecDeque;
+
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+use crate::config::SamplerConfig;
+use crate::error::{ErrorKind, Result};
+use crate::stages::{self, Candidate};
+
+/// Turns one logits row into a token id. Build it once per sequence; it keeps
+/// every buffer it needs, so [`Sampler::sample`] does not allocate.
+#[derive(Debug, Clone)]
+pub struct Sampler {
+    config: SamplerConfig,
+    n_vocab: usize,
+    /// (n_vocab) the row being worked on: raw logits + bias + penalties.
+    work: Vec<f32>,
+    /// (<= n_vocab) tokens still in the running, capacity n_vocab.
+    cands: Vec<Candidate>,
+    /// The last `repeat_last_n` accepted ids, oldest first.
+    history: VecDeque<u32>,
+    /// (n_vocab) occurrences of each id in `history`.
+    counts: Vec<u32>,
+    /// (n_vocab) scratch for the penalty stage, all false between calls.
+    seen: Vec<bool>,
+    rng: ChaCha8Rng,
+}
+
+impl Sampler {
+    /// Validates `config` against the vocabulary size and allocates the buffers.
+    pub fn new(config: SamplerConfig, n_vocab: usize) -> Result<Sampler> {
+        config.validate(n_vocab)?;
+        let penalties = !config.penalties_disabled();
+        Ok(Sampler {
+            rng: ChaCha8Rng::seed_from_u64(config.seed),
+            work: vec![0.0; n_vocab],
+            cands: Vec::with_capacity(n_vocab),
+            history: VecDeque::with_capacity(config.repeat_last_n),
+            counts: if penalties {
+                vec![0; n_vocab]
+            } else {
+                Vec::new()
+            },
+            seen: if penalties {
+                vec![false; n_vocab]
+            } else {
+                Vec::new()
+            },
+            n_vocab,
+            config,
+        })
+    }
+
+    /// The settings this sampler was built with.
+    pub fn config(&self) -> &SamplerConfig {
+        &self.config
+    }
+
+    /// The vocabulary size every logits row must have.
+    pub fn n_vocab(&self) -> usize {
+        self.n_vocab
+    }
+
+    /// Picks the next token from one row of logits (length `n_vocab`).
+    ///
+    /// NaN logits are treated as -inf (never picked) and +inf as the largest
+    /// finite float. Fails if the row has the wrong length or if every logit
+    /// is -inf/NaN after the logit bias. Does not record the token: call
+    /// [`Sampler::accept`] with the id you keep.
+    pub fn sample(&mut self, logits: &[f32]) -> Result<u32> {
+        if logits.len() != self.n_vocab {
+            return Err(ErrorKind::LogitsLength {
+                expected: self.n_vocab,
+                got: logits.len(),
+            }
+            .into());
+        }
+        for (w, &l) in self.work.iter_mut().zip(logits) {
+            *w = stages::sanitize(l);
+        }
+        // Bias first, as llama.cpp adds its logit_bias sampler ahead of the chain.
+        for &(id, delta) in &self.config.logit_bias {
+            self.work[id as usize] += delta;
+        }
+        let c = &self.config;
+        if !c.penalties_disabled() {
+            stages::apply_penalties(
+                &mut self.work,
+                &self.history,
+                &self.counts,
+                &mut self.seen,
+                c.repeat_penalty,
+                c.frequency_penalty,
+                c.presence_penalty,
+            );
+        }
+        // top-k/p, min-p and temperature never move the argmax, so greedy
+        // can skip them (llama.cpp's temp <= 0 masks all but the max).
+        if c.temperature <= 0.0 {
+            return match stages::argmax(&self.work) {
+                Some(i) => Ok(i as u32),
+                None => Err(ErrorKind::NoCandidates.into()),
+            };
+        }
+        self.cands.clear();
+        for (id, &logit) in self.work.iter().enumerate() {
+            // -inf tokens have probability 0 in every later stage; dropping
+            // them now only saves work.
+            if logit > f32::NEG_INFINITY {
+                self.cands.push(Candidate {
+                    id: id as u32,
+                    logit,
+                    p: 0.0,
+                });
+            }
+        }
+        if self.cands.is_empty() {
+            return Err(ErrorKind::NoCandidates.into());
+        }
+        stages::top_k(&mut self.cands, c.top_k);
+        stages::top_p(&mut self.cands, c.top_p);
+        stages::min_p(&mut self.cands, c.min_p);
+        stages::temperature(&mut self.cands, c.temperature);
+        let i = stages::dist(&mut self.cands, &mut self.rng);
+        Ok(self.cands[i].id)
+    }
+
+    /// The candidates that survived the last random draw, with their final
+    /// probabilities (after temperature). Empty after a greedy pick.
+    pub fn last_candidates(&self) -> &[Candidate] {
+        &self.cands
+    }
+
+    /// Records a generated (or prompt) token for the penalties' window.
+    pub fn accept(&mut self, id: u32) -> Result<()> {
+        if id as usize >= self.n_vocab {
+            return Err(ErrorKind::TokenOutOfRange {
+                id,
+                n_vocab: self.n_vocab,
+            }
+            .into());
+        }
+        let n = self.config.repeat_last_n;
+        if self.config.penalties_disabled() {
+            return Ok(());
+        }
+        if self.history.len() >= n {
+            if let Some(old) = self.history.pop_front() {
+                self.counts[old as usize] -= 1;
+            }
+        }
+        self.history.push_back(id);
+        self.counts[id as usize] += 1;
+        Ok(())
+    }
+
+    /// Forgets the history and restarts the RNG from the configured seed, so
+    /// the sampler behaves as if just built.
+    pub fn reset(&mut self) {
+        for &t in &self.history {
+            self.counts[t as usize] = 0;
+        }
+        self.history.clear();
+        self.cands.clear();
+        self.rng = ChaCha8Rng::seed_from_u64(self.config.seed);
+    }
+
+    /// See [`top_logprobs`]; a method for convenience.
+    pub fn top_logprobs(&self, logits: &[f32], n: usize) -> Vec<(u32, f32)> {
+        top_logprobs(logits, n)
+    }
+}
+
+/// The `n` most likely tokens of the raw log-softmax of `logits` (no bias,
+/// penalties or temperature), most likely first, ties by lower id; as the
+/// OpenAI `logprobs` field reports them. NaN logits are skipped; an all
+/// -inf/NaN row gives an empty list.
+pub fn top_logprobs(logits: &[f32], n: usize) -> Vec<(u32, f32)> {
+    let max = logits
+        .iter()
+        .map(|&l| stages::sanitize(l))
+        .fold(f32::NEG_INFINITY, f32::max);
+    if n == 0 || max == f32::NEG_INFINITY {
+        return Vec::new();
+    }
+    let sum: f64 = logits
+        .iter()
+        .map(|&l| ((stages::sanitize(l) - max) as f64).exp())
+        .sum();
+    let log_sum = sum.ln();
+    let mut all: Vec<Candidate> = logits
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| !l.is_nan())
+        .map(|(id, &l)| Candidate {
+            id: id as u32,
+            logit: stages::sanitize(l),
+            p: 0.0,
+        })
+        .collect();
+    stages::top_k(&mut all, n);
+    all.sort_unstable_by(stages::by_logit_desc);
+    all.iter()
+        .map(|c| (c.id, ((c.logit - max) as f64 - log_sum) as f32))
+        .collect()
+}
