@@ -62,33 +62,60 @@ pub fn dequantize_row(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<()> {
     if src.len() != expected {
         return Err(Error::length("quantized source", expected, src.len()));
     }
-    let (bs, bb) = block_geometry(ty)?;
-    use GgmlType::*;
-    let f: fn(&[u8], &mut [f32]) = match ty {
-        F32 => f32_block,
-        F16 => f16_block,
-        BF16 => bf16_block,
-        Q4_0 => q4_0,
-        Q4_1 => q4_1,
-        Q5_0 => q5_0,
-        Q5_1 => q5_1,
-        Q8_0 => q8_0,
-        Q2_K => q2_k,
-        Q3_K => q3_k,
-        Q4_K => q4_k,
-        Q5_K => q5_k,
-        Q6_K => q6_k,
-        _ => return Err(ErrorKind::UnsupportedType(ty).into()),
-    };
-    // F32/F16/BF16 have 1-element "blocks": convert the whole row at once.
-    if bs == 1 {
-        f(src, dst);
-        return Ok(());
-    }
-    for (b, y) in src.chunks_exact(bb).zip(dst.chunks_exact_mut(bs)) {
-        f(b, y);
-    }
+    RowDequantizer::new(ty)?.run(src, dst);
     Ok(())
+}
+
+/// The dequantizer of one type, looked up once (e.g. per weight matrix).
+#[derive(Copy, Clone)]
+pub(crate) struct RowDequantizer {
+    block_size: usize,
+    block_bytes: usize,
+    f: fn(&[u8], &mut [f32]),
+}
+
+impl RowDequantizer {
+    pub(crate) fn new(ty: GgmlType) -> Result<RowDequantizer> {
+        let (block_size, block_bytes) = block_geometry(ty)?;
+        use GgmlType::*;
+        let f: fn(&[u8], &mut [f32]) = match ty {
+            F32 => f32_block,
+            F16 => f16_block,
+            BF16 => bf16_block,
+            Q4_0 => q4_0,
+            Q4_1 => q4_1,
+            Q5_0 => q5_0,
+            Q5_1 => q5_1,
+            Q8_0 => q8_0,
+            Q2_K => q2_k,
+            Q3_K => q3_k,
+            Q4_K => q4_k,
+            Q5_K => q5_k,
+            Q6_K => q6_k,
+            _ => return Err(ErrorKind::UnsupportedType(ty).into()),
+        };
+        Ok(RowDequantizer {
+            block_size,
+            block_bytes,
+            f,
+        })
+    }
+
+    /// Dequantize whole blocks of `src` into `dst`; the caller has checked
+    /// that `src` holds exactly `dst.len()` elements (extra is ignored).
+    pub(crate) fn run(&self, src: &[u8], dst: &mut [f32]) {
+        // F32/F16/BF16 have 1-element "blocks": convert the row in one go.
+        if self.block_size == 1 {
+            (self.f)(src, dst);
+            return;
+        }
+        for (b, y) in src
+            .chunks_exact(self.block_bytes)
+            .zip(dst.chunks_exact_mut(self.block_size))
+        {
+            (self.f)(b, y);
+        }
+    }
 }
 
 fn h(b: &[u8], off: usize) -> f32 {

@@ -1,6 +1,44 @@
-//! placeholder
+//! Math on slices for cria: ggml block dequantization, SIMD dot products,
+//! the quantized matmul of the forward pass, and a thread pool.
+//!
+//! - [`dequantize_row`]: ggml blocks (F32, F16, BF16, Q4_0, Q4_1, Q5_0,
+//!   Q5_1, Q8_0, Q2_K..Q6_K) to f32, bit-identical to ggml. Scalar; the
+//!   reference for everything faster.
+//! - [`Cpu`]: the one runtime ISA dispatch point (AVX-512F, AVX2+FMA, NEON,
+//!   scalar), with [`Cpu::dot`] and the register tiles matmul is built on;
+//!   [`dot_scalar`] is their reference.
+//! - [`QMatrix`] views a weight tensor's bytes as `rows x cols`;
+//!   [`matmul`] multiplies it by a batch of activation rows on a
+//!   [`ThreadPool`].
+//! - [`rmsnorm`], [`softmax_inplace`], [`silu`], [`f16_to_f32`],
+//!   [`f32_to_f16`]: the small vector ops of a LLaMA layer.
+//!
+//! ```
+//! use cria_kernels::{matmul, GgmlType, QMatrix, ThreadPool};
+//! // A 2 x 32 Q8_0 matrix: row 0 all 1.0, row 1 all 2.0 (d = 1.0 = f16 0x3C00).
+//! let mut bytes = Vec::new();
+//! for q in [1u8, 2] {
+//!     bytes.extend([0x00, 0x3C]);
+//!     bytes.extend([q; 32]);
+//! }
+//! let w = QMatrix::new(GgmlType::Q8_0, 2, 32, &bytes).unwrap();
+//! let x = vec![0.5f32; 32]; // one activation row
+//! let mut out = [0f32; 2];
+//! matmul(&w, &x, &mut out, &ThreadPool::new(2)).unwrap();
+//! assert_eq!(out, [16.0, 32.0]);
+//! ```
+
 mod dequant;
 mod error;
+mod matmul;
+mod ops;
+mod pool;
+mod simd;
+
 pub use cria_gguf::GgmlType;
 pub use dequant::{block_geometry, dequantize_row, row_bytes, QK_K};
 pub use error::{Error, ErrorKind, Result};
+pub use matmul::{matmul, matmul_with, QMatrix, PANEL_ROWS};
+pub use ops::{f16_to_f32, f32_to_f16, rmsnorm, silu, softmax_inplace};
+pub use pool::ThreadPool;
+pub use simd::{dot, dot_scalar, Cpu, Isa};

@@ -1,0 +1,243 @@
+//! Quantized weight matrix times a batch of f32 activation rows.
+//!
+//! For each panel of [`PANEL_ROWS`] weight rows, the rows are dequantized
+//! once into a per-thread f32 scratch (`PANEL_ROWS x cols`, kept in L2) and
+//! dotted against every activation row with the ISA's register tile, so a
+//! 512-token prompt dequantizes each weight once and a single token is a
+//! plain mat-vec. Panels are the unit of work handed to the [`ThreadPool`].
+
+use crate::dequant::{row_bytes, RowDequantizer};
+use crate::error::{Error, ErrorKind, Result};
+use crate::pool::ThreadPool;
+use crate::simd::Cpu;
+use cria_gguf::GgmlType;
+use std::cell::RefCell;
+
+/// Weight rows dequantized together and handed to one task.
+pub const PANEL_ROWS: usize = 16;
+
+/// A `rows x cols` weight matrix of type `ty` over borrowed bytes (e.g. a
+/// tensor in a memory-mapped GGUF file). `cols` is the row length, ggml's
+/// `ne[0]`; row `r` is bytes `r * row_bytes .. (r + 1) * row_bytes`.
+#[derive(Copy, Clone)]
+pub struct QMatrix<'a> {
+    ty: GgmlType,
+    rows: usize,
+    cols: usize,
+    row_bytes: usize,
+    data: &'a [u8],
+    dequant: RowDequantizer,
+}
+
+impl<'a> QMatrix<'a> {
+    /// A view of `data` as a matrix, checking that the type is supported,
+    /// `cols` is a non-zero whole number of blocks and `data` is exactly
+    /// `rows` rows long.
+    pub fn new(ty: GgmlType, rows: usize, cols: usize, data: &'a [u8]) -> Result<QMatrix<'a>> {
+        let dequant = RowDequantizer::new(ty)?;
+        if cols == 0 {
+            return Err(ErrorKind::NotWholeBlocks {
+                ty,
+                elements: 0,
+                block_size: ty.block_size() as usize,
+            }
+            .into());
+        }
+        let row_bytes = row_bytes(ty, cols)?;
+        let total = rows.checked_mul(row_bytes).ok_or(ErrorKind::Overflow {
+            what: "matrix byte size",
+        })?;
+        if data.len() != total {
+            return Err(Error::length("matrix data", total, data.len()));
+        }
+        Ok(QMatrix {
+            ty,
+            rows,
+            cols,
+            row_bytes,
+            data,
+            dequant,
+        })
+    }
+
+    pub fn ty(&self) -> GgmlType {
+        self.ty
+    }
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+    pub fn data(&self) -> &'a [u8] {
+        self.data
+    }
+
+    /// The raw bytes of row `r` (panics if `r >= rows`).
+    pub fn row(&self, r: usize) -> &'a [u8] {
+        &self.data[r * self.row_bytes..(r + 1) * self.row_bytes]
+    }
+
+    /// Dequantize row `r` into `dst` (`cols` long).
+    pub fn dequantize_row(&self, r: usize, dst: &mut [f32]) -> Result<()> {
+        if r >= self.rows {
+            return Err(Error::length("row index (as count)", self.rows, r + 1));
+        }
+        if dst.len() != self.cols {
+            return Err(Error::length("row destination", self.cols, dst.len()));
+        }
+        self.dequant.run(self.row(r), dst);
+        Ok(())
+    }
+}
+
+/// `out[i * rows + r] = dot(w row r, x row i)` for the `n = x.len() / cols`
+/// activation rows of `x` (shape `(n, cols)`; `out` is `(n, rows)`), on the
+/// best ISA of this machine. See [`matmul_with`].
+pub fn matmul(w: &QMatrix, x: &[f32], out: &mut [f32], pool: &ThreadPool) -> Result<()> {
+    matmul_with(Cpu::get(), w, x, out, pool)
+}
+
+/// [`matmul`] on a given [`Cpu`]. Each output element is bit-identical to
+/// `cpu.dot(dequantized row r, x row i)`, whatever the thread count.
+///
+/// Scratch: each worker thread keeps a thread-local `PANEL_ROWS x cols` f32
+/// buffer, grown on first use; with today's scoped-thread pool that is one
+/// allocation per call per spawned thread (the calling thread keeps its own).
+pub fn matmul_with(
+    cpu: Cpu,
+    w: &QMatrix,
+    x: &[f32],
+    out: &mut [f32],
+    pool: &ThreadPool,
+) -> Result<()> {
+    let (rows, cols) = (w.rows, w.cols);
+    if x.len() % cols != 0 {
+        return Err(Error::length(
+            "activations (a multiple of cols)",
+            x.len() / cols * cols,
+            x.len(),
+        ));
+    }
+    let n = x.len() / cols;
+    let expected = n.checked_mul(rows).ok_or(ErrorKind::Overflow {
+        what: "output size",
+    })?;
+    if out.len() != expected {
+        return Err(Error::length("matmul output", expected, out.len()));
+    }
+    let shared = SharedOut {
+        ptr: out.as_mut_ptr(),
+        len: out.len(),
+    };
+    let shared = &shared;
+    pool.run(rows.div_ceil(PANEL_ROWS), |task| {
+        let r0 = task * PANEL_ROWS;
+        let np = PANEL_ROWS.min(rows - r0);
+        SCRATCH.with(|s| {
+            let mut s = s.borrow_mut();
+            if s.len() < np * cols {
+                s.resize(np * cols, 0.0);
+            }
+            let panel = &mut s[..np * cols];
+            for (p, dst) in panel.chunks_exact_mut(cols).enumerate() {
+                w.dequant.run(w.row(r0 + p), dst);
+            }
+            // Each task writes only columns r0..r0 + np of `out`.
+            let put = |i: usize, r: usize, v: f32| {
+                // SAFETY: tasks own disjoint row ranges, so (i, r0 + r) is
+                // written by this task alone; nothing reads `out` meanwhile.
+                unsafe { shared.write(i * rows + r0 + r, v) }
+            };
+            match cpu.tile_shape() {
+                (4, 4) => panel_tiles::<4, 4>(cpu, panel, x, cols, put),
+                (4, 2) => panel_tiles::<4, 2>(cpu, panel, x, cols, put),
+                _ => panel_tiles::<1, 1>(cpu, panel, x, cols, put),
+            }
+        });
+    });
+    Ok(())
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Dot every row of `panel` with every row of `x` (both `cols` long) in
+/// `R x N` tiles, falling back to `1 x N`, `R x 1` and `1 x 1` at the edges;
+/// `put(i, r, v)` receives activation row i, panel row r.
+fn panel_tiles<const R: usize, const N: usize>(
+    cpu: Cpu,
+    panel: &[f32],
+    x: &[f32],
+    cols: usize,
+    mut put: impl FnMut(usize, usize, f32),
+) {
+    let np = panel.len() / cols;
+    let n = x.len() / cols;
+    let mut i = 0;
+    while i < n {
+        if i + N <= n {
+            let xt = &x[i * cols..(i + N) * cols];
+            let mut r = 0;
+            while r < np {
+                if r + R <= np {
+                    let mut t = [[0f32; N]; R];
+                    cpu.dot_tile::<R, N>(&panel[r * cols..], xt, cols, &mut t);
+                    for (dr, row) in t.iter().enumerate() {
+                        for (di, &v) in row.iter().enumerate() {
+                            put(i + di, r + dr, v);
+                        }
+                    }
+                    r += R;
+                } else {
+                    let mut t = [[0f32; N]; 1];
+                    cpu.dot_tile::<1, N>(&panel[r * cols..], xt, cols, &mut t);
+                    for (di, &v) in t[0].iter().enumerate() {
+                        put(i + di, r, v);
+                    }
+                    r += 1;
+                }
+            }
+            i += N;
+        } else {
+            let xt = &x[i * cols..(i + 1) * cols];
+            let mut r = 0;
+            while r < np {
+                if r + R <= np {
+                    let mut t = [[0f32; 1]; R];
+                    cpu.dot_tile::<R, 1>(&panel[r * cols..], xt, cols, &mut t);
+                    for (dr, row) in t.iter().enumerate() {
+                        put(i, r + dr, row[0]);
+                    }
+                    r += R;
+                } else {
+                    let mut t = [[0f32; 1]; 1];
+                    cpu.dot_tile::<1, 1>(&panel[r * cols..], xt, cols, &mut t);
+                    put(i, r, t[0][0]);
+                    r += 1;
+                }
+            }
+            i += 1;
+        }
+    }
+}
+
+/// The output buffer shared by tasks that write disjoint elements.
+struct SharedOut {
+    ptr: *mut f32,
+    len: usize,
+}
+
+// SAFETY: only used through `write`, whose callers guarantee disjoint
+// indices across threads for the lifetime of one `matmul_with` call.
+unsafe impl Sync for SharedOut {}
+
+impl SharedOut {
+    /// # Safety
+    /// No other thread may access index `i` during the call.
+    unsafe fn write(&self, i: usize, v: f32) {
+        assert!(i < self.len, "matmul output index out of bounds");
+        *self.ptr.add(i) = v;
+    }
+}

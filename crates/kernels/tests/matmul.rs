@@ -1,0 +1,148 @@
+//! matmul against a naive reference (dequantize the whole matrix, triple
+//! loop in f64), and bit-identity across thread counts and tilings.
+
+use cria_kernels::{
+    dequantize_row, matmul, matmul_with, Cpu, ErrorKind, GgmlType, QMatrix, ThreadPool,
+};
+use rand::{Rng, SeedableRng};
+
+/// Offsets of the f16 scale fields in one block, so random blocks get
+/// finite, moderate scales (random bytes there could be inf or NaN).
+fn scale_offsets(ty: GgmlType) -> &'static [usize] {
+    use GgmlType::*;
+    match ty {
+        Q4_0 | Q5_0 | Q8_0 => &[0],
+        Q4_1 | Q5_1 | Q4_K | Q5_K => &[0, 2],
+        Q2_K => &[80, 82],
+        Q3_K => &[108],
+        Q6_K => &[208],
+        _ => &[],
+    }
+}
+
+/// Random bytes for a `rows x cols` matrix of `ty` with sane scales.
+fn random_matrix(rng: &mut impl Rng, ty: GgmlType, rows: usize, cols: usize) -> Vec<u8> {
+    let n = rows * cols;
+    match ty {
+        GgmlType::F32 => (0..n)
+            .flat_map(|_| rng.gen_range(-1.0f32..1.0).to_le_bytes())
+            .collect(),
+        GgmlType::F16 => (0..n)
+            .flat_map(|_| half::f16::from_f32(rng.gen_range(-1.0..1.0)).to_le_bytes())
+            .collect(),
+        GgmlType::BF16 => (0..n)
+            .flat_map(|_| half::bf16::from_f32(rng.gen_range(-1.0..1.0)).to_le_bytes())
+            .collect(),
+        _ => {
+            let bb = ty.block_bytes() as usize;
+            let mut b: Vec<u8> = (0..n / ty.block_size() as usize * bb)
+                .map(|_| rng.gen())
+                .collect();
+            for block in b.chunks_exact_mut(bb) {
+                for &o in scale_offsets(ty) {
+                    let d = half::f16::from_f32(rng.gen_range(-0.05..0.05));
+                    block[o..o + 2].copy_from_slice(&d.to_le_bytes());
+                }
+            }
+            b
+        }
+    }
+}
+
+fn naive(ty: GgmlType, bytes: &[u8], rows: usize, cols: usize, x: &[f32]) -> Vec<f64> {
+    let mut w = vec![0f32; rows * cols];
+    dequantize_row(ty, bytes, &mut w).unwrap();
+    let n = x.len() / cols;
+    let mut out = vec![0f64; n * rows];
+    for i in 0..n {
+        for r in 0..rows {
+            out[i * rows + r] = (0..cols)
+                .map(|k| w[r * cols + k] as f64 * x[i * cols + k] as f64)
+                .sum();
+        }
+    }
+    out
+}
+
+#[test]
+fn matches_naive_and_is_identical_across_threads_and_isas() {
+    use GgmlType::*;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    // (type, rows, cols, n): awkward row counts (not multiples of the panel
+    // or tile) and batch sizes (1, primes, not multiples of the tile).
+    let cases = [
+        (Q4_1, 37, 96, 5),
+        (Q4_1, 1, 32, 1),
+        (Q4_0, 17, 64, 7),
+        (Q5_0, 33, 32, 3),
+        (Q5_1, 5, 160, 2),
+        (Q8_0, 50, 96, 9),
+        (Q2_K, 19, 256, 3),
+        (Q3_K, 6, 512, 4),
+        (Q4_K, 21, 256, 6),
+        (Q5_K, 3, 256, 1),
+        (Q6_K, 18, 256, 5),
+        (F32, 9, 7, 3),
+        (F16, 20, 33, 4),
+        (BF16, 4, 15, 11),
+        (Q4_1, 0, 32, 3),
+        (Q4_1, 4, 32, 0),
+    ];
+    for (ty, rows, cols, n) in cases {
+        let bytes = random_matrix(&mut rng, ty, rows, cols);
+        let w = QMatrix::new(ty, rows, cols, &bytes).unwrap();
+        let x: Vec<f32> = (0..n * cols).map(|_| rng.gen_range(-1.0..1.0)).collect();
+        let want = naive(ty, &bytes, rows, cols, &x);
+
+        let mut wrow = vec![0f32; cols];
+        for cpu in Cpu::all_available() {
+            let mut first = vec![f32::NAN; n * rows];
+            matmul_with(cpu, &w, &x, &mut first, &ThreadPool::new(1)).unwrap();
+            for threads in [2, 3, 8] {
+                let mut out = vec![f32::NAN; n * rows];
+                matmul_with(cpu, &w, &x, &mut out, &ThreadPool::new(threads)).unwrap();
+                let same = out.iter().zip(&first).all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(same, "{ty} {:?}: {threads} threads differ from 1", cpu.isa());
+            }
+            for i in 0..n {
+                for r in 0..rows {
+                    let got = first[i * rows + r];
+                    // Bit-identical to the ISA's own dot product of the row...
+                    w.dequantize_row(r, &mut wrow).unwrap();
+                    let d = cpu.dot(&wrow, &x[i * cols..(i + 1) * cols]);
+                    assert_eq!(got.to_bits(), d.to_bits(), "{ty} {:?} ({i},{r})", cpu.isa());
+                    // ...and within f32 rounding of the f64 naive product.
+                    let mag: f64 = (0..cols)
+                        .map(|k| (wrow[k] as f64 * x[i * cols + k] as f64).abs())
+                        .sum();
+                    let tol = 2.0 * (cols as f64 + 2.0) * f32::EPSILON as f64 * mag + 1e-30;
+                    let e = want[i * rows + r];
+                    assert!(
+                        (got as f64 - e).abs() <= tol,
+                        "{ty} {:?} ({i},{r}): {got} vs {e}",
+                        cpu.isa()
+                    );
+                }
+            }
+        }
+        let mut out = vec![0f32; n * rows];
+        matmul(&w, &x, &mut out, &ThreadPool::new(2)).unwrap();
+    }
+}
+
+#[test]
+fn bad_shapes_are_errors() {
+    let bytes = vec![0u8; 2 * 20];
+    assert!(QMatrix::new(GgmlType::Q4_1, 2, 32, &bytes[..39]).is_err());
+    assert!(QMatrix::new(GgmlType::Q4_1, 1, 33, &bytes[..20]).is_err());
+    assert!(QMatrix::new(GgmlType::Q4_1, 1, 0, &[]).is_err());
+    let err = QMatrix::new(GgmlType::IQ4_NL, 1, 32, &bytes[..18]).err().unwrap();
+    assert_eq!(err.kind(), &ErrorKind::UnsupportedType(GgmlType::IQ4_NL));
+
+    let w = QMatrix::new(GgmlType::Q4_1, 2, 32, &bytes).unwrap();
+    let pool = ThreadPool::new(2);
+    assert!(matmul(&w, &[0.0; 33], &mut [0.0; 2], &pool).is_err());
+    assert!(matmul(&w, &[0.0; 64], &mut [0.0; 2], &pool).is_err());
+    assert!(matmul(&w, &[0.0; 64], &mut [0.0; 4], &pool).is_ok());
+    assert!(w.dequantize_row(2, &mut [0.0; 32]).is_err());
+}
