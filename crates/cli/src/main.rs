@@ -5,6 +5,8 @@
 
 mod default_model;
 mod inspect;
+mod load;
+mod perplexity;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -39,6 +41,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Measure perplexity on a text (llama-perplexity's protocol), or KL divergence against a base file
+    Perplexity(perplexity::Args),
     /// Fetch the default model into the cache (if not there yet) and print its path
     Pull,
 }
@@ -49,6 +53,7 @@ fn main() -> ExitCode {
         Command::Inspect { model, json } => {
             default_model::resolve(model.as_deref()).and_then(|p| inspect::run(&p, json))
         }
+        Command::Perplexity(args) => perplexity::run(args),
         Command::Pull => default_model::resolve(None).map(|p| println!("{}", p.display())),
     };
     match result {

@@ -66,7 +66,7 @@ impl Model {
 pub struct Session {
     pub cache: KvCache,
     pub n_past: usize,
-    pub threads: usize,
+    pub pool: cria_kernels::ThreadPool,
     scratch: Scratch,
 }
 
@@ -76,7 +76,7 @@ impl Session {
         Session {
             cache: KvCache::new(c.n_layers, n_ctx, c.kv_dim(), kv),
             n_past: 0,
-            threads: threads.max(1),
+            pool: cria_kernels::ThreadPool::new(threads),
             scratch: Scratch::new(c, &model.weights, n_batch.clamp(1, n_ctx.max(1))),
         }
     }

@@ -156,8 +156,7 @@ pub fn forward(
             let row = i * cfg.dim;
             rmsnorm(&mut s.xb[row..row + cfg.dim], &s.x[row..row + cfg.dim], &w.output_norm, cfg.rms_eps);
         }
-        let rows = n - first_row;
-        matmul(file, &w.output, &s.xb[first_row * cfg.dim..n * cfg.dim], rows, dst, session.threads);
+        matmul(file, &w.output, &s.xb[first_row * cfg.dim..n * cfg.dim], dst, &session.pool)?;
     }
     Ok(())
 }
@@ -172,7 +171,8 @@ fn forward_batch(
 ) -> Result<()> {
     let n = tokens.len();
     let (dim, qd, kvd, fd) = (cfg.dim, cfg.q_dim(), cfg.kv_dim(), cfg.ffn_dim);
-    let threads = session.threads;
+    let pool = &session.pool;
+    let threads = pool.threads();
     let s = &mut session.scratch;
     let embd = w.token_embd.bytes(file);
     let row_bytes = w.token_embd.row_bytes();
@@ -186,9 +186,9 @@ fn forward_batch(
             rmsnorm(&mut s.xb[r.clone()], &s.x[r], &lw.attn_norm, cfg.rms_eps);
         }
         let xb = &s.xb[..n * dim];
-        matmul(file, &lw.wq, xb, n, &mut s.q[..n * qd], threads);
-        matmul(file, &lw.wk, xb, n, &mut s.k[..n * kvd], threads);
-        matmul(file, &lw.wv, xb, n, &mut s.v[..n * kvd], threads);
+        matmul(file, &lw.wq, xb, &mut s.q[..n * qd], pool)?;
+        matmul(file, &lw.wk, xb, &mut s.k[..n * kvd], pool)?;
+        matmul(file, &lw.wv, xb, &mut s.v[..n * kvd], pool)?;
         for i in 0..n {
             rope(&mut s.q[i * qd..(i + 1) * qd], cfg.head_dim, start + i, &s.inv_freq);
             rope(&mut s.k[i * kvd..(i + 1) * kvd], cfg.head_dim, start + i, &s.inv_freq);
@@ -197,7 +197,7 @@ fn forward_batch(
             KvData::F16(st) => attention(cfg, st, session.cache.n_ctx, l, start, n, s, threads),
             KvData::F32(st) => attention(cfg, st, session.cache.n_ctx, l, start, n, s, threads),
         }
-        matmul(file, &lw.wo, &s.att[..n * qd], n, &mut s.proj[..n * dim], threads);
+        matmul(file, &lw.wo, &s.att[..n * qd], &mut s.proj[..n * dim], pool)?;
         s.x[..n * dim].iter_mut().zip(&s.proj[..n * dim]).for_each(|(x, p)| *x += p);
 
         for i in 0..n {
@@ -205,12 +205,12 @@ fn forward_batch(
             rmsnorm(&mut s.xb[r.clone()], &s.x[r], &lw.ffn_norm, cfg.rms_eps);
         }
         let xb = &s.xb[..n * dim];
-        matmul(file, &lw.w_gate, xb, n, &mut s.gate[..n * fd], threads);
-        matmul(file, &lw.w_up, xb, n, &mut s.up[..n * fd], threads);
+        matmul(file, &lw.w_gate, xb, &mut s.gate[..n * fd], pool)?;
+        matmul(file, &lw.w_up, xb, &mut s.up[..n * fd], pool)?;
         for (g, u) in s.gate[..n * fd].iter_mut().zip(&s.up[..n * fd]) {
             *g = *g / (1.0 + (-*g).exp()) * u;
         }
-        matmul(file, &lw.w_down, &s.gate[..n * fd], n, &mut s.proj[..n * dim], threads);
+        matmul(file, &lw.w_down, &s.gate[..n * fd], &mut s.proj[..n * dim], pool)?;
         s.x[..n * dim].iter_mut().zip(&s.proj[..n * dim]).for_each(|(x, p)| *x += p);
     }
     Ok(())

@@ -1,24 +1,6 @@
 //! Splitting independent work across threads. Each task is computed by the
 //! same code whatever the split, so results do not depend on thread count.
 
-/// Runs `f(range)` over `0..n` split into `threads` contiguous ranges.
-pub fn parallel_ranges(n: usize, threads: usize, f: impl Fn(std::ops::Range<usize>) + Sync) {
-    let threads = threads.clamp(1, n.max(1));
-    if threads == 1 {
-        f(0..n);
-        return;
-    }
-    let per = n.div_ceil(threads);
-    std::thread::scope(|s| {
-        for t in 1..threads {
-            let f = &f;
-            let r = (t * per).min(n)..((t + 1) * per).min(n);
-            s.spawn(move || f(r));
-        }
-        f(0..per.min(n));
-    });
-}
-
 /// Runs `f(i, chunk)` for every `chunk_len`-sized chunk of `out`, chunks
 /// split across `threads` in contiguous groups.
 pub fn for_each_chunk_mut(

@@ -1,0 +1,137 @@
+//! `cria perplexity`: llama-perplexity's protocol, its output, and its
+//! KL-divergence base files, so results compare line for line.
+
+use crate::load::{load_model, threads_or_default};
+use anyhow::{bail, Context, Result};
+use cria_eval::{
+    BaseChunk, BaseFileReader, BaseFileWriter, Chunks, KlDivergence, PerplexityAccumulator, CHUNK_HEADER,
+    MIN_TOKENS_FOR_REPORT,
+};
+use cria_model::{KvType, Logits, Model, Session};
+use std::path::PathBuf;
+use std::time::Instant;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// GGUF model file (default: the cached default model)
+    #[arg(short, long, value_name = "FILE")]
+    pub model: Option<PathBuf>,
+    /// Text file to score
+    #[arg(short = 'f', long = "file", value_name = "TEXT")]
+    pub file: Option<PathBuf>,
+    /// Tokens per chunk (context size)
+    #[arg(short = 'c', long = "ctx-size", default_value_t = 512)]
+    pub ctx_size: usize,
+    /// Score at most N chunks
+    #[arg(long, value_name = "N")]
+    pub chunks: Option<usize>,
+    /// Threads (default: all cores)
+    #[arg(short, long)]
+    pub threads: Option<usize>,
+    /// Without --kl-divergence: write each scored token's log-probabilities
+    /// to FILE (llama-perplexity's format). With it: read them from FILE.
+    #[arg(long, value_name = "FILE")]
+    pub kl_divergence_base: Option<PathBuf>,
+    /// Compare against --kl-divergence-base instead of scoring a text
+    #[arg(long, requires = "kl_divergence_base")]
+    pub kl_divergence: bool,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let model = load_model(args.model.as_deref())?;
+    let threads = threads_or_default(args.threads);
+    if args.kl_divergence {
+        let base = args.kl_divergence_base.as_ref().context("--kl-divergence needs --kl-divergence-base FILE")?;
+        return kl_divergence(&model.model, &model.tokenizer, base, threads);
+    }
+    let Some(text_path) = &args.file else {
+        bail!("no text to score: pass -f TEXT (or --kl-divergence with --kl-divergence-base FILE)");
+    };
+    let text = std::fs::read_to_string(text_path).with_context(|| format!("cannot read {}", text_path.display()))?;
+    let tok = &model.tokenizer;
+    let tokens = tok.encode(&text, tok.add_bos(), false)?;
+    let n_ctx = args.ctx_size;
+    if tokens.len() < 2 * n_ctx {
+        bail!(
+            "{} has {} tokens; perplexity needs at least 2 * ctx-size = {} (use a longer text or a smaller -c)",
+            text_path.display(),
+            tokens.len(),
+            2 * n_ctx
+        );
+    }
+    let chunks = Chunks::new(&tokens, n_ctx, tok.add_bos(), tok.bos().unwrap_or(0), args.chunks)?;
+    let m = &model.model;
+    let n_vocab = m.config.n_vocab;
+    eprintln!(
+        "perplexity: {} tokens, {} chunks of {n_ctx}, scoring the second half of each, {threads} threads",
+        tokens.len(),
+        chunks.n_chunk()
+    );
+    let mut writer = match &args.kl_divergence_base {
+        Some(p) => Some(BaseFileWriter::create(p, n_ctx, n_vocab, chunks.n_chunk(), chunks.tokens())?),
+        None => None,
+    };
+    let mut session = Session::new(m, n_ctx, KvType::F16, n_ctx, threads);
+    let mut acc = PerplexityAccumulator::new(n_vocab);
+    let mut logits = Vec::new();
+    let t0 = Instant::now();
+    for (i, chunk) in chunks.iter().enumerate() {
+        session.truncate(0);
+        m.forward(&mut session, chunk.input_tokens(), Logits::All, &mut logits)?;
+        let scored = &logits[chunk.first() * n_vocab..];
+        match writer.as_mut() {
+            Some(w) => {
+                acc.add_nll(w.write_chunk_logits(scored, chunk.tokens())?);
+            }
+            None => {
+                acc.add_chunk(scored, chunk.tokens())?;
+            }
+        }
+        if i == 0 {
+            let per = t0.elapsed().as_secs_f64();
+            eprintln!("perplexity: {per:.2} seconds per pass - ETA {:.1} minutes", per * chunks.n_chunk() as f64 / 60.0);
+        }
+        print!("{}", acc.progress_line());
+        use std::io::Write;
+        std::io::stdout().flush().ok();
+    }
+    println!();
+    if let Some(w) = writer {
+        w.finish()?;
+    }
+    println!("{}", acc.estimate()?);
+    Ok(())
+}
+
+fn kl_divergence(model: &Model, tok: &cria_tokenizer::Tokenizer, base: &std::path::Path, threads: usize) -> Result<()> {
+    let mut reader = BaseFileReader::open(base)?;
+    let header = reader.header().clone();
+    header.check_vocab(model.config.n_vocab)?;
+    let chunks = Chunks::from_base_file(&header, tok.add_bos(), tok.bos().unwrap_or(0))?;
+    let n_vocab = model.config.n_vocab;
+    eprintln!(
+        "kl-divergence: {} chunks of {} tokens from {}, {threads} threads",
+        chunks.n_chunk(),
+        chunks.n_ctx(),
+        base.display()
+    );
+    let mut session = Session::new(model, chunks.n_ctx(), KvType::F16, chunks.n_ctx(), threads);
+    let mut kld = KlDivergence::new(n_vocab);
+    let mut stored = BaseChunk::default();
+    let mut logits = Vec::new();
+    println!("{CHUNK_HEADER}");
+    for chunk in chunks.iter() {
+        if !reader.read_chunk(&mut stored)? {
+            bail!("{} ends before chunk {}", base.display(), chunk.index + 1);
+        }
+        session.truncate(0);
+        model.forward(&mut session, chunk.input_tokens(), Logits::All, &mut logits)?;
+        kld.add_chunk(&stored, &logits[chunk.first() * n_vocab..], chunk.tokens())?;
+        println!("{}", kld.chunk_line());
+    }
+    if kld.count() < MIN_TOKENS_FOR_REPORT {
+        bail!("only {} tokens scored; at least {MIN_TOKENS_FOR_REPORT} are needed for statistics", kld.count());
+    }
+    println!("{}", kld.report()?);
+    Ok(())
+}
