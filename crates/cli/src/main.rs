@@ -3,10 +3,14 @@
 //! Each subcommand lives in its own module; this file parses arguments and
 //! turns errors into one-line messages and an exit status.
 
+mod chat;
+mod chat_template;
 mod default_model;
+mod gen_args;
 mod inspect;
 mod load;
 mod perplexity;
+mod run;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -41,6 +45,10 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Answer one prompt, streaming the text (a chat turn, or --raw text continuation)
+    Run(Box<run::Args>),
+    /// Talk with a model in the terminal; the conversation's cache is kept between turns
+    Chat(Box<chat::Args>),
     /// Measure perplexity on a text (llama-perplexity's protocol), or KL divergence against a base file
     Perplexity(perplexity::Args),
     /// Fetch the default model into the cache (if not there yet) and print its path
@@ -53,6 +61,8 @@ fn main() -> ExitCode {
         Command::Inspect { model, json } => {
             default_model::resolve(model.as_deref()).and_then(|p| inspect::run(&p, json))
         }
+        Command::Run(args) => run::run(*args),
+        Command::Chat(args) => chat::run(*args),
         Command::Perplexity(args) => perplexity::run(args),
         Command::Pull => default_model::resolve(None).map(|p| println!("{}", p.display())),
     };

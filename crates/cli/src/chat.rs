@@ -1,0 +1,116 @@
+//! `cria chat`: an interactive conversation that keeps its KV cache between
+//! turns, so each turn evaluates only the new messages.
+
+use crate::chat_template::{tokenize_prompt, ChatTemplate, Message};
+use crate::gen_args::{ModelArgs, SamplingArgs};
+use crate::load::{load_model, threads_or_default};
+use anyhow::{Context, Result};
+use cria_engine::{default_ctx_size, FinishReason, Sequence};
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// System message that starts the conversation
+    #[arg(long, value_name = "TEXT")]
+    pub system: Option<String>,
+    /// Jinja chat template to use instead of the model's
+    #[arg(long, value_name = "FILE")]
+    pub chat_template: Option<PathBuf>,
+    /// Print a summary line on stderr after each answer
+    #[arg(short, long)]
+    pub verbose: bool,
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let params = args.sampling.params()?;
+    let loaded = load_model(args.model.model.as_deref())?;
+    let (model, tok) = (&loaded.model, &loaded.tokenizer);
+    let template = ChatTemplate::load(model.file().metadata(), tok, args.chat_template.as_deref())?;
+    let kv = args.model.kv_type();
+    let n_ctx = args.model.ctx_size.unwrap_or_else(|| default_ctx_size(model, kv));
+    let mut seq = Sequence::new(model, n_ctx, kv, threads_or_default(args.model.threads));
+
+    // Ctrl-C stops the answer being written; at the prompt it ends the chat.
+    let generating = Arc::new(AtomicBool::new(false));
+    let cancel = Arc::new(AtomicBool::new(false));
+    {
+        let (generating, cancel) = (generating.clone(), cancel.clone());
+        ctrlc::set_handler(move || {
+            if generating.load(Ordering::SeqCst) {
+                cancel.store(true, Ordering::SeqCst);
+            } else {
+                eprintln!();
+                std::process::exit(130);
+            }
+        })
+        .context("cannot install the Ctrl-C handler")?;
+    }
+
+    let interactive = std::io::stdin().is_terminal();
+    if interactive {
+        eprintln!("cria chat: {} (ctx {n_ctx}). /reset starts over, /exit or Ctrl-D quits, Ctrl-C stops an answer.", loaded.path.display());
+    }
+    let start = || args.system.iter().map(|s| Message::new("system", s)).collect::<Vec<_>>();
+    let mut messages = start();
+    let stdin = std::io::stdin();
+    let mut lines = stdin.lock().lines();
+    loop {
+        if interactive {
+            eprint!(">>> ");
+        }
+        let Some(line) = lines.next() else { break };
+        let line = line.context("cannot read stdin")?;
+        let text = line.trim();
+        match text {
+            "" => continue,
+            "/exit" | "/bye" | "/quit" => break,
+            "/reset" | "/clear" => {
+                messages = start();
+                seq.clear();
+                eprintln!("(conversation reset)");
+                continue;
+            }
+            _ => {}
+        }
+        messages.push(Message::new("user", text));
+        let prompt = tokenize_prompt(tok, &template.render(&messages, true)?)?;
+        cancel.store(false, Ordering::SeqCst);
+        generating.store(true, Ordering::SeqCst);
+        let mut answer = String::new();
+        let mut out = std::io::stdout().lock();
+        let result = seq.generate(tok, &prompt, &params, &cancel, &mut |t| {
+            answer.push_str(t);
+            let _ = out.write_all(t.as_bytes()).and_then(|_| out.flush());
+        });
+        generating.store(false, Ordering::SeqCst);
+        let _ = writeln!(out);
+        match result {
+            Ok(stats) => {
+                if args.verbose {
+                    eprintln!("{}", crate::run::summary(&stats, loaded.load_time, n_ctx));
+                }
+                match stats.finish {
+                    FinishReason::Cancelled => eprintln!("(answer stopped)"),
+                    FinishReason::ContextFull => eprintln!(
+                        "(the context of {n_ctx} tokens is full: /reset to start over, or restart with a larger --ctx-size)"
+                    ),
+                    _ => {}
+                }
+                messages.push(Message::new("assistant", answer.trim()));
+            }
+            Err(e) => {
+                // The turn is dropped; the conversation goes on.
+                messages.pop();
+                eprintln!("error: {e}");
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,141 @@
+//! Chat templates: the model's `tokenizer.chat_template` (Jinja) rendered
+//! with minijinja, as Hugging Face's transformers renders it, so prompts
+//! match what the model was trained on. Templates live here, in the
+//! front ends, never in the engine or model.
+
+use anyhow::{bail, Context, Result};
+use cria_tokenizer::Tokenizer;
+use minijinja::{context, Environment, Error as JinjaError, ErrorKind as JinjaErrorKind};
+use serde::Serialize;
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Message {
+    pub role: String,
+    pub content: String,
+}
+
+impl Message {
+    pub fn new(role: &str, content: &str) -> Message {
+        Message { role: role.to_string(), content: content.to_string() }
+    }
+}
+
+pub struct ChatTemplate {
+    env: Environment<'static>,
+    bos: String,
+    eos: String,
+}
+
+impl ChatTemplate {
+    /// The template from `override_file` if given, else the model's own.
+    /// A model without one is an error: no silent fallback format.
+    pub fn load(
+        metadata: &cria_gguf::Metadata,
+        tok: &Tokenizer,
+        override_file: Option<&std::path::Path>,
+    ) -> Result<ChatTemplate> {
+        let source = match override_file {
+            Some(p) => std::fs::read_to_string(p).with_context(|| format!("cannot read chat template {}", p.display()))?,
+            None => match metadata.try_str("tokenizer.chat_template")? {
+                Some(s) => s.to_string(),
+                None => bail!(
+                    "this model has no chat template (tokenizer.chat_template); pass one with \
+                     --chat-template FILE, or use `cria run --raw` to continue plain text"
+                ),
+            },
+        };
+        let token_text = |id: Option<u32>| id.and_then(|i| tok.token_text(i)).unwrap_or("").to_string();
+        ChatTemplate::new(source, token_text(tok.bos()), token_text(tok.eos()))
+    }
+
+    pub fn new(source: String, bos: String, eos: String) -> Result<ChatTemplate> {
+        let mut env = Environment::new();
+        // Python string methods (.strip(), .startswith(), ...) that HF
+        // templates use.
+        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        env.add_function("raise_exception", |msg: String| -> std::result::Result<String, JinjaError> {
+            Err(JinjaError::new(JinjaErrorKind::InvalidOperation, msg))
+        });
+        env.add_function("strftime_now", |_fmt: String| -> String {
+            // Templates use it to print today's date; a fixed format keeps
+            // prompts reproducible across runs of the same day.
+            let secs = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            civil_date(secs as i64)
+        });
+        env.add_template_owned("chat", source).context("the chat template is not valid Jinja")?;
+        Ok(ChatTemplate { env, bos, eos })
+    }
+
+    /// Renders the conversation; `add_generation_prompt` opens the
+    /// assistant's turn.
+    pub fn render(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String> {
+        let t = self.env.get_template("chat")?;
+        let out = t
+            .render(context! {
+                messages => messages,
+                add_generation_prompt => add_generation_prompt,
+                bos_token => self.bos,
+                eos_token => self.eos,
+            })
+            .context("the chat template failed to render")?;
+        Ok(out)
+    }
+}
+
+/// Tokenizes a rendered chat prompt: special tokens are parsed, and BOS is
+/// added only if the vocabulary wants it and the template did not already
+/// write it.
+pub fn tokenize_prompt(tok: &Tokenizer, rendered: &str) -> Result<Vec<u32>> {
+    let bos_text = tok.bos().and_then(|b| tok.token_text(b)).unwrap_or("");
+    let template_wrote_bos = !bos_text.is_empty() && rendered.starts_with(bos_text);
+    let add = tok.add_bos() && !template_wrote_bos;
+    Ok(tok.encode(rendered, add, true)?)
+}
+
+/// "27 Nov 2026" for a Unix time (days-from-civil, proleptic Gregorian).
+fn civil_date(secs: i64) -> String {
+    let days = secs.div_euclid(86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    format!("{d:02} {} {y}", MONTHS[(m - 1) as usize])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CHATML: &str = "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + \
+        message['content'].strip() + '<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}\
+        {{ '<|im_start|>assistant\\n' }}{% endif %}";
+
+    #[test]
+    fn renders_chatml() {
+        let t = ChatTemplate::new(CHATML.into(), "<s>".into(), "</s>".into()).unwrap();
+        let out = t.render(&[Message::new("user", " hi ")], true).unwrap();
+        assert_eq!(out, "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n");
+    }
+
+    #[test]
+    fn raise_exception_is_an_error() {
+        let src = "{{ raise_exception('only user and assistant roles') }}";
+        let t = ChatTemplate::new(src.into(), String::new(), String::new()).unwrap();
+        let e = format!("{:#}", t.render(&[], true).unwrap_err());
+        assert!(e.contains("only user and assistant roles"), "{e}");
+    }
+
+    #[test]
+    fn dates() {
+        assert_eq!(civil_date(0), "01 Jan 1970");
+        assert_eq!(civil_date(1_795_824_000), "27 Nov 2026");
+    }
+}

@@ -1,0 +1,129 @@
+//! Flags shared by the commands that generate, named as llama.cpp names them.
+
+use anyhow::{bail, Context, Result};
+use cria_engine::GenerateParams;
+use cria_model::KvType;
+use cria_sampler::SamplerConfig;
+use std::path::PathBuf;
+
+#[derive(clap::Args, Clone, Debug)]
+pub struct ModelArgs {
+    /// GGUF model file (default: the cached default model)
+    #[arg(short, long, value_name = "FILE")]
+    pub model: Option<PathBuf>,
+    /// Context size in tokens (default: the model's, capped so the KV cache fits in 1 GiB)
+    #[arg(short = 'c', long = "ctx-size", value_name = "N")]
+    pub ctx_size: Option<usize>,
+    /// Threads (default: all cores)
+    #[arg(short, long, value_name = "N")]
+    pub threads: Option<usize>,
+    /// KV cache element type
+    #[arg(long = "cache-type", value_name = "TYPE", default_value = "f16", value_parser = ["f16", "f32"])]
+    pub cache_type: String,
+}
+
+impl ModelArgs {
+    pub fn kv_type(&self) -> KvType {
+        if self.cache_type == "f32" {
+            KvType::F32
+        } else {
+            KvType::F16
+        }
+    }
+}
+
+#[derive(clap::Args, Clone, Debug)]
+pub struct SamplingArgs {
+    /// Tokens to generate (-1: until the model stops or the context is full)
+    #[arg(short = 'n', long = "n-predict", default_value_t = -1, allow_negative_numbers = true)]
+    pub n_predict: i64,
+    /// Temperature (0: always the most likely token)
+    #[arg(long = "temp", default_value_t = 0.8)]
+    pub temperature: f32,
+    /// Keep only the K most likely tokens (0: off)
+    #[arg(long, default_value_t = 40)]
+    pub top_k: usize,
+    /// Keep the smallest set of tokens whose probabilities add up to P (1: off)
+    #[arg(long, default_value_t = 0.95)]
+    pub top_p: f32,
+    /// Drop tokens less likely than P times the most likely one (0: off)
+    #[arg(long, default_value_t = 0.05)]
+    pub min_p: f32,
+    /// Penalize repeating any of the last --repeat-last-n tokens (1: off)
+    #[arg(long, default_value_t = 1.0)]
+    pub repeat_penalty: f32,
+    /// How many recent tokens the penalties look at
+    #[arg(long, default_value_t = 64)]
+    pub repeat_last_n: usize,
+    /// Subtract F times each token's count in the recent window
+    #[arg(long, default_value_t = 0.0)]
+    pub frequency_penalty: f32,
+    /// Subtract P from every token seen in the recent window
+    #[arg(long, default_value_t = 0.0)]
+    pub presence_penalty: f32,
+    /// Random seed (default: a fresh one each run); same seed, same output
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Bias a token: ID+BIAS or ID-BIAS, e.g. 15043+1.5; ID-inf bans it (repeatable)
+    #[arg(short = 'l', long = "logit-bias", value_name = "ID(+|-)BIAS")]
+    pub logit_bias: Vec<String>,
+    /// Stop when this text appears; it is not printed (repeatable)
+    #[arg(long, value_name = "TEXT")]
+    pub stop: Vec<String>,
+    /// Keep generating past end-of-generation tokens
+    #[arg(long)]
+    pub ignore_eos: bool,
+}
+
+impl SamplingArgs {
+    pub fn params(&self) -> Result<GenerateParams> {
+        let mut logit_bias = Vec::new();
+        for b in &self.logit_bias {
+            logit_bias.push(parse_bias(b)?);
+        }
+        let seed = self.seed.unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64)
+        });
+        Ok(GenerateParams {
+            max_tokens: usize::try_from(self.n_predict).ok(),
+            stop: self.stop.clone(),
+            ignore_eos: self.ignore_eos,
+            sampler: SamplerConfig {
+                temperature: self.temperature,
+                top_k: self.top_k,
+                top_p: self.top_p,
+                min_p: self.min_p,
+                repeat_penalty: self.repeat_penalty,
+                repeat_last_n: self.repeat_last_n,
+                frequency_penalty: self.frequency_penalty,
+                presence_penalty: self.presence_penalty,
+                logit_bias,
+                seed,
+            },
+        })
+    }
+}
+
+/// `15043+1.5`, `15043-1`, `2-inf`.
+fn parse_bias(s: &str) -> Result<(u32, f32)> {
+    let split = s.find(['+', '-']).with_context(|| format!("--logit-bias {s:?}: expected ID+BIAS or ID-BIAS"))?;
+    let id: u32 = s[..split].trim().parse().with_context(|| format!("--logit-bias {s:?}: {:?} is not a token id", &s[..split]))?;
+    let bias: f32 = s[split..].trim().parse().with_context(|| format!("--logit-bias {s:?}: {:?} is not a number", &s[split..]))?;
+    if bias.is_nan() {
+        bail!("--logit-bias {s:?}: the bias is not a number");
+    }
+    Ok((id, bias))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn biases() {
+        assert_eq!(super::parse_bias("15043+1.5").unwrap(), (15043, 1.5));
+        assert_eq!(super::parse_bias("2-inf").unwrap(), (2, f32::NEG_INFINITY));
+        assert!(super::parse_bias("x+1").is_err());
+        assert!(super::parse_bias("12").is_err());
+    }
+}

@@ -1,0 +1,115 @@
+//! `cria run`: one prompt in, streamed text out (like `ollama run` with a
+//! prompt, or `llama-completion` with --raw).
+
+use crate::chat_template::{tokenize_prompt, ChatTemplate, Message};
+use crate::gen_args::{ModelArgs, SamplingArgs};
+use crate::load::{load_model, threads_or_default};
+use anyhow::{bail, Context, Result};
+use cria_engine::{default_ctx_size, FinishReason, GenerationStats, Sequence};
+use std::io::{IsTerminal, Read, Write};
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The prompt (or -p TEXT, or stdin)
+    pub prompt: Option<String>,
+    #[arg(short = 'p', long = "prompt", conflicts_with = "prompt", value_name = "TEXT")]
+    pub prompt_flag: Option<String>,
+    /// Read the prompt from a file
+    #[arg(short = 'f', long = "file", conflicts_with_all = ["prompt", "prompt_flag"], value_name = "FILE")]
+    pub file: Option<PathBuf>,
+    /// Continue the text as is, without the chat template
+    #[arg(long)]
+    pub raw: bool,
+    /// System message (chat models)
+    #[arg(long, value_name = "TEXT", conflicts_with = "raw")]
+    pub system: Option<String>,
+    /// Jinja chat template to use instead of the model's
+    #[arg(long, value_name = "FILE", conflicts_with = "raw")]
+    pub chat_template: Option<PathBuf>,
+    /// Print no summary line on stderr
+    #[arg(short, long)]
+    pub quiet: bool,
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let prompt = match (args.prompt.or(args.prompt_flag), &args.file) {
+        (Some(p), _) => p,
+        (None, Some(f)) => std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?,
+        (None, None) if !std::io::stdin().is_terminal() => {
+            let mut s = String::new();
+            std::io::stdin().read_to_string(&mut s).context("cannot read the prompt from stdin")?;
+            s
+        }
+        (None, None) => bail!("no prompt: give one as an argument, with -p TEXT, -f FILE or on stdin"),
+    };
+    let params = args.sampling.params()?;
+    let loaded = load_model(args.model.model.as_deref())?;
+    let (model, tok) = (&loaded.model, &loaded.tokenizer);
+    let tokens = if args.raw {
+        tok.encode(&prompt, true, true)?
+    } else {
+        let template = ChatTemplate::load(model.file().metadata(), tok, args.chat_template.as_deref())
+            .context("cannot run a chat prompt (use --raw to continue plain text)")?;
+        let mut messages = Vec::new();
+        if let Some(s) = &args.system {
+            messages.push(Message::new("system", s));
+        }
+        messages.push(Message::new("user", &prompt));
+        tokenize_prompt(tok, &template.render(&messages, true)?)?
+    };
+    let kv = args.model.kv_type();
+    let n_ctx = args.model.ctx_size.unwrap_or_else(|| default_ctx_size(model, kv));
+    let mut seq = Sequence::new(model, n_ctx, kv, threads_or_default(args.model.threads));
+    let cancel = AtomicBool::new(false);
+    let mut out = std::io::stdout().lock();
+    let mut write_err = None;
+    let stats = seq.generate(tok, &tokens, &params, &cancel, &mut |text| {
+        if write_err.is_none() {
+            if let Err(e) = out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
+                write_err = Some(e);
+            }
+        }
+    })?;
+    if let Some(e) = write_err {
+        // A closed pipe (`| head`) is a normal way to stop reading.
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            return Err(e).context("cannot write to stdout");
+        }
+    }
+    let _ = writeln!(out);
+    if !args.quiet {
+        eprintln!("{}", summary(&stats, loaded.load_time, n_ctx));
+    }
+    if stats.finish == FinishReason::ContextFull {
+        eprintln!("cria: stopped because the context of {n_ctx} tokens is full; raise --ctx-size to go on");
+    }
+    Ok(())
+}
+
+pub fn summary(s: &GenerationStats, load: Duration, n_ctx: usize) -> String {
+    let rate = |n: usize, d: Duration| if d.as_secs_f64() > 0.0 { n as f64 / d.as_secs_f64() } else { 0.0 };
+    let evaluated = s.prompt_tokens - s.cached_tokens;
+    format!(
+        "[prompt {} tokens ({} cached), {:.1} t/s | generated {} tokens, {:.1} t/s | load {:.2} s | ctx {n_ctx} | {}]",
+        s.prompt_tokens,
+        s.cached_tokens,
+        rate(evaluated, s.prompt_time),
+        s.generated_tokens,
+        rate(s.generated_tokens, s.generation_time),
+        load.as_secs_f64(),
+        match s.finish {
+            FinishReason::EndOfGeneration => "end of text",
+            FinishReason::Length => "token limit",
+            FinishReason::StopString => "stop string",
+            FinishReason::ContextFull => "context full",
+            FinishReason::Cancelled => "cancelled",
+        }
+    )
+}

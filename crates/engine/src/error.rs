@@ -1,0 +1,62 @@
+//! The engine's error type.
+
+use std::fmt;
+
+#[derive(Debug)]
+pub struct Error {
+    kind: ErrorKind,
+}
+
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The prompt does not fit the context with room for one new token.
+    PromptTooLong { prompt_tokens: usize, n_ctx: usize },
+    /// The prompt has no tokens at all.
+    EmptyPrompt,
+    Model(cria_model::Error),
+    Sampler(cria_sampler::Error),
+}
+
+impl Error {
+    pub fn kind(&self) -> &ErrorKind {
+        &self.kind
+    }
+}
+
+impl From<ErrorKind> for Error {
+    fn from(kind: ErrorKind) -> Error {
+        Error { kind }
+    }
+}
+
+impl From<cria_model::Error> for Error {
+    fn from(e: cria_model::Error) -> Error {
+        ErrorKind::Model(e).into()
+    }
+}
+
+impl From<cria_sampler::Error> for Error {
+    fn from(e: cria_sampler::Error) -> Error {
+        ErrorKind::Sampler(e).into()
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.kind {
+            ErrorKind::PromptTooLong { prompt_tokens, n_ctx } => write!(
+                f,
+                "the prompt has {prompt_tokens} tokens but the context holds {n_ctx} \
+                 (and needs room for at least one more): raise --ctx-size or shorten the prompt"
+            ),
+            ErrorKind::EmptyPrompt => write!(f, "the prompt is empty: give some text to continue"),
+            ErrorKind::Model(e) => write!(f, "{e}"),
+            ErrorKind::Sampler(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+pub type Result<T> = std::result::Result<T, Error>;
