@@ -19,8 +19,9 @@ pub const QK_K: usize = 256;
 pub fn block_geometry(ty: GgmlType) -> Result<(usize, usize)> {
     use GgmlType::*;
     match ty {
-        F32 | F16 | BF16 | Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | Q2_K | Q3_K | Q4_K | Q5_K
-        | Q6_K => Ok((ty.block_size() as usize, ty.block_bytes() as usize)),
+        F32 | F16 | BF16 | Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | Q2_K | Q3_K | Q4_K | Q5_K | Q6_K => {
+            Ok((ty.block_size() as usize, ty.block_bytes() as usize))
+        }
         _ => Err(ErrorKind::UnsupportedType(ty).into()),
     }
 }
@@ -29,7 +30,7 @@ pub fn block_geometry(ty: GgmlType) -> Result<(usize, usize)> {
 /// `n` is a whole number of blocks.
 pub fn row_bytes(ty: GgmlType, n: usize) -> Result<usize> {
     let (bs, bb) = block_geometry(ty)?;
-    if n % bs != 0 {
+    if !n.is_multiple_of(bs) {
         return Err(ErrorKind::NotWholeBlocks {
             ty,
             elements: n,
@@ -337,7 +338,14 @@ mod tests {
     #[test]
     fn wrong_lengths_are_errors() {
         let err = dequantize_row(GgmlType::Q4_0, &[0; 17], &mut [0.0; 32]).unwrap_err();
-        assert!(matches!(err.kind(), ErrorKind::Length { expected: 18, got: 17, .. }));
+        assert!(matches!(
+            err.kind(),
+            ErrorKind::Length {
+                expected: 18,
+                got: 17,
+                ..
+            }
+        ));
         let err = dequantize_row(GgmlType::Q4_0, &[0; 18], &mut [0.0; 31]).unwrap_err();
         assert!(matches!(err.kind(), ErrorKind::NotWholeBlocks { .. }));
         let err = dequantize_row(GgmlType::F32, &[0; 5], &mut [0.0; 1]).unwrap_err();

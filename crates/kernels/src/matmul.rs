@@ -112,7 +112,7 @@ pub fn matmul_with(
     pool: &ThreadPool,
 ) -> Result<()> {
     let (rows, cols) = (w.rows, w.cols);
-    if x.len() % cols != 0 {
+    if !x.len().is_multiple_of(cols) {
         return Err(Error::length(
             "activations (a multiple of cols)",
             x.len() / cols * cols,

@@ -101,8 +101,15 @@ fn matches_naive_and_is_identical_across_threads_and_isas() {
             for threads in [2, 3, 8] {
                 let mut out = vec![f32::NAN; n * rows];
                 matmul_with(cpu, &w, &x, &mut out, &ThreadPool::new(threads)).unwrap();
-                let same = out.iter().zip(&first).all(|(a, b)| a.to_bits() == b.to_bits());
-                assert!(same, "{ty} {:?}: {threads} threads differ from 1", cpu.isa());
+                let same = out
+                    .iter()
+                    .zip(&first)
+                    .all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(
+                    same,
+                    "{ty} {:?}: {threads} threads differ from 1",
+                    cpu.isa()
+                );
             }
             for i in 0..n {
                 for r in 0..rows {
@@ -136,7 +143,9 @@ fn bad_shapes_are_errors() {
     assert!(QMatrix::new(GgmlType::Q4_1, 2, 32, &bytes[..39]).is_err());
     assert!(QMatrix::new(GgmlType::Q4_1, 1, 33, &bytes[..20]).is_err());
     assert!(QMatrix::new(GgmlType::Q4_1, 1, 0, &[]).is_err());
-    let err = QMatrix::new(GgmlType::IQ4_NL, 1, 32, &bytes[..18]).err().unwrap();
+    let err = QMatrix::new(GgmlType::IQ4_NL, 1, 32, &bytes[..18])
+        .err()
+        .unwrap();
     assert_eq!(err.kind(), &ErrorKind::UnsupportedType(GgmlType::IQ4_NL));
 
     let w = QMatrix::new(GgmlType::Q4_1, 2, 32, &bytes).unwrap();

@@ -105,7 +105,10 @@ impl Cpu {
         len: usize,
         out: &mut [[f32; N]; R],
     ) {
-        assert!(w.len() >= R * len && x.len() >= N * len, "tile out of bounds");
+        assert!(
+            w.len() >= R * len && x.len() >= N * len,
+            "tile out of bounds"
+        );
         match self.isa {
             // SAFETY: a Cpu names only an ISA detected on this machine, and
             // the slices hold R and N rows of `len` (checked above).
@@ -173,7 +176,11 @@ mod tests {
     /// per element of the longest chain.
     fn close(got: f32, a: &[f32], b: &[f32]) -> bool {
         let exact: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
-        let mag: f64 = a.iter().zip(b).map(|(x, y)| (*x as f64 * *y as f64).abs()).sum();
+        let mag: f64 = a
+            .iter()
+            .zip(b)
+            .map(|(x, y)| (*x as f64 * *y as f64).abs())
+            .sum();
         let tol = 2.0 * (a.len() as f64 + 2.0) * f32::EPSILON as f64 * mag + 1e-30;
         (got as f64 - exact).abs() <= tol
     }

@@ -6,6 +6,8 @@ use std::arch::x86_64::*;
 /// # Safety
 /// The CPU must support AVX-512F; `w` must hold `R * len` and `x` `N * len`
 /// floats.
+// Indexed loops keep the R x N register tile explicit.
+#[allow(clippy::needless_range_loop)]
 #[target_feature(enable = "avx512f")]
 pub(super) unsafe fn tile_avx512<const R: usize, const N: usize>(
     w: &[f32],
@@ -45,6 +47,8 @@ pub(super) unsafe fn tile_avx512<const R: usize, const N: usize>(
 /// # Safety
 /// The CPU must support AVX2 and FMA; `w` must hold `R * len` and `x`
 /// `N * len` floats.
+// Indexed loops keep the R x N register tile explicit.
+#[allow(clippy::needless_range_loop)]
 #[target_feature(enable = "avx2,fma")]
 pub(super) unsafe fn tile_avx2<const R: usize, const N: usize>(
     w: &[f32],
