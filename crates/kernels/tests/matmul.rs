@@ -155,3 +155,24 @@ fn bad_shapes_are_errors() {
     assert!(matmul(&w, &[0.0; 64], &mut [0.0; 4], &pool).is_ok());
     assert!(w.dequantize_row(2, &mut [0.0; 32]).is_err());
 }
+
+#[test]
+fn simd_dequantizers_match_scalar_on_random_blocks() {
+    use GgmlType::*;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+    for ty in [Q4_0, Q4_1, Q8_0, Q4_K, F16] {
+        let cols = 1024;
+        let bytes = random_matrix(&mut rng, ty, 3, cols);
+        let mut want = vec![0f32; 3 * cols];
+        dequantize_row(ty, &bytes, &mut want).unwrap();
+        for cpu in Cpu::all_available() {
+            let mut got = vec![f32::NAN; 3 * cols];
+            cpu.dequantize_row(ty, &bytes, &mut got).unwrap();
+            let same = got
+                .iter()
+                .zip(&want)
+                .all(|(a, b)| a.to_bits() == b.to_bits());
+            assert!(same, "{ty} on {:?}", cpu.isa());
+        }
+    }
+}
