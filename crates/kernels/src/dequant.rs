@@ -88,7 +88,7 @@ pub(crate) struct RowDequantizer {
     block_bytes: usize,
     f: fn(&[u8], &mut [f32]),
     /// A whole-row SIMD version of `f`, bit-identical to it.
-    row_simd: Option<fn(&[u8], &mut [f32])>,
+    row_simd: Option<crate::simd::RowFn>,
 }
 
 impl RowDequantizer {

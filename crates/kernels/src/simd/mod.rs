@@ -133,16 +133,19 @@ impl Cpu {
     }
 }
 
+/// Dequantize a row: whole blocks in, the matching elements out.
+pub(crate) type RowFn = fn(&[u8], &mut [f32]);
+
 /// A whole-row SIMD dequantizer for `ty` on `cpu`, if there is one; its
 /// output is bit-identical to the scalar [`crate::dequantize_row`]. The
 /// caller passes whole blocks and the matching number of elements.
-pub(crate) fn row_dequantizer(cpu: Cpu, ty: cria_gguf::GgmlType) -> Option<fn(&[u8], &mut [f32])> {
+pub(crate) fn row_dequantizer(cpu: Cpu, ty: cria_gguf::GgmlType) -> Option<RowFn> {
     #[cfg(target_arch = "x86_64")]
     {
         use cria_gguf::GgmlType::*;
         // SAFETY (each wrapper): only handed out for a Cpu whose ISA was
         // detected on this machine.
-        let f: fn(&[u8], &mut [f32]) = match (cpu.isa, ty) {
+        let f: RowFn = match (cpu.isa, ty) {
             (Isa::Avx512, Q4_0) => |s, d| unsafe { x86::dequant_q4_0_avx512(s, d) },
             (Isa::Avx512, Q4_1) => |s, d| unsafe { x86::dequant_q4_1_avx512(s, d) },
             (Isa::Avx512, Q8_0) => |s, d| unsafe { x86::dequant_q8_0_avx512(s, d) },
