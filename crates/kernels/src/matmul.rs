@@ -34,7 +34,7 @@ impl<'a> QMatrix<'a> {
     /// `cols` is a non-zero whole number of blocks and `data` is exactly
     /// `rows` rows long.
     pub fn new(ty: GgmlType, rows: usize, cols: usize, data: &'a [u8]) -> Result<QMatrix<'a>> {
-        let dequant = RowDequantizer::new(ty)?;
+        let dequant = RowDequantizer::for_cpu(Cpu::get(), ty)?;
         if cols == 0 {
             return Err(ErrorKind::NotWholeBlocks {
                 ty,
@@ -112,7 +112,7 @@ pub fn matmul_with(
     pool: &ThreadPool,
 ) -> Result<()> {
     let (rows, cols) = (w.rows, w.cols);
-    if x.len() % cols != 0 {
+    if !x.len().is_multiple_of(cols) {
         return Err(Error::length(
             "activations (a multiple of cols)",
             x.len() / cols * cols,

@@ -100,7 +100,11 @@ mod tests {
             rmsnorm(&x, &g, 1e-5, &mut out).unwrap();
             let ms: f64 = x.iter().map(|&v| v as f64 * v as f64).sum::<f64>() / n as f64;
             let s = 1.0 / (ms + 1e-5).sqrt();
-            let want: Vec<f64> = x.iter().zip(&g).map(|(&v, &g)| v as f64 * s * g as f64).collect();
+            let want: Vec<f64> = x
+                .iter()
+                .zip(&g)
+                .map(|(&v, &g)| v as f64 * s * g as f64)
+                .collect();
             assert_close(&out, &want, 1e-5);
         }
         assert!(rmsnorm(&[1.0], &[1.0, 2.0], 1e-5, &mut [0.0]).is_err());
@@ -125,7 +129,10 @@ mod tests {
     #[test]
     fn silu_matches_f64() {
         let mut x = random(1000, 5);
-        let want: Vec<f64> = x.iter().map(|&v| v as f64 / (1.0 + (-v as f64).exp())).collect();
+        let want: Vec<f64> = x
+            .iter()
+            .map(|&v| v as f64 / (1.0 + (-v as f64).exp()))
+            .collect();
         silu(&mut x);
         assert_close(&x, &want, 1e-6);
     }

@@ -1,7 +1,7 @@
 //! Bit-exact dequantization against the `gguf` Python package's output;
 //! see tests/fixtures/README.md for how the fixtures were made.
 
-use cria_kernels::{dequantize_row, GgmlType};
+use cria_kernels::{dequantize_row, Cpu, GgmlType};
 use std::path::PathBuf;
 
 fn load(name: &str) -> (Vec<u8>, Vec<f32>) {
@@ -30,13 +30,23 @@ fn dequantize_matches_gguf_python_bit_for_bit() {
         let (raw, expected) = load(ty.name());
         let mut got = vec![f32::NAN; expected.len()];
         dequantize_row(ty, &raw, &mut got).unwrap();
-        for (i, (g, e)) in got.iter().zip(&expected).enumerate() {
-            assert_eq!(
-                g.to_bits(),
-                e.to_bits(),
-                "{ty}: element {i} (block {}): got {g:e}, expected {e:e}",
-                i / ty.block_size() as usize
-            );
+        compare(ty, "scalar", &got, &expected);
+        // The SIMD dequantizers (where a type has one) must agree too.
+        for cpu in Cpu::all_available() {
+            let mut got = vec![f32::NAN; expected.len()];
+            cpu.dequantize_row(ty, &raw, &mut got).unwrap();
+            compare(ty, &format!("{:?}", cpu.isa()), &got, &expected);
         }
+    }
+}
+
+fn compare(ty: GgmlType, path: &str, got: &[f32], expected: &[f32]) {
+    for (i, (g, e)) in got.iter().zip(expected).enumerate() {
+        assert_eq!(
+            g.to_bits(),
+            e.to_bits(),
+            "{ty} ({path}): element {i} (block {}): got {g:e}, expected {e:e}",
+            i / ty.block_size() as usize
+        );
     }
 }

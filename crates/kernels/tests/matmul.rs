@@ -101,8 +101,15 @@ fn matches_naive_and_is_identical_across_threads_and_isas() {
             for threads in [2, 3, 8] {
                 let mut out = vec![f32::NAN; n * rows];
                 matmul_with(cpu, &w, &x, &mut out, &ThreadPool::new(threads)).unwrap();
-                let same = out.iter().zip(&first).all(|(a, b)| a.to_bits() == b.to_bits());
-                assert!(same, "{ty} {:?}: {threads} threads differ from 1", cpu.isa());
+                let same = out
+                    .iter()
+                    .zip(&first)
+                    .all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(
+                    same,
+                    "{ty} {:?}: {threads} threads differ from 1",
+                    cpu.isa()
+                );
             }
             for i in 0..n {
                 for r in 0..rows {
@@ -136,7 +143,9 @@ fn bad_shapes_are_errors() {
     assert!(QMatrix::new(GgmlType::Q4_1, 2, 32, &bytes[..39]).is_err());
     assert!(QMatrix::new(GgmlType::Q4_1, 1, 33, &bytes[..20]).is_err());
     assert!(QMatrix::new(GgmlType::Q4_1, 1, 0, &[]).is_err());
-    let err = QMatrix::new(GgmlType::IQ4_NL, 1, 32, &bytes[..18]).err().unwrap();
+    let err = QMatrix::new(GgmlType::IQ4_NL, 1, 32, &bytes[..18])
+        .err()
+        .unwrap();
     assert_eq!(err.kind(), &ErrorKind::UnsupportedType(GgmlType::IQ4_NL));
 
     let w = QMatrix::new(GgmlType::Q4_1, 2, 32, &bytes).unwrap();
@@ -145,4 +154,25 @@ fn bad_shapes_are_errors() {
     assert!(matmul(&w, &[0.0; 64], &mut [0.0; 2], &pool).is_err());
     assert!(matmul(&w, &[0.0; 64], &mut [0.0; 4], &pool).is_ok());
     assert!(w.dequantize_row(2, &mut [0.0; 32]).is_err());
+}
+
+#[test]
+fn simd_dequantizers_match_scalar_on_random_blocks() {
+    use GgmlType::*;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+    for ty in [Q4_0, Q4_1, Q8_0, Q4_K, F16] {
+        let cols = 1024;
+        let bytes = random_matrix(&mut rng, ty, 3, cols);
+        let mut want = vec![0f32; 3 * cols];
+        dequantize_row(ty, &bytes, &mut want).unwrap();
+        for cpu in Cpu::all_available() {
+            let mut got = vec![f32::NAN; 3 * cols];
+            cpu.dequantize_row(ty, &bytes, &mut got).unwrap();
+            let same = got
+                .iter()
+                .zip(&want)
+                .all(|(a, b)| a.to_bits() == b.to_bits());
+            assert!(same, "{ty} on {:?}", cpu.isa());
+        }
+    }
 }

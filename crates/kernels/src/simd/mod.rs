@@ -105,7 +105,10 @@ impl Cpu {
         len: usize,
         out: &mut [[f32; N]; R],
     ) {
-        assert!(w.len() >= R * len && x.len() >= N * len, "tile out of bounds");
+        assert!(
+            w.len() >= R * len && x.len() >= N * len,
+            "tile out of bounds"
+        );
         match self.isa {
             // SAFETY: a Cpu names only an ISA detected on this machine, and
             // the slices hold R and N rows of `len` (checked above).
@@ -127,6 +130,36 @@ impl Cpu {
             Isa::Avx2 => (4, 2),
             Isa::Scalar => (1, 1),
         }
+    }
+}
+
+/// Dequantize a row: whole blocks in, the matching elements out.
+pub(crate) type RowFn = fn(&[u8], &mut [f32]);
+
+/// A whole-row SIMD dequantizer for `ty` on `cpu`, if there is one; its
+/// output is bit-identical to the scalar [`crate::dequantize_row`]. The
+/// caller passes whole blocks and the matching number of elements.
+pub(crate) fn row_dequantizer(cpu: Cpu, ty: cria_gguf::GgmlType) -> Option<RowFn> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use cria_gguf::GgmlType::*;
+        // SAFETY (each wrapper): only handed out for a Cpu whose ISA was
+        // detected on this machine.
+        let f: RowFn = match (cpu.isa, ty) {
+            (Isa::Avx512, Q4_0) => |s, d| unsafe { x86::dequant_q4_0_avx512(s, d) },
+            (Isa::Avx512, Q4_1) => |s, d| unsafe { x86::dequant_q4_1_avx512(s, d) },
+            (Isa::Avx512, Q8_0) => |s, d| unsafe { x86::dequant_q8_0_avx512(s, d) },
+            (Isa::Avx2, Q4_0) => |s, d| unsafe { x86::dequant_q4_0_avx2(s, d) },
+            (Isa::Avx2, Q4_1) => |s, d| unsafe { x86::dequant_q4_1_avx2(s, d) },
+            (Isa::Avx2, Q8_0) => |s, d| unsafe { x86::dequant_q8_0_avx2(s, d) },
+            _ => return None,
+        };
+        Some(f)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (cpu, ty);
+        None
     }
 }
 
@@ -173,7 +206,11 @@ mod tests {
     /// per element of the longest chain.
     fn close(got: f32, a: &[f32], b: &[f32]) -> bool {
         let exact: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
-        let mag: f64 = a.iter().zip(b).map(|(x, y)| (*x as f64 * *y as f64).abs()).sum();
+        let mag: f64 = a
+            .iter()
+            .zip(b)
+            .map(|(x, y)| (*x as f64 * *y as f64).abs())
+            .sum();
         let tol = 2.0 * (a.len() as f64 + 2.0) * f32::EPSILON as f64 * mag + 1e-30;
         (got as f64 - exact).abs() <= tol
     }

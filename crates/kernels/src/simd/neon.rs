@@ -6,6 +6,8 @@ use std::arch::aarch64::*;
 /// # Safety
 /// The CPU must support NEON; `w` must hold `R * len` and `x` `N * len`
 /// floats.
+// Indexed loops keep the R x N register tile explicit.
+#[allow(clippy::needless_range_loop)]
 #[target_feature(enable = "neon")]
 pub(super) unsafe fn tile_neon<const R: usize, const N: usize>(
     w: &[f32],

@@ -6,6 +6,8 @@ use std::arch::x86_64::*;
 /// # Safety
 /// The CPU must support AVX-512F; `w` must hold `R * len` and `x` `N * len`
 /// floats.
+// Indexed loops keep the R x N register tile explicit.
+#[allow(clippy::needless_range_loop)]
 #[target_feature(enable = "avx512f")]
 pub(super) unsafe fn tile_avx512<const R: usize, const N: usize>(
     w: &[f32],
@@ -45,6 +47,8 @@ pub(super) unsafe fn tile_avx512<const R: usize, const N: usize>(
 /// # Safety
 /// The CPU must support AVX2 and FMA; `w` must hold `R * len` and `x`
 /// `N * len` floats.
+// Indexed loops keep the R x N register tile explicit.
+#[allow(clippy::needless_range_loop)]
 #[target_feature(enable = "avx2,fma")]
 pub(super) unsafe fn tile_avx2<const R: usize, const N: usize>(
     w: &[f32],
@@ -88,4 +92,133 @@ unsafe fn hsum256(v: __m256) -> f32 {
     let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     let s = _mm_add_ss(s, _mm_shuffle_ps::<1>(s, s));
     _mm_cvtss_f32(s)
+}
+
+fn f16_at(b: &[u8], off: usize) -> f32 {
+    half::f16::from_bits(u16::from_le_bytes([b[off], b[off + 1]])).to_f32()
+}
+
+// Row dequantizers for the common legacy types. Each computes exactly the
+// scalar reference's f32 operations (convert, multiply, then add; no FMA),
+// so the output is bit-identical to `crate::dequantize_row`. `src` holds
+// whole blocks and `dst` the matching number of elements.
+
+/// # Safety
+/// The CPU must support AVX-512F.
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn dequant_q4_0_avx512(src: &[u8], dst: &mut [f32]) {
+    let mask = _mm_set1_epi8(0x0F);
+    let eight = _mm512_set1_epi32(8);
+    for (b, y) in src.chunks_exact(18).zip(dst.chunks_exact_mut(32)) {
+        let d = _mm512_set1_ps(f16_at(b, 0));
+        let qs = _mm_loadu_si128(b.as_ptr().add(2) as *const __m128i);
+        let lo = _mm512_sub_epi32(_mm512_cvtepu8_epi32(_mm_and_si128(qs, mask)), eight);
+        let hi = _mm512_sub_epi32(
+            _mm512_cvtepu8_epi32(_mm_and_si128(_mm_srli_epi16::<4>(qs), mask)),
+            eight,
+        );
+        _mm512_storeu_ps(y.as_mut_ptr(), _mm512_mul_ps(d, _mm512_cvtepi32_ps(lo)));
+        _mm512_storeu_ps(
+            y.as_mut_ptr().add(16),
+            _mm512_mul_ps(d, _mm512_cvtepi32_ps(hi)),
+        );
+    }
+}
+
+/// # Safety
+/// The CPU must support AVX-512F.
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn dequant_q4_1_avx512(src: &[u8], dst: &mut [f32]) {
+    let mask = _mm_set1_epi8(0x0F);
+    for (b, y) in src.chunks_exact(20).zip(dst.chunks_exact_mut(32)) {
+        let d = _mm512_set1_ps(f16_at(b, 0));
+        let m = _mm512_set1_ps(f16_at(b, 2));
+        let qs = _mm_loadu_si128(b.as_ptr().add(4) as *const __m128i);
+        let lo = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_and_si128(qs, mask)));
+        let hi = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_and_si128(
+            _mm_srli_epi16::<4>(qs),
+            mask,
+        )));
+        _mm512_storeu_ps(y.as_mut_ptr(), _mm512_add_ps(_mm512_mul_ps(d, lo), m));
+        _mm512_storeu_ps(
+            y.as_mut_ptr().add(16),
+            _mm512_add_ps(_mm512_mul_ps(d, hi), m),
+        );
+    }
+}
+
+/// # Safety
+/// The CPU must support AVX-512F.
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn dequant_q8_0_avx512(src: &[u8], dst: &mut [f32]) {
+    for (b, y) in src.chunks_exact(34).zip(dst.chunks_exact_mut(32)) {
+        let d = _mm512_set1_ps(f16_at(b, 0));
+        for half in 0..2 {
+            let q = _mm_loadu_si128(b.as_ptr().add(2 + 16 * half) as *const __m128i);
+            let q = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q));
+            _mm512_storeu_ps(y.as_mut_ptr().add(16 * half), _mm512_mul_ps(q, d));
+        }
+    }
+}
+
+/// # Safety
+/// The CPU must support AVX2.
+#[target_feature(enable = "avx2")]
+pub(super) unsafe fn dequant_q4_0_avx2(src: &[u8], dst: &mut [f32]) {
+    let mask = _mm_set1_epi8(0x0F);
+    let eight = _mm256_set1_epi32(8);
+    for (b, y) in src.chunks_exact(18).zip(dst.chunks_exact_mut(32)) {
+        let d = _mm256_set1_ps(f16_at(b, 0));
+        let qs = _mm_loadu_si128(b.as_ptr().add(2) as *const __m128i);
+        let nib = [
+            _mm_and_si128(qs, mask),
+            _mm_and_si128(_mm_srli_epi16::<4>(qs), mask),
+        ];
+        for (h, n) in nib.into_iter().enumerate() {
+            for part in 0..2 {
+                let n8 = if part == 0 { n } else { _mm_srli_si128::<8>(n) };
+                let q = _mm256_sub_epi32(_mm256_cvtepu8_epi32(n8), eight);
+                let v = _mm256_mul_ps(d, _mm256_cvtepi32_ps(q));
+                _mm256_storeu_ps(y.as_mut_ptr().add(16 * h + 8 * part), v);
+            }
+        }
+    }
+}
+
+/// # Safety
+/// The CPU must support AVX2.
+#[target_feature(enable = "avx2")]
+pub(super) unsafe fn dequant_q4_1_avx2(src: &[u8], dst: &mut [f32]) {
+    let mask = _mm_set1_epi8(0x0F);
+    for (b, y) in src.chunks_exact(20).zip(dst.chunks_exact_mut(32)) {
+        let d = _mm256_set1_ps(f16_at(b, 0));
+        let m = _mm256_set1_ps(f16_at(b, 2));
+        let qs = _mm_loadu_si128(b.as_ptr().add(4) as *const __m128i);
+        let nib = [
+            _mm_and_si128(qs, mask),
+            _mm_and_si128(_mm_srli_epi16::<4>(qs), mask),
+        ];
+        for (h, n) in nib.into_iter().enumerate() {
+            for part in 0..2 {
+                let n8 = if part == 0 { n } else { _mm_srli_si128::<8>(n) };
+                let q = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(n8));
+                let v = _mm256_add_ps(_mm256_mul_ps(d, q), m);
+                _mm256_storeu_ps(y.as_mut_ptr().add(16 * h + 8 * part), v);
+            }
+        }
+    }
+}
+
+/// # Safety
+/// The CPU must support AVX2.
+#[target_feature(enable = "avx2")]
+pub(super) unsafe fn dequant_q8_0_avx2(src: &[u8], dst: &mut [f32]) {
+    for (b, y) in src.chunks_exact(34).zip(dst.chunks_exact_mut(32)) {
+        let d = _mm256_set1_ps(f16_at(b, 0));
+        for part in 0..4 {
+            let q = _mm_loadl_epi64(b.as_ptr().add(2 + 8 * part) as *const __m128i);
+            let q = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q));
+            _mm256_storeu_ps(y.as_mut_ptr().add(8 * part), _mm256_mul_ps(q, d));
+        }
+    }
 }
