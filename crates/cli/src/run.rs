@@ -83,7 +83,7 @@ pub fn run(args: Args) -> Result<()> {
             return Err(e).context("cannot write to stdout");
         }
     }
-    let _ = writeln!(out);
+    let _ = writeln!(out).and_then(|_| out.flush());
     if !args.quiet {
         eprintln!("{}", summary(&stats, loaded.load_time, n_ctx));
     }
