@@ -79,7 +79,10 @@ pub struct Tokenizer {
 }
 
 enum Algo {
-    Spm { byte_tok: Box<[Option<u32>; 256]> },
+    Spm {
+        byte_tok: Box<[Option<u32>; 256]>,
+        splitter: Box<spm::Splitter>,
+    },
     Bpe { bpe: Box<Bpe>, pre: PreTokenizer },
 }
 
@@ -98,13 +101,9 @@ impl Tokenizer {
                     },
                 )?;
                 let byte_tok = Box::new(spm::byte_tokens(&vocab));
-                Ok(Self::finish(
-                    vocab,
-                    ModelKind::Spm,
-                    pre_name,
-                    Algo::Spm { byte_tok },
-                    false,
-                ))
+                let splitter = Box::new(spm::Splitter::new(&vocab));
+                let algo = Algo::Spm { byte_tok, splitter };
+                Ok(Self::finish(vocab, ModelKind::Spm, pre_name, algo, false))
             }
             "gpt2" => {
                 let cfg =
@@ -174,7 +173,7 @@ impl Tokenizer {
         }
         let frags = special::partition(v, text, parse_special);
         match &self.algo {
-            Algo::Spm { byte_tok } => {
+            Algo::Spm { byte_tok, splitter } => {
                 let mut sc = SpmScratch::default();
                 let mut buf = Vec::new();
                 // A space is added before text at the start or after a
@@ -194,7 +193,7 @@ impl Tokenizer {
                                     buf.push(c);
                                 }
                             }
-                            spm::tokenize(v, byte_tok, &buf, &mut sc, &mut out);
+                            spm::tokenize(v, byte_tok, splitter, &buf, &mut sc, &mut out);
                             prev_special = false;
                         }
                         Fragment::Token(id) => {
