@@ -83,7 +83,10 @@ enum Algo {
         byte_tok: Box<[Option<u32>; 256]>,
         splitter: Box<spm::Splitter>,
     },
-    Bpe { bpe: Box<Bpe>, pre: PreTokenizer },
+    Bpe {
+        bpe: Box<Bpe>,
+        pre: PreTokenizer,
+    },
 }
 
 impl Tokenizer {

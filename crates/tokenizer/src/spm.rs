@@ -6,10 +6,10 @@
 
 use crate::fxhash::{FxHashSet, FxHasher};
 use crate::unicode::len_utf8;
-use std::hash::Hasher;
 use crate::vocab::Vocab;
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
+use std::hash::Hasher;
 
 #[derive(Clone, Copy)]
 struct Sym {
