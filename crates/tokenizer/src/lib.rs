@@ -265,11 +265,11 @@ impl Tokenizer {
             .into());
         }
         let mut remove_space = v.add_space_prefix;
-        if remove_special && v.add_bos && ids.first().is_some() && ids.first() == v.bos.as_ref() {
+        if remove_special && v.add_bos && v.bos.is_some() && ids.first() == v.bos.as_ref() {
             remove_space = false;
             ids = &ids[1..];
         }
-        if remove_special && v.add_eos && ids.last().is_some() && ids.last() == v.eos.as_ref() {
+        if remove_special && v.add_eos && v.eos.is_some() && ids.last() == v.eos.as_ref() {
             ids = &ids[..ids.len() - 1];
         }
         let mut out = Vec::new();
