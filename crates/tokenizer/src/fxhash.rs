@@ -4,7 +4,7 @@
 //! resistance (SipHash's reason to exist) buys nothing here, while hashing
 //! is a large share of tokenizing time. This is rustc's "Fx" hash.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
 
 #[derive(Default, Clone, Copy)]
@@ -60,8 +60,16 @@ impl Hasher for FxHasher {
 
     #[inline]
     fn finish(&self) -> u64 {
-        self.hash
+        // The multiply leaves the low bits depending only on the low bits
+        // of the input, and hashbrown picks buckets by the low bits: tokens
+        // sharing their first bytes (`▁...`, `Ġ...`) would all collide.
+        // A final xor-shift-multiply spreads the high bits down.
+        let mut h = self.hash;
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^ (h >> 33)
     }
 }
 
 pub(crate) type FxHashMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
+pub(crate) type FxHashSet<K> = HashSet<K, BuildHasherDefault<FxHasher>>;

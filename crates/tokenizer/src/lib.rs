@@ -79,8 +79,14 @@ pub struct Tokenizer {
 }
 
 enum Algo {
-    Spm { byte_tok: Box<[Option<u32>; 256]> },
-    Bpe { bpe: Box<Bpe>, pre: PreTokenizer },
+    Spm {
+        byte_tok: Box<[Option<u32>; 256]>,
+        splitter: Box<spm::Splitter>,
+    },
+    Bpe {
+        bpe: Box<Bpe>,
+        pre: PreTokenizer,
+    },
 }
 
 impl Tokenizer {
@@ -98,13 +104,9 @@ impl Tokenizer {
                     },
                 )?;
                 let byte_tok = Box::new(spm::byte_tokens(&vocab));
-                Ok(Self::finish(
-                    vocab,
-                    ModelKind::Spm,
-                    pre_name,
-                    Algo::Spm { byte_tok },
-                    false,
-                ))
+                let splitter = Box::new(spm::Splitter::new(&vocab));
+                let algo = Algo::Spm { byte_tok, splitter };
+                Ok(Self::finish(vocab, ModelKind::Spm, pre_name, algo, false))
             }
             "gpt2" => {
                 let cfg =
@@ -174,7 +176,7 @@ impl Tokenizer {
         }
         let frags = special::partition(v, text, parse_special);
         match &self.algo {
-            Algo::Spm { byte_tok } => {
+            Algo::Spm { byte_tok, splitter } => {
                 let mut sc = SpmScratch::default();
                 let mut buf = Vec::new();
                 // A space is added before text at the start or after a
@@ -194,7 +196,7 @@ impl Tokenizer {
                                     buf.push(c);
                                 }
                             }
-                            spm::tokenize(v, byte_tok, &buf, &mut sc, &mut out);
+                            spm::tokenize(v, byte_tok, splitter, &buf, &mut sc, &mut out);
                             prev_special = false;
                         }
                         Fragment::Token(id) => {
@@ -263,11 +265,11 @@ impl Tokenizer {
             .into());
         }
         let mut remove_space = v.add_space_prefix;
-        if remove_special && v.add_bos && ids.first().is_some() && ids.first() == v.bos.as_ref() {
+        if remove_special && v.add_bos && v.bos.is_some() && ids.first() == v.bos.as_ref() {
             remove_space = false;
             ids = &ids[1..];
         }
-        if remove_special && v.add_eos && ids.last().is_some() && ids.last() == v.eos.as_ref() {
+        if remove_special && v.add_eos && v.eos.is_some() && ids.last() == v.eos.as_ref() {
             ids = &ids[..ids.len() - 1];
         }
         let mut out = Vec::new();

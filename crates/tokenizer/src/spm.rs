@@ -4,10 +4,12 @@
 //! highest score (leftmost first on ties), then emit each piece's token or,
 //! for a piece that is no token, its bytes as `<0xNN>` tokens.
 
+use crate::fxhash::{FxHashSet, FxHasher};
 use crate::unicode::len_utf8;
 use crate::vocab::Vocab;
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
+use std::hash::Hasher;
 
 #[derive(Clone, Copy)]
 struct Sym {
@@ -67,8 +69,89 @@ pub(crate) fn byte_tokens(vocab: &Vocab) -> [Option<u32>; 256] {
     t
 }
 
+/// Where a text may be cut into pieces that tokenize independently.
+///
+/// One fragment is one merge queue in llama.cpp; for a long text that queue
+/// is huge and slow. A cut at byte `p` changes nothing if no vocabulary
+/// token spans `p` (no pair across `p` could ever merge, and merges on each
+/// side keep their relative order), so we cut at word starts where that
+/// holds, checked against the real vocabulary.
+pub(crate) struct Splitter {
+    /// Hashes of every prefix of every token: a false positive only makes a
+    /// cut less likely, never wrong.
+    prefixes: FxHashSet<u64>,
+    max_len: usize,
+}
+
+/// Pieces shorter than this are not worth cutting.
+const MIN_PIECE: usize = 256;
+
+fn hash(b: &[u8]) -> u64 {
+    let mut h = FxHasher::default();
+    h.write(b);
+    h.finish()
+}
+
+impl Splitter {
+    pub fn new(vocab: &Vocab) -> Splitter {
+        let mut prefixes = FxHashSet::default();
+        let mut max_len = 0;
+        for t in &vocab.texts {
+            let b = t.as_bytes();
+            max_len = max_len.max(b.len());
+            for end in 1..=b.len() {
+                prefixes.insert(hash(&b[..end]));
+            }
+        }
+        Splitter { prefixes, max_len }
+    }
+
+    /// Whether no token covers both byte `p - 1` and byte `p`.
+    fn can_cut(&self, vocab: &Vocab, text: &[u8], p: usize) -> bool {
+        for a in p.saturating_sub(self.max_len)..p {
+            let mut b = a + 1;
+            while b <= text.len() && b - a <= self.max_len {
+                let piece = &text[a..b];
+                if !self.prefixes.contains(&hash(piece)) {
+                    break;
+                }
+                if b > p && vocab.lookup(piece).is_some() {
+                    return false;
+                }
+                b += 1;
+            }
+        }
+        true
+    }
+}
+
 /// Tokenizes `text` (spaces already replaced by `▁`), appending to `out`.
 pub(crate) fn tokenize(
+    vocab: &Vocab,
+    byte_tok: &[Option<u32>; 256],
+    splitter: &Splitter,
+    text: &[u8],
+    sc: &mut SpmScratch,
+    out: &mut Vec<u32>,
+) {
+    const SPACE: &[u8] = "\u{2581}".as_bytes();
+    let mut start = 0;
+    let mut p = MIN_PIECE;
+    while p < text.len() {
+        // Candidate cuts: just before a `▁` that follows something else.
+        let at_word = text[p..].starts_with(SPACE) && !text[..p].ends_with(SPACE);
+        if at_word && splitter.can_cut(vocab, text, p) {
+            tokenize_piece(vocab, byte_tok, &text[start..p], sc, out);
+            start = p;
+            p += MIN_PIECE;
+        } else {
+            p += 1;
+        }
+    }
+    tokenize_piece(vocab, byte_tok, &text[start..], sc, out);
+}
+
+fn tokenize_piece(
     vocab: &Vocab,
     byte_tok: &[Option<u32>; 256],
     text: &[u8],
