@@ -34,7 +34,10 @@ pub fn run(args: Args) -> Result<()> {
     let (model, tok) = (&loaded.model, &loaded.tokenizer);
     let template = ChatTemplate::load(model.file().metadata(), tok, args.chat_template.as_deref())?;
     let kv = args.model.kv_type();
-    let n_ctx = args.model.ctx_size.unwrap_or_else(|| default_ctx_size(model, kv));
+    let n_ctx = args
+        .model
+        .ctx_size
+        .unwrap_or_else(|| default_ctx_size(model, kv));
     let mut seq = Sequence::new(model, n_ctx, kv, threads_or_default(args.model.threads));
 
     // Ctrl-C stops the answer being written; at the prompt it ends the chat.
@@ -57,7 +60,12 @@ pub fn run(args: Args) -> Result<()> {
     if interactive {
         eprintln!("cria chat: {} (ctx {n_ctx}). /reset starts over, /exit or Ctrl-D quits, Ctrl-C stops an answer.", loaded.path.display());
     }
-    let start = || args.system.iter().map(|s| Message::new("system", s)).collect::<Vec<_>>();
+    let start = || {
+        args.system
+            .iter()
+            .map(|s| Message::new("system", s))
+            .collect::<Vec<_>>()
+    };
     let mut messages = start();
     let stdin = std::io::stdin();
     let mut lines = stdin.lock().lines();

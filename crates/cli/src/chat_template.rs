@@ -16,7 +16,10 @@ pub struct Message {
 
 impl Message {
     pub fn new(role: &str, content: &str) -> Message {
-        Message { role: role.to_string(), content: content.to_string() }
+        Message {
+            role: role.to_string(),
+            content: content.to_string(),
+        }
     }
 }
 
@@ -35,7 +38,8 @@ impl ChatTemplate {
         override_file: Option<&std::path::Path>,
     ) -> Result<ChatTemplate> {
         let source = match override_file {
-            Some(p) => std::fs::read_to_string(p).with_context(|| format!("cannot read chat template {}", p.display()))?,
+            Some(p) => std::fs::read_to_string(p)
+                .with_context(|| format!("cannot read chat template {}", p.display()))?,
             None => match metadata.try_str("tokenizer.chat_template")? {
                 Some(s) => s.to_string(),
                 None => bail!(
@@ -44,7 +48,8 @@ impl ChatTemplate {
                 ),
             },
         };
-        let token_text = |id: Option<u32>| id.and_then(|i| tok.token_text(i)).unwrap_or("").to_string();
+        let token_text =
+            |id: Option<u32>| id.and_then(|i| tok.token_text(i)).unwrap_or("").to_string();
         ChatTemplate::new(source, token_text(tok.bos()), token_text(tok.eos()))
     }
 
@@ -53,9 +58,12 @@ impl ChatTemplate {
         // Python string methods (.strip(), .startswith(), ...) that HF
         // templates use.
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
-        env.add_function("raise_exception", |msg: String| -> std::result::Result<String, JinjaError> {
-            Err(JinjaError::new(JinjaErrorKind::InvalidOperation, msg))
-        });
+        env.add_function(
+            "raise_exception",
+            |msg: String| -> std::result::Result<String, JinjaError> {
+                Err(JinjaError::new(JinjaErrorKind::InvalidOperation, msg))
+            },
+        );
         env.add_function("strftime_now", |_fmt: String| -> String {
             // Templates use it to print today's date; a fixed format keeps
             // prompts reproducible across runs of the same day.
@@ -64,7 +72,8 @@ impl ChatTemplate {
                 .map_or(0, |d| d.as_secs());
             civil_date(secs as i64)
         });
-        env.add_template_owned("chat", source).context("the chat template is not valid Jinja")?;
+        env.add_template_owned("chat", source)
+            .context("the chat template is not valid Jinja")?;
         Ok(ChatTemplate { env, bos, eos })
     }
 
@@ -106,7 +115,9 @@ fn civil_date(secs: i64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
     format!("{d:02} {} {y}", MONTHS[(m - 1) as usize])
 }
 
@@ -122,7 +133,10 @@ mod tests {
     fn renders_chatml() {
         let t = ChatTemplate::new(CHATML.into(), "<s>".into(), "</s>".into()).unwrap();
         let out = t.render(&[Message::new("user", " hi ")], true).unwrap();
-        assert_eq!(out, "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n");
+        assert_eq!(
+            out,
+            "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
+        );
     }
 
     #[test]

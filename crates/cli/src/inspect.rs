@@ -53,17 +53,26 @@ fn scalar_json(v: &Value) -> Json {
         Value::U64(x) => json!(x),
         Value::I64(x) => json!(x),
         // Through the shortest decimal of the f32, so 1e-5 does not print as 9.99999974e-6.
-        Value::F32(x) => x.to_string().parse::<f64>().map_or(Json::Null, |d| json!(d)),
+        Value::F32(x) => x
+            .to_string()
+            .parse::<f64>()
+            .map_or(Json::Null, |d| json!(d)),
         Value::F64(x) => json!(x),
         Value::Bool(x) => json!(x),
         Value::String(s) => json!(s),
-        Value::Array(a) => json!({"type": "array", "element_type": a.element_type().name(), "len": a.len()}),
+        Value::Array(a) => {
+            json!({"type": "array", "element_type": a.element_type().name(), "len": a.len()})
+        }
     }
 }
 
 fn build(path: &Path, f: &GgufFile) -> Json {
     let m = f.metadata();
-    let arch = m.try_str("general.architecture").ok().flatten().unwrap_or("unknown");
+    let arch = m
+        .try_str("general.architecture")
+        .ok()
+        .flatten()
+        .unwrap_or("unknown");
     let mut hyper = Map::new();
     for (label, suffix) in HYPER {
         if let Some(v) = m.get(&format!("{arch}.{suffix}")) {
@@ -83,7 +92,10 @@ fn build(path: &Path, f: &GgufFile) -> Json {
         .iter()
         .map(|t| json!({"name": t.name, "type": t.ty.name(), "shape": t.dims, "bytes": t.n_bytes}))
         .collect();
-    let metadata: Map<String, Json> = m.iter().map(|(k, v)| (k.to_string(), scalar_json(v))).collect();
+    let metadata: Map<String, Json> = m
+        .iter()
+        .map(|(k, v)| (k.to_string(), scalar_json(v)))
+        .collect();
     json!({
         "file": path.display().to_string(),
         "gguf_version": f.version(),
@@ -196,22 +208,53 @@ fn render(r: &Json) -> String {
         if !tk["merges"].is_null() {
             let _ = writeln!(o, "  {:<20} {}", "merges", show(&tk["merges"]));
         }
-        let _ = writeln!(o, "  {:<20} {}", "add bos / eos", format!("{} / {}", show(&tk["add_bos"]), show(&tk["add_eos"])));
+        let _ = writeln!(
+            o,
+            "  {:<20} {} / {}",
+            "add bos / eos",
+            show(&tk["add_bos"]),
+            show(&tk["add_eos"])
+        );
         if let Some(sp) = tk["special"].as_object() {
             for (k, v) in sp {
-                let _ = writeln!(o, "  {:<20} {} {}", format!("{k} token"), v["id"], show(&v["text"]));
+                let _ = writeln!(
+                    o,
+                    "  {:<20} {} {}",
+                    format!("{k} token"),
+                    v["id"],
+                    show(&v["text"])
+                );
             }
         }
-        let chat = if tk["chat_template"].as_bool() == Some(true) { "present" } else { "absent" };
+        let chat = if tk["chat_template"].as_bool() == Some(true) {
+            "present"
+        } else {
+            "absent"
+        };
         let _ = writeln!(o, "  {:<20} {chat}", "chat template");
     }
 
     if let Some(ts) = r["tensors"].as_array().filter(|t| !t.is_empty()) {
-        let name_w = ts.iter().filter_map(|t| t["name"].as_str()).map(str::len).max().unwrap_or(4).max(4);
+        let name_w = ts
+            .iter()
+            .filter_map(|t| t["name"].as_str())
+            .map(str::len)
+            .max()
+            .unwrap_or(4)
+            .max(4);
         let _ = writeln!(o, "\ntensors");
-        let _ = writeln!(o, "  {:<name_w$}  {:<6}  {:<22}  {:>12}", "name", "type", "shape", "bytes");
+        let _ = writeln!(
+            o,
+            "  {:<name_w$}  {:<6}  {:<22}  {:>12}",
+            "name", "type", "shape", "bytes"
+        );
         for t in ts {
-            let shape: Vec<String> = t["shape"].as_array().into_iter().flatten().map(|d| d.to_string()).collect();
+            let shape: Vec<String> = t["shape"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|d| d.to_string())
+                .collect();
             let _ = writeln!(
                 o,
                 "  {:<name_w$}  {:<6}  {:<22}  {:>12}",

@@ -29,7 +29,12 @@ pub fn load_model(given: Option<&Path>) -> Result<Loaded> {
             model.config.n_vocab
         );
     }
-    Ok(Loaded { path, model, tokenizer, load_time: t0.elapsed() })
+    Ok(Loaded {
+        path,
+        model,
+        tokenizer,
+        load_time: t0.elapsed(),
+    })
 }
 
 /// `-t N`, or every core this process may use.

@@ -4,8 +4,8 @@
 use crate::load::{load_model, threads_or_default};
 use anyhow::{bail, Context, Result};
 use cria_eval::{
-    BaseChunk, BaseFileReader, BaseFileWriter, Chunks, KlDivergence, PerplexityAccumulator, CHUNK_HEADER,
-    MIN_TOKENS_FOR_REPORT,
+    BaseChunk, BaseFileReader, BaseFileWriter, Chunks, KlDivergence, PerplexityAccumulator,
+    CHUNK_HEADER, MIN_TOKENS_FOR_REPORT,
 };
 use cria_model::{KvType, Logits, Model, Session};
 use std::path::PathBuf;
@@ -41,13 +41,17 @@ pub fn run(args: Args) -> Result<()> {
     let model = load_model(args.model.as_deref())?;
     let threads = threads_or_default(args.threads);
     if args.kl_divergence {
-        let base = args.kl_divergence_base.as_ref().context("--kl-divergence needs --kl-divergence-base FILE")?;
+        let base = args
+            .kl_divergence_base
+            .as_ref()
+            .context("--kl-divergence needs --kl-divergence-base FILE")?;
         return kl_divergence(&model.model, &model.tokenizer, base, threads);
     }
     let Some(text_path) = &args.file else {
         bail!("no text to score: pass -f TEXT (or --kl-divergence with --kl-divergence-base FILE)");
     };
-    let text = std::fs::read_to_string(text_path).with_context(|| format!("cannot read {}", text_path.display()))?;
+    let text = std::fs::read_to_string(text_path)
+        .with_context(|| format!("cannot read {}", text_path.display()))?;
     let tok = &model.tokenizer;
     let tokens = tok.encode(&text, tok.add_bos(), false)?;
     let n_ctx = args.ctx_size;
@@ -59,7 +63,13 @@ pub fn run(args: Args) -> Result<()> {
             2 * n_ctx
         );
     }
-    let chunks = Chunks::new(&tokens, n_ctx, tok.add_bos(), tok.bos().unwrap_or(0), args.chunks)?;
+    let chunks = Chunks::new(
+        &tokens,
+        n_ctx,
+        tok.add_bos(),
+        tok.bos().unwrap_or(0),
+        args.chunks,
+    )?;
     let m = &model.model;
     let n_vocab = m.config.n_vocab;
     eprintln!(
@@ -68,7 +78,13 @@ pub fn run(args: Args) -> Result<()> {
         chunks.n_chunk()
     );
     let mut writer = match &args.kl_divergence_base {
-        Some(p) => Some(BaseFileWriter::create(p, n_ctx, n_vocab, chunks.n_chunk(), chunks.tokens())?),
+        Some(p) => Some(BaseFileWriter::create(
+            p,
+            n_ctx,
+            n_vocab,
+            chunks.n_chunk(),
+            chunks.tokens(),
+        )?),
         None => None,
     };
     let mut session = Session::new(m, n_ctx, KvType::F16, n_ctx, threads);
@@ -89,7 +105,10 @@ pub fn run(args: Args) -> Result<()> {
         }
         if i == 0 {
             let per = t0.elapsed().as_secs_f64();
-            eprintln!("perplexity: {per:.2} seconds per pass - ETA {:.1} minutes", per * chunks.n_chunk() as f64 / 60.0);
+            eprintln!(
+                "perplexity: {per:.2} seconds per pass - ETA {:.1} minutes",
+                per * chunks.n_chunk() as f64 / 60.0
+            );
         }
         print!("{}", acc.progress_line());
         use std::io::Write;
@@ -103,7 +122,12 @@ pub fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
-fn kl_divergence(model: &Model, tok: &cria_tokenizer::Tokenizer, base: &std::path::Path, threads: usize) -> Result<()> {
+fn kl_divergence(
+    model: &Model,
+    tok: &cria_tokenizer::Tokenizer,
+    base: &std::path::Path,
+    threads: usize,
+) -> Result<()> {
     let mut reader = BaseFileReader::open(base)?;
     let header = reader.header().clone();
     header.check_vocab(model.config.n_vocab)?;
@@ -130,7 +154,10 @@ fn kl_divergence(model: &Model, tok: &cria_tokenizer::Tokenizer, base: &std::pat
         println!("{}", kld.chunk_line());
     }
     if kld.count() < MIN_TOKENS_FOR_REPORT {
-        bail!("only {} tokens scored; at least {MIN_TOKENS_FOR_REPORT} are needed for statistics", kld.count());
+        bail!(
+            "only {} tokens scored; at least {MIN_TOKENS_FOR_REPORT} are needed for statistics",
+            kld.count()
+        );
     }
     println!("{}", kld.report()?);
     Ok(())

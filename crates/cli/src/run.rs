@@ -15,7 +15,12 @@ use std::time::Duration;
 pub struct Args {
     /// The prompt (or -p TEXT, or stdin)
     pub prompt: Option<String>,
-    #[arg(short = 'p', long = "prompt", conflicts_with = "prompt", value_name = "TEXT")]
+    #[arg(
+        short = 'p',
+        long = "prompt",
+        conflicts_with = "prompt",
+        value_name = "TEXT"
+    )]
     pub prompt_flag: Option<String>,
     /// Read the prompt from a file
     #[arg(short = 'f', long = "file", conflicts_with_all = ["prompt", "prompt_flag"], value_name = "FILE")]
@@ -41,13 +46,19 @@ pub struct Args {
 pub fn run(args: Args) -> Result<()> {
     let prompt = match (args.prompt.or(args.prompt_flag), &args.file) {
         (Some(p), _) => p,
-        (None, Some(f)) => std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?,
+        (None, Some(f)) => {
+            std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?
+        }
         (None, None) if !std::io::stdin().is_terminal() => {
             let mut s = String::new();
-            std::io::stdin().read_to_string(&mut s).context("cannot read the prompt from stdin")?;
+            std::io::stdin()
+                .read_to_string(&mut s)
+                .context("cannot read the prompt from stdin")?;
             s
         }
-        (None, None) => bail!("no prompt: give one as an argument, with -p TEXT, -f FILE or on stdin"),
+        (None, None) => {
+            bail!("no prompt: give one as an argument, with -p TEXT, -f FILE or on stdin")
+        }
     };
     let params = args.sampling.params()?;
     let loaded = load_model(args.model.model.as_deref())?;
@@ -55,8 +66,9 @@ pub fn run(args: Args) -> Result<()> {
     let tokens = if args.raw {
         tok.encode(&prompt, true, true)?
     } else {
-        let template = ChatTemplate::load(model.file().metadata(), tok, args.chat_template.as_deref())
-            .context("cannot run a chat prompt (use --raw to continue plain text)")?;
+        let template =
+            ChatTemplate::load(model.file().metadata(), tok, args.chat_template.as_deref())
+                .context("cannot run a chat prompt (use --raw to continue plain text)")?;
         let mut messages = Vec::new();
         if let Some(s) = &args.system {
             messages.push(Message::new("system", s));
@@ -65,7 +77,10 @@ pub fn run(args: Args) -> Result<()> {
         tokenize_prompt(tok, &template.render(&messages, true)?)?
     };
     let kv = args.model.kv_type();
-    let n_ctx = args.model.ctx_size.unwrap_or_else(|| default_ctx_size(model, kv));
+    let n_ctx = args
+        .model
+        .ctx_size
+        .unwrap_or_else(|| default_ctx_size(model, kv));
     let mut seq = Sequence::new(model, n_ctx, kv, threads_or_default(args.model.threads));
     let cancel = AtomicBool::new(false);
     let mut out = std::io::stdout().lock();
@@ -94,7 +109,13 @@ pub fn run(args: Args) -> Result<()> {
 }
 
 pub fn summary(s: &GenerationStats, load: Duration, n_ctx: usize) -> String {
-    let rate = |n: usize, d: Duration| if d.as_secs_f64() > 0.0 { n as f64 / d.as_secs_f64() } else { 0.0 };
+    let rate = |n: usize, d: Duration| {
+        if d.as_secs_f64() > 0.0 {
+            n as f64 / d.as_secs_f64()
+        } else {
+            0.0
+        }
+    };
     let evaluated = s.prompt_tokens - s.cached_tokens;
     format!(
         "[prompt {} tokens ({} cached), {:.1} t/s | generated {} tokens, {:.1} t/s | load {:.2} s | ctx {n_ctx} | {}]",

@@ -19,7 +19,10 @@ fn real_model_header_corruptions() {
     };
     for _ in 0..300 {
         let len = (next() % header_end as u64) as usize;
-        assert!(GgufFile::from_bytes(bytes[..len].to_vec()).is_err(), "cut at {len} accepted");
+        assert!(
+            GgufFile::from_bytes(bytes[..len].to_vec()).is_err(),
+            "cut at {len} accepted"
+        );
     }
     assert!(GgufFile::from_bytes(bytes[..bytes.len() - 1000].to_vec()).is_err());
     // Flips: the header is ~1.7 MB of vocabulary; only its bytes are copied.

@@ -8,7 +8,11 @@ use common::*;
 use serde_json::Value;
 
 fn inspect_json(path: &std::path::Path) -> Value {
-    let o = cria().args(["inspect", "--json", "-m"]).arg(path).output().unwrap();
+    let o = cria()
+        .args(["inspect", "--json", "-m"])
+        .arg(path)
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
     serde_json::from_str(&stdout(&o)).unwrap()
 }
@@ -32,15 +36,27 @@ fn default_model_counts_match_llama_cpp() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|t| (t["type"].as_str().unwrap().to_string(), t["count"].as_u64().unwrap()))
+        .map(|t| {
+            (
+                t["type"].as_str().unwrap().to_string(),
+                t["count"].as_u64().unwrap(),
+            )
+        })
         .collect();
-    assert_eq!(types, [("F32".into(), 61), ("Q4_1".into(), 210), ("Q8_0".into(), 1)]);
+    assert_eq!(
+        types,
+        [("F32".into(), 61), ("Q4_1".into(), 210), ("Q8_0".into(), 1)]
+    );
     assert_eq!(j["totals"]["parameters"], 134_515_008);
 }
 
 #[test]
 fn default_model_human_output() {
-    let o = cria().args(["inspect", "-m"]).arg(default_model()).output().unwrap();
+    let o = cria()
+        .args(["inspect", "-m"])
+        .arg(default_model())
+        .output()
+        .unwrap();
     assert!(o.status.success());
     let out = stdout(&o);
     assert!(out.contains("272 tensors"), "{out}");
@@ -51,8 +67,18 @@ fn default_model_human_output() {
 #[test]
 fn vocab_files_match_llama_cpp() {
     for (file, kv, model, vocab) in [
-        ("vocab/ggml-vocab-llama-spm.gguf", 22, "llama", 32000),
-        ("vocab/ggml-vocab-llama-bpe.gguf", 20, "gpt2", 128256),
+        (
+            "crates/tokenizer/tests/fixtures/ggml-vocab-llama-spm.gguf",
+            22,
+            "llama",
+            32000,
+        ),
+        (
+            "crates/tokenizer/tests/fixtures/ggml-vocab-llama-bpe.gguf",
+            20,
+            "gpt2",
+            128256,
+        ),
     ] {
         let j = inspect_json(&fixture(file));
         assert_eq!(j["totals"]["tensor_count"], 0, "{file}");
@@ -67,7 +93,11 @@ fn vocab_files_match_llama_cpp() {
 fn bad_files_give_one_line_errors() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("missing.gguf");
-    let o = cria().args(["inspect", "-m"]).arg(&missing).output().unwrap();
+    let o = cria()
+        .args(["inspect", "-m"])
+        .arg(&missing)
+        .output()
+        .unwrap();
     assert_clean_error(&o, "missing.gguf");
 
     let text = dir.path().join("text.gguf");
@@ -75,7 +105,11 @@ fn bad_files_give_one_line_errors() {
     let o = cria().args(["inspect", "-m"]).arg(&text).output().unwrap();
     assert_clean_error(&o, "not a GGUF file");
 
-    let o = cria().args(["inspect", "-m"]).arg(dir.path()).output().unwrap();
+    let o = cria()
+        .args(["inspect", "-m"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
     assert_clean_error(&o, "directory");
 
     // The real model cut short: the tensor table points past the end.

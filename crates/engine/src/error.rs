@@ -11,7 +11,10 @@ pub struct Error {
 #[non_exhaustive]
 pub enum ErrorKind {
     /// The prompt does not fit the context with room for one new token.
-    PromptTooLong { prompt_tokens: usize, n_ctx: usize },
+    PromptTooLong {
+        prompt_tokens: usize,
+        n_ctx: usize,
+    },
     /// The prompt has no tokens at all.
     EmptyPrompt,
     Model(cria_model::Error),
@@ -45,7 +48,10 @@ impl From<cria_sampler::Error> for Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.kind {
-            ErrorKind::PromptTooLong { prompt_tokens, n_ctx } => write!(
+            ErrorKind::PromptTooLong {
+                prompt_tokens,
+                n_ctx,
+            } => write!(
                 f,
                 "the prompt has {prompt_tokens} tokens but the context holds {n_ctx} \
                  (and needs room for at least one more): raise --ctx-size or shorten the prompt"

@@ -104,7 +104,11 @@ impl<'m> Sequence<'m> {
         }
         let n_ctx = self.n_ctx();
         if prompt.len() >= n_ctx {
-            return Err(ErrorKind::PromptTooLong { prompt_tokens: prompt.len(), n_ctx }.into());
+            return Err(ErrorKind::PromptTooLong {
+                prompt_tokens: prompt.len(),
+                n_ctx,
+            }
+            .into());
         }
         let mut sampler = Sampler::new(params.sampler.clone(), self.model.config.n_vocab)?;
         for &t in prompt {
@@ -114,7 +118,12 @@ impl<'m> Sequence<'m> {
         // Reuse the cached prefix, but evaluate at least the last prompt
         // token: its logits choose the first new token.
         let t0 = Instant::now();
-        let common = self.tokens.iter().zip(prompt).take_while(|(a, b)| a == b).count();
+        let common = self
+            .tokens
+            .iter()
+            .zip(prompt)
+            .take_while(|(a, b)| a == b)
+            .count();
         let keep = common.min(prompt.len() - 1);
         self.tokens.truncate(keep);
         self.session.truncate(keep);
@@ -170,7 +179,8 @@ impl<'m> Sequence<'m> {
     }
 
     fn eval(&mut self, tokens: &[u32]) -> Result<()> {
-        self.model.forward(&mut self.session, tokens, Logits::Last, &mut self.logits)?;
+        self.model
+            .forward(&mut self.session, tokens, Logits::Last, &mut self.logits)?;
         self.tokens.extend_from_slice(tokens);
         Ok(())
     }

@@ -407,7 +407,7 @@ fn percentile(v: &[f32], fraction: f32) -> f32 {
 
 fn median(v: &[f32]) -> f32 {
     let n = v.len();
-    if n % 2 == 0 {
+    if n.is_multiple_of(2) {
         0.5 * (v[n / 2] + v[n / 2 - 1])
     } else {
         v[n / 2]

@@ -365,7 +365,7 @@ fn element_count(name: &str, dims: &[u64], ty: GgmlType) -> Result<u64> {
             _ => return bad(format!("{dims:?} overflows the element count")),
         };
     }
-    if dims[0] % ty.block_size() != 0 {
+    if !dims[0].is_multiple_of(ty.block_size()) {
         return bad(format!(
             "the row length {} is not a multiple of the {ty} block size {}",
             dims[0],

@@ -62,7 +62,7 @@ impl<'a> GgufWriter<'a> {
         }
         let n = dims.iter().try_fold(1u64, |a, &d| a.checked_mul(d));
         let want = n.and_then(|n| ty.bytes_for(n));
-        if dims[0] % ty.block_size() != 0 || want != Some(data.len() as u64) {
+        if !dims[0].is_multiple_of(ty.block_size()) || want != Some(data.len() as u64) {
             return fail(format!(
                 "tensor {name:?}: {} bytes given, {ty} {dims:?} needs {want:?}",
                 data.len()

@@ -6,7 +6,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let a: Vec<String> = std::env::args().collect();
     let model = Model::open(&a[1])?;
     let text = std::fs::read_to_string(&a[2])?;
-    let ids: Vec<u32> = text.trim().trim_matches(['[', ']']).split(',').map(|s| s.trim().parse().unwrap()).collect();
+    let ids: Vec<u32> = text
+        .trim()
+        .trim_matches(['[', ']'])
+        .split(',')
+        .map(|s| s.trim().parse().unwrap())
+        .collect();
     let n_ctx = 512;
     let chunks: usize = a.get(3).map_or(ids.len() / n_ctx, |c| c.parse().unwrap());
     let mut s = Session::new(&model, n_ctx, KvType::F16, 512, 2);
@@ -26,7 +31,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             nll -= lp;
             count += 1;
         }
-        eprint!("[{}]{:.4} ({:.1}s) ", c + 1, (nll / count as f64).exp(), t0.elapsed().as_secs_f32());
+        eprint!(
+            "[{}]{:.4} ({:.1}s) ",
+            c + 1,
+            (nll / count as f64).exp(),
+            t0.elapsed().as_secs_f32()
+        );
     }
     eprintln!();
     Ok(())

@@ -8,7 +8,9 @@ use cria_gguf::Metadata;
 pub enum RopeScaling {
     None,
     /// Positions divided by the factor (`rope.scaling.type = linear`).
-    Linear { factor: f32 },
+    Linear {
+        factor: f32,
+    },
 }
 
 /// Everything the forward pass needs to know about the model's shape.
@@ -38,7 +40,10 @@ impl LlamaConfig {
     pub fn from_gguf(m: &Metadata, n_vocab: usize) -> Result<LlamaConfig> {
         let arch = m.get_str("general.architecture")?;
         if arch != "llama" {
-            return Err(ErrorKind::UnsupportedArchitecture { arch: arch.to_string() }.into());
+            return Err(ErrorKind::UnsupportedArchitecture {
+                arch: arch.to_string(),
+            }
+            .into());
         }
         let key = |k: &str| format!("llama.{k}");
         let usize_of = |k: &str| -> Result<usize> { Ok(m.get_u32(&key(k))? as usize) };
@@ -50,28 +55,43 @@ impl LlamaConfig {
         }
         let dim = usize_of("embedding_length")?;
         let n_heads = usize_of("attention.head_count")?;
-        let n_kv_heads = m.try_u32(&key("attention.head_count_kv"))?.map_or(n_heads, |x| x as usize);
-        let bad = |detail: String| -> Result<LlamaConfig> { Err(ErrorKind::BadConfig { detail }.into()) };
+        let n_kv_heads = m
+            .try_u32(&key("attention.head_count_kv"))?
+            .map_or(n_heads, |x| x as usize);
+        let bad =
+            |detail: String| -> Result<LlamaConfig> { Err(ErrorKind::BadConfig { detail }.into()) };
         if dim == 0 || n_heads == 0 || n_kv_heads == 0 {
             return bad(format!("embedding_length {dim}, head_count {n_heads}, head_count_kv {n_kv_heads}: none may be 0"));
         }
         if n_heads % n_kv_heads != 0 {
-            return bad(format!("head_count {n_heads} is not a multiple of head_count_kv {n_kv_heads}"));
+            return bad(format!(
+                "head_count {n_heads} is not a multiple of head_count_kv {n_kv_heads}"
+            ));
         }
         let head_dim = match m.try_u32(&key("attention.key_length"))? {
             Some(k) => k as usize,
             None if dim % n_heads == 0 => dim / n_heads,
-            None => return bad(format!("embedding_length {dim} is not a multiple of head_count {n_heads}")),
+            None => {
+                return bad(format!(
+                    "embedding_length {dim} is not a multiple of head_count {n_heads}"
+                ))
+            }
         };
         if let Some(v) = m.try_u32(&key("attention.value_length"))? {
             if v as usize != head_dim {
-                return bad(format!("value_length {v} differs from key_length {head_dim}"));
+                return bad(format!(
+                    "value_length {v} differs from key_length {head_dim}"
+                ));
             }
         }
         if head_dim == 0 || head_dim % 2 != 0 {
-            return bad(format!("head dimension {head_dim} must be even and non-zero"));
+            return bad(format!(
+                "head dimension {head_dim} must be even and non-zero"
+            ));
         }
-        let rope_dim = m.try_u32(&key("rope.dimension_count"))?.map_or(head_dim, |x| x as usize);
+        let rope_dim = m
+            .try_u32(&key("rope.dimension_count"))?
+            .map_or(head_dim, |x| x as usize);
         if rope_dim == 0 || rope_dim > head_dim || rope_dim % 2 != 0 {
             return bad(format!("rope.dimension_count {rope_dim} must be even and at most the head dimension {head_dim}"));
         }
@@ -85,13 +105,18 @@ impl LlamaConfig {
                 RopeScaling::Linear { factor }
             }
             Some(other) => {
-                return Err(ErrorKind::Unsupported { detail: format!("rope scaling type {other:?}") }.into())
+                return Err(ErrorKind::Unsupported {
+                    detail: format!("rope scaling type {other:?}"),
+                }
+                .into())
             }
         };
         let rope_base = m.try_f32(&key("rope.freq_base"))?.unwrap_or(10000.0);
         let rms_eps = m.get_f32(&key("attention.layer_norm_rms_epsilon"))?;
-        if !(rope_base.is_finite() && rope_base > 0.0) || !(rms_eps.is_finite() && rms_eps >= 0.0) {
-            return bad(format!("rope.freq_base {rope_base} or rms epsilon {rms_eps} out of range"));
+        if !(rope_base.is_finite() && rope_base > 0.0 && rms_eps.is_finite() && rms_eps >= 0.0) {
+            return bad(format!(
+                "rope.freq_base {rope_base} or rms epsilon {rms_eps} out of range"
+            ));
         }
         let cfg = LlamaConfig {
             n_vocab,

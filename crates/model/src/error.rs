@@ -17,9 +17,16 @@ pub enum ErrorKind {
     /// A hyperparameter is missing, zero or inconsistent with another.
     BadConfig { detail: String },
     /// A tensor has a shape other than the configuration implies.
-    BadTensorShape { tensor: String, expected: Vec<u64>, found: Vec<u64> },
+    BadTensorShape {
+        tensor: String,
+        expected: Vec<u64>,
+        found: Vec<u64>,
+    },
     /// A tensor of a type the kernels cannot compute with.
-    UnsupportedTensorType { tensor: String, ty: cria_gguf::GgmlType },
+    UnsupportedTensorType {
+        tensor: String,
+        ty: cria_gguf::GgmlType,
+    },
     /// A feature of the file (rope scaling kind, experts...) not implemented.
     Unsupported { detail: String },
     /// Positions past the end of the KV cache.

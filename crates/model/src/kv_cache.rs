@@ -66,10 +66,21 @@ impl KvCache {
     pub fn new(n_layers: usize, n_ctx: usize, kv_dim: usize, ty: KvType) -> KvCache {
         let n = n_layers * n_ctx * kv_dim;
         let data = match ty {
-            KvType::F16 => KvData::F16(KvStore { k: vec![f16::ZERO; n], v: vec![f16::ZERO; n] }),
-            KvType::F32 => KvData::F32(KvStore { k: vec![0.0; n], v: vec![0.0; n] }),
+            KvType::F16 => KvData::F16(KvStore {
+                k: vec![f16::ZERO; n],
+                v: vec![f16::ZERO; n],
+            }),
+            KvType::F32 => KvData::F32(KvStore {
+                k: vec![0.0; n],
+                v: vec![0.0; n],
+            }),
         };
-        KvCache { n_layers, n_ctx, kv_dim, data }
+        KvCache {
+            n_layers,
+            n_ctx,
+            kv_dim,
+            data,
+        }
     }
 
     /// Bytes needed for a cache of these sizes, to report or cap it before

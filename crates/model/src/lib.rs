@@ -48,7 +48,11 @@ impl Model {
         let n_vocab = embd.dims.get(1).copied().unwrap_or(1) as usize;
         let config = LlamaConfig::from_gguf(file.metadata(), n_vocab)?;
         let weights = Weights::load(&file, &config)?;
-        Ok(Model { file, config, weights })
+        Ok(Model {
+            file,
+            config,
+            weights,
+        })
     }
 
     pub fn file(&self) -> &GgufFile {
@@ -56,8 +60,22 @@ impl Model {
     }
 
     /// Evaluates `tokens` after what `session` has seen; see [`Logits`].
-    pub fn forward(&self, session: &mut Session, tokens: &[u32], which: Logits, out: &mut Vec<f32>) -> Result<()> {
-        llama::forward(&self.file, &self.config, &self.weights, session, tokens, which, out)
+    pub fn forward(
+        &self,
+        session: &mut Session,
+        tokens: &[u32],
+        which: Logits,
+        out: &mut Vec<f32>,
+    ) -> Result<()> {
+        llama::forward(
+            &self.file,
+            &self.config,
+            &self.weights,
+            session,
+            tokens,
+            which,
+            out,
+        )
     }
 }
 

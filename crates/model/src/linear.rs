@@ -6,8 +6,16 @@ use cria_gguf::GgufFile;
 use cria_kernels::{QMatrix, ThreadPool};
 
 /// out (n, m.rows) = x (n, m.cols) * m^T, with the kernels' best ISA.
-pub fn matmul(file: &GgufFile, m: &Matrix, x: &[f32], out: &mut [f32], pool: &ThreadPool) -> Result<()> {
-    let kernel_err = |e: cria_kernels::Error| ErrorKind::BadArgument { detail: format!("tensor {:?}: {e}", m.name) };
+pub fn matmul(
+    file: &GgufFile,
+    m: &Matrix,
+    x: &[f32],
+    out: &mut [f32],
+    pool: &ThreadPool,
+) -> Result<()> {
+    let kernel_err = |e: cria_kernels::Error| ErrorKind::BadArgument {
+        detail: format!("tensor {:?}: {e}", m.name),
+    };
     let q = QMatrix::new(m.ty, m.rows, m.cols, m.bytes(file)).map_err(kernel_err)?;
     cria_kernels::matmul(&q, x, out, pool).map_err(kernel_err)?;
     Ok(())

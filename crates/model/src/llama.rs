@@ -125,14 +125,25 @@ pub fn forward(
     out: &mut Vec<f32>,
 ) -> Result<()> {
     if tokens.is_empty() {
-        return Err(ErrorKind::BadArgument { detail: "no tokens to evaluate".into() }.into());
+        return Err(ErrorKind::BadArgument {
+            detail: "no tokens to evaluate".into(),
+        }
+        .into());
     }
     let needed = session.n_past + tokens.len();
     if needed > session.cache.n_ctx {
-        return Err(ErrorKind::ContextFull { needed, n_ctx: session.cache.n_ctx }.into());
+        return Err(ErrorKind::ContextFull {
+            needed,
+            n_ctx: session.cache.n_ctx,
+        }
+        .into());
     }
     if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= cfg.n_vocab) {
-        return Err(ErrorKind::BadToken { token: bad, n_vocab: cfg.n_vocab }.into());
+        return Err(ErrorKind::BadToken {
+            token: bad,
+            n_vocab: cfg.n_vocab,
+        }
+        .into());
     }
     let rows_out = match which {
         Logits::Last => 1,
@@ -148,15 +159,29 @@ pub fn forward(
         let n = batch.len();
         // Final norm and output projection only for the rows asked for.
         let (first_row, dst) = match which {
-            Logits::All => (0, &mut out[b * n_batch * cfg.n_vocab..(b * n_batch + n) * cfg.n_vocab]),
+            Logits::All => (
+                0,
+                &mut out[b * n_batch * cfg.n_vocab..(b * n_batch + n) * cfg.n_vocab],
+            ),
             Logits::Last if b * n_batch + n == tokens.len() => (n - 1, &mut out[..]),
             Logits::Last => continue,
         };
         for i in first_row..n {
             let row = i * cfg.dim;
-            rmsnorm(&mut s.xb[row..row + cfg.dim], &s.x[row..row + cfg.dim], &w.output_norm, cfg.rms_eps);
+            rmsnorm(
+                &mut s.xb[row..row + cfg.dim],
+                &s.x[row..row + cfg.dim],
+                &w.output_norm,
+                cfg.rms_eps,
+            );
         }
-        matmul(file, &w.output, &s.xb[first_row * cfg.dim..n * cfg.dim], dst, &session.pool)?;
+        matmul(
+            file,
+            &w.output,
+            &s.xb[first_row * cfg.dim..n * cfg.dim],
+            dst,
+            &session.pool,
+        )?;
     }
     Ok(())
 }
@@ -190,15 +215,28 @@ fn forward_batch(
         matmul(file, &lw.wk, xb, &mut s.k[..n * kvd], pool)?;
         matmul(file, &lw.wv, xb, &mut s.v[..n * kvd], pool)?;
         for i in 0..n {
-            rope(&mut s.q[i * qd..(i + 1) * qd], cfg.head_dim, start + i, &s.inv_freq);
-            rope(&mut s.k[i * kvd..(i + 1) * kvd], cfg.head_dim, start + i, &s.inv_freq);
+            rope(
+                &mut s.q[i * qd..(i + 1) * qd],
+                cfg.head_dim,
+                start + i,
+                &s.inv_freq,
+            );
+            rope(
+                &mut s.k[i * kvd..(i + 1) * kvd],
+                cfg.head_dim,
+                start + i,
+                &s.inv_freq,
+            );
         }
         match &mut session.cache.data {
             KvData::F16(st) => attention(cfg, st, session.cache.n_ctx, l, start, n, s, threads),
             KvData::F32(st) => attention(cfg, st, session.cache.n_ctx, l, start, n, s, threads),
         }
         matmul(file, &lw.wo, &s.att[..n * qd], &mut s.proj[..n * dim], pool)?;
-        s.x[..n * dim].iter_mut().zip(&s.proj[..n * dim]).for_each(|(x, p)| *x += p);
+        s.x[..n * dim]
+            .iter_mut()
+            .zip(&s.proj[..n * dim])
+            .for_each(|(x, p)| *x += p);
 
         for i in 0..n {
             let r = i * dim..(i + 1) * dim;
@@ -210,15 +248,28 @@ fn forward_batch(
         for (g, u) in s.gate[..n * fd].iter_mut().zip(&s.up[..n * fd]) {
             *g = *g / (1.0 + (-*g).exp()) * u;
         }
-        matmul(file, &lw.w_down, &s.gate[..n * fd], &mut s.proj[..n * dim], pool)?;
-        s.x[..n * dim].iter_mut().zip(&s.proj[..n * dim]).for_each(|(x, p)| *x += p);
+        matmul(
+            file,
+            &lw.w_down,
+            &s.gate[..n * fd],
+            &mut s.proj[..n * dim],
+            pool,
+        )?;
+        s.x[..n * dim]
+            .iter_mut()
+            .zip(&s.proj[..n * dim])
+            .for_each(|(x, p)| *x += p);
     }
     Ok(())
 }
 
 fn dequant(m: &Matrix, src: &[u8], dst: &mut [f32]) -> Result<()> {
-    cria_kernels::dequantize_row(m.ty, src, dst)
-        .map_err(|e| ErrorKind::BadArgument { detail: format!("tensor {:?}: {e}", m.name) }.into())
+    cria_kernels::dequantize_row(m.ty, src, dst).map_err(|e| {
+        ErrorKind::BadArgument {
+            detail: format!("tensor {:?}: {e}", m.name),
+        }
+        .into()
+    })
 }
 
 /// Stores this batch's keys and values at positions `start..start + n` of
@@ -243,7 +294,10 @@ fn attention<T: KvElem>(
             st.v[dst + j] = T::from_f32(s.v[i * kvd + j]);
         }
     }
-    let (k, v) = (&st.k[layer..layer + n_ctx * kvd], &st.v[layer..layer + n_ctx * kvd]);
+    let (k, v) = (
+        &st.k[layer..layer + n_ctx * kvd],
+        &st.v[layer..layer + n_ctx * kvd],
+    );
     let group = cfg.n_heads / cfg.n_kv_heads;
     let scale = 1.0 / (hd as f32).sqrt();
     let q = &s.q;

@@ -108,7 +108,11 @@ fn check_type(t: &TensorInfo) -> Result<()> {
     if SUPPORTED.contains(&t.ty) {
         Ok(())
     } else {
-        Err(ErrorKind::UnsupportedTensorType { tensor: t.name.clone(), ty: t.ty }.into())
+        Err(ErrorKind::UnsupportedTensorType {
+            tensor: t.name.clone(),
+            ty: t.ty,
+        }
+        .into())
     }
 }
 
@@ -118,8 +122,10 @@ fn vector(file: &GgufFile, name: &str, len: usize) -> Result<Vec<f32>> {
     check_shape(t, &[len as u64])?;
     check_type(t)?;
     let mut out = vec![0f32; len];
-    cria_kernels::dequantize_row(t.ty, file.tensor_data(t), &mut out).map_err(|e| ErrorKind::BadArgument {
-        detail: format!("tensor {name:?}: {e}"),
+    cria_kernels::dequantize_row(t.ty, file.tensor_data(t), &mut out).map_err(|e| {
+        ErrorKind::BadArgument {
+            detail: format!("tensor {name:?}: {e}"),
+        }
     })?;
     Ok(out)
 }

@@ -20,9 +20,11 @@ pub fn default_model() -> PathBuf {
     PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
 }
 
-/// A file under tests/fixtures at the repository root.
+/// A file by its path from the repository root.
 pub fn fixture(rel: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures").join(rel)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(rel)
 }
 
 pub fn stdout(o: &Output) -> String {
@@ -39,6 +41,9 @@ pub fn assert_clean_error(o: &Output, needle: &str) {
     let err = stderr(o);
     assert!(!o.status.success(), "expected failure, got success: {err}");
     assert!(!err.contains("panicked"), "panic: {err}");
-    assert!(err.starts_with("error: ") && err.trim_end().lines().count() == 1, "not a one-line error: {err:?}");
+    assert!(
+        err.starts_with("error: ") && err.trim_end().lines().count() == 1,
+        "not a one-line error: {err:?}"
+    );
     assert!(err.contains(needle), "error {err:?} lacks {needle:?}");
 }
