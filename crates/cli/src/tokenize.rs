@@ -44,7 +44,8 @@ pub struct DetokenizeArgs {
 fn tokenizer(model: Option<&Path>) -> Result<Tokenizer> {
     let path = default_model::resolve(model)?;
     let f = GgufFile::open(&path)?;
-    Tokenizer::from_gguf(f.metadata()).with_context(|| format!("cannot build the tokenizer of {}", path.display()))
+    Tokenizer::from_gguf(f.metadata())
+        .with_context(|| format!("cannot build the tokenizer of {}", path.display()))
 }
 
 fn stdin_bytes(what: &str) -> Result<Vec<u8>> {
@@ -52,7 +53,9 @@ fn stdin_bytes(what: &str) -> Result<Vec<u8>> {
         bail!("no {what} given: pass it as an argument or on stdin");
     }
     let mut buf = Vec::new();
-    std::io::stdin().read_to_end(&mut buf).context("cannot read stdin")?;
+    std::io::stdin()
+        .read_to_end(&mut buf)
+        .context("cannot read stdin")?;
     Ok(buf)
 }
 
@@ -91,7 +94,10 @@ pub fn detokenize(args: DetokenizeArgs) -> Result<()> {
         if part.is_empty() {
             continue;
         }
-        ids.push(part.parse::<u32>().with_context(|| format!("{part:?} is not a token id"))?);
+        ids.push(
+            part.parse::<u32>()
+                .with_context(|| format!("{part:?} is not a token id"))?,
+        );
     }
     let bytes = tok.detokenize(&ids, false, !args.no_special)?;
     let mut out = std::io::stdout().lock();

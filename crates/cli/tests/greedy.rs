@@ -22,10 +22,18 @@ fn argmax(x: &[f32]) -> usize {
     best
 }
 
-fn greedy(model: &Model, prompt: &[u32], steps: usize, threads: usize, mut check: impl FnMut(usize, &[f32]) -> Option<u32>) -> Vec<u32> {
+fn greedy(
+    model: &Model,
+    prompt: &[u32],
+    steps: usize,
+    threads: usize,
+    mut check: impl FnMut(usize, &[f32]) -> Option<u32>,
+) -> Vec<u32> {
     let mut s = Session::new(model, 512, KvType::F16, 512, threads);
     let mut logits = Vec::new();
-    model.forward(&mut s, prompt, Logits::Last, &mut logits).unwrap();
+    model
+        .forward(&mut s, prompt, Logits::Last, &mut logits)
+        .unwrap();
     let mut out = Vec::new();
     for step in 0..steps {
         let mut id = argmax(&logits) as u32;
@@ -33,7 +41,9 @@ fn greedy(model: &Model, prompt: &[u32], steps: usize, threads: usize, mut check
             id = forced;
         }
         out.push(id);
-        model.forward(&mut s, &[id], Logits::Last, &mut logits).unwrap();
+        model
+            .forward(&mut s, &[id], Logits::Last, &mut logits)
+            .unwrap();
     }
     out
 }
@@ -45,7 +55,13 @@ fn greedy_matches_llama_cpp() {
         &std::fs::read_to_string(common::fixture("tests/fixtures/greedy/greedy.json")).unwrap(),
     )
     .unwrap();
-    let ids = |v: &Value| -> Vec<u32> { v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect() };
+    let ids = |v: &Value| -> Vec<u32> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap() as u32)
+            .collect()
+    };
     let mut full = 0;
     let cases = fixture["cases"].as_array().unwrap();
     let mut report = String::new();
@@ -68,7 +84,10 @@ fn greedy_matches_llama_cpp() {
         match parted {
             None => full += 1,
             Some((step, margin)) => {
-                report += &format!("{:?}: parts at token {step}, logit margin {margin:.3}\n", case["prompt"]);
+                report += &format!(
+                    "{:?}: parts at token {step}, logit margin {margin:.3}\n",
+                    case["prompt"]
+                );
                 assert!(
                     margin < NEAR_TIE,
                     "{:?}: cria parts from llama.cpp at token {step} with a logit margin of {margin} \
@@ -79,7 +98,11 @@ fn greedy_matches_llama_cpp() {
         }
     }
     eprint!("{report}");
-    assert!(full * 2 > cases.len(), "only {full} of {} prompts match for {STEPS} tokens:\n{report}", cases.len());
+    assert!(
+        full * 2 > cases.len(),
+        "only {full} of {} prompts match for {STEPS} tokens:\n{report}",
+        cases.len()
+    );
 }
 
 #[test]
@@ -88,6 +111,10 @@ fn greedy_is_the_same_for_every_thread_count() {
     let prompt = [504, 2365, 6354, 16438]; // "The quick brown fox"
     let one = greedy(&model, &prompt, 24, 1, |_, _| None);
     for t in [2, 3] {
-        assert_eq!(greedy(&model, &prompt, 24, t, |_, _| None), one, "{t} threads");
+        assert_eq!(
+            greedy(&model, &prompt, 24, t, |_, _| None),
+            one,
+            "{t} threads"
+        );
     }
 }
