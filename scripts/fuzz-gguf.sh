@@ -6,5 +6,6 @@ set -euo pipefail
 cd "$(dirname "$0")/../fuzz"
 secs=${1:-60}
 mkdir -p corpus/gguf_parse
-cp -n ../crates/tokenizer/tests/fixtures/ggml-vocab-llama-spm.gguf corpus/gguf_parse/ 2>/dev/null || true
-cargo +nightly fuzz run gguf_parse corpus/gguf_parse -- -max_total_time="$secs" -max_len=1048576 -rss_limit_mb=2048
+# Seed: the first 64 KiB of a real vocab file (header, keys, a vocabulary).
+[[ -f corpus/gguf_parse/seed-spm ]] || head -c 65536 ../crates/tokenizer/tests/fixtures/ggml-vocab-llama-spm.gguf > corpus/gguf_parse/seed-spm
+cargo +nightly fuzz run gguf_parse corpus/gguf_parse -- -max_total_time="$secs" -max_len=65536 -rss_limit_mb=2048

@@ -23,15 +23,16 @@ impl KvType {
 /// A value that can be stored in the cache.
 pub trait KvElem: Copy + Send + Sync + 'static {
     fn from_f32(x: f32) -> Self;
-    fn to_f32(self) -> f32;
+    /// `dst[i] = src[i].to_f32()`, as fast as the CPU allows.
+    fn widen(src: &[Self], dst: &mut [f32]);
 }
 
 impl KvElem for f32 {
     fn from_f32(x: f32) -> f32 {
         x
     }
-    fn to_f32(self) -> f32 {
-        self
+    fn widen(src: &[f32], dst: &mut [f32]) {
+        dst.copy_from_slice(src);
     }
 }
 
@@ -39,8 +40,10 @@ impl KvElem for f16 {
     fn from_f32(x: f32) -> f16 {
         f16::from_f32(x)
     }
-    fn to_f32(self) -> f32 {
-        f16::to_f32(self)
+    fn widen(src: &[f16], dst: &mut [f32]) {
+        // half picks F16C at run time where the CPU has it.
+        use half::slice::HalfFloatSliceExt;
+        src.convert_to_f32_slice(dst);
     }
 }
 

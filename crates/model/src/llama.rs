@@ -337,6 +337,14 @@ fn attention(
     });
 }
 
+thread_local! {
+    /// Per-thread attention buffers: (n_ctx) scores, and one (head_dim) row
+    /// of keys or values widened to f32. Grown on first use, then reused,
+    /// so attention allocates nothing per token.
+    static ATT_SCRATCH: std::cell::RefCell<(Vec<f32>, Vec<f32>)> = const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// One head of one row: softmax(q . K[0..=pos] / sqrt(d)) . V[0..=pos].
 #[allow(clippy::too_many_arguments)]
 fn attend_one<T: KvElem>(
     cfg: &LlamaConfig,
@@ -353,18 +361,21 @@ fn attend_one<T: KvElem>(
     let kv_off = layer + (h / (cfg.n_heads / cfg.n_kv_heads)) * hd;
     let scale = 1.0 / (hd as f32).sqrt();
     let len = pos + 1;
-    let mut scores = Vec::with_capacity(len);
-    for t in 0..len {
-        let kt = &st.k[kv_off + t * kvd..kv_off + t * kvd + hd];
-        let dot: f32 = q.iter().zip(kt).map(|(a, b)| a * b.to_f32()).sum();
-        scores.push(dot * scale);
-    }
-    softmax(&mut scores);
-    out.fill(0.0);
-    for (t, &p) in scores.iter().enumerate() {
-        let vt = &st.v[kv_off + t * kvd..kv_off + t * kvd + hd];
-        for (o, x) in out.iter_mut().zip(vt) {
-            *o += p * x.to_f32();
+    ATT_SCRATCH.with(|cell| {
+        let (scores, row) = &mut *cell.borrow_mut();
+        scores.resize(len, 0.0);
+        row.resize(hd, 0.0);
+        for (t, s) in scores.iter_mut().enumerate() {
+            T::widen(&st.k[kv_off + t * kvd..kv_off + t * kvd + hd], row);
+            *s = cria_kernels::dot(q, row) * scale;
         }
-    }
+        softmax(scores);
+        out.fill(0.0);
+        for (t, &p) in scores.iter().enumerate() {
+            T::widen(&st.v[kv_off + t * kvd..kv_off + t * kvd + hd], row);
+            for (o, &x) in out.iter_mut().zip(row.iter()) {
+                *o += p * x;
+            }
+        }
+    });
 }
