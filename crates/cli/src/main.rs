@@ -4,7 +4,6 @@
 //! turns errors into one-line messages and an exit status.
 
 mod chat;
-mod chat_template;
 mod default_model;
 mod gen_args;
 mod inspect;
