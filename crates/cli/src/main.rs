@@ -10,6 +10,7 @@ mod inspect;
 mod load;
 mod perplexity;
 mod run;
+mod serve;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -50,6 +51,8 @@ enum Command {
     Chat(Box<chat::Args>),
     /// Measure perplexity on a text (llama-perplexity's protocol), or KL divergence against a base file
     Perplexity(perplexity::Args),
+    /// Serve the model over HTTP with an OpenAI-compatible API (chat, completions, streaming)
+    Serve(Box<serve::Args>),
     /// Fetch the default model into the cache (if not there yet) and print its path
     Pull,
 }
@@ -63,6 +66,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run::run(*args),
         Command::Chat(args) => chat::run(*args),
         Command::Perplexity(args) => perplexity::run(args),
+        Command::Serve(args) => serve::run(*args),
         Command::Pull => default_model::resolve(None).map(|p| println!("{}", p.display())),
     };
     match result {
