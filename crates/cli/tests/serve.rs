@@ -74,7 +74,7 @@ fn chat_whole_and_streamed_agree() {
         u["prompt_tokens"].as_u64().unwrap(),
         u["completion_tokens"].as_u64().unwrap(),
     );
-    assert!(p > 5 && c >= 1 && c <= 24, "{u}");
+    assert!(p > 5 && (1..=24).contains(&c), "{u}");
     assert_eq!(u["total_tokens"].as_u64().unwrap(), p + c);
     let fr = j["choices"][0]["finish_reason"].as_str().unwrap();
     assert!(fr == "stop" || (fr == "length" && c == 24), "{fr} {c}");
@@ -254,10 +254,6 @@ fn seed_reproducible_alone_and_beside_others() {
         alone, beside,
         "same seed, different text when batched with others"
     );
-    let other_seed = body.clone();
-    let mut other_seed = other_seed;
-    other_seed["seed"] = json!(99);
-    let _ = s.post("/v1/chat/completions", &other_seed);
 }
 
 #[test]

@@ -675,7 +675,7 @@ fn logprob_of(logits: &[f32], id: u32) -> f32 {
         .iter()
         .map(|&l| clean(l))
         .fold(f32::NEG_INFINITY, f32::max);
-    if max == f32::NEG_INFINITY || max == f32::INFINITY {
+    if max.is_infinite() {
         return 0.0;
     }
     let sum: f64 = logits
