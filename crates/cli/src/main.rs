@@ -4,13 +4,13 @@
 //! turns errors into one-line messages and an exit status.
 
 mod chat;
-mod chat_template;
 mod default_model;
 mod gen_args;
 mod inspect;
 mod load;
 mod perplexity;
 mod run;
+mod serve;
 mod tokenize;
 
 use clap::{Parser, Subcommand};
@@ -56,6 +56,8 @@ enum Command {
     Detokenize(tokenize::DetokenizeArgs),
     /// Measure perplexity on a text (llama-perplexity's protocol), or KL divergence against a base file
     Perplexity(perplexity::Args),
+    /// Serve the model over HTTP with an OpenAI-compatible API (chat, completions, streaming)
+    Serve(Box<serve::Args>),
     /// Fetch the default model into the cache (if not there yet) and print its path
     Pull,
 }
@@ -71,6 +73,7 @@ fn main() -> ExitCode {
         Command::Tokenize(args) => tokenize::tokenize(args),
         Command::Detokenize(args) => tokenize::detokenize(args),
         Command::Perplexity(args) => perplexity::run(args),
+        Command::Serve(args) => serve::run(*args),
         Command::Pull => default_model::resolve(None).map(|p| println!("{}", p.display())),
     };
     match result {

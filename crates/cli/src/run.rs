@@ -1,11 +1,11 @@
 //! `cria run`: one prompt in, streamed text out (like `ollama run` with a
 //! prompt, or `llama-completion` with --raw).
 
-use crate::chat_template::{tokenize_prompt, ChatTemplate, Message};
 use crate::gen_args::{ModelArgs, SamplingArgs};
 use crate::load::{load_model, threads_or_default};
 use anyhow::{bail, Context, Result};
 use cria_engine::{default_ctx_size, FinishReason, GenerationStats, Sequence};
+use cria_server::chat_template::{tokenize_prompt, ChatTemplate, Message};
 use std::io::{IsTerminal, Read, Write};
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;

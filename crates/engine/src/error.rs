@@ -17,6 +17,15 @@ pub enum ErrorKind {
     },
     /// The prompt has no tokens at all.
     EmptyPrompt,
+    /// A prompt token id is not in the vocabulary.
+    BadToken {
+        id: u32,
+        n_vocab: usize,
+    },
+    /// Something failed inside the engine (a bug, not the request's fault).
+    Internal {
+        detail: String,
+    },
     Model(cria_model::Error),
     Sampler(cria_sampler::Error),
 }
@@ -57,6 +66,12 @@ impl fmt::Display for Error {
                  (and needs room for at least one more): raise --ctx-size or shorten the prompt"
             ),
             ErrorKind::EmptyPrompt => write!(f, "the prompt is empty: give some text to continue"),
+            ErrorKind::BadToken { id, n_vocab } => write!(
+                f,
+                "token id {id} is not in the vocabulary (ids go from 0 to {})",
+                n_vocab.saturating_sub(1)
+            ),
+            ErrorKind::Internal { detail } => write!(f, "internal error: {detail}"),
             ErrorKind::Model(e) => write!(f, "{e}"),
             ErrorKind::Sampler(e) => write!(f, "{e}"),
         }

@@ -47,3 +47,4 @@ pub fn assert_clean_error(o: &Output, needle: &str) {
     );
     assert!(err.contains(needle), "error {err:?} lacks {needle:?}");
 }
+pub mod server;

@@ -3,10 +3,63 @@
 //! match what the model was trained on. Templates live here, in the
 //! front ends, never in the engine or model.
 
-use anyhow::{bail, Context, Result};
 use cria_tokenizer::Tokenizer;
 use minijinja::{context, Environment, Error as JinjaError, ErrorKind as JinjaErrorKind};
 use serde::Serialize;
+
+/// Why a template could not be loaded or rendered; the message says what
+/// was wrong and, through `source`, what minijinja or the file system said.
+#[derive(Debug)]
+pub struct TemplateError {
+    message: String,
+    source: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+impl TemplateError {
+    fn new(message: impl Into<String>) -> TemplateError {
+        TemplateError {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    fn with(
+        message: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> TemplateError {
+        TemplateError {
+            message: message.into(),
+            source: Some(Box::new(source)),
+        }
+    }
+
+    /// The message and its causes on one line, for HTTP replies.
+    pub fn full_message(&self) -> String {
+        let mut s = self.message.clone();
+        let mut cur: Option<&(dyn std::error::Error + 'static)> =
+            self.source.as_deref().map(|e| e as _);
+        while let Some(e) = cur {
+            s.push_str(": ");
+            s.push_str(&e.to_string());
+            cur = e.source();
+        }
+        s
+    }
+}
+
+impl std::fmt::Display for TemplateError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for TemplateError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source.as_deref().map(|e| e as _)
+    }
+}
+
+type Result<T> = std::result::Result<T, TemplateError>;
 
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct Message {
@@ -37,17 +90,25 @@ impl ChatTemplate {
         tok: &Tokenizer,
         override_file: Option<&std::path::Path>,
     ) -> Result<ChatTemplate> {
-        let source = match override_file {
-            Some(p) => std::fs::read_to_string(p)
-                .with_context(|| format!("cannot read chat template {}", p.display()))?,
-            None => match metadata.try_str("tokenizer.chat_template")? {
-                Some(s) => s.to_string(),
-                None => bail!(
-                    "this model has no chat template (tokenizer.chat_template); pass one with \
-                     --chat-template FILE, or use `cria run --raw` to continue plain text"
-                ),
-            },
-        };
+        let source =
+            match override_file {
+                Some(p) => std::fs::read_to_string(p).map_err(|e| {
+                    TemplateError::with(format!("cannot read chat template {}", p.display()), e)
+                })?,
+                None => match metadata.try_str("tokenizer.chat_template") {
+                    Ok(Some(s)) => s.to_string(),
+                    Ok(None) => return Err(TemplateError::new(
+                        "this model has no chat template (tokenizer.chat_template); pass one with \
+                         --chat-template FILE, or use `cria run --raw` to continue plain text",
+                    )),
+                    Err(e) => {
+                        return Err(TemplateError::with(
+                            "cannot read tokenizer.chat_template",
+                            e,
+                        ))
+                    }
+                },
+            };
         let token_text =
             |id: Option<u32>| id.and_then(|i| tok.token_text(i)).unwrap_or("").to_string();
         ChatTemplate::new(source, token_text(tok.bos()), token_text(tok.eos()))
@@ -73,14 +134,17 @@ impl ChatTemplate {
             civil_date(secs as i64)
         });
         env.add_template_owned("chat", source)
-            .context("the chat template is not valid Jinja")?;
+            .map_err(|e| TemplateError::with("the chat template is not valid Jinja", e))?;
         Ok(ChatTemplate { env, bos, eos })
     }
 
     /// Renders the conversation; `add_generation_prompt` opens the
     /// assistant's turn.
     pub fn render(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String> {
-        let t = self.env.get_template("chat")?;
+        let t = self
+            .env
+            .get_template("chat")
+            .map_err(|e| TemplateError::with("the chat template is missing", e))?;
         let out = t
             .render(context! {
                 messages => messages,
@@ -88,7 +152,7 @@ impl ChatTemplate {
                 bos_token => self.bos,
                 eos_token => self.eos,
             })
-            .context("the chat template failed to render")?;
+            .map_err(|e| TemplateError::with("the chat template failed to render", e))?;
         Ok(out)
     }
 }
@@ -100,7 +164,8 @@ pub fn tokenize_prompt(tok: &Tokenizer, rendered: &str) -> Result<Vec<u32>> {
     let bos_text = tok.bos().and_then(|b| tok.token_text(b)).unwrap_or("");
     let template_wrote_bos = !bos_text.is_empty() && rendered.starts_with(bos_text);
     let add = tok.add_bos() && !template_wrote_bos;
-    Ok(tok.encode(rendered, add, true)?)
+    tok.encode(rendered, add, true)
+        .map_err(|e| TemplateError::with("cannot tokenize the rendered chat prompt", e))
 }
 
 /// "27 Nov 2026" for a Unix time (days-from-civil, proleptic Gregorian).
@@ -143,7 +208,7 @@ mod tests {
     fn raise_exception_is_an_error() {
         let src = "{{ raise_exception('only user and assistant roles') }}";
         let t = ChatTemplate::new(src.into(), String::new(), String::new()).unwrap();
-        let e = format!("{:#}", t.render(&[], true).unwrap_err());
+        let e = t.render(&[], true).unwrap_err().full_message();
         assert!(e.contains("only user and assistant roles"), "{e}");
     }
 

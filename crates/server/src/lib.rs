@@ -1,0 +1,242 @@
+//! cria's OpenAI-compatible HTTP server: JSON in, [`cria_engine::Engine`]
+//! requests, token events out as JSON or server-sent events.
+//!
+//! [`run`] binds the address, starts loading the model in the background
+//! (`/health` answers 503 until it is ready), then serves the routes of
+//! `routes.rs` until SIGINT or SIGTERM. Request bodies are parsed into
+//! native types at the edge (`openai.rs`), chat messages go through the
+//! model's Jinja template ([`chat_template`]), and the engine never sees
+//! JSON or templates. Replies are built in `reply.rs`, errors are OpenAI's
+//! error JSON ([`ApiError`]), and `/metrics` is Prometheus text
+//! (`metrics.rs`).
+//!
+//! ```no_run
+//! let config = cria_server::ServerConfig::new("model.gguf".into());
+//! cria_server::run(config)?;
+//! # Ok::<(), cria_server::Error>(())
+//! ```
+
+pub mod chat_template;
+mod error;
+mod metrics;
+mod openai;
+mod reply;
+mod routes;
+
+pub use error::{ApiError, Error, ErrorKind};
+
+use chat_template::ChatTemplate;
+use cria_engine::{Engine, EngineConfig};
+use cria_model::{KvType, Model};
+use cria_tokenizer::Tokenizer;
+use routes::{App, Ready};
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Reported as `system_fingerprint`.
+pub const FINGERPRINT: &str = concat!("cria-", env!("CARGO_PKG_VERSION"));
+
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    pub model_path: PathBuf,
+    pub host: String,
+    /// 0 picks a free port (the address is printed on stdout).
+    pub port: u16,
+    /// Sequences decoded together.
+    pub parallel: usize,
+    /// Context of each sequence; `None`: the model's, capped (see `run`).
+    pub ctx_size: Option<usize>,
+    pub threads: usize,
+    pub kv: KvType,
+    pub api_key: Option<String>,
+    /// Requests that may wait for a slot before new ones get 429.
+    pub max_queue: usize,
+    /// Largest request body, bytes.
+    pub body_limit: usize,
+    pub chat_template: Option<PathBuf>,
+    /// The model's id in replies; `None`: the file name without `.gguf`.
+    pub alias: Option<String>,
+}
+
+impl ServerConfig {
+    pub fn new(model_path: PathBuf) -> ServerConfig {
+        ServerConfig {
+            model_path,
+            host: "127.0.0.1".into(),
+            port: 8080,
+            parallel: 4,
+            ctx_size: None,
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            kv: KvType::F16,
+            api_key: None,
+            max_queue: 64,
+            body_limit: 4 << 20,
+            chat_template: None,
+            alias: None,
+        }
+    }
+}
+
+/// Serves until SIGINT/SIGTERM, then cancels what is in flight and returns.
+pub fn run(config: ServerConfig) -> Result<(), Error> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(ErrorKind::Runtime)?;
+    rt.block_on(serve(config))
+}
+
+async fn serve(config: ServerConfig) -> Result<(), Error> {
+    let addr = format!("{}:{}", config.host, config.port);
+    let listener = tokio::net::TcpListener::bind(&addr)
+        .await
+        .map_err(|source| ErrorKind::Bind {
+            addr: addr.clone(),
+            source,
+        })?;
+    let local = listener.local_addr().map_err(ErrorKind::Serve)?;
+    {
+        // Tests and scripts wait for this line to learn the port.
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "cria serve: listening on http://{local}");
+        let _ = out.flush();
+    }
+    let app = Arc::new(App::new(config.clone()));
+    let router = routes::router(app.clone());
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let server = axum::serve(listener, router).with_graceful_shutdown(async move {
+        let _ = stop_rx.wait_for(|&s| s).await;
+    });
+    let server = tokio::spawn(std::future::IntoFuture::into_future(server));
+
+    let loader = {
+        let app = app.clone();
+        tokio::task::spawn_blocking(move || -> Result<(), String> {
+            let ready = load(&app.config)?;
+            let _ = app.ready.set(Arc::new(ready));
+            Ok(())
+        })
+    };
+    let load_failed = async {
+        match loader.await {
+            Ok(Ok(())) => std::future::pending::<String>().await,
+            Ok(Err(e)) => e,
+            Err(e) => format!("the model loader failed: {e}"),
+        }
+    };
+    let failure = tokio::select! {
+        _ = signal() => None,
+        e = load_failed => Some(e),
+    };
+    eprintln!("cria serve: shutting down");
+    app.shutting_down.store(true, Ordering::SeqCst);
+    let _ = stop_tx.send(true);
+    if let Some(ready) = app.ready.get().cloned() {
+        // Cancels every request: streams end with an error event, whole
+        // replies with 503.
+        let _ = tokio::task::spawn_blocking(move || ready.engine.shutdown()).await;
+    }
+    match tokio::time::timeout(Duration::from_secs(10), server).await {
+        Ok(Ok(Err(e))) => return Err(ErrorKind::Serve(e).into()),
+        Ok(_) => {}
+        Err(_) => eprintln!("cria serve: connections still open after 10 s; closing them"),
+    }
+    match failure {
+        Some(e) => Err(ErrorKind::Load(e).into()),
+        None => Ok(()),
+    }
+}
+
+async fn signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let term = signal(SignalKind::terminate());
+        let int = signal(SignalKind::interrupt());
+        match (term, int) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+            }
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Maps the model, builds the tokenizer and template, starts the engine.
+fn load(config: &ServerConfig) -> Result<Ready, String> {
+    let t0 = Instant::now();
+    let path = &config.model_path;
+    let model = Model::open(path).map_err(|e| format!("cannot load {}: {e}", path.display()))?;
+    let tok = Tokenizer::from_gguf(model.file().metadata())
+        .map_err(|e| format!("cannot build the tokenizer of {}: {e}", path.display()))?;
+    if tok.vocab_size() != model.config.n_vocab {
+        return Err(format!(
+            "{}: the vocabulary has {} tokens but the embedding has {} rows",
+            path.display(),
+            tok.vocab_size(),
+            model.config.n_vocab
+        ));
+    }
+    let template = ChatTemplate::load(
+        model.file().metadata(),
+        &tok,
+        config.chat_template.as_deref(),
+    )
+    .map_err(|e| e.full_message());
+    if let (Some(p), Err(e)) = (&config.chat_template, &template) {
+        return Err(format!("--chat-template {}: {e}", p.display()));
+    }
+    let n_ctx = match config.ctx_size {
+        Some(c) => c,
+        // Per slot: the model's context, capped at 4096 so that several
+        // slots stay small.
+        None => cria_engine::default_ctx_size(&model, config.kv).min(4096),
+    };
+    let model_id = config.alias.clone().unwrap_or_else(|| {
+        path.file_name()
+            .map(|f| f.to_string_lossy().trim_end_matches(".gguf").to_string())
+            .unwrap_or_else(|| "model".into())
+    });
+    let model = Arc::new(model);
+    let tok = Arc::new(tok);
+    let engine = Engine::start(
+        model.clone(),
+        tok.clone(),
+        EngineConfig {
+            slots: config.parallel.max(1),
+            n_ctx,
+            kv: config.kv,
+            threads: config.threads.max(1),
+            max_queue: config.max_queue,
+            step_tokens: 256,
+        },
+    );
+    eprintln!(
+        "cria serve: {} ready in {:.2} s: {} slots x {n_ctx} tokens of context, {} threads",
+        model_id,
+        t0.elapsed().as_secs_f64(),
+        config.parallel.max(1),
+        config.threads.max(1),
+    );
+    Ok(Ready {
+        model,
+        tok,
+        template,
+        engine,
+        model_id,
+        created: routes::unix_time(),
+    })
+}

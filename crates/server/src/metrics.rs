@@ -1,0 +1,169 @@
+//! Prometheus metrics, written as text by hand (a few counters and two
+//! histograms do not need a metrics crate).
+
+use cria_engine::EngineStats;
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// A histogram of seconds with fixed upper bounds.
+pub struct Histogram {
+    bounds: &'static [f64],
+    /// Per bucket (not cumulative), plus one for +Inf.
+    counts: Vec<AtomicU64>,
+    /// Sum in microseconds.
+    sum_us: AtomicU64,
+}
+
+impl Histogram {
+    fn new(bounds: &'static [f64]) -> Histogram {
+        Histogram {
+            bounds,
+            counts: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
+            sum_us: AtomicU64::new(0),
+        }
+    }
+
+    pub fn observe(&self, d: Duration) {
+        let s = d.as_secs_f64();
+        let i = self
+            .bounds
+            .iter()
+            .position(|&b| s <= b)
+            .unwrap_or(self.bounds.len());
+        self.counts[i].fetch_add(1, Ordering::Relaxed);
+        self.sum_us
+            .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    fn write(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        let mut cum = 0;
+        for (i, c) in self.counts.iter().enumerate() {
+            cum += c.load(Ordering::Relaxed);
+            match self.bounds.get(i) {
+                Some(b) => {
+                    let _ = writeln!(out, "{name}_bucket{{le=\"{b}\"}} {cum}");
+                }
+                None => {
+                    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cum}");
+                }
+            }
+        }
+        let sum = self.sum_us.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {cum}");
+    }
+}
+
+pub struct Metrics {
+    /// (endpoint, status) -> count
+    requests: Mutex<BTreeMap<(String, u16), u64>>,
+    pub ttft: Histogram,
+    pub token_latency: Histogram,
+    /// Prompt tokens of every accepted request (cached ones included).
+    pub prompt_tokens: AtomicU64,
+    pub completion_tokens: AtomicU64,
+}
+
+const TTFT_BOUNDS: &[f64] = &[0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
+const TOKEN_BOUNDS: &[f64] = &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];
+
+impl Default for Metrics {
+    fn default() -> Metrics {
+        Metrics {
+            requests: Mutex::new(BTreeMap::new()),
+            ttft: Histogram::new(TTFT_BOUNDS),
+            token_latency: Histogram::new(TOKEN_BOUNDS),
+            prompt_tokens: AtomicU64::new(0),
+            completion_tokens: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Metrics {
+    pub fn request(&self, endpoint: &str, status: u16) {
+        if let Ok(mut m) = self.requests.lock() {
+            *m.entry((endpoint.to_string(), status)).or_insert(0) += 1;
+        }
+    }
+
+    pub fn render(&self, engine: Option<&EngineStats>) -> String {
+        let mut out = String::new();
+        out.push_str("# HELP cria_requests_total HTTP requests by endpoint and status.\n");
+        out.push_str("# TYPE cria_requests_total counter\n");
+        if let Ok(m) = self.requests.lock() {
+            for ((endpoint, status), n) in m.iter() {
+                let _ = writeln!(
+                    out,
+                    "cria_requests_total{{endpoint=\"{endpoint}\",status=\"{status}\"}} {n}"
+                );
+            }
+        }
+        let counter = |out: &mut String, name: &str, help: &str, v: u64| {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+            );
+        };
+        let gauge = |out: &mut String, name: &str, help: &str, v: u64| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+        };
+        counter(
+            &mut out,
+            "cria_prompt_tokens_total",
+            "Prompt tokens of answered requests (cached ones included).",
+            self.prompt_tokens.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "cria_completion_tokens_total",
+            "Tokens generated for answered requests.",
+            self.completion_tokens.load(Ordering::Relaxed),
+        );
+        if let Some(e) = engine {
+            counter(
+                &mut out,
+                "cria_prompt_tokens_evaluated_total",
+                "Prompt tokens run through the model (not found in a slot's cache).",
+                e.prompt_tokens.load(Ordering::Relaxed),
+            );
+            counter(
+                &mut out,
+                "cria_generated_tokens_total",
+                "Tokens sampled by the engine.",
+                e.generated_tokens.load(Ordering::Relaxed),
+            );
+            counter(
+                &mut out,
+                "cria_engine_steps_total",
+                "Batched forward passes.",
+                e.steps.load(Ordering::Relaxed),
+            );
+            gauge(
+                &mut out,
+                "cria_queue_depth",
+                "Requests waiting for a slot.",
+                e.queued.load(Ordering::Relaxed) as u64,
+            );
+            gauge(
+                &mut out,
+                "cria_active_sequences",
+                "Requests in a slot (evaluating the prompt or generating).",
+                e.active.load(Ordering::Relaxed) as u64,
+            );
+        }
+        self.ttft.write(
+            &mut out,
+            "cria_time_to_first_token_seconds",
+            "From request accepted to first token.",
+        );
+        self.token_latency.write(
+            &mut out,
+            "cria_token_latency_seconds",
+            "Time between consecutive generated tokens of a request.",
+        );
+        out
+    }
+}

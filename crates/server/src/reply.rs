@@ -1,0 +1,328 @@
+//! Engine events -> OpenAI replies: one JSON object for a whole answer, or
+//! a stream of server-sent events (`data: {chunk}` ... `data: [DONE]`).
+
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+use axum::http::StatusCode;
+use axum::response::sse::{Event as SseEvent, Sse};
+use axum::response::{IntoResponse, Response};
+use cria_engine::{Done, Event, FinishReason, TokenEvent};
+use cria_tokenizer::Tokenizer;
+use serde_json::{json, Value};
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::mpsc::UnboundedReceiver;
+
+/// Which API shape the reply takes.
+#[derive(Copy, Clone, PartialEq, Eq, Debug)]
+pub enum Api {
+    Chat,
+    Completion,
+}
+
+/// What a reply needs besides the events.
+pub struct ReplyCtx {
+    pub api: Api,
+    pub id: String,
+    pub created: u64,
+    pub model: String,
+    pub logprobs: Option<usize>,
+    pub include_usage: bool,
+    pub tok: Arc<Tokenizer>,
+    pub metrics: Arc<Metrics>,
+    pub accepted: Instant,
+}
+
+fn finish_reason(f: FinishReason) -> &'static str {
+    match f {
+        FinishReason::EndOfGeneration | FinishReason::StopString | FinishReason::Cancelled => {
+            "stop"
+        }
+        FinishReason::Length | FinishReason::ContextFull => "length",
+    }
+}
+
+fn usage(d: &Done) -> Value {
+    json!({
+        "prompt_tokens": d.prompt_tokens,
+        "completion_tokens": d.completion_tokens,
+        "total_tokens": d.prompt_tokens + d.completion_tokens,
+        "prompt_tokens_details": {"cached_tokens": d.cached_tokens},
+    })
+}
+
+fn shutting_down() -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the server is shutting down; the request was cancelled",
+    )
+    .retry_after(5)
+}
+
+/// An engine error as an HTTP error: sampling failures (every token banned
+/// by logit_bias, say) are the request's fault, the rest are the server's.
+pub fn engine_error(e: &cria_engine::Error) -> ApiError {
+    match e.kind() {
+        cria_engine::ErrorKind::Sampler(_) => ApiError::invalid("logit_bias", e.to_string()),
+        _ => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+impl ReplyCtx {
+    fn piece(&self, id: u32) -> (String, Vec<u8>) {
+        let bytes = self.tok.token_to_piece(id, true);
+        (String::from_utf8_lossy(&bytes).into_owned(), bytes)
+    }
+
+    /// One token's entry of chat `logprobs.content`.
+    fn chat_logprob(&self, t: &TokenEvent) -> Value {
+        let (token, bytes) = self.piece(t.id);
+        let top: Vec<Value> = t
+            .top_logprobs
+            .iter()
+            .map(|&(id, lp)| {
+                let (token, bytes) = self.piece(id);
+                json!({"token": token, "logprob": lp, "bytes": bytes})
+            })
+            .collect();
+        json!({"token": token, "logprob": t.logprob, "bytes": bytes, "top_logprobs": top})
+    }
+
+    /// Legacy completions `logprobs` for some tokens; `offset` is the text
+    /// length before the first of them.
+    fn completion_logprobs(&self, tokens: &[TokenEvent], mut offset: usize) -> Value {
+        let mut toks = Vec::new();
+        let mut lps = Vec::new();
+        let mut tops = Vec::new();
+        let mut offsets = Vec::new();
+        for t in tokens {
+            let (token, _) = self.piece(t.id);
+            offsets.push(offset);
+            offset += token.len();
+            toks.push(token);
+            lps.push(t.logprob);
+            let top: serde_json::Map<String, Value> = t
+                .top_logprobs
+                .iter()
+                .map(|&(id, lp)| (self.piece(id).0, json!(lp)))
+                .collect();
+            tops.push(Value::Object(top));
+        }
+        json!({"tokens": toks, "token_logprobs": lps, "top_logprobs": tops, "text_offset": offsets})
+    }
+
+    fn observe_token(&self, last: &mut Option<Instant>) {
+        let now = Instant::now();
+        match last {
+            None => self.metrics.ttft.observe(now - self.accepted),
+            Some(t) => self.metrics.token_latency.observe(now - *t),
+        }
+        *last = Some(now);
+    }
+
+    fn observe_done(&self, d: &Done) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.metrics
+            .prompt_tokens
+            .fetch_add(d.prompt_tokens as u64, Relaxed);
+        self.metrics
+            .completion_tokens
+            .fetch_add(d.completion_tokens as u64, Relaxed);
+    }
+
+    /// Waits for the whole answer and replies with one JSON object.
+    pub async fn whole(self, mut rx: UnboundedReceiver<Event>) -> Response {
+        let mut text = String::new();
+        let mut tokens = Vec::new();
+        let mut last = None;
+        let done = loop {
+            match rx.recv().await {
+                Some(Event::Token(t)) => {
+                    self.observe_token(&mut last);
+                    text.push_str(&t.text);
+                    if self.logprobs.is_some() {
+                        tokens.push(t);
+                    }
+                }
+                Some(Event::Done(d)) => break d,
+                Some(Event::Error(e)) => return engine_error(&e).into_response(),
+                None => return shutting_down().into_response(),
+            }
+        };
+        if done.finish == FinishReason::Cancelled {
+            return shutting_down().into_response();
+        }
+        self.observe_done(&done);
+        text.push_str(&done.text);
+        let finish = finish_reason(done.finish);
+        let choice = match self.api {
+            Api::Chat => {
+                let logprobs = self.logprobs.map(|_| {
+                    let content: Vec<Value> = tokens.iter().map(|t| self.chat_logprob(t)).collect();
+                    json!({"content": content, "refusal": null})
+                });
+                json!({
+                    "index": 0,
+                    "message": {"role": "assistant", "content": text, "refusal": null},
+                    "logprobs": logprobs,
+                    "finish_reason": finish,
+                })
+            }
+            Api::Completion => json!({
+                "index": 0,
+                "text": text,
+                "logprobs": self.logprobs.map(|_| self.completion_logprobs(&tokens, 0)),
+                "finish_reason": finish,
+            }),
+        };
+        let object = match self.api {
+            Api::Chat => "chat.completion",
+            Api::Completion => "text_completion",
+        };
+        axum::Json(json!({
+            "id": self.id,
+            "object": object,
+            "created": self.created,
+            "model": self.model,
+            "system_fingerprint": crate::FINGERPRINT,
+            "choices": [choice],
+            "usage": usage(&done),
+        }))
+        .into_response()
+    }
+
+    /// One streamed chunk with one choice.
+    fn chunk(&self, choice: Value, usage: Option<Value>) -> Value {
+        let object = match self.api {
+            Api::Chat => "chat.completion.chunk",
+            Api::Completion => "text_completion",
+        };
+        let mut c = json!({
+            "id": self.id,
+            "object": object,
+            "created": self.created,
+            "model": self.model,
+            "system_fingerprint": crate::FINGERPRINT,
+            "choices": if choice.is_null() { json!([]) } else { json!([choice]) },
+        });
+        if self.include_usage {
+            c["usage"] = usage.unwrap_or(Value::Null);
+        }
+        c
+    }
+
+    fn delta(
+        &self,
+        text: &str,
+        tokens: &[TokenEvent],
+        offset: usize,
+        finish: Option<&str>,
+    ) -> Value {
+        match self.api {
+            Api::Chat => {
+                let delta = if finish.is_some() && text.is_empty() {
+                    json!({})
+                } else {
+                    json!({"content": text})
+                };
+                let logprobs = self.logprobs.filter(|_| !tokens.is_empty()).map(|_| {
+                    let content: Vec<Value> = tokens.iter().map(|t| self.chat_logprob(t)).collect();
+                    json!({"content": content, "refusal": null})
+                });
+                json!({"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish})
+            }
+            Api::Completion => {
+                let logprobs = self
+                    .logprobs
+                    .filter(|_| !tokens.is_empty())
+                    .map(|_| self.completion_logprobs(tokens, offset));
+                json!({"index": 0, "text": text, "logprobs": logprobs, "finish_reason": finish})
+            }
+        }
+    }
+
+    /// Streams the answer as server-sent events. Dropping the stream (the
+    /// client went away) drops `rx`, which cancels the request.
+    pub fn stream(self, rx: UnboundedReceiver<Event>) -> Response {
+        struct St {
+            ctx: ReplyCtx,
+            rx: UnboundedReceiver<Event>,
+            out: VecDeque<SseEvent>,
+            last: Option<Instant>,
+            /// Text sent so far (bytes), for completion logprob offsets.
+            sent: usize,
+            ended: bool,
+        }
+        let mut out = VecDeque::new();
+        if self.api == Api::Chat {
+            let first = self.chunk(
+                json!({"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": null, "finish_reason": null}),
+                None,
+            );
+            out.push_back(SseEvent::default().data(first.to_string()));
+        }
+        let st = St {
+            ctx: self,
+            rx,
+            out,
+            last: None,
+            sent: 0,
+            ended: false,
+        };
+        let stream = futures_util::stream::unfold(st, |mut st| async move {
+            loop {
+                if let Some(ev) = st.out.pop_front() {
+                    return Some((Ok::<_, Infallible>(ev), st));
+                }
+                if st.ended {
+                    return None;
+                }
+                let data = |v: Value| SseEvent::default().data(v.to_string());
+                match st.rx.recv().await {
+                    Some(Event::Token(t)) => {
+                        st.ctx.observe_token(&mut st.last);
+                        if t.text.is_empty() && st.ctx.logprobs.is_none() {
+                            continue;
+                        }
+                        let choice = st
+                            .ctx
+                            .delta(&t.text, std::slice::from_ref(&t), st.sent, None);
+                        st.sent += t.text.len();
+                        st.out.push_back(data(st.ctx.chunk(choice, None)));
+                    }
+                    Some(Event::Done(d)) if d.finish == FinishReason::Cancelled => {
+                        st.out.push_back(data(shutting_down().body()));
+                        st.ended = true;
+                    }
+                    Some(Event::Done(d)) => {
+                        st.ctx.observe_done(&d);
+                        let finish = finish_reason(d.finish);
+                        if !d.text.is_empty() {
+                            let choice = st.ctx.delta(&d.text, &[], st.sent, None);
+                            st.out.push_back(data(st.ctx.chunk(choice, None)));
+                        }
+                        let choice = st.ctx.delta("", &[], st.sent, Some(finish));
+                        st.out.push_back(data(st.ctx.chunk(choice, None)));
+                        if st.ctx.include_usage {
+                            st.out
+                                .push_back(data(st.ctx.chunk(Value::Null, Some(usage(&d)))));
+                        }
+                        st.out.push_back(SseEvent::default().data("[DONE]"));
+                        st.ended = true;
+                    }
+                    Some(Event::Error(e)) => {
+                        st.out.push_back(data(engine_error(&e).body()));
+                        st.ended = true;
+                    }
+                    None => {
+                        st.out.push_back(data(shutting_down().body()));
+                        st.ended = true;
+                    }
+                }
+            }
+        });
+        Sse::new(stream).into_response()
+    }
+}
