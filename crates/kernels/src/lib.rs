@@ -33,12 +33,13 @@ mod error;
 mod matmul;
 mod ops;
 mod pool;
+mod qdot;
 mod simd;
 
 pub use cria_gguf::GgmlType;
 pub use dequant::{block_geometry, dequantize_row, row_bytes, QK_K};
 pub use error::{Error, ErrorKind, Result};
-pub use matmul::{matmul, matmul_with, QMatrix, PANEL_ROWS};
+pub use matmul::{matmul, matmul_f32_with, matmul_with, QMatrix, PANEL_ROWS};
 pub use ops::{f16_to_f32, f32_to_f16, rmsnorm, silu, softmax_inplace};
 pub use pool::ThreadPool;
 pub use simd::{dot, dot_scalar, Cpu, Isa};
