@@ -379,6 +379,8 @@ impl RefDot for RefQ5K {
 
 /// Q6_K: per super-block `d * dx * sum_s(sc_s * sum((q - 32) * x))`.
 struct RefQ6K;
+// Element indices spell out the Q6_K layout.
+#[allow(clippy::needless_range_loop)]
 impl RefDot for RefQ6K {
     fn dot(w: &[u8], a: &QuantActs, j: usize) -> f32 {
         let nb = a.cols / QK_K;
