@@ -11,6 +11,7 @@ mod inspect;
 mod load;
 mod perplexity;
 mod run;
+mod tokenize;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -49,6 +50,10 @@ enum Command {
     Run(Box<run::Args>),
     /// Talk with a model in the terminal; the conversation's cache is kept between turns
     Chat(Box<chat::Args>),
+    /// Turn text into token ids with a model's vocabulary
+    Tokenize(tokenize::TokenizeArgs),
+    /// Turn token ids back into text
+    Detokenize(tokenize::DetokenizeArgs),
     /// Measure perplexity on a text (llama-perplexity's protocol), or KL divergence against a base file
     Perplexity(perplexity::Args),
     /// Fetch the default model into the cache (if not there yet) and print its path
@@ -63,6 +68,8 @@ fn main() -> ExitCode {
         }
         Command::Run(args) => run::run(*args),
         Command::Chat(args) => chat::run(*args),
+        Command::Tokenize(args) => tokenize::tokenize(args),
+        Command::Detokenize(args) => tokenize::detokenize(args),
         Command::Perplexity(args) => perplexity::run(args),
         Command::Pull => default_model::resolve(None).map(|p| println!("{}", p.display())),
     };

@@ -25,8 +25,9 @@ mod weights;
 
 pub use config::{LlamaConfig, RopeScaling};
 pub use error::{Error, ErrorKind, Result};
+
 pub use kv_cache::{KvCache, KvType};
-pub use llama::{inverse_frequencies, rmsnorm, rope, Logits, Scratch};
+pub use llama::{inverse_frequencies, rmsnorm, rope, BatchRow, Logits, Scratch};
 pub use weights::{Matrix, Weights, SUPPORTED};
 
 use cria_gguf::GgufFile;
@@ -67,15 +68,61 @@ impl Model {
         which: Logits,
         out: &mut Vec<f32>,
     ) -> Result<()> {
-        llama::forward(
+        let start = session.n_past;
+        if start + tokens.len() > session.cache.n_ctx {
+            return Err(ErrorKind::ContextFull {
+                needed: start + tokens.len(),
+                n_ctx: session.cache.n_ctx,
+            }
+            .into());
+        }
+        session.rows.clear();
+        session
+            .rows
+            .extend(tokens.iter().enumerate().map(|(i, &token)| BatchRow {
+                seq: 0,
+                token,
+                pos: start + i,
+                logits: which == Logits::All || i + 1 == tokens.len(),
+            }));
+        let Session {
+            cache,
+            scratch,
+            pool,
+            rows,
+            ..
+        } = session;
+        self.forward_rows(scratch, pool, &mut [cache], rows, out)?;
+        session.n_past += tokens.len();
+        Ok(())
+    }
+
+    /// Evaluates rows from several sequences at once (see [`BatchRow`]);
+    /// `caches[row.seq]` is each row's cache. This is what continuous
+    /// batching uses: one pass over the weights for every active sequence.
+    pub fn forward_rows(
+        &self,
+        scratch: &mut Scratch,
+        pool: &cria_kernels::ThreadPool,
+        caches: &mut [&mut KvCache],
+        rows: &[BatchRow],
+        out: &mut Vec<f32>,
+    ) -> Result<()> {
+        llama::forward_rows(
             &self.file,
             &self.config,
             &self.weights,
-            session,
-            tokens,
-            which,
+            scratch,
+            pool,
+            caches,
+            rows,
             out,
         )
+    }
+
+    /// Scratch activations for batches of up to `n_batch` rows.
+    pub fn scratch(&self, n_batch: usize) -> Scratch {
+        Scratch::new(&self.config, &self.weights, n_batch.max(1))
     }
 }
 
@@ -86,6 +133,7 @@ pub struct Session {
     pub n_past: usize,
     pub pool: cria_kernels::ThreadPool,
     scratch: Scratch,
+    rows: Vec<BatchRow>,
 }
 
 impl Session {
@@ -96,6 +144,7 @@ impl Session {
             n_past: 0,
             pool: cria_kernels::ThreadPool::new(threads),
             scratch: Scratch::new(c, &model.weights, n_batch.clamp(1, n_ctx.max(1))),
+            rows: Vec::new(),
         }
     }
 

@@ -8,12 +8,12 @@
 
 use crate::config::{LlamaConfig, RopeScaling};
 use crate::error::{ErrorKind, Result};
-use crate::kv_cache::{KvData, KvElem, KvStore};
+use crate::kv_cache::{KvCache, KvData, KvElem, KvStore};
 use crate::linear::matmul;
 use crate::threads::for_each_chunk_mut;
 use crate::weights::{Matrix, Weights};
-use crate::Session;
 use cria_gguf::GgufFile;
+use cria_kernels::ThreadPool;
 
 /// Activations for a batch of up to `n_batch` tokens, allocated once per
 /// session so the forward pass allocates nothing per token.
@@ -112,76 +112,95 @@ pub enum Logits {
     All,
 }
 
-/// Runs `tokens` (at positions `session.n_past..`) through the model in
-/// batches, appending their keys and values to the cache, and writes the
-/// requested logits to `out` ((rows, n_vocab), resized to fit).
-pub fn forward(
+/// One token of a batch: the sequence (index into the caches) it belongs
+/// to, its id, its position in that sequence, and whether its logits are
+/// wanted. Rows of one sequence must come in increasing position order.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct BatchRow {
+    pub seq: usize,
+    pub token: u32,
+    pub pos: usize,
+    pub logits: bool,
+}
+
+/// Evaluates a batch of rows from any number of sequences in one pass per
+/// `scratch.n_batch` rows: the projections run once over all rows, attention
+/// per row over its own sequence's cache. Writes the logits of the rows
+/// that ask for them to `out` ((rows with logits, n_vocab), in row order).
+#[allow(clippy::too_many_arguments)]
+pub fn forward_rows(
     file: &GgufFile,
     cfg: &LlamaConfig,
     w: &Weights,
-    session: &mut Session,
-    tokens: &[u32],
-    which: Logits,
+    scratch: &mut Scratch,
+    pool: &ThreadPool,
+    caches: &mut [&mut KvCache],
+    rows: &[BatchRow],
     out: &mut Vec<f32>,
 ) -> Result<()> {
-    if tokens.is_empty() {
+    if rows.is_empty() {
         return Err(ErrorKind::BadArgument {
             detail: "no tokens to evaluate".into(),
         }
         .into());
     }
-    let needed = session.n_past + tokens.len();
-    if needed > session.cache.n_ctx {
-        return Err(ErrorKind::ContextFull {
-            needed,
-            n_ctx: session.cache.n_ctx,
-        }
-        .into());
-    }
-    if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= cfg.n_vocab) {
-        return Err(ErrorKind::BadToken {
-            token: bad,
-            n_vocab: cfg.n_vocab,
-        }
-        .into());
-    }
-    let rows_out = match which {
-        Logits::Last => 1,
-        Logits::All => tokens.len(),
-    };
-    out.resize(rows_out * cfg.n_vocab, 0.0);
-    let n_batch = session.scratch.n_batch;
-    for (b, batch) in tokens.chunks(n_batch).enumerate() {
-        let start = session.n_past;
-        forward_batch(file, cfg, w, session, batch, start)?;
-        session.n_past += batch.len();
-        let s = &mut session.scratch;
-        let n = batch.len();
-        // Final norm and output projection only for the rows asked for.
-        let (first_row, dst) = match which {
-            Logits::All => (
-                0,
-                &mut out[b * n_batch * cfg.n_vocab..(b * n_batch + n) * cfg.n_vocab],
-            ),
-            Logits::Last if b * n_batch + n == tokens.len() => (n - 1, &mut out[..]),
-            Logits::Last => continue,
+    for r in rows {
+        let Some(cache) = caches.get(r.seq) else {
+            return Err(ErrorKind::BadArgument {
+                detail: format!(
+                    "row names sequence {} but only {} caches were given",
+                    r.seq,
+                    caches.len()
+                ),
+            }
+            .into());
         };
-        for i in first_row..n {
-            let row = i * cfg.dim;
-            rmsnorm(
-                &mut s.xb[row..row + cfg.dim],
-                &s.x[row..row + cfg.dim],
-                &w.output_norm,
-                cfg.rms_eps,
-            );
+        if r.pos >= cache.n_ctx {
+            return Err(ErrorKind::ContextFull {
+                needed: r.pos + 1,
+                n_ctx: cache.n_ctx,
+            }
+            .into());
         }
-        matmul(
-            file,
-            &w.output,
-            &s.xb[first_row * cfg.dim..n * cfg.dim],
-            dst,
-            &session.pool,
-        )?;
+        if r.token as usize >= cfg.n_vocab {
+            return Err(ErrorKind::BadToken {
+                token: r.token,
+                n_vocab: cfg.n_vocab,
+            }
+            .into());
+        }
+        if cache.n_layers != cfg.n_layers || cache.kv_dim != cfg.kv_dim() {
+            return Err(ErrorKind::BadArgument {
+                detail: "a KV cache was made for another model".into(),
+            }
+            .into());
+        }
+    }
+    let n_out = rows.iter().filter(|r| r.logits).count();
+    out.resize(n_out * cfg.n_vocab, 0.0);
+    let mut done = 0;
+    for batch in rows.chunks(scratch.n_batch) {
+        forward_batch(file, cfg, w, scratch, pool, caches, batch)?;
+        // Final norm and output projection only for the rows asked for,
+        // gathered into the first rows of xb.
+        let mut k = 0;
+        for (i, r) in batch.iter().enumerate() {
+            if r.logits {
+                let src = &scratch.x[i * cfg.dim..(i + 1) * cfg.dim];
+                rmsnorm(
+                    &mut scratch.xb[k * cfg.dim..(k + 1) * cfg.dim],
+                    src,
+                    &w.output_norm,
+                    cfg.rms_eps,
+                );
+                k += 1;
+            }
+        }
+        if k > 0 {
+            let dst = &mut out[done * cfg.n_vocab..(done + k) * cfg.n_vocab];
+            matmul(file, &w.output, &scratch.xb[..k * cfg.dim], dst, pool)?;
+            done += k;
+        }
     }
     Ok(())
 }
@@ -190,20 +209,22 @@ fn forward_batch(
     file: &GgufFile,
     cfg: &LlamaConfig,
     w: &Weights,
-    session: &mut Session,
-    tokens: &[u32],
-    start: usize,
+    s: &mut Scratch,
+    pool: &ThreadPool,
+    caches: &mut [&mut KvCache],
+    rows: &[BatchRow],
 ) -> Result<()> {
-    let n = tokens.len();
+    let n = rows.len();
     let (dim, qd, kvd, fd) = (cfg.dim, cfg.q_dim(), cfg.kv_dim(), cfg.ffn_dim);
-    let pool = &session.pool;
-    let threads = pool.threads();
-    let s = &mut session.scratch;
     let embd = w.token_embd.bytes(file);
     let row_bytes = w.token_embd.row_bytes();
-    for (i, &t) in tokens.iter().enumerate() {
-        let src = &embd[t as usize * row_bytes..(t as usize + 1) * row_bytes];
-        dequant(&w.token_embd, src, &mut s.x[i * dim..(i + 1) * dim])?;
+    for (i, r) in rows.iter().enumerate() {
+        let t = r.token as usize;
+        dequant(
+            &w.token_embd,
+            &embd[t * row_bytes..(t + 1) * row_bytes],
+            &mut s.x[i * dim..(i + 1) * dim],
+        )?;
     }
     for (l, lw) in w.layers.iter().enumerate() {
         for i in 0..n {
@@ -214,24 +235,33 @@ fn forward_batch(
         matmul(file, &lw.wq, xb, &mut s.q[..n * qd], pool)?;
         matmul(file, &lw.wk, xb, &mut s.k[..n * kvd], pool)?;
         matmul(file, &lw.wv, xb, &mut s.v[..n * kvd], pool)?;
-        for i in 0..n {
+        for (i, r) in rows.iter().enumerate() {
             rope(
                 &mut s.q[i * qd..(i + 1) * qd],
                 cfg.head_dim,
-                start + i,
+                r.pos,
                 &s.inv_freq,
             );
             rope(
                 &mut s.k[i * kvd..(i + 1) * kvd],
                 cfg.head_dim,
-                start + i,
+                r.pos,
                 &s.inv_freq,
             );
         }
-        match &mut session.cache.data {
-            KvData::F16(st) => attention(cfg, st, session.cache.n_ctx, l, start, n, s, threads),
-            KvData::F32(st) => attention(cfg, st, session.cache.n_ctx, l, start, n, s, threads),
+        // Keys and values of every row go into their caches first, so a row
+        // can attend to earlier rows of its own sequence in this batch.
+        for (i, r) in rows.iter().enumerate() {
+            let c = &mut *caches[r.seq];
+            let dst = (l * c.n_ctx + r.pos) * kvd;
+            let (k, v) = (&s.k[i * kvd..(i + 1) * kvd], &s.v[i * kvd..(i + 1) * kvd]);
+            match &mut c.data {
+                KvData::F16(st) => store(st, dst, k, v),
+                KvData::F32(st) => store(st, dst, k, v),
+            }
         }
+        let views: Vec<&KvCache> = caches.iter().map(|c| &**c).collect();
+        attention(cfg, &views, l, rows, s, pool.threads());
         matmul(file, &lw.wo, &s.att[..n * qd], &mut s.proj[..n * dim], pool)?;
         s.x[..n * dim]
             .iter_mut()
@@ -263,6 +293,15 @@ fn forward_batch(
     Ok(())
 }
 
+fn store<T: KvElem>(st: &mut KvStore<T>, at: usize, k: &[f32], v: &[f32]) {
+    for (d, &x) in st.k[at..at + k.len()].iter_mut().zip(k) {
+        *d = T::from_f32(x);
+    }
+    for (d, &x) in st.v[at..at + v.len()].iter_mut().zip(v) {
+        *d = T::from_f32(x);
+    }
+}
+
 fn dequant(m: &Matrix, src: &[u8], dst: &mut [f32]) -> Result<()> {
     cria_kernels::dequantize_row(m.ty, src, dst).map_err(|e| {
         ErrorKind::BadArgument {
@@ -272,54 +311,60 @@ fn dequant(m: &Matrix, src: &[u8], dst: &mut [f32]) -> Result<()> {
     })
 }
 
-/// Stores this batch's keys and values at positions `start..start + n` of
-/// layer `l`, then computes causal attention for every (token, head).
-#[allow(clippy::too_many_arguments)]
-fn attention<T: KvElem>(
+/// Causal attention of every (row, head) over its sequence's cache,
+/// positions `0..=pos`, for layer `l`. Writes `s.att`.
+fn attention(
     cfg: &LlamaConfig,
-    st: &mut KvStore<T>,
-    n_ctx: usize,
+    caches: &[&KvCache],
     l: usize,
-    start: usize,
-    n: usize,
+    rows: &[BatchRow],
     s: &mut Scratch,
     threads: usize,
 ) {
-    let (hd, kvd, qd) = (cfg.head_dim, cfg.kv_dim(), cfg.q_dim());
-    let layer = l * n_ctx * kvd;
-    for i in 0..n {
-        let dst = layer + (start + i) * kvd;
-        for j in 0..kvd {
-            st.k[dst + j] = T::from_f32(s.k[i * kvd + j]);
-            st.v[dst + j] = T::from_f32(s.v[i * kvd + j]);
-        }
-    }
-    let (k, v) = (
-        &st.k[layer..layer + n_ctx * kvd],
-        &st.v[layer..layer + n_ctx * kvd],
-    );
-    let group = cfg.n_heads / cfg.n_kv_heads;
-    let scale = 1.0 / (hd as f32).sqrt();
+    let (hd, qd) = (cfg.head_dim, cfg.q_dim());
+    let n = rows.len();
     let q = &s.q;
-    // One task per (token, head); each writes its own head_dim slice.
+    // One task per (row, head); each writes its own head_dim slice.
     for_each_chunk_mut(&mut s.att[..n * qd], hd, threads, |task, out| {
         let (i, h) = (task / cfg.n_heads, task % cfg.n_heads);
+        let r = rows[i];
+        let c = caches[r.seq];
         let q = &q[i * qd + h * hd..i * qd + (h + 1) * hd];
-        let kv_off = (h / group) * hd;
-        let len = start + i + 1;
-        let mut scores = Vec::with_capacity(len);
-        for t in 0..len {
-            let kt = &k[t * kvd + kv_off..t * kvd + kv_off + hd];
-            let dot: f32 = q.iter().zip(kt).map(|(a, b)| a * b.to_f32()).sum();
-            scores.push(dot * scale);
-        }
-        softmax(&mut scores);
-        out.fill(0.0);
-        for (t, &p) in scores.iter().enumerate() {
-            let vt = &v[t * kvd + kv_off..t * kvd + kv_off + hd];
-            for (o, x) in out.iter_mut().zip(vt) {
-                *o += p * x.to_f32();
-            }
+        match &c.data {
+            KvData::F16(st) => attend_one(cfg, st, c.n_ctx, l, h, r.pos, q, out),
+            KvData::F32(st) => attend_one(cfg, st, c.n_ctx, l, h, r.pos, q, out),
         }
     });
+}
+
+#[allow(clippy::too_many_arguments)]
+fn attend_one<T: KvElem>(
+    cfg: &LlamaConfig,
+    st: &KvStore<T>,
+    n_ctx: usize,
+    l: usize,
+    h: usize,
+    pos: usize,
+    q: &[f32],
+    out: &mut [f32],
+) {
+    let (hd, kvd) = (cfg.head_dim, cfg.kv_dim());
+    let layer = l * n_ctx * kvd;
+    let kv_off = layer + (h / (cfg.n_heads / cfg.n_kv_heads)) * hd;
+    let scale = 1.0 / (hd as f32).sqrt();
+    let len = pos + 1;
+    let mut scores = Vec::with_capacity(len);
+    for t in 0..len {
+        let kt = &st.k[kv_off + t * kvd..kv_off + t * kvd + hd];
+        let dot: f32 = q.iter().zip(kt).map(|(a, b)| a * b.to_f32()).sum();
+        scores.push(dot * scale);
+    }
+    softmax(&mut scores);
+    out.fill(0.0);
+    for (t, &p) in scores.iter().enumerate() {
+        let vt = &st.v[kv_off + t * kvd..kv_off + t * kvd + hd];
+        for (o, x) in out.iter_mut().zip(vt) {
+            *o += p * x.to_f32();
+        }
+    }
 }

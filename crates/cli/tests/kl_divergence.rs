@@ -1,0 +1,75 @@
+//! cria against llama.cpp token by token: `cria perplexity --kl-divergence`
+//! on a base file written by llama-perplexity (tests/fixtures/kld).
+
+mod common;
+use common::*;
+use std::io::Read;
+
+fn value_after(out: &str, label: &str) -> f64 {
+    let line = out
+        .lines()
+        .find(|l| l.starts_with(label))
+        .unwrap_or_else(|| panic!("no {label:?} in:\n{out}"));
+    let rest = line[label.len()..].trim_start_matches([' ', ':']);
+    rest.split_whitespace()
+        .next()
+        .unwrap()
+        .trim_end_matches('%')
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn kl_divergence_against_llama_cpp_base_file() {
+    let model = default_model();
+    let mut gz = flate2::read::GzDecoder::new(
+        std::fs::File::open(fixture("tests/fixtures/kld/gpl3-c128-2chunks.kld.gz")).unwrap(),
+    );
+    let mut bytes = Vec::new();
+    gz.read_to_end(&mut bytes).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("base.kld");
+    std::fs::write(&base, bytes).unwrap();
+
+    let o = cria()
+        .args(["perplexity", "--kl-divergence", "--kl-divergence-base"])
+        .arg(&base)
+        .arg("-m")
+        .arg(&model)
+        .output()
+        .unwrap();
+    let out = stdout(&o);
+    assert!(o.status.success(), "{}\n{out}", stderr(&o));
+    let kld = value_after(&out, "Mean    KLD");
+    let top = value_after(&out, "Same top p");
+    let ppl_base = value_after(&out, "Mean PPL(base)");
+    eprintln!("mean KLD {kld}, same top {top}%, PPL(base) {ppl_base}");
+    assert!(
+        (ppl_base - 29.1354).abs() < 1e-3,
+        "the base file's own PPL is llama.cpp's 29.1354, read {ppl_base}"
+    );
+    assert!(kld <= 0.01, "mean KLD {kld} > 0.01");
+    assert!(top >= 94.0, "same top token at only {top}% of positions");
+}
+
+#[test]
+fn a_base_file_from_another_model_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("bad.kld");
+    // A valid header for a 10-token vocabulary: the default model has 49152.
+    let mut b = b"_logits_".to_vec();
+    for v in [4i32, 10, 1, 0, 1, 2, 3] {
+        b.extend_from_slice(&v.to_le_bytes());
+    }
+    std::fs::write(&base, &b).unwrap();
+    let o = cria()
+        .args(["perplexity", "--kl-divergence", "--kl-divergence-base"])
+        .arg(&base)
+        .arg("-m")
+        .arg(default_model())
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(!stderr(&o).contains("panicked"), "{}", stderr(&o));
+    assert!(stderr(&o).starts_with("error: "), "{}", stderr(&o));
+}
