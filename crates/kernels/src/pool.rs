@@ -201,7 +201,7 @@ fn worker(s: &Shared) {
                 break;
             }
             spins += 1;
-            if spins % 256 != 0 || start.elapsed() < SPIN {
+            if !spins.is_multiple_of(256) || start.elapsed() < SPIN {
                 std::hint::spin_loop();
                 continue;
             }
