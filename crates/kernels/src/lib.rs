@@ -10,6 +10,7 @@
 //! - [`QMatrix`] views a weight tensor's bytes as `rows x cols`;
 //!   [`matmul`] multiplies it by a batch of activation rows on a
 //!   [`ThreadPool`].
+//! - [`dot_f16`], [`axpy_f16`]: attention over an f16 KV cache.
 //! - [`rmsnorm`], [`softmax_inplace`], [`silu`], [`f16_to_f32`],
 //!   [`f32_to_f16`]: the small vector ops of a LLaMA layer.
 //!
@@ -28,6 +29,7 @@
 //! assert_eq!(out, [16.0, 32.0]);
 //! ```
 
+mod attn;
 mod dequant;
 mod error;
 mod matmul;
@@ -36,6 +38,7 @@ mod pool;
 mod qdot;
 mod simd;
 
+pub use attn::{axpy_f16, axpy_f16_scalar, dot_f16, dot_f16_scalar};
 pub use cria_gguf::GgmlType;
 pub use dequant::{block_geometry, dequantize_row, row_bytes, QK_K};
 pub use error::{Error, ErrorKind, Result};

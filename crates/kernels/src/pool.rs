@@ -46,7 +46,10 @@ struct Shared {
     job: UnsafeCell<Option<Job>>,
     n_tasks: AtomicUsize,
     next: AtomicUsize,
-    /// Workers that have not yet finished the current job.
+    /// The epoch of the job workers may still join, 0 once `run` stops
+    /// admitting them.
+    open: AtomicU64,
+    /// Workers inside the current job.
     active: AtomicUsize,
     panicked: AtomicBool,
     shutdown: AtomicBool,
@@ -84,6 +87,7 @@ impl ThreadPool {
             job: UnsafeCell::new(None),
             n_tasks: AtomicUsize::new(0),
             next: AtomicUsize::new(0),
+            open: AtomicU64::new(0),
             active: AtomicUsize::new(0),
             panicked: AtomicBool::new(false),
             shutdown: AtomicBool::new(false),
@@ -139,13 +143,14 @@ impl ThreadPool {
         // not return (or unwind) before every worker has stopped using
         // `f`: see the wait below, which also runs on unwind via `Done`.
         let job: Job = unsafe { std::mem::transmute(f) };
-        // SAFETY: no worker is active (the previous run waited for all),
+        // SAFETY: no worker is inside a job (the previous run waited),
         // and we hold `busy`, so nobody else touches `job`.
         unsafe { *s.job.get() = Some(job) };
         s.n_tasks.store(n_tasks, Relaxed);
         s.next.store(0, Relaxed);
-        s.active.store(inner.workers, Relaxed);
-        s.epoch.fetch_add(1, SeqCst);
+        let e = s.epoch.load(Relaxed) + 1;
+        s.open.store(e, SeqCst);
+        s.epoch.store(e, SeqCst);
         if s.sleeping.load(SeqCst) > 0 {
             let _g = s.lock.lock().unwrap_or_else(|e| e.into_inner());
             s.wake.notify_all();
@@ -153,8 +158,18 @@ impl ThreadPool {
         struct Done<'a>(&'a Shared);
         impl Drop for Done<'_> {
             fn drop(&mut self) {
-                while self.0.active.load(Acquire) != 0 {
-                    std::hint::spin_loop();
+                // Admit no more workers, then wait for those inside. A
+                // worker that was not scheduled in time is not waited for:
+                // on a loaded machine the caller does its share instead.
+                self.0.open.store(0, SeqCst);
+                let mut spins = 0u32;
+                while self.0.active.load(SeqCst) != 0 {
+                    spins += 1;
+                    if spins < 4096 {
+                        std::hint::spin_loop();
+                    } else {
+                        std::thread::yield_now();
+                    }
                 }
                 // SAFETY: all workers are done with the job.
                 unsafe { *self.0.job.get() = None };
@@ -168,6 +183,34 @@ impl ThreadPool {
         }
     }
 }
+
+impl ThreadPool {
+    /// Runs `f(i, chunk)` for every `chunk_len`-long chunk of `out` (the
+    /// last may be shorter), spread over the pool.
+    pub fn for_each_chunk_mut<T: Send>(
+        &self,
+        out: &mut [T],
+        chunk_len: usize,
+        f: impl Fn(usize, &mut [T]) + Sync,
+    ) {
+        let chunk_len = chunk_len.max(1);
+        let (ptr, len) = (SendPtr(out.as_mut_ptr()), out.len());
+        let ptr = &ptr;
+        self.run(len.div_ceil(chunk_len), |i| {
+            let start = i * chunk_len;
+            let n = chunk_len.min(len - start);
+            // SAFETY: chunk i covers start..start + n, disjoint from every
+            // other task's, inside `out`, which we borrow mutably until
+            // `run` returns.
+            let chunk = unsafe { std::slice::from_raw_parts_mut(ptr.0.add(start), n) };
+            f(i, chunk)
+        });
+    }
+}
+
+struct SendPtr<T>(*mut T);
+// SAFETY: only used to hand disjoint chunks to tasks (above).
+unsafe impl<T: Send> Sync for SendPtr<T> {}
 
 /// Take tasks until none are left; a panicking task is recorded (and the
 /// remaining tasks still run, so `run` always completes).
@@ -214,13 +257,16 @@ fn worker(s: &Shared) {
             drop(g);
             spins = 0;
         }
-        // SAFETY: the epoch bump (Acquire above pairs with the SeqCst
-        // increment) published `job`, and `run` keeps it alive until we
-        // decrement `active`.
-        if let Some(job) = unsafe { *s.job.get() } {
-            run_tasks(s, unsafe { &*job });
+        // Join the job unless `run` has closed it already.
+        s.active.fetch_add(1, SeqCst);
+        if s.open.load(SeqCst) == seen {
+            // SAFETY: the job of epoch `seen` is still open, so `run` has
+            // published it and keeps it alive until `active` drops to 0.
+            if let Some(job) = unsafe { *s.job.get() } {
+                run_tasks(s, unsafe { &*job });
+            }
         }
-        s.active.fetch_sub(1, Release);
+        s.active.fetch_sub(1, SeqCst);
     }
 }
 
@@ -253,6 +299,16 @@ mod tests {
                 });
                 assert!(hits.iter().all(|h| h.load(Relaxed) == 1));
             }
+        }
+    }
+
+    #[test]
+    fn chunks_cover_the_slice_once() {
+        let pool = ThreadPool::new(2);
+        let mut v = vec![0usize; 103];
+        pool.for_each_chunk_mut(&mut v, 10, |i, c| c.iter_mut().for_each(|x| *x += i + 1));
+        for (k, x) in v.iter().enumerate() {
+            assert_eq!(*x, k / 10 + 1);
         }
     }
 

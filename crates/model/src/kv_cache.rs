@@ -24,6 +24,16 @@ impl KvType {
 pub trait KvElem: Copy + Send + Sync + 'static {
     fn from_f32(x: f32) -> Self;
     fn to_f32(self) -> f32;
+    /// `sum(q[i] * k[i])`.
+    fn dot(q: &[f32], k: &[Self]) -> f32 {
+        q.iter().zip(k).map(|(a, b)| a * b.to_f32()).sum()
+    }
+    /// `out[i] += p * v[i]`.
+    fn axpy(out: &mut [f32], p: f32, v: &[Self]) {
+        for (o, x) in out.iter_mut().zip(v) {
+            *o += p * x.to_f32();
+        }
+    }
 }
 
 impl KvElem for f32 {
@@ -41,6 +51,12 @@ impl KvElem for f16 {
     }
     fn to_f32(self) -> f32 {
         f16::to_f32(self)
+    }
+    fn dot(q: &[f32], k: &[f16]) -> f32 {
+        cria_kernels::dot_f16(q, k)
+    }
+    fn axpy(out: &mut [f32], p: f32, v: &[f16]) {
+        cria_kernels::axpy_f16(out, p, v)
     }
 }
 

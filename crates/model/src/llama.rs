@@ -10,7 +10,6 @@ use crate::config::{LlamaConfig, RopeScaling};
 use crate::error::{ErrorKind, Result};
 use crate::kv_cache::{KvCache, KvData, KvElem, KvStore};
 use crate::linear::matmul;
-use crate::threads::for_each_chunk_mut;
 use crate::weights::{Matrix, Weights};
 use cria_gguf::GgufFile;
 use cria_kernels::ThreadPool;
@@ -261,7 +260,7 @@ fn forward_batch(
             }
         }
         let views: Vec<&KvCache> = caches.iter().map(|c| &**c).collect();
-        attention(cfg, &views, l, rows, s, pool.threads());
+        attention(cfg, &views, l, rows, s, pool);
         matmul(file, &lw.wo, &s.att[..n * qd], &mut s.proj[..n * dim], pool)?;
         s.x[..n * dim]
             .iter_mut()
@@ -319,13 +318,13 @@ fn attention(
     l: usize,
     rows: &[BatchRow],
     s: &mut Scratch,
-    threads: usize,
+    pool: &ThreadPool,
 ) {
     let (hd, qd) = (cfg.head_dim, cfg.q_dim());
     let n = rows.len();
     let q = &s.q;
     // One task per (row, head); each writes its own head_dim slice.
-    for_each_chunk_mut(&mut s.att[..n * qd], hd, threads, |task, out| {
+    pool.for_each_chunk_mut(&mut s.att[..n * qd], hd, |task, out| {
         let (i, h) = (task / cfg.n_heads, task % cfg.n_heads);
         let r = rows[i];
         let c = caches[r.seq];
@@ -356,15 +355,12 @@ fn attend_one<T: KvElem>(
     let mut scores = Vec::with_capacity(len);
     for t in 0..len {
         let kt = &st.k[kv_off + t * kvd..kv_off + t * kvd + hd];
-        let dot: f32 = q.iter().zip(kt).map(|(a, b)| a * b.to_f32()).sum();
-        scores.push(dot * scale);
+        scores.push(T::dot(q, kt) * scale);
     }
     softmax(&mut scores);
     out.fill(0.0);
     for (t, &p) in scores.iter().enumerate() {
         let vt = &st.v[kv_off + t * kvd..kv_off + t * kvd + hd];
-        for (o, x) in out.iter_mut().zip(vt) {
-            *o += p * x.to_f32();
-        }
+        T::axpy(out, p, vt);
     }
 }
