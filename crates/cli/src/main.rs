@@ -3,6 +3,7 @@
 //! Each subcommand lives in its own module; this file parses arguments and
 //! turns errors into one-line messages and an exit status.
 
+mod bench;
 mod chat;
 mod chat_template;
 mod default_model;
@@ -56,6 +57,8 @@ enum Command {
     Detokenize(tokenize::DetokenizeArgs),
     /// Measure perplexity on a text (llama-perplexity's protocol), or KL divergence against a base file
     Perplexity(perplexity::Args),
+    /// Measure prompt (pp) and generation (tg) speed the way llama-bench does
+    Bench(bench::Args),
     /// Fetch the default model into the cache (if not there yet) and print its path
     Pull,
 }
@@ -71,6 +74,7 @@ fn main() -> ExitCode {
         Command::Tokenize(args) => tokenize::tokenize(args),
         Command::Detokenize(args) => tokenize::detokenize(args),
         Command::Perplexity(args) => perplexity::run(args),
+        Command::Bench(args) => bench::run(args),
         Command::Pull => default_model::resolve(None).map(|p| println!("{}", p.display())),
     };
     match result {
