@@ -132,9 +132,30 @@ pub fn matmul_with(
             len: out.len(),
         };
         let shared = &shared;
+        #[cfg(target_arch = "x86_64")]
+        let gemm = n >= 8 && cpu.isa() == crate::simd::Isa::Avx512 && qdot::gemm::available(w.ty);
+        #[cfg(not(target_arch = "x86_64"))]
+        let gemm = false;
         pool.run(rows.div_ceil(per), |task| {
-            let r0 = task * per;
+            #[allow(unused_mut)]
+            let mut r0 = task * per;
             let r1 = (r0 + per).min(rows);
+            #[cfg(target_arch = "x86_64")]
+            if gemm {
+                use qdot::gemm::{gemm_panel, PANEL};
+                while r0 + PANEL <= r1 {
+                    let rows8 = &w.data[r0 * w.row_bytes..(r0 + PANEL) * w.row_bytes];
+                    // SAFETY: `available` checked; 8 rows of the matrix;
+                    // acts quantized as Q8x32 (the kernel's kind).
+                    unsafe {
+                        gemm_panel(w.ty, rows8, w.row_bytes, acts, |i, k, v| {
+                            // SAFETY: rows r0..r1 belong to this task alone.
+                            shared.write(i * rows + r0 + k, v)
+                        })
+                    };
+                    r0 += PANEL;
+                }
+            }
             let mut tile = [0f32; 16];
             let mut i = 0;
             while i < n {
@@ -177,7 +198,7 @@ pub fn matmul_with(
 
 /// Weight rows per task: enough tasks that both cores finish together
 /// (several per thread, handed out dynamically), big enough that the
-/// atomic hand-out is negligible. Multiples of 4 (the tile height).
+/// atomic hand-out is negligible. Multiples of 8 (the GEMM panel).
 fn rows_per_task(rows: usize, n: usize, threads: usize) -> usize {
     if threads <= 1 {
         return rows.max(1);
@@ -185,7 +206,7 @@ fn rows_per_task(rows: usize, n: usize, threads: usize) -> usize {
     // Work per row grows with n; small n wants bigger chunks.
     let min = if n >= 16 { 16 } else { 64 };
     let per = rows.div_ceil(threads * 8).max(min);
-    per.div_ceil(4) * 4
+    per.div_ceil(8) * 8
 }
 
 fn check_shapes(w: &QMatrix, x: &[f32], out: &[f32]) -> Result<usize> {

@@ -15,6 +15,8 @@
 //! reference: the same algebra, one block at a time.
 
 #[cfg(target_arch = "x86_64")]
+pub(crate) mod gemm;
+#[cfg(target_arch = "x86_64")]
 mod x86;
 
 use crate::dequant::QK_K;
