@@ -395,7 +395,9 @@ macro_rules! isa_kernels {
                         if N == 1 {
                             // As in `tile`: fetch 4 tiles ahead.
                             for off in (0..bb).step_by(64) {
-                                _mm_prefetch::<_MM_HINT_T0>(p.add(4 * R * rb + off) as *const i8);
+                                _mm_prefetch::<_MM_HINT_T0>(
+                                    p.wrapping_add(4 * R * rb + off) as *const i8
+                                );
                             }
                         }
                         for j in 0..N {
