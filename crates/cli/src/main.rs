@@ -3,6 +3,7 @@
 //! Each subcommand lives in its own module; this file parses arguments and
 //! turns errors into one-line messages and an exit status.
 
+mod bench;
 mod chat;
 mod default_model;
 mod gen_args;
@@ -58,6 +59,8 @@ enum Command {
     Perplexity(perplexity::Args),
     /// Serve the model over HTTP with an OpenAI-compatible API (chat, completions, streaming)
     Serve(Box<serve::Args>),
+    /// Measure prompt (pp) and generation (tg) speed the way llama-bench does
+    Bench(bench::Args),
     /// Fetch the default model into the cache (if not there yet) and print its path
     Pull,
 }
@@ -74,6 +77,7 @@ fn main() -> ExitCode {
         Command::Detokenize(args) => tokenize::detokenize(args),
         Command::Perplexity(args) => perplexity::run(args),
         Command::Serve(args) => serve::run(*args),
+        Command::Bench(args) => bench::run(args),
         Command::Pull => default_model::resolve(None).map(|p| println!("{}", p.display())),
     };
     match result {

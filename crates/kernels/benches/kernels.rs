@@ -1,10 +1,14 @@
-//! Criterion benches: dot products per ISA next to the scalar reference, and
-//! Q4_1 matmul at the default model's shapes. Throughput is in FLOPs
+//! Criterion benches: dot products per ISA next to the scalar reference,
+//! Q4_1 matmul at the default model's shapes, and the integer matmul of
+//! every type per ISA (scalar reference included) next to the f32 path. Throughput is in FLOPs
 //! (criterion prints it as "elem/s": read Gelem/s as GFLOPS).
 //!
 //!     cargo bench -p cria-kernels --bench kernels
 
-use cria_kernels::{dot_scalar, matmul, Cpu, GgmlType, QMatrix, ThreadPool};
+use cria_kernels::{
+    dot_f16, dot_f16_scalar, dot_scalar, matmul, matmul_f32_with, matmul_with, Cpu, GgmlType,
+    QMatrix, ThreadPool,
+};
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use rand::{Rng, SeedableRng};
 
@@ -62,5 +66,84 @@ fn bench_matmul(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_dot, bench_matmul);
+/// Random blocks of `ty` with small finite f16 scales at `offsets`.
+fn random_blocks(rng: &mut impl Rng, ty: GgmlType, rows: usize, cols: usize) -> Vec<u8> {
+    use GgmlType::*;
+    let offsets: &[usize] = match ty {
+        Q4_0 | Q5_0 | Q8_0 => &[0],
+        Q6_K => &[208],
+        _ => &[0, 2],
+    };
+    let bb = ty.block_bytes() as usize;
+    let mut b: Vec<u8> = (0..rows * cols / ty.block_size() as usize * bb)
+        .map(|_| rng.gen())
+        .collect();
+    for block in b.chunks_exact_mut(bb) {
+        for &o in offsets {
+            let d = half::f16::from_f32(rng.gen_range(-0.02..0.02));
+            block[o..o + 2].copy_from_slice(&d.to_le_bytes());
+        }
+    }
+    b
+}
+
+/// One thread, 1536 x 512 (1536 x 768 for K-quants: whole super-blocks),
+/// mat-vec (n = 1) and a 64-row batch: integer kernels per ISA vs f32.
+fn bench_qdot(c: &mut Criterion) {
+    use GgmlType::*;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+    let mut g = c.benchmark_group("qmatmul");
+    g.sample_size(10);
+    let pool = ThreadPool::new(1);
+    for ty in [Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K] {
+        let (rows, cols) = if ty.block_size() == 256 {
+            (1536, 768)
+        } else {
+            (1536, 512)
+        };
+        let bytes = random_blocks(&mut rng, ty, rows, cols);
+        let w = QMatrix::new(ty, rows, cols, &bytes).unwrap();
+        for n in [1usize, 64] {
+            let x: Vec<f32> = (0..n * cols).map(|_| rng.gen_range(-1.0..1.0)).collect();
+            let mut out = vec![0f32; n * rows];
+            g.throughput(Throughput::Elements((2 * rows * cols * n) as u64));
+            for cpu in Cpu::all_available() {
+                if n > 1 && cpu.isa() == cria_kernels::Isa::Scalar {
+                    continue;
+                }
+                let id = BenchmarkId::new(format!("{ty}/n{n}"), format!("{:?}", cpu.isa()));
+                g.bench_function(id, |bch| {
+                    bch.iter(|| matmul_with(cpu, &w, black_box(&x), &mut out, &pool).unwrap())
+                });
+            }
+            let id = BenchmarkId::new(format!("{ty}/n{n}"), "f32-path");
+            g.bench_function(id, |bch| {
+                bch.iter(|| {
+                    matmul_f32_with(Cpu::get(), &w, black_box(&x), &mut out, &pool).unwrap()
+                })
+            });
+        }
+    }
+    g.finish();
+}
+
+fn bench_f16(c: &mut Criterion) {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(4);
+    let mut g = c.benchmark_group("dot_f16");
+    let len = 64;
+    let a: Vec<f32> = (0..len).map(|_| rng.gen_range(-1.0..1.0)).collect();
+    let b: Vec<half::f16> = (0..len)
+        .map(|_| half::f16::from_f32(rng.gen_range(-1.0..1.0)))
+        .collect();
+    g.throughput(Throughput::Elements(2 * len as u64));
+    g.bench_function("reference", |bch| {
+        bch.iter(|| dot_f16_scalar(black_box(&a), black_box(&b)))
+    });
+    g.bench_function("simd", |bch| {
+        bch.iter(|| dot_f16(black_box(&a), black_box(&b)))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench_dot, bench_matmul, bench_qdot, bench_f16);
 criterion_main!(benches);

@@ -9,7 +9,14 @@
 //!   [`dot_scalar`] is their reference.
 //! - [`QMatrix`] views a weight tensor's bytes as `rows x cols`;
 //!   [`matmul`] multiplies it by a batch of activation rows on a
-//!   [`ThreadPool`].
+//!   [`ThreadPool`]. For Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K and Q6_K
+//!   it quantizes the activations to int8 once per call and uses integer
+//!   dot products on the weight blocks as stored (AVX-512 VNNI or AVX2;
+//!   a batched GEMM with on-the-fly repacked 8-row panels for prompts on
+//!   VNNI), as ggml does; other types (and [`matmul_f32_with`]) dequantize
+//!   to f32 panels.
+//! - [`ThreadPool`]: persistent workers that spin briefly, then park.
+//! - [`dot_f16`], [`axpy_f16`]: attention over an f16 KV cache.
 //! - [`rmsnorm`], [`softmax_inplace`], [`silu`], [`f16_to_f32`],
 //!   [`f32_to_f16`]: the small vector ops of a LLaMA layer.
 //!
@@ -28,17 +35,20 @@
 //! assert_eq!(out, [16.0, 32.0]);
 //! ```
 
+mod attn;
 mod dequant;
 mod error;
 mod matmul;
 mod ops;
 mod pool;
+mod qdot;
 mod simd;
 
+pub use attn::{axpy_f16, axpy_f16_scalar, dot_f16, dot_f16_scalar};
 pub use cria_gguf::GgmlType;
 pub use dequant::{block_geometry, dequantize_row, row_bytes, QK_K};
 pub use error::{Error, ErrorKind, Result};
-pub use matmul::{matmul, matmul_with, QMatrix, PANEL_ROWS};
+pub use matmul::{matmul, matmul_f32_with, matmul_with, QMatrix, PANEL_ROWS};
 pub use ops::{f16_to_f32, f32_to_f16, rmsnorm, silu, softmax_inplace};
 pub use pool::ThreadPool;
 pub use simd::{dot, dot_scalar, Cpu, Isa};

@@ -1,6 +1,10 @@
 //! Quantized weight matrix times a batch of f32 activation rows.
 //!
-//! For each panel of [`PANEL_ROWS`] weight rows, the rows are dequantized
+//! Types with an integer kernel (see [`crate::qdot`]: Q4_0, Q4_1, Q5_0,
+//! Q5_1, Q8_0, Q4_K, Q5_K, Q6_K) quantize the activations once per call to
+//! int8 and dot them with the weight blocks as stored; that is
+//! [`matmul`]. The others (and [`matmul_f32_with`], the exact path) work
+//! as follows. For each panel of [`PANEL_ROWS`] weight rows, the rows are dequantized
 //! once into a per-thread f32 scratch (`PANEL_ROWS x cols`, kept in L2) and
 //! dotted against every activation row with the ISA's register tile, so a
 //! 512-token prompt dequantizes each weight once and a single token is a
@@ -9,6 +13,7 @@
 use crate::dequant::{row_bytes, RowDequantizer};
 use crate::error::{Error, ErrorKind, Result};
 use crate::pool::ThreadPool;
+use crate::qdot::{self, QuantActs};
 use crate::simd::Cpu;
 use cria_gguf::GgmlType;
 use std::cell::RefCell;
@@ -98,12 +103,10 @@ pub fn matmul(w: &QMatrix, x: &[f32], out: &mut [f32], pool: &ThreadPool) -> Res
     matmul_with(Cpu::get(), w, x, out, pool)
 }
 
-/// [`matmul`] on a given [`Cpu`]. Each output element is bit-identical to
-/// `cpu.dot(dequantized row r, x row i)`, whatever the thread count.
-///
-/// Scratch: each worker thread keeps a thread-local `PANEL_ROWS x cols` f32
-/// buffer, grown on first use; with today's scoped-thread pool that is one
-/// allocation per call per spawned thread (the calling thread keeps its own).
+/// [`matmul`] on a given [`Cpu`]: the integer path where `cpu` has a
+/// kernel for the type, else [`matmul_f32_with`]. Each output element is
+/// computed by the same instructions whatever the thread count and batch
+/// grouping, so results are identical across them.
 pub fn matmul_with(
     cpu: Cpu,
     w: &QMatrix,
@@ -111,6 +114,102 @@ pub fn matmul_with(
     out: &mut [f32],
     pool: &ThreadPool,
 ) -> Result<()> {
+    let n = check_shapes(w, x, out)?;
+    let Some(k) = qdot::kernel(cpu, w.ty) else {
+        return matmul_f32_with(cpu, w, x, out, pool);
+    };
+    if n == 0 || w.rows == 0 {
+        return Ok(());
+    }
+    ACTS.with(|acts| {
+        let mut acts = acts.borrow_mut();
+        acts.quantize(k.act, x, w.cols);
+        let acts = &*acts;
+        let rows = w.rows;
+        let per = rows_per_task(rows, n, pool.threads());
+        let shared = SharedOut {
+            ptr: out.as_mut_ptr(),
+            len: out.len(),
+        };
+        let shared = &shared;
+        #[cfg(target_arch = "x86_64")]
+        let gemm = n >= 8 && cpu.isa() == crate::simd::Isa::Avx512 && qdot::gemm::available(w.ty);
+        #[cfg(not(target_arch = "x86_64"))]
+        let gemm = false;
+        pool.run(rows.div_ceil(per), |task| {
+            #[allow(unused_mut)]
+            let mut r0 = task * per;
+            let r1 = (r0 + per).min(rows);
+            #[cfg(target_arch = "x86_64")]
+            if gemm {
+                use qdot::gemm::{gemm_panel, PANEL};
+                while r0 + PANEL <= r1 {
+                    let rows8 = &w.data[r0 * w.row_bytes..(r0 + PANEL) * w.row_bytes];
+                    // SAFETY: `available` checked; 8 rows of the matrix;
+                    // acts quantized as Q8x32 (the kernel's kind).
+                    unsafe {
+                        gemm_panel(w.ty, rows8, w.row_bytes, acts, |i, k, v| {
+                            // SAFETY: rows r0..r1 belong to this task alone.
+                            shared.write(i * rows + r0 + k, v)
+                        })
+                    };
+                    r0 += PANEL;
+                }
+            }
+            let mut tile = [0f32; 16];
+            let mut i = 0;
+            while i < n {
+                let (nn, small) = if i + 4 <= n { (4, 0) } else { (1, 1) };
+                let mut r = r0;
+                while r < r1 {
+                    let rr = if r + 4 <= r1 { 4 } else { 1 };
+                    let f = k.tiles[small * 2 + usize::from(rr == 1)];
+                    debug_assert_eq!(
+                        qdot::TILE_SHAPES[small * 2 + usize::from(rr == 1)],
+                        (rr, nn)
+                    );
+                    // SAFETY: `k` was made for `cpu`, which names a detected
+                    // ISA; rows r..r + rr exist and acts holds rows i..i + nn
+                    // quantized with `k.act`.
+                    unsafe {
+                        f(
+                            w.data.as_ptr().add(r * w.row_bytes),
+                            w.row_bytes,
+                            acts,
+                            i,
+                            &mut tile,
+                        )
+                    };
+                    for dr in 0..rr {
+                        for di in 0..nn {
+                            // SAFETY: tasks own disjoint row ranges, so
+                            // (i + di, r + dr) is written by this task alone.
+                            unsafe { shared.write((i + di) * rows + r + dr, tile[dr * nn + di]) };
+                        }
+                    }
+                    r += rr;
+                }
+                i += nn;
+            }
+        });
+    });
+    Ok(())
+}
+
+/// Weight rows per task: enough tasks that both cores finish together
+/// (several per thread, handed out dynamically), big enough that the
+/// atomic hand-out is negligible. Multiples of 8 (the GEMM panel).
+fn rows_per_task(rows: usize, n: usize, threads: usize) -> usize {
+    if threads <= 1 {
+        return rows.max(1);
+    }
+    // Work per row grows with n; small n wants bigger chunks.
+    let min = if n >= 16 { 16 } else { 64 };
+    let per = rows.div_ceil(threads * 8).max(min);
+    per.div_ceil(8) * 8
+}
+
+fn check_shapes(w: &QMatrix, x: &[f32], out: &[f32]) -> Result<usize> {
     let (rows, cols) = (w.rows, w.cols);
     if !x.len().is_multiple_of(cols) {
         return Err(Error::length(
@@ -126,6 +225,30 @@ pub fn matmul_with(
     if out.len() != expected {
         return Err(Error::length("matmul output", expected, out.len()));
     }
+    Ok(n)
+}
+
+thread_local! {
+    /// The calling thread's quantized activations, reused across calls.
+    static ACTS: RefCell<QuantActs> = RefCell::new(QuantActs::default());
+}
+
+/// The f32 path: weights dequantized to f32 panels, f32 register tiles.
+/// Each output element is bit-identical to `cpu.dot(dequantized row r,
+/// x row i)`, whatever the thread count.
+///
+/// Scratch: each worker thread keeps a thread-local `PANEL_ROWS x cols` f32
+/// buffer, grown on first use; with today's scoped-thread pool that is one
+/// allocation per call per spawned thread (the calling thread keeps its own).
+pub fn matmul_f32_with(
+    cpu: Cpu,
+    w: &QMatrix,
+    x: &[f32],
+    out: &mut [f32],
+    pool: &ThreadPool,
+) -> Result<()> {
+    let (rows, cols) = (w.rows, w.cols);
+    check_shapes(w, x, out)?;
     let shared = SharedOut {
         ptr: out.as_mut_ptr(),
         len: out.len(),

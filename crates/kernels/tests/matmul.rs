@@ -2,7 +2,8 @@
 //! loop in f64), and bit-identity across thread counts and tilings.
 
 use cria_kernels::{
-    dequantize_row, matmul, matmul_with, Cpu, ErrorKind, GgmlType, QMatrix, ThreadPool,
+    dequantize_row, matmul, matmul_f32_with, matmul_with, Cpu, ErrorKind, GgmlType, QMatrix,
+    ThreadPool,
 };
 use rand::{Rng, SeedableRng};
 
@@ -96,11 +97,41 @@ fn matches_naive_and_is_identical_across_threads_and_isas() {
 
         let mut wrow = vec![0f32; cols];
         for cpu in Cpu::all_available() {
+            // The integer path: the same bits for any thread count, within
+            // activation-quantization error of the naive product.
             let mut first = vec![f32::NAN; n * rows];
             matmul_with(cpu, &w, &x, &mut first, &ThreadPool::new(1)).unwrap();
             for threads in [2, 3, 8] {
                 let mut out = vec![f32::NAN; n * rows];
                 matmul_with(cpu, &w, &x, &mut out, &ThreadPool::new(threads)).unwrap();
+                let same = out
+                    .iter()
+                    .zip(&first)
+                    .all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(same, "{ty} {:?}: {threads} threads differ", cpu.isa());
+            }
+            for i in 0..n {
+                let xi = &x[i * cols..(i + 1) * cols];
+                let amax = xi.iter().fold(0f32, |m, v| m.max(v.abs())) as f64;
+                for r in 0..rows {
+                    w.dequantize_row(r, &mut wrow).unwrap();
+                    let l1: f64 = wrow.iter().map(|v| v.abs() as f64).sum();
+                    let tol = l1 * amax / 127.0 + 1e-4;
+                    let (got, e) = (first[i * rows + r] as f64, want[i * rows + r]);
+                    assert!(
+                        (got - e).abs() <= tol,
+                        "{ty} {:?} ({i},{r}): {got} vs {e}",
+                        cpu.isa()
+                    );
+                }
+            }
+
+            // The f32 path: exact to float rounding.
+            let mut first = vec![f32::NAN; n * rows];
+            matmul_f32_with(cpu, &w, &x, &mut first, &ThreadPool::new(1)).unwrap();
+            for threads in [2, 3, 8] {
+                let mut out = vec![f32::NAN; n * rows];
+                matmul_f32_with(cpu, &w, &x, &mut out, &ThreadPool::new(threads)).unwrap();
                 let same = out
                     .iter()
                     .zip(&first)

@@ -23,16 +23,25 @@ impl KvType {
 /// A value that can be stored in the cache.
 pub trait KvElem: Copy + Send + Sync + 'static {
     fn from_f32(x: f32) -> Self;
-    /// `dst[i] = src[i].to_f32()`, as fast as the CPU allows.
-    fn widen(src: &[Self], dst: &mut [f32]);
+    fn to_f32(self) -> f32;
+    /// `sum(q[i] * k[i])`.
+    fn dot(q: &[f32], k: &[Self]) -> f32 {
+        q.iter().zip(k).map(|(a, b)| a * b.to_f32()).sum()
+    }
+    /// `out[i] += p * v[i]`.
+    fn axpy(out: &mut [f32], p: f32, v: &[Self]) {
+        for (o, x) in out.iter_mut().zip(v) {
+            *o += p * x.to_f32();
+        }
+    }
 }
 
 impl KvElem for f32 {
     fn from_f32(x: f32) -> f32 {
         x
     }
-    fn widen(src: &[f32], dst: &mut [f32]) {
-        dst.copy_from_slice(src);
+    fn to_f32(self) -> f32 {
+        self
     }
 }
 
@@ -40,10 +49,14 @@ impl KvElem for f16 {
     fn from_f32(x: f32) -> f16 {
         f16::from_f32(x)
     }
-    fn widen(src: &[f16], dst: &mut [f32]) {
-        // half picks F16C at run time where the CPU has it.
-        use half::slice::HalfFloatSliceExt;
-        src.convert_to_f32_slice(dst);
+    fn to_f32(self) -> f32 {
+        f16::to_f32(self)
+    }
+    fn dot(q: &[f32], k: &[f16]) -> f32 {
+        cria_kernels::dot_f16(q, k)
+    }
+    fn axpy(out: &mut [f32], p: f32, v: &[f16]) {
+        cria_kernels::axpy_f16(out, p, v)
     }
 }
 

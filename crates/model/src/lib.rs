@@ -20,7 +20,6 @@ mod error;
 mod kv_cache;
 mod linear;
 mod llama;
-mod threads;
 mod weights;
 
 pub use config::{LlamaConfig, RopeScaling};

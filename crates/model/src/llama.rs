@@ -10,7 +10,6 @@ use crate::config::{LlamaConfig, RopeScaling};
 use crate::error::{ErrorKind, Result};
 use crate::kv_cache::{KvCache, KvData, KvElem, KvStore};
 use crate::linear::matmul;
-use crate::threads::for_each_chunk_mut;
 use crate::weights::{Matrix, Weights};
 use cria_gguf::GgufFile;
 use cria_kernels::ThreadPool;
@@ -261,7 +260,7 @@ fn forward_batch(
             }
         }
         let views: Vec<&KvCache> = caches.iter().map(|c| &**c).collect();
-        attention(cfg, &views, l, rows, s, pool.threads());
+        attention(cfg, &views, l, rows, s, pool);
         matmul(file, &lw.wo, &s.att[..n * qd], &mut s.proj[..n * dim], pool)?;
         s.x[..n * dim]
             .iter_mut()
@@ -319,13 +318,13 @@ fn attention(
     l: usize,
     rows: &[BatchRow],
     s: &mut Scratch,
-    threads: usize,
+    pool: &ThreadPool,
 ) {
     let (hd, qd) = (cfg.head_dim, cfg.q_dim());
     let n = rows.len();
     let q = &s.q;
     // One task per (row, head); each writes its own head_dim slice.
-    for_each_chunk_mut(&mut s.att[..n * qd], hd, threads, |task, out| {
+    pool.for_each_chunk_mut(&mut s.att[..n * qd], hd, |task, out| {
         let (i, h) = (task / cfg.n_heads, task % cfg.n_heads);
         let r = rows[i];
         let c = caches[r.seq];
@@ -338,10 +337,9 @@ fn attention(
 }
 
 thread_local! {
-    /// Per-thread attention buffers: (n_ctx) scores, and one (head_dim) row
-    /// of keys or values widened to f32. Grown on first use, then reused,
-    /// so attention allocates nothing per token.
-    static ATT_SCRATCH: std::cell::RefCell<(Vec<f32>, Vec<f32>)> = const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+    /// Per-thread (n_ctx) attention scores, grown on first use and then
+    /// reused, so attention allocates nothing per token.
+    static ATT_SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// One head of one row: softmax(q . K[0..=pos] / sqrt(d)) . V[0..=pos].
@@ -362,20 +360,15 @@ fn attend_one<T: KvElem>(
     let scale = 1.0 / (hd as f32).sqrt();
     let len = pos + 1;
     ATT_SCRATCH.with(|cell| {
-        let (scores, row) = &mut *cell.borrow_mut();
+        let scores = &mut *cell.borrow_mut();
         scores.resize(len, 0.0);
-        row.resize(hd, 0.0);
         for (t, s) in scores.iter_mut().enumerate() {
-            T::widen(&st.k[kv_off + t * kvd..kv_off + t * kvd + hd], row);
-            *s = cria_kernels::dot(q, row) * scale;
+            *s = T::dot(q, &st.k[kv_off + t * kvd..kv_off + t * kvd + hd]) * scale;
         }
         softmax(scores);
         out.fill(0.0);
         for (t, &p) in scores.iter().enumerate() {
-            T::widen(&st.v[kv_off + t * kvd..kv_off + t * kvd + hd], row);
-            for (o, &x) in out.iter_mut().zip(row.iter()) {
-                *o += p * x;
-            }
+            T::axpy(out, p, &st.v[kv_off + t * kvd..kv_off + t * kvd + hd]);
         }
     });
 }

@@ -1,0 +1,132 @@
+//! Vector ops of attention over an f16 or f32 KV cache: `q . k_t` and
+//! `out += p * v_t`, with the f16 -> f32 conversion done in registers
+//! (F16C / AVX-512) instead of one call per element.
+
+use crate::simd::{Cpu, Isa};
+use half::f16;
+
+/// Sum of `a[i] * b[i]` (lengths must match; panics otherwise).
+pub fn dot_f16(a: &[f32], b: &[f16]) -> f32 {
+    assert_eq!(a.len(), b.len(), "dot_f16 of vectors of different lengths");
+    #[cfg(target_arch = "x86_64")]
+    if has_f16_simd() {
+        // SAFETY: AVX2, FMA and F16C were detected.
+        return unsafe { x86::dot_f16(a, b) };
+    }
+    dot_f16_scalar(a, b)
+}
+
+/// `y[i] += alpha * x[i]` (lengths must match; panics otherwise).
+pub fn axpy_f16(y: &mut [f32], alpha: f32, x: &[f16]) {
+    assert_eq!(y.len(), x.len(), "axpy_f16 of vectors of different lengths");
+    #[cfg(target_arch = "x86_64")]
+    if has_f16_simd() {
+        // SAFETY: AVX2, FMA and F16C were detected.
+        return unsafe { x86::axpy_f16(y, alpha, x) };
+    }
+    axpy_f16_scalar(y, alpha, x)
+}
+
+/// Reference for [`dot_f16`].
+pub fn dot_f16_scalar(a: &[f32], b: &[f16]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y.to_f32()).sum()
+}
+
+/// Reference for [`axpy_f16`].
+pub fn axpy_f16_scalar(y: &mut [f32], alpha: f32, x: &[f16]) {
+    for (y, x) in y.iter_mut().zip(x) {
+        *y += alpha * x.to_f32();
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn has_f16_simd() -> bool {
+    matches!(Cpu::get().isa(), Isa::Avx2 | Isa::Avx512) && is_x86_feature_detected!("f16c")
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+#[allow(dead_code)]
+fn has_f16_simd() -> bool {
+    let _ = (Cpu::get(), Isa::Scalar);
+    false
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use half::f16;
+    use std::arch::x86_64::*;
+
+    /// # Safety
+    /// AVX2, FMA and F16C must be available; `a.len() == b.len()`.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn dot_f16(a: &[f32], b: &[f16]) -> f32 {
+        let n = a.len() / 8 * 8;
+        let (ap, bp) = (a.as_ptr(), b.as_ptr() as *const __m128i);
+        let mut acc = [_mm256_setzero_ps(); 2];
+        let mut k = 0;
+        while k < n {
+            let bv = _mm256_cvtph_ps(_mm_loadu_si128(bp.add(k / 8)));
+            acc[(k / 8) & 1] = _mm256_fmadd_ps(_mm256_loadu_ps(ap.add(k)), bv, acc[(k / 8) & 1]);
+            k += 8;
+        }
+        let v = _mm256_add_ps(acc[0], acc[1]);
+        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        let mut s = _mm_cvtss_f32(_mm_add_ss(s, _mm_shuffle_ps::<1>(s, s)));
+        for t in n..a.len() {
+            s += a[t] * b[t].to_f32();
+        }
+        s
+    }
+
+    /// # Safety
+    /// AVX2, FMA and F16C must be available; `y.len() == x.len()`.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn axpy_f16(y: &mut [f32], alpha: f32, x: &[f16]) {
+        let n = y.len() / 8 * 8;
+        let (yp, xp) = (y.as_mut_ptr(), x.as_ptr() as *const __m128i);
+        let av = _mm256_set1_ps(alpha);
+        let mut k = 0;
+        while k < n {
+            let xv = _mm256_cvtph_ps(_mm_loadu_si128(xp.add(k / 8)));
+            _mm256_storeu_ps(
+                yp.add(k),
+                _mm256_fmadd_ps(av, xv, _mm256_loadu_ps(yp.add(k))),
+            );
+            k += 8;
+        }
+        for t in n..y.len() {
+            y[t] += alpha * x[t].to_f32();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    #[test]
+    fn f16_ops_match_reference_on_awkward_lengths() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+        for len in [0, 1, 7, 8, 9, 15, 16, 17, 63, 64, 65, 200] {
+            let a: Vec<f32> = (0..len).map(|_| rng.gen_range(-1.0..1.0)).collect();
+            let b: Vec<f16> = (0..len)
+                .map(|_| f16::from_f32(rng.gen_range(-1.0..1.0)))
+                .collect();
+            let want: f64 = a.iter().zip(&b).map(|(x, y)| *x as f64 * y.to_f64()).sum();
+            let got = dot_f16(&a, &b) as f64;
+            assert!(
+                (got - want).abs() <= 1e-5 * (len as f64 + 1.0),
+                "{len}: {got} vs {want}"
+            );
+            let mut y1 = a.clone();
+            let mut y2 = a.clone();
+            axpy_f16(&mut y1, 0.37, &b);
+            axpy_f16_scalar(&mut y2, 0.37, &b);
+            for (p, q) in y1.iter().zip(&y2) {
+                assert!((p - q).abs() <= 1e-6, "{len}: {p} vs {q}");
+            }
+        }
+    }
+}

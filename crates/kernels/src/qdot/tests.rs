@@ -1,0 +1,143 @@
+//! Every ISA's integer tiles against the scalar reference, and the
+//! reference against an f64 dot of the dequantized operands.
+
+use super::*;
+use crate::dequantize_row;
+use rand::{Rng, SeedableRng};
+
+/// Random rows of `ty` with small finite f16 scales.
+fn random_rows(rng: &mut impl Rng, ty: GgmlType, rows: usize, cols: usize) -> Vec<u8> {
+    use GgmlType::*;
+    let offsets: &[usize] = match ty {
+        Q4_0 | Q5_0 | Q8_0 => &[0],
+        Q4_1 | Q5_1 | Q4_K | Q5_K => &[0, 2],
+        Q6_K => &[208],
+        _ => unreachable!(),
+    };
+    let bb = ty.block_bytes() as usize;
+    let mut b: Vec<u8> = (0..rows * cols / ty.block_size() as usize * bb)
+        .map(|_| rng.gen())
+        .collect();
+    for block in b.chunks_exact_mut(bb) {
+        for &o in offsets {
+            let d = half::f16::from_f32(rng.gen_range(-0.05..0.05));
+            block[o..o + 2].copy_from_slice(&d.to_le_bytes());
+        }
+    }
+    b
+}
+
+const TYPES: [GgmlType; 8] = [
+    GgmlType::Q4_0,
+    GgmlType::Q4_1,
+    GgmlType::Q5_0,
+    GgmlType::Q5_1,
+    GgmlType::Q8_0,
+    GgmlType::Q4_K,
+    GgmlType::Q5_K,
+    GgmlType::Q6_K,
+];
+
+/// |a - b| within `k` ulps of the sum of |terms| (a reordered f32 sum).
+fn close(a: f32, b: f64, mag: f64, terms: usize) -> bool {
+    (a as f64 - b).abs() <= 4.0 * (terms as f64 + 4.0) * f32::EPSILON as f64 * mag + 1e-30
+}
+
+#[test]
+fn reference_matches_f64_of_dequantized_operands() {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(21);
+    for ty in TYPES {
+        let bs = act_kind(ty).unwrap().block();
+        for cols in [bs, 3 * bs, 7 * bs] {
+            let w = random_rows(&mut rng, ty, 1, cols);
+            let x: Vec<f32> = (0..2 * cols).map(|_| rng.gen_range(-3.0..3.0)).collect();
+            let mut a = QuantActs::default();
+            a.quantize(act_kind(ty).unwrap(), &x, cols);
+            let mut wf = vec![0f32; cols];
+            dequantize_row(ty, &w, &mut wf).unwrap();
+            let mut xf = vec![0f32; cols];
+            for j in 0..2 {
+                a.dequantize(act_kind(ty).unwrap(), j, &mut xf);
+                let exact: f64 = wf.iter().zip(&xf).map(|(a, b)| *a as f64 * *b as f64).sum();
+                let mag: f64 = wf
+                    .iter()
+                    .zip(&xf)
+                    .map(|(a, b)| (*a as f64 * *b as f64).abs())
+                    .sum();
+                let got = dot_ref(ty, &w, &a, j).unwrap();
+                assert!(
+                    close(got, exact, mag, cols / 16),
+                    "{ty} {cols}: {got} vs {exact}"
+                );
+                // The quantized activations stay within half a step of x.
+                for (q, v) in xf.iter().zip(&x[j * cols..]) {
+                    assert!((q - v).abs() <= 3.0 / 127.0 * 0.5 + 1e-6);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn every_isa_tile_matches_reference_and_shapes_agree() {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(22);
+    for cpu in Cpu::all_available() {
+        for ty in TYPES {
+            let Some(k) = kernel(cpu, ty) else { continue };
+            let bs = k.act.block();
+            for cols in [bs, 2 * bs, 5 * bs, 18 * bs] {
+                let (rows, n) = (4, 4);
+                let w = random_rows(&mut rng, ty, rows, cols);
+                let rb = w.len() / rows;
+                let x: Vec<f32> = (0..n * cols).map(|_| rng.gen_range(-2.0..2.0)).collect();
+                let mut a = QuantActs::default();
+                a.quantize(k.act, &x, cols);
+                let mut t44 = [0f32; 16];
+                // SAFETY: `k` is for `cpu`; 4 rows and 4 activation rows.
+                unsafe { (k.tiles[0])(w.as_ptr(), rb, &a, 0, &mut t44) };
+                for r in 0..rows {
+                    for j in 0..n {
+                        let row = &w[r * rb..(r + 1) * rb];
+                        let want = dot_ref(ty, row, &a, j).unwrap();
+                        let mut xf = vec![0f32; cols];
+                        a.dequantize(k.act, j, &mut xf);
+                        let mut wf = vec![0f32; cols];
+                        dequantize_row(ty, row, &mut wf).unwrap();
+                        let mag: f64 = wf
+                            .iter()
+                            .zip(&xf)
+                            .map(|(a, b)| (*a as f64 * *b as f64).abs())
+                            .sum();
+                        let got = t44[r * 4 + j];
+                        assert!(
+                            close(got, want as f64, mag, cols / 8),
+                            "{ty} {:?} cols {cols} ({r},{j}): {got} vs {want}",
+                            cpu.isa()
+                        );
+                        // Every other tile shape gives the same bits.
+                        let mut t = [0f32; 16];
+                        for (s, &(rr, nn)) in TILE_SHAPES.iter().enumerate().skip(1) {
+                            let (r0, j0) = (r / rr * rr, j / nn * nn);
+                            // SAFETY: as above, a sub-tile of the 4 x 4.
+                            unsafe { (k.tiles[s])(w[r0 * rb..].as_ptr(), rb, &a, j0, &mut t) };
+                            let v = t[(r - r0) * nn + (j - j0)];
+                            assert_eq!(
+                                v.to_bits(),
+                                got.to_bits(),
+                                "{ty} {:?} shape {rr}x{nn}",
+                                cpu.isa()
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn zero_activations_quantize_to_zero() {
+    let mut a = QuantActs::default();
+    a.quantize(ActKind::Q8K, &[0.0; 256], 256);
+    assert!(a.qs[..256].iter().all(|&q| q == 0) && a.d[0] == 0.0);
+}
