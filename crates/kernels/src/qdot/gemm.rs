@@ -7,10 +7,12 @@
 //! Panel layout, per block b of 32 elements (320 bytes):
 //! `q[s][k][e]` (s < 8, k < 8, e < 4) = unsigned quant of row k, element
 //! `4 s + e`; then `d[k]`, `m[k]` as f32. Every type is written as
-//! `w = d * u + m` with u unsigned: Q4_0 u = q, m = -8 d; Q5_0 m = -16 d;
-//! Q8_0 u = q + 128, m = -128 d; Q4_1, Q5_1 as stored. With activations
-//! `x = dx * qx` and `sx = dx * sum(qx)`, a block contributes
-//! `d * dx * sum(u * qx) + m * sx`.
+//! unsigned `u = q + off` (Q4_0 off 8, Q5_0 16, Q8_0 128; Q4_1 and Q5_1 are
+//! unsigned already, off 0). `sum(q * qx) = sum(u * qx) - off * sum(qx)` is
+//! exact in integers, and then a block adds `isum * (d * dx)` and, for
+//! Q4_1/Q5_1, `m * sx`, with the same fused operations in the same order as
+//! the mat-vec tiles and the scalar reference (see `dot32`), so a row's
+//! result does not depend on which path computed it.
 
 use super::QuantActs;
 use cria_gguf::GgmlType;
@@ -31,6 +33,16 @@ pub(crate) fn available(ty: GgmlType) -> bool {
         && is_x86_feature_detected!("fma")
 }
 
+/// What is added to a type's quants to make them unsigned.
+fn offset(ty: GgmlType) -> i32 {
+    match ty {
+        GgmlType::Q4_0 => 8,
+        GgmlType::Q5_0 => 16,
+        GgmlType::Q8_0 => 128,
+        _ => 0,
+    }
+}
+
 /// Repack rows `w[0..8]` (each `rb` bytes, `nb` blocks of `ty`) into `panel`.
 fn repack(ty: GgmlType, w: &[u8], rb: usize, nb: usize, panel: &mut Vec<u8>) {
     panel.resize(nb * BLOCK, 0);
@@ -40,12 +52,7 @@ fn repack(ty: GgmlType, w: &[u8], rb: usize, nb: usize, panel: &mut Vec<u8>) {
             let blk = &w[k * rb + b * bb..][..bb];
             let (q, d, m) = super::block32(ty, blk);
             // block32 gives signed q for the symmetric types; shift to u.
-            let (off, m) = match ty {
-                GgmlType::Q4_0 => (8, -8.0 * d),
-                GgmlType::Q5_0 => (16, -16.0 * d),
-                GgmlType::Q8_0 => (128, -128.0 * d),
-                _ => (0, m),
-            };
+            let off = offset(ty);
             let p = &mut panel[b * BLOCK..(b + 1) * BLOCK];
             for (e, &q) in q.iter().enumerate() {
                 p[(e / 4) * 32 + k * 4 + e % 4] = (q + off) as u8;
@@ -81,13 +88,13 @@ pub(crate) unsafe fn gemm_panel(
         let mut j = 0;
         while j < a.n {
             if j + 8 <= a.n {
-                kernel::<8>(&buf, a, j, nb, &mut out);
+                kernel::<8>(&buf, a, j, nb, offset(ty), super::has_min(ty), &mut out);
                 for (jj, o) in out.iter().enumerate() {
                     o.iter().enumerate().for_each(|(k, &v)| put(j + jj, k, v));
                 }
                 j += 8;
             } else {
-                kernel::<1>(&buf, a, j, nb, &mut out);
+                kernel::<1>(&buf, a, j, nb, offset(ty), super::has_min(ty), &mut out);
                 out[0].iter().enumerate().for_each(|(k, &v)| put(j, k, v));
                 j += 1;
             }
@@ -103,10 +110,12 @@ unsafe fn kernel<const N: usize>(
     a: &QuantActs,
     j0: usize,
     nb: usize,
+    off: i32,
+    has_min: bool,
     out: &mut [[f32; PANEL]; 8],
 ) {
     let cols = a.cols;
-    let (xq, xd, xs) = (a.qs.as_ptr(), a.d.as_ptr(), a.s.as_ptr());
+    let (xq, xd, xs, xsum) = (a.qs.as_ptr(), a.d.as_ptr(), a.s.as_ptr(), a.qsum.as_ptr());
     let mut acc = [_mm256_setzero_ps(); N];
     for b in 0..nb {
         let p = panel.as_ptr().add(b * BLOCK);
@@ -125,9 +134,13 @@ unsafe fn kernel<const N: usize>(
         }
         for j in 0..N {
             let at = (j0 + j) * nb + b;
+            // sum(q * x) = sum(u * x) - off * sum(x), exact in i32.
+            let isum = _mm256_sub_epi32(xi[j], _mm256_set1_epi32(off * *xsum.add(at)));
             let scale = _mm256_mul_ps(dv, _mm256_set1_ps(*xd.add(at)));
-            acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(xi[j]), scale, acc[j]);
-            acc[j] = _mm256_fmadd_ps(mv, _mm256_set1_ps(*xs.add(at)), acc[j]);
+            acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), scale, acc[j]);
+            if has_min {
+                acc[j] = _mm256_fmadd_ps(mv, _mm256_set1_ps(*xs.add(at)), acc[j]);
+            }
         }
     }
     for j in 0..N {
@@ -170,8 +183,9 @@ mod tests {
                         let want =
                             super::super::dot_ref(ty, &w[k * rb..(k + 1) * rb], &a, j).unwrap();
                         let g = got[j * 8 + k];
-                        assert!(
-                            (g - want).abs() <= 1e-3 * (1.0 + want.abs()),
+                        assert_eq!(
+                            g.to_bits(),
+                            want.to_bits(),
                             "{ty} n{n} ({j},{k}): {g} vs {want}"
                         );
                     }

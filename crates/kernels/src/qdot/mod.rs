@@ -53,6 +53,8 @@ pub struct QuantActs {
     pub(crate) d: Vec<f32>,
     /// Q8x32: (n, cols / 32) `d * sum(q)` of each block.
     pub(crate) s: Vec<f32>,
+    /// Q8x32: (n, cols / 32) `sum(q)` of each block, exact.
+    pub(crate) qsum: Vec<i32>,
     /// Q8K: (n, cols / 16) sums of q over each 16.
     pub(crate) bsums: Vec<i16>,
 }
@@ -69,7 +71,10 @@ impl QuantActs {
         grow(&mut self.qs, x.len());
         grow(&mut self.d, nb);
         match kind {
-            ActKind::Q8x32 => grow(&mut self.s, nb),
+            ActKind::Q8x32 => {
+                grow(&mut self.s, nb);
+                grow(&mut self.qsum, nb);
+            }
             ActKind::Q8K => grow(&mut self.bsums, x.len() / 16),
         }
         for (b, (xb, qb)) in x
@@ -89,6 +94,7 @@ impl QuantActs {
                 ActKind::Q8x32 => {
                     let sum: i32 = qb.iter().map(|&q| q as i32).sum();
                     self.s[b] = d * sum as f32;
+                    self.qsum[b] = sum;
                 }
                 ActKind::Q8K => {
                     for (k, c) in qb.chunks_exact(16).enumerate() {
@@ -283,7 +289,12 @@ fn block32(ty: GgmlType, b: &[u8]) -> ([i32; 32], f32, f32) {
     }
 }
 
-/// Per 32-block: `dw * dx * sum(q * x) + mw * sx`.
+/// Per 32-block, in this order and with fused multiply-adds:
+/// `acc = isum * (dw * dx) + acc`, then (types with a min) `acc = mw * sx + acc`,
+/// where `isum = sum(q * x)` is exact in integers. Every SIMD path (mat-vec
+/// tiles and the prompt GEMM) performs exactly these operations per output,
+/// so an output does not depend on the path, the batch it is in, or the
+/// thread count: a sequence's tokens are the same alone or batched.
 fn dot32(ty: GgmlType, w: &[u8], a: &QuantActs, j: usize) -> f32 {
     let bb = ty.block_bytes() as usize;
     let nb = a.cols / 32;
@@ -293,9 +304,17 @@ fn dot32(ty: GgmlType, w: &[u8], a: &QuantActs, j: usize) -> f32 {
         let x = &a.qs[j * a.cols + 32 * b..][..32];
         let isum: i32 = q.iter().zip(x).map(|(&q, &x)| q * x as i32).sum();
         let (dx, sx) = (a.d[j * nb + b], a.s[j * nb + b]);
-        sum += dw * dx * isum as f32 + mw * sx;
+        sum = (isum as f32).mul_add(dw * dx, sum);
+        if has_min(ty) {
+            sum = mw.mul_add(sx, sum);
+        }
     }
     sum
+}
+
+/// Whether a 32-element block type has a min term (`w = d * q + m`).
+pub(crate) fn has_min(ty: GgmlType) -> bool {
+    matches!(ty, GgmlType::Q4_1 | GgmlType::Q5_1)
 }
 
 macro_rules! ref32 {

@@ -221,20 +221,23 @@ macro_rules! isa_kernels {
                 let bb = BLOCK_BYTES[T as usize];
                 debug_assert!(j0 + N <= a.n && out.len() >= R * N);
                 let (xq, xd, xs) = (a.qs.as_ptr(), a.d.as_ptr(), a.s.as_ptr());
-                let mut acc = [[_mm256_setzero_ps(); N]; R];
-                let mut macc = [[0f32; N]; R];
+                // Lane r of acc[j]: output (row r, activation j). Per block
+                // the integer dot is summed exactly, then scaled with the
+                // same fused operations as `dot32` and the GEMM, so every
+                // path gives the same bits for an output.
+                let mut acc = [_mm_setzero_ps(); N];
                 for b in 0..nb {
                     let mut wv = [_mm256_setzero_si256(); R];
                     let mut aw = [_mm256_setzero_si256(); R];
-                    let mut dw = [0f32; R];
-                    let mut mw = [0f32; R];
+                    let mut dw = [0f32; 4];
+                    let mut mw = [0f32; 4];
                     for r in 0..R {
                         if N == 1 {
                             // Mat-vec streams the weights once and is bound
                             // by memory latency without this: fetch the same
                             // block of the rows 4 tiles ahead (+40% tg).
                             _mm_prefetch::<_MM_HINT_T0>(
-                                w.add((r + 4 * R) * rb + b * bb) as *const i8
+                                w.wrapping_add((r + 4 * R) * rb + b * bb) as *const i8
                             );
                         }
                         (wv[r], dw[r], mw[r]) = decode::<T>(w.add(r * rb + b * bb));
@@ -244,29 +247,42 @@ macro_rules! isa_kernels {
                             wv[r]
                         };
                     }
+                    let dwv = _mm_loadu_ps(dw.as_ptr());
+                    let mwv = _mm_loadu_ps(mw.as_ptr());
                     for j in 0..N {
                         let row = j0 + j;
                         let xv = _mm256_loadu_si256(xq.add(row * cols + 32 * b) as *const __m256i);
-                        let dx = *xd.add(row * nb + b);
+                        let mut p = [_mm256_setzero_si256(); 4];
                         for r in 0..R {
-                            let p = if signed(T) {
+                            p[r] = if signed(T) {
                                 $dot(aw[r], _mm256_sign_epi8(xv, wv[r]))
                             } else {
                                 $dot(wv[r], xv)
                             };
-                            let s = _mm256_set1_ps(dw[r] * dx);
-                            acc[r][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), s, acc[r][j]);
-                            if !signed(T) {
-                                macc[r][j] += mw[r] * *xs.add(row * nb + b);
-                            }
+                        }
+                        let isum = reduce4(p[0], p[1], p[2], p[3]);
+                        let scale = _mm_mul_ps(dwv, _mm_set1_ps(*xd.add(row * nb + b)));
+                        acc[j] = _mm_fmadd_ps(_mm_cvtepi32_ps(isum), scale, acc[j]);
+                        if !signed(T) {
+                            acc[j] = _mm_fmadd_ps(mwv, _mm_set1_ps(*xs.add(row * nb + b)), acc[j]);
                         }
                     }
                 }
-                for r in 0..R {
-                    for j in 0..N {
-                        out[r * N + j] = hsum(acc[r][j]) + macc[r][j];
+                for j in 0..N {
+                    let mut lanes = [0f32; 4];
+                    _mm_storeu_ps(lanes.as_mut_ptr(), acc[j]);
+                    for r in 0..R {
+                        out[r * N + j] = lanes[r];
                     }
                 }
+            }
+
+            /// Four vectors of 8 i32 lanes to their four totals (exact).
+            #[inline]
+            #[target_feature(enable = $feat)]
+            unsafe fn reduce4(p0: __m256i, p1: __m256i, p2: __m256i, p3: __m256i) -> __m128i {
+                let h = _mm256_hadd_epi32(_mm256_hadd_epi32(p0, p1), _mm256_hadd_epi32(p2, p3));
+                _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256::<1>(h))
             }
 
             /// Q4_K / Q5_K super-block: (sum_s sc_s * dot_s as i32 lanes,
