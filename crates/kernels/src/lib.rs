@@ -32,7 +32,9 @@
 //! let x = vec![0.5f32; 32]; // one activation row
 //! let mut out = [0f32; 2];
 //! matmul(&w, &x, &mut out, &ThreadPool::new(2)).unwrap();
-//! assert_eq!(out, [16.0, 32.0]);
+//! // Activations are rounded to 8 bits with an f16 block scale, as
+//! // llama.cpp rounds them: close to [16, 32], not exactly.
+//! assert!((out[0] - 16.0).abs() < 0.01 && (out[1] - 32.0).abs() < 0.01);
 //! ```
 
 mod attn;

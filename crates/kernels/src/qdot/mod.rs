@@ -77,26 +77,49 @@ impl QuantActs {
             }
             ActKind::Q8K => grow(&mut self.bsums, x.len() / 16),
         }
+        // Rounded exactly as llama.cpp's x86 build rounds activations
+        // (quantize_row_q8_0/q8_1 and quantize_row_q8_K_ref), so that on the
+        // same weights the integer dot products are llama.cpp's own and the
+        // two engines differ only in how the block results are summed.
         for (b, (xb, qb)) in x
             .chunks_exact(bs)
             .zip(self.qs.chunks_exact_mut(bs))
             .enumerate()
         {
-            let amax = xb.iter().fold(0f32, |m, v| m.max(v.abs()));
-            let d = amax / 127.0;
-            let id = if d > 0.0 { 1.0 / d } else { 0.0 };
-            for (q, &v) in qb.iter_mut().zip(xb) {
-                // |v * id| <= 127 up to rounding; the clamp guards the edge.
-                *q = (v * id).round().clamp(-127.0, 127.0) as i8;
-            }
-            self.d[b] = d;
             match kind {
                 ActKind::Q8x32 => {
+                    // d = amax / 127 kept as f16; q = round-half-even(x * 127 / amax);
+                    // the block sum times d kept as f16 too.
+                    let amax = xb.iter().fold(0f32, |m, v| m.max(v.abs()));
+                    let d = amax / 127.0;
+                    let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+                    for (q, &v) in qb.iter_mut().zip(xb) {
+                        *q = (v * id).round_ties_even().clamp(-127.0, 127.0) as i8;
+                    }
                     let sum: i32 = qb.iter().map(|&q| q as i32).sum();
-                    self.s[b] = d * sum as f32;
+                    self.d[b] = half::f16::from_f32(d).to_f32();
+                    self.s[b] = half::f16::from_f32(d * sum as f32).to_f32();
                     self.qsum[b] = sum;
                 }
                 ActKind::Q8K => {
+                    // The signed value of largest magnitude (the first one)
+                    // sets iscale = -127 / max; d = 1 / iscale stays f32.
+                    let (mut amax, mut max) = (0f32, 0f32);
+                    for &v in xb {
+                        if v.abs() > amax {
+                            (amax, max) = (v.abs(), v);
+                        }
+                    }
+                    if amax == 0.0 {
+                        qb.fill(0);
+                        self.d[b] = 0.0;
+                    } else {
+                        let iscale = -127.0 / max;
+                        for (q, &v) in qb.iter_mut().zip(xb) {
+                            *q = (iscale * v).round_ties_even().clamp(-128.0, 127.0) as i8;
+                        }
+                        self.d[b] = 1.0 / iscale;
+                    }
                     for (k, c) in qb.chunks_exact(16).enumerate() {
                         self.bsums[b * 16 + k] = c.iter().map(|&q| q as i16).sum();
                     }
