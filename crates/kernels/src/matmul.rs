@@ -116,7 +116,18 @@ pub fn matmul_with(
 ) -> Result<()> {
     let n = check_shapes(w, x, out)?;
     let Some(k) = qdot::kernel(cpu, w.ty) else {
-        return matmul_f32_with(cpu, w, x, out, pool);
+        // No integer kernel for this type here. ggml still rounds the
+        // activations of quantized types to 8 bits before its dot products
+        // (Q8_K for Q2_K/Q3_K), so round them the same way and take the f32
+        // product: results then follow llama.cpp's on every machine.
+        return match qdot::ggml_act_kind(w.ty) {
+            Some(kind) if w.cols.is_multiple_of(kind.block()) => ROUNDED.with(|buf| {
+                let mut buf = buf.borrow_mut();
+                qdot::round_trip(kind, x, w.cols, &mut buf);
+                matmul_f32_with(cpu, w, &buf, out, pool)
+            }),
+            _ => matmul_f32_with(cpu, w, x, out, pool),
+        };
     };
     if n == 0 || w.rows == 0 {
         return Ok(());
@@ -226,6 +237,12 @@ fn check_shapes(w: &QMatrix, x: &[f32], out: &[f32]) -> Result<usize> {
         return Err(Error::length("matmul output", expected, out.len()));
     }
     Ok(n)
+}
+
+thread_local! {
+    /// Activations rounded through 8 bits for types without an integer
+    /// kernel (grown on first use, then reused).
+    static ROUNDED: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
 thread_local! {

@@ -33,7 +33,7 @@ pub(crate) enum ActKind {
 }
 
 impl ActKind {
-    fn block(self) -> usize {
+    pub(crate) fn block(self) -> usize {
         match self {
             ActKind::Q8x32 => 32,
             ActKind::Q8K => QK_K,
@@ -130,7 +130,6 @@ impl QuantActs {
 
     /// Activation row `j` dequantized (`cols` long): what the integer dots
     /// multiply by. For tests.
-    #[cfg(test)]
     pub(crate) fn dequantize(&self, kind: ActKind, j: usize, dst: &mut [f32]) {
         let bs = kind.block();
         let nb = self.cols / bs;
@@ -175,6 +174,26 @@ pub(crate) fn act_kind(ty: GgmlType) -> Option<ActKind> {
         Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 => Some(ActKind::Q8x32),
         Q4_K | Q5_K | Q6_K => Some(ActKind::Q8K),
         _ => None,
+    }
+}
+
+/// How ggml rounds activations for `ty` (its `vec_dot_type`), including the
+/// types cria has no integer kernel for yet (Q2_K, Q3_K).
+pub(crate) fn ggml_act_kind(ty: GgmlType) -> Option<ActKind> {
+    match ty {
+        GgmlType::Q2_K | GgmlType::Q3_K => Some(ActKind::Q8K),
+        _ => act_kind(ty),
+    }
+}
+
+/// `x` (rows of `cols`) rounded to 8 bits as ggml rounds it for `kind`, and
+/// back to f32, into `out`.
+pub(crate) fn round_trip(kind: ActKind, x: &[f32], cols: usize, out: &mut Vec<f32>) {
+    let mut a = QuantActs::default();
+    a.quantize(kind, x, cols);
+    out.resize(x.len(), 0.0);
+    for (j, row) in out.chunks_exact_mut(cols).enumerate() {
+        a.dequantize(kind, j, row);
     }
 }
 
