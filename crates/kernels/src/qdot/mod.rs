@@ -17,6 +17,8 @@
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod gemm;
 #[cfg(target_arch = "x86_64")]
+pub(crate) mod packed;
+#[cfg(target_arch = "x86_64")]
 mod x86;
 
 use crate::dequant::QK_K;
