@@ -78,13 +78,24 @@ pub struct KvCache {
     pub data: KvData,
 }
 
+/// `n` f16 zeros from a zeroed allocation: the pages of a large cache are
+/// only touched (and become resident) as positions are written, not all at
+/// creation (`vec![f16::ZERO; n]` writes every element).
+fn zeroed_f16(n: usize) -> Vec<f16> {
+    let mut bits = std::mem::ManuallyDrop::new(vec![0u16; n]);
+    let (ptr, len, cap) = (bits.as_mut_ptr(), bits.len(), bits.capacity());
+    // SAFETY: f16 is a transparent u16 (same size and alignment, every bit
+    // pattern valid; 0 is +0.0), and the allocation moves over whole.
+    unsafe { Vec::from_raw_parts(ptr as *mut f16, len, cap) }
+}
+
 impl KvCache {
     pub fn new(n_layers: usize, n_ctx: usize, kv_dim: usize, ty: KvType) -> KvCache {
         let n = n_layers * n_ctx * kv_dim;
         let data = match ty {
             KvType::F16 => KvData::F16(KvStore {
-                k: vec![f16::ZERO; n],
-                v: vec![f16::ZERO; n],
+                k: zeroed_f16(n),
+                v: zeroed_f16(n),
             }),
             KvType::F32 => KvData::F32(KvStore {
                 k: vec![0.0; n],

@@ -151,6 +151,30 @@ fn vector(file: &GgufFile, name: &str, len: usize) -> Result<Vec<f32>> {
     Ok(out)
 }
 
+/// Repack `todo` on all cores (the biggest first, handed out in turn).
+fn pack_all(file: &GgufFile, mut todo: Vec<&mut Matrix>) {
+    todo.sort_by_key(|m| std::cmp::Reverse(m.len));
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(todo.len());
+    if threads <= 1 {
+        todo.into_iter().for_each(|m| m.pack(file));
+        return;
+    }
+    let queue = std::sync::Mutex::new(todo.into_iter());
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| loop {
+                let next = queue.lock().unwrap().next();
+                match next {
+                    Some(m) => m.pack(file),
+                    None => break,
+                }
+            });
+        }
+    });
+}
+
 impl Weights {
     pub fn load(file: &GgufFile, cfg: &LlamaConfig) -> Result<Weights> {
         let (d, q, kv, f) = (cfg.dim, cfg.q_dim(), cfg.kv_dim(), cfg.ffn_dim);
@@ -176,9 +200,9 @@ impl Weights {
         };
         // The matrices of the products are repacked for the kernels (the
         // token embedding itself is only read a row at a time).
-        output.pack(file);
+        let mut todo: Vec<&mut Matrix> = vec![&mut output];
         for l in &mut layers {
-            for m in [
+            todo.extend([
                 &mut l.wq,
                 &mut l.wk,
                 &mut l.wv,
@@ -186,10 +210,9 @@ impl Weights {
                 &mut l.w_gate,
                 &mut l.w_up,
                 &mut l.w_down,
-            ] {
-                m.pack(file);
-            }
+            ]);
         }
+        pack_all(file, todo);
         let rope_freqs = match file.tensor("rope_freqs.weight") {
             Some(_) => Some(vector(file, "rope_freqs.weight", cfg.rope_dim / 2)?),
             None => None,

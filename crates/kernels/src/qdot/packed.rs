@@ -63,29 +63,29 @@ pub(crate) fn pack(ty: GgmlType, src: &[u8], rows: usize, rb: usize, nb: usize) 
     let q8 = ty == GgmlType::Q8_0;
     let panels = rows.div_ceil(PANEL);
     let mut out = vec![0u8; panels * nb * pb];
-    for (r, row) in src.chunks_exact(rb).take(rows).enumerate() {
+    assert!(src.len() >= rows * rb && rb >= nb * bb);
+    for r in 0..rows {
         let (p, k) = (r / PANEL, r % PANEL);
-        let dst_panel = &mut out[p * nb * pb..(p + 1) * nb * pb];
-        for (blk, dst) in row
-            .chunks_exact(bb)
-            .take(nb)
-            .zip(dst_panel.chunks_exact_mut(pb))
-        {
-            let q = &blk[qo..qo + ql];
-            for s in 0..ql / 4 {
-                let d = &mut dst[32 * s + 4 * k..32 * s + 4 * k + 4];
-                if q8 {
-                    for e in 0..4 {
-                        d[e] = q[4 * s + e] ^ 0x80;
+        for b in 0..nb {
+            // SAFETY: block b of row r lies in `src` (asserted above) and
+            // packed block (p, b) in `out` (sized for `panels` panels);
+            // every access below stays within one block.
+            unsafe {
+                let blk = src.as_ptr().add(r * rb + b * bb);
+                let dst = out.as_mut_ptr().add((p * nb + b) * pb);
+                let q = blk.add(qo) as *const u32;
+                for s in 0..ql / 4 {
+                    let mut v = q.add(s).read_unaligned();
+                    if q8 {
+                        v ^= 0x8080_8080;
                     }
-                } else {
-                    d.copy_from_slice(&q[4 * s..4 * s + 4]);
+                    (dst.add(32 * s + 4 * k) as *mut u32).write_unaligned(v);
                 }
-            }
-            let sc = 8 * ql;
-            dst[sc + 2 * k..sc + 2 * k + 2].copy_from_slice(&blk[0..2]);
-            if ty == GgmlType::Q4_1 {
-                dst[sc + 16 + 2 * k..sc + 16 + 2 * k + 2].copy_from_slice(&blk[2..4]);
+                let sc = dst.add(8 * ql + 2 * k);
+                std::ptr::copy_nonoverlapping(blk, sc, 2);
+                if ty == GgmlType::Q4_1 {
+                    std::ptr::copy_nonoverlapping(blk.add(2), sc.add(16), 2);
+                }
             }
         }
     }
