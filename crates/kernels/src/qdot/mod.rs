@@ -79,6 +79,20 @@ impl QuantActs {
             }
             ActKind::Q8K => grow(&mut self.bsums, x.len() / 16),
         }
+        #[cfg(target_arch = "x86_64")]
+        if kind == ActKind::Q8x32 && quant_avx512() {
+            for b in 0..nb {
+                // SAFETY: AVX-512F/BW detected; block b of 32 lies in `x`
+                // and `self.qs` (sized above).
+                let (d, sum) = unsafe {
+                    quant32_avx512(x.as_ptr().add(32 * b), self.qs.as_mut_ptr().add(32 * b))
+                };
+                self.d[b] = d;
+                self.s[b] = d * sum as f32;
+                self.qsum[b] = sum;
+            }
+            return;
+        }
         for (b, (xb, qb)) in x
             .chunks_exact(bs)
             .zip(self.qs.chunks_exact_mut(bs))
@@ -117,6 +131,52 @@ impl QuantActs {
             *y = self.d[j * nb + k / bs] * self.qs[j * self.cols + k] as f32;
         }
     }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn quant_avx512() -> bool {
+    use std::sync::OnceLock;
+    static OK: OnceLock<bool> = OnceLock::new();
+    *OK.get_or_init(|| Cpu::get().isa() == Isa::Avx512 && std::is_x86_feature_detected!("avx512bw"))
+}
+
+/// One block of 32 quantized exactly as the scalar loop of
+/// [`QuantActs::quantize`] does (same amax, scale, products, rounding half
+/// away from zero and clamp): returns (d, sum(q)).
+///
+/// # Safety
+/// AVX-512F/BW; `x` and `q` point at 32 elements.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn quant32_avx512(x: *const f32, q: *mut i8) -> (f32, i32) {
+    use std::arch::x86_64::*;
+    let v = [_mm512_loadu_ps(x), _mm512_loadu_ps(x.add(16))];
+    let amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v[0]), _mm512_abs_ps(v[1])));
+    let amax = amax.max(0.0);
+    let d = amax / 127.0;
+    let id = if d > 0.0 { 1.0 / d } else { 0.0 };
+    let idv = _mm512_set1_ps(id);
+    let sign = _mm512_set1_ps(-0.0);
+    let one = _mm512_set1_ps(1.0);
+    let mut sum = _mm512_setzero_si512();
+    for (h, &v) in v.iter().enumerate() {
+        let y = _mm512_mul_ps(v, idv);
+        // round(): truncate, then step away from zero where the (exact)
+        // fraction is at least one half.
+        let t = _mm512_roundscale_ps::<{ _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC }>(y);
+        let f = _mm512_abs_ps(_mm512_sub_ps(y, t));
+        let ge = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(f, _mm512_set1_ps(0.5));
+        let away = _mm512_or_ps(_mm512_and_ps(y, sign), one);
+        let r = _mm512_mask_add_ps(t, ge, t, away);
+        let r = _mm512_min_ps(
+            _mm512_max_ps(r, _mm512_set1_ps(-127.0)),
+            _mm512_set1_ps(127.0),
+        );
+        let i = _mm512_cvttps_epi32(r);
+        sum = _mm512_add_epi32(sum, i);
+        _mm_storeu_si128(q.add(16 * h) as *mut __m128i, _mm512_cvtepi32_epi8(i));
+    }
+    (d, _mm512_reduce_add_epi32(sum))
 }
 
 fn grow<T: Default + Clone>(v: &mut Vec<T>, len: usize) {
