@@ -44,7 +44,7 @@ mod pool;
 mod qdot;
 mod simd;
 
-pub use attn::{axpy_f16, axpy_f16_scalar, dot_f16, dot_f16_scalar};
+pub use attn::{axpy_f16, axpy_f16_rows, axpy_f16_scalar, dot_f16, dot_f16_rows, dot_f16_scalar};
 pub use cria_gguf::GgmlType;
 pub use dequant::{block_geometry, dequantize_row, row_bytes, QK_K};
 pub use error::{Error, ErrorKind, Result};

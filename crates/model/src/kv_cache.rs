@@ -34,6 +34,18 @@ pub trait KvElem: Copy + Send + Sync + 'static {
             *o += p * x.to_f32();
         }
     }
+    /// `scores[t] = dot(q, k[t * stride..]) * scale` for every t.
+    fn dot_rows(q: &[f32], k: &[Self], stride: usize, scale: f32, scores: &mut [f32]) {
+        for (t, s) in scores.iter_mut().enumerate() {
+            *s = Self::dot(q, &k[t * stride..t * stride + q.len()]) * scale;
+        }
+    }
+    /// `out += p[t] * v[t * stride..]` for every t, in order.
+    fn axpy_rows(out: &mut [f32], p: &[f32], v: &[Self], stride: usize) {
+        for (t, &pt) in p.iter().enumerate() {
+            Self::axpy(out, pt, &v[t * stride..t * stride + out.len()]);
+        }
+    }
 }
 
 impl KvElem for f32 {
@@ -57,6 +69,12 @@ impl KvElem for f16 {
     }
     fn axpy(out: &mut [f32], p: f32, v: &[f16]) {
         cria_kernels::axpy_f16(out, p, v)
+    }
+    fn dot_rows(q: &[f32], k: &[f16], stride: usize, scale: f32, scores: &mut [f32]) {
+        cria_kernels::dot_f16_rows(q, k, stride, scale, scores)
+    }
+    fn axpy_rows(out: &mut [f32], p: &[f32], v: &[f16], stride: usize) {
+        cria_kernels::axpy_f16_rows(out, p, v, stride)
     }
 }
 

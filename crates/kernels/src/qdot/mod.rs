@@ -82,7 +82,7 @@ impl QuantActs {
         #[cfg(target_arch = "x86_64")]
         if kind == ActKind::Q8x32 && quant_avx512() {
             for b in 0..nb {
-                // SAFETY: AVX-512F/BW detected; block b of 32 lies in `x`
+                // SAFETY: AVX-512F/BW/DQ detected; block b of 32 lies in `x`
                 // and `self.qs` (sized above).
                 let (d, sum) = unsafe {
                     quant32_avx512(x.as_ptr().add(32 * b), self.qs.as_mut_ptr().add(32 * b))
@@ -137,7 +137,11 @@ impl QuantActs {
 fn quant_avx512() -> bool {
     use std::sync::OnceLock;
     static OK: OnceLock<bool> = OnceLock::new();
-    *OK.get_or_init(|| Cpu::get().isa() == Isa::Avx512 && std::is_x86_feature_detected!("avx512bw"))
+    *OK.get_or_init(|| {
+        Cpu::get().isa() == Isa::Avx512
+            && std::is_x86_feature_detected!("avx512bw")
+            && std::is_x86_feature_detected!("avx512dq")
+    })
 }
 
 /// One block of 32 quantized exactly as the scalar loop of
@@ -145,9 +149,9 @@ fn quant_avx512() -> bool {
 /// away from zero and clamp): returns (d, sum(q)).
 ///
 /// # Safety
-/// AVX-512F/BW; `x` and `q` point at 32 elements.
+/// AVX-512F/BW/DQ; `x` and `q` point at 32 elements.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw")]
+#[target_feature(enable = "avx512f,avx512bw,avx512dq")]
 unsafe fn quant32_avx512(x: *const f32, q: *mut i8) -> (f32, i32) {
     use std::arch::x86_64::*;
     let v = [_mm512_loadu_ps(x), _mm512_loadu_ps(x.add(16))];
