@@ -104,6 +104,29 @@ impl GgufFile {
         Self::from_storage(Storage::Mapped(map))
     }
 
+    /// Hint that the bytes `start..start + len` will not be read soon: a
+    /// mapped file's pages there leave this process's resident set (they
+    /// stay in the page cache and fault back in if read). Best effort; a
+    /// no-op for files held in memory.
+    pub fn release(&self, start: usize, len: usize) {
+        #[cfg(unix)]
+        if let Storage::Mapped(m) = &self.storage {
+            let page = 4096;
+            // Whole pages inside the range only.
+            let s = start.div_ceil(page) * page;
+            let e = (start + len) / page * page;
+            if e > s {
+                // SAFETY: the map is private and read-only, never written,
+                // so dropped pages read back the same file contents.
+                let _ = unsafe {
+                    m.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, s, e - s)
+                };
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = (start, len);
+    }
+
     /// Validates a file already in memory.
     pub fn from_bytes(bytes: Vec<u8>) -> Result<GgufFile> {
         Self::from_storage(Storage::Owned(bytes))

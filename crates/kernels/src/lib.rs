@@ -46,11 +46,13 @@ mod pool;
 mod qdot;
 mod simd;
 
-pub use attn::{axpy_f16, axpy_f16_scalar, dot_f16, dot_f16_scalar};
+pub use attn::{axpy_f16, axpy_f16_rows, axpy_f16_scalar, dot_f16, dot_f16_rows, dot_f16_scalar};
 pub use cria_gguf::GgmlType;
 pub use dequant::{block_geometry, dequantize_row, row_bytes, QK_K};
 pub use error::{Error, ErrorKind, Result};
-pub use matmul::{matmul, matmul_f32_with, matmul_with, QMatrix, PANEL_ROWS};
+pub use matmul::{
+    matmul, matmul_f32_with, matmul_packed, matmul_with, PackedMatrix, QMatrix, PANEL_ROWS,
+};
 pub use ops::{f16_to_f32, f32_to_f16, rmsnorm, silu, softmax_inplace};
 pub use pool::ThreadPool;
 pub use simd::{dot, dot_scalar, Cpu, Isa};

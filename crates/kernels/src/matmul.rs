@@ -207,6 +207,135 @@ pub fn matmul_with(
     Ok(())
 }
 
+/// A weight matrix repacked once (at load) into 8-row interleaved panels
+/// for the integer kernels: Q4_0, Q4_1 and Q8_0 on AVX-512 VNNI, the same
+/// size as the original. Mat-vec and the prompt GEMM both read the panels;
+/// each output is bit-identical to [`matmul`] on the original matrix.
+pub struct PackedMatrix {
+    ty: GgmlType,
+    rows: usize,
+    cols: usize,
+    data: Vec<u8>,
+}
+
+impl std::fmt::Debug for PackedMatrix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PackedMatrix")
+            .field("ty", &self.ty)
+            .field("rows", &self.rows)
+            .field("cols", &self.cols)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PackedMatrix {
+    /// `w` repacked, or `None` if this machine or `w`'s type has no packed
+    /// kernel.
+    pub fn pack(w: &QMatrix) -> Option<PackedMatrix> {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if Cpu::get().isa() != crate::simd::Isa::Avx512 || !qdot::packed::available(w.ty) {
+                return None;
+            }
+            let data = qdot::packed::pack(w.ty, w.data, w.rows, w.row_bytes, w.cols / 32);
+            Some(PackedMatrix {
+                ty: w.ty,
+                rows: w.rows,
+                cols: w.cols,
+                data,
+            })
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = w;
+            None
+        }
+    }
+
+    pub fn ty(&self) -> GgmlType {
+        self.ty
+    }
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+}
+
+/// [`matmul`] with a [`PackedMatrix`]: `out (n, rows) = x (n, cols) w^T`.
+pub fn matmul_packed(
+    w: &PackedMatrix,
+    x: &[f32],
+    out: &mut [f32],
+    pool: &ThreadPool,
+) -> Result<()> {
+    let n = check_dims(w.rows, w.cols, x, out)?;
+    if n == 0 || w.rows == 0 {
+        return Ok(());
+    }
+    #[cfg(target_arch = "x86_64")]
+    ACTS.with(|acts| {
+        use qdot::packed::{block_bytes, panel_dot, PANEL};
+        let mut acts = acts.borrow_mut();
+        acts.quantize(qdot::ActKind::Q8x32, x, w.cols);
+        let acts = &*acts;
+        let rows = w.rows;
+        let nb = w.cols / 32;
+        let panel_bytes = nb * block_bytes(w.ty);
+        let panels = rows.div_ceil(PANEL);
+        let per = rows_per_task(rows, n, pool.threads()).div_ceil(PANEL);
+        let shared = SharedOut {
+            ptr: out.as_mut_ptr(),
+            len: out.len(),
+        };
+        let shared = &shared;
+        pool.run(panels.div_ceil(per), |task| {
+            let p0 = task * per;
+            let p1 = (p0 + per).min(panels);
+            for p in p0..p1 {
+                let panel = w.data[p * panel_bytes..(p + 1) * panel_bytes].as_ptr();
+                let r0 = p * PANEL;
+                let live = PANEL.min(rows - r0);
+                let put = |j: usize, o: &[f32; PANEL]| {
+                    for (k, &v) in o.iter().enumerate().take(live) {
+                        // SAFETY: tasks own disjoint panels, so (j, r0 + k)
+                        // is written by this task alone.
+                        unsafe { shared.write(j * rows + r0 + k, v) };
+                    }
+                };
+                let mut j = 0;
+                // SAFETY (all three): `pack` checked the ISA and type; the
+                // panel holds `nb` blocks; acts rows j.. exist, Q8x32.
+                while j + 8 <= n {
+                    let mut o = [[0f32; PANEL]; 8];
+                    unsafe { panel_dot::<8>(w.ty, panel, nb, acts, j, &mut o) };
+                    o.iter().enumerate().for_each(|(jj, o)| put(j + jj, o));
+                    j += 8;
+                }
+                while j + 4 <= n {
+                    let mut o = [[0f32; PANEL]; 4];
+                    unsafe { panel_dot::<4>(w.ty, panel, nb, acts, j, &mut o) };
+                    o.iter().enumerate().for_each(|(jj, o)| put(j + jj, o));
+                    j += 4;
+                }
+                while j < n {
+                    let mut o = [[0f32; PANEL]; 1];
+                    unsafe { panel_dot::<1>(w.ty, panel, nb, acts, j, &mut o) };
+                    put(j, &o[0]);
+                    j += 1;
+                }
+            }
+        });
+    });
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = pool;
+        unreachable!("PackedMatrix is only built on x86_64");
+    }
+    Ok(())
+}
+
 /// Weight rows per task: enough tasks that both cores finish together
 /// (several per thread, handed out dynamically), big enough that the
 /// atomic hand-out is negligible. Multiples of 8 (the GEMM panel).
@@ -221,7 +350,10 @@ fn rows_per_task(rows: usize, n: usize, threads: usize) -> usize {
 }
 
 fn check_shapes(w: &QMatrix, x: &[f32], out: &[f32]) -> Result<usize> {
-    let (rows, cols) = (w.rows, w.cols);
+    check_dims(w.rows, w.cols, x, out)
+}
+
+fn check_dims(rows: usize, cols: usize, x: &[f32], out: &[f32]) -> Result<usize> {
     if !x.len().is_multiple_of(cols) {
         return Err(Error::length(
             "activations (a multiple of cols)",

@@ -34,6 +34,18 @@ pub trait KvElem: Copy + Send + Sync + 'static {
             *o += p * x.to_f32();
         }
     }
+    /// `scores[t] = dot(q, k[t * stride..]) * scale` for every t.
+    fn dot_rows(q: &[f32], k: &[Self], stride: usize, scale: f32, scores: &mut [f32]) {
+        for (t, s) in scores.iter_mut().enumerate() {
+            *s = Self::dot(q, &k[t * stride..t * stride + q.len()]) * scale;
+        }
+    }
+    /// `out += p[t] * v[t * stride..]` for every t, in order.
+    fn axpy_rows(out: &mut [f32], p: &[f32], v: &[Self], stride: usize) {
+        for (t, &pt) in p.iter().enumerate() {
+            Self::axpy(out, pt, &v[t * stride..t * stride + out.len()]);
+        }
+    }
 }
 
 impl KvElem for f32 {
@@ -58,6 +70,12 @@ impl KvElem for f16 {
     fn axpy(out: &mut [f32], p: f32, v: &[f16]) {
         cria_kernels::axpy_f16(out, p, v)
     }
+    fn dot_rows(q: &[f32], k: &[f16], stride: usize, scale: f32, scores: &mut [f32]) {
+        cria_kernels::dot_f16_rows(q, k, stride, scale, scores)
+    }
+    fn axpy_rows(out: &mut [f32], p: &[f32], v: &[f16], stride: usize) {
+        cria_kernels::axpy_f16_rows(out, p, v, stride)
+    }
 }
 
 /// Storage of one element type: `k` and `v` are (layer, position, kv_dim).
@@ -78,13 +96,24 @@ pub struct KvCache {
     pub data: KvData,
 }
 
+/// `n` f16 zeros from a zeroed allocation: the pages of a large cache are
+/// only touched (and become resident) as positions are written, not all at
+/// creation (`vec![f16::ZERO; n]` writes every element).
+fn zeroed_f16(n: usize) -> Vec<f16> {
+    let mut bits = std::mem::ManuallyDrop::new(vec![0u16; n]);
+    let (ptr, len, cap) = (bits.as_mut_ptr(), bits.len(), bits.capacity());
+    // SAFETY: f16 is a transparent u16 (same size and alignment, every bit
+    // pattern valid; 0 is +0.0), and the allocation moves over whole.
+    unsafe { Vec::from_raw_parts(ptr as *mut f16, len, cap) }
+}
+
 impl KvCache {
     pub fn new(n_layers: usize, n_ctx: usize, kv_dim: usize, ty: KvType) -> KvCache {
         let n = n_layers * n_ctx * kv_dim;
         let data = match ty {
             KvType::F16 => KvData::F16(KvStore {
-                k: vec![f16::ZERO; n],
-                v: vec![f16::ZERO; n],
+                k: zeroed_f16(n),
+                v: zeroed_f16(n),
             }),
             KvType::F32 => KvData::F32(KvStore {
                 k: vec![0.0; n],

@@ -16,6 +16,10 @@ pub fn matmul(
     let kernel_err = |e: cria_kernels::Error| ErrorKind::BadArgument {
         detail: format!("tensor {:?}: {e}", m.name),
     };
+    if let Some(p) = &m.packed {
+        cria_kernels::matmul_packed(p, x, out, pool).map_err(kernel_err)?;
+        return Ok(());
+    }
     let q = QMatrix::new(m.ty, m.rows, m.cols, m.bytes(file)).map_err(kernel_err)?;
     cria_kernels::matmul(&q, x, out, pool).map_err(kernel_err)?;
     Ok(())

@@ -362,13 +362,9 @@ fn attend_one<T: KvElem>(
     ATT_SCRATCH.with(|cell| {
         let scores = &mut *cell.borrow_mut();
         scores.resize(len, 0.0);
-        for (t, s) in scores.iter_mut().enumerate() {
-            *s = T::dot(q, &st.k[kv_off + t * kvd..kv_off + t * kvd + hd]) * scale;
-        }
+        T::dot_rows(q, &st.k[kv_off..], kvd, scale, scores);
         softmax(scores);
         out.fill(0.0);
-        for (t, &p) in scores.iter().enumerate() {
-            T::axpy(out, p, &st.v[kv_off + t * kvd..kv_off + t * kvd + hd]);
-        }
+        T::axpy_rows(out, scores, &st.v[kv_off..], kvd);
     });
 }

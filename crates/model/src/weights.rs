@@ -4,6 +4,8 @@
 use crate::config::LlamaConfig;
 use crate::error::{ErrorKind, Result};
 use cria_gguf::{GgmlType, GgufFile, TensorInfo};
+use cria_kernels::{PackedMatrix, QMatrix};
+use std::sync::Arc;
 
 /// Types the kernels can multiply with.
 pub const SUPPORTED: [GgmlType; 13] = [
@@ -34,11 +36,29 @@ pub struct Matrix {
     /// Absolute byte range in the file.
     start: usize,
     len: usize,
+    /// The matrix repacked for the kernels at load (types and machines
+    /// that have a packed kernel); products use it instead of the file.
+    pub packed: Option<Arc<PackedMatrix>>,
 }
 
 impl Matrix {
     pub fn bytes<'f>(&self, file: &'f GgufFile) -> &'f [u8] {
         &file.bytes()[self.start..self.start + self.len]
+    }
+
+    /// Repack for the kernels (if they have a packed kernel for this type
+    /// on this machine) and release the file pages read to do so.
+    fn pack(&mut self, file: &GgufFile) {
+        if std::env::var_os("CRIA_NO_REPACK").is_some() {
+            return;
+        }
+        let Ok(q) = QMatrix::new(self.ty, self.rows, self.cols, self.bytes(file)) else {
+            return;
+        };
+        if let Some(p) = PackedMatrix::pack(&q) {
+            self.packed = Some(Arc::new(p));
+            file.release(self.start, self.len);
+        }
     }
 
     /// Bytes of one row.
@@ -84,6 +104,7 @@ fn matrix(file: &GgufFile, name: &str, rows: usize, cols: usize) -> Result<Matri
         cols,
         start: (file.data_offset() + t.offset) as usize,
         len: t.n_bytes as usize,
+        packed: None,
     })
 }
 
@@ -130,6 +151,30 @@ fn vector(file: &GgufFile, name: &str, len: usize) -> Result<Vec<f32>> {
     Ok(out)
 }
 
+/// Repack `todo` on all cores (the biggest first, handed out in turn).
+fn pack_all(file: &GgufFile, mut todo: Vec<&mut Matrix>) {
+    todo.sort_by_key(|m| std::cmp::Reverse(m.len));
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(todo.len());
+    if threads <= 1 {
+        todo.into_iter().for_each(|m| m.pack(file));
+        return;
+    }
+    let queue = std::sync::Mutex::new(todo.into_iter());
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| loop {
+                let next = queue.lock().unwrap().next();
+                match next {
+                    Some(m) => m.pack(file),
+                    None => break,
+                }
+            });
+        }
+    });
+}
+
 impl Weights {
     pub fn load(file: &GgufFile, cfg: &LlamaConfig) -> Result<Weights> {
         let (d, q, kv, f) = (cfg.dim, cfg.q_dim(), cfg.kv_dim(), cfg.ffn_dim);
@@ -149,10 +194,25 @@ impl Weights {
                 w_down: matrix(file, &n("ffn_down"), d, f)?,
             });
         }
-        let output = match file.tensor("output.weight") {
+        let mut output = match file.tensor("output.weight") {
             Some(_) => matrix(file, "output.weight", cfg.n_vocab, d)?,
             None => token_embd.clone(),
         };
+        // The matrices of the products are repacked for the kernels (the
+        // token embedding itself is only read a row at a time).
+        let mut todo: Vec<&mut Matrix> = vec![&mut output];
+        for l in &mut layers {
+            todo.extend([
+                &mut l.wq,
+                &mut l.wk,
+                &mut l.wv,
+                &mut l.wo,
+                &mut l.w_gate,
+                &mut l.w_up,
+                &mut l.w_down,
+            ]);
+        }
+        pack_all(file, todo);
         let rope_freqs = match file.tensor("rope_freqs.weight") {
             Some(_) => Some(vector(file, "rope_freqs.weight", cfg.rope_dim / 2)?),
             None => None,

@@ -17,6 +17,8 @@
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod gemm;
 #[cfg(target_arch = "x86_64")]
+pub(crate) mod packed;
+#[cfg(target_arch = "x86_64")]
 mod x86;
 
 use crate::dequant::QK_K;
@@ -81,6 +83,20 @@ impl QuantActs {
         // (quantize_row_q8_0/q8_1 and quantize_row_q8_K_ref), so that on the
         // same weights the integer dot products are llama.cpp's own and the
         // two engines differ only in how the block results are summed.
+        #[cfg(target_arch = "x86_64")]
+        if kind == ActKind::Q8x32 && quant_avx512() {
+            for b in 0..nb {
+                // SAFETY: AVX-512F/BW/DQ detected; block b of 32 lies in `x`
+                // and `self.qs` (sized above).
+                let (d, sum) = unsafe {
+                    quant32_avx512(x.as_ptr().add(32 * b), self.qs.as_mut_ptr().add(32 * b))
+                };
+                self.d[b] = half::f16::from_f32(d).to_f32();
+                self.s[b] = half::f16::from_f32(d * sum as f32).to_f32();
+                self.qsum[b] = sum;
+            }
+            return;
+        }
         for (b, (xb, qb)) in x
             .chunks_exact(bs)
             .zip(self.qs.chunks_exact_mut(bs))
@@ -137,6 +153,49 @@ impl QuantActs {
             *y = self.d[j * nb + k / bs] * self.qs[j * self.cols + k] as f32;
         }
     }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn quant_avx512() -> bool {
+    use std::sync::OnceLock;
+    static OK: OnceLock<bool> = OnceLock::new();
+    *OK.get_or_init(|| {
+        Cpu::get().isa() == Isa::Avx512
+            && std::is_x86_feature_detected!("avx512bw")
+            && std::is_x86_feature_detected!("avx512dq")
+    })
+}
+
+/// One block of 32 quantized exactly as the scalar loop of
+/// [`QuantActs::quantize`] does (same amax, scale, products, rounding half
+/// away from zero and clamp): returns (d, sum(q)).
+///
+/// # Safety
+/// AVX-512F/BW/DQ; `x` and `q` point at 32 elements.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512dq")]
+unsafe fn quant32_avx512(x: *const f32, q: *mut i8) -> (f32, i32) {
+    use std::arch::x86_64::*;
+    let v = [_mm512_loadu_ps(x), _mm512_loadu_ps(x.add(16))];
+    let amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v[0]), _mm512_abs_ps(v[1])));
+    let amax = amax.max(0.0);
+    let d = amax / 127.0;
+    let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+    let idv = _mm512_set1_ps(id);
+    let mut sum = _mm512_setzero_si512();
+    for (h, &v) in v.iter().enumerate() {
+        let y = _mm512_mul_ps(v, idv);
+        // Round half to even, as llama.cpp's x86 quantize_row_q8_0/q8_1.
+        let r = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(y);
+        let r = _mm512_min_ps(
+            _mm512_max_ps(r, _mm512_set1_ps(-127.0)),
+            _mm512_set1_ps(127.0),
+        );
+        let i = _mm512_cvttps_epi32(r);
+        sum = _mm512_add_epi32(sum, i);
+        _mm_storeu_si128(q.add(16 * h) as *mut __m128i, _mm512_cvtepi32_epi8(i));
+    }
+    (d, _mm512_reduce_add_epi32(sum))
 }
 
 fn grow<T: Default + Clone>(v: &mut Vec<T>, len: usize) {

@@ -165,3 +165,41 @@ fn zero_activations_quantize_to_zero() {
     a.quantize(ActKind::Q8K, &[0.0; 256], 256);
     assert!(a.qs[..256].iter().all(|&q| q == 0) && a.d[0] == 0.0);
 }
+
+/// The AVX-512 activation quantizer gives exactly the scalar loop's bytes,
+/// scale and sum, rounding ties (x.5) to even as llama.cpp's x86 build does.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn quant32_simd_matches_scalar() {
+    use rand::{Rng, SeedableRng};
+    if !super::quant_avx512() {
+        return;
+    }
+    let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+    for case in 0..2000 {
+        let mut x: Vec<f32> = (0..32).map(|_| rng.gen_range(-3.0..3.0)).collect();
+        if case % 3 == 0 {
+            // amax 127 makes the scale 1: exact ties at k + 0.5.
+            for v in x.iter_mut() {
+                *v = (rng.gen_range(-254i32..=254) as f32) * 0.5;
+            }
+            x[0] = 127.0;
+        }
+        if case == 1 {
+            x.iter_mut().for_each(|v| *v = 0.0);
+        }
+        let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let d = amax / 127.0;
+        let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+        let want: Vec<i8> = x
+            .iter()
+            .map(|&v| (v * id).round_ties_even().clamp(-127.0, 127.0) as i8)
+            .collect();
+        let mut got = [0i8; 32];
+        // SAFETY: checked the ISA; 32 elements each.
+        let (gd, gs) = unsafe { super::quant32_avx512(x.as_ptr(), got.as_mut_ptr()) };
+        assert_eq!(got.to_vec(), want, "case {case}");
+        assert_eq!(gd.to_bits(), d.to_bits());
+        assert_eq!(gs, want.iter().map(|&q| q as i32).sum::<i32>());
+    }
+}
