@@ -145,8 +145,6 @@ pub fn matmul_with(
         let shared = &shared;
         #[cfg(target_arch = "x86_64")]
         let gemm = n >= 8 && cpu.isa() == crate::simd::Isa::Avx512 && qdot::gemm::available(w.ty);
-        #[cfg(not(target_arch = "x86_64"))]
-        let gemm = false;
         pool.run(rows.div_ceil(per), |task| {
             #[allow(unused_mut)]
             let mut r0 = task * per;
@@ -330,9 +328,10 @@ pub fn matmul_packed(
     });
     #[cfg(not(target_arch = "x86_64"))]
     {
-        let _ = pool;
+        let _ = (pool, &w.data);
         unreachable!("PackedMatrix is only built on x86_64");
     }
+    #[cfg(target_arch = "x86_64")]
     Ok(())
 }
 
