@@ -67,8 +67,7 @@ pub fn run(args: Args) -> Result<()> {
         tok.encode(&prompt, true, true)?
     } else {
         let template =
-            ChatTemplate::load(model.file().metadata(), tok, args.chat_template.as_deref())
-                .context("cannot run a chat prompt (use --raw to continue plain text)")?;
+            ChatTemplate::load(model.file().metadata(), tok, args.chat_template.as_deref())?;
         let mut messages = Vec::new();
         if let Some(s) = &args.system {
             messages.push(Message::new("system", s));
