@@ -19,7 +19,7 @@ pub struct Args {
     #[arg(long, default_value_t = 8080)]
     pub port: u16,
     /// Sequences generated together (continuous batching)
-    #[arg(long, short = 'n', alias = "np", default_value_t = 4, value_name = "N")]
+    #[arg(long, alias = "np", default_value_t = 4, value_name = "N")]
     pub parallel: usize,
     /// Context size of each sequence, in tokens (default: the model's, at most 4096)
     #[arg(short = 'c', long = "ctx-size", value_name = "N")]
