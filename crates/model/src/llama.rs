@@ -259,8 +259,7 @@ fn forward_batch(
                 KvData::F32(st) => store(st, dst, k, v),
             }
         }
-        let views: Vec<&KvCache> = caches.iter().map(|c| &**c).collect();
-        attention(cfg, &views, l, rows, s, pool);
+        attention(cfg, caches, l, rows, s, pool);
         matmul(file, &lw.wo, &s.att[..n * qd], &mut s.proj[..n * dim], pool)?;
         s.x[..n * dim]
             .iter_mut()
@@ -314,7 +313,7 @@ fn dequant(m: &Matrix, src: &[u8], dst: &mut [f32]) -> Result<()> {
 /// positions `0..=pos`, for layer `l`. Writes `s.att`.
 fn attention(
     cfg: &LlamaConfig,
-    caches: &[&KvCache],
+    caches: &[&mut KvCache],
     l: usize,
     rows: &[BatchRow],
     s: &mut Scratch,
@@ -327,7 +326,7 @@ fn attention(
     pool.for_each_chunk_mut(&mut s.att[..n * qd], hd, |task, out| {
         let (i, h) = (task / cfg.n_heads, task % cfg.n_heads);
         let r = rows[i];
-        let c = caches[r.seq];
+        let c: &KvCache = &caches[r.seq];
         let q = &q[i * qd + h * hd..i * qd + (h + 1) * hd];
         match &c.data {
             KvData::F16(st) => attend_one(cfg, st, c.n_ctx, l, h, r.pos, q, out),
