@@ -326,7 +326,7 @@ fn attention(
     pool.for_each_chunk_mut(&mut s.att[..n * qd], hd, |task, out| {
         let (i, h) = (task / cfg.n_heads, task % cfg.n_heads);
         let r = rows[i];
-        let c: &KvCache = &caches[r.seq];
+        let c: &KvCache = caches[r.seq];
         let q = &q[i * qd + h * hd..i * qd + (h + 1) * hd];
         match &c.data {
             KvData::F16(st) => attend_one(cfg, st, c.n_ctx, l, h, r.pos, q, out),
