@@ -206,8 +206,8 @@ pub fn matmul_with(
 }
 
 /// A weight matrix repacked once (at load) into 8-row interleaved panels
-/// for the integer kernels: Q4_0, Q4_1 and Q8_0 on AVX-512 VNNI, the same
-/// size as the original. Mat-vec and the prompt GEMM both read the panels;
+/// for the integer kernels: Q4_0, Q4_1, Q8_0, Q4_K, Q5_K and Q6_K on
+/// AVX-512 VNNI, about the size of the original. Mat-vec and the prompt GEMM both read the panels;
 /// each output is bit-identical to [`matmul`] on the original matrix.
 pub struct PackedMatrix {
     ty: GgmlType,
@@ -235,7 +235,8 @@ impl PackedMatrix {
             if Cpu::get().isa() != crate::simd::Isa::Avx512 || !qdot::packed::available(w.ty) {
                 return None;
             }
-            let data = qdot::packed::pack(w.ty, w.data, w.rows, w.row_bytes, w.cols / 32);
+            let nb = w.cols / qdot::packed::block_len(w.ty);
+            let data = qdot::packed::pack(w.ty, w.data, w.rows, w.row_bytes, nb);
             Some(PackedMatrix {
                 ty: w.ty,
                 rows: w.rows,
@@ -274,12 +275,13 @@ pub fn matmul_packed(
     }
     #[cfg(target_arch = "x86_64")]
     ACTS.with(|acts| {
-        use qdot::packed::{block_bytes, panel_dot, PANEL};
+        use qdot::packed::{block_bytes, block_len, panel_dot, PANEL};
         let mut acts = acts.borrow_mut();
-        acts.quantize(qdot::ActKind::Q8x32, x, w.cols);
+        let kind = qdot::act_kind(w.ty).expect("packed types have an integer kernel");
+        acts.quantize(kind, x, w.cols);
         let acts = &*acts;
         let rows = w.rows;
-        let nb = w.cols / 32;
+        let nb = w.cols / block_len(w.ty);
         let panel_bytes = nb * block_bytes(w.ty);
         let panels = rows.div_ceil(PANEL);
         let per = rows_per_task(rows, n, pool.threads()).div_ceil(PANEL);

@@ -59,6 +59,10 @@ pub struct QuantActs {
     pub(crate) qsum: Vec<i32>,
     /// Q8K: (n, cols / 16) sums of q over each 16.
     pub(crate) bsums: Vec<i16>,
+    /// Q8K: (n, cols / 64) the sums of q over each 32, two by two: the low
+    /// 16 bits hold sub-block `2t`'s sum, the high 16 bits `2t + 1`'s (the
+    /// operand of `vpdpwssd` against the Q4_K/Q5_K mins).
+    pub(crate) bpairs: Vec<i32>,
 }
 
 impl QuantActs {
@@ -77,7 +81,10 @@ impl QuantActs {
                 grow(&mut self.s, nb);
                 grow(&mut self.qsum, nb);
             }
-            ActKind::Q8K => grow(&mut self.bsums, x.len() / 16),
+            ActKind::Q8K => {
+                grow(&mut self.bsums, x.len() / 16);
+                grow(&mut self.bpairs, x.len() / 64);
+            }
         }
         // Rounded exactly as llama.cpp's x86 build rounds activations
         // (quantize_row_q8_0/q8_1 and quantize_row_q8_K_ref), so that on the
@@ -138,6 +145,13 @@ impl QuantActs {
                     }
                     for (k, c) in qb.chunks_exact(16).enumerate() {
                         self.bsums[b * 16 + k] = c.iter().map(|&q| q as i16).sum();
+                    }
+                    for t in 0..4 {
+                        let s = &self.bsums[b * 16 + 4 * t..][..4];
+                        // |sum of 32| <= 4096: fits 16 bits.
+                        let (lo, hi) = (s[0] + s[1], s[2] + s[3]);
+                        self.bpairs[b * 4 + t] =
+                            (lo as u16 as u32 | (hi as u16 as u32) << 16) as i32;
                     }
                 }
             }
@@ -450,8 +464,12 @@ pub(crate) fn scale_min_k4(s: &[u8]) -> ([u8; 8], [u8; 8]) {
     (sc, m)
 }
 
-/// Q4_K/Q5_K: per super-block,
-/// `d * dx * sum_s(sc_s * sum(q * x)) - dmin * dx * sum_s(m_s * sum(x))`.
+/// Q4_K/Q5_K: per super-block the exact integers
+/// `isum = sum_s(sc_s * sum(q * x))` and `msum = sum_s(m_s * sum(x))`, then
+/// `acc = isum * (d * dx) + acc` and `acc = msum * -(dmin * dx) + acc`, each
+/// one fused multiply-add. Every SIMD path (unpacked tiles, packed panels)
+/// performs exactly these steps per output, so K-quant results, like the
+/// 32-element types', do not depend on batching or threads.
 fn dot_q45k(w: &[u8], a: &QuantActs, j: usize, five: bool) -> f32 {
     let bb = if five { 176 } else { 144 };
     let nb = a.cols / QK_K;
@@ -481,7 +499,8 @@ fn dot_q45k(w: &[u8], a: &QuantActs, j: usize, five: bool) -> f32 {
             msum += m[s] as i32 * (bs[2 * s] as i32 + bs[2 * s + 1] as i32);
         }
         let dx = a.d[j * nb + b];
-        sum += d * dx * isum as f32 - dmin * dx * msum as f32;
+        sum = (isum as f32).mul_add(d * dx, sum);
+        sum = (msum as f32).mul_add(-(dmin * dx), sum);
     }
     sum
 }
@@ -499,7 +518,8 @@ impl RefDot for RefQ5K {
     }
 }
 
-/// Q6_K: per super-block `d * dx * sum_s(sc_s * sum((q - 32) * x))`.
+/// Q6_K: per super-block the exact `isum = sum_s(sc_s * sum((q - 32) * x))`,
+/// then `acc = isum * (d * dx) + acc` (one fused multiply-add).
 struct RefQ6K;
 // Element indices spell out the Q6_K layout.
 #[allow(clippy::needless_range_loop)]
@@ -521,7 +541,7 @@ impl RefDot for RefQ6K {
                 }
                 isum += sc[s] as i8 as i32 * p;
             }
-            sum += f16(blk, 208) * a.d[j * nb + b] * isum as f32;
+            sum = (isum as f32).mul_add(f16(blk, 208) * a.d[j * nb + b], sum);
         }
         sum
     }

@@ -1,5 +1,6 @@
 //! Weights repacked once at load into 8-row interleaved panels (Q4_0,
-//! Q4_1, Q8_0 on AVX-512 VNNI), the same size as the original blocks, so
+//! Q4_1, Q8_0, Q4_K, Q5_K, Q6_K on AVX-512 VNNI), about the size of the
+//! original blocks, so
 //! that one broadcast of 4 activation bytes feeds 8 weight rows through one
 //! `vpdpbusd` and one vector fma scales 8 rows. Mat-vec (one activation
 //! row) and the prompt GEMM (8 at a time) run the same kernel.
@@ -12,12 +13,27 @@
 //!   `16 + 4s + e`. Then 8 f16 `d`, then (Q4_1) 8 f16 `m`. 144 / 160 bytes.
 //! - Q8_0: 8 x 32 bytes, vector `s` holding elements `4s..4s + 4` of each
 //!   row as `q + 128` (unsigned), then 8 f16 `d`. 272 bytes.
+//! - K-quants (blocks of 256, as 8 units of 32 elements): per unit the
+//!   nibbles as Q4_0 lays them out (4 x 32 bytes; low nibbles elements
+//!   `4s + e`, high ones `16 + 4s + e`), 1024 bytes; then the high bits:
+//!   Q5_K one vector per unit (bit `f` of row k's byte `4k + e` is the high
+//!   bit of element `4f + e`), Q6_K two (vector `h`, bits `2f..2f + 2` of
+//!   byte `4k + e`: the top two bits of element `4(4h + f) + e`); then the
+//!   scales, decoded to one byte per (sub-block, row) (Q4_K/Q5_K: 8 x 8
+//!   unsigned; Q6_K: 16 x 8 signed); Q4_K/Q5_K then their mins, 16 bytes
+//!   per pair of sub-blocks (row k at `2k`, `2k + 1`); then 8 f16 `d` and
+//!   (Q4_K/Q5_K) 8 f16 `dmin`. 1184 / 1440 / 1680 bytes (Q4_K/Q5_K grow by
+//!   2.8% / 2.3%; Q6_K keeps its size).
 //!
 //! Per block and output the arithmetic is exactly `dot32`'s: the exact
 //! integer `isum = sum(u * x) - off * sum(x) = sum(q * x)` (off 8 for
 //! Q4_0, 128 for Q8_0), `acc = fma(isum, dw * dx, acc)`, then for Q4_1
 //! `acc = fma(mw, sx, acc)`; f16 to f32 is exact. So results are
-//! bit-identical to the unpacked tiles, the GEMM and the reference.
+//! bit-identical to the unpacked tiles, the GEMM and the reference. The
+//! K-quants likewise follow their reference step for step: exact integer
+//! sums per super-block (scales applied with `vpmulld`, Q4_K/Q5_K mins with
+//! `vpdpwssd` against the activations' 32-sums, Q6_K's `-32` folded into
+//! the chain's start), then the same fused multiply-adds.
 
 use super::QuantActs;
 use cria_gguf::GgmlType;
@@ -29,12 +45,35 @@ pub(crate) const PANEL: usize = 8;
 const Q4_0: u8 = 0;
 const Q4_1: u8 = 1;
 const Q8_0: u8 = 2;
+const Q4K: u8 = 3;
+const Q5K: u8 = 4;
+const Q6K: u8 = 5;
+
+/// Offsets in a packed K-quant block (8 rows of one super-block): (high
+/// bits, scales, mins, d, block bytes); dmin follows d.
+const fn k_layout(t: u8) -> (usize, usize, usize, usize, usize) {
+    match t {
+        Q4K => (1024, 1024, 1088, 1152, 1184),
+        Q5K => (1024, 1280, 1344, 1408, 1440),
+        _ => (1024, 1536, 1664, 1664, 1680),
+    }
+}
+
+fn k_code(ty: GgmlType) -> Option<u8> {
+    match ty {
+        GgmlType::Q4_K => Some(Q4K),
+        GgmlType::Q5_K => Some(Q5K),
+        GgmlType::Q6_K => Some(Q6K),
+        _ => None,
+    }
+}
 
 /// Whether `ty` can be packed on this machine.
 pub(crate) fn available(ty: GgmlType) -> bool {
     use GgmlType::*;
-    matches!(ty, Q4_0 | Q4_1 | Q8_0)
+    matches!(ty, Q4_0 | Q4_1 | Q8_0 | Q4_K | Q5_K | Q6_K)
         && is_x86_feature_detected!("avx512vnni")
+        && is_x86_feature_detected!("avx512bw")
         && is_x86_feature_detected!("avx512vl")
         && is_x86_feature_detected!("avx512f")
         && is_x86_feature_detected!("fma")
@@ -53,11 +92,26 @@ fn geometry(ty: GgmlType) -> (usize, usize, usize) {
 
 /// Bytes of one packed block (8 rows) of `ty`.
 pub(crate) fn block_bytes(ty: GgmlType) -> usize {
-    geometry(ty).2
+    match k_code(ty) {
+        Some(t) => k_layout(t).4,
+        None => geometry(ty).2,
+    }
+}
+
+/// Elements per block of `ty` (32, or 256 for the K-quants).
+pub(crate) fn block_len(ty: GgmlType) -> usize {
+    if k_code(ty).is_some() {
+        256
+    } else {
+        32
+    }
 }
 
 /// Repack `rows` rows of `nb` blocks (`rb` bytes each) from `src`.
 pub(crate) fn pack(ty: GgmlType, src: &[u8], rows: usize, rb: usize, nb: usize) -> Vec<u8> {
+    if let Some(t) = k_code(ty) {
+        return pack_k(t, src, rows, rb, nb);
+    }
     let (ql, qo, pb) = geometry(ty);
     let bb = ty.block_bytes() as usize;
     let q8 = ty == GgmlType::Q8_0;
@@ -92,13 +146,117 @@ pub(crate) fn pack(ty: GgmlType, src: &[u8], rows: usize, rb: usize, nb: usize) 
     out
 }
 
+/// One K-quant super-block decoded: the 256 unsigned quants, the
+/// per-sub-block scales (8 for Q4_K/Q5_K, 16 for Q6_K, as bytes) and mins,
+/// and the f16 bits of d and dmin.
+fn decode_k(t: u8, blk: &[u8]) -> ([u8; 256], [u8; 16], [u8; 8], [u8; 4]) {
+    let mut q = [0u8; 256];
+    let mut sc = [0u8; 16];
+    let mut mn = [0u8; 8];
+    let mut dd = [0u8; 4];
+    if t == Q6K {
+        let (ql, qh) = (&blk[0..128], &blk[128..192]);
+        for (e, q) in q.iter_mut().enumerate() {
+            let (n, r) = (e / 128, e % 128);
+            let lo = (ql[64 * n + r % 64] >> (4 * (r / 64))) & 0x0F;
+            let hi = (qh[32 * n + r % 32] >> (2 * (r / 32))) & 0x03;
+            *q = lo | hi << 4;
+        }
+        sc.copy_from_slice(&blk[192..208]);
+        dd[..2].copy_from_slice(&blk[208..210]);
+    } else {
+        let five = t == Q5K;
+        let (s8, m8) = super::scale_min_k4(&blk[4..16]);
+        sc[..8].copy_from_slice(&s8);
+        mn = m8;
+        dd.copy_from_slice(&blk[0..4]);
+        let qs = if five { &blk[48..176] } else { &blk[16..144] };
+        for s in 0..8 {
+            let (c, hf) = (s / 2, s % 2);
+            for l in 0..32 {
+                let mut v = (qs[32 * c + l] >> (4 * hf)) & 0x0F;
+                if five {
+                    v |= ((blk[16 + l] >> s) & 1) << 4;
+                }
+                q[32 * s + l] = v;
+            }
+        }
+    }
+    (q, sc, mn, dd)
+}
+
+/// [`pack`] for the K-quants (see the module docs for the layout).
+fn pack_k(t: u8, src: &[u8], rows: usize, rb: usize, nb: usize) -> Vec<u8> {
+    let bb = match t {
+        Q4K => 144,
+        Q5K => 176,
+        _ => 210,
+    };
+    let (hi, sco, mno, dof, pb) = k_layout(t);
+    let panels = rows.div_ceil(PANEL);
+    let mut out = vec![0u8; panels * nb * pb];
+    assert!(src.len() >= rows * rb && rb >= nb * bb);
+    for r in 0..rows {
+        let (p, k) = (r / PANEL, r % PANEL);
+        for b in 0..nb {
+            let (q, sc, mn, dd) = decode_k(t, &src[r * rb + b * bb..][..bb]);
+            let dst = &mut out[(p * nb + b) * pb..][..pb];
+            for u in 0..8 {
+                let q = &q[32 * u..32 * u + 32];
+                for s in 0..4 {
+                    for e in 0..4 {
+                        let (lo, hv) = (q[4 * s + e], q[16 + 4 * s + e]);
+                        dst[128 * u + 32 * s + 4 * k + e] = (lo & 0x0F) | (hv & 0x0F) << 4;
+                    }
+                }
+                for e in 0..4 {
+                    match t {
+                        Q5K => {
+                            let mut byte = 0u8;
+                            for f in 0..8 {
+                                byte |= ((q[4 * f + e] >> 4) & 1) << f;
+                            }
+                            dst[hi + 32 * u + 4 * k + e] = byte;
+                        }
+                        Q6K => {
+                            for h in 0..2 {
+                                let mut byte = 0u8;
+                                for f in 0..4 {
+                                    byte |= ((q[4 * (4 * h + f) + e] >> 4) & 3) << (2 * f);
+                                }
+                                dst[hi + 64 * u + 32 * h + 4 * k + e] = byte;
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            let subs = if t == Q6K { 16 } else { 8 };
+            for s in 0..subs {
+                dst[sco + 8 * s + k] = sc[s];
+            }
+            if t != Q6K {
+                for s in 0..8 {
+                    dst[mno + 16 * (s / 2) + 2 * k + s % 2] = mn[s];
+                }
+                dst[dof + 2 * k..dof + 2 * k + 2].copy_from_slice(&dd[0..2]);
+                dst[dof + 16 + 2 * k..dof + 16 + 2 * k + 2].copy_from_slice(&dd[2..4]);
+            } else {
+                dst[dof + 2 * k..dof + 2 * k + 2].copy_from_slice(&dd[0..2]);
+            }
+        }
+    }
+    out
+}
+
 /// `out[jj][k]` = dot(panel row k, activation row `j0 + jj`) for the panel
 /// at `panel` (`nb` packed blocks of `ty`), for `N` activation rows
 /// (N in 1, 4, 8).
 ///
 /// # Safety
 /// [`available`] must be true for `ty`; `panel` must hold `nb` packed
-/// blocks; `j0 + N <= a.n`; `a` quantized as Q8x32 with `a.cols = 32 nb`.
+/// blocks; `j0 + N <= a.n`; `a` quantized as `act_kind(ty)` with
+/// `a.cols = block_len(ty) * nb`.
 pub(crate) unsafe fn panel_dot<const N: usize>(
     ty: GgmlType,
     panel: *const u8,
@@ -110,6 +268,9 @@ pub(crate) unsafe fn panel_dot<const N: usize>(
     match ty {
         GgmlType::Q4_0 => kernel::<N, Q4_0>(panel, nb, a, j0, out),
         GgmlType::Q4_1 => kernel::<N, Q4_1>(panel, nb, a, j0, out),
+        GgmlType::Q4_K => kernel_k::<N, Q4K>(panel, nb, a, j0, out),
+        GgmlType::Q5_K => kernel_k::<N, Q5K>(panel, nb, a, j0, out),
+        GgmlType::Q6_K => kernel_k::<N, Q6K>(panel, nb, a, j0, out),
         _ => kernel::<N, Q8_0>(panel, nb, a, j0, out),
     }
 }
@@ -196,6 +357,149 @@ unsafe fn kernel<const N: usize, const T: u8>(
     }
 }
 
+/// The K-quant panel kernel; see [`panel_dot`] and the module docs.
+#[allow(clippy::needless_range_loop)]
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn kernel_k<const N: usize, const T: u8>(
+    panel: *const u8,
+    nb: usize,
+    a: &QuantActs,
+    j0: usize,
+    out: &mut [[f32; PANEL]; N],
+) {
+    let cols = a.cols;
+    let (xq, xd) = (a.qs.as_ptr(), a.d.as_ptr());
+    let (xbs, xbp) = (a.bsums.as_ptr(), a.bpairs.as_ptr());
+    let (hi, sco, mno, dof, pb) = k_layout(T);
+    let mask = _mm256_set1_epi8(0x0F);
+    let b10 = _mm256_set1_epi8(0x10);
+    let b30 = _mm256_set1_epi8(0x30);
+    let mut acc = [_mm256_setzero_ps(); N];
+    for b in 0..nb {
+        let p = panel.add(b * pb);
+        if N == 1 {
+            // One stream per thread; run ahead of the hardware prefetcher.
+            for l in (0..pb).step_by(64) {
+                _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(2 * pb + l) as *const i8);
+            }
+        }
+        let mut isum = [_mm256_setzero_si256(); N];
+        for u in 0..8 {
+            let q = p.add(128 * u);
+            let mut wv = [_mm256_setzero_si256(); 8];
+            for s in 0..4 {
+                let v = _mm256_loadu_si256(q.add(32 * s) as *const __m256i);
+                wv[s] = _mm256_and_si256(v, mask);
+                wv[4 + s] = _mm256_and_si256(_mm256_srli_epi16::<4>(v), mask);
+            }
+            if T == Q5K {
+                let h = _mm256_loadu_si256(p.add(hi + 32 * u) as *const __m256i);
+                let bit = [
+                    _mm256_slli_epi16::<4>(h),
+                    _mm256_slli_epi16::<3>(h),
+                    _mm256_slli_epi16::<2>(h),
+                    _mm256_slli_epi16::<1>(h),
+                    h,
+                    _mm256_srli_epi16::<1>(h),
+                    _mm256_srli_epi16::<2>(h),
+                    _mm256_srli_epi16::<3>(h),
+                ];
+                for f in 0..8 {
+                    wv[f] = _mm256_or_si256(wv[f], _mm256_and_si256(bit[f], b10));
+                }
+            }
+            if T == Q6K {
+                for h in 0..2 {
+                    let v = _mm256_loadu_si256(p.add(hi + 64 * u + 32 * h) as *const __m256i);
+                    let two = [
+                        _mm256_slli_epi16::<4>(v),
+                        _mm256_slli_epi16::<2>(v),
+                        v,
+                        _mm256_srli_epi16::<2>(v),
+                    ];
+                    for f in 0..4 {
+                        let w = &mut wv[4 * h + f];
+                        *w = _mm256_or_si256(*w, _mm256_and_si256(two[f], b30));
+                    }
+                }
+            }
+            let sc = p.add(sco);
+            let (sa, sb) = if T == Q6K {
+                (
+                    _mm256_cvtepi8_epi32(_mm_loadl_epi64(sc.add(16 * u) as *const __m128i)),
+                    _mm256_cvtepi8_epi32(_mm_loadl_epi64(sc.add(16 * u + 8) as *const __m128i)),
+                )
+            } else {
+                let v = _mm256_cvtepu8_epi32(_mm_loadl_epi64(sc.add(8 * u) as *const __m128i));
+                (v, v)
+            };
+            for j in 0..N {
+                let row = j0 + j;
+                let x = xq.add(row * cols + 256 * b + 32 * u);
+                macro_rules! bx {
+                    ($t:expr) => {
+                        _mm256_set1_epi32((x.add(4 * $t) as *const i32).read_unaligned())
+                    };
+                }
+                if T == Q6K {
+                    // Sub-blocks 2u and 2u + 1 (16 elements each), each
+                    // chain started at -32 * sum(x) for the -32 offset.
+                    let bs = xbs.add(row * cols / 16 + 16 * b + 2 * u);
+                    let mut i0 = _mm256_set1_epi32(-32 * *bs as i32);
+                    let mut i1 = _mm256_set1_epi32(-32 * *bs.add(1) as i32);
+                    for t in 0..4 {
+                        i0 = _mm256_dpbusd_epi32(i0, wv[t], bx!(t));
+                        i1 = _mm256_dpbusd_epi32(i1, wv[4 + t], bx!(4 + t));
+                    }
+                    let s =
+                        _mm256_add_epi32(_mm256_mullo_epi32(i0, sa), _mm256_mullo_epi32(i1, sb));
+                    isum[j] = _mm256_add_epi32(isum[j], s);
+                } else {
+                    let mut i0 = _mm256_dpbusd_epi32(_mm256_setzero_si256(), wv[0], bx!(0));
+                    let mut i1 = _mm256_dpbusd_epi32(_mm256_setzero_si256(), wv[1], bx!(1));
+                    for t in (2..8).step_by(2) {
+                        i0 = _mm256_dpbusd_epi32(i0, wv[t], bx!(t));
+                        i1 = _mm256_dpbusd_epi32(i1, wv[t + 1], bx!(t + 1));
+                    }
+                    let s = _mm256_mullo_epi32(_mm256_add_epi32(i0, i1), sa);
+                    isum[j] = _mm256_add_epi32(isum[j], s);
+                }
+            }
+        }
+        let dv = _mm256_cvtph_ps(_mm_loadu_si128(p.add(dof) as *const __m128i));
+        let (mv, mn) = if T == Q6K {
+            (_mm256_setzero_ps(), [_mm256_setzero_si256(); 4])
+        } else {
+            let mv = _mm256_cvtph_ps(_mm_loadu_si128(p.add(dof + 16) as *const __m128i));
+            let mut mn = [_mm256_setzero_si256(); 4];
+            for t in 0..4 {
+                mn[t] =
+                    _mm256_cvtepu8_epi16(_mm_loadu_si128(p.add(mno + 16 * t) as *const __m128i));
+            }
+            (mv, mn)
+        };
+        for j in 0..N {
+            let row = j0 + j;
+            let dx = _mm256_set1_ps(*xd.add(row * nb + b));
+            acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[j]), _mm256_mul_ps(dv, dx), acc[j]);
+            if T != Q6K {
+                let bp = xbp.add(row * cols / 64 + 4 * b);
+                let mut m = _mm256_setzero_si256();
+                for t in 0..4 {
+                    m = _mm256_dpwssd_epi32(m, mn[t], _mm256_set1_epi32(*bp.add(t)));
+                }
+                // acc - msum * (dmin * dx): one rounding, as the reference's
+                // fma with -(dmin * dx).
+                acc[j] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(m), _mm256_mul_ps(mv, dx), acc[j]);
+            }
+        }
+    }
+    for j in 0..N {
+        _mm256_storeu_ps(out[j].as_mut_ptr(), acc[j]);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -205,18 +509,19 @@ mod tests {
     fn packed_matches_reference() {
         use GgmlType::*;
         let mut rng = rand::rngs::StdRng::seed_from_u64(37);
-        for ty in [Q4_0, Q4_1, Q8_0] {
+        for ty in [Q4_0, Q4_1, Q8_0, Q4_K, Q5_K, Q6_K] {
             if !available(ty) {
                 return;
             }
-            let nb = 7;
-            let cols = 32 * nb;
+            let nb = if k_code(ty).is_some() { 3 } else { 7 };
+            let cols = block_len(ty) * nb;
             let rows = 13;
             let bb = ty.block_bytes() as usize;
             let rb = nb * bb;
             let mut w: Vec<u8> = (0..rows * rb).map(|_| rng.gen()).collect();
+            let scales: &[usize] = if ty == Q6_K { &[208] } else { &[0, 2] };
             for blk in w.chunks_exact_mut(bb) {
-                for o in [0, 2] {
+                for &o in scales {
                     let d = half::f16::from_f32(rng.gen_range(-0.05..0.05));
                     blk[o..o + 2].copy_from_slice(&d.to_le_bytes());
                 }
@@ -226,7 +531,7 @@ mod tests {
             for n in [1, 4, 8, 11] {
                 let x: Vec<f32> = (0..n * cols).map(|_| rng.gen_range(-2.0..2.0)).collect();
                 let mut a = QuantActs::default();
-                a.quantize(super::super::ActKind::Q8x32, &x, cols);
+                a.quantize(super::super::act_kind(ty).unwrap(), &x, cols);
                 for p in 0..rows.div_ceil(PANEL) {
                     for j in 0..n {
                         let mut o = [[f32::NAN; PANEL]; 1];

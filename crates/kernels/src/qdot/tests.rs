@@ -122,17 +122,15 @@ fn every_isa_tile_matches_reference_and_shapes_agree() {
                             .map(|(a, b)| (*a as f64 * *b as f64).abs())
                             .sum();
                         let got = t44[r * 4 + j];
-                        // 32-element block types: the very bits of the
-                        // reference (same integer sums, same fused steps),
-                        // which is what makes batching invariant.
-                        if k.act == super::ActKind::Q8x32 {
-                            assert_eq!(
-                                got.to_bits(),
-                                want.to_bits(),
-                                "{ty} {:?} ({r},{j})",
-                                cpu.isa()
-                            );
-                        }
+                        // The very bits of the reference (same integer
+                        // sums, same fused steps), which is what makes
+                        // batching invariant.
+                        assert_eq!(
+                            got.to_bits(),
+                            want.to_bits(),
+                            "{ty} {:?} ({r},{j})",
+                            cpu.isa()
+                        );
                         assert!(
                             close(got, want as f64, mag, cols / 8),
                             "{ty} {:?} cols {cols} ({r},{j}): {got} vs {want}",

@@ -196,15 +196,6 @@ macro_rules! isa_kernels {
                 }
             }
 
-            #[inline]
-            #[target_feature(enable = $feat)]
-            unsafe fn hsum(v: __m256) -> f32 {
-                let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
-                let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-                let s = _mm_add_ss(s, _mm_shuffle_ps::<1>(s, s));
-                _mm_cvtss_f32(s)
-            }
-
             /// 32-element block types; see [`TileFn`].
             // Indexed loops keep the R x N register tile explicit.
             #[allow(clippy::needless_range_loop)]
@@ -403,8 +394,7 @@ macro_rules! isa_kernels {
                 };
                 debug_assert!(j0 + N <= a.n && out.len() >= R * N);
                 let (xq, xd, xb) = (a.qs.as_ptr(), a.d.as_ptr(), a.bsums.as_ptr());
-                let mut acc = [[_mm256_setzero_ps(); N]; R];
-                let mut macc = [[0f32; N]; R];
+                let mut acc = [[0f32; N]; R];
                 for b in 0..nb {
                     for r in 0..R {
                         let p = w.add(r * rb + b * bb);
@@ -421,20 +411,20 @@ macro_rules! isa_kernels {
                             let x = xq.add(row * cols + 256 * b);
                             let bs = xb.add(row * cols / 16 + 16 * b);
                             let dx = *xd.add(row * nb + b);
+                            // The canonical steps of the reference: exact
+                            // integer sums, then one fma each.
                             match T {
                                 Q6K => {
-                                    let s = sb_q6k(p, x, bs);
-                                    let d = _mm256_set1_ps(f16_1(p.add(208)) * dx);
-                                    acc[r][j] =
-                                        _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), d, acc[r][j]);
+                                    let isum = hsum_i32(sb_q6k(p, x, bs));
+                                    let d = f16_1(p.add(208)) * dx;
+                                    acc[r][j] = (isum as f32).mul_add(d, acc[r][j]);
                                 }
                                 _ => {
                                     let (s, msum) = sb_q45k(T == Q5K, p, x, bs);
                                     let (d, dmin) = f16_2(p);
-                                    let dv = _mm256_set1_ps(d * dx);
-                                    acc[r][j] =
-                                        _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), dv, acc[r][j]);
-                                    macc[r][j] -= dmin * dx * msum as f32;
+                                    let isum = hsum_i32(s);
+                                    acc[r][j] = (isum as f32).mul_add(d * dx, acc[r][j]);
+                                    acc[r][j] = (msum as f32).mul_add(-(dmin * dx), acc[r][j]);
                                 }
                             }
                         }
@@ -442,9 +432,19 @@ macro_rules! isa_kernels {
                 }
                 for r in 0..R {
                     for j in 0..N {
-                        out[r * N + j] = hsum(acc[r][j]) + macc[r][j];
+                        out[r * N + j] = acc[r][j];
                     }
                 }
+            }
+
+            /// The exact sum of 8 i32 lanes.
+            #[inline]
+            #[target_feature(enable = $feat)]
+            unsafe fn hsum_i32(v: __m256i) -> i32 {
+                let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
+                let s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
+                let s = _mm_add_epi32(s, _mm_shuffle_epi32::<1>(s));
+                _mm_cvtsi128_si32(s)
             }
         }
     };
