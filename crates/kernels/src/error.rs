@@ -30,6 +30,8 @@ pub enum ErrorKind {
     },
     /// A size that overflows `usize`.
     Overflow { what: &'static str },
+    /// Matrices that cannot be multiplied as one group.
+    BadGroup { detail: String },
 }
 
 /// `Result` with this crate's [`Error`].
@@ -79,6 +81,11 @@ impl fmt::Display for Error {
                 got,
             } => write!(f, "{what} has length {got}, expected {expected}"),
             ErrorKind::Overflow { what } => write!(f, "{what} overflows the address space"),
+            ErrorKind::BadGroup { detail } => write!(
+                f,
+                "cannot multiply these matrices as one group: {detail} \
+                 (check with can_group first)"
+            ),
         }
     }
 }

@@ -51,7 +51,8 @@ pub use cria_gguf::GgmlType;
 pub use dequant::{block_geometry, dequantize_row, row_bytes, QK_K};
 pub use error::{Error, ErrorKind, Result};
 pub use matmul::{
-    matmul, matmul_f32_with, matmul_packed, matmul_with, PackedMatrix, QMatrix, PANEL_ROWS,
+    can_group, matmul, matmul_f32_with, matmul_packed, matmul_packed_many, matmul_with,
+    PackedMatrix, QMatrix, MAX_GROUP, PANEL_ROWS,
 };
 pub use ops::{f16_to_f32, f32_to_f16, rmsnorm, silu, softmax_inplace};
 pub use pool::ThreadPool;

@@ -269,44 +269,110 @@ pub fn matmul_packed(
     out: &mut [f32],
     pool: &ThreadPool,
 ) -> Result<()> {
-    let n = check_dims(w.rows, w.cols, x, out)?;
-    if n == 0 || w.rows == 0 {
+    matmul_packed_many(&[w], &mut [out], x, pool)
+}
+
+/// Most matrices [`matmul_packed_many`] takes at once.
+pub const MAX_GROUP: usize = 4;
+
+/// Whether [`matmul_packed_many`] can take these matrices together: at
+/// most [`MAX_GROUP`], the same `cols`, and one activation format.
+pub fn can_group(ws: &[&PackedMatrix]) -> bool {
+    !ws.is_empty()
+        && ws.len() <= MAX_GROUP
+        && ws
+            .iter()
+            .all(|w| w.cols == ws[0].cols && qdot::act_kind(w.ty) == qdot::act_kind(ws[0].ty))
+}
+
+/// Several [`matmul_packed`] products of one input (e.g. the q, k and v
+/// projections, or gate and up): the activations are quantized once and
+/// all panels are handed out in one pool dispatch, so the cores
+/// synchronise once instead of once per matrix. Each output is
+/// bit-identical to its own [`matmul_packed`].
+/// `outs[m]` receives matrix `ws[m]`'s product.
+pub fn matmul_packed_many(
+    ws: &[&PackedMatrix],
+    outs: &mut [&mut [f32]],
+    x: &[f32],
+    pool: &ThreadPool,
+) -> Result<()> {
+    if ws.is_empty() || ws.len() > MAX_GROUP || outs.len() != ws.len() {
+        return Err(ErrorKind::BadGroup {
+            detail: format!(
+                "{} matrices and {} outputs (1 to {MAX_GROUP} of each)",
+                ws.len(),
+                outs.len()
+            ),
+        }
+        .into());
+    }
+    let (cols, ty0) = (ws[0].cols, ws[0].ty);
+    let mut n = 0;
+    for (w, out) in ws.iter().zip(outs.iter()) {
+        if w.cols != cols || qdot::act_kind(w.ty) != qdot::act_kind(ty0) {
+            return Err(ErrorKind::BadGroup {
+                detail: format!(
+                    "they differ: {} x {} {} and {} x {} {}",
+                    ws[0].rows, cols, ty0, w.rows, w.cols, w.ty
+                ),
+            }
+            .into());
+        }
+        n = check_dims(w.rows, w.cols, x, out)?;
+    }
+    if n == 0 {
         return Ok(());
     }
     #[cfg(target_arch = "x86_64")]
     ACTS.with(|acts| {
         use qdot::packed::{block_bytes, block_len, panel_dot, PANEL};
         let mut acts = acts.borrow_mut();
-        let kind = qdot::act_kind(w.ty).expect("packed types have an integer kernel");
-        acts.quantize(kind, x, w.cols);
+        let kind = qdot::act_kind(ty0).expect("packed types have an integer kernel");
+        acts.quantize(kind, x, cols);
         let acts = &*acts;
-        let rows = w.rows;
-        let nb = w.cols / block_len(w.ty);
-        let panel_bytes = nb * block_bytes(w.ty);
-        let panels = rows.div_ceil(PANEL);
-        let per = rows_per_task(rows, n, pool.threads()).div_ceil(PANEL);
-        let shared = SharedOut {
-            ptr: out.as_mut_ptr(),
-            len: out.len(),
-        };
-        let shared = &shared;
+        let nb = cols / block_len(ty0);
+        // The panels of all matrices, end to end: matrix m owns global
+        // panels start[m]..start[m + 1].
+        let mut start = [0usize; MAX_GROUP + 1];
+        let mut shared: [Option<SharedOut>; MAX_GROUP] = Default::default();
+        let mut total_rows = 0;
+        for (m, (w, out)) in ws.iter().zip(outs.iter_mut()).enumerate() {
+            start[m + 1] = start[m] + w.rows.div_ceil(PANEL);
+            total_rows += w.rows;
+            shared[m] = Some(SharedOut {
+                ptr: out.as_mut_ptr(),
+                len: out.len(),
+            });
+        }
+        let count = ws.len();
+        let panels = start[count];
+        let per = rows_per_task(total_rows, n, pool.threads()).div_ceil(PANEL);
+        let mats: [Option<&PackedMatrix>; MAX_GROUP] = std::array::from_fn(|i| ws.get(i).copied());
+        let (mats, shared, start) = (&mats, &shared, &start);
         pool.run(panels.div_ceil(per), |task| {
-            let p0 = task * per;
-            let p1 = (p0 + per).min(panels);
-            for p in p0..p1 {
+            let g0 = task * per;
+            let g1 = (g0 + per).min(panels);
+            for g in g0..g1 {
+                let m = (0..count).rfind(|&m| start[m] <= g).unwrap_or(0);
+                let (Some(w), Some(shared)) = (mats[m], shared[m].as_ref()) else {
+                    unreachable!("matrices 0..count are set")
+                };
+                let p = g - start[m];
+                let rows = w.rows;
+                let panel_bytes = nb * block_bytes(w.ty);
                 let panel = w.data[p * panel_bytes..(p + 1) * panel_bytes].as_ptr();
                 let r0 = p * PANEL;
                 let live = PANEL.min(rows - r0);
                 let put = |j: usize, o: &[f32; PANEL]| {
-                    for (k, &v) in o.iter().enumerate().take(live) {
-                        // SAFETY: tasks own disjoint panels, so (j, r0 + k)
-                        // is written by this task alone.
-                        unsafe { shared.write(j * rows + r0 + k, v) };
-                    }
+                    // SAFETY: tasks own disjoint panels, so (j, r0..r0 +
+                    // live) is written by this task alone.
+                    unsafe { shared.write_row(j * rows + r0, &o[..live]) };
                 };
                 let mut j = 0;
                 // SAFETY (all three): `pack` checked the ISA and type; the
-                // panel holds `nb` blocks; acts rows j.. exist, Q8x32.
+                // panel holds `nb` blocks; acts rows j.. exist, quantized
+                // as the type's kind.
                 while j + 8 <= n {
                     let mut o = [[0f32; PANEL]; 8];
                     unsafe { panel_dot::<8>(w.ty, panel, nb, acts, j, &mut o) };
@@ -330,7 +396,7 @@ pub fn matmul_packed(
     });
     #[cfg(not(target_arch = "x86_64"))]
     {
-        let _ = (pool, &w.data);
+        let _ = (pool, ty0);
         unreachable!("PackedMatrix is only built on x86_64");
     }
     #[cfg(target_arch = "x86_64")]
@@ -512,5 +578,14 @@ impl SharedOut {
     unsafe fn write(&self, i: usize, v: f32) {
         assert!(i < self.len, "matmul output index out of bounds");
         *self.ptr.add(i) = v;
+    }
+
+    /// Elements `i..i + v.len()` set to `v`.
+    ///
+    /// # Safety
+    /// No other thread may access those indices during the call.
+    unsafe fn write_row(&self, i: usize, v: &[f32]) {
+        assert!(i + v.len() <= self.len, "matmul output index out of bounds");
+        std::ptr::copy_nonoverlapping(v.as_ptr(), self.ptr.add(i), v.len());
     }
 }

@@ -2,8 +2,8 @@
 //! loop in f64), and bit-identity across thread counts and tilings.
 
 use cria_kernels::{
-    dequantize_row, matmul, matmul_f32_with, matmul_with, Cpu, ErrorKind, GgmlType, QMatrix,
-    ThreadPool,
+    can_group, dequantize_row, matmul, matmul_f32_with, matmul_packed, matmul_packed_many,
+    matmul_with, Cpu, ErrorKind, GgmlType, PackedMatrix, QMatrix, ThreadPool,
 };
 use rand::{Rng, SeedableRng};
 
@@ -166,6 +166,91 @@ fn matches_naive_and_is_identical_across_threads_and_isas() {
         let mut out = vec![0f32; n * rows];
         matmul(&w, &x, &mut out, &ThreadPool::new(2)).unwrap();
     }
+}
+
+/// Packed panels (alone and grouped with other matrices of the same input)
+/// give the very bits of the unpacked product, for every thread count.
+#[test]
+fn packed_and_grouped_products_match_unpacked_bits() {
+    use GgmlType::*;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+    for (ty, cols) in [
+        (Q4_0, 96),
+        (Q4_1, 64),
+        (Q8_0, 160),
+        (Q4_K, 512),
+        (Q5_K, 256),
+        (Q6_K, 768),
+    ] {
+        // Row counts: not multiples of the 8-row panel; one matrix of 1 row.
+        let shapes = [29, 8, 1];
+        let bytes: Vec<Vec<u8>> = shapes
+            .iter()
+            .map(|&rows| random_matrix(&mut rng, ty, rows, cols))
+            .collect();
+        let qs: Vec<QMatrix> = shapes
+            .iter()
+            .zip(&bytes)
+            .map(|(&rows, b)| QMatrix::new(ty, rows, cols, b).unwrap())
+            .collect();
+        let Some(packed) = qs
+            .iter()
+            .map(PackedMatrix::pack)
+            .collect::<Option<Vec<_>>>()
+        else {
+            continue; // no packed kernel on this machine
+        };
+        let refs: Vec<&PackedMatrix> = packed.iter().collect();
+        assert!(can_group(&refs));
+        for n in [1, 3, 8, 13] {
+            let x: Vec<f32> = (0..n * cols).map(|_| rng.gen_range(-1.0..1.0)).collect();
+            for threads in [1, 2, 3] {
+                let pool = ThreadPool::new(threads);
+                let mut grouped: Vec<Vec<f32>> =
+                    shapes.iter().map(|&r| vec![f32::NAN; n * r]).collect();
+                let mut outs: Vec<&mut [f32]> =
+                    grouped.iter_mut().map(|v| v.as_mut_slice()).collect();
+                matmul_packed_many(&refs, &mut outs, &x, &pool).unwrap();
+                for (m, q) in qs.iter().enumerate() {
+                    let mut want = vec![f32::NAN; n * shapes[m]];
+                    matmul(q, &x, &mut want, &pool).unwrap();
+                    let mut alone = vec![f32::NAN; n * shapes[m]];
+                    matmul_packed(&packed[m], &x, &mut alone, &pool).unwrap();
+                    for (i, w) in want.iter().enumerate() {
+                        assert_eq!(
+                            alone[i].to_bits(),
+                            w.to_bits(),
+                            "{ty} n{n} t{threads} m{m} {i}"
+                        );
+                        assert_eq!(
+                            grouped[m][i].to_bits(),
+                            w.to_bits(),
+                            "{ty} grouped n{n} m{m} {i}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+    // Matrices of different widths cannot share one input.
+    let a = random_matrix(&mut rng, Q4_0, 8, 64);
+    let b = random_matrix(&mut rng, Q4_0, 8, 32);
+    let (Some(pa), Some(pb)) = (
+        PackedMatrix::pack(&QMatrix::new(Q4_0, 8, 64, &a).unwrap()),
+        PackedMatrix::pack(&QMatrix::new(Q4_0, 8, 32, &b).unwrap()),
+    ) else {
+        return;
+    };
+    assert!(!can_group(&[&pa, &pb]));
+    let (mut o1, mut o2) = (vec![0f32; 8], vec![0f32; 8]);
+    let err = matmul_packed_many(
+        &[&pa, &pb],
+        &mut [&mut o1, &mut o2],
+        &[0.0; 64],
+        &ThreadPool::new(1),
+    )
+    .unwrap_err();
+    assert!(matches!(err.kind(), ErrorKind::BadGroup { .. }), "{err}");
 }
 
 #[test]

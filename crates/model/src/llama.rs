@@ -9,7 +9,7 @@
 use crate::config::{LlamaConfig, RopeScaling};
 use crate::error::{ErrorKind, Result};
 use crate::kv_cache::{KvCache, KvData, KvElem, KvStore};
-use crate::linear::matmul;
+use crate::linear::{matmul, matmul_many};
 use crate::weights::{Matrix, Weights};
 use cria_gguf::GgufFile;
 use cria_kernels::ThreadPool;
@@ -231,9 +231,16 @@ fn forward_batch(
             rmsnorm(&mut s.xb[r.clone()], &s.x[r], &lw.attn_norm, cfg.rms_eps);
         }
         let xb = &s.xb[..n * dim];
-        matmul(file, &lw.wq, xb, &mut s.q[..n * qd], pool)?;
-        matmul(file, &lw.wk, xb, &mut s.k[..n * kvd], pool)?;
-        matmul(file, &lw.wv, xb, &mut s.v[..n * kvd], pool)?;
+        matmul_many(
+            file,
+            &mut [
+                (&lw.wq, &mut s.q[..n * qd]),
+                (&lw.wk, &mut s.k[..n * kvd]),
+                (&lw.wv, &mut s.v[..n * kvd]),
+            ],
+            xb,
+            pool,
+        )?;
         for (i, r) in rows.iter().enumerate() {
             rope(
                 &mut s.q[i * qd..(i + 1) * qd],
@@ -271,8 +278,15 @@ fn forward_batch(
             rmsnorm(&mut s.xb[r.clone()], &s.x[r], &lw.ffn_norm, cfg.rms_eps);
         }
         let xb = &s.xb[..n * dim];
-        matmul(file, &lw.w_gate, xb, &mut s.gate[..n * fd], pool)?;
-        matmul(file, &lw.w_up, xb, &mut s.up[..n * fd], pool)?;
+        matmul_many(
+            file,
+            &mut [
+                (&lw.w_gate, &mut s.gate[..n * fd]),
+                (&lw.w_up, &mut s.up[..n * fd]),
+            ],
+            xb,
+            pool,
+        )?;
         for (g, u) in s.gate[..n * fd].iter_mut().zip(&s.up[..n * fd]) {
             *g = *g / (1.0 + (-*g).exp()) * u;
         }
