@@ -38,6 +38,7 @@
 //! ```
 
 mod attn;
+mod buf;
 mod dequant;
 mod error;
 mod matmul;

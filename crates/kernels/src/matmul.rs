@@ -213,7 +213,7 @@ pub struct PackedMatrix {
     ty: GgmlType,
     rows: usize,
     cols: usize,
-    data: Vec<u8>,
+    data: crate::buf::WeightBuf,
 }
 
 impl std::fmt::Debug for PackedMatrix {

@@ -36,6 +36,7 @@
 //! the chain's start), then the same fused multiply-adds.
 
 use super::QuantActs;
+use crate::buf::WeightBuf;
 use cria_gguf::GgmlType;
 use std::arch::x86_64::*;
 
@@ -108,7 +109,7 @@ pub(crate) fn block_len(ty: GgmlType) -> usize {
 }
 
 /// Repack `rows` rows of `nb` blocks (`rb` bytes each) from `src`.
-pub(crate) fn pack(ty: GgmlType, src: &[u8], rows: usize, rb: usize, nb: usize) -> Vec<u8> {
+pub(crate) fn pack(ty: GgmlType, src: &[u8], rows: usize, rb: usize, nb: usize) -> WeightBuf {
     if let Some(t) = k_code(ty) {
         return pack_k(t, src, rows, rb, nb);
     }
@@ -116,7 +117,7 @@ pub(crate) fn pack(ty: GgmlType, src: &[u8], rows: usize, rb: usize, nb: usize) 
     let bb = ty.block_bytes() as usize;
     let q8 = ty == GgmlType::Q8_0;
     let panels = rows.div_ceil(PANEL);
-    let mut out = vec![0u8; panels * nb * pb];
+    let mut out = WeightBuf::zeroed(panels * nb * pb);
     assert!(src.len() >= rows * rb && rb >= nb * bb);
     for r in 0..rows {
         let (p, k) = (r / PANEL, r % PANEL);
@@ -186,7 +187,7 @@ fn decode_k(t: u8, blk: &[u8]) -> ([u8; 256], [u8; 16], [u8; 8], [u8; 4]) {
 }
 
 /// [`pack`] for the K-quants (see the module docs for the layout).
-fn pack_k(t: u8, src: &[u8], rows: usize, rb: usize, nb: usize) -> Vec<u8> {
+fn pack_k(t: u8, src: &[u8], rows: usize, rb: usize, nb: usize) -> WeightBuf {
     let bb = match t {
         Q4K => 144,
         Q5K => 176,
@@ -194,7 +195,7 @@ fn pack_k(t: u8, src: &[u8], rows: usize, rb: usize, nb: usize) -> Vec<u8> {
     };
     let (hi, sco, mno, dof, pb) = k_layout(t);
     let panels = rows.div_ceil(PANEL);
-    let mut out = vec![0u8; panels * nb * pb];
+    let mut out = WeightBuf::zeroed(panels * nb * pb);
     assert!(src.len() >= rows * rb && rb >= nb * bb);
     for r in 0..rows {
         let (p, k) = (r / PANEL, r % PANEL);

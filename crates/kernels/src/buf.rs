@@ -1,0 +1,74 @@
+//! Zeroed byte buffers for repacked weights, which the kernels read in
+//! long streams once per token.
+//!
+//! On Linux the buffer is anonymous memory advised to use transparent huge
+//! pages (`madvise(MADV_HUGEPAGE)`; many systems only grant huge pages on
+//! request). With 2 MiB pages a 4 GB model needs ~2,000 TLB entries
+//! instead of ~1,000,000, and the hardware prefetchers are not stopped at
+//! every 4 KiB boundary. Elsewhere, or if the mapping fails, it is a
+//! plain `Vec`.
+
+use std::ops::{Deref, DerefMut};
+
+/// A zero-initialised, fixed-size byte buffer.
+pub(crate) struct WeightBuf(Inner);
+
+enum Inner {
+    #[cfg(target_os = "linux")]
+    Map(memmap2::MmapMut),
+    Vec(Vec<u8>),
+}
+
+impl WeightBuf {
+    /// `len` zero bytes (huge pages where the system grants them).
+    pub(crate) fn zeroed(len: usize) -> WeightBuf {
+        #[cfg(target_os = "linux")]
+        if len >= 2 << 20 {
+            if let Ok(map) = memmap2::MmapMut::map_anon(len) {
+                // Advice only: without huge pages the buffer still works.
+                let _ = map.advise(memmap2::Advice::HugePage);
+                return WeightBuf(Inner::Map(map));
+            }
+        }
+        WeightBuf(Inner::Vec(vec![0u8; len]))
+    }
+}
+
+impl Deref for WeightBuf {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match &self.0 {
+            #[cfg(target_os = "linux")]
+            Inner::Map(m) => m,
+            Inner::Vec(v) => v,
+        }
+    }
+}
+
+impl DerefMut for WeightBuf {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        match &mut self.0 {
+            #[cfg(target_os = "linux")]
+            Inner::Map(m) => m,
+            Inner::Vec(v) => v,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zeroed_and_writable_small_and_large() {
+        for len in [0, 1, 4096, 3 << 20] {
+            let mut b = WeightBuf::zeroed(len);
+            assert_eq!(b.len(), len);
+            assert!(b.iter().all(|&x| x == 0));
+            if len > 0 {
+                b[len - 1] = 7;
+                assert_eq!(b[len - 1], 7);
+            }
+        }
+    }
+}
