@@ -1,5 +1,5 @@
 //! Weights repacked once at load into 8-row interleaved panels (Q4_0,
-//! Q4_1, Q8_0, Q4_K, Q5_K, Q6_K on AVX-512 VNNI), about the size of the
+//! Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K on AVX-512 VNNI), about the size of the
 //! original blocks, so
 //! that one broadcast of 4 activation bytes feeds 8 weight rows through one
 //! `vpdpbusd` and one vector fma scales 8 rows. Mat-vec (one activation
@@ -11,6 +11,9 @@
 //!   `4s..4s + 4` of each row's 16 quant bytes side by side (row k at bytes
 //!   `4k..4k + 4`): the low nibbles are elements `4s + e`, the high ones
 //!   `16 + 4s + e`. Then 8 f16 `d`, then (Q4_1) 8 f16 `m`. 144 / 160 bytes.
+//! - Q5_0 / Q5_1: the nibbles as Q4_0's, then one vector of high bits (bit
+//!   `f` of row k's byte `4k + e` is the high bit of element `4f + e`), then
+//!   `d` (and `m`). 176 / 192 bytes.
 //! - Q8_0: 8 x 32 bytes, vector `s` holding elements `4s..4s + 4` of each
 //!   row as `q + 128` (unsigned), then 8 f16 `d`. 272 bytes.
 //! - K-quants (blocks of 256, as 8 units of 32 elements): per unit the
@@ -49,6 +52,8 @@ const Q8_0: u8 = 2;
 const Q4K: u8 = 3;
 const Q5K: u8 = 4;
 const Q6K: u8 = 5;
+const Q5_0: u8 = 6;
+const Q5_1: u8 = 7;
 
 /// Offsets in a packed K-quant block (8 rows of one super-block): (high
 /// bits, scales, mins, d, block bytes); dmin follows d.
@@ -72,7 +77,7 @@ fn k_code(ty: GgmlType) -> Option<u8> {
 /// Whether `ty` can be packed on this machine.
 pub(crate) fn available(ty: GgmlType) -> bool {
     use GgmlType::*;
-    matches!(ty, Q4_0 | Q4_1 | Q8_0 | Q4_K | Q5_K | Q6_K)
+    matches!(ty, Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | Q4_K | Q5_K | Q6_K)
         && is_x86_feature_detected!("avx512vnni")
         && is_x86_feature_detected!("avx512bw")
         && is_x86_feature_detected!("avx512vl")
@@ -87,6 +92,8 @@ fn geometry(ty: GgmlType) -> (usize, usize, usize) {
     match ty {
         GgmlType::Q4_0 => (16, 2, 128 + 16),
         GgmlType::Q4_1 => (16, 4, 128 + 32),
+        GgmlType::Q5_0 => (16, 6, 128 + 32 + 16),
+        GgmlType::Q5_1 => (16, 8, 128 + 32 + 32),
         _ => (32, 2, 256 + 16),
     }
 }
@@ -136,9 +143,21 @@ pub(crate) fn pack(ty: GgmlType, src: &[u8], rows: usize, rb: usize, nb: usize) 
                     }
                     (dst.add(32 * s + 4 * k) as *mut u32).write_unaligned(v);
                 }
-                let sc = dst.add(8 * ql + 2 * k);
+                let five = matches!(ty, GgmlType::Q5_0 | GgmlType::Q5_1);
+                if five {
+                    // Bit f of byte 4k + e: the high bit of element 4f + e.
+                    let qh = blk.add(qo - 4).cast::<u32>().read_unaligned();
+                    for e in 0..4 {
+                        let mut byte = 0u8;
+                        for f in 0..8 {
+                            byte |= (((qh >> (4 * f + e)) & 1) as u8) << f;
+                        }
+                        *dst.add(128 + 4 * k + e) = byte;
+                    }
+                }
+                let sc = dst.add(8 * ql + if five { 32 } else { 0 } + 2 * k);
                 std::ptr::copy_nonoverlapping(blk, sc, 2);
-                if ty == GgmlType::Q4_1 {
+                if matches!(ty, GgmlType::Q4_1 | GgmlType::Q5_1) {
                     std::ptr::copy_nonoverlapping(blk.add(2), sc.add(16), 2);
                 }
             }
@@ -269,6 +288,8 @@ pub(crate) unsafe fn panel_dot<const N: usize>(
     match ty {
         GgmlType::Q4_0 => kernel::<N, Q4_0>(panel, nb, a, j0, out),
         GgmlType::Q4_1 => kernel::<N, Q4_1>(panel, nb, a, j0, out),
+        GgmlType::Q5_0 => kernel::<N, Q5_0>(panel, nb, a, j0, out),
+        GgmlType::Q5_1 => kernel::<N, Q5_1>(panel, nb, a, j0, out),
         GgmlType::Q4_K => kernel_k::<N, Q4K>(panel, nb, a, j0, out),
         GgmlType::Q5_K => kernel_k::<N, Q5K>(panel, nb, a, j0, out),
         GgmlType::Q6_K => kernel_k::<N, Q6K>(panel, nb, a, j0, out),
@@ -291,13 +312,18 @@ unsafe fn kernel<const N: usize, const T: u8>(
     let (pb, sc) = match T {
         Q4_0 => (144, 128),
         Q4_1 => (160, 128),
+        Q5_0 => (176, 160),
+        Q5_1 => (192, 160),
         _ => (272, 256),
     };
     let off = match T {
         Q4_0 => 8,
-        Q4_1 => 0,
+        Q5_0 => 16,
+        Q4_1 | Q5_1 => 0,
         _ => 128,
     };
+    let min = matches!(T, Q4_1 | Q5_1);
+    let b10 = _mm256_set1_epi8(0x10);
     let mask = _mm256_set1_epi8(0x0F);
     let mut acc = [_mm256_setzero_ps(); N];
     for b in 0..nb {
@@ -313,9 +339,25 @@ unsafe fn kernel<const N: usize, const T: u8>(
                 wv[s] = _mm256_and_si256(v, mask);
                 wv[4 + s] = _mm256_and_si256(_mm256_srli_epi16::<4>(v), mask);
             }
+            if matches!(T, Q5_0 | Q5_1) {
+                let h = _mm256_loadu_si256(p.add(128) as *const __m256i);
+                let bit = [
+                    _mm256_slli_epi16::<4>(h),
+                    _mm256_slli_epi16::<3>(h),
+                    _mm256_slli_epi16::<2>(h),
+                    _mm256_slli_epi16::<1>(h),
+                    h,
+                    _mm256_srli_epi16::<1>(h),
+                    _mm256_srli_epi16::<2>(h),
+                    _mm256_srli_epi16::<3>(h),
+                ];
+                for f in 0..8 {
+                    wv[f] = _mm256_or_si256(wv[f], _mm256_and_si256(bit[f], b10));
+                }
+            }
         }
         let dv = _mm256_cvtph_ps(_mm_loadu_si128(p.add(sc) as *const __m128i));
-        let mv = if T == Q4_1 {
+        let mv = if min {
             _mm256_cvtph_ps(_mm_loadu_si128(p.add(sc + 16) as *const __m128i))
         } else {
             _mm256_setzero_ps()
@@ -342,7 +384,7 @@ unsafe fn kernel<const N: usize, const T: u8>(
             }
             let scale = _mm256_mul_ps(dv, _mm256_set1_ps(*xd.add(at)));
             acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), scale, acc[j]);
-            if T == Q4_1 {
+            if min {
                 acc[j] = _mm256_fmadd_ps(mv, _mm256_set1_ps(*xs.add(at)), acc[j]);
             }
         }
@@ -506,7 +548,7 @@ mod tests {
     fn packed_matches_reference() {
         use GgmlType::*;
         let mut rng = rand::rngs::StdRng::seed_from_u64(37);
-        for ty in [Q4_0, Q4_1, Q8_0, Q4_K, Q5_K, Q6_K] {
+        for ty in [Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K] {
             if !available(ty) {
                 return;
             }
