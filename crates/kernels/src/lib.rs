@@ -11,10 +11,11 @@
 //!   [`matmul`] multiplies it by a batch of activation rows on a
 //!   [`ThreadPool`]. For Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K and Q6_K
 //!   it quantizes the activations to int8 once per call and uses integer
-//!   dot products on the weight blocks as stored (AVX-512 VNNI or AVX2;
-//!   a batched GEMM with on-the-fly repacked 8-row panels for prompts on
-//!   VNNI), as ggml does; other types (and [`matmul_f32_with`]) dequantize
-//!   to f32 panels.
+//!   dot products on the weight blocks (AVX-512 VNNI or AVX2), as ggml
+//!   does; other types (and [`matmul_f32_with`]) dequantize to f32 panels.
+//! - [`PackedMatrix`]: those types repacked at load into 8-row interleaved
+//!   panels (AVX-512 VNNI), read by mat-vec and the prompt GEMM alike;
+//!   [`matmul_packed_many`] multiplies several of them by one input.
 //! - [`ThreadPool`]: persistent workers that spin briefly, then park.
 //! - [`dot_f16`], [`axpy_f16`]: attention over an f16 KV cache.
 //! - [`rmsnorm`], [`softmax_inplace`], [`silu`], [`f16_to_f32`],

@@ -143,27 +143,49 @@ pub fn matmul_with(
             len: out.len(),
         };
         let shared = &shared;
+        // Prompts on VNNI: each task packs its rows 8 at a time into the
+        // panel layout and runs the panel kernel (the same bits as the tiles).
         #[cfg(target_arch = "x86_64")]
-        let gemm = n >= 8 && cpu.isa() == crate::simd::Isa::Avx512 && qdot::gemm::available(w.ty);
+        let panels =
+            n >= 8 && cpu.isa() == crate::simd::Isa::Avx512 && qdot::packed::available(w.ty);
         pool.run(rows.div_ceil(per), |task| {
             #[allow(unused_mut)]
             let mut r0 = task * per;
             let r1 = (r0 + per).min(rows);
             #[cfg(target_arch = "x86_64")]
-            if gemm {
-                use qdot::gemm::{gemm_panel, PANEL};
-                while r0 + PANEL <= r1 {
-                    let rows8 = &w.data[r0 * w.row_bytes..(r0 + PANEL) * w.row_bytes];
-                    // SAFETY: `available` checked; 8 rows of the matrix;
-                    // acts quantized as Q8x32 (the kernel's kind).
-                    unsafe {
-                        gemm_panel(w.ty, rows8, w.row_bytes, acts, |i, k, v| {
-                            // SAFETY: rows r0..r1 belong to this task alone.
-                            shared.write(i * rows + r0 + k, v)
-                        })
-                    };
-                    r0 += PANEL;
-                }
+            if panels {
+                use qdot::packed::{block_bytes, block_len, pack_into, panel_dot, PANEL};
+                let nb = w.cols / block_len(w.ty);
+                PANEL_BUF.with(|buf| {
+                    let mut buf = buf.borrow_mut();
+                    buf.resize(nb * block_bytes(w.ty), 0);
+                    while r0 + PANEL <= r1 {
+                        let rows8 = &w.data[r0 * w.row_bytes..(r0 + PANEL) * w.row_bytes];
+                        pack_into(w.ty, rows8, PANEL, w.row_bytes, nb, &mut buf);
+                        let mut j = 0;
+                        while j < n {
+                            let mut o = [[0f32; PANEL]; 8];
+                            // SAFETY: `available` checked the ISA and type;
+                            // the buffer holds one panel of `nb` blocks;
+                            // acts rows j.. exist, quantized as `k.act`.
+                            let nn = if j + 8 <= n {
+                                unsafe { panel_dot::<8>(w.ty, buf.as_ptr(), nb, acts, j, &mut o) };
+                                8
+                            } else {
+                                let o1: &mut [[f32; PANEL]; 1] =
+                                    (&mut o[..1]).try_into().expect("1 row");
+                                unsafe { panel_dot::<1>(w.ty, buf.as_ptr(), nb, acts, j, o1) };
+                                1
+                            };
+                            for (jj, o) in o.iter().enumerate().take(nn) {
+                                // SAFETY: rows r0..r1 belong to this task alone.
+                                unsafe { shared.write_row((j + jj) * rows + r0, o) };
+                            }
+                            j += nn;
+                        }
+                        r0 += PANEL;
+                    }
+                });
             }
             let mut tile = [0f32; 16];
             let mut i = 0;
@@ -439,6 +461,8 @@ fn check_dims(rows: usize, cols: usize, x: &[f32], out: &[f32]) -> Result<usize>
 }
 
 thread_local! {
+    /// One panel of weights packed on the fly for a prompt product.
+    static PANEL_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
     /// Activations rounded through 8 bits for types without an integer
     /// kernel (grown on first use, then reused).
     static ROUNDED: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };

@@ -15,8 +15,6 @@
 //! reference: the same algebra, one block at a time.
 
 #[cfg(target_arch = "x86_64")]
-pub(crate) mod gemm;
-#[cfg(target_arch = "x86_64")]
 pub(crate) mod packed;
 #[cfg(target_arch = "x86_64")]
 mod x86;

@@ -117,14 +117,30 @@ pub(crate) fn block_len(ty: GgmlType) -> usize {
 
 /// Repack `rows` rows of `nb` blocks (`rb` bytes each) from `src`.
 pub(crate) fn pack(ty: GgmlType, src: &[u8], rows: usize, rb: usize, nb: usize) -> WeightBuf {
+    let mut out = WeightBuf::zeroed(rows.div_ceil(PANEL) * nb * block_bytes(ty));
+    pack_into(ty, src, rows, rb, nb, &mut out);
+    out
+}
+
+/// [`pack`] into `out` (`rows.div_ceil(8) * nb * block_bytes(ty)` bytes):
+/// every byte of a panel's live rows is written; the pad rows of a last,
+/// partial panel are left as they were (zero them for a clean panel).
+pub(crate) fn pack_into(
+    ty: GgmlType,
+    src: &[u8],
+    rows: usize,
+    rb: usize,
+    nb: usize,
+    out: &mut [u8],
+) {
     if let Some(t) = k_code(ty) {
-        return pack_k(t, src, rows, rb, nb);
+        return pack_k(t, src, rows, rb, nb, out);
     }
     let (ql, qo, pb) = geometry(ty);
     let bb = ty.block_bytes() as usize;
     let q8 = ty == GgmlType::Q8_0;
     let panels = rows.div_ceil(PANEL);
-    let mut out = WeightBuf::zeroed(panels * nb * pb);
+    assert!(out.len() >= panels * nb * pb);
     assert!(src.len() >= rows * rb && rb >= nb * bb);
     for r in 0..rows {
         let (p, k) = (r / PANEL, r % PANEL);
@@ -163,7 +179,6 @@ pub(crate) fn pack(ty: GgmlType, src: &[u8], rows: usize, rb: usize, nb: usize) 
             }
         }
     }
-    out
 }
 
 /// One K-quant super-block decoded: the 256 unsigned quants, the
@@ -206,7 +221,7 @@ fn decode_k(t: u8, blk: &[u8]) -> ([u8; 256], [u8; 16], [u8; 8], [u8; 4]) {
 }
 
 /// [`pack`] for the K-quants (see the module docs for the layout).
-fn pack_k(t: u8, src: &[u8], rows: usize, rb: usize, nb: usize) -> WeightBuf {
+fn pack_k(t: u8, src: &[u8], rows: usize, rb: usize, nb: usize, out: &mut [u8]) {
     let bb = match t {
         Q4K => 144,
         Q5K => 176,
@@ -214,7 +229,7 @@ fn pack_k(t: u8, src: &[u8], rows: usize, rb: usize, nb: usize) -> WeightBuf {
     };
     let (hi, sco, mno, dof, pb) = k_layout(t);
     let panels = rows.div_ceil(PANEL);
-    let mut out = WeightBuf::zeroed(panels * nb * pb);
+    assert!(out.len() >= panels * nb * pb);
     assert!(src.len() >= rows * rb && rb >= nb * bb);
     for r in 0..rows {
         let (p, k) = (r / PANEL, r % PANEL);
@@ -266,7 +281,6 @@ fn pack_k(t: u8, src: &[u8], rows: usize, rb: usize, nb: usize) -> WeightBuf {
             }
         }
     }
-    out
 }
 
 /// `out[jj][k]` = dot(panel row k, activation row `j0 + jj`) for the panel
