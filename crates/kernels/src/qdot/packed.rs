@@ -272,10 +272,10 @@ fn pack_k(t: u8, src: &[u8], rows: usize, rb: usize, nb: usize, out: &mut [u8]) 
                 }
             }
             let subs = if t == Q6K { 16 } else { 8 };
-            for s in 0..subs {
+            for (s, &v) in sc.iter().enumerate().take(subs) {
                 // Q6_K: sub-blocks 2u and 2u + 1 share unit u.
                 let (u, i) = if t == Q6K { (s / 2, s % 2) } else { (s, 0) };
-                dst[us * u + sci + 8 * i + k] = sc[s];
+                dst[us * u + sci + 8 * i + k] = v;
             }
             if t != Q6K {
                 for s in 0..8 {
