@@ -195,12 +195,21 @@ fn decode_k(t: u8, blk: &[u8]) -> ([u8; 256], [u8; 16], [u8; 8], [u8; 4]) {
     let mut mn = [0u8; 8];
     let mut dd = [0u8; 4];
     if t == Q6K {
+        // ggml's element order: per half n, four runs of 32.
         let (ql, qh) = (&blk[0..128], &blk[128..192]);
-        for (e, q) in q.iter_mut().enumerate() {
-            let (n, r) = (e / 128, e % 128);
-            let lo = (ql[64 * n + r % 64] >> (4 * (r / 64))) & 0x0F;
-            let hi = (qh[32 * n + r % 32] >> (2 * (r / 32))) & 0x03;
-            *q = lo | hi << 4;
+        for n in 0..2 {
+            let (ql, qh, q) = (
+                &ql[64 * n..64 * n + 64],
+                &qh[32 * n..32 * n + 32],
+                &mut q[128 * n..],
+            );
+            for l in 0..32 {
+                let h = qh[l];
+                q[l] = (ql[l] & 0x0F) | (h & 3) << 4;
+                q[l + 32] = (ql[l + 32] & 0x0F) | ((h >> 2) & 3) << 4;
+                q[l + 64] = (ql[l] >> 4) | ((h >> 4) & 3) << 4;
+                q[l + 96] = (ql[l + 32] >> 4) | ((h >> 6) & 3) << 4;
+            }
         }
         sc.copy_from_slice(&blk[192..208]);
         dd[..2].copy_from_slice(&blk[208..210]);
@@ -243,32 +252,35 @@ fn pack_k(t: u8, src: &[u8], rows: usize, rb: usize, nb: usize, out: &mut [u8]) 
             let dst = &mut out[(p * nb + b) * pb..][..pb];
             for u in 0..8 {
                 let q = &q[32 * u..32 * u + 32];
+                let unit = &mut dst[us * u..us * (u + 1)];
                 for s in 0..4 {
+                    let at = 32 * s + 4 * k;
                     for e in 0..4 {
-                        let (lo, hv) = (q[4 * s + e], q[16 + 4 * s + e]);
-                        dst[us * u + 32 * s + 4 * k + e] = (lo & 0x0F) | (hv & 0x0F) << 4;
+                        unit[at + e] = (q[4 * s + e] & 0x0F) | (q[16 + 4 * s + e] & 0x0F) << 4;
                     }
                 }
-                for e in 0..4 {
-                    match t {
-                        Q5K => {
+                match t {
+                    Q5K => {
+                        for e in 0..4 {
                             let mut byte = 0u8;
                             for f in 0..8 {
                                 byte |= ((q[4 * f + e] >> 4) & 1) << f;
                             }
-                            dst[us * u + 128 + 4 * k + e] = byte;
+                            unit[128 + 4 * k + e] = byte;
                         }
-                        Q6K => {
-                            for h in 0..2 {
+                    }
+                    Q6K => {
+                        for h in 0..2 {
+                            for e in 0..4 {
                                 let mut byte = 0u8;
                                 for f in 0..4 {
                                     byte |= ((q[4 * (4 * h + f) + e] >> 4) & 3) << (2 * f);
                                 }
-                                dst[us * u + 128 + 32 * h + 4 * k + e] = byte;
+                                unit[128 + 32 * h + 4 * k + e] = byte;
                             }
                         }
-                        _ => {}
                     }
+                    _ => {}
                 }
             }
             let subs = if t == Q6K { 16 } else { 8 };
