@@ -395,23 +395,19 @@ unsafe fn kernel<const N: usize, const T: u8>(
         } else {
             _mm256_setzero_ps()
         };
+        // Integer sums first, t outer and rows inner: N independent chains
+        // interleaved (exact, so the order is free), kept in registers.
+        let mut is = [_mm256_setzero_si256(); N];
+        for t in 0..8 {
+            for j in 0..N {
+                let x = xq.add((j0 + j) * cols + 32 * b + 4 * t);
+                let xv = _mm256_set1_epi32((x as *const i32).read_unaligned());
+                is[j] = _mm256_dpbusd_epi32(is[j], wv[t], xv);
+            }
+        }
         for j in 0..N {
-            let row = j0 + j;
-            let x = xq.add(row * cols + 32 * b);
-            macro_rules! bx {
-                ($t:expr) => {
-                    _mm256_set1_epi32((x.add(4 * $t) as *const i32).read_unaligned())
-                };
-            }
-            // Two chains of integer sums (exact, so order is free).
-            let mut i0 = _mm256_dpbusd_epi32(_mm256_setzero_si256(), wv[0], bx!(0));
-            let mut i1 = _mm256_dpbusd_epi32(_mm256_setzero_si256(), wv[1], bx!(1));
-            for t in (2..8).step_by(2) {
-                i0 = _mm256_dpbusd_epi32(i0, wv[t], bx!(t));
-                i1 = _mm256_dpbusd_epi32(i1, wv[t + 1], bx!(t + 1));
-            }
-            let at = row * (cols / 32) + b;
-            let mut isum = _mm256_add_epi32(i0, i1);
+            let at = (j0 + j) * (cols / 32) + b;
+            let mut isum = is[j];
             if off != 0 {
                 isum = _mm256_sub_epi32(isum, _mm256_set1_epi32(off * *xsum.add(at)));
             }
@@ -498,37 +494,40 @@ unsafe fn kernel_k<const N: usize, const T: u8>(
                 let v = _mm256_cvtepu8_epi32(_mm_loadl_epi64(sc as *const __m128i));
                 (v, v)
             };
-            for j in 0..N {
-                let row = j0 + j;
-                let x = xq.add(row * cols + 256 * b + 32 * u);
-                macro_rules! bx {
-                    ($t:expr) => {
-                        _mm256_set1_epi32((x.add(4 * $t) as *const i32).read_unaligned())
+            // Sums per (row, sub-block) with t outer and rows inner: 2N
+            // independent chains interleaved (exact, so order is free).
+            let mut s0 = [_mm256_setzero_si256(); N];
+            let mut s1 = [_mm256_setzero_si256(); N];
+            if T == Q6K {
+                // Sub-blocks 2u and 2u + 1 (16 elements each), each chain
+                // started at -32 * sum(x) for the -32 offset.
+                for j in 0..N {
+                    let bs = xbs.add((j0 + j) * cols / 16 + 16 * b + 2 * u);
+                    s0[j] = _mm256_set1_epi32(-32 * *bs as i32);
+                    s1[j] = _mm256_set1_epi32(-32 * *bs.add(1) as i32);
+                }
+            }
+            // Q6_K: sources t and 4 + t are elements 4t.. and 16 + 4t..,
+            // of sub-blocks 2u and 2u + 1; Q4_K/Q5_K: one sub-block, two
+            // chains over sources 2t and 2t + 1.
+            let (step, second) = if T == Q6K { (1, 4) } else { (2, 1) };
+            for t in (0..8).step_by(step).take(4) {
+                for j in 0..N {
+                    let x = xq.add((j0 + j) * cols + 256 * b + 32 * u);
+                    let bx = |src: usize| {
+                        _mm256_set1_epi32((x.add(4 * src) as *const i32).read_unaligned())
                     };
+                    s0[j] = _mm256_dpbusd_epi32(s0[j], wv[t], bx(t));
+                    s1[j] = _mm256_dpbusd_epi32(s1[j], wv[t + second], bx(t + second));
                 }
-                if T == Q6K {
-                    // Sub-blocks 2u and 2u + 1 (16 elements each), each
-                    // chain started at -32 * sum(x) for the -32 offset.
-                    let bs = xbs.add(row * cols / 16 + 16 * b + 2 * u);
-                    let mut i0 = _mm256_set1_epi32(-32 * *bs as i32);
-                    let mut i1 = _mm256_set1_epi32(-32 * *bs.add(1) as i32);
-                    for t in 0..4 {
-                        i0 = _mm256_dpbusd_epi32(i0, wv[t], bx!(t));
-                        i1 = _mm256_dpbusd_epi32(i1, wv[4 + t], bx!(4 + t));
-                    }
-                    let s =
-                        _mm256_add_epi32(_mm256_mullo_epi32(i0, sa), _mm256_mullo_epi32(i1, sb));
-                    isum[j] = _mm256_add_epi32(isum[j], s);
+            }
+            for j in 0..N {
+                let s = if T == Q6K {
+                    _mm256_add_epi32(_mm256_mullo_epi32(s0[j], sa), _mm256_mullo_epi32(s1[j], sb))
                 } else {
-                    let mut i0 = _mm256_dpbusd_epi32(_mm256_setzero_si256(), wv[0], bx!(0));
-                    let mut i1 = _mm256_dpbusd_epi32(_mm256_setzero_si256(), wv[1], bx!(1));
-                    for t in (2..8).step_by(2) {
-                        i0 = _mm256_dpbusd_epi32(i0, wv[t], bx!(t));
-                        i1 = _mm256_dpbusd_epi32(i1, wv[t + 1], bx!(t + 1));
-                    }
-                    let s = _mm256_mullo_epi32(_mm256_add_epi32(i0, i1), sa);
-                    isum[j] = _mm256_add_epi32(isum[j], s);
-                }
+                    _mm256_mullo_epi32(_mm256_add_epi32(s0[j], s1[j]), sa)
+                };
+                isum[j] = _mm256_add_epi32(isum[j], s);
             }
         }
         let dv = _mm256_cvtph_ps(_mm_loadu_si128(p.add(dof) as *const __m128i));
