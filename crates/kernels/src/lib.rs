@@ -20,6 +20,8 @@
 //! - [`dot_f16`], [`axpy_f16`]: attention over an f16 KV cache.
 //! - [`rmsnorm`], [`softmax_inplace`], [`silu`], [`f16_to_f32`],
 //!   [`f32_to_f16`]: the small vector ops of a LLaMA layer.
+//! - [`exp_inplace`], [`softmax_fast`], [`silu_mul`]: a SIMD exp and the
+//!   ops of the forward pass built on it.
 //!
 //! ```
 //! use cria_kernels::{matmul, GgmlType, QMatrix, ThreadPool};
@@ -47,6 +49,7 @@ mod ops;
 mod pool;
 mod qdot;
 mod simd;
+mod vexp;
 
 pub use attn::{axpy_f16, axpy_f16_rows, axpy_f16_scalar, dot_f16, dot_f16_rows, dot_f16_scalar};
 pub use cria_gguf::GgmlType;
@@ -59,3 +62,4 @@ pub use matmul::{
 pub use ops::{f16_to_f32, f32_to_f16, rmsnorm, silu, softmax_inplace};
 pub use pool::ThreadPool;
 pub use simd::{dot, dot_scalar, Cpu, Isa};
+pub use vexp::{exp_inplace, silu_mul, silu_mul_scalar, softmax_fast};
