@@ -30,10 +30,15 @@ fn chat_prompt_and_summary() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).trim().len() > 10, "{}", stdout(&o));
     // The default system prompt of the template plus the question: 37 tokens.
+    // The greedy answer may end before the limit: its first token is a near
+    // tie ("The" vs "L", 0.05 apart in the logits), so float rounding in
+    // attention decides how long it is, not this test.
     let err = stderr(&o);
+    let stopped = (1..16).any(|n| err.contains(&format!("generated {n} tokens")))
+        && err.contains("end of text");
     assert!(
         err.contains("prompt 37 tokens")
-            && err.contains("generated 16 tokens")
+            && (err.contains("generated 16 tokens") || stopped)
             && err.contains("t/s"),
         "{err}"
     );
