@@ -91,17 +91,6 @@ pub fn rmsnorm(out: &mut [f32], x: &[f32], weight: &[f32], eps: f32) {
     }
 }
 
-fn softmax(x: &mut [f32]) {
-    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0.0;
-    for v in x.iter_mut() {
-        *v = (*v - max).exp();
-        sum += *v;
-    }
-    let inv = 1.0 / sum;
-    x.iter_mut().for_each(|v| *v *= inv);
-}
-
 /// Which rows of logits the caller wants.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum Logits {
@@ -287,9 +276,7 @@ fn forward_batch(
             xb,
             pool,
         )?;
-        for (g, u) in s.gate[..n * fd].iter_mut().zip(&s.up[..n * fd]) {
-            *g = *g / (1.0 + (-*g).exp()) * u;
-        }
+        cria_kernels::silu_mul(&mut s.gate[..n * fd], &s.up[..n * fd]);
         matmul(
             file,
             &lw.w_down,
@@ -376,7 +363,7 @@ fn attend_one<T: KvElem>(
         let scores = &mut *cell.borrow_mut();
         scores.resize(len, 0.0);
         T::dot_rows(q, &st.k[kv_off..], kvd, scale, scores);
-        softmax(scores);
+        cria_kernels::softmax_fast(scores);
         out.fill(0.0);
         T::axpy_rows(out, scores, &st.v[kv_off..], kvd);
     });
