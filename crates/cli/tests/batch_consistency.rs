@@ -13,6 +13,14 @@ use cria_model::{KvType, Logits, Model, Session};
 
 #[test]
 fn batched_prompt_matches_token_by_token() {
+    // 2 threads (attention split by rows and heads) and 1 thread (groups of
+    // 4 rows at 41 tokens), f16 and f32 caches.
+    for (threads, kv) in [(2, KvType::F16), (1, KvType::F16), (1, KvType::F32)] {
+        check(threads, kv);
+    }
+}
+
+fn check(threads: usize, kv: KvType) {
     let model = Model::open(common::default_model()).unwrap();
     let nv = model.config.n_vocab;
     // A chat-shaped prompt: <|im_start|>user\n ... <|im_end|>\n, repeated.
@@ -20,7 +28,7 @@ fn batched_prompt_matches_token_by_token() {
         .map(|i| [1, 4093, 198, 1780, 314, 260, 3575, 282, 4649, 47, 2, 198][i % 12])
         .collect();
     let mut one_by_one = Vec::new();
-    let mut s = Session::new(&model, 64, KvType::F16, 64, 2);
+    let mut s = Session::new(&model, 64, kv, 64, threads);
     let mut l = Vec::new();
     for &t in &ids {
         model.forward(&mut s, &[t], Logits::Last, &mut l).unwrap();
@@ -29,7 +37,7 @@ fn batched_prompt_matches_token_by_token() {
     // Lengths around every multiple of the 8-row panels, odd tails included.
     for len in [1usize, 5, 7, 8, 9, 15, 16, 17, 31, 37, 41] {
         let mut batch = Vec::new();
-        let mut s = Session::new(&model, 64, KvType::F16, 64, 2);
+        let mut s = Session::new(&model, 64, kv, 64, threads);
         model
             .forward(&mut s, &ids[..len], Logits::All, &mut batch)
             .unwrap();
@@ -41,7 +49,8 @@ fn batched_prompt_matches_token_by_token() {
             let same = a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits());
             assert!(
                 same,
-                "prompt of {len} tokens, position {i}: batched logits differ from one-by-one"
+                "{threads} threads, {kv:?} cache, prompt of {len} tokens, position {i}: \
+                 batched logits differ from one-by-one"
             );
         }
     }

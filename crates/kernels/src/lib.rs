@@ -17,7 +17,8 @@
 //!   panels (AVX-512 VNNI), read by mat-vec and the prompt GEMM alike;
 //!   [`matmul_packed_many`] multiplies several of them by one input.
 //! - [`ThreadPool`]: persistent workers that spin briefly, then park.
-//! - [`dot_f16`], [`axpy_f16`]: attention over an f16 KV cache.
+//! - [`attend_f16`] (with [`dot_f16`], [`axpy_f16`]): attention over an
+//!   f16 KV cache, several queries of one KV head at a time.
 //! - [`rmsnorm`], [`softmax_inplace`], [`silu`], [`f16_to_f32`],
 //!   [`f32_to_f16`]: the small vector ops of a LLaMA layer.
 //! - [`exp_inplace`], [`softmax_fast`], [`silu_mul`]: a SIMD exp and the
@@ -51,7 +52,10 @@ mod qdot;
 mod simd;
 mod vexp;
 
-pub use attn::{axpy_f16, axpy_f16_rows, axpy_f16_scalar, dot_f16, dot_f16_rows, dot_f16_scalar};
+pub use attn::{
+    attend_f16, attend_f16_scalar, axpy_f16, axpy_f16_rows, axpy_f16_scalar, dot_f16, dot_f16_rows,
+    dot_f16_scalar,
+};
 pub use cria_gguf::GgmlType;
 pub use dequant::{block_geometry, dequantize_row, row_bytes, QK_K};
 pub use error::{Error, ErrorKind, Result};

@@ -208,6 +208,38 @@ impl ThreadPool {
     }
 }
 
+impl ThreadPool {
+    /// Runs `f(i, &mut out[ranges[i].0..ranges[i].1])` for every `i`,
+    /// spread over the pool and started in list order (list the biggest
+    /// first to balance the threads). The ranges must be disjoint and listed
+    /// in increasing or decreasing order; panics otherwise, or if one is
+    /// out of bounds.
+    pub fn for_each_range_mut<T: Send>(
+        &self,
+        out: &mut [T],
+        ranges: &[(usize, usize)],
+        f: impl Fn(usize, &mut [T]) + Sync,
+    ) {
+        let ok = |a: &(usize, usize)| a.0 <= a.1 && a.1 <= out.len();
+        let up = ranges.windows(2).all(|w| w[0].1 <= w[1].0);
+        let down = ranges.windows(2).all(|w| w[1].1 <= w[0].0);
+        assert!(
+            ranges.iter().all(ok) && (up || down),
+            "for_each_range_mut: ranges overlap, are unordered or out of bounds"
+        );
+        let ptr = SendPtr(out.as_mut_ptr());
+        let ptr = &ptr;
+        self.run(ranges.len(), |i| {
+            let (start, end) = ranges[i];
+            // SAFETY: the ranges are in bounds and pairwise disjoint
+            // (checked above: ordered and non-overlapping neighbours), and
+            // we borrow `out` mutably until `run` returns.
+            let chunk = unsafe { std::slice::from_raw_parts_mut(ptr.0.add(start), end - start) };
+            f(i, chunk)
+        });
+    }
+}
+
 struct SendPtr<T>(*mut T);
 // SAFETY: only used to hand disjoint chunks to tasks (above).
 unsafe impl<T: Send> Sync for SendPtr<T> {}
@@ -309,6 +341,31 @@ mod tests {
         pool.for_each_chunk_mut(&mut v, 10, |i, c| c.iter_mut().for_each(|x| *x += i + 1));
         for (k, x) in v.iter().enumerate() {
             assert_eq!(*x, k / 10 + 1);
+        }
+    }
+
+    #[test]
+    fn ranges_cover_what_they_name_once() {
+        let pool = ThreadPool::new(2);
+        for ranges in [vec![(0, 3), (3, 3), (5, 9)], vec![(7, 10), (2, 7), (0, 1)]] {
+            let mut v = vec![0usize; 10];
+            pool.for_each_range_mut(&mut v, &ranges, |i, c| {
+                c.iter_mut().for_each(|x| *x += i + 1)
+            });
+            for (k, x) in v.iter().enumerate() {
+                let want = ranges.iter().position(|r| (r.0..r.1).contains(&k));
+                assert_eq!(*x, want.map_or(0, |i| i + 1));
+            }
+        }
+        for bad in [
+            vec![(0, 4), (3, 5)],
+            vec![(0, 2), (5, 6), (3, 4)],
+            vec![(8, 11)],
+        ] {
+            let r = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                pool.for_each_range_mut(&mut [0u8; 10], &bad, |_, _| {});
+            }));
+            assert!(r.is_err(), "{bad:?}");
         }
     }
 

@@ -46,6 +46,34 @@ pub trait KvElem: Copy + Send + Sync + 'static {
             Self::axpy(out, pt, &v[t * stride..t * stride + out.len()]);
         }
     }
+    /// Causal attention of queries that read one KV head (the contract of
+    /// [`cria_kernels::attend_f16`]): `q` and `out` are (`last.len()`, d);
+    /// query j sees positions `0..=last[j]`; `scores` is scratch. Each
+    /// output has the bits of its query evaluated alone.
+    #[allow(clippy::too_many_arguments)]
+    fn attend(
+        q: &[f32],
+        last: &[usize],
+        k: &[Self],
+        v: &[Self],
+        stride: usize,
+        scale: f32,
+        scores: &mut Vec<f32>,
+        out: &mut [f32],
+    ) {
+        if last.is_empty() {
+            return;
+        }
+        let d = out.len() / last.len();
+        for ((qj, oj), &lj) in q.chunks_exact(d).zip(out.chunks_exact_mut(d)).zip(last) {
+            scores.clear();
+            scores.resize(lj + 1, 0.0);
+            Self::dot_rows(qj, k, stride, scale, scores);
+            cria_kernels::softmax_fast(scores);
+            oj.fill(0.0);
+            Self::axpy_rows(oj, scores, v, stride);
+        }
+    }
 }
 
 impl KvElem for f32 {
@@ -75,6 +103,18 @@ impl KvElem for f16 {
     }
     fn axpy_rows(out: &mut [f32], p: &[f32], v: &[f16], stride: usize) {
         cria_kernels::axpy_f16_rows(out, p, v, stride)
+    }
+    fn attend(
+        q: &[f32],
+        last: &[usize],
+        k: &[f16],
+        v: &[f16],
+        stride: usize,
+        scale: f32,
+        scores: &mut Vec<f32>,
+        out: &mut [f32],
+    ) {
+        cria_kernels::attend_f16(q, last, k, v, stride, scale, scores, out)
     }
 }
 

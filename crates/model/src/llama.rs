@@ -27,6 +27,9 @@ pub struct Scratch {
     proj: Vec<f32>, // (n_batch, dim) output of Wo or Wdown
     gate: Vec<f32>, // (n_batch, ffn_dim)
     up: Vec<f32>,   // (n_batch, ffn_dim)
+    /// The batch's attention split into tasks, and their ranges of `att`.
+    att_tasks: Vec<AttTask>,
+    att_ranges: Vec<(usize, usize)>,
     /// (rope_dim / 2) inverse frequencies, with rope_freqs and scaling folded in.
     inv_freq: Vec<f32>,
 }
@@ -45,6 +48,8 @@ impl Scratch {
             proj: vec![0.0; n * cfg.dim],
             gate: vec![0.0; n * cfg.ffn_dim],
             up: vec![0.0; n * cfg.ffn_dim],
+            att_tasks: Vec::new(),
+            att_ranges: Vec::new(),
             inv_freq: inverse_frequencies(cfg, w.rope_freqs.as_deref()),
         }
     }
@@ -214,6 +219,13 @@ fn forward_batch(
             &mut s.x[i * dim..(i + 1) * dim],
         )?;
     }
+    plan_attention(
+        cfg,
+        rows,
+        pool.threads(),
+        &mut s.att_tasks,
+        &mut s.att_ranges,
+    );
     for (l, lw) in w.layers.iter().enumerate() {
         for i in 0..n {
             let r = i * dim..(i + 1) * dim;
@@ -310,8 +322,90 @@ fn dequant(m: &Matrix, src: &[u8], dst: &mut [f32]) -> Result<()> {
     })
 }
 
+/// A share of one layer's attention: rows `r0..r1` (of one sequence, in
+/// position order) and heads `h0..h1`; either one row or all heads, so its
+/// output is one contiguous range of `att` ((n, q_dim)).
+#[derive(Copy, Clone, Debug)]
+struct AttTask {
+    r0: usize,
+    r1: usize,
+    h0: usize,
+    h1: usize,
+}
+
+/// Splits a batch's attention into tasks for `threads` threads, stored in
+/// `tasks` with their ranges of `att` in `ranges`, biggest first. Rows of
+/// one sequence go in groups of up to 4, so each key and value is loaded
+/// once for 4 rows x every query head of its KV head; single rows
+/// (generation) split by KV head, or by head when there are few. How the
+/// work is split never changes the bits (see [`KvElem::attend`]).
+fn plan_attention(
+    cfg: &LlamaConfig,
+    rows: &[BatchRow],
+    threads: usize,
+    tasks: &mut Vec<AttTask>,
+    ranges: &mut Vec<(usize, usize)>,
+) {
+    let (n, nh, nkv, qd, hd) = (
+        rows.len(),
+        cfg.n_heads,
+        cfg.n_kv_heads,
+        cfg.q_dim(),
+        cfg.head_dim,
+    );
+    // Enough groups for the threads to share, up to 4 rows each.
+    let max_rows = (n / (8 * threads.max(1))).clamp(1, 4);
+    tasks.clear();
+    let mut r0 = 0;
+    while r0 < n {
+        let mut r1 = r0 + 1;
+        while r1 < n && r1 - r0 < max_rows && rows[r1].seq == rows[r0].seq {
+            r1 += 1;
+        }
+        tasks.push(AttTask {
+            r0,
+            r1,
+            h0: 0,
+            h1: nh,
+        });
+        r0 = r1;
+    }
+    if threads > 1 && tasks.len() < 4 * threads {
+        // Few rows: one task per (row, KV head), or per (row, head).
+        let per = if tasks.len() * nkv >= 4 * threads {
+            nh / nkv
+        } else {
+            1
+        };
+        let groups = tasks.len();
+        for g in 0..groups {
+            let t = tasks[g];
+            for r in t.r0..t.r1 {
+                for h0 in (0..nh).step_by(per) {
+                    tasks.push(AttTask {
+                        r0: r,
+                        r1: r + 1,
+                        h0,
+                        h1: h0 + per,
+                    });
+                }
+            }
+        }
+        tasks.drain(..groups);
+    }
+    // Later rows see more keys: hand them out first.
+    tasks.reverse();
+    ranges.clear();
+    ranges.extend(
+        tasks
+            .iter()
+            .map(|t| (t.r0 * qd + t.h0 * hd, (t.r1 - 1) * qd + t.h1 * hd)),
+    );
+}
+
 /// Causal attention of every (row, head) over its sequence's cache,
-/// positions `0..=pos`, for layer `l`. Writes `s.att`.
+/// positions `0..=pos`, for layer `l`, as planned by [`plan_attention`].
+/// Writes `s.att`.
 fn attention(
     cfg: &LlamaConfig,
     caches: &[&mut KvCache],
@@ -320,51 +414,83 @@ fn attention(
     s: &mut Scratch,
     pool: &ThreadPool,
 ) {
-    let (hd, qd) = (cfg.head_dim, cfg.q_dim());
     let n = rows.len();
-    let q = &s.q;
-    // One task per (row, head); each writes its own head_dim slice.
-    pool.for_each_chunk_mut(&mut s.att[..n * qd], hd, |task, out| {
-        let (i, h) = (task / cfg.n_heads, task % cfg.n_heads);
-        let r = rows[i];
+    let (q, tasks) = (&s.q, &s.att_tasks);
+    pool.for_each_range_mut(&mut s.att[..n * cfg.q_dim()], &s.att_ranges, |i, out| {
+        let r = rows[tasks[i].r0];
         let c: &KvCache = caches[r.seq];
-        let q = &q[i * qd + h * hd..i * qd + (h + 1) * hd];
         match &c.data {
-            KvData::F16(st) => attend_one(cfg, st, c.n_ctx, l, h, r.pos, q, out),
-            KvData::F32(st) => attend_one(cfg, st, c.n_ctx, l, h, r.pos, q, out),
+            KvData::F16(st) => attend_task(cfg, st, c.n_ctx, l, rows, tasks[i], q, out),
+            KvData::F32(st) => attend_task(cfg, st, c.n_ctx, l, rows, tasks[i], q, out),
         }
     });
 }
 
-thread_local! {
-    /// Per-thread (n_ctx) attention scores, grown on first use and then
-    /// reused, so attention allocates nothing per token.
-    static ATT_SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+/// Per-thread buffers of [`attend_task`], grown on first use and then
+/// reused, so attention allocates nothing per token.
+#[derive(Default)]
+struct AttBuffers {
+    scores: Vec<f32>,
+    /// (queries, head_dim): the queries of one KV head, in (row, head) order.
+    q: Vec<f32>,
+    /// (queries, head_dim): their outputs.
+    out: Vec<f32>,
+    /// The last position each query sees.
+    last: Vec<usize>,
 }
 
-/// One head of one row: softmax(q . K[0..=pos] / sqrt(d)) . V[0..=pos].
+thread_local! {
+    static ATT_BUFFERS: std::cell::RefCell<AttBuffers> = std::cell::RefCell::new(AttBuffers::default());
+}
+
+/// One task: for each KV head its heads read, the rows' queries of those
+/// heads attend together; `out` is the task's range of `att`.
 #[allow(clippy::too_many_arguments)]
-fn attend_one<T: KvElem>(
+fn attend_task<T: KvElem>(
     cfg: &LlamaConfig,
     st: &KvStore<T>,
     n_ctx: usize,
     l: usize,
-    h: usize,
-    pos: usize,
+    rows: &[BatchRow],
+    t: AttTask,
     q: &[f32],
     out: &mut [f32],
 ) {
-    let (hd, kvd) = (cfg.head_dim, cfg.kv_dim());
-    let layer = l * n_ctx * kvd;
-    let kv_off = layer + (h / (cfg.n_heads / cfg.n_kv_heads)) * hd;
+    let (hd, qd, kvd) = (cfg.head_dim, cfg.q_dim(), cfg.kv_dim());
+    let per_kv = cfg.n_heads / cfg.n_kv_heads;
     let scale = 1.0 / (hd as f32).sqrt();
-    let len = pos + 1;
-    ATT_SCRATCH.with(|cell| {
-        let scores = &mut *cell.borrow_mut();
-        scores.resize(len, 0.0);
-        T::dot_rows(q, &st.k[kv_off..], kvd, scale, scores);
-        cria_kernels::softmax_fast(scores);
-        out.fill(0.0);
-        T::axpy_rows(out, scores, &st.v[kv_off..], kvd);
+    let base = t.r0 * qd + t.h0 * hd;
+    let layer = l * n_ctx * kvd;
+    ATT_BUFFERS.with(|cell| {
+        let b = &mut *cell.borrow_mut();
+        let mut h = t.h0;
+        while h < t.h1 {
+            let kvh = h / per_kv;
+            let he = ((kvh + 1) * per_kv).min(t.h1);
+            b.q.clear();
+            b.last.clear();
+            for (i, r) in rows.iter().enumerate().take(t.r1).skip(t.r0) {
+                b.q.extend_from_slice(&q[i * qd + h * hd..i * qd + he * hd]);
+                b.last.extend(std::iter::repeat_n(r.pos, he - h));
+            }
+            b.out.resize(b.q.len(), 0.0);
+            let off = layer + kvh * hd;
+            T::attend(
+                &b.q,
+                &b.last,
+                &st.k[off..],
+                &st.v[off..],
+                kvd,
+                scale,
+                &mut b.scores,
+                &mut b.out,
+            );
+            let w = (he - h) * hd;
+            for (j, src) in b.out.chunks_exact(w).enumerate() {
+                let at = (t.r0 + j) * qd + h * hd - base;
+                out[at..at + w].copy_from_slice(src);
+            }
+            h = he;
+        }
     });
 }
