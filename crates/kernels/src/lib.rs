@@ -21,8 +21,8 @@
 //!   f16 KV cache, several queries of one KV head at a time.
 //! - [`rmsnorm`], [`softmax_inplace`], [`silu`], [`f16_to_f32`],
 //!   [`f32_to_f16`]: the small vector ops of a LLaMA layer.
-//! - [`exp_inplace`], [`softmax_fast`], [`silu_mul`]: a SIMD exp and the
-//!   ops of the forward pass built on it.
+//! - [`exp_inplace`], [`softmax_fast`], [`silu_mul`], [`rmsnorm_fast`]:
+//!   SIMD row ops of the forward pass.
 //!
 //! ```
 //! use cria_kernels::{matmul, GgmlType, QMatrix, ThreadPool};
@@ -49,8 +49,8 @@ mod matmul;
 mod ops;
 mod pool;
 mod qdot;
+mod rowops;
 mod simd;
-mod vexp;
 
 pub use attn::{
     attend_f16, attend_f16_scalar, axpy_f16, axpy_f16_rows, axpy_f16_scalar, dot_f16, dot_f16_rows,
@@ -65,5 +65,5 @@ pub use matmul::{
 };
 pub use ops::{f16_to_f32, f32_to_f16, rmsnorm, silu, softmax_inplace};
 pub use pool::ThreadPool;
+pub use rowops::{exp_inplace, rmsnorm_fast, silu_mul, silu_mul_scalar, softmax_fast};
 pub use simd::{dot, dot_scalar, Cpu, Isa};
-pub use vexp::{exp_inplace, silu_mul, silu_mul_scalar, softmax_fast};

@@ -24,6 +24,12 @@ impl KvType {
 pub trait KvElem: Copy + Send + Sync + 'static {
     fn from_f32(x: f32) -> Self;
     fn to_f32(self) -> f32;
+    /// `dst[i] = from_f32(src[i])` (lengths must match).
+    fn from_f32_slice(dst: &mut [Self], src: &[f32]) {
+        for (d, &x) in dst.iter_mut().zip(src) {
+            *d = Self::from_f32(x);
+        }
+    }
     /// `sum(q[i] * k[i])`.
     fn dot(q: &[f32], k: &[Self]) -> f32 {
         q.iter().zip(k).map(|(a, b)| a * b.to_f32()).sum()
@@ -91,6 +97,10 @@ impl KvElem for f16 {
     }
     fn to_f32(self) -> f32 {
         f16::to_f32(self)
+    }
+    fn from_f32_slice(dst: &mut [f16], src: &[f32]) {
+        // F16C when available; the same rounding as `from_f32`.
+        half::slice::HalfFloatSliceExt::convert_from_f32_slice(dst, src);
     }
     fn dot(q: &[f32], k: &[f16]) -> f32 {
         cria_kernels::dot_f16(q, k)

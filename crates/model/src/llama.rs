@@ -32,6 +32,8 @@ pub struct Scratch {
     att_ranges: Vec<(usize, usize)>,
     /// (rope_dim / 2) inverse frequencies, with rope_freqs and scaling folded in.
     inv_freq: Vec<f32>,
+    /// (rope_dim / 2) (sin, cos) of one position's angles.
+    rope_sc: Vec<(f32, f32)>,
 }
 
 impl Scratch {
@@ -51,6 +53,7 @@ impl Scratch {
             att_tasks: Vec::new(),
             att_ranges: Vec::new(),
             inv_freq: inverse_frequencies(cfg, w.rope_freqs.as_deref()),
+            rope_sc: vec![(0.0, 0.0); cfg.rope_dim / 2],
         }
     }
 }
@@ -77,10 +80,23 @@ pub fn inverse_frequencies(cfg: &LlamaConfig, factors: Option<&[f32]>) -> Vec<f3
 /// Rotates adjacent pairs of the first `2 * inv_freq.len()` elements of each
 /// `head_dim`-wide head in `x` by the angles for position `pos`.
 pub fn rope(x: &mut [f32], head_dim: usize, pos: usize, inv_freq: &[f32]) {
+    let mut sc = vec![(0.0, 0.0); inv_freq.len()];
+    rope_angles(pos, inv_freq, &mut sc);
+    rope_rotate(x, head_dim, &sc);
+}
+
+/// `(sin, cos)` of each angle `pos * inv_freq[i]`: one table per position,
+/// shared by every query and key head.
+fn rope_angles(pos: usize, inv_freq: &[f32], sc: &mut [(f32, f32)]) {
+    for (sc, &f) in sc.iter_mut().zip(inv_freq) {
+        *sc = (pos as f32 * f).sin_cos();
+    }
+}
+
+/// [`rope`] with the angles' sines and cosines given.
+fn rope_rotate(x: &mut [f32], head_dim: usize, sc: &[(f32, f32)]) {
     for head in x.chunks_exact_mut(head_dim) {
-        for (i, &f) in inv_freq.iter().enumerate() {
-            let theta = pos as f32 * f;
-            let (sin, cos) = theta.sin_cos();
+        for (i, &(sin, cos)) in sc.iter().enumerate() {
             let (a, b) = (head[2 * i], head[2 * i + 1]);
             head[2 * i] = a * cos - b * sin;
             head[2 * i + 1] = a * sin + b * cos;
@@ -88,12 +104,9 @@ pub fn rope(x: &mut [f32], head_dim: usize, pos: usize, inv_freq: &[f32]) {
     }
 }
 
+/// RMS norm with an f32 sum of squares ([`cria_kernels::rmsnorm_fast`]).
 pub fn rmsnorm(out: &mut [f32], x: &[f32], weight: &[f32], eps: f32) {
-    let ss: f32 = x.iter().map(|v| v * v).sum::<f32>() / x.len() as f32;
-    let scale = 1.0 / (ss + eps).sqrt();
-    for ((o, &v), &w) in out.iter_mut().zip(x).zip(weight) {
-        *o = v * scale * w;
-    }
+    cria_kernels::rmsnorm_fast(out, x, weight, eps)
 }
 
 /// Which rows of logits the caller wants.
@@ -243,18 +256,9 @@ fn forward_batch(
             pool,
         )?;
         for (i, r) in rows.iter().enumerate() {
-            rope(
-                &mut s.q[i * qd..(i + 1) * qd],
-                cfg.head_dim,
-                r.pos,
-                &s.inv_freq,
-            );
-            rope(
-                &mut s.k[i * kvd..(i + 1) * kvd],
-                cfg.head_dim,
-                r.pos,
-                &s.inv_freq,
-            );
+            rope_angles(r.pos, &s.inv_freq, &mut s.rope_sc);
+            rope_rotate(&mut s.q[i * qd..(i + 1) * qd], cfg.head_dim, &s.rope_sc);
+            rope_rotate(&mut s.k[i * kvd..(i + 1) * kvd], cfg.head_dim, &s.rope_sc);
         }
         // Keys and values of every row go into their caches first, so a row
         // can attend to earlier rows of its own sequence in this batch.
@@ -305,12 +309,8 @@ fn forward_batch(
 }
 
 fn store<T: KvElem>(st: &mut KvStore<T>, at: usize, k: &[f32], v: &[f32]) {
-    for (d, &x) in st.k[at..at + k.len()].iter_mut().zip(k) {
-        *d = T::from_f32(x);
-    }
-    for (d, &x) in st.v[at..at + v.len()].iter_mut().zip(v) {
-        *d = T::from_f32(x);
-    }
+    T::from_f32_slice(&mut st.k[at..at + k.len()], k);
+    T::from_f32_slice(&mut st.v[at..at + v.len()], v);
 }
 
 fn dequant(m: &Matrix, src: &[u8], dst: &mut [f32]) -> Result<()> {

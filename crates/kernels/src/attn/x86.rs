@@ -46,7 +46,7 @@ pub(super) unsafe fn dot_rows_512(
             let kv = _mm512_cvtph_ps(_mm256_loadu_si256(kp.add(c)));
             acc = _mm512_fmadd_ps(_mm512_loadu_ps(q.as_ptr().add(16 * c)), kv, acc);
         }
-        *o = crate::vexp::x86::hsum16(acc) * scale;
+        *o = crate::rowops::x86::hsum16(acc) * scale;
     }
 }
 
@@ -73,7 +73,8 @@ unsafe fn dot16_f16(q: *const f32, k: *const f16, stride: usize, d: usize) -> __
     reduce16(&acc)
 }
 
-/// [`dot16_f16`] with the 16 keys already in f32, `d` apart from `k`.
+/// [`dot16_f16`] with the 16 keys already in f32, as [`to_f32_block`]
+/// lays them out.
 ///
 /// # Safety
 /// AVX-512F; `k` holds `16 * d` floats.
@@ -83,15 +84,17 @@ unsafe fn dot16_f32(q: *const f32, k: *const f32, d: usize) -> __m512 {
     let mut acc = [_mm512_setzero_ps(); 16];
     for c in 0..d / 16 {
         let qv = _mm512_loadu_ps(q.add(16 * c));
+        let kc = k.add(256 * c);
         for (a, &t) in acc.iter_mut().zip(&KEY_OF_ACC) {
-            *a = _mm512_fmadd_ps(qv, _mm512_loadu_ps(k.add(t * d + 16 * c)), *a);
+            *a = _mm512_fmadd_ps(qv, _mm512_loadu_ps(kc.add(16 * t)), *a);
         }
     }
     reduce16(&acc)
 }
 
-/// `nb <= 16` f16 keys `stride` apart from `k` into `out` (16 rows of `d`
-/// floats), rows `nb..16` zeroed.
+/// `nb <= 16` f16 keys `stride` apart from `k` into `out` as f32, laid out
+/// (d / 16, 16 keys, 16): the 16 keys' floats `16 c..16 c + 16` side by
+/// side. Keys `nb..16` are zeros.
 ///
 /// # Safety
 /// AVX-512F and F16C; `nb` keys of `d` in bounds; `out.len() >= 16 * d`.
@@ -99,16 +102,17 @@ unsafe fn dot16_f32(q: *const f32, k: *const f32, d: usize) -> __m512 {
 #[target_feature(enable = "avx2,fma,f16c,avx512f")]
 unsafe fn to_f32_block(k: *const f16, stride: usize, d: usize, nb: usize, out: &mut [f32]) {
     let o = out.as_mut_ptr();
-    for t in 0..nb {
+    for t in 0..16 {
         for c in 0..d / 16 {
-            let kp = k.add(t * stride + 16 * c) as *const __m256i;
-            _mm512_storeu_ps(
-                o.add(t * d + 16 * c),
-                _mm512_cvtph_ps(_mm256_loadu_si256(kp)),
-            );
+            let v = if t < nb {
+                let kp = k.add(t * stride + 16 * c) as *const __m256i;
+                _mm512_cvtph_ps(_mm256_loadu_si256(kp))
+            } else {
+                _mm512_setzero_ps()
+            };
+            _mm512_storeu_ps(o.add(256 * c + 16 * t), v);
         }
     }
-    out[nb * d..16 * d].fill(0.0);
 }
 
 /// Lane `j` of the result is the sum of the lanes of the accumulator of
@@ -204,7 +208,7 @@ pub(super) unsafe fn attend_512(
         b += 16;
     }
     for (j, &lj) in last.iter().enumerate() {
-        crate::vexp::x86::softmax_512(&mut scores[j * np..j * np + lj + 1]);
+        crate::rowops::x86::softmax_512(&mut scores[j * np..j * np + lj + 1]);
     }
     // out_j = sum over t <= last_j of p_j[t] * v_t, in t order, 16 columns
     // at a time for up to 6 queries.

@@ -1,5 +1,6 @@
-//! `exp` over slices, and the two ops of the forward pass built on it:
-//! [`softmax_fast`] (attention scores) and [`silu_mul`] (the SwiGLU gate).
+//! SIMD row ops of the forward pass: `exp` over slices and what is built
+//! on it, [`softmax_fast`] (attention scores) and [`silu_mul`] (the SwiGLU
+//! gate), and [`rmsnorm_fast`].
 //!
 //! The SIMD exp (AVX-512F, AVX2 + FMA) reduces `x = n ln2 + r` with
 //! `|r| <= ln2 / 2` (Cody-Waite, two fused steps), evaluates a degree-7
@@ -14,9 +15,10 @@
 //! Every lane runs the same instructions and a slice's tail goes through the
 //! same vector code (masked or padded), so an element's result does not
 //! depend on where in a slice it sits: a batch of rows gives the bits of the
-//! rows one at a time. Without AVX2 the scalar path uses `f32::exp`
-//! (results then differ from the SIMD paths in the last bit, as the dot
-//! products of different ISAs do).
+//! rows one at a time. Sums (softmax, rmsnorm) are per row, over 16 or 8
+//! lanes and then in a fixed order. Without AVX2 the scalar path uses
+//! `f32::exp` and left-to-right sums (results then differ from the SIMD
+//! paths in the last bits, as the dot products of different ISAs do).
 
 use crate::simd::{Cpu, Isa};
 
@@ -37,6 +39,38 @@ pub fn softmax_fast(x: &mut [f32]) {
 /// `gate[i] / (1 + exp(-gate[i])) * up[i]`. Panics if the lengths differ.
 pub fn silu_mul(gate: &mut [f32], up: &[f32]) {
     silu_mul_with(Cpu::get(), gate, up)
+}
+
+/// RMS normalisation with an f32 sum of squares:
+/// `out[i] = x[i] * (1 / sqrt(mean(x^2) + eps)) * weight[i]`.
+/// [`crate::rmsnorm`] (f64 sum) is its reference. Panics if the lengths
+/// differ.
+pub fn rmsnorm_fast(out: &mut [f32], x: &[f32], weight: &[f32], eps: f32) {
+    rmsnorm_with(Cpu::get(), out, x, weight, eps)
+}
+
+pub(crate) fn rmsnorm_with(cpu: Cpu, out: &mut [f32], x: &[f32], weight: &[f32], eps: f32) {
+    assert!(
+        out.len() == x.len() && weight.len() == x.len(),
+        "rmsnorm of different lengths"
+    );
+    if x.is_empty() {
+        return;
+    }
+    let ss = match cpu.isa() {
+        // SAFETY: a Cpu names only an ISA detected on this machine.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => unsafe { x86::sum_squares_512(x) },
+        // SAFETY: as above.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { x86::sum_squares_256(x) },
+        _ => x.iter().map(|v| v * v).sum::<f32>(),
+    };
+    let scale = 1.0 / (ss / x.len() as f32 + eps).sqrt();
+    // Auto-vectorised: each element is the same two multiplies anyway.
+    for ((o, &v), &w) in out.iter_mut().zip(x).zip(weight) {
+        *o = v * scale * w;
+    }
 }
 
 /// Reference for [`silu_mul`]: the same formula with `f32::exp`.
@@ -201,6 +235,43 @@ pub(crate) mod x86 {
     #[inline]
     fn mask16(n: usize) -> __mmask16 {
         ((1u32 << n) - 1) as __mmask16
+    }
+
+    /// Sum of `x[i]^2`: one fused multiply-add chain per lane (the tail
+    /// masked to zeros), then [`hsum16`].
+    ///
+    /// # Safety
+    /// AVX-512F must be available.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn sum_squares_512(x: &[f32]) -> f32 {
+        let (n, p) = (x.len(), x.as_ptr());
+        let mut acc = _mm512_setzero_ps();
+        let mut i = 0;
+        while i + 16 <= n {
+            let v = _mm512_loadu_ps(p.add(i));
+            acc = _mm512_fmadd_ps(v, v, acc);
+            i += 16;
+        }
+        let v = _mm512_maskz_loadu_ps(mask16(n - i), p.add(i));
+        hsum16(_mm512_fmadd_ps(v, v, acc))
+    }
+
+    /// [`sum_squares_512`] on 8 lanes, the tail padded with zeros.
+    ///
+    /// # Safety
+    /// AVX2 and FMA must be available.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn sum_squares_256(x: &[f32]) -> f32 {
+        let mut acc = _mm256_setzero_ps();
+        let mut chunks = x.chunks_exact(8);
+        for c in &mut chunks {
+            let v = _mm256_loadu_ps(c.as_ptr());
+            acc = _mm256_fmadd_ps(v, v, acc);
+        }
+        let mut buf = [0f32; 8];
+        buf[..chunks.remainder().len()].copy_from_slice(chunks.remainder());
+        let v = _mm256_loadu_ps(buf.as_ptr());
+        hsum8(_mm256_fmadd_ps(v, v, acc))
     }
 
     /// # Safety
@@ -479,6 +550,28 @@ mod tests {
                 for (a, b) in got.iter().zip(&want) {
                     assert!(
                         (a - b).abs() <= 4.0 * f32::EPSILON * b.abs().max(1e-30),
+                        "{:?} {len}: {a} vs {b}",
+                        cpu.isa()
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn rmsnorm_matches_reference() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(15);
+        for len in [1, 7, 8, 9, 15, 16, 17, 64, 576, 1000] {
+            let x: Vec<f32> = (0..len).map(|_| rng.gen_range(-4.0..4.0)).collect();
+            let w: Vec<f32> = (0..len).map(|_| rng.gen_range(-2.0..2.0)).collect();
+            let mut want = vec![0f32; len];
+            crate::rmsnorm(&x, &w, 1e-5, &mut want).unwrap();
+            for cpu in Cpu::all_available() {
+                let mut got = vec![0f32; len];
+                rmsnorm_with(cpu, &mut got, &x, &w, 1e-5);
+                for (a, b) in got.iter().zip(&want) {
+                    assert!(
+                        (a - b).abs() <= 1e-5 * b.abs() + 1e-30,
                         "{:?} {len}: {a} vs {b}",
                         cpu.isa()
                     );
