@@ -20,7 +20,9 @@
 //! `f32::exp` and left-to-right sums (results then differ from the SIMD
 //! paths in the last bits, as the dot products of different ISAs do).
 
-use crate::simd::{Cpu, Isa};
+use crate::simd::Cpu;
+#[cfg(target_arch = "x86_64")]
+use crate::simd::Isa;
 
 /// `x[i] = exp(x[i])`.
 pub fn exp_inplace(x: &mut [f32]) {
@@ -449,6 +451,7 @@ pub(crate) mod x86 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::simd::Isa;
     use rand::{Rng, SeedableRng};
 
     /// Distance in units in the last place between two finite floats of
