@@ -6,8 +6,8 @@
 //!     cargo bench -p cria-kernels --bench kernels
 
 use cria_kernels::{
-    attend_f16, attend_f16_scalar, dot_f16, dot_f16_scalar, dot_scalar, matmul, matmul_f32_with,
-    matmul_with, Cpu, GgmlType, QMatrix, ThreadPool,
+    attend_f16, attend_scalar, dot_f16, dot_f16_scalar, dot_scalar, matmul, matmul_f32_with,
+    matmul_with, Cpu, GgmlType, KvHead, QMatrix, ThreadPool,
 };
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use rand::{Rng, SeedableRng};
@@ -146,50 +146,54 @@ fn bench_f16(c: &mut Criterion) {
 }
 
 /// One KV head of a 512-token prompt's attention at SmolLM2-135M's shape
-/// (head_dim 64, 3 query heads per KV head, keys 64 x 3 apart in the
-/// cache): every query once, in groups of 4 rows x 3 heads as the model
-/// runs them, then one row at a time, then the scalar reference (every
-/// 16th query only: it is that much slower).
+/// (head_dim 64, 3 query heads per KV head, 3 KV heads in the cache):
+/// every query once, in groups of 4 rows x 3 heads as the model runs them,
+/// then one row at a time, then the scalar reference (every 16th query
+/// only: it is that much slower).
 fn bench_attend(c: &mut Criterion) {
     let mut rng = rand::rngs::StdRng::seed_from_u64(5);
     let mut g = c.benchmark_group("attend_f16");
     g.sample_size(10);
-    let (d, n, heads, stride) = (64usize, 512usize, 3usize, 192usize);
-    let f16s = |rng: &mut rand::rngs::StdRng| -> Vec<half::f16> {
-        (0..n * stride)
+    let (d, n, heads, kv_dim) = (64usize, 512usize, 3usize, 192usize);
+    let mut f16s = |len: usize| -> Vec<half::f16> {
+        (0..len)
             .map(|_| half::f16::from_f32(rng.gen_range(-1.0..1.0)))
             .collect()
     };
-    let (k, v) = (f16s(&mut rng), f16s(&mut rng));
+    let (k, v) = (f16s(n * kv_dim), f16s(n * kv_dim));
+    let kv = KvHead {
+        k: &k,
+        k_block: 16 * kv_dim,
+        v: &v,
+        v_row: kv_dim,
+    };
     let q: Vec<f32> = (0..n * heads * d)
-        .map(|_| rng.gen_range(-1.0..1.0))
+        .map(|i| (i % 7) as f32 * 0.1 - 0.3)
         .collect();
     // 2 flops per (query, key, dim) for q.k and again for p.v.
     g.throughput(Throughput::Elements(
         (4 * d * heads * n * (n + 1) / 2) as u64,
     ));
+    let last: Vec<usize> = (0..n).flat_map(|p| [p; 3]).collect();
+    let mut sc = Vec::new();
     for rows in [4usize, 1] {
-        let last: Vec<usize> = (0..n).flat_map(|p| [p; 3]).collect();
-        let mut sc = Vec::new();
         let mut out = vec![0f32; rows * heads * d];
         g.bench_function(format!("{rows} rows x {heads} heads"), |bch| {
             bch.iter(|| {
                 for r0 in (0..n).step_by(rows) {
                     let (a, b) = (r0 * heads, (r0 + rows) * heads);
-                    let q = &q[a * d..b * d];
-                    attend_f16(q, &last[a..b], &k, &v, stride, 0.125, &mut sc, &mut out);
+                    attend_f16(&q[a * d..b * d], &last[a..b], kv, 0.125, &mut sc, &mut out);
                 }
                 black_box(&out);
             })
         });
     }
-    let last: Vec<usize> = (0..n).collect();
     let mut out = vec![0f32; d];
     g.bench_function("reference, 1 query", |bch| {
         bch.iter(|| {
             for p in (0..n).step_by(16) {
-                let q = &q[p * d..(p + 1) * d];
-                attend_f16_scalar(q, &last[p..p + 1], &k, &v, stride, 0.125, &mut out);
+                let q = &q[3 * p * d..(3 * p + 1) * d];
+                attend_scalar(q, &last[3 * p..3 * p + 1], kv, 0.125, &mut sc, &mut out);
             }
             black_box(&out);
         })

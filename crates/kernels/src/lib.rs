@@ -53,8 +53,8 @@ mod rowops;
 mod simd;
 
 pub use attn::{
-    attend_f16, attend_f16_scalar, axpy_f16, axpy_f16_rows, axpy_f16_scalar, dot_f16, dot_f16_rows,
-    dot_f16_scalar,
+    attend_f16, attend_scalar, axpy_f16, axpy_f16_rows, axpy_f16_scalar, dot_f16, dot_f16_rows,
+    dot_f16_scalar, KvHead,
 };
 pub use cria_gguf::GgmlType;
 pub use dequant::{block_geometry, dequantize_row, row_bytes, QK_K};

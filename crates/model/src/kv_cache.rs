@@ -1,6 +1,13 @@
-//! The key/value cache: per layer, per position, the rotated keys and the
-//! values of every KV head. Independent of the model: it knows only sizes.
+//! The key/value cache: per layer, the rotated keys and the values of every
+//! KV head at every position. Independent of the model: it knows only sizes.
+//!
+//! Values are (layer, position, kv_dim). Keys are (layer, position / 16,
+//! kv_dim, 16): blocks of 16 positions stored dimension-major, so attention
+//! reads one dimension of 16 keys with one load and a score needs no
+//! horizontal sum ([`cria_kernels::KvHead`]). The key blocks cover `n_ctx`
+//! rounded up to a multiple of 16.
 
+use cria_kernels::KvHead;
 use half::f16;
 
 /// Element type of the cache. f16 halves its memory (llama.cpp's default);
@@ -21,64 +28,27 @@ impl KvType {
 }
 
 /// A value that can be stored in the cache.
-pub trait KvElem: Copy + Send + Sync + 'static {
+pub trait KvElem: Copy + Send + Sync + Into<f32> + 'static {
     fn from_f32(x: f32) -> Self;
-    fn to_f32(self) -> f32;
     /// `dst[i] = from_f32(src[i])` (lengths must match).
     fn from_f32_slice(dst: &mut [Self], src: &[f32]) {
         for (d, &x) in dst.iter_mut().zip(src) {
             *d = Self::from_f32(x);
         }
     }
-    /// `sum(q[i] * k[i])`.
-    fn dot(q: &[f32], k: &[Self]) -> f32 {
-        q.iter().zip(k).map(|(a, b)| a * b.to_f32()).sum()
-    }
-    /// `out[i] += p * v[i]`.
-    fn axpy(out: &mut [f32], p: f32, v: &[Self]) {
-        for (o, x) in out.iter_mut().zip(v) {
-            *o += p * x.to_f32();
-        }
-    }
-    /// `scores[t] = dot(q, k[t * stride..]) * scale` for every t.
-    fn dot_rows(q: &[f32], k: &[Self], stride: usize, scale: f32, scores: &mut [f32]) {
-        for (t, s) in scores.iter_mut().enumerate() {
-            *s = Self::dot(q, &k[t * stride..t * stride + q.len()]) * scale;
-        }
-    }
-    /// `out += p[t] * v[t * stride..]` for every t, in order.
-    fn axpy_rows(out: &mut [f32], p: &[f32], v: &[Self], stride: usize) {
-        for (t, &pt) in p.iter().enumerate() {
-            Self::axpy(out, pt, &v[t * stride..t * stride + out.len()]);
-        }
-    }
     /// Causal attention of queries that read one KV head (the contract of
     /// [`cria_kernels::attend_f16`]): `q` and `out` are (`last.len()`, d);
     /// query j sees positions `0..=last[j]`; `scores` is scratch. Each
     /// output has the bits of its query evaluated alone.
-    #[allow(clippy::too_many_arguments)]
     fn attend(
         q: &[f32],
         last: &[usize],
-        k: &[Self],
-        v: &[Self],
-        stride: usize,
+        kv: KvHead<Self>,
         scale: f32,
         scores: &mut Vec<f32>,
         out: &mut [f32],
     ) {
-        if last.is_empty() {
-            return;
-        }
-        let d = out.len() / last.len();
-        for ((qj, oj), &lj) in q.chunks_exact(d).zip(out.chunks_exact_mut(d)).zip(last) {
-            scores.clear();
-            scores.resize(lj + 1, 0.0);
-            Self::dot_rows(qj, k, stride, scale, scores);
-            cria_kernels::softmax_fast(scores);
-            oj.fill(0.0);
-            Self::axpy_rows(oj, scores, v, stride);
-        }
+        cria_kernels::attend_scalar(q, last, kv, scale, scores, out)
     }
 }
 
@@ -86,52 +56,72 @@ impl KvElem for f32 {
     fn from_f32(x: f32) -> f32 {
         x
     }
-    fn to_f32(self) -> f32 {
-        self
-    }
 }
 
 impl KvElem for f16 {
     fn from_f32(x: f32) -> f16 {
         f16::from_f32(x)
     }
-    fn to_f32(self) -> f32 {
-        f16::to_f32(self)
-    }
     fn from_f32_slice(dst: &mut [f16], src: &[f32]) {
         // F16C when available; the same rounding as `from_f32`.
         half::slice::HalfFloatSliceExt::convert_from_f32_slice(dst, src);
     }
-    fn dot(q: &[f32], k: &[f16]) -> f32 {
-        cria_kernels::dot_f16(q, k)
-    }
-    fn axpy(out: &mut [f32], p: f32, v: &[f16]) {
-        cria_kernels::axpy_f16(out, p, v)
-    }
-    fn dot_rows(q: &[f32], k: &[f16], stride: usize, scale: f32, scores: &mut [f32]) {
-        cria_kernels::dot_f16_rows(q, k, stride, scale, scores)
-    }
-    fn axpy_rows(out: &mut [f32], p: &[f32], v: &[f16], stride: usize) {
-        cria_kernels::axpy_f16_rows(out, p, v, stride)
-    }
     fn attend(
         q: &[f32],
         last: &[usize],
-        k: &[f16],
-        v: &[f16],
-        stride: usize,
+        kv: KvHead<f16>,
         scale: f32,
         scores: &mut Vec<f32>,
         out: &mut [f32],
     ) {
-        cria_kernels::attend_f16(q, last, k, v, stride, scale, scores, out)
+        cria_kernels::attend_f16(q, last, kv, scale, scores, out)
     }
 }
 
-/// Storage of one element type: `k` and `v` are (layer, position, kv_dim).
+/// Storage of one element type: `k` is (layer, position / 16, kv_dim, 16)
+/// and `v` (layer, position, kv_dim); see the module docs.
 pub struct KvStore<T> {
     pub k: Vec<T>,
     pub v: Vec<T>,
+}
+
+impl<T: KvElem> KvStore<T> {
+    /// Writes the key and value rows (`kv_dim` each) of position `pos` in
+    /// `layer` of a cache of `n_ctx` positions.
+    fn store(&mut self, n_ctx: usize, layer: usize, pos: usize, k: &[f32], v: &[f32]) {
+        let kvd = k.len();
+        let at = (layer * n_ctx + pos) * kvd;
+        T::from_f32_slice(&mut self.v[at..at + kvd], v);
+        let kb = (layer * n_ctx.div_ceil(16) + pos / 16) * 16 * kvd + pos % 16;
+        let dst = &mut self.k[kb..kb + 16 * (kvd - 1) + 1];
+        // Convert 16 at a time, then scatter 16 apart.
+        let mut tmp = [T::from_f32(0.0); 16];
+        for (c, src) in k.chunks(16).enumerate() {
+            T::from_f32_slice(&mut tmp[..src.len()], src);
+            for (i, &x) in tmp[..src.len()].iter().enumerate() {
+                dst[16 * (16 * c + i)] = x;
+            }
+        }
+    }
+
+    /// The keys and values of the head whose dimensions start at `first`
+    /// (of `kv_dim`) in `layer` of a cache of `n_ctx` positions.
+    pub(crate) fn head(
+        &self,
+        n_ctx: usize,
+        kv_dim: usize,
+        layer: usize,
+        first: usize,
+    ) -> KvHead<'_, T> {
+        let k0 = layer * n_ctx.div_ceil(16) * 16 * kv_dim + 16 * first;
+        let v0 = layer * n_ctx * kv_dim + first;
+        KvHead {
+            k: &self.k[k0..],
+            k_block: 16 * kv_dim,
+            v: &self.v[v0..],
+            v_row: kv_dim,
+        }
+    }
 }
 
 pub enum KvData {
@@ -160,13 +150,14 @@ fn zeroed_f16(n: usize) -> Vec<f16> {
 impl KvCache {
     pub fn new(n_layers: usize, n_ctx: usize, kv_dim: usize, ty: KvType) -> KvCache {
         let n = n_layers * n_ctx * kv_dim;
+        let nk = n_layers * n_ctx.next_multiple_of(16) * kv_dim;
         let data = match ty {
             KvType::F16 => KvData::F16(KvStore {
-                k: zeroed_f16(n),
+                k: zeroed_f16(nk),
                 v: zeroed_f16(n),
             }),
             KvType::F32 => KvData::F32(KvStore {
-                k: vec![0.0; n],
+                k: vec![0.0; nk],
                 v: vec![0.0; n],
             }),
         };
@@ -179,9 +170,25 @@ impl KvCache {
     }
 
     /// Bytes needed for a cache of these sizes, to report or cap it before
-    /// allocating.
+    /// allocating (keys round `n_ctx` up to a multiple of 16: up to 15
+    /// positions more than this).
     pub fn bytes_for(n_layers: usize, n_ctx: usize, kv_dim: usize, ty: KvType) -> u64 {
         2 * (n_layers * n_ctx * kv_dim * ty.bytes()) as u64
+    }
+
+    /// Writes the key and value rows of position `pos` in `layer`.
+    pub fn store(&mut self, layer: usize, pos: usize, k: &[f32], v: &[f32]) {
+        assert!(
+            layer < self.n_layers
+                && pos < self.n_ctx
+                && k.len() == self.kv_dim
+                && v.len() == self.kv_dim,
+            "KvCache::store out of bounds"
+        );
+        match &mut self.data {
+            KvData::F16(st) => st.store(self.n_ctx, layer, pos, k, v),
+            KvData::F32(st) => st.store(self.n_ctx, layer, pos, k, v),
+        }
     }
 
     pub fn ty(&self) -> KvType {

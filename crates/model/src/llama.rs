@@ -263,13 +263,8 @@ fn forward_batch(
         // Keys and values of every row go into their caches first, so a row
         // can attend to earlier rows of its own sequence in this batch.
         for (i, r) in rows.iter().enumerate() {
-            let c = &mut *caches[r.seq];
-            let dst = (l * c.n_ctx + r.pos) * kvd;
             let (k, v) = (&s.k[i * kvd..(i + 1) * kvd], &s.v[i * kvd..(i + 1) * kvd]);
-            match &mut c.data {
-                KvData::F16(st) => store(st, dst, k, v),
-                KvData::F32(st) => store(st, dst, k, v),
-            }
+            caches[r.seq].store(l, r.pos, k, v);
         }
         attention(cfg, caches, l, rows, s, pool);
         matmul(file, &lw.wo, &s.att[..n * qd], &mut s.proj[..n * dim], pool)?;
@@ -306,11 +301,6 @@ fn forward_batch(
             .for_each(|(x, p)| *x += p);
     }
     Ok(())
-}
-
-fn store<T: KvElem>(st: &mut KvStore<T>, at: usize, k: &[f32], v: &[f32]) {
-    T::from_f32_slice(&mut st.k[at..at + k.len()], k);
-    T::from_f32_slice(&mut st.v[at..at + v.len()], v);
 }
 
 fn dequant(m: &Matrix, src: &[u8], dst: &mut [f32]) -> Result<()> {
@@ -460,7 +450,6 @@ fn attend_task<T: KvElem>(
     let per_kv = cfg.n_heads / cfg.n_kv_heads;
     let scale = 1.0 / (hd as f32).sqrt();
     let base = t.r0 * qd + t.h0 * hd;
-    let layer = l * n_ctx * kvd;
     ATT_BUFFERS.with(|cell| {
         let b = &mut *cell.borrow_mut();
         let mut h = t.h0;
@@ -474,17 +463,8 @@ fn attend_task<T: KvElem>(
                 b.last.extend(std::iter::repeat_n(r.pos, he - h));
             }
             b.out.resize(b.q.len(), 0.0);
-            let off = layer + kvh * hd;
-            T::attend(
-                &b.q,
-                &b.last,
-                &st.k[off..],
-                &st.v[off..],
-                kvd,
-                scale,
-                &mut b.scores,
-                &mut b.out,
-            );
+            let kv = st.head(n_ctx, kvd, l, kvh * hd);
+            T::attend(&b.q, &b.last, kv, scale, &mut b.scores, &mut b.out);
             let w = (he - h) * hd;
             for (j, src) in b.out.chunks_exact(w).enumerate() {
                 let at = (t.r0 + j) * qd + h * hd - base;

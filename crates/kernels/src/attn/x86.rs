@@ -1,5 +1,6 @@
 //! x86-64 attention kernels: AVX2 + FMA + F16C, and AVX-512F.
 
+use super::KvHead;
 use half::f16;
 use std::arch::x86_64::*;
 
@@ -14,11 +15,10 @@ pub(super) unsafe fn dot_rows(q: &[f32], k: &[f16], stride: usize, scale: f32, o
     }
 }
 
-/// [`dot_rows`] for `q.len()` a multiple of 16, 16 keys at a time: lanes
-/// 0..8 of a key's accumulator are `dot_f16`'s `acc[0]` (even chunks of
-/// 8, in order) and lanes 8..16 its `acc[1]`; the 16 accumulators are then
-/// summed by [`reduce16`], which adds each one's lanes in `dot_f16`'s
-/// order. So the bits are the same as one `dot_f16` per key.
+/// [`dot_rows`] for `q.len()` a multiple of 16, 16 lanes at a time:
+/// lanes 0..8 of the accumulator are `dot_f16`'s `acc[0]` (even chunks
+/// of 8, in order) and lanes 8..16 its `acc[1]`, then the same
+/// reduction, so the bits are the same.
 ///
 /// # Safety
 /// AVX-512F, F16C must be available; keys in bounds.
@@ -30,208 +30,219 @@ pub(super) unsafe fn dot_rows_512(
     scale: f32,
     out: &mut [f32],
 ) {
-    let (d, n) = (q.len(), out.len());
-    let sv = _mm512_set1_ps(scale);
-    let mut b = 0;
-    while b + 16 <= n {
-        let s = dot16_f16(q.as_ptr(), k.as_ptr().add(b * stride), stride, d);
-        _mm512_storeu_ps(out.as_mut_ptr().add(b), _mm512_mul_ps(s, sv));
-        b += 16;
-    }
-    // The last keys one by one: the same sums, reduced one at a time.
-    for (t, o) in out.iter_mut().enumerate().skip(b) {
+    let (d, qp) = (q.len(), q.as_ptr());
+    for (t, o) in out.iter_mut().enumerate() {
         let kp = k.as_ptr().add(t * stride) as *const __m256i;
         let mut acc = _mm512_setzero_ps();
         for c in 0..d / 16 {
             let kv = _mm512_cvtph_ps(_mm256_loadu_si256(kp.add(c)));
-            acc = _mm512_fmadd_ps(_mm512_loadu_ps(q.as_ptr().add(16 * c)), kv, acc);
+            acc = _mm512_fmadd_ps(_mm512_loadu_ps(qp.add(16 * c)), kv, acc);
         }
         *o = crate::rowops::x86::hsum16(acc) * scale;
     }
 }
 
-/// The key whose accumulator is `acc[i]` in [`dot16_f16`] and
-/// [`dot16_f32`]: the order [`reduce16`] puts back in place.
-const KEY_OF_ACC: [usize; 16] = [0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15];
-
-/// Dot products of the query at `q` (`d` floats, `d % 16 == 0`) with 16 f16
-/// keys `stride` apart from `k`, unscaled, in key order.
+/// See [`super::scores`]: the AVX-512 tiles, `G` queries x `NB` blocks of
+/// 16 keys, one accumulator each.
 ///
 /// # Safety
-/// AVX-512F and F16C; 16 keys of `d` in bounds.
-#[inline]
+/// AVX-512F and F16C; shapes and bounds as [`super::scores`] checks.
 #[target_feature(enable = "avx2,fma,f16c,avx512f")]
-unsafe fn dot16_f16(q: *const f32, k: *const f16, stride: usize, d: usize) -> __m512 {
-    let mut acc = [_mm512_setzero_ps(); 16];
-    for c in 0..d / 16 {
-        let qv = _mm512_loadu_ps(q.add(16 * c));
-        for (a, &t) in acc.iter_mut().zip(&KEY_OF_ACC) {
-            let kp = k.add(t * stride + 16 * c) as *const __m256i;
-            *a = _mm512_fmadd_ps(qv, _mm512_cvtph_ps(_mm256_loadu_si256(kp)), *a);
-        }
-    }
-    reduce16(&acc)
-}
-
-/// [`dot16_f16`] with the 16 keys already in f32, as [`to_f32_block`]
-/// lays them out.
-///
-/// # Safety
-/// AVX-512F; `k` holds `16 * d` floats.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c,avx512f")]
-unsafe fn dot16_f32(q: *const f32, k: *const f32, d: usize) -> __m512 {
-    let mut acc = [_mm512_setzero_ps(); 16];
-    for c in 0..d / 16 {
-        let qv = _mm512_loadu_ps(q.add(16 * c));
-        let kc = k.add(256 * c);
-        for (a, &t) in acc.iter_mut().zip(&KEY_OF_ACC) {
-            *a = _mm512_fmadd_ps(qv, _mm512_loadu_ps(kc.add(16 * t)), *a);
-        }
-    }
-    reduce16(&acc)
-}
-
-/// `nb <= 16` f16 keys `stride` apart from `k` into `out` as f32, laid out
-/// (d / 16, 16 keys, 16): the 16 keys' floats `16 c..16 c + 16` side by
-/// side. Keys `nb..16` are zeros.
-///
-/// # Safety
-/// AVX-512F and F16C; `nb` keys of `d` in bounds; `out.len() >= 16 * d`.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c,avx512f")]
-unsafe fn to_f32_block(k: *const f16, stride: usize, d: usize, nb: usize, out: &mut [f32]) {
-    let o = out.as_mut_ptr();
-    for t in 0..16 {
-        for c in 0..d / 16 {
-            let v = if t < nb {
-                let kp = k.add(t * stride + 16 * c) as *const __m256i;
-                _mm512_cvtph_ps(_mm256_loadu_si256(kp))
-            } else {
-                _mm512_setzero_ps()
-            };
-            _mm512_storeu_ps(o.add(256 * c + 16 * t), v);
-        }
-    }
-}
-
-/// Lane `j` of the result is the sum of the lanes of the accumulator of
-/// key `j` (`acc[i]` is key `KEY_OF_ACC[i]`), added as `dot_f16` adds:
-/// lane `i` + lane `i + 8`, then + 4, then + 2, then + 1. Four rounds of
-/// shuffles and adds transpose the 16 sums into one vector.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c,avx512f")]
-unsafe fn reduce16(acc: &[__m512; 16]) -> __m512 {
-    // Halves: quarters 0,1 (+) 2,3 of each; two accumulators per vector.
-    let mut h = [_mm512_setzero_ps(); 8];
-    for (m, h) in h.iter_mut().enumerate() {
-        let (x, y) = (acc[2 * m], acc[2 * m + 1]);
-        *h = _mm512_add_ps(
-            _mm512_shuffle_f32x4::<0x44>(x, y),
-            _mm512_shuffle_f32x4::<0xEE>(x, y),
-        );
-    }
-    // Quarters: one accumulator's four partial sums per 128-bit quarter.
-    let mut qs = [_mm512_setzero_ps(); 4];
-    for (p, qs) in qs.iter_mut().enumerate() {
-        let (x, y) = (h[2 * p], h[2 * p + 1]);
-        *qs = _mm512_add_ps(
-            _mm512_shuffle_f32x4::<0x88>(x, y),
-            _mm512_shuffle_f32x4::<0xDD>(x, y),
-        );
-    }
-    // Pairs, then singles, within each quarter.
-    let pa = _mm512_add_ps(
-        _mm512_unpacklo_ps(qs[0], qs[1]),
-        _mm512_unpackhi_ps(qs[0], qs[1]),
-    );
-    let pb = _mm512_add_ps(
-        _mm512_unpacklo_ps(qs[2], qs[3]),
-        _mm512_unpackhi_ps(qs[2], qs[3]),
-    );
-    _mm512_add_ps(
-        _mm512_shuffle_ps::<0x44>(pa, pb),
-        _mm512_shuffle_ps::<0xEE>(pa, pb),
-    )
-}
-
-/// See [`super::attend_f16`]; here `d % 16 == 0`. `sc` is scratch.
-///
-/// Keys are converted to f32 once per block of 16 and dotted with every
-/// query that sees them; value rows are converted once per 16-float slice
-/// and added into up to 6 queries' outputs held in registers. Per query
-/// the operations are those of a group of one.
-///
-/// # Safety
-/// AVX-512F and F16C; `q` and `out` hold `last.len() * d` floats; keys and
-/// values `0..=max(last)` in bounds.
-#[allow(clippy::too_many_arguments)]
-#[target_feature(enable = "avx2,fma,f16c,avx512f")]
-pub(super) unsafe fn attend_512(
+pub(super) unsafe fn scores_512(
     q: &[f32],
     last: &[usize],
-    k: &[f16],
-    v: &[f16],
-    stride: usize,
+    kv: &KvHead<f16>,
     scale: f32,
-    sc: &mut Vec<f32>,
+    np: usize,
+    scores: &mut [f32],
+) {
+    let d = q.len() / last.len();
+    let mut j0 = 0;
+    while j0 < last.len() {
+        let j1 = (j0 + 8).min(last.len());
+        let nb = last[j0..j1].iter().max().map_or(0, |m| m / 16 + 1);
+        let t = Tile {
+            q: q.as_ptr().add(j0 * d),
+            d,
+            k: kv.k.as_ptr(),
+            k_block: kv.k_block,
+            scale,
+            out: scores.as_mut_ptr().add(j0 * np),
+            np,
+        };
+        match j1 - j0 {
+            1 => blocks_512::<1, 4>(&t, nb),
+            2 => blocks_512::<2, 4>(&t, nb),
+            3 => blocks_512::<3, 2>(&t, nb),
+            4 => blocks_512::<4, 2>(&t, nb),
+            5 => blocks_512::<5, 1>(&t, nb),
+            6 => blocks_512::<6, 1>(&t, nb),
+            7 => blocks_512::<7, 1>(&t, nb),
+            _ => blocks_512::<8, 1>(&t, nb),
+        }
+        j0 = j1;
+    }
+}
+
+/// One tile's pointers: `G` queries (`d` apart) from `q`, the keys, and
+/// the tile's score rows (`np` apart) from `out`.
+pub(super) struct Tile {
+    pub(super) q: *const f32,
+    pub(super) d: usize,
+    pub(super) k: *const f16,
+    pub(super) k_block: usize,
+    pub(super) scale: f32,
+    pub(super) out: *mut f32,
+    pub(super) np: usize,
+}
+
+/// Blocks `0..nb` for a tile of `G` queries, `NB` blocks at a time (the
+/// rest one at a time).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f")]
+unsafe fn blocks_512<const G: usize, const NB: usize>(t: &Tile, nb: usize) {
+    let mut b = 0;
+    while b + NB <= nb {
+        tile_512::<G, NB>(t, b);
+        b += NB;
+    }
+    while b < nb {
+        tile_512::<G, 1>(t, b);
+        b += 1;
+    }
+}
+
+/// Scores of `G` queries against keys `16 b0..16 (b0 + NB)`: for each
+/// dimension `i` in order, each block's row `i` (16 keys) is converted
+/// once and fused-multiply-added with every query's `q[i]`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f")]
+unsafe fn tile_512<const G: usize, const NB: usize>(t: &Tile, b0: usize) {
+    let mut acc = [[_mm512_setzero_ps(); NB]; G];
+    for i in 0..t.d {
+        let mut kr = [_mm512_setzero_ps(); NB];
+        for (bb, kr) in kr.iter_mut().enumerate() {
+            let kp = t.k.add((b0 + bb) * t.k_block + 16 * i) as *const __m256i;
+            *kr = _mm512_cvtph_ps(_mm256_loadu_si256(kp));
+        }
+        for (j, acc) in acc.iter_mut().enumerate() {
+            let qv = _mm512_set1_ps(*t.q.add(j * t.d + i));
+            for (a, kr) in acc.iter_mut().zip(&kr) {
+                *a = _mm512_fmadd_ps(qv, *kr, *a);
+            }
+        }
+    }
+    let sv = _mm512_set1_ps(t.scale);
+    for (j, acc) in acc.iter().enumerate() {
+        for (bb, a) in acc.iter().enumerate() {
+            let o = t.out.add(j * t.np + 16 * (b0 + bb));
+            _mm512_storeu_ps(o, _mm512_mul_ps(*a, sv));
+        }
+    }
+}
+
+/// [`scores_512`] on 8 lanes: each block is two halves of 8 keys, and
+/// each lane runs the same chain, so the bits are the same.
+///
+/// # Safety
+/// AVX2, FMA and F16C; shapes and bounds as [`super::scores`] checks.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn scores_avx2(
+    q: &[f32],
+    last: &[usize],
+    kv: &KvHead<f16>,
+    scale: f32,
+    np: usize,
+    scores: &mut [f32],
+) {
+    let d = q.len() / last.len();
+    let mut j0 = 0;
+    while j0 < last.len() {
+        let j1 = (j0 + 4).min(last.len());
+        let nb = last[j0..j1].iter().max().map_or(0, |m| m / 16 + 1);
+        let t = Tile {
+            q: q.as_ptr().add(j0 * d),
+            d,
+            k: kv.k.as_ptr(),
+            k_block: kv.k_block,
+            scale,
+            out: scores.as_mut_ptr().add(j0 * np),
+            np,
+        };
+        for b in 0..nb {
+            match j1 - j0 {
+                1 => tile_avx2::<1>(&t, b),
+                2 => tile_avx2::<2>(&t, b),
+                3 => tile_avx2::<3>(&t, b),
+                _ => tile_avx2::<4>(&t, b),
+            }
+        }
+        j0 = j1;
+    }
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn tile_avx2<const G: usize>(t: &Tile, b: usize) {
+    let mut acc = [[_mm256_setzero_ps(); 2]; G];
+    for i in 0..t.d {
+        let kp = t.k.add(b * t.k_block + 16 * i) as *const __m128i;
+        let kr = [
+            _mm256_cvtph_ps(_mm_loadu_si128(kp)),
+            _mm256_cvtph_ps(_mm_loadu_si128(kp.add(1))),
+        ];
+        for (j, acc) in acc.iter_mut().enumerate() {
+            let qv = _mm256_set1_ps(*t.q.add(j * t.d + i));
+            for (a, kr) in acc.iter_mut().zip(&kr) {
+                *a = _mm256_fmadd_ps(qv, *kr, *a);
+            }
+        }
+    }
+    let sv = _mm256_set1_ps(t.scale);
+    for (j, acc) in acc.iter().enumerate() {
+        for (h, a) in acc.iter().enumerate() {
+            let o = t.out.add(j * t.np + 16 * b + 8 * h);
+            _mm256_storeu_ps(o, _mm256_mul_ps(*a, sv));
+        }
+    }
+}
+
+/// `out_j = sum over t <= last_j of p_j[t] * v_t` for every query (scores
+/// rows `np` apart in `p`), 16 columns at a time for up to 6 queries;
+/// `d % 16 == 0`.
+///
+/// # Safety
+/// AVX-512F and F16C; shapes and bounds as [`super::attend_f16`] checks.
+#[target_feature(enable = "avx2,fma,f16c,avx512f")]
+pub(super) unsafe fn pv_512(
+    p: &[f32],
+    np: usize,
+    last: &[usize],
+    v: &[f16],
+    v_row: usize,
     out: &mut [f32],
 ) {
     let (g, d) = (last.len(), out.len() / last.len());
-    let n = last.iter().max().map_or(0, |&m| m + 1);
-    let np = n.next_multiple_of(16);
-    // (g, np) scores, then one (16, d) block of keys in f32.
-    sc.clear();
-    sc.resize(g * np + 16 * d, 0.0);
-    let (scores, kf) = sc.split_at_mut(g * np);
-    let sv = _mm512_set1_ps(scale);
-    let mut b = 0;
-    while b < n {
-        let nb = (n - b).min(16);
-        let kb = k.as_ptr().add(b * stride);
-        let direct = g == 1 && nb == 16;
-        if !direct {
-            to_f32_block(kb, stride, d, nb, kf);
-        }
-        for (j, &lj) in last.iter().enumerate() {
-            if lj < b {
-                continue;
-            }
-            let qp = q.as_ptr().add(j * d);
-            let s = if direct {
-                dot16_f16(qp, kb, stride, d)
-            } else {
-                dot16_f32(qp, kf.as_ptr(), d)
-            };
-            _mm512_storeu_ps(scores.as_mut_ptr().add(j * np + b), _mm512_mul_ps(s, sv));
-        }
-        b += 16;
-    }
-    for (j, &lj) in last.iter().enumerate() {
-        crate::rowops::x86::softmax_512(&mut scores[j * np..j * np + lj + 1]);
-    }
-    // out_j = sum over t <= last_j of p_j[t] * v_t, in t order, 16 columns
-    // at a time for up to 6 queries.
     let mut j0 = 0;
     while j0 < g {
         let j1 = (j0 + 6).min(g);
         let mut s0 = 0;
         while s0 < d {
             let w = ((d - s0) / 16).min(4);
-            let p = (scores.as_ptr().add(j0 * np), np);
+            let pp = (p.as_ptr().add(j0 * np), np);
             let o = (out.as_mut_ptr().add(j0 * d + s0), d);
-            let vp = (v.as_ptr().add(s0), stride);
+            let vp = (v.as_ptr().add(s0), v_row);
             let l = &last[j0..j1];
             match (j1 - j0, w) {
-                (6, 4) => pv::<6, 4>(p, l, vp, o),
-                (5, 4) => pv::<5, 4>(p, l, vp, o),
-                (4, 4) => pv::<4, 4>(p, l, vp, o),
-                (3, 4) => pv::<3, 4>(p, l, vp, o),
-                (2, 4) => pv::<2, 4>(p, l, vp, o),
-                (1, 4) => pv::<1, 4>(p, l, vp, o),
-                (gg, 3) => pv_dyn::<3>(gg, p, l, vp, o),
-                (gg, 2) => pv_dyn::<2>(gg, p, l, vp, o),
-                (gg, _) => pv_dyn::<1>(gg, p, l, vp, o),
+                (6, 4) => pv::<6, 4>(pp, l, vp, o),
+                (5, 4) => pv::<5, 4>(pp, l, vp, o),
+                (4, 4) => pv::<4, 4>(pp, l, vp, o),
+                (3, 4) => pv::<3, 4>(pp, l, vp, o),
+                (2, 4) => pv::<2, 4>(pp, l, vp, o),
+                (1, 4) => pv::<1, 4>(pp, l, vp, o),
+                (gg, 3) => pv_dyn::<3>(gg, pp, l, vp, o),
+                (gg, 2) => pv_dyn::<2>(gg, pp, l, vp, o),
+                (gg, _) => pv_dyn::<1>(gg, pp, l, vp, o),
             }
             s0 += 16 * w;
         }
