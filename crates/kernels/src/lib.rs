@@ -17,10 +17,13 @@
 //!   panels (AVX-512 VNNI), read by mat-vec and the prompt GEMM alike;
 //!   [`matmul_packed_many`] multiplies several of them by one input.
 //! - [`ThreadPool`]: persistent workers that spin briefly, then park.
-//! - [`attend_f16`] (with [`dot_f16`], [`axpy_f16`]): attention over an
-//!   f16 KV cache, several queries of one KV head at a time.
+//! - [`attend_f16`]: causal attention over one head of an f16 KV cache
+//!   ([`KvHead`]: keys in blocks of 16 positions), several queries at a
+//!   time, each bit-identical to itself alone; [`attend_scalar`] is its
+//!   reference. [`dot_f16`], [`axpy_f16`]: the row ops it shares.
 //! - [`rmsnorm`], [`softmax_inplace`], [`silu`], [`f16_to_f32`],
-//!   [`f32_to_f16`]: the small vector ops of a LLaMA layer.
+//!   [`f32_to_f16`]: the small vector ops of a LLaMA layer (scalar, f64
+//!   sums: the references of the row ops below).
 //! - [`exp_inplace`], [`softmax_fast`], [`silu_mul`], [`rmsnorm_fast`]:
 //!   SIMD row ops of the forward pass.
 //!

@@ -1,5 +1,6 @@
-//! Vector ops of attention over an f16 or f32 KV cache: `q . k_t` and
-//! `out += p * v_t`, with the f16 -> f32 conversion done in registers
+//! Attention over an f16 or f32 KV cache: [`attend_f16`] for a group of
+//! queries that read one KV head ([`KvHead`]), and the row ops `q . k_t`
+//! and `out += p * v_t`, with the f16 -> f32 conversion done in registers
 //! (F16C / AVX-512) instead of one call per element.
 
 use crate::simd::{Cpu, Isa};
