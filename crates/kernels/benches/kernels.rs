@@ -1,13 +1,16 @@
 //! Criterion benches: dot products per ISA next to the scalar reference,
 //! Q4_1 matmul at the default model's shapes, and the integer matmul of
-//! every type per ISA (scalar reference included) next to the f32 path. Throughput is in FLOPs
-//! (criterion prints it as "elem/s": read Gelem/s as GFLOPS).
+//! every type per ISA (scalar reference included) next to the f32 path,
+//! attention over an f16 cache, and the SIMD row ops (exp, softmax, SiLU,
+//! RMS norm) next to their references. Throughput is in FLOPs (criterion
+//! prints it as "elem/s": read Gelem/s as GFLOPS), elements for the row ops.
 //!
 //!     cargo bench -p cria-kernels --bench kernels
 
 use cria_kernels::{
-    attend_f16, attend_scalar, dot_f16, dot_f16_scalar, dot_scalar, matmul, matmul_f32_with,
-    matmul_with, Cpu, GgmlType, KvHead, QMatrix, ThreadPool,
+    attend_f16, attend_scalar, dot_f16, dot_f16_scalar, dot_scalar, exp_inplace, matmul,
+    matmul_f32_with, matmul_with, rmsnorm, rmsnorm_fast, silu_mul, silu_mul_scalar, softmax_fast,
+    softmax_inplace, Cpu, GgmlType, KvHead, QMatrix, ThreadPool,
 };
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use rand::{Rng, SeedableRng};
@@ -201,12 +204,73 @@ fn bench_attend(c: &mut Criterion) {
     g.finish();
 }
 
+/// The row ops of the forward pass at SmolLM2-135M's shapes (a 1536-wide
+/// FFN row, 576-wide norm, 512 attention scores), next to their scalar
+/// references. Throughput in elements.
+fn bench_rowops(c: &mut Criterion) {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(6);
+    let mut g = c.benchmark_group("rowops");
+    let x: Vec<f32> = (0..1536).map(|_| rng.gen_range(-8.0..8.0)).collect();
+    let u: Vec<f32> = (0..1536).map(|_| rng.gen_range(-2.0..2.0)).collect();
+    g.throughput(Throughput::Elements(1536));
+    let mut y = x.clone();
+    g.bench_function("silu_mul/reference", |b| {
+        b.iter(|| {
+            y.copy_from_slice(&x);
+            silu_mul_scalar(black_box(&mut y), &u)
+        })
+    });
+    g.bench_function("silu_mul/simd", |b| {
+        b.iter(|| {
+            y.copy_from_slice(&x);
+            silu_mul(black_box(&mut y), &u)
+        })
+    });
+    g.bench_function("exp/std", |b| {
+        b.iter(|| {
+            y.copy_from_slice(&x);
+            y.iter_mut().for_each(|v| *v = v.exp());
+            black_box(&y);
+        })
+    });
+    g.bench_function("exp/simd", |b| {
+        b.iter(|| {
+            y.copy_from_slice(&x);
+            exp_inplace(black_box(&mut y))
+        })
+    });
+    g.throughput(Throughput::Elements(512));
+    let mut s = x[..512].to_vec();
+    g.bench_function("softmax/reference", |b| {
+        b.iter(|| {
+            s.copy_from_slice(&x[..512]);
+            softmax_inplace(black_box(&mut s))
+        })
+    });
+    g.bench_function("softmax/simd", |b| {
+        b.iter(|| {
+            s.copy_from_slice(&x[..512]);
+            softmax_fast(black_box(&mut s))
+        })
+    });
+    g.throughput(Throughput::Elements(576));
+    let mut out = vec![0f32; 576];
+    g.bench_function("rmsnorm/reference", |b| {
+        b.iter(|| rmsnorm(black_box(&x[..576]), &u[..576], 1e-5, &mut out).unwrap())
+    });
+    g.bench_function("rmsnorm/simd", |b| {
+        b.iter(|| rmsnorm_fast(&mut out, black_box(&x[..576]), &u[..576], 1e-5))
+    });
+    g.finish();
+}
+
 criterion_group!(
     benches,
     bench_dot,
     bench_matmul,
     bench_qdot,
     bench_f16,
-    bench_attend
+    bench_attend,
+    bench_rowops
 );
 criterion_main!(benches);
