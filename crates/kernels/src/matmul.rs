@@ -235,6 +235,7 @@ pub struct PackedMatrix {
     ty: GgmlType,
     rows: usize,
     cols: usize,
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     data: crate::buf::WeightBuf,
 }
 
@@ -608,8 +609,16 @@ impl SharedOut {
     ///
     /// # Safety
     /// No other thread may access those indices during the call.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    #[inline]
     unsafe fn write_row(&self, i: usize, v: &[f32]) {
         assert!(i + v.len() <= self.len, "matmul output index out of bounds");
-        std::ptr::copy_nonoverlapping(v.as_ptr(), self.ptr.add(i), v.len());
+        if let Ok(v8) = <&[f32; 8]>::try_from(v) {
+            // A whole panel row: a fixed-size copy (two vector moves), not
+            // a call to memmove.
+            self.ptr.add(i).cast::<[f32; 8]>().write_unaligned(*v8);
+        } else {
+            std::ptr::copy_nonoverlapping(v.as_ptr(), self.ptr.add(i), v.len());
+        }
     }
 }
