@@ -29,9 +29,8 @@ pub fn exp_inplace(x: &mut [f32]) {
     exp_with(Cpu::get(), x)
 }
 
-/// Softmax in place with an f32 sum: `x[i] = exp(x[i] - max) / sum`, the
-/// sum taken over 16 (AVX-512) or 8 (AVX2) lanes and then reduced in a
-/// fixed order. [`crate::softmax_inplace`] (f64 sum, `f32::exp`) is its
+/// Softmax in place with an f64 sum (as ggml's): `x[i] = exp(x[i] - max) /
+/// sum`, the sum taken over f64 lanes and then reduced in a fixed order. [`crate::softmax_inplace`] (f64 sum, `f32::exp`) is its
 /// reference. An empty or all `-inf` slice is left alone.
 pub fn softmax_fast(x: &mut [f32]) {
     softmax_with(Cpu::get(), x)
@@ -43,9 +42,10 @@ pub fn silu_mul(gate: &mut [f32], up: &[f32]) {
     silu_mul_with(Cpu::get(), gate, up)
 }
 
-/// RMS normalisation with an f32 sum of squares:
-/// `out[i] = x[i] * (1 / sqrt(mean(x^2) + eps)) * weight[i]`.
-/// [`crate::rmsnorm`] (f64 sum) is its reference. Panics if the lengths
+/// RMS normalisation: `out[i] = x[i] * (1 / sqrt(mean(x^2) + eps)) * weight[i]`,
+/// the squares summed in f64 (exact squares, lane-parallel sums) as ggml
+/// sums them in double. [`crate::rmsnorm`] (sequential f64 sum) is its
+/// reference. Panics if the lengths
 /// differ.
 pub fn rmsnorm_fast(out: &mut [f32], x: &[f32], weight: &[f32], eps: f32) {
     rmsnorm_with(Cpu::get(), out, x, weight, eps)
@@ -66,9 +66,9 @@ pub(crate) fn rmsnorm_with(cpu: Cpu, out: &mut [f32], x: &[f32], weight: &[f32],
         // SAFETY: as above.
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 => unsafe { x86::sum_squares_256(x) },
-        _ => x.iter().map(|v| v * v).sum::<f32>(),
+        _ => x.iter().map(|&v| v as f64 * v as f64).sum::<f64>(),
     };
-    let scale = 1.0 / (ss / x.len() as f32 + eps).sqrt();
+    let scale = 1.0 / ((ss / x.len() as f64) as f32 + eps).sqrt();
     // Auto-vectorised: each element is the same two multiplies anyway.
     for ((o, &v), &w) in out.iter_mut().zip(x).zip(weight) {
         *o = v * scale * w;
@@ -121,18 +121,18 @@ pub(crate) fn silu_mul_with(cpu: Cpu, gate: &mut [f32], up: &[f32]) {
     }
 }
 
-/// The scalar path of [`softmax_fast`]: a left-to-right f32 sum.
+/// The scalar path of [`softmax_fast`]: a left-to-right f64 sum.
 fn softmax_scalar(x: &mut [f32]) {
     let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     if max == f32::NEG_INFINITY {
         return;
     }
-    let mut sum = 0f32;
+    let mut sum = 0f64;
     for v in x.iter_mut() {
         *v = (*v - max).exp();
-        sum += *v;
+        sum += *v as f64;
     }
-    let inv = 1.0 / sum;
+    let inv = (1.0 / sum) as f32;
     x.iter_mut().for_each(|v| *v *= inv);
 }
 
@@ -239,41 +239,43 @@ pub(crate) mod x86 {
         ((1u32 << n) - 1) as __mmask16
     }
 
-    /// Sum of `x[i]^2`: one fused multiply-add chain per lane (the tail
-    /// masked to zeros), then [`hsum16`].
+    /// Sum of `x[i]^2` in f64 (each square exact), one fused multiply-add
+    /// chain per f64 lane, the tail padded with zeros.
     ///
     /// # Safety
     /// AVX-512F must be available.
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn sum_squares_512(x: &[f32]) -> f32 {
-        let (n, p) = (x.len(), x.as_ptr());
-        let mut acc = _mm512_setzero_ps();
-        let mut i = 0;
-        while i + 16 <= n {
-            let v = _mm512_loadu_ps(p.add(i));
-            acc = _mm512_fmadd_ps(v, v, acc);
-            i += 16;
+    pub(super) unsafe fn sum_squares_512(x: &[f32]) -> f64 {
+        let mut acc = _mm512_setzero_pd();
+        let mut chunks = x.chunks_exact(8);
+        for c in &mut chunks {
+            let v = _mm512_cvtps_pd(_mm256_loadu_ps(c.as_ptr()));
+            acc = _mm512_fmadd_pd(v, v, acc);
         }
-        let v = _mm512_maskz_loadu_ps(mask16(n - i), p.add(i));
-        hsum16(_mm512_fmadd_ps(v, v, acc))
+        let mut buf = [0f32; 8];
+        buf[..chunks.remainder().len()].copy_from_slice(chunks.remainder());
+        let v = _mm512_cvtps_pd(_mm256_loadu_ps(buf.as_ptr()));
+        _mm512_reduce_add_pd(_mm512_fmadd_pd(v, v, acc))
     }
 
-    /// [`sum_squares_512`] on 8 lanes, the tail padded with zeros.
+    /// [`sum_squares_512`] on 4 f64 lanes.
     ///
     /// # Safety
     /// AVX2 and FMA must be available.
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn sum_squares_256(x: &[f32]) -> f32 {
-        let mut acc = _mm256_setzero_ps();
-        let mut chunks = x.chunks_exact(8);
+    pub(super) unsafe fn sum_squares_256(x: &[f32]) -> f64 {
+        let mut acc = _mm256_setzero_pd();
+        let mut chunks = x.chunks_exact(4);
         for c in &mut chunks {
-            let v = _mm256_loadu_ps(c.as_ptr());
-            acc = _mm256_fmadd_ps(v, v, acc);
+            let v = _mm256_cvtps_pd(_mm_loadu_ps(c.as_ptr()));
+            acc = _mm256_fmadd_pd(v, v, acc);
         }
-        let mut buf = [0f32; 8];
+        let mut buf = [0f32; 4];
         buf[..chunks.remainder().len()].copy_from_slice(chunks.remainder());
-        let v = _mm256_loadu_ps(buf.as_ptr());
-        hsum8(_mm256_fmadd_ps(v, v, acc))
+        let v = _mm256_cvtps_pd(_mm_loadu_ps(buf.as_ptr()));
+        let mut lanes = [0f64; 4];
+        _mm256_storeu_pd(lanes.as_mut_ptr(), _mm256_fmadd_pd(v, v, acc));
+        (lanes[0] + lanes[1]) + (lanes[2] + lanes[3])
     }
 
     /// # Safety
@@ -331,19 +333,27 @@ pub(crate) mod x86 {
             return;
         }
         let mv = _mm512_set1_ps(max);
-        let mut sum = _mm512_setzero_ps();
+        // The sum in f64 lanes, as ggml sums the softmax in double.
+        let mut sum = _mm512_setzero_pd();
+        let add = |sum: __m512d, e: __m512| {
+            let lo = _mm512_cvtps_pd(_mm512_castps512_ps256(e));
+            let hi = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(
+                _mm512_castps_pd(e),
+            )));
+            _mm512_add_pd(_mm512_add_pd(sum, lo), hi)
+        };
         for i in (0..full).step_by(16) {
             let e = exp16(_mm512_sub_ps(_mm512_loadu_ps(p.add(i)), mv));
             _mm512_storeu_ps(p.add(i), e);
-            sum = _mm512_add_ps(sum, e);
+            sum = add(sum, e);
         }
         let e = exp16(_mm512_sub_ps(
             _mm512_mask_loadu_ps(ninf, m, p.add(full)),
             mv,
         ));
         _mm512_mask_storeu_ps(p.add(full), m, e);
-        sum = _mm512_add_ps(sum, e);
-        let inv = _mm512_set1_ps(1.0 / hsum16(sum));
+        sum = add(sum, e);
+        let inv = _mm512_set1_ps((1.0 / _mm512_reduce_add_pd(sum)) as f32);
         for i in (0..full).step_by(16) {
             _mm512_storeu_ps(p.add(i), _mm512_mul_ps(_mm512_loadu_ps(p.add(i)), inv));
         }
@@ -371,16 +381,24 @@ pub(crate) mod x86 {
             return;
         }
         let mv = _mm256_set1_ps(max);
-        let mut sum = _mm256_setzero_ps();
+        // The sum in f64 lanes, as ggml sums the softmax in double.
+        let mut sum = _mm256_setzero_pd();
+        let add = |sum: __m256d, e: __m256| {
+            let lo = _mm256_cvtps_pd(_mm256_castps256_ps128(e));
+            let hi = _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(e));
+            _mm256_add_pd(_mm256_add_pd(sum, lo), hi)
+        };
         for c in head.chunks_exact_mut(8) {
             let e = exp8(_mm256_sub_ps(_mm256_loadu_ps(c.as_ptr()), mv));
             _mm256_storeu_ps(c.as_mut_ptr(), e);
-            sum = _mm256_add_ps(sum, e);
+            sum = add(sum, e);
         }
         let e = exp8(_mm256_sub_ps(_mm256_loadu_ps(bp), mv));
         _mm256_storeu_ps(bp, e);
-        sum = _mm256_add_ps(sum, e);
-        let inv = 1.0 / hsum8(sum);
+        sum = add(sum, e);
+        let mut lanes = [0f64; 4];
+        _mm256_storeu_pd(lanes.as_mut_ptr(), sum);
+        let inv = (1.0 / ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3]))) as f32;
         let iv = _mm256_set1_ps(inv);
         for c in head.chunks_exact_mut(8) {
             _mm256_storeu_ps(
