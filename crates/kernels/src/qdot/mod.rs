@@ -102,6 +102,31 @@ impl QuantActs {
             }
             return;
         }
+        #[cfg(target_arch = "x86_64")]
+        if kind == ActKind::Q8K && quant_avx512() {
+            let mut all = true;
+            for b in 0..nb {
+                // SAFETY: AVX-512F/BW/DQ detected; block b of 256 lies in
+                // `x` and `self.qs`, its 16 sums in `self.bsums` (sized above).
+                let d = unsafe {
+                    quant256_k_avx512(
+                        x.as_ptr().add(256 * b),
+                        self.qs.as_mut_ptr().add(256 * b),
+                        self.bsums.as_mut_ptr().add(16 * b),
+                    )
+                };
+                // None: a NaN in the block; the scalar loop below decides.
+                let Some(d) = d else {
+                    all = false;
+                    break;
+                };
+                self.d[b] = d;
+                fill_pairs(&self.bsums, &mut self.bpairs, b);
+            }
+            if all {
+                return;
+            }
+        }
         for (b, (xb, qb)) in x
             .chunks_exact(bs)
             .zip(self.qs.chunks_exact_mut(bs))
@@ -123,34 +148,8 @@ impl QuantActs {
                     self.qsum[b] = sum;
                 }
                 ActKind::Q8K => {
-                    // The signed value of largest magnitude (the first one)
-                    // sets iscale = -127 / max; d = 1 / iscale stays f32.
-                    let (mut amax, mut max) = (0f32, 0f32);
-                    for &v in xb {
-                        if v.abs() > amax {
-                            (amax, max) = (v.abs(), v);
-                        }
-                    }
-                    if amax == 0.0 {
-                        qb.fill(0);
-                        self.d[b] = 0.0;
-                    } else {
-                        let iscale = -127.0 / max;
-                        for (q, &v) in qb.iter_mut().zip(xb) {
-                            *q = (iscale * v).round_ties_even().clamp(-128.0, 127.0) as i8;
-                        }
-                        self.d[b] = 1.0 / iscale;
-                    }
-                    for (k, c) in qb.chunks_exact(16).enumerate() {
-                        self.bsums[b * 16 + k] = c.iter().map(|&q| q as i16).sum();
-                    }
-                    for t in 0..4 {
-                        let s = &self.bsums[b * 16 + 4 * t..][..4];
-                        // |sum of 32| <= 4096: fits 16 bits.
-                        let (lo, hi) = (s[0] + s[1], s[2] + s[3]);
-                        self.bpairs[b * 4 + t] =
-                            (lo as u16 as u32 | (hi as u16 as u32) << 16) as i32;
-                    }
+                    self.d[b] = quant256_k(xb, qb, &mut self.bsums[16 * b..16 * b + 16]);
+                    fill_pairs(&self.bsums, &mut self.bpairs, b);
                 }
             }
         }
@@ -208,6 +207,98 @@ unsafe fn quant32_avx512(x: *const f32, q: *mut i8) -> (f32, i32) {
         _mm_storeu_si128(q.add(16 * h) as *mut __m128i, _mm512_cvtepi32_epi8(i));
     }
     (d, _mm512_reduce_add_epi32(sum))
+}
+
+/// One Q8_K block of 256 quantized exactly as the scalar loop of
+/// [`QuantActs::quantize`] does (the first value of largest magnitude sets
+/// `iscale = -127 / max`; round half to even): writes the quants and the
+/// 16 sums of 16, returns d = 1 / iscale (0 for an all-zero block), or
+/// `None` (nothing decided) if the block holds a NaN.
+///
+/// # Safety
+/// AVX-512F/BW/DQ; `x` and `q` point at 256 elements, `bsums` at 16.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512dq")]
+unsafe fn quant256_k_avx512(x: *const f32, q: *mut i8, bsums: *mut i16) -> Option<f32> {
+    use std::arch::x86_64::*;
+    let mut amv = _mm512_setzero_ps();
+    let mut nan = 0u16;
+    for i in 0..16 {
+        let v = _mm512_loadu_ps(x.add(16 * i));
+        nan |= _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v);
+        amv = _mm512_max_ps(amv, _mm512_abs_ps(v));
+    }
+    if nan != 0 {
+        return None;
+    }
+    let amax = _mm512_reduce_max_ps(amv);
+    if amax == 0.0 {
+        std::ptr::write_bytes(q, 0, 256);
+        std::ptr::write_bytes(bsums, 0, 16);
+        return Some(0.0);
+    }
+    // The first element whose magnitude is the maximum gives the sign.
+    let target = _mm512_set1_ps(amax);
+    let mut max = amax;
+    for i in 0..16 {
+        let v = _mm512_abs_ps(_mm512_loadu_ps(x.add(16 * i)));
+        let m = _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(v, target);
+        if m != 0 {
+            max = *x.add(16 * i + m.trailing_zeros() as usize);
+            break;
+        }
+    }
+    let iscale = -127.0 / max;
+    let sv = _mm512_set1_ps(iscale);
+    for i in 0..16 {
+        let y = _mm512_mul_ps(sv, _mm512_loadu_ps(x.add(16 * i)));
+        let r = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(y);
+        let r = _mm512_min_ps(
+            _mm512_max_ps(r, _mm512_set1_ps(-128.0)),
+            _mm512_set1_ps(127.0),
+        );
+        let iv = _mm512_cvttps_epi32(r);
+        _mm_storeu_si128(q.add(16 * i) as *mut __m128i, _mm512_cvtepi32_epi8(iv));
+        *bsums.add(i) = _mm512_reduce_add_epi32(iv) as i16;
+    }
+    Some(1.0 / iscale)
+}
+
+/// One Q8_K block of 256 as ggml's `quantize_row_q8_K_ref`: the signed
+/// value of largest magnitude (the first one) sets `iscale = -127 / max`;
+/// quants round half to even; returns d = 1 / iscale (f32), 0 for zeros.
+/// Writes the 16 sums of 16 to `bsums`.
+pub(crate) fn quant256_k(xb: &[f32], qb: &mut [i8], bsums: &mut [i16]) -> f32 {
+    let (mut amax, mut max) = (0f32, 0f32);
+    for &v in xb {
+        if v.abs() > amax {
+            (amax, max) = (v.abs(), v);
+        }
+    }
+    let d = if amax == 0.0 {
+        qb.fill(0);
+        0.0
+    } else {
+        let iscale = -127.0 / max;
+        for (q, &v) in qb.iter_mut().zip(xb) {
+            *q = (iscale * v).round_ties_even().clamp(-128.0, 127.0) as i8;
+        }
+        1.0 / iscale
+    };
+    for (s, c) in bsums.iter_mut().zip(qb.chunks_exact(16)) {
+        *s = c.iter().map(|&q| q as i16).sum();
+    }
+    d
+}
+
+/// Q8K block `b`'s 32-sums two by two, from its 16-sums.
+fn fill_pairs(bsums: &[i16], bpairs: &mut [i32], b: usize) {
+    for t in 0..4 {
+        let s = &bsums[b * 16 + 4 * t..][..4];
+        // |sum of 32| <= 4096: fits 16 bits.
+        let (lo, hi) = (s[0] + s[1], s[2] + s[3]);
+        bpairs[b * 4 + t] = (lo as u16 as u32 | (hi as u16 as u32) << 16) as i32;
+    }
 }
 
 fn grow<T: Default + Clone>(v: &mut Vec<T>, len: usize) {

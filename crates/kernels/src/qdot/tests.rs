@@ -201,3 +201,59 @@ fn quant32_simd_matches_scalar() {
         assert_eq!(gs, want.iter().map(|&q| q as i32).sum::<i32>());
     }
 }
+
+/// The AVX-512 Q8_K quantizer gives exactly the scalar block's bytes, sums
+/// and scale, including ties in magnitude (the first value's sign wins),
+/// exact rounding ties and all-zero blocks.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn quant256_k_simd_matches_scalar() {
+    use rand::{Rng, SeedableRng};
+    if !super::quant_avx512() {
+        return;
+    }
+    let mut rng = rand::rngs::StdRng::seed_from_u64(6);
+    for case in 0..1000 {
+        let mut x: Vec<f32> = (0..256).map(|_| rng.gen_range(-3.0..3.0)).collect();
+        match case % 4 {
+            0 => {
+                // -127 / max = +-1: exact ties at k + 0.5.
+                for v in x.iter_mut() {
+                    *v = (rng.gen_range(-254i32..=254) as f32) * 0.5;
+                }
+                x[rng.gen_range(0..256)] = -127.0;
+            }
+            1 => {
+                // Two values of the largest magnitude, opposite signs.
+                let (i, j) = (rng.gen_range(0..128), rng.gen_range(128..256));
+                x[i] = 5.0;
+                x[j] = -5.0;
+                if case % 8 == 1 {
+                    x.swap(i, j);
+                }
+            }
+            2 if case < 10 => x.iter_mut().for_each(|v| *v = 0.0),
+            _ => {}
+        }
+        let (mut want_q, mut want_s) = ([0i8; 256], [0i16; 16]);
+        let want_d = super::quant256_k(&x, &mut want_q, &mut want_s);
+        let (mut got_q, mut got_s) = ([0i8; 256], [0i16; 16]);
+        // SAFETY: checked the ISA; 256 elements and 16 sums.
+        let got_d =
+            unsafe { super::quant256_k_avx512(x.as_ptr(), got_q.as_mut_ptr(), got_s.as_mut_ptr()) };
+        assert_eq!(
+            got_d.map(f32::to_bits),
+            Some(want_d.to_bits()),
+            "case {case}"
+        );
+        assert_eq!(got_q, want_q, "case {case}");
+        assert_eq!(got_s, want_s, "case {case}");
+    }
+    let mut x = [1.0f32; 256];
+    x[7] = f32::NAN;
+    let (mut q, mut s) = ([0i8; 256], [0i16; 16]);
+    // SAFETY: as above.
+    assert!(
+        unsafe { super::quant256_k_avx512(x.as_ptr(), q.as_mut_ptr(), s.as_mut_ptr()) }.is_none()
+    );
+}
