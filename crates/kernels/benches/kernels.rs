@@ -1,6 +1,7 @@
 //! Criterion benches: dot products per ISA next to the scalar reference,
 //! Q4_1 matmul at the default model's shapes, and the integer matmul of
-//! every type per ISA (scalar reference included) next to the f32 path,
+//! every type per ISA (scalar reference included) and on the load-time
+//! panels next to the f32 path,
 //! attention over an f16 cache, and the SIMD row ops (exp, softmax, SiLU,
 //! RMS norm) next to their references. Throughput is in FLOPs (criterion
 //! prints it as "elem/s": read Gelem/s as GFLOPS), elements for the row ops.
@@ -9,8 +10,8 @@
 
 use cria_kernels::{
     attend_f16, attend_scalar, dot_f16, dot_f16_scalar, dot_scalar, exp_inplace, matmul,
-    matmul_f32_with, matmul_with, rmsnorm, rmsnorm_fast, silu_mul, silu_mul_scalar, softmax_fast,
-    softmax_inplace, Cpu, GgmlType, KvHead, QMatrix, ThreadPool,
+    matmul_f32_with, matmul_packed, matmul_with, rmsnorm, rmsnorm_fast, silu_mul, silu_mul_scalar,
+    softmax_fast, softmax_inplace, Cpu, GgmlType, KvHead, PackedMatrix, QMatrix, ThreadPool,
 };
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use rand::{Rng, SeedableRng};
@@ -117,6 +118,13 @@ fn bench_qdot(c: &mut Criterion) {
                 let id = BenchmarkId::new(format!("{ty}/n{n}"), format!("{:?}", cpu.isa()));
                 g.bench_function(id, |bch| {
                     bch.iter(|| matmul_with(cpu, &w, black_box(&x), &mut out, &pool).unwrap())
+                });
+            }
+            // The load-time panels (AVX-512 VNNI machines).
+            if let Some(p) = PackedMatrix::pack(&w) {
+                let id = BenchmarkId::new(format!("{ty}/n{n}"), "packed");
+                g.bench_function(id, |bch| {
+                    bch.iter(|| matmul_packed(&p, black_box(&x), &mut out, &pool).unwrap())
                 });
             }
             let id = BenchmarkId::new(format!("{ty}/n{n}"), "f32-path");
