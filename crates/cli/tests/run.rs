@@ -149,3 +149,44 @@ fn chat_keeps_the_conversation() {
         .unwrap();
     assert!(!second.contains("(0 cached)"), "{err}");
 }
+
+/// A model without `tokenizer.chat_template`: chat-style `run` (and `chat`)
+/// refuse with one clear line that names both ways out; `--raw` still runs.
+#[test]
+fn model_without_chat_template_is_a_clear_error() {
+    use cria_gguf::{GgufFile, GgufWriter};
+    let src = GgufFile::open(common::default_model()).unwrap();
+    let mut w = GgufWriter::new();
+    for (k, v) in src.metadata().iter() {
+        if k != "tokenizer.chat_template" {
+            w.add_metadata(k, v.clone());
+        }
+    }
+    for t in src.tensors() {
+        w.add_tensor(&t.name, t.ty, &t.dims, src.tensor_data(t))
+            .unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("no-template.gguf");
+    let mut f = std::fs::File::create(&path).unwrap();
+    w.write_to(&mut f).unwrap();
+    drop(f);
+    let m = path.to_str().unwrap();
+    for cmd in [
+        &["run", "-m", m, "-n", "4", "Hello"][..],
+        &["chat", "-m", m][..],
+    ] {
+        let o = cria().args(cmd).output().unwrap();
+        common::assert_clean_error(&o, "no chat template");
+        assert!(
+            common::stderr(&o).contains("--chat-template FILE"),
+            "{}",
+            common::stderr(&o)
+        );
+    }
+    let o = cria()
+        .args(["run", "-m", m, "--raw", "-n", "4", "Hello"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", common::stderr(&o));
+}
