@@ -30,8 +30,8 @@ pub fn exp_inplace(x: &mut [f32]) {
 }
 
 /// Softmax in place with an f64 sum (as ggml's): `x[i] = exp(x[i] - max) /
-/// sum`, the sum taken over f64 lanes and then reduced in a fixed order. [`crate::softmax_inplace`] (f64 sum, `f32::exp`) is its
-/// reference. An empty or all `-inf` slice is left alone.
+/// sum`, the sum taken over f64 lanes and then reduced in a fixed order.
+/// [`crate::softmax_inplace`] (f64 sum, `f32::exp`) is its reference. An empty or all `-inf` slice is left alone.
 pub fn softmax_fast(x: &mut [f32]) {
     softmax_with(Cpu::get(), x)
 }

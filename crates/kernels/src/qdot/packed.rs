@@ -330,6 +330,49 @@ pub(crate) unsafe fn panel_dot<const N: usize>(
     }
 }
 
+/// The 8 dot sources of one 32-element unit: its 4 nibble vectors at `p`,
+/// low nibbles (elements `4s + e`) then high ones (`16 + 4s + e`).
+///
+/// # Safety
+/// AVX2; `p` points at 128 readable bytes.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn nibbles(p: *const u8) -> [__m256i; 8] {
+    let mask = _mm256_set1_epi8(0x0F);
+    let mut wv = [_mm256_setzero_si256(); 8];
+    for s in 0..4 {
+        let v = _mm256_loadu_si256(p.add(32 * s) as *const __m256i);
+        wv[s] = _mm256_and_si256(v, mask);
+        wv[4 + s] = _mm256_and_si256(_mm256_srli_epi16::<4>(v), mask);
+    }
+    wv
+}
+
+/// ORs the fifth bit into the sources from the Q5_0/Q5_1/Q5_K high-bit
+/// vector at `h` (bit `f` of each byte belongs to source `f`).
+///
+/// # Safety
+/// AVX2; `h` points at 32 readable bytes.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn high_bit(wv: &mut [__m256i; 8], h: *const u8) {
+    let h = _mm256_loadu_si256(h as *const __m256i);
+    let bit = [
+        _mm256_slli_epi16::<4>(h),
+        _mm256_slli_epi16::<3>(h),
+        _mm256_slli_epi16::<2>(h),
+        _mm256_slli_epi16::<1>(h),
+        h,
+        _mm256_srli_epi16::<1>(h),
+        _mm256_srli_epi16::<2>(h),
+        _mm256_srli_epi16::<3>(h),
+    ];
+    let b10 = _mm256_set1_epi8(0x10);
+    for (w, b) in wv.iter_mut().zip(bit) {
+        *w = _mm256_or_si256(*w, _mm256_and_si256(b, b10));
+    }
+}
+
 #[allow(clippy::needless_range_loop)]
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
@@ -356,8 +399,6 @@ unsafe fn kernel<const N: usize, const T: u8>(
         _ => 128,
     };
     let min = matches!(T, Q4_1 | Q5_1);
-    let b10 = _mm256_set1_epi8(0x10);
-    let mask = _mm256_set1_epi8(0x0F);
     let mut acc = [_mm256_setzero_ps(); N];
     for b in 0..nb {
         let p = panel.add(b * pb);
@@ -367,26 +408,9 @@ unsafe fn kernel<const N: usize, const T: u8>(
                 wv[t] = _mm256_loadu_si256(p.add(32 * t) as *const __m256i);
             }
         } else {
-            for s in 0..4 {
-                let v = _mm256_loadu_si256(p.add(32 * s) as *const __m256i);
-                wv[s] = _mm256_and_si256(v, mask);
-                wv[4 + s] = _mm256_and_si256(_mm256_srli_epi16::<4>(v), mask);
-            }
+            wv = nibbles(p);
             if matches!(T, Q5_0 | Q5_1) {
-                let h = _mm256_loadu_si256(p.add(128) as *const __m256i);
-                let bit = [
-                    _mm256_slli_epi16::<4>(h),
-                    _mm256_slli_epi16::<3>(h),
-                    _mm256_slli_epi16::<2>(h),
-                    _mm256_slli_epi16::<1>(h),
-                    h,
-                    _mm256_srli_epi16::<1>(h),
-                    _mm256_srli_epi16::<2>(h),
-                    _mm256_srli_epi16::<3>(h),
-                ];
-                for f in 0..8 {
-                    wv[f] = _mm256_or_si256(wv[f], _mm256_and_si256(bit[f], b10));
-                }
+                high_bit(&mut wv, p.add(128));
             }
         }
         let dv = _mm256_cvtph_ps(_mm_loadu_si128(p.add(sc) as *const __m128i));
@@ -438,8 +462,6 @@ unsafe fn kernel_k<const N: usize, const T: u8>(
     let (xq, xd) = (a.qs.as_ptr(), a.d.as_ptr());
     let (xbs, xbp) = (a.bsums.as_ptr(), a.bpairs.as_ptr());
     let (us, sci, mno, dof, pb) = k_layout(T);
-    let mask = _mm256_set1_epi8(0x0F);
-    let b10 = _mm256_set1_epi8(0x10);
     let b30 = _mm256_set1_epi8(0x30);
     let mut acc = [_mm256_setzero_ps(); N];
     for b in 0..nb {
@@ -447,27 +469,9 @@ unsafe fn kernel_k<const N: usize, const T: u8>(
         let mut isum = [_mm256_setzero_si256(); N];
         for u in 0..8 {
             let q = p.add(us * u);
-            let mut wv = [_mm256_setzero_si256(); 8];
-            for s in 0..4 {
-                let v = _mm256_loadu_si256(q.add(32 * s) as *const __m256i);
-                wv[s] = _mm256_and_si256(v, mask);
-                wv[4 + s] = _mm256_and_si256(_mm256_srli_epi16::<4>(v), mask);
-            }
+            let mut wv = nibbles(q);
             if T == Q5K {
-                let h = _mm256_loadu_si256(q.add(128) as *const __m256i);
-                let bit = [
-                    _mm256_slli_epi16::<4>(h),
-                    _mm256_slli_epi16::<3>(h),
-                    _mm256_slli_epi16::<2>(h),
-                    _mm256_slli_epi16::<1>(h),
-                    h,
-                    _mm256_srli_epi16::<1>(h),
-                    _mm256_srli_epi16::<2>(h),
-                    _mm256_srli_epi16::<3>(h),
-                ];
-                for f in 0..8 {
-                    wv[f] = _mm256_or_si256(wv[f], _mm256_and_si256(bit[f], b10));
-                }
+                high_bit(&mut wv, q.add(128));
             }
             if T == Q6K {
                 for h in 0..2 {
