@@ -5,7 +5,7 @@ use crate::gen_args::{ModelArgs, SamplingArgs};
 use crate::load::{load_model, threads_or_default};
 use anyhow::{Context, Result};
 use cria_engine::{default_ctx_size, FinishReason, Sequence};
-use cria_server::chat_template::{tokenize_prompt, ChatTemplate, Message};
+use cria_prompt::{tokenize_prompt, ChatTemplate, Message};
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -5,7 +5,7 @@ use crate::gen_args::{ModelArgs, SamplingArgs};
 use crate::load::{load_model, threads_or_default};
 use anyhow::{bail, Context, Result};
 use cria_engine::{default_ctx_size, FinishReason, GenerationStats, Sequence};
-use cria_server::chat_template::{tokenize_prompt, ChatTemplate, Message};
+use cria_prompt::{tokenize_prompt, ChatTemplate, Message};
 use std::io::{IsTerminal, Read, Write};
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;

@@ -31,7 +31,7 @@
 //!     max_tokens: Some(16), stop: vec![], ignore_eos: false,
 //!     sampler: cria_sampler::SamplerConfig::greedy(),
 //! };
-//! engine.submit(Request { prompt, params, logprobs: None, events: tx })
+//! engine.submit(Request { prompt, params, logprobs: None, events: tx, tenant: 0 })
 //!     .map_err(|e| format!("{e:?}"))?;
 //! while let Some(event) = rx.blocking_recv() {
 //!     match event {

@@ -53,6 +53,10 @@ pub struct Request {
     pub logprobs: Option<usize>,
     /// Where this request's events go. Dropping the receiver cancels it.
     pub events: UnboundedSender<Event>,
+    /// Whose request this is (the server's API key id; 0 when there are no
+    /// keys). A cached prompt prefix is reused only by the same tenant, so
+    /// `cached_tokens` never tells one tenant about another's prompts.
+    pub tenant: u32,
 }
 
 #[derive(Debug)]
@@ -248,6 +252,8 @@ struct Slot<'t> {
     cache: KvCache,
     /// Tokens whose keys and values are in `cache`, in order.
     tokens: Vec<u32>,
+    /// The tenant whose tokens are in `cache`.
+    tenant: u32,
     job: Option<Job<'t>>,
     /// Step at which the slot last held a request (least recently used
     /// wins a tie).
@@ -280,6 +286,7 @@ impl<'m> Scheduler<'m> {
             .map(|_| Slot {
                 cache: KvCache::new(c.n_layers, config.n_ctx, c.kv_dim(), config.kv),
                 tokens: Vec::new(),
+                tenant: 0,
                 job: None,
                 last_used: 0,
             })
@@ -364,12 +371,16 @@ impl<'m> Scheduler<'m> {
                 .enumerate()
                 .filter(|(_, s)| s.job.is_none())
                 .map(|(i, s)| {
-                    let common = s
-                        .tokens
-                        .iter()
-                        .zip(&self.waiting[0].prompt)
-                        .take_while(|(a, b)| a == b)
-                        .count();
+                    let next = &self.waiting[0];
+                    let common = if s.tenant == next.tenant {
+                        s.tokens
+                            .iter()
+                            .zip(&next.prompt)
+                            .take_while(|(a, b)| a == b)
+                            .count()
+                    } else {
+                        0
+                    };
                     (common, std::cmp::Reverse(s.last_used), i)
                 })
                 .max();
@@ -383,6 +394,7 @@ impl<'m> Scheduler<'m> {
                 Ok(job) => {
                     let slot = &mut self.slots[i];
                     slot.tokens.truncate(job.next);
+                    slot.tenant = job.req.tenant;
                     slot.last_used = self.step;
                     slot.job = Some(job);
                 }

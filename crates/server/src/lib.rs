@@ -5,7 +5,7 @@
 //! (`/health` answers 503 until it is ready), then serves the routes of
 //! `routes.rs` until SIGINT or SIGTERM. Request bodies are parsed into
 //! native types at the edge (`openai.rs`), chat messages go through the
-//! model's Jinja template ([`chat_template`]), and the engine never sees
+//! model's Jinja template (`cria-prompt`), and the engine never sees
 //! JSON or templates. Replies are built in `reply.rs`, errors are OpenAI's
 //! error JSON ([`ApiError`]), and `/metrics` is Prometheus text
 //! (`metrics.rs`).
@@ -16,7 +16,6 @@
 //! # Ok::<(), cria_server::Error>(())
 //! ```
 
-pub mod chat_template;
 mod error;
 mod metrics;
 mod openai;
@@ -25,9 +24,9 @@ mod routes;
 
 pub use error::{ApiError, Error, ErrorKind};
 
-use chat_template::ChatTemplate;
 use cria_engine::{Engine, EngineConfig};
 use cria_model::{KvType, Model};
+use cria_prompt::ChatTemplate;
 use cria_tokenizer::Tokenizer;
 use routes::{App, Ready};
 use std::io::Write;

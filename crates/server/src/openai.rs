@@ -2,9 +2,9 @@
 //! name the field at fault, and every field cria does not implement is
 //! refused rather than ignored.
 
-use crate::chat_template::Message;
 use crate::error::ApiError;
 use cria_engine::GenerateParams;
+use cria_prompt::Message;
 use cria_sampler::SamplerConfig;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;

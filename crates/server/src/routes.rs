@@ -1,6 +1,5 @@
 //! The HTTP routes, the auth and metrics middleware, and the shared state.
 
-use crate::chat_template::{tokenize_prompt, ChatTemplate};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::openai::{
@@ -17,6 +16,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use cria_engine::{Engine, GenerateParams, Request, SubmitError};
 use cria_model::Model;
+use cria_prompt::{tokenize_prompt, ChatTemplate};
 use cria_tokenizer::Tokenizer;
 use serde_json::json;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -392,6 +392,7 @@ async fn start(
         params,
         logprobs,
         events: tx,
+        tenant: 0,
     };
     match r.engine.submit(req) {
         Ok(()) => {}

@@ -1,7 +1,8 @@
-//! Chat templates: the model's `tokenizer.chat_template` (Jinja) rendered
+//! Chat prompts: the model's `tokenizer.chat_template` (Jinja) rendered
 //! with minijinja, as Hugging Face's transformers renders it, so prompts
-//! match what the model was trained on. Templates live here, in the
-//! front ends, never in the engine or model.
+//! match what the model was trained on, then tokenized. `cria run`,
+//! `cria chat` and the server all render through this crate; the engine
+//! and the model only ever see token ids.
 
 use cria_tokenizer::Tokenizer;
 use minijinja::{context, Environment, Error as JinjaError, ErrorKind as JinjaErrorKind};
