@@ -7,17 +7,16 @@
 //! - one untimed warm-up run of each test, then `r` timed repetitions;
 //!   t/s is reported as mean ± sample standard deviation over them.
 
-use anyhow::{Context, Result};
+use crate::gen_args::{all_cores, ModelArgs};
+use anyhow::{bail, Result};
 use clap::Parser;
-use cria_model::{KvType, Logits, Model, Session};
-use std::path::PathBuf;
+use cria_model::{Logits, Model, Session};
 use std::time::Instant;
 
 #[derive(Parser)]
 pub struct Args {
-    /// GGUF model file (default: the cached default model)
-    #[arg(short, long, value_name = "FILE")]
-    pub model: Option<PathBuf>,
+    #[command(flatten)]
+    pub model: ModelArgs,
     /// Prompt lengths to test, comma-separated (0 skips the prompt test)
     #[arg(
         short = 'p',
@@ -34,9 +33,6 @@ pub struct Args {
         value_delimiter = ','
     )]
     pub n_gen: Vec<usize>,
-    /// Thread counts, comma-separated
-    #[arg(short, long, default_value = "2", value_delimiter = ',')]
-    pub threads: Vec<usize>,
     /// Timed repetitions of each test
     #[arg(short, long, default_value_t = 5)]
     pub repetitions: usize,
@@ -54,22 +50,29 @@ struct Row {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let path = crate::default_model::resolve(args.model.as_deref())?;
-    let t0 = Instant::now();
-    let model = Model::open(&path).with_context(|| format!("cannot load {}", path.display()))?;
-    let load_s = t0.elapsed().as_secs_f64();
-    let (size, params, ty) = describe(&model);
+    if args.model.ctx_size.is_some() {
+        bail!("bench sizes the context from -p and -n; -c does not apply");
+    }
+    let thread_counts = match &args.model.threads[..] {
+        [] => vec![all_cores()],
+        t => t.to_vec(),
+    };
+    let kv = args.model.kv_type();
+    let loaded = args.model.load()?;
+    let (path, model) = (&loaded.path, &loaded.model);
+    let load_s = loaded.load_time.as_secs_f64();
+    let (size, params, ty) = describe(model);
     let name = format!("llama {} {ty}", human(params as f64, ""));
     let reps = args.repetitions.max(1);
     let mut rows = Vec::new();
-    for &threads in &args.threads {
+    for &threads in &thread_counts {
         let threads = threads.max(1);
         let mut tests: Vec<(usize, usize)> = Vec::new();
         tests.extend(args.n_prompt.iter().filter(|&&p| p > 0).map(|&p| (p, 0)));
         tests.extend(args.n_gen.iter().filter(|&&n| n > 0).map(|&n| (0, n)));
         for (p, n) in tests {
             let n_ctx = p.max(n).max(1);
-            let mut session = Session::new(&model, n_ctx, KvType::F16, n_ctx, threads);
+            let mut session = Session::new(model, n_ctx, kv, n_ctx, threads);
             let tokens = random_tokens(model.config.n_vocab, p.max(n), 42);
             let mut logits = Vec::new();
             let mut once = |session: &mut Session| -> Result<f64> {

@@ -2,10 +2,10 @@
 //! turns, so each turn evaluates only the new messages.
 
 use crate::gen_args::{ModelArgs, SamplingArgs};
-use crate::load::{load_model, threads_or_default};
+use crate::session::Session;
 use anyhow::{Context, Result};
-use cria_engine::{default_ctx_size, FinishReason, Sequence};
-use cria_prompt::{tokenize_prompt, ChatTemplate, Message};
+use cria_engine::FinishReason;
+use cria_prompt::{tokenize_prompt, Message};
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -30,15 +30,10 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<()> {
     let params = args.sampling.params()?;
-    let loaded = load_model(args.model.model.as_deref())?;
-    let (model, tok) = (&loaded.model, &loaded.tokenizer);
-    let template = ChatTemplate::load(model.file().metadata(), tok, args.chat_template.as_deref())?;
-    let kv = args.model.kv_type();
-    let n_ctx = args
-        .model
-        .ctx_size
-        .unwrap_or_else(|| default_ctx_size(model, kv));
-    let mut seq = Sequence::new(model, n_ctx, kv, threads_or_default(args.model.threads));
+    let session = Session::start(&args.model)?;
+    let tok = &session.tok;
+    let template = session.template(args.chat_template.as_deref())?;
+    let n_ctx = session.n_ctx;
 
     // Ctrl-C stops the answer being written; at the prompt it ends the chat.
     let generating = Arc::new(AtomicBool::new(false));
@@ -58,7 +53,7 @@ pub fn run(args: Args) -> Result<()> {
 
     let interactive = std::io::stdin().is_terminal();
     if interactive {
-        eprintln!("cria chat: {} (ctx {n_ctx}). /reset starts over, /exit or Ctrl-D quits, Ctrl-C stops an answer.", loaded.path.display());
+        eprintln!("cria chat: {} (ctx {n_ctx}). /reset starts over, /exit or Ctrl-D quits, Ctrl-C stops an answer.", session.path.display());
     }
     let start = || {
         args.system
@@ -80,8 +75,9 @@ pub fn run(args: Args) -> Result<()> {
             "" => continue,
             "/exit" | "/bye" | "/quit" => break,
             "/reset" | "/clear" => {
+                // The slot's cache stays: the next prompt reuses only the
+                // prefix it shares (the system message).
                 messages = start();
-                seq.clear();
                 eprintln!("(conversation reset)");
                 continue;
             }
@@ -93,16 +89,19 @@ pub fn run(args: Args) -> Result<()> {
         generating.store(true, Ordering::SeqCst);
         let mut answer = String::new();
         let mut out = std::io::stdout().lock();
-        let result = seq.generate(tok, &prompt, &params, &cancel, &mut |t| {
-            answer.push_str(t);
-            let _ = out.write_all(t.as_bytes()).and_then(|_| out.flush());
-        });
+        let result =
+            session
+                .engine
+                .generate(prompt, params.clone(), Some(cancel.clone()), &mut |t| {
+                    answer.push_str(t);
+                    let _ = out.write_all(t.as_bytes()).and_then(|_| out.flush());
+                });
         generating.store(false, Ordering::SeqCst);
         let _ = writeln!(out);
         match result {
             Ok(stats) => {
                 if args.verbose {
-                    eprintln!("{}", crate::run::summary(&stats, loaded.load_time, n_ctx));
+                    eprintln!("{}", session.summary(&stats));
                 }
                 match stats.finish {
                     FinishReason::Cancelled => eprintln!("(answer stopped)"),

@@ -1,7 +1,10 @@
-//! Flags shared by the commands that generate, named as llama.cpp names them.
+//! Flags shared by the commands that load a model (run, chat, serve,
+//! perplexity, bench) and by those that generate (run, chat), declared once
+//! and named as llama.cpp names them.
 
+use crate::default_model;
 use anyhow::{bail, Context, Result};
-use cria_engine::GenerateParams;
+use cria_engine::{GenerateParams, Loaded};
 use cria_model::KvType;
 use cria_sampler::SamplerConfig;
 use std::path::PathBuf;
@@ -11,12 +14,13 @@ pub struct ModelArgs {
     /// GGUF model file (default: the cached default model)
     #[arg(short, long, value_name = "FILE")]
     pub model: Option<PathBuf>,
-    /// Context size in tokens (default: the model's, capped so the KV cache fits in 1 GiB)
+    /// Context size in tokens (run, chat: the model's, capped so the KV cache fits in 1 GiB;
+    /// serve: per slot, at most 4096 by default; perplexity: tokens per chunk, 512)
     #[arg(short = 'c', long = "ctx-size", value_name = "N")]
     pub ctx_size: Option<usize>,
-    /// Threads (default: all cores)
-    #[arg(short, long, value_name = "N")]
-    pub threads: Option<usize>,
+    /// Threads (default: all cores); bench takes a comma-separated list
+    #[arg(short, long, value_name = "N", value_delimiter = ',')]
+    pub threads: Vec<usize>,
     /// KV cache element type
     #[arg(long = "cache-type", value_name = "TYPE", default_value = "f16", value_parser = ["f16", "f32"])]
     pub cache_type: String,
@@ -30,6 +34,35 @@ impl ModelArgs {
             KvType::F16
         }
     }
+
+    /// `-t N`, or every core this process may use.
+    pub fn threads(&self) -> Result<usize> {
+        match self.threads[..] {
+            [] => Ok(all_cores()),
+            [0] => bail!("-t 0: give at least 1 thread"),
+            [n] => Ok(n),
+            _ => bail!("-t takes one thread count here (only bench takes a list)"),
+        }
+    }
+
+    /// `-c N` if given, checked to be at least `min`.
+    pub fn ctx_size(&self, min: usize) -> Result<Option<usize>> {
+        match self.ctx_size {
+            Some(c) if c < min => bail!("--ctx-size {c}: give at least {min} tokens"),
+            c => Ok(c),
+        }
+    }
+
+    /// Resolves `-m` (or the default model), maps it, checks every tensor
+    /// and builds the tokenizer.
+    pub fn load(&self) -> Result<Loaded> {
+        let path = default_model::resolve(self.model.as_deref())?;
+        Ok(Loaded::open(&path)?)
+    }
+}
+
+pub fn all_cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 #[derive(clap::Args, Clone, Debug)]

@@ -8,10 +8,10 @@ mod chat;
 mod default_model;
 mod gen_args;
 mod inspect;
-mod load;
 mod perplexity;
 mod run;
 mod serve;
+mod session;
 mod tokenize;
 
 use clap::{Parser, Subcommand};

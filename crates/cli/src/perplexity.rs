@@ -1,7 +1,7 @@
 //! `cria perplexity`: llama-perplexity's protocol, its output, and its
 //! KL-divergence base files, so results compare line for line.
 
-use crate::load::{load_model, threads_or_default};
+use crate::gen_args::ModelArgs;
 use anyhow::{bail, Context, Result};
 use cria_eval::{
     BaseChunk, BaseFileReader, BaseFileWriter, Chunks, KlDivergence, PerplexityAccumulator,
@@ -13,21 +13,14 @@ use std::time::Instant;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// GGUF model file (default: the cached default model)
-    #[arg(short, long, value_name = "FILE")]
-    pub model: Option<PathBuf>,
+    #[command(flatten)]
+    pub model: ModelArgs,
     /// Text file to score
     #[arg(short = 'f', long = "file", value_name = "TEXT")]
     pub file: Option<PathBuf>,
-    /// Tokens per chunk (context size)
-    #[arg(short = 'c', long = "ctx-size", default_value_t = 512)]
-    pub ctx_size: usize,
     /// Score at most N chunks
     #[arg(long, value_name = "N")]
     pub chunks: Option<usize>,
-    /// Threads (default: all cores)
-    #[arg(short, long)]
-    pub threads: Option<usize>,
     /// Without --kl-divergence: write each scored token's log-probabilities
     /// to FILE (llama-perplexity's format). With it: read them from FILE.
     #[arg(long, value_name = "FILE")]
@@ -38,14 +31,16 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let model = load_model(args.model.as_deref())?;
-    let threads = threads_or_default(args.threads);
+    let threads = args.model.threads()?;
+    let n_ctx = args.model.ctx_size(2)?.unwrap_or(512);
+    let kv = args.model.kv_type();
+    let model = args.model.load()?;
     if args.kl_divergence {
         let base = args
             .kl_divergence_base
             .as_ref()
             .context("--kl-divergence needs --kl-divergence-base FILE")?;
-        return kl_divergence(&model.model, &model.tokenizer, base, threads);
+        return kl_divergence(&model.model, &model.tokenizer, base, threads, kv);
     }
     let Some(text_path) = &args.file else {
         bail!("no text to score: pass -f TEXT (or --kl-divergence with --kl-divergence-base FILE)");
@@ -54,7 +49,6 @@ pub fn run(args: Args) -> Result<()> {
         .with_context(|| format!("cannot read {}", text_path.display()))?;
     let tok = &model.tokenizer;
     let tokens = tok.encode(&text, tok.add_bos(), false)?;
-    let n_ctx = args.ctx_size;
     if tokens.len() < 2 * n_ctx {
         bail!(
             "{} has {} tokens; perplexity needs at least 2 * ctx-size = {} (use a longer text or a smaller -c)",
@@ -87,7 +81,7 @@ pub fn run(args: Args) -> Result<()> {
         )?),
         None => None,
     };
-    let mut session = Session::new(m, n_ctx, KvType::F16, n_ctx, threads);
+    let mut session = Session::new(m, n_ctx, kv, n_ctx, threads);
     let mut acc = PerplexityAccumulator::new(n_vocab);
     let mut logits = Vec::new();
     let t0 = Instant::now();
@@ -127,6 +121,7 @@ fn kl_divergence(
     tok: &cria_tokenizer::Tokenizer,
     base: &std::path::Path,
     threads: usize,
+    kv: KvType,
 ) -> Result<()> {
     let mut reader = BaseFileReader::open(base)?;
     let header = reader.header().clone();
@@ -139,7 +134,7 @@ fn kl_divergence(
         chunks.n_ctx(),
         base.display()
     );
-    let mut session = Session::new(model, chunks.n_ctx(), KvType::F16, chunks.n_ctx(), threads);
+    let mut session = Session::new(model, chunks.n_ctx(), kv, chunks.n_ctx(), threads);
     let mut kld = KlDivergence::new(n_vocab);
     let mut stored = BaseChunk::default();
     let mut logits = Vec::new();

@@ -2,14 +2,12 @@
 //! prompt, or `llama-completion` with --raw).
 
 use crate::gen_args::{ModelArgs, SamplingArgs};
-use crate::load::{load_model, threads_or_default};
+use crate::session::Session;
 use anyhow::{bail, Context, Result};
-use cria_engine::{default_ctx_size, FinishReason, GenerationStats, Sequence};
-use cria_prompt::{tokenize_prompt, ChatTemplate, Message};
+use cria_engine::FinishReason;
+use cria_prompt::{tokenize_prompt, Message};
 use std::io::{IsTerminal, Read, Write};
 use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
-use std::time::Duration;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -61,13 +59,12 @@ pub fn run(args: Args) -> Result<()> {
         }
     };
     let params = args.sampling.params()?;
-    let loaded = load_model(args.model.model.as_deref())?;
-    let (model, tok) = (&loaded.model, &loaded.tokenizer);
+    let session = Session::start(&args.model)?;
+    let tok = &session.tok;
     let tokens = if args.raw {
         tok.encode(&prompt, true, true)?
     } else {
-        let template =
-            ChatTemplate::load(model.file().metadata(), tok, args.chat_template.as_deref())?;
+        let template = session.template(args.chat_template.as_deref())?;
         let mut messages = Vec::new();
         if let Some(s) = &args.system {
             messages.push(Message::new("system", s));
@@ -75,16 +72,9 @@ pub fn run(args: Args) -> Result<()> {
         messages.push(Message::new("user", &prompt));
         tokenize_prompt(tok, &template.render(&messages, true)?)?
     };
-    let kv = args.model.kv_type();
-    let n_ctx = args
-        .model
-        .ctx_size
-        .unwrap_or_else(|| default_ctx_size(model, kv));
-    let mut seq = Sequence::new(model, n_ctx, kv, threads_or_default(args.model.threads));
-    let cancel = AtomicBool::new(false);
     let mut out = std::io::stdout().lock();
     let mut write_err = None;
-    let stats = seq.generate(tok, &tokens, &params, &cancel, &mut |text| {
+    let done = session.engine.generate(tokens, params, None, &mut |text| {
         if write_err.is_none() {
             if let Err(e) = out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
                 write_err = Some(e);
@@ -99,37 +89,13 @@ pub fn run(args: Args) -> Result<()> {
     }
     let _ = writeln!(out).and_then(|_| out.flush());
     if !args.quiet {
-        eprintln!("{}", summary(&stats, loaded.load_time, n_ctx));
+        eprintln!("{}", session.summary(&done));
     }
-    if stats.finish == FinishReason::ContextFull {
-        eprintln!("cria: stopped because the context of {n_ctx} tokens is full; raise --ctx-size to go on");
+    if done.finish == FinishReason::ContextFull {
+        eprintln!(
+            "cria: stopped because the context of {} tokens is full; raise --ctx-size to go on",
+            session.n_ctx
+        );
     }
     Ok(())
-}
-
-pub fn summary(s: &GenerationStats, load: Duration, n_ctx: usize) -> String {
-    let rate = |n: usize, d: Duration| {
-        if d.as_secs_f64() > 0.0 {
-            n as f64 / d.as_secs_f64()
-        } else {
-            0.0
-        }
-    };
-    let evaluated = s.prompt_tokens - s.cached_tokens;
-    format!(
-        "[prompt {} tokens ({} cached), {:.1} t/s | generated {} tokens, {:.1} t/s | load {:.2} s | ctx {n_ctx} | {}]",
-        s.prompt_tokens,
-        s.cached_tokens,
-        rate(evaluated, s.prompt_time),
-        s.generated_tokens,
-        rate(s.generated_tokens, s.generation_time),
-        load.as_secs_f64(),
-        match s.finish {
-            FinishReason::EndOfGeneration => "end of text",
-            FinishReason::Length => "token limit",
-            FinishReason::StopString => "stop string",
-            FinishReason::ContextFull => "context full",
-            FinishReason::Cancelled => "cancelled",
-        }
-    )
 }

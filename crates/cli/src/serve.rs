@@ -1,17 +1,16 @@
 //! `cria serve`: the OpenAI-compatible HTTP server (see cria-server).
 
 use crate::default_model;
-use crate::load::threads_or_default;
+use crate::gen_args::ModelArgs;
 use anyhow::{bail, Context, Result};
-use cria_model::KvType;
+use cria_engine::Fault;
 use cria_server::ServerConfig;
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// GGUF model file (default: the cached default model)
-    #[arg(short, long, value_name = "FILE")]
-    pub model: Option<PathBuf>,
+    #[command(flatten)]
+    pub model: ModelArgs,
     /// Address to listen on (loopback by default; 0.0.0.0 exposes the server to the network)
     #[arg(long, default_value = "127.0.0.1")]
     pub host: String,
@@ -21,22 +20,13 @@ pub struct Args {
     /// Sequences generated together (continuous batching)
     #[arg(long, alias = "np", default_value_t = 4, value_name = "N")]
     pub parallel: usize,
-    /// Context size of each sequence, in tokens (default: the model's, at most 4096)
-    #[arg(short = 'c', long = "ctx-size", value_name = "N")]
-    pub ctx_size: Option<usize>,
-    /// Threads (default: all cores)
-    #[arg(short, long, value_name = "N")]
-    pub threads: Option<usize>,
-    /// KV cache element type
-    #[arg(long = "cache-type", value_name = "TYPE", default_value = "f16", value_parser = ["f16", "f32"])]
-    pub cache_type: String,
     /// Require `Authorization: Bearer KEY` on every endpoint but /health
     #[arg(long, value_name = "KEY", env = "CRIA_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
     /// Read the API key from the first line of a file
     #[arg(long, value_name = "FILE", conflicts_with = "api_key")]
     pub api_key_file: Option<PathBuf>,
-    /// Requests that may wait for a free slot; more get 429 with Retry-After
+    /// Requests that may wait while every slot is busy; more get 429 with Retry-After
     #[arg(long, default_value_t = 64, value_name = "N")]
     pub max_queue: usize,
     /// Largest request body in bytes
@@ -48,6 +38,10 @@ pub struct Args {
     /// Model id reported by /v1/models and in replies (default: the file name)
     #[arg(long, value_name = "NAME")]
     pub alias: Option<String>,
+    /// Test hook: panic inside the engine at SITE (admit, step, sample,
+    /// thread) for requests with seed SEED, to test supervision
+    #[arg(long, value_name = "SITE:SEED", hide = true)]
+    pub debug_inject_panic: Option<Fault>,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -66,29 +60,22 @@ pub fn run(args: Args) -> Result<()> {
     if args.parallel == 0 {
         bail!("--parallel 0: give at least 1 sequence");
     }
-    if args.ctx_size.is_some_and(|c| c < 16) {
-        bail!(
-            "--ctx-size {}: give at least 16 tokens",
-            args.ctx_size.unwrap_or(0)
-        );
-    }
-    let model_path = default_model::resolve(args.model.as_deref())?;
+    let threads = args.model.threads()?;
+    let ctx_size = args.model.ctx_size(16)?;
+    let model_path = default_model::resolve(args.model.model.as_deref())?;
     let config = ServerConfig {
         host: args.host,
         port: args.port,
         parallel: args.parallel,
-        ctx_size: args.ctx_size,
-        threads: threads_or_default(args.threads),
-        kv: if args.cache_type == "f32" {
-            KvType::F32
-        } else {
-            KvType::F16
-        },
+        ctx_size,
+        threads,
+        kv: args.model.kv_type(),
         api_key,
         max_queue: args.max_queue,
         body_limit: args.max_body,
         chat_template: args.chat_template,
         alias: args.alias,
+        fault: args.debug_inject_panic,
         ..ServerConfig::new(model_path)
     };
     cria_server::run(config)?;

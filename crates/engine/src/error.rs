@@ -26,6 +26,17 @@ pub enum ErrorKind {
     Internal {
         detail: String,
     },
+    /// A model file could not be loaded.
+    Load {
+        path: std::path::PathBuf,
+        detail: String,
+    },
+    /// The engine's settings cannot work (e.g. a KV cache larger than memory).
+    Config {
+        detail: String,
+    },
+    /// The engine has stopped (shut down, or its thread died).
+    Stopped,
     Model(cria_model::Error),
     Sampler(cria_sampler::Error),
 }
@@ -72,6 +83,11 @@ impl fmt::Display for Error {
                 n_vocab.saturating_sub(1)
             ),
             ErrorKind::Internal { detail } => write!(f, "internal error: {detail}"),
+            ErrorKind::Load { path, detail } => {
+                write!(f, "cannot load {}: {detail}", path.display())
+            }
+            ErrorKind::Config { detail } => f.write_str(detail),
+            ErrorKind::Stopped => write!(f, "the engine has stopped"),
             ErrorKind::Model(e) => write!(f, "{e}"),
             ErrorKind::Sampler(e) => write!(f, "{e}"),
         }

@@ -1,38 +1,35 @@
-//! Requests in, text out: the generation loop shared by `cria run`, `cria
-//! chat` and the server.
+//! Requests in, token events out: the one generation loop of cria.
 //!
-//! A [`Sequence`] is one conversation's state on a model: its KV cache and
-//! the tokens that fill it. [`Sequence::generate`] evaluates a prompt (only
-//! the part not already in the cache, so a chat does not re-read its
-//! history), then samples token after token, streaming complete UTF-8 text
-//! through a callback until an end-of-generation token, a stop string, the
-//! token limit, the end of the context or a cancel flag ([`FinishReason`]).
+//! `cria run`, `cria chat` and the server all drive an [`Engine`] (the CLI
+//! with one slot), so sampling, stop strings, limits, and every feature
+//! added later exist once. A [`Request`] goes in over [`Engine::submit`]
+//! with its own event channel, and [`Event`]s ([`TokenEvent`] per token,
+//! then [`Done`]) come back on it; [`Engine::generate`] is the blocking
+//! form for a terminal. Up to [`EngineConfig::slots`] sequences decode
+//! together, one forward pass per step (continuous batching); dropping the
+//! event receiver, or raising the request's cancel flag, cancels it. A
+//! slot keeps its cache between requests, so a chat's next turn evaluates
+//! only its new messages. A panic inside the engine fails the requests it
+//! touched, not the engine.
 //!
-//! An [`Engine`] serves many requests at once (continuous batching): a
-//! [`Request`] goes in over [`Engine::submit`] with its own event channel,
-//! and [`Event`]s ([`TokenEvent`] per token, then [`Done`]) come back on it.
-//! Up to [`EngineConfig::slots`] sequences decode together, one forward
-//! pass per step; dropping the event receiver cancels a request.
+//! [`Loaded::open`] is the one way a model file and its tokenizer are
+//! opened and checked against each other.
 //!
 //! ```no_run
-//! use cria_engine::{Engine, EngineConfig, Event, GenerateParams, Request};
+//! use cria_engine::{Engine, EngineConfig, Event, GenerateParams, Loaded, Request};
 //! use std::sync::Arc;
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let model = Arc::new(cria_model::Model::open("model.gguf")?);
-//! let tok = Arc::new(cria_tokenizer::Tokenizer::from_gguf(model.file().metadata())?);
-//! let prompt = tok.encode("Once upon a time", true, false)?;
-//! let config = EngineConfig {
-//!     slots: 4, n_ctx: 2048, kv: cria_model::KvType::F16, threads: 2,
-//!     max_queue: 64, step_tokens: 256,
-//! };
-//! let engine = Engine::start(model, tok, config);
+//! let loaded = Loaded::open("model.gguf".as_ref())?;
+//! let prompt = loaded.tokenizer.encode("Once upon a time", true, false)?;
+//! let config = EngineConfig { slots: 4, max_queue: 64, step_tokens: 256,
+//!     ..EngineConfig::single(2048, cria_model::KvType::F16, 2) };
+//! let engine = Engine::start(Arc::new(loaded.model), Arc::new(loaded.tokenizer), config)?;
 //! let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
 //! let params = GenerateParams {
 //!     max_tokens: Some(16), stop: vec![], ignore_eos: false,
 //!     sampler: cria_sampler::SamplerConfig::greedy(),
 //! };
-//! engine.submit(Request { prompt, params, logprobs: None, events: tx, tenant: 0 })
-//!     .map_err(|e| format!("{e:?}"))?;
+//! engine.submit(Request::new(prompt, params, tx)).map_err(|e| format!("{e:?}"))?;
 //! while let Some(event) = rx.blocking_recv() {
 //!     match event {
 //!         Event::Token(t) => print!("{}", t.text),
@@ -43,12 +40,17 @@
 //! # Ok(()) }
 //! ```
 
+#![forbid(unsafe_code)]
+
 mod error;
-mod generate;
+mod load;
+mod params;
 mod scheduler;
 
 pub use error::{Error, ErrorKind, Result};
-pub use generate::{default_ctx_size, FinishReason, GenerateParams, GenerationStats, Sequence};
+pub use load::Loaded;
+pub use params::{default_ctx_size, FinishReason, GenerateParams};
 pub use scheduler::{
-    Done, Engine, EngineConfig, EngineStats, Event, Request, SubmitError, TokenEvent,
+    Done, Engine, EngineConfig, EngineStats, Event, Fault, FaultSite, Request, SubmitError,
+    TokenEvent,
 };

@@ -10,14 +10,21 @@
 //! [`Model::forward_rows`], so the weights are read once per step however
 //! many sequences are active. A request joins between steps, leaves when
 //! it finishes, and is cancelled at the next step once its event receiver
-//! is dropped (the client went away), freeing its slot.
+//! is dropped (the client went away) or its cancel flag is raised.
 //!
 //! A slot keeps the tokens of its last request in its cache, and a new
-//! request goes to the free slot sharing the longest prefix with its
-//! prompt, so a chat's next turn evaluates only its new messages.
+//! request of the same tenant goes to the free slot sharing the longest
+//! prefix with its prompt, so a chat's next turn evaluates only its new
+//! messages.
+//!
+//! Supervision: admitting a request, the forward pass and sampling each run
+//! under `catch_unwind`. A panic fails only the requests it touched (an
+//! [`Event::Error`] with [`ErrorKind::Internal`]) and the engine goes on
+//! with the others. If the thread itself dies, [`Engine::is_running`] says
+//! so and every waiting request's channel closes.
 
 use crate::error::{Error, ErrorKind};
-use crate::generate::{FinishReason, GenerateParams};
+use crate::params::{FinishReason, GenerateParams};
 use cria_model::{BatchRow, KvCache, KvType, Model};
 use cria_sampler::{Sampler, StopOutcome, StopStrings};
 use cria_tokenizer::{Detokenizer, Tokenizer};
@@ -38,10 +45,79 @@ pub struct EngineConfig {
     pub n_ctx: usize,
     pub kv: KvType,
     pub threads: usize,
-    /// Requests that may wait for a slot; past that, `submit` refuses.
+    /// Requests that may wait while every slot is busy; past that,
+    /// `submit` refuses. A burst of up to `slots` requests is always taken.
     pub max_queue: usize,
     /// Rows per forward pass: decode rows first, prompt rows fill the rest.
     pub step_tokens: usize,
+    /// Test hook: panic at a chosen place (see [`Fault`]). `None` in use.
+    #[doc(hidden)]
+    pub fault: Option<Fault>,
+}
+
+impl EngineConfig {
+    /// One slot, no queue, the given context: what `cria run` and `cria
+    /// chat` use.
+    pub fn single(n_ctx: usize, kv: KvType, threads: usize) -> EngineConfig {
+        EngineConfig {
+            slots: 1,
+            n_ctx,
+            kv,
+            threads,
+            max_queue: 0,
+            step_tokens: 512,
+            fault: None,
+        }
+    }
+}
+
+/// A deliberate panic, for the tests of supervision: it fires at `site`
+/// while handling a request whose sampler seed is `seed`.
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fault {
+    pub site: FaultSite,
+    pub seed: u64,
+}
+
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FaultSite {
+    /// While admitting the request into a slot.
+    Admit,
+    /// During a forward pass that holds one of its rows.
+    Step,
+    /// While sampling its next token.
+    Sample,
+    /// In the scheduler loop itself, outside any supervision: the thread
+    /// dies (what `/health` must then report).
+    Thread,
+}
+
+impl std::str::FromStr for Fault {
+    type Err = String;
+
+    /// `SITE:SEED`, e.g. `sample:4242`.
+    fn from_str(s: &str) -> Result<Fault, String> {
+        let (site, seed) = s
+            .split_once(':')
+            .ok_or_else(|| format!("{s:?}: expected SITE:SEED"))?;
+        let site = match site {
+            "admit" => FaultSite::Admit,
+            "step" => FaultSite::Step,
+            "sample" => FaultSite::Sample,
+            "thread" => FaultSite::Thread,
+            _ => {
+                return Err(format!(
+                    "{site:?}: the site is admit, step, sample or thread"
+                ))
+            }
+        };
+        let seed = seed
+            .parse()
+            .map_err(|_| format!("{seed:?} is not a seed"))?;
+        Ok(Fault { site, seed })
+    }
 }
 
 /// One generation request.
@@ -57,6 +133,34 @@ pub struct Request {
     /// keys). A cached prompt prefix is reused only by the same tenant, so
     /// `cached_tokens` never tells one tenant about another's prompts.
     pub tenant: u32,
+    /// Raised from outside (the CLI's Ctrl-C): the request ends at the next
+    /// step with [`FinishReason::Cancelled`] and its `Done` summary.
+    pub cancel: Option<Arc<AtomicBool>>,
+}
+
+impl Request {
+    pub fn new(
+        prompt: Vec<u32>,
+        params: GenerateParams,
+        events: UnboundedSender<Event>,
+    ) -> Request {
+        Request {
+            prompt,
+            params,
+            logprobs: None,
+            events,
+            tenant: 0,
+            cancel: None,
+        }
+    }
+
+    fn cancelled(&self) -> bool {
+        self.events.is_closed()
+            || self
+                .cancel
+                .as_ref()
+                .is_some_and(|c| c.load(Ordering::Relaxed))
+    }
 }
 
 #[derive(Debug)]
@@ -95,7 +199,7 @@ pub struct Done {
 /// Why [`Engine::submit`] refused a request.
 #[derive(Debug)]
 pub enum SubmitError {
-    /// The queue is full: try again later.
+    /// Every slot is busy and the queue is full: try again later.
     QueueFull { max_queue: usize },
     /// The engine has stopped (shutdown, or its thread died).
     Stopped,
@@ -106,16 +210,37 @@ pub enum SubmitError {
 /// Counters shared with the outside, for metrics.
 #[derive(Default, Debug)]
 pub struct EngineStats {
+    /// Requests accepted but not yet in a slot.
     pub queued: AtomicUsize,
     pub active: AtomicUsize,
     /// Prompt tokens evaluated (cached ones not counted).
     pub prompt_tokens: AtomicU64,
     pub generated_tokens: AtomicU64,
     pub steps: AtomicU64,
+    /// Requests failed by a panic inside the engine (bugs).
+    pub panics: AtomicU64,
+}
+
+/// Holds one place among the engine's `slots + max_queue`, from `submit`
+/// until the request ends; dropping it frees the place. It is dropped
+/// before the request's last event is sent, so a client that submits again
+/// as soon as it sees `Done` always finds the place free.
+struct Ticket(Arc<AtomicUsize>);
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A request that holds its place.
+struct Queued {
+    req: Request,
+    ticket: Ticket,
 }
 
 enum Msg {
-    Request(Box<Request>),
+    Request(Box<Queued>),
     Shutdown,
 }
 
@@ -123,44 +248,64 @@ enum Msg {
 pub struct Engine {
     tx: mpsc::Sender<Msg>,
     stats: Arc<EngineStats>,
+    /// Requests submitted and not yet ended (in the channel, waiting or in
+    /// a slot).
+    outstanding: Arc<AtomicUsize>,
     stopped: Arc<AtomicBool>,
     config: EngineConfig,
     n_vocab: usize,
     thread: std::sync::Mutex<Option<JoinHandle<()>>>,
 }
 
+/// Marks the engine stopped when the scheduler thread ends, however it
+/// ends (a panic included).
+struct StopGuard(Arc<AtomicBool>);
+
+impl Drop for StopGuard {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
 impl Engine {
-    /// Allocates the slots' caches and starts the scheduler thread.
-    pub fn start(model: Arc<Model>, tok: Arc<Tokenizer>, config: EngineConfig) -> Engine {
+    /// Checks the sizes, allocates the slots' caches and starts the
+    /// scheduler thread.
+    pub fn start(
+        model: Arc<Model>,
+        tok: Arc<Tokenizer>,
+        config: EngineConfig,
+    ) -> Result<Engine, Error> {
         let mut config = config;
         config.slots = config.slots.max(1);
         config.step_tokens = config.step_tokens.max(config.slots);
         config.n_ctx = config.n_ctx.max(2);
+        check_memory(&model, &config)?;
         let (tx, rx) = mpsc::channel();
         let stats = Arc::new(EngineStats::default());
         let stopped = Arc::new(AtomicBool::new(false));
         let n_vocab = model.config.n_vocab;
         let thread = {
-            let (stats, stopped, config) = (stats.clone(), stopped.clone(), config.clone());
+            let (stats, config) = (stats.clone(), config.clone());
+            let guard = StopGuard(stopped.clone());
             std::thread::Builder::new()
                 .name("cria-engine".into())
                 .spawn(move || {
+                    let _guard = guard;
                     Scheduler::new(&model, &tok, config, stats).run(rx);
-                    stopped.store(true, Ordering::SeqCst);
                 })
-                .ok()
+                .map_err(|e| ErrorKind::Config {
+                    detail: format!("cannot start the engine thread: {e}"),
+                })?
         };
-        if thread.is_none() {
-            stopped.store(true, Ordering::SeqCst);
-        }
-        Engine {
+        Ok(Engine {
             tx,
             stats,
+            outstanding: Arc::new(AtomicUsize::new(0)),
             stopped,
             config,
             n_vocab,
-            thread: std::sync::Mutex::new(thread),
-        }
+            thread: std::sync::Mutex::new(Some(thread)),
+        })
     }
 
     pub fn config(&self) -> &EngineConfig {
@@ -171,8 +316,14 @@ impl Engine {
         &self.stats
     }
 
+    /// False once the engine has been shut down or its thread has died.
+    pub fn is_running(&self) -> bool {
+        !self.stopped.load(Ordering::SeqCst)
+    }
+
     /// Checks a request without queueing it: the prompt fits the context
-    /// with room for one new token, and the sampler settings are valid.
+    /// with room for one new token, its ids are in the vocabulary, and the
+    /// sampler settings are valid.
     pub fn validate(&self, prompt: &[u32], params: &GenerateParams) -> Result<(), Error> {
         if prompt.is_empty() {
             return Err(ErrorKind::EmptyPrompt.into());
@@ -195,23 +346,71 @@ impl Engine {
         Ok(())
     }
 
-    /// Queues a request, or says why not.
+    /// Queues a request, or says why not. It is refused as busy only when
+    /// every slot is taken and `max_queue` requests already wait.
     pub fn submit(&self, req: Request) -> Result<(), SubmitError> {
-        if self.stopped.load(Ordering::SeqCst) {
+        if !self.is_running() {
             return Err(SubmitError::Stopped);
         }
         self.validate(&req.prompt, &req.params)
             .map_err(SubmitError::Invalid)?;
         let max_queue = self.config.max_queue;
-        if self.stats.queued.fetch_add(1, Ordering::SeqCst) >= max_queue {
-            self.stats.queued.fetch_sub(1, Ordering::SeqCst);
+        let places = self.config.slots.saturating_add(max_queue);
+        if self.outstanding.fetch_add(1, Ordering::SeqCst) >= places {
+            self.outstanding.fetch_sub(1, Ordering::SeqCst);
             return Err(SubmitError::QueueFull { max_queue });
         }
-        if self.tx.send(Msg::Request(Box::new(req))).is_err() {
+        let ticket = Ticket(self.outstanding.clone());
+        self.stats.queued.fetch_add(1, Ordering::SeqCst);
+        if self
+            .tx
+            .send(Msg::Request(Box::new(Queued { req, ticket })))
+            .is_err()
+        {
             self.stats.queued.fetch_sub(1, Ordering::SeqCst);
             return Err(SubmitError::Stopped);
         }
         Ok(())
+    }
+
+    /// Runs one request to its end, blocking the calling thread (the CLI's
+    /// way in): `on_text` gets the text as it becomes safe to show, the
+    /// held-back tail included, and the summary comes back. Raising
+    /// `cancel` ends it with [`FinishReason::Cancelled`].
+    pub fn generate(
+        &self,
+        prompt: Vec<u32>,
+        params: GenerateParams,
+        cancel: Option<Arc<AtomicBool>>,
+        on_text: &mut dyn FnMut(&str),
+    ) -> Result<Done, Error> {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let req = Request {
+            cancel,
+            ..Request::new(prompt, params, tx)
+        };
+        match self.submit(req) {
+            Ok(()) => {}
+            Err(SubmitError::Invalid(e)) => return Err(e),
+            Err(SubmitError::Stopped) => return Err(ErrorKind::Stopped.into()),
+            Err(SubmitError::QueueFull { .. }) => {
+                return Err(ErrorKind::Internal {
+                    detail: "the engine is busy with another request".into(),
+                }
+                .into())
+            }
+        }
+        loop {
+            match rx.blocking_recv() {
+                Some(Event::Token(t)) => on_text(&t.text),
+                Some(Event::Done(d)) => {
+                    on_text(&d.text);
+                    return Ok(d);
+                }
+                Some(Event::Error(e)) => return Err(e),
+                None => return Err(ErrorKind::Stopped.into()),
+            }
+        }
     }
 
     /// Cancels every request (each gets `Done` with `Cancelled`) and waits
@@ -232,9 +431,58 @@ impl Drop for Engine {
     }
 }
 
+/// Refuses caches that cannot be addressed or are larger than the
+/// machine's memory, before allocating them (a huge `--ctx-size` or
+/// `--parallel` would otherwise abort the process).
+fn check_memory(model: &Model, config: &EngineConfig) -> Result<(), Error> {
+    let c = &model.config;
+    let elem = match config.kv {
+        KvType::F16 => 2u128,
+        KvType::F32 => 4u128,
+    };
+    // Keys are stored in blocks of 16 positions.
+    let per_slot = 2
+        * c.n_layers as u128
+        * (config.n_ctx as u128).next_multiple_of(16)
+        * c.kv_dim() as u128
+        * elem;
+    let total = per_slot * config.slots as u128;
+    let too_big = |limit: String| ErrorKind::Config {
+        detail: format!(
+            "a KV cache of {} slots x {} tokens needs {:.1} GiB, more than {limit}: lower \
+             --ctx-size or --parallel",
+            config.slots,
+            config.n_ctx,
+            total as f64 / f64::from(1u32 << 30)
+        ),
+    };
+    if total > isize::MAX as u128 {
+        return Err(too_big("this machine can address".into()).into());
+    }
+    if let Some(mem) = physical_memory() {
+        if total > mem as u128 {
+            return Err(too_big(format!(
+                "the {:.1} GiB of memory here",
+                mem as f64 / f64::from(1u32 << 30)
+            ))
+            .into());
+        }
+    }
+    Ok(())
+}
+
+/// Total physical memory in bytes, where the system says (Linux).
+fn physical_memory() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    kib.checked_mul(1024)
+}
+
 /// A request in a slot.
 struct Job<'t> {
-    req: Box<Request>,
+    req: Request,
+    ticket: Ticket,
     /// Index in `req.prompt` of the next prompt token to evaluate.
     next: usize,
     cached: usize,
@@ -246,6 +494,15 @@ struct Job<'t> {
     pending: Option<u32>,
     admitted: Instant,
     first_token: Option<Instant>,
+}
+
+impl Job<'_> {
+    /// Ends the request with its last event; the ticket goes first.
+    fn end(self, event: Event) {
+        let Job { req, ticket, .. } = self;
+        drop(ticket);
+        let _ = req.events.send(event);
+    }
 }
 
 struct Slot<'t> {
@@ -266,12 +523,25 @@ struct Scheduler<'m> {
     config: EngineConfig,
     stats: Arc<EngineStats>,
     slots: Vec<Slot<'m>>,
-    waiting: VecDeque<Box<Request>>,
+    waiting: VecDeque<Box<Queued>>,
     scratch: cria_model::Scratch,
     pool: cria_kernels::ThreadPool,
     rows: Vec<BatchRow>,
     logits: Vec<f32>,
     step: u64,
+}
+
+fn injected(site: FaultSite) -> ! {
+    panic!("injected fault at {site:?} (a test of the engine's supervision)");
+}
+
+fn internal(detail: impl Into<String>) -> Event {
+    Event::Error(
+        ErrorKind::Internal {
+            detail: detail.into(),
+        }
+        .into(),
+    )
 }
 
 impl<'m> Scheduler<'m> {
@@ -306,6 +576,21 @@ impl<'m> Scheduler<'m> {
         }
     }
 
+    /// Whether the test hook asks for a panic at `site` for this request.
+    fn faulty(&self, site: FaultSite, req: &Request) -> bool {
+        self.config.fault
+            == Some(Fault {
+                site,
+                seed: req.params.sampler.seed,
+            })
+    }
+
+    fn fault(&self, site: FaultSite, req: &Request) {
+        if self.faulty(site, req) {
+            injected(site);
+        }
+    }
+
     fn run(mut self, rx: mpsc::Receiver<Msg>) {
         loop {
             let idle = self.waiting.is_empty() && self.slots.iter().all(|s| s.job.is_none());
@@ -324,7 +609,10 @@ impl<'m> Scheduler<'m> {
                 .chain(std::iter::from_fn(|| rx.try_recv().ok()))
             {
                 match msg {
-                    Msg::Request(r) => self.waiting.push_back(r),
+                    Msg::Request(q) => {
+                        self.fault(FaultSite::Thread, &q.req);
+                        self.waiting.push_back(q);
+                    }
                     Msg::Shutdown => {
                         self.cancel_all();
                         return;
@@ -334,12 +622,7 @@ impl<'m> Scheduler<'m> {
             self.drop_cancelled();
             self.admit();
             if self.slots.iter().any(|s| s.job.is_some()) {
-                // A panic here is a bug, but it must not take down the
-                // server: fail the requests in flight and carry on.
-                let step = catch_unwind(AssertUnwindSafe(|| self.step()));
-                if step.is_err() {
-                    self.fail_all("internal error during a forward step (a bug: please report it)");
-                }
+                self.step();
             }
             self.stats.active.store(
                 self.slots.iter().filter(|s| s.job.is_some()).count(),
@@ -348,21 +631,34 @@ impl<'m> Scheduler<'m> {
         }
     }
 
-    /// Drops waiting and active requests whose receiver is gone.
+    /// Ends waiting and active requests that were cancelled: silently when
+    /// the client is gone, with a `Cancelled` summary when it raised the
+    /// flag and still listens.
     fn drop_cancelled(&mut self) {
-        let before = self.waiting.len();
-        self.waiting.retain(|r| !r.events.is_closed());
-        let gone = before - self.waiting.len();
-        self.stats.queued.fetch_sub(gone, Ordering::SeqCst);
+        let mut kept = VecDeque::with_capacity(self.waiting.len());
+        for q in self.waiting.drain(..) {
+            if q.req.cancelled() {
+                self.stats.queued.fetch_sub(1, Ordering::SeqCst);
+                let Queued { req, ticket } = *q;
+                drop(ticket);
+                let _ = req.events.send(Event::Done(empty_done(&req)));
+            } else {
+                kept.push_back(q);
+            }
+        }
+        self.waiting = kept;
         for slot in &mut self.slots {
-            if slot.job.as_ref().is_some_and(|j| j.req.events.is_closed()) {
-                slot.job = None;
+            if slot.job.as_ref().is_some_and(|j| j.req.cancelled()) {
+                if let Some(job) = slot.job.take() {
+                    finish_job(job, FinishReason::Cancelled);
+                }
             }
         }
     }
 
     /// Moves waiting requests into free slots, each into the free slot
-    /// whose cache shares the longest prefix with its prompt.
+    /// whose cache (of the same tenant) shares the longest prefix with its
+    /// prompt.
     fn admit(&mut self) {
         while !self.waiting.is_empty() {
             let best = self
@@ -371,7 +667,7 @@ impl<'m> Scheduler<'m> {
                 .enumerate()
                 .filter(|(_, s)| s.job.is_none())
                 .map(|(i, s)| {
-                    let next = &self.waiting[0];
+                    let next = &self.waiting[0].req;
                     let common = if s.tenant == next.tenant {
                         s.tokens
                             .iter()
@@ -385,40 +681,54 @@ impl<'m> Scheduler<'m> {
                 })
                 .max();
             let Some((common, _, i)) = best else { return };
-            let Some(req) = self.waiting.pop_front() else {
+            let Some(q) = self.waiting.pop_front() else {
                 return;
             };
             self.stats.queued.fetch_sub(1, Ordering::SeqCst);
             self.step += 1;
-            match self.start_job(req, common) {
-                Ok(job) => {
+            let Queued { req, ticket } = *q;
+            // The request is moved into the closure and comes back inside
+            // the job; a panic drops it, which closes its channel.
+            let events = req.events.clone();
+            let started = catch_unwind(AssertUnwindSafe(|| self.start_job(req, ticket, common)));
+            match started {
+                Ok(Ok(job)) => {
                     let slot = &mut self.slots[i];
                     slot.tokens.truncate(job.next);
                     slot.tenant = job.req.tenant;
                     slot.last_used = self.step;
                     slot.job = Some(job);
                 }
-                Err((req, e)) => {
+                Ok(Err((req, ticket, e))) => {
+                    drop(ticket);
                     let _ = req.events.send(Event::Error(e));
+                }
+                Err(_) => {
+                    self.stats.panics.fetch_add(1, Ordering::Relaxed);
+                    let _ = events.send(internal(
+                        "the engine failed while admitting this request (a bug: please report it)",
+                    ));
                 }
             }
         }
     }
 
-    #[allow(clippy::result_large_err)]
+    #[allow(clippy::result_large_err, clippy::type_complexity)]
     fn start_job(
         &self,
-        req: Box<Request>,
+        req: Request,
+        ticket: Ticket,
         common: usize,
-    ) -> Result<Job<'m>, (Box<Request>, Error)> {
+    ) -> Result<Job<'m>, (Request, Ticket, Error)> {
+        self.fault(FaultSite::Admit, &req);
         let n_vocab = self.model.config.n_vocab;
         let mut sampler = match Sampler::new(req.params.sampler.clone(), n_vocab) {
             Ok(s) => s,
-            Err(e) => return Err((req, e.into())),
+            Err(e) => return Err((req, ticket, e.into())),
         };
         for &t in &req.prompt {
             if let Err(e) = sampler.accept(t) {
-                return Err((req, e.into()));
+                return Err((req, ticket, e.into()));
             }
         }
         // Evaluate at least the last prompt token: its logits choose the
@@ -435,6 +745,7 @@ impl<'m> Scheduler<'m> {
             admitted: Instant::now(),
             first_token: None,
             req,
+            ticket,
         })
     }
 
@@ -486,20 +797,41 @@ impl<'m> Scheduler<'m> {
         if self.rows.is_empty() {
             return;
         }
-        let mut caches: Vec<&mut KvCache> = self.slots.iter_mut().map(|s| &mut s.cache).collect();
-        let result = self.model.forward_rows(
-            &mut self.scratch,
-            &self.pool,
-            &mut caches,
-            &self.rows,
-            &mut self.logits,
-        );
+        let inject = self.rows.iter().any(|r| {
+            self.slots[r.seq]
+                .job
+                .as_ref()
+                .is_some_and(|j| self.faulty(FaultSite::Step, &j.req))
+        });
+        let forward = catch_unwind(AssertUnwindSafe(|| {
+            if inject {
+                injected(FaultSite::Step);
+            }
+            let mut caches: Vec<&mut KvCache> =
+                self.slots.iter_mut().map(|s| &mut s.cache).collect();
+            self.model.forward_rows(
+                &mut self.scratch,
+                &self.pool,
+                &mut caches,
+                &self.rows,
+                &mut self.logits,
+            )
+        }));
         self.stats.steps.fetch_add(1, Ordering::Relaxed);
-        if let Err(e) = result {
-            // Which request caused it is unknown; all rows of this step fail
-            // and their slots forget their caches.
-            let msg = format!("the forward pass failed: {e}");
-            let seqs: Vec<usize> = self.rows.iter().map(|r| r.seq).collect();
+        let failure = match forward {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(format!("the forward pass failed: {e}")),
+            Err(_) => {
+                self.stats.panics.fetch_add(1, Ordering::Relaxed);
+                Some("the forward pass panicked (a bug: please report it)".to_string())
+            }
+        };
+        if let Some(msg) = failure {
+            // Which request caused it is unknown: the requests with rows in
+            // this step fail and their slots forget their caches; the others
+            // go on.
+            let mut seqs: Vec<usize> = self.rows.iter().map(|r| r.seq).collect();
+            seqs.dedup();
             for i in seqs {
                 self.fail_slot(i, &msg);
             }
@@ -520,7 +852,8 @@ impl<'m> Scheduler<'m> {
         self.stats
             .prompt_tokens
             .fetch_add(prompt_rows, Ordering::Relaxed);
-        // Sample for every row that asked for logits, in row order.
+        // Sample for every row that asked for logits, in row order; a panic
+        // fails that request alone.
         let n_vocab = self.model.config.n_vocab;
         let wanted: Vec<usize> = self
             .rows
@@ -531,7 +864,10 @@ impl<'m> Scheduler<'m> {
         let logits = std::mem::take(&mut self.logits);
         for (k, i) in wanted.into_iter().enumerate() {
             let row = &logits[k * n_vocab..(k + 1) * n_vocab];
-            self.sample_slot(i, row);
+            if catch_unwind(AssertUnwindSafe(|| self.sample_slot(i, row))).is_err() {
+                self.stats.panics.fetch_add(1, Ordering::Relaxed);
+                self.fail_slot(i, "sampling panicked (a bug: please report it)");
+            }
         }
         self.logits = logits;
     }
@@ -539,13 +875,16 @@ impl<'m> Scheduler<'m> {
     /// Samples the next token of slot `i` from its logits row, sends it,
     /// and ends the job if it is finished.
     fn sample_slot(&mut self, i: usize, row: &[f32]) {
+        if let Some(job) = &self.slots[i].job {
+            self.fault(FaultSite::Sample, &job.req);
+        }
         let n_ctx = self.config.n_ctx;
         let tok = self.tok;
         let slot = &mut self.slots[i];
         let n_cached = slot.tokens.len();
         let Some(job) = &mut slot.job else { return };
         let finish = 'f: {
-            if job.req.events.is_closed() {
+            if job.req.cancelled() {
                 break 'f Some(FinishReason::Cancelled);
             }
             if job
@@ -562,8 +901,9 @@ impl<'m> Scheduler<'m> {
             }) {
                 Ok(id) => id,
                 Err(e) => {
-                    let _ = job.req.events.send(Event::Error(e.into()));
-                    slot.job = None;
+                    if let Some(job) = slot.job.take() {
+                        job.end(Event::Error(e.into()));
+                    }
                     return;
                 }
             };
@@ -573,10 +913,13 @@ impl<'m> Scheduler<'m> {
                 job.first_token = Some(Instant::now());
             }
             let (logprob, top_logprobs) = match job.req.logprobs {
-                Some(n) => (
-                    Some(logprob_of(row, id)),
-                    cria_sampler::top_logprobs(row, n),
-                ),
+                Some(n) => {
+                    let lsm = cria_kernels::LogSoftmax::new(row);
+                    (
+                        Some(lsm.of(row[id as usize]) as f32),
+                        cria_sampler::top_logprobs(row, n),
+                    )
+                }
                 None => (None, Vec::new()),
             };
             if tok.is_eog(id) && !job.req.params.ignore_eos {
@@ -616,22 +959,13 @@ impl<'m> Scheduler<'m> {
         }
     }
 
+    /// Fails slot `i`'s request with an internal error; the slot forgets
+    /// its cache, which may hold half-written rows.
     fn fail_slot(&mut self, i: usize, msg: &str) {
         let slot = &mut self.slots[i];
         slot.tokens.clear();
         if let Some(job) = slot.job.take() {
-            let _ = job.req.events.send(Event::Error(
-                ErrorKind::Internal {
-                    detail: msg.to_string(),
-                }
-                .into(),
-            ));
-        }
-    }
-
-    fn fail_all(&mut self, msg: &str) {
-        for i in 0..self.slots.len() {
-            self.fail_slot(i, msg);
+            job.end(internal(msg));
         }
     }
 
@@ -641,19 +975,26 @@ impl<'m> Scheduler<'m> {
                 finish_job(job, FinishReason::Cancelled);
             }
         }
-        for req in self.waiting.drain(..) {
+        for q in self.waiting.drain(..) {
             self.stats.queued.fetch_sub(1, Ordering::SeqCst);
-            let _ = req.events.send(Event::Done(Done {
-                finish: FinishReason::Cancelled,
-                text: String::new(),
-                prompt_tokens: req.prompt.len(),
-                cached_tokens: 0,
-                completion_tokens: 0,
-                prompt_time: Duration::ZERO,
-                generation_time: Duration::ZERO,
-            }));
+            let Queued { req, ticket } = *q;
+            drop(ticket);
+            let _ = req.events.send(Event::Done(empty_done(&req)));
         }
         self.stats.active.store(0, Ordering::SeqCst);
+    }
+}
+
+/// The summary of a request cancelled before it reached a slot.
+fn empty_done(req: &Request) -> Done {
+    Done {
+        finish: FinishReason::Cancelled,
+        text: String::new(),
+        prompt_tokens: req.prompt.len(),
+        cached_tokens: 0,
+        completion_tokens: 0,
+        prompt_time: Duration::ZERO,
+        generation_time: Duration::ZERO,
     }
 }
 
@@ -669,7 +1010,7 @@ fn finish_job(mut job: Job<'_>, finish: FinishReason) {
     }
     let now = Instant::now();
     let first = job.first_token.unwrap_or(now);
-    let _ = job.req.events.send(Event::Done(Done {
+    let done = Done {
         finish,
         text,
         prompt_tokens: job.req.prompt.len(),
@@ -677,25 +1018,6 @@ fn finish_job(mut job: Job<'_>, finish: FinishReason) {
         completion_tokens: job.generated,
         prompt_time: first - job.admitted,
         generation_time: now - first,
-    }));
-}
-
-/// log softmax(logits)[id], in f64 for the sum.
-fn logprob_of(logits: &[f32], id: u32) -> f32 {
-    let clean = |l: f32| if l.is_nan() { f32::NEG_INFINITY } else { l };
-    let max = logits
-        .iter()
-        .map(|&l| clean(l))
-        .fold(f32::NEG_INFINITY, f32::max);
-    if max.is_infinite() {
-        return 0.0;
-    }
-    let sum: f64 = logits
-        .iter()
-        .map(|&l| ((clean(l) - max) as f64).exp())
-        .sum();
-    let x = logits
-        .get(id as usize)
-        .map_or(f32::NEG_INFINITY, |&l| clean(l));
-    ((x - max) as f64 - sum.ln()) as f32
+    };
+    job.end(Event::Done(done));
 }

@@ -27,7 +27,7 @@ use std::path::Path;
 
 use crate::chunks::{check_n_ctx, scored_per_chunk};
 use crate::error::{Error, ErrorKind, Result};
-use crate::ppl::{max_f32, ChunkNll, ScoredRows};
+use crate::ppl::{ChunkNll, ScoredRows};
 
 const MAGIC: &[u8; 8] = b"_logits_";
 const HEADER_BYTES: u64 = 8 + 3 * 4;
@@ -49,14 +49,14 @@ fn nearest_int(x: f32) -> i32 {
 /// returns that function's nll of `tok`, computed in f32 as there.
 pub fn compress_row(logits: &[f32], tok: usize, out: &mut [u16]) -> f64 {
     let n_vocab = logits.len();
-    let max_logit = max_f32(logits);
+    let lsm = cria_kernels::LogSoftmax::new(logits);
+    let max_logit = lsm.max();
     let mut min_logit = logits
         .iter()
         .skip(1)
         .fold(logits[0], |m, &x| if x < m { x } else { m });
     min_logit = min_logit.max(max_logit - 16.0);
-    let sum_exp: f64 = logits.iter().map(|&l| (l - max_logit).exp() as f64).sum();
-    let log_sum_exp = sum_exp.ln() as f32;
+    let log_sum_exp = lsm.sum_exp().ln() as f32;
     let min_log_prob = min_logit - max_logit - log_sum_exp;
     let scale = (max_logit - min_logit) / 65535.0;
     let (head, q) = out.split_at_mut(4);

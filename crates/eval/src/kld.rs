@@ -181,16 +181,16 @@ impl KlDivergence {
         logits: &[f32],
         tok: usize,
     ) -> TokenKld {
-        let mut max_logit = logits[0];
+        // The first maximum, as llama.cpp's loop finds it.
         let mut imax = 0;
         for (i, &l) in logits.iter().enumerate().skip(1) {
-            if l > max_logit {
-                max_logit = l;
+            if l > logits[imax] {
                 imax = i;
             }
         }
-        let sum_exp: f64 = logits.iter().map(|&l| (l - max_logit).exp() as f64).sum();
-        let log_sum_exp = sum_exp.ln() as f32;
+        let lsm = cria_kernels::LogSoftmax::new(logits);
+        let max_logit = lsm.max();
+        let log_sum_exp = lsm.sum_exp().ln() as f32;
 
         let nll: f32 = max_logit + log_sum_exp - logits[tok];
         self.sum_nll += nll as f64;

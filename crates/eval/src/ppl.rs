@@ -132,19 +132,10 @@ impl fmt::Display for PplEstimate {
     }
 }
 
-/// `log p(tok)` as llama.cpp's plain `log_softmax` (no base file): f32 max
-/// and exponentials, f64 sum, and `(logit - max)` in f32 before the f64 log.
+/// `log p(tok)` as llama.cpp's plain `log_softmax` (no base file); see
+/// [`cria_kernels::LogSoftmax`].
 pub fn log_softmax_of(logits: &[f32], tok: usize) -> f64 {
-    let max = max_f32(logits);
-    let sum: f64 = logits.iter().map(|&l| (l - max).exp() as f64).sum();
-    (logits[tok] - max) as f64 - sum.ln()
-}
-
-/// `std::max`-style running maximum starting from element 0.
-pub(crate) fn max_f32(v: &[f32]) -> f32 {
-    v.iter()
-        .skip(1)
-        .fold(v[0], |m, &x| if m < x { x } else { m })
+    cria_kernels::LogSoftmax::new(logits).of(logits[tok])
 }
 
 /// A validated view of one chunk's scored logits rows and their target tokens.

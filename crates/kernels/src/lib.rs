@@ -50,6 +50,7 @@ mod attn;
 mod buf;
 mod dequant;
 mod error;
+mod logsoftmax;
 mod matmul;
 mod ops;
 mod pool;
@@ -64,6 +65,7 @@ pub use attn::{
 pub use cria_gguf::GgmlType;
 pub use dequant::{block_geometry, dequantize_row, row_bytes, QK_K};
 pub use error::{Error, ErrorKind, Result};
+pub use logsoftmax::LogSoftmax;
 pub use matmul::{
     can_group, matmul, matmul_f32_with, matmul_packed, matmul_packed_many, matmul_with,
     PackedMatrix, QMatrix, MAX_GROUP, PANEL_ROWS,

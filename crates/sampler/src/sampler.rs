@@ -38,7 +38,9 @@ impl Sampler {
             rng: ChaCha8Rng::seed_from_u64(config.seed),
             work: vec![0.0; n_vocab],
             cands: Vec::with_capacity(n_vocab),
-            history: VecDeque::with_capacity(config.repeat_last_n),
+            // The window fills as tokens are accepted; it is never sized
+            // up front from the request (a huge repeat_last_n is legal).
+            history: VecDeque::new(),
             counts: if penalties {
                 vec![0; n_vocab]
             } else {
@@ -179,18 +181,10 @@ impl Sampler {
 /// OpenAI `logprobs` field reports them. NaN logits are skipped; an all
 /// -inf/NaN row gives an empty list.
 pub fn top_logprobs(logits: &[f32], n: usize) -> Vec<(u32, f32)> {
-    let max = logits
-        .iter()
-        .map(|&l| stages::sanitize(l))
-        .fold(f32::NEG_INFINITY, f32::max);
-    if n == 0 || max == f32::NEG_INFINITY {
+    let lsm = cria_kernels::LogSoftmax::new(logits);
+    if n == 0 || lsm.max() == f32::NEG_INFINITY {
         return Vec::new();
     }
-    let sum: f64 = logits
-        .iter()
-        .map(|&l| ((stages::sanitize(l) - max) as f64).exp())
-        .sum();
-    let log_sum = sum.ln();
     let mut all: Vec<Candidate> = logits
         .iter()
         .enumerate()
@@ -203,7 +197,5 @@ pub fn top_logprobs(logits: &[f32], n: usize) -> Vec<(u32, f32)> {
         .collect();
     stages::top_k(&mut all, n);
     all.sort_unstable_by(stages::by_logit_desc);
-    all.iter()
-        .map(|c| (c.id, ((c.logit - max) as f64 - log_sum) as f32))
-        .collect()
+    all.iter().map(|c| (c.id, lsm.of(c.logit) as f32)).collect()
 }

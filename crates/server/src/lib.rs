@@ -25,15 +25,14 @@ mod routes;
 pub use error::{ApiError, Error, ErrorKind};
 
 use cria_engine::{Engine, EngineConfig};
-use cria_model::{KvType, Model};
+use cria_model::KvType;
 use cria_prompt::ChatTemplate;
-use cria_tokenizer::Tokenizer;
 use routes::{App, Ready};
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Reported as `system_fingerprint`.
 pub const FINGERPRINT: &str = concat!("cria-", env!("CARGO_PKG_VERSION"));
@@ -58,6 +57,8 @@ pub struct ServerConfig {
     pub chat_template: Option<PathBuf>,
     /// The model's id in replies; `None`: the file name without `.gguf`.
     pub alias: Option<String>,
+    /// Test hook passed to the engine (`--debug-inject-panic`).
+    pub fault: Option<cria_engine::Fault>,
 }
 
 impl ServerConfig {
@@ -75,6 +76,7 @@ impl ServerConfig {
             body_limit: 4 << 20,
             chat_template: None,
             alias: None,
+            fault: None,
         }
     }
 }
@@ -176,19 +178,9 @@ async fn signal() {
 
 /// Maps the model, builds the tokenizer and template, starts the engine.
 fn load(config: &ServerConfig) -> Result<Ready, String> {
-    let t0 = Instant::now();
     let path = &config.model_path;
-    let model = Model::open(path).map_err(|e| format!("cannot load {}: {e}", path.display()))?;
-    let tok = Tokenizer::from_gguf(model.file().metadata())
-        .map_err(|e| format!("cannot build the tokenizer of {}: {e}", path.display()))?;
-    if tok.vocab_size() != model.config.n_vocab {
-        return Err(format!(
-            "{}: the vocabulary has {} tokens but the embedding has {} rows",
-            path.display(),
-            tok.vocab_size(),
-            model.config.n_vocab
-        ));
-    }
+    let loaded = cria_engine::Loaded::open(path).map_err(|e| e.to_string())?;
+    let (model, tok) = (loaded.model, loaded.tokenizer);
     let template = ChatTemplate::load(
         model.file().metadata(),
         &tok,
@@ -221,12 +213,14 @@ fn load(config: &ServerConfig) -> Result<Ready, String> {
             threads: config.threads.max(1),
             max_queue: config.max_queue,
             step_tokens: 256,
+            fault: config.fault,
         },
-    );
+    )
+    .map_err(|e| e.to_string())?;
     eprintln!(
         "cria serve: {} ready in {:.2} s: {} slots x {n_ctx} tokens of context, {} threads",
         model_id,
-        t0.elapsed().as_secs_f64(),
+        loaded.load_time.as_secs_f64(),
         config.parallel.max(1),
         config.threads.max(1),
     );

@@ -60,13 +60,31 @@ impl App {
                 "the server is shutting down",
             ));
         }
-        self.ready.get().ok_or_else(|| {
+        let ready = self.ready.get().ok_or_else(|| {
             ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "the model is still loading; try again in a moment",
             )
             .retry_after(1)
-        })
+        })?;
+        if !ready.engine.is_running() {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the engine has stopped (a bug: see the server's log); restart the server",
+            ));
+        }
+        Ok(ready)
+    }
+
+    /// What `/health` reports besides "ok".
+    fn state(&self) -> &'static str {
+        if self.shutting_down.load(Ordering::SeqCst) {
+            "shutting down"
+        } else if self.ready.get().is_none() {
+            "loading model"
+        } else {
+            "engine stopped"
+        }
     }
 
     fn new_id(&self, prefix: &str) -> String {
@@ -169,11 +187,7 @@ async fn health(State(app): Shared) -> Response {
         Ok(_) => axum::Json(json!({"status": "ok"})).into_response(),
         Err(e) => {
             let mut body = e.body();
-            body["status"] = json!(if app.shutting_down.load(Ordering::SeqCst) {
-                "shutting down"
-            } else {
-                "loading model"
-            });
+            body["status"] = json!(app.state());
             (e.status, axum::Json(body)).into_response()
         }
     }
@@ -388,11 +402,9 @@ async fn start(
 ) -> Result<Response, ApiError> {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let req = Request {
-        prompt,
-        params,
         logprobs,
-        events: tx,
         tenant: 0,
+        ..Request::new(prompt, params, tx)
     };
     match r.engine.submit(req) {
         Ok(()) => {}
@@ -411,7 +423,7 @@ async fn start(
         Err(SubmitError::Stopped) => {
             return Err(ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "the engine has stopped (the server is shutting down)",
+                format!("the engine has stopped ({})", app.state()),
             ))
         }
         Err(SubmitError::Invalid(e)) => {

@@ -1,0 +1,87 @@
+//! What `cria run` and `cria chat` share: a model loaded through the
+//! engine's one loader, driven by a one-slot engine (the same engine the
+//! server runs), and the summary line printed after an answer.
+
+use crate::gen_args::ModelArgs;
+use anyhow::Result;
+use cria_engine::{default_ctx_size, Done, Engine, EngineConfig, FinishReason};
+use cria_model::Model;
+use cria_prompt::ChatTemplate;
+use cria_tokenizer::Tokenizer;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub struct Session {
+    pub engine: Engine,
+    pub model: Arc<Model>,
+    pub tok: Arc<Tokenizer>,
+    pub n_ctx: usize,
+    pub path: PathBuf,
+    pub load_time: Duration,
+}
+
+impl Session {
+    pub fn start(args: &ModelArgs) -> Result<Session> {
+        let threads = args.threads()?;
+        let ctx = args.ctx_size(2)?;
+        let loaded = args.load()?;
+        let kv = args.kv_type();
+        let n_ctx = ctx.unwrap_or_else(|| default_ctx_size(&loaded.model, kv));
+        let model = Arc::new(loaded.model);
+        let tok = Arc::new(loaded.tokenizer);
+        let engine = Engine::start(
+            model.clone(),
+            tok.clone(),
+            EngineConfig::single(n_ctx, kv, threads),
+        )?;
+        Ok(Session {
+            engine,
+            model,
+            tok,
+            n_ctx,
+            path: loaded.path,
+            load_time: loaded.load_time,
+        })
+    }
+
+    /// The model's chat template, or the one in `override_file`.
+    pub fn template(&self, override_file: Option<&Path>) -> Result<ChatTemplate> {
+        Ok(ChatTemplate::load(
+            self.model.file().metadata(),
+            &self.tok,
+            override_file,
+        )?)
+    }
+
+    /// `[prompt 12 tokens (0 cached), 950.1 t/s | generated ... ]`
+    pub fn summary(&self, d: &Done) -> String {
+        let rate = |n: usize, t: Duration| {
+            if t.as_secs_f64() > 0.0 {
+                n as f64 / t.as_secs_f64()
+            } else {
+                0.0
+            }
+        };
+        let evaluated = d.prompt_tokens - d.cached_tokens;
+        format!(
+            "[prompt {} tokens ({} cached), {:.1} t/s | generated {} tokens, {:.1} t/s | load {:.2} s | ctx {} | {}]",
+            d.prompt_tokens,
+            d.cached_tokens,
+            rate(evaluated, d.prompt_time),
+            d.completion_tokens,
+            // The first token comes with the prompt; the rest took
+            // generation_time.
+            rate(d.completion_tokens.saturating_sub(1), d.generation_time),
+            self.load_time.as_secs_f64(),
+            self.n_ctx,
+            match d.finish {
+                FinishReason::EndOfGeneration => "end of text",
+                FinishReason::Length => "token limit",
+                FinishReason::StopString => "stop string",
+                FinishReason::ContextFull => "context full",
+                FinishReason::Cancelled => "cancelled",
+            }
+        )
+    }
+}
