@@ -687,8 +687,8 @@ impl<'m> Scheduler<'m> {
             self.stats.queued.fetch_sub(1, Ordering::SeqCst);
             self.step += 1;
             let Queued { req, ticket } = *q;
-            // The request is moved into the closure and comes back inside
-            // the job; a panic drops it, which closes its channel.
+            // The request moves into the job; on an error or a panic it is
+            // dropped (freeing its ticket) and the error goes out here.
             let events = req.events.clone();
             let started = catch_unwind(AssertUnwindSafe(|| self.start_job(req, ticket, common)));
             match started {
@@ -699,9 +699,8 @@ impl<'m> Scheduler<'m> {
                     slot.last_used = self.step;
                     slot.job = Some(job);
                 }
-                Ok(Err((req, ticket, e))) => {
-                    drop(ticket);
-                    let _ = req.events.send(Event::Error(e));
+                Ok(Err(e)) => {
+                    let _ = events.send(Event::Error(e));
                 }
                 Err(_) => {
                     self.stats.panics.fetch_add(1, Ordering::Relaxed);
@@ -713,23 +712,12 @@ impl<'m> Scheduler<'m> {
         }
     }
 
-    #[allow(clippy::result_large_err, clippy::type_complexity)]
-    fn start_job(
-        &self,
-        req: Request,
-        ticket: Ticket,
-        common: usize,
-    ) -> Result<Job<'m>, (Request, Ticket, Error)> {
+    fn start_job(&self, req: Request, ticket: Ticket, common: usize) -> Result<Job<'m>, Error> {
         self.fault(FaultSite::Admit, &req);
         let n_vocab = self.model.config.n_vocab;
-        let mut sampler = match Sampler::new(req.params.sampler.clone(), n_vocab) {
-            Ok(s) => s,
-            Err(e) => return Err((req, ticket, e.into())),
-        };
+        let mut sampler = Sampler::new(req.params.sampler.clone(), n_vocab)?;
         for &t in &req.prompt {
-            if let Err(e) = sampler.accept(t) {
-                return Err((req, ticket, e.into()));
-            }
+            sampler.accept(t)?;
         }
         // Evaluate at least the last prompt token: its logits choose the
         // first new token.
