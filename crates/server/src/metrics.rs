@@ -141,6 +141,12 @@ impl Metrics {
                 "Batched forward passes.",
                 e.steps.load(Ordering::Relaxed),
             );
+            counter(
+                &mut out,
+                "cria_engine_panics_total",
+                "Requests failed by a panic inside the engine (bugs; the engine went on).",
+                e.panics.load(Ordering::Relaxed),
+            );
             gauge(
                 &mut out,
                 "cria_queue_depth",
