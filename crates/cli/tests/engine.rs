@@ -1,4 +1,5 @@
-//! The engine under faults and bursts, through the real server: a panic
+//! The one engine, through the CLI and the server: `cria run` and the
+//! server give the same bytes for the same seeded request; a panic
 //! inside the engine fails only the request it touched (a 500 in OpenAI's
 //! format) and the others go on; a dead engine thread shows in /health; a
 //! burst no larger than the slot count is served whole whatever
@@ -9,6 +10,7 @@
 mod common;
 
 use common::server::Server;
+use common::{cria, default_model, stdout};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
@@ -23,7 +25,14 @@ fn completion(seed: u64, max_tokens: u32) -> Value {
 fn a_panic_fails_only_its_request() {
     for site in ["admit", "step", "sample"] {
         let fault = format!("{site}:{FAULT_SEED}");
-        let s = Server::start(&["--parallel", "2", "-c", "256", "--debug-inject-panic", &fault]);
+        let s = Server::start(&[
+            "--parallel",
+            "2",
+            "-c",
+            "256",
+            "--debug-inject-panic",
+            &fault,
+        ]);
         let (normal, faulty) = std::thread::scope(|sc| {
             let normal = sc.spawn(|| s.post("/v1/completions", &completion(1, 48)));
             // Let the normal request start decoding, so the fault lands in
@@ -62,7 +71,14 @@ fn a_panic_fails_only_its_request() {
 #[test]
 fn a_dead_engine_shows_in_health() {
     let fault = format!("thread:{FAULT_SEED}");
-    let s = Server::start(&["--parallel", "1", "-c", "256", "--debug-inject-panic", &fault]);
+    let s = Server::start(&[
+        "--parallel",
+        "1",
+        "-c",
+        "256",
+        "--debug-inject-panic",
+        &fault,
+    ]);
     let r = s.post("/v1/completions", &completion(FAULT_SEED, 4));
     assert!(
         r.status == 500 || r.status == 503,
@@ -82,7 +98,10 @@ fn a_dead_engine_shows_in_health() {
     assert_eq!(health.json()["status"], "engine stopped");
     let e = s.post("/v1/completions", &completion(1, 4)).error(503);
     assert!(
-        e["message"].as_str().unwrap().contains("engine has stopped"),
+        e["message"]
+            .as_str()
+            .unwrap()
+            .contains("engine has stopped"),
         "{e}"
     );
 }
@@ -129,4 +148,38 @@ fn a_burst_of_slot_count_is_served_whole() {
         200,
         "a request after the burst"
     );
+}
+
+#[test]
+fn run_and_serve_give_the_same_bytes() {
+    let model = default_model();
+    let out = cria()
+        .args([
+            "run",
+            "--raw",
+            "Once upon a time",
+            "--seed",
+            "7",
+            "-n",
+            "24",
+            "-q",
+            "-t",
+            "1",
+            "-m",
+        ])
+        .arg(&model)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    let cli = stdout(&out);
+    let s = Server::start(&["--parallel", "2"]);
+    let r = s.post(
+        "/v1/completions",
+        &json!({"prompt": "Once upon a time", "seed": 7, "max_tokens": 24}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let served = r.json()["choices"][0]["text"].as_str().unwrap().to_string();
+    // `run` ends its output with a newline.
+    assert_eq!(cli.strip_suffix('\n'), Some(served.as_str()));
+    assert_eq!(r.json()["usage"]["completion_tokens"], 24);
 }
