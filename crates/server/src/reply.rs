@@ -53,10 +53,12 @@ fn usage(d: &Done) -> Value {
     })
 }
 
+/// The engine ended the request without answering it: a shutdown cancels
+/// every request, and a dead engine thread closes every channel.
 fn shutting_down() -> ApiError {
     ApiError::new(
         StatusCode::SERVICE_UNAVAILABLE,
-        "the server is shutting down; the request was cancelled",
+        "the request was cancelled: the server is shutting down or its engine stopped",
     )
     .retry_after(5)
 }
