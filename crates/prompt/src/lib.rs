@@ -7,6 +7,7 @@
 //! A template comes from the model file or the command line, so it is
 //! untrusted: rendering runs within the bounds of [`Limits`] (instructions,
 //! output bytes, recursion, wall time); `limits.rs` says what each stops.
+#![forbid(unsafe_code)]
 
 mod limits;
 

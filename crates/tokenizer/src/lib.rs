@@ -44,6 +44,7 @@
 //! let text: String = ids.iter().map(|&id| d.push(id)).collect();
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+#![forbid(unsafe_code)]
 
 mod bpe;
 mod decode;
