@@ -186,18 +186,19 @@ impl LlamaConfig {
                 format!("must be non-zero and divide head_count {n_heads}"),
             ));
         }
-        let head_dim =
-            match opt("attention.key_length")? {
-                Some(k) => k,
-                None if dim % n_heads == 0 => dim / n_heads,
-                None => return Err(lie(
+        let head_dim = match opt("attention.key_length")? {
+            Some(k) => k,
+            None if dim % n_heads == 0 => dim / n_heads,
+            None => {
+                return Err(lie(
                     "attention.head_count",
                     n_heads,
                     format!(
                         "does not divide the embedding length {dim} (and no key_length is given)"
                     ),
-                )),
-            };
+                ))
+            }
+        };
         if head_dim == 0 || head_dim % 2 != 0 || head_dim > dim {
             return Err(lie(
                 "attention.key_length",
