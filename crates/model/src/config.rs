@@ -60,7 +60,7 @@ fn lie(key: &str, value: impl std::fmt::Display, reason: impl Into<String>) -> E
 
 /// A tensor's shape without trailing 1-dimensions (some converters write
 /// them), which must have exactly `rank` dimensions.
-fn shape<'a>(t: &'a TensorInfo, rank: usize) -> Result<&'a [u64]> {
+fn shape(t: &TensorInfo, rank: usize) -> Result<&[u64]> {
     let mut d = t.dims.as_slice();
     while d.len() > rank && d.last() == Some(&1) {
         d = &d[..d.len() - 1];
