@@ -2,6 +2,7 @@
 //!
 //! Each subcommand lives in its own module; this file parses arguments and
 //! turns errors into one-line messages and an exit status.
+#![forbid(unsafe_code)]
 
 mod bench;
 mod chat;

@@ -39,6 +39,7 @@
 //! }
 //! # Ok(()) }
 //! ```
+#![forbid(unsafe_code)]
 
 #![forbid(unsafe_code)]
 

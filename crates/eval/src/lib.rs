@@ -50,6 +50,7 @@
 //! assert!(kld.report()?.kld.value.abs() < 1e-6);
 //! # Ok::<(), cria_eval::Error>(())
 //! ```
+#![forbid(unsafe_code)]
 
 pub mod basefile;
 mod chunks;

@@ -38,11 +38,39 @@ impl Raw {
     }
 }
 
+/// The message is one line and names where or what failed: the byte
+/// offset, the key or the tensor its kind carries.
+fn assert_names_its_subject(e: &crate::Error) {
+    use ErrorKind::*;
+    let msg = e.to_string();
+    assert!(!msg.contains('\n'), "{msg}");
+    let subject = match e.kind() {
+        Truncated { at, .. }
+        | CountTooLarge { at, .. }
+        | UnknownValueType { at, .. }
+        | NestingTooDeep { at, .. }
+        | InvalidUtf8 { at, .. }
+        | InvalidBool { at, .. } => format!("at byte {at}"),
+        BadMagic { .. } => "not a GGUF file".to_string(),
+        UnsupportedVersion { version } => format!("GGUF version {version} "),
+        DuplicateKey { key } | MissingKey { key } | WrongType { key, .. } => format!("{key:?}"),
+        UnknownTensorType { tensor, .. }
+        | BadDimensions { tensor, .. }
+        | DuplicateTensor { tensor }
+        | UnalignedTensor { tensor, .. }
+        | TensorOutOfBounds { tensor, .. }
+        | MissingTensor { tensor } => format!("tensor {tensor:?}"),
+        BadAlignment { detail } | Write { detail } => detail.clone(),
+        other => panic!("unexpected error kind {other:?}"),
+    };
+    assert!(msg.contains(&subject), "{msg:?} does not name {subject:?}");
+}
+
 fn kind(bytes: Vec<u8>) -> ErrorKind {
     match GgufFile::from_bytes(bytes) {
         Ok(_) => panic!("expected an error"),
         Err(e) => {
-            assert!(!e.to_string().is_empty());
+            assert_names_its_subject(&e);
             e.into_kind()
         }
     }

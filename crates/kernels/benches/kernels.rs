@@ -10,8 +10,9 @@
 
 use cria_kernels::{
     attend_f16, attend_scalar, dot_f16, dot_f16_scalar, dot_scalar, exp_inplace, matmul,
-    matmul_f32_with, matmul_packed, matmul_with, rmsnorm, rmsnorm_fast, silu_mul, silu_mul_scalar,
-    softmax_fast, softmax_inplace, Cpu, GgmlType, KvHead, PackedMatrix, QMatrix, ThreadPool,
+    matmul_f32_with, matmul_packed, matmul_with, rmsnorm, rmsnorm_scalar, silu_mul,
+    silu_mul_scalar, softmax, softmax_scalar, Cpu, GgmlType, KvHead, PackedMatrix, QMatrix,
+    ThreadPool,
 };
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use rand::{Rng, SeedableRng};
@@ -252,22 +253,22 @@ fn bench_rowops(c: &mut Criterion) {
     g.bench_function("softmax/reference", |b| {
         b.iter(|| {
             s.copy_from_slice(&x[..512]);
-            softmax_inplace(black_box(&mut s))
+            softmax_scalar(black_box(&mut s))
         })
     });
     g.bench_function("softmax/simd", |b| {
         b.iter(|| {
             s.copy_from_slice(&x[..512]);
-            softmax_fast(black_box(&mut s))
+            softmax(black_box(&mut s))
         })
     });
     g.throughput(Throughput::Elements(576));
     let mut out = vec![0f32; 576];
     g.bench_function("rmsnorm/reference", |b| {
-        b.iter(|| rmsnorm(black_box(&x[..576]), &u[..576], 1e-5, &mut out).unwrap())
+        b.iter(|| rmsnorm_scalar(&mut out, black_box(&x[..576]), &u[..576], 1e-5))
     });
     g.bench_function("rmsnorm/simd", |b| {
-        b.iter(|| rmsnorm_fast(&mut out, black_box(&x[..576]), &u[..576], 1e-5))
+        b.iter(|| rmsnorm(&mut out, black_box(&x[..576]), &u[..576], 1e-5))
     });
     g.finish();
 }

@@ -12,7 +12,8 @@
 //!   [`ThreadPool`]. For Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K and Q6_K
 //!   it quantizes the activations to int8 once per call and uses integer
 //!   dot products on the weight blocks (AVX-512 VNNI or AVX2), as ggml
-//!   does; other types (and [`matmul_f32_with`]) dequantize to f32 panels.
+//!   does; other types (and [`matmul_f32_with`]) dequantize to f32 strips
+//!   of [`STRIP_ROWS`] rows.
 //! - [`PackedMatrix`]: those types repacked at load into 8-row interleaved
 //!   panels (AVX-512 VNNI), read by mat-vec and the prompt GEMM alike;
 //!   [`matmul_packed_many`] multiplies several of them by one input.
@@ -21,11 +22,10 @@
 //!   ([`KvHead`]: keys in blocks of 16 positions), several queries at a
 //!   time, each bit-identical to itself alone; [`attend_scalar`] is its
 //!   reference. [`dot_f16`], [`axpy_f16`]: the row ops it shares.
-//! - [`rmsnorm`], [`softmax_inplace`], [`silu`], [`f16_to_f32`],
-//!   [`f32_to_f16`]: the small vector ops of a LLaMA layer (scalar, f64
-//!   sums: the references of the row ops below).
-//! - [`exp_inplace`], [`softmax_fast`], [`silu_mul`], [`rmsnorm_fast`]:
-//!   SIMD row ops of the forward pass.
+//! - [`rmsnorm`], [`softmax`], [`silu_mul`], [`exp_inplace`]: the row ops
+//!   of a LLaMA layer (AVX-512F, AVX2 or scalar), each beside its scalar
+//!   reference [`rmsnorm_scalar`], [`softmax_scalar`], [`silu_mul_scalar`],
+//!   [`exp_scalar`] (f64 sums, `f32::exp`); [`f16_to_f32`], [`f32_to_f16`].
 //!
 //! ```
 //! use cria_kernels::{matmul, GgmlType, QMatrix, ThreadPool};
@@ -52,7 +52,6 @@ mod dequant;
 mod error;
 mod logsoftmax;
 mod matmul;
-mod ops;
 mod pool;
 mod qdot;
 mod rowops;
@@ -68,9 +67,11 @@ pub use error::{Error, ErrorKind, Result};
 pub use logsoftmax::LogSoftmax;
 pub use matmul::{
     can_group, matmul, matmul_f32_with, matmul_packed, matmul_packed_many, matmul_with,
-    PackedMatrix, QMatrix, MAX_GROUP, PANEL_ROWS,
+    PackedMatrix, QMatrix, MAX_GROUP, STRIP_ROWS,
 };
-pub use ops::{f16_to_f32, f32_to_f16, rmsnorm, silu, softmax_inplace};
 pub use pool::ThreadPool;
-pub use rowops::{exp_inplace, rmsnorm_fast, silu_mul, silu_mul_scalar, softmax_fast};
+pub use rowops::{
+    exp_inplace, exp_scalar, f16_to_f32, f32_to_f16, rmsnorm, rmsnorm_scalar, silu_mul,
+    silu_mul_scalar, softmax, softmax_scalar,
+};
 pub use simd::{dot, dot_scalar, Cpu, Isa};

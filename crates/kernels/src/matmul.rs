@@ -4,11 +4,17 @@
 //! Q5_1, Q8_0, Q4_K, Q5_K, Q6_K) quantize the activations once per call to
 //! int8 and dot them with the weight blocks as stored; that is
 //! [`matmul`]. The others (and [`matmul_f32_with`], the exact path) work
-//! as follows. For each panel of [`PANEL_ROWS`] weight rows, the rows are dequantized
-//! once into a per-thread f32 scratch (`PANEL_ROWS x cols`, kept in L2) and
-//! dotted against every activation row with the ISA's register tile, so a
-//! 512-token prompt dequantizes each weight once and a single token is a
-//! plain mat-vec. Panels are the unit of work handed to the [`ThreadPool`].
+//! as follows. For each strip of [`STRIP_ROWS`] weight rows, the rows are
+//! dequantized once into a per-thread f32 scratch (`STRIP_ROWS x cols`,
+//! kept in L2) and dotted against every activation row with the ISA's
+//! register tile, so a 512-token prompt dequantizes each weight once and a
+//! single token is a plain mat-vec. Strips are the unit of work handed to
+//! the [`ThreadPool`].
+//!
+//! Words: a *panel* is always the packed layout of the integer kernels,
+//! 8 weight rows interleaved block by block ([`PackedMatrix`],
+//! `qdot::packed`); a *strip* is the f32 path's 16 dequantized rows, stored
+//! one row after another.
 
 use crate::dequant::{row_bytes, RowDequantizer};
 use crate::error::{Error, ErrorKind, Result};
@@ -18,8 +24,9 @@ use crate::simd::Cpu;
 use cria_gguf::GgmlType;
 use std::cell::RefCell;
 
-/// Weight rows dequantized together and handed to one task.
-pub const PANEL_ROWS: usize = 16;
+/// Weight rows the f32 path dequantizes together and hands to one task
+/// (a strip; not a packed 8-row panel).
+pub const STRIP_ROWS: usize = 16;
 
 /// A `rows x cols` weight matrix of type `ty` over borrowed bytes (e.g. a
 /// tensor in a memory-mapped GGUF file). `cols` is the row length, ggml's
@@ -474,11 +481,11 @@ thread_local! {
     static ACTS: RefCell<QuantActs> = RefCell::new(QuantActs::default());
 }
 
-/// The f32 path: weights dequantized to f32 panels, f32 register tiles.
+/// The f32 path: weights dequantized to f32 strips, f32 register tiles.
 /// Each output element is bit-identical to `cpu.dot(dequantized row r,
 /// x row i)`, whatever the thread count.
 ///
-/// Scratch: each worker thread keeps a thread-local `PANEL_ROWS x cols` f32
+/// Scratch: each worker thread keeps a thread-local `STRIP_ROWS x cols` f32
 /// buffer, grown on first use; with today's scoped-thread pool that is one
 /// allocation per call per spawned thread (the calling thread keeps its own).
 pub fn matmul_f32_with(
@@ -495,16 +502,16 @@ pub fn matmul_f32_with(
         len: out.len(),
     };
     let shared = &shared;
-    pool.run(rows.div_ceil(PANEL_ROWS), |task| {
-        let r0 = task * PANEL_ROWS;
-        let np = PANEL_ROWS.min(rows - r0);
+    pool.run(rows.div_ceil(STRIP_ROWS), |task| {
+        let r0 = task * STRIP_ROWS;
+        let np = STRIP_ROWS.min(rows - r0);
         SCRATCH.with(|s| {
             let mut s = s.borrow_mut();
             if s.len() < np * cols {
                 s.resize(np * cols, 0.0);
             }
-            let panel = &mut s[..np * cols];
-            for (p, dst) in panel.chunks_exact_mut(cols).enumerate() {
+            let strip = &mut s[..np * cols];
+            for (p, dst) in strip.chunks_exact_mut(cols).enumerate() {
                 w.dequant.run(w.row(r0 + p), dst);
             }
             // Each task writes only columns r0..r0 + np of `out`.
@@ -514,9 +521,9 @@ pub fn matmul_f32_with(
                 unsafe { shared.write(i * rows + r0 + r, v) }
             };
             match cpu.tile_shape() {
-                (4, 4) => panel_tiles::<4, 4>(cpu, panel, x, cols, put),
-                (4, 2) => panel_tiles::<4, 2>(cpu, panel, x, cols, put),
-                _ => panel_tiles::<1, 1>(cpu, panel, x, cols, put),
+                (4, 4) => strip_tiles::<4, 4>(cpu, strip, x, cols, put),
+                (4, 2) => strip_tiles::<4, 2>(cpu, strip, x, cols, put),
+                _ => strip_tiles::<1, 1>(cpu, strip, x, cols, put),
             }
         });
     });
@@ -527,17 +534,17 @@ thread_local! {
     static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Dot every row of `panel` with every row of `x` (both `cols` long) in
+/// Dot every row of `strip` with every row of `x` (both `cols` long) in
 /// `R x N` tiles, falling back to `1 x N`, `R x 1` and `1 x 1` at the edges;
-/// `put(i, r, v)` receives activation row i, panel row r.
-fn panel_tiles<const R: usize, const N: usize>(
+/// `put(i, r, v)` receives activation row i, strip row r.
+fn strip_tiles<const R: usize, const N: usize>(
     cpu: Cpu,
-    panel: &[f32],
+    strip: &[f32],
     x: &[f32],
     cols: usize,
     mut put: impl FnMut(usize, usize, f32),
 ) {
-    let np = panel.len() / cols;
+    let np = strip.len() / cols;
     let n = x.len() / cols;
     let mut i = 0;
     while i < n {
@@ -547,7 +554,7 @@ fn panel_tiles<const R: usize, const N: usize>(
             while r < np {
                 if r + R <= np {
                     let mut t = [[0f32; N]; R];
-                    cpu.dot_tile::<R, N>(&panel[r * cols..], xt, cols, &mut t);
+                    cpu.dot_tile::<R, N>(&strip[r * cols..], xt, cols, &mut t);
                     for (dr, row) in t.iter().enumerate() {
                         for (di, &v) in row.iter().enumerate() {
                             put(i + di, r + dr, v);
@@ -556,7 +563,7 @@ fn panel_tiles<const R: usize, const N: usize>(
                     r += R;
                 } else {
                     let mut t = [[0f32; N]; 1];
-                    cpu.dot_tile::<1, N>(&panel[r * cols..], xt, cols, &mut t);
+                    cpu.dot_tile::<1, N>(&strip[r * cols..], xt, cols, &mut t);
                     for (di, &v) in t[0].iter().enumerate() {
                         put(i + di, r, v);
                     }
@@ -570,14 +577,14 @@ fn panel_tiles<const R: usize, const N: usize>(
             while r < np {
                 if r + R <= np {
                     let mut t = [[0f32; 1]; R];
-                    cpu.dot_tile::<R, 1>(&panel[r * cols..], xt, cols, &mut t);
+                    cpu.dot_tile::<R, 1>(&strip[r * cols..], xt, cols, &mut t);
                     for (dr, row) in t.iter().enumerate() {
                         put(i, r + dr, row[0]);
                     }
                     r += R;
                 } else {
                     let mut t = [[0f32; 1]; 1];
-                    cpu.dot_tile::<1, 1>(&panel[r * cols..], xt, cols, &mut t);
+                    cpu.dot_tile::<1, 1>(&strip[r * cols..], xt, cols, &mut t);
                     put(i, r, t[0][0]);
                     r += 1;
                 }

@@ -14,8 +14,15 @@ pub enum ErrorKind {
     Gguf(cria_gguf::Error),
     /// `general.architecture` names something this crate does not run.
     UnsupportedArchitecture { arch: String },
-    /// A hyperparameter is missing, zero or inconsistent with another.
-    BadConfig { detail: String },
+    /// A hyperparameter out of range, or contradicted by the tensors.
+    BadHyperparameter {
+        /// The metadata key (`llama.block_count`).
+        key: String,
+        /// Its value in the file.
+        value: String,
+        /// What the value must be, or what the tensors say instead.
+        reason: String,
+    },
     /// A tensor has a shape other than the configuration implies.
     BadTensorShape {
         tensor: String,
@@ -65,7 +72,9 @@ impl fmt::Display for Error {
                 "model architecture {arch:?} is not supported (cria runs \"llama\": LLaMA 1/2/3, \
                  Mistral, TinyLlama, SmolLM and their fine-tunes)"
             ),
-            BadConfig { detail } => write!(f, "bad model configuration: {detail}"),
+            BadHyperparameter { key, value, reason } => {
+                write!(f, "bad model configuration: {key} = {value}: {reason}")
+            }
             BadTensorShape { tensor, expected, found } => write!(
                 f,
                 "tensor {tensor:?} has shape {found:?} but the model configuration implies {expected:?}"

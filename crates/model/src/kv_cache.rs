@@ -148,9 +148,20 @@ fn zeroed_f16(n: usize) -> Vec<f16> {
 }
 
 impl KvCache {
+    /// A zeroed cache. Panics if its element count overflows `usize` (no
+    /// machine could hold it); callers sizing it from user input should
+    /// check [`KvCache::bytes_for`] against their memory budget first.
     pub fn new(n_layers: usize, n_ctx: usize, kv_dim: usize, ty: KvType) -> KvCache {
-        let n = n_layers * n_ctx * kv_dim;
-        let nk = n_layers * n_ctx.next_multiple_of(16) * kv_dim;
+        let count = |ctx: usize| {
+            n_layers
+                .checked_mul(ctx)
+                .and_then(|x| x.checked_mul(kv_dim))
+                .unwrap_or_else(|| {
+                    panic!("a KV cache of {n_layers} layers x {n_ctx} positions x {kv_dim} overflows memory")
+                })
+        };
+        let n = count(n_ctx);
+        let nk = count(n_ctx.checked_next_multiple_of(16).unwrap_or(usize::MAX));
         let data = match ty {
             KvType::F16 => KvData::F16(KvStore {
                 k: zeroed_f16(nk),
@@ -171,9 +182,12 @@ impl KvCache {
 
     /// Bytes needed for a cache of these sizes, to report or cap it before
     /// allocating (keys round `n_ctx` up to a multiple of 16: up to 15
-    /// positions more than this).
+    /// positions more than this). Saturates at `u64::MAX` rather than
+    /// wrapping, so a caller comparing it with a budget stays right.
     pub fn bytes_for(n_layers: usize, n_ctx: usize, kv_dim: usize, ty: KvType) -> u64 {
-        2 * (n_layers * n_ctx * kv_dim * ty.bytes()) as u64
+        [n_layers, n_ctx, kv_dim, ty.bytes()]
+            .iter()
+            .fold(2u64, |acc, &x| acc.saturating_mul(x as u64))
     }
 
     /// Writes the key and value rows of position `pos` in `layer`.

@@ -22,7 +22,7 @@ mod linear;
 mod llama;
 mod weights;
 
-pub use config::{LlamaConfig, RopeScaling};
+pub use config::{LlamaConfig, RopeScaling, MAX_CONTEXT_LENGTH};
 pub use error::{Error, ErrorKind, Result};
 
 pub use kv_cache::{KvCache, KvType};
@@ -44,9 +44,7 @@ impl Model {
     }
 
     pub fn from_file(file: GgufFile) -> Result<Model> {
-        let embd = file.require_tensor("token_embd.weight")?;
-        let n_vocab = embd.dims.get(1).copied().unwrap_or(1) as usize;
-        let config = LlamaConfig::from_gguf(file.metadata(), n_vocab)?;
+        let config = LlamaConfig::from_file(&file)?;
         let weights = Weights::load(&file, &config)?;
         Ok(Model {
             file,

@@ -104,9 +104,9 @@ fn rope_rotate(x: &mut [f32], head_dim: usize, sc: &[(f32, f32)]) {
     }
 }
 
-/// RMS norm, the squares summed in f64 as ggml does ([`cria_kernels::rmsnorm_fast`]).
+/// RMS norm, the squares summed in f64 as ggml does ([`cria_kernels::rmsnorm`]).
 pub fn rmsnorm(out: &mut [f32], x: &[f32], weight: &[f32], eps: f32) {
-    cria_kernels::rmsnorm_fast(out, x, weight, eps)
+    cria_kernels::rmsnorm(out, x, weight, eps)
 }
 
 /// Which rows of logits the caller wants.

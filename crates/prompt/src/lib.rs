@@ -3,10 +3,20 @@
 //! match what the model was trained on, then tokenized. `cria run`,
 //! `cria chat` and the server all render through this crate; the engine
 //! and the model only ever see token ids.
+//!
+//! A template comes from the model file or the command line, so it is
+//! untrusted: rendering runs within the bounds of [`Limits`] (instructions,
+//! output bytes, recursion, wall time); `limits.rs` says what each stops.
+#![forbid(unsafe_code)]
+
+mod limits;
 
 use cria_tokenizer::Tokenizer;
 use minijinja::{context, Environment, Error as JinjaError, ErrorKind as JinjaErrorKind};
 use serde::Serialize;
+use std::sync::Arc;
+
+pub use limits::{Limits, MAX_RANGE, MAX_SOURCE_BYTES};
 
 /// Why a template could not be loaded or rendered; the message says what
 /// was wrong and, through `source`, what minijinja or the file system said.
@@ -77,10 +87,17 @@ impl Message {
     }
 }
 
+/// A chat template ready to render; cheap to share across threads (each
+/// render runs on a helper thread that holds its own reference).
 pub struct ChatTemplate {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
     env: Environment<'static>,
     bos: String,
     eos: String,
+    limits: Limits,
 }
 
 impl ChatTemplate {
@@ -116,7 +133,18 @@ impl ChatTemplate {
     }
 
     pub fn new(source: String, bos: String, eos: String) -> Result<ChatTemplate> {
+        ChatTemplate::with_limits(source, bos, eos, Limits::default())
+    }
+
+    /// Like [`ChatTemplate::new`], with other bounds than the defaults.
+    pub fn with_limits(
+        source: String,
+        bos: String,
+        eos: String,
+        limits: Limits,
+    ) -> Result<ChatTemplate> {
         let mut env = Environment::new();
+        limits::install(&mut env, &limits);
         // Python string methods (.strip(), .startswith(), ...) that HF
         // templates use.
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
@@ -134,27 +162,83 @@ impl ChatTemplate {
                 .map_or(0, |d| d.as_secs());
             civil_date(secs as i64)
         });
+        if source.len() > limits::MAX_SOURCE_BYTES {
+            return Err(TemplateError::new(format!(
+                "the chat template is {} bytes; templates may have at most {}",
+                source.len(),
+                limits::MAX_SOURCE_BYTES
+            )));
+        }
         env.add_template_owned("chat", source)
             .map_err(|e| TemplateError::with("the chat template is not valid Jinja", e))?;
-        Ok(ChatTemplate { env, bos, eos })
+        Ok(ChatTemplate {
+            inner: Arc::new(Inner {
+                env,
+                bos,
+                eos,
+                limits,
+            }),
+        })
     }
 
     /// Renders the conversation; `add_generation_prompt` opens the
-    /// assistant's turn.
+    /// assistant's turn. Runs on a helper thread and waits at most
+    /// `Limits::time`; fuel makes sure an abandoned render ends too.
     pub fn render(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String> {
+        let inner = Arc::clone(&self.inner);
+        let messages = messages.to_vec();
+        let time = inner.limits.time;
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        std::thread::Builder::new()
+            .name("chat-template".into())
+            .stack_size(limits::STACK_BYTES)
+            .spawn(move || {
+                let _ = tx.send(inner.render_here(&messages, add_generation_prompt));
+            })
+            .map_err(|e| TemplateError::with("cannot start the chat template thread", e))?;
+        match rx.recv_timeout(time) {
+            Ok(r) => r,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Err(TemplateError::new(format!(
+                "the chat template did not finish rendering within {time:?}"
+            ))),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => Err(TemplateError::new(
+                "the chat template thread stopped without a result",
+            )),
+        }
+    }
+}
+
+impl Inner {
+    fn render_here(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String> {
         let t = self
             .env
             .get_template("chat")
             .map_err(|e| TemplateError::with("the chat template is missing", e))?;
-        let out = t
-            .render(context! {
+        let input: usize = messages
+            .iter()
+            .map(|m| m.role.len() + m.content.len())
+            .sum();
+        let max_output = self.limits.max_output(input);
+        limits::start_render(max_output);
+        let mut out = limits::CappedWriter::new(max_output);
+        let rendered = t.render_captured_to(
+            context! {
                 messages => messages,
                 add_generation_prompt => add_generation_prompt,
                 bos_token => self.bos,
                 eos_token => self.eos,
-            })
-            .map_err(|e| TemplateError::with("the chat template failed to render", e))?;
-        Ok(out)
+            },
+            &mut out,
+        );
+        let rendered = rendered.map(drop);
+        if out.overflowed() {
+            return Err(TemplateError::new(format!(
+                "the chat template's output exceeds {max_output} bytes"
+            )));
+        }
+        rendered.map_err(|e| TemplateError::with("the chat template failed to render", e))?;
+        out.into_string()
+            .map_err(|e| TemplateError::with("the chat template wrote invalid UTF-8", e))
     }
 }
 

@@ -33,6 +33,7 @@
 //! assert_eq!(stops.push("s> more"), StopOutcome::Stopped { emit: "".into(), index: 0 });
 //! # Ok::<(), cria_sampler::Error>(())
 //! ```
+#![forbid(unsafe_code)]
 
 mod config;
 mod error;

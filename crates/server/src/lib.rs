@@ -15,6 +15,7 @@
 //! cria_server::run(config)?;
 //! # Ok::<(), cria_server::Error>(())
 //! ```
+#![forbid(unsafe_code)]
 
 mod error;
 mod metrics;

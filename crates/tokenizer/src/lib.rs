@@ -44,6 +44,7 @@
 //! let text: String = ids.iter().map(|&id| d.push(id)).collect();
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+#![forbid(unsafe_code)]
 
 mod bpe;
 mod decode;
@@ -59,13 +60,37 @@ mod vocab;
 pub use decode::Detokenizer;
 pub use error::{Error, ErrorKind, Result};
 pub use pretok::PreTokenizer;
-pub use vocab::ModelKind;
+pub use vocab::{ModelKind, MAX_TOKENS, MAX_TOKEN_BYTES};
 
 use bpe::{Bpe, BpeScratch};
 use cria_gguf::Metadata;
 use special::Fragment;
 use spm::SpmScratch;
 use vocab::{Defaults, Vocab, ATTR_CONTROL, ATTR_UNKNOWN};
+
+/// Merges are "left right", each side at most a token long; their count is
+/// bounded like the vocabulary's (merged strings get u32 ids too).
+fn check_merges(merges: &[String]) -> Result<()> {
+    let bad = |detail: String| -> Result<()> { Err(ErrorKind::BadVocab { detail }.into()) };
+    if merges.len() > MAX_TOKENS {
+        return bad(format!(
+            "tokenizer.ggml.merges has {} entries; at most {MAX_TOKENS} are allowed",
+            merges.len()
+        ));
+    }
+    if let Some((i, m)) = merges
+        .iter()
+        .enumerate()
+        .find(|(_, m)| m.len() > 2 * MAX_TOKEN_BYTES + 1)
+    {
+        return bad(format!(
+            "merge {i} is {} bytes long; merges may have at most {}",
+            m.len(),
+            2 * MAX_TOKEN_BYTES + 1
+        ));
+    }
+    Ok(())
+}
 
 /// A vocabulary and the algorithm that turns text into its ids.
 pub struct Tokenizer {
@@ -121,6 +146,7 @@ impl Tokenizer {
                     },
                 )?;
                 let merges = md.get_str_array("tokenizer.ggml.merges")?;
+                check_merges(merges)?;
                 let bpe = Box::new(Bpe::new(&vocab, merges, cfg.ignore_merges));
                 let algo = Algo::Bpe { bpe, pre: cfg.pre };
                 Ok(Self::finish(

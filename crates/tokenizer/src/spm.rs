@@ -4,12 +4,11 @@
 //! highest score (leftmost first on ties), then emit each piece's token or,
 //! for a piece that is no token, its bytes as `<0xNN>` tokens.
 
-use crate::fxhash::{FxHashSet, FxHasher};
+use crate::fxhash::FxHashMap;
 use crate::unicode::len_utf8;
 use crate::vocab::Vocab;
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
-use std::hash::Hasher;
 
 #[derive(Clone, Copy)]
 struct Sym {
@@ -76,52 +75,78 @@ pub(crate) fn byte_tokens(vocab: &Vocab) -> [Option<u32>; 256] {
 /// token spans `p` (no pair across `p` could ever merge, and merges on each
 /// side keep their relative order), so we cut at word starts where that
 /// holds, checked against the real vocabulary.
+///
+/// The vocabulary is held as a byte trie, built in one pass over the token
+/// bytes (a node per distinct prefix, at most the total bytes + 1). It used
+/// to be a set of the hashes of every prefix of every token, which hashed
+/// `len²/2` bytes per token: a file with one 1 MB token took minutes.
 pub(crate) struct Splitter {
-    /// Hashes of every prefix of every token: a false positive only makes a
-    /// cut less likely, never wrong.
-    prefixes: FxHashSet<u64>,
+    /// `(node << 8 | byte) -> child`; node 0 is the empty prefix.
+    edges: FxHashMap<u64, u32>,
+    /// Whether the prefix ending at each node is a whole token.
+    is_token: Vec<bool>,
     max_len: usize,
 }
 
 /// Pieces shorter than this are not worth cutting.
 const MIN_PIECE: usize = 256;
 
-fn hash(b: &[u8]) -> u64 {
-    let mut h = FxHasher::default();
-    h.write(b);
-    h.finish()
-}
+/// Trie steps `tokenize` may spend looking for cuts, per byte of text (plus
+/// a constant). Real vocabularies need a few hundred steps per cut; a
+/// vocabulary of long look-alike tokens would need `max_len²`. When the
+/// budget runs out the rest of the text is tokenized uncut: slower for that
+/// text, never different.
+const CUT_STEPS_PER_BYTE: usize = 64;
+const CUT_STEPS_MIN: usize = 1 << 16;
 
 impl Splitter {
     pub fn new(vocab: &Vocab) -> Splitter {
-        let mut prefixes = FxHashSet::default();
+        let mut edges = FxHashMap::default();
+        let mut is_token = vec![false];
         let mut max_len = 0;
         for t in &vocab.texts {
             let b = t.as_bytes();
             max_len = max_len.max(b.len());
-            for end in 1..=b.len() {
-                prefixes.insert(hash(&b[..end]));
+            let mut node = 0u32;
+            for &c in b {
+                let next = is_token.len() as u32;
+                node = *edges.entry((node as u64) << 8 | c as u64).or_insert(next);
+                if node == next {
+                    is_token.push(false);
+                }
             }
+            is_token[node as usize] = true;
         }
-        Splitter { prefixes, max_len }
+        Splitter {
+            edges,
+            is_token,
+            max_len,
+        }
     }
 
-    /// Whether no token covers both byte `p - 1` and byte `p`.
-    fn can_cut(&self, vocab: &Vocab, text: &[u8], p: usize) -> bool {
+    /// Distinct prefixes of the vocabulary's tokens, the empty one included.
+    #[cfg(test)]
+    pub(crate) fn nodes(&self) -> usize {
+        self.is_token.len()
+    }
+
+    /// Whether no token covers both byte `p - 1` and byte `p`; `None` when
+    /// `budget` trie steps did not suffice to tell.
+    fn can_cut(&self, text: &[u8], p: usize, budget: &mut usize) -> Option<bool> {
         for a in p.saturating_sub(self.max_len)..p {
-            let mut b = a + 1;
-            while b <= text.len() && b - a <= self.max_len {
-                let piece = &text[a..b];
-                if !self.prefixes.contains(&hash(piece)) {
-                    break;
+            let mut node = 0u32;
+            for (b, &c) in text.iter().enumerate().skip(a).take(self.max_len) {
+                *budget = budget.checked_sub(1)?;
+                match self.edges.get(&((node as u64) << 8 | c as u64)) {
+                    Some(&child) => node = child,
+                    None => break,
                 }
-                if b > p && vocab.lookup(piece).is_some() {
-                    return false;
+                if b >= p && self.is_token[node as usize] {
+                    return Some(false);
                 }
-                b += 1;
             }
         }
-        true
+        Some(true)
     }
 }
 
@@ -137,15 +162,22 @@ pub(crate) fn tokenize(
     const SPACE: &[u8] = "\u{2581}".as_bytes();
     let mut start = 0;
     let mut p = MIN_PIECE;
+    let mut budget = CUT_STEPS_MIN.saturating_add(text.len().saturating_mul(CUT_STEPS_PER_BYTE));
     while p < text.len() {
         // Candidate cuts: just before a `▁` that follows something else.
         let at_word = text[p..].starts_with(SPACE) && !text[..p].ends_with(SPACE);
-        if at_word && splitter.can_cut(vocab, text, p) {
-            tokenize_piece(vocab, byte_tok, &text[start..p], sc, out);
-            start = p;
-            p += MIN_PIECE;
-        } else {
+        if !at_word {
             p += 1;
+            continue;
+        }
+        match splitter.can_cut(text, p, &mut budget) {
+            Some(true) => {
+                tokenize_piece(vocab, byte_tok, &text[start..p], sc, out);
+                start = p;
+                p += MIN_PIECE;
+            }
+            Some(false) => p += 1,
+            None => break,
         }
     }
     tokenize_piece(vocab, byte_tok, &text[start..], sc, out);
@@ -220,5 +252,65 @@ fn try_add(vocab: &Vocab, text: &[u8], sc: &mut SpmScratch, left: u32, right: u3
             right,
             size,
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vocab::{Defaults, ModelKind};
+    use cria_gguf::{Array, GgufFile, GgufWriter, Value};
+
+    fn vocab(tokens: &[&str]) -> Vocab {
+        let mut w = GgufWriter::new();
+        let t = tokens.iter().map(|s| s.to_string()).collect();
+        w.add_metadata("tokenizer.ggml.tokens", Value::Array(Array::String(t)));
+        let mut bytes = Vec::new();
+        w.write_to(&mut bytes).unwrap();
+        let f = GgufFile::from_bytes(bytes).unwrap();
+        let d = Defaults {
+            kind: ModelKind::Spm,
+            add_bos: true,
+        };
+        Vocab::load(f.metadata(), d).unwrap()
+    }
+
+    /// The definition `can_cut` implements: no occurrence of a token in
+    /// `text` covers both byte `p - 1` and byte `p`.
+    fn spans(v: &Vocab, text: &[u8], p: usize) -> bool {
+        (0..p).any(|a| (p + 1..=text.len()).any(|b| v.lookup(&text[a..b]).is_some()))
+    }
+
+    #[test]
+    fn the_trie_has_one_node_per_distinct_prefix() {
+        let v = vocab(&["ab", "abc", "abd", "b", "bcd", "x"]);
+        // "", a, ab, abc, abd, b, bc, bcd, x
+        assert_eq!(Splitter::new(&v).nodes(), 9);
+    }
+
+    #[test]
+    fn can_cut_is_the_definition_on_every_position() {
+        let v = vocab(&["ab", "abc", "bca", "c", "cab", "aaaa", "a", "b"]);
+        let s = Splitter::new(&v);
+        // Every text of length 7 over {a, b, c}, every position.
+        for n in 0..3usize.pow(7) {
+            let text: Vec<u8> = (0..7).map(|i| b"abc"[n / 3usize.pow(i) % 3]).collect();
+            for p in 1..text.len() {
+                let mut budget = usize::MAX;
+                let got = s.can_cut(&text, p, &mut budget);
+                assert_eq!(got, Some(!spans(&v, &text, p)), "{:?} at {p}", text);
+            }
+        }
+    }
+
+    #[test]
+    fn can_cut_gives_up_when_the_budget_runs_out() {
+        let v = vocab(&["aaaaaaaa", "a"]);
+        let s = Splitter::new(&v);
+        let text = b"aaaaaaaaaaaaaaaa";
+        let mut budget = 3;
+        assert_eq!(s.can_cut(text, 8, &mut budget), None);
+        let mut budget = usize::MAX;
+        assert_eq!(s.can_cut(text, 8, &mut budget), Some(false));
     }
 }

@@ -104,6 +104,16 @@ const FIM_REP_TEXTS: &[&str] = &[
 ];
 const FIM_SEP_TEXTS: &[&str] = &["<|file_sep|>"];
 
+/// Most tokens a vocabulary may have. The largest real ones are ~256 Ki
+/// (Gemma 3: 262 144); ids must also fit the u32 arithmetic of the merges.
+pub const MAX_TOKENS: usize = 1 << 24;
+
+/// Longest token text, in bytes. Real tokens are under a few hundred bytes
+/// (runs of spaces or `=` in code vocabularies); loading and tokenizing are
+/// linear in the vocabulary's bytes, this only keeps a file from making
+/// every other bound meaningless.
+pub const MAX_TOKEN_BYTES: usize = 1 << 16;
+
 fn bad(detail: impl Into<String>) -> crate::Error {
     ErrorKind::BadVocab {
         detail: detail.into(),
@@ -115,8 +125,20 @@ impl Vocab {
     pub fn load(md: &Metadata, d: Defaults) -> Result<Vocab> {
         let tokens = md.get_str_array("tokenizer.ggml.tokens")?;
         let n = tokens.len();
-        if n == 0 || n > u32::MAX as usize / 2 {
-            return Err(bad(format!("tokenizer.ggml.tokens has {n} entries")));
+        if n == 0 || n > MAX_TOKENS {
+            return Err(bad(format!(
+                "tokenizer.ggml.tokens has {n} entries; a vocabulary has 1 to {MAX_TOKENS}"
+            )));
+        }
+        if let Some((i, t)) = tokens
+            .iter()
+            .enumerate()
+            .find(|(_, t)| t.len() > MAX_TOKEN_BYTES)
+        {
+            return Err(bad(format!(
+                "token {i} is {} bytes long; tokens may have at most {MAX_TOKEN_BYTES}",
+                t.len()
+            )));
         }
 
         let scores = match md.get("tokenizer.ggml.scores") {

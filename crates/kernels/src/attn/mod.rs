@@ -109,7 +109,7 @@ impl<T> KvHead<'_, T> {
 /// agree exactly. A score is `scale * sum_i q[i] k[i]`, one fused
 /// multiply-add chain from 0 in `i` order in every lane (AVX2 and AVX-512
 /// give the same bits); each row of 16 keys is converted once for a tile of
-/// up to 8 queries. The softmax is [`crate::softmax_fast`]; the values are
+/// up to 8 queries. The softmax is [`crate::softmax`]; the values are
 /// summed as [`axpy_f16_rows`] sums them from zero, each value row
 /// converted once per 6 queries on AVX-512. [`attend_scalar`] is the
 /// reference.
@@ -131,7 +131,7 @@ pub fn attend_f16(
     scores.resize(last.len() * np, 0.0);
     scores_with(Cpu::get(), q, last, &kv, scale, np, scores);
     for (j, &lj) in last.iter().enumerate() {
-        crate::softmax_fast(&mut scores[j * np..j * np + lj + 1]);
+        crate::softmax(&mut scores[j * np..j * np + lj + 1]);
     }
     #[cfg(target_arch = "x86_64")]
     if d.is_multiple_of(16) && has_f16_simd() && Cpu::get().isa() == Isa::Avx512 {
@@ -181,7 +181,7 @@ pub(crate) fn scores_with(
 }
 
 /// Reference for [`attend_f16`], and the attention of an f32 cache: per
-/// query, scalar left-to-right dot products, [`crate::softmax_fast`], and
+/// query, scalar left-to-right dot products, [`crate::softmax`], and
 /// scalar sums of the values.
 pub fn attend_scalar<T: Copy + Into<f32>>(
     q: &[f32],
@@ -202,7 +202,7 @@ pub fn attend_scalar<T: Copy + Into<f32>>(
             });
             dot * scale
         }));
-        crate::softmax_fast(scores);
+        crate::softmax(scores);
         oj.fill(0.0);
         for (t, &p) in scores.iter().enumerate() {
             let vt = &kv.v[t * kv.v_row..t * kv.v_row + d];

@@ -170,9 +170,11 @@ fn zero_activations_quantize_to_zero() {
 #[test]
 fn quant32_simd_matches_scalar() {
     use rand::{Rng, SeedableRng};
-    if !super::quant_avx512() {
-        return;
-    }
+    // The quantizer this machine dispatches to is checked always; the
+    // AVX-512 one directly as well when the machine has it.
+    let simd = super::quant_avx512();
+    println!("Q8x32 quantizer: dispatch checked, AVX-512 direct: {simd}");
+    let mut acts = QuantActs::default();
     let mut rng = rand::rngs::StdRng::seed_from_u64(5);
     for case in 0..2000 {
         let mut x: Vec<f32> = (0..32).map(|_| rng.gen_range(-3.0..3.0)).collect();
@@ -193,12 +195,19 @@ fn quant32_simd_matches_scalar() {
             .iter()
             .map(|&v| (v * id).round_ties_even().clamp(-127.0, 127.0) as i8)
             .collect();
-        let mut got = [0i8; 32];
-        // SAFETY: checked the ISA; 32 elements each.
-        let (gd, gs) = unsafe { super::quant32_avx512(x.as_ptr(), got.as_mut_ptr()) };
-        assert_eq!(got.to_vec(), want, "case {case}");
-        assert_eq!(gd.to_bits(), d.to_bits());
-        assert_eq!(gs, want.iter().map(|&q| q as i32).sum::<i32>());
+        let sum = want.iter().map(|&q| q as i32).sum::<i32>();
+        acts.quantize(ActKind::Q8x32, &x, 32);
+        assert_eq!(acts.qs[..32], want, "case {case}");
+        assert_eq!(acts.d[0], half::f16::from_f32(d).to_f32(), "case {case}");
+        assert_eq!(acts.qsum[0], sum, "case {case}");
+        if simd {
+            let mut got = [0i8; 32];
+            // SAFETY: checked the ISA; 32 elements each.
+            let (gd, gs) = unsafe { super::quant32_avx512(x.as_ptr(), got.as_mut_ptr()) };
+            assert_eq!(got.to_vec(), want, "case {case}");
+            assert_eq!(gd.to_bits(), d.to_bits());
+            assert_eq!(gs, sum);
+        }
     }
 }
 
@@ -209,9 +218,9 @@ fn quant32_simd_matches_scalar() {
 #[test]
 fn quant256_k_simd_matches_scalar() {
     use rand::{Rng, SeedableRng};
-    if !super::quant_avx512() {
-        return;
-    }
+    let simd = super::quant_avx512();
+    println!("Q8K quantizer: dispatch checked, AVX-512 direct: {simd}");
+    let mut acts = QuantActs::default();
     let mut rng = rand::rngs::StdRng::seed_from_u64(6);
     for case in 0..1000 {
         let mut x: Vec<f32> = (0..256).map(|_| rng.gen_range(-3.0..3.0)).collect();
@@ -237,23 +246,39 @@ fn quant256_k_simd_matches_scalar() {
         }
         let (mut want_q, mut want_s) = ([0i8; 256], [0i16; 16]);
         let want_d = super::quant256_k(&x, &mut want_q, &mut want_s);
-        let (mut got_q, mut got_s) = ([0i8; 256], [0i16; 16]);
-        // SAFETY: checked the ISA; 256 elements and 16 sums.
-        let got_d =
-            unsafe { super::quant256_k_avx512(x.as_ptr(), got_q.as_mut_ptr(), got_s.as_mut_ptr()) };
-        assert_eq!(
-            got_d.map(f32::to_bits),
-            Some(want_d.to_bits()),
-            "case {case}"
-        );
-        assert_eq!(got_q, want_q, "case {case}");
-        assert_eq!(got_s, want_s, "case {case}");
+        acts.quantize(ActKind::Q8K, &x, 256);
+        assert_eq!(acts.d[0].to_bits(), want_d.to_bits(), "case {case}");
+        assert_eq!(acts.qs[..256], want_q, "case {case}");
+        assert_eq!(acts.bsums[..16], want_s, "case {case}");
+        if simd {
+            let (mut got_q, mut got_s) = ([0i8; 256], [0i16; 16]);
+            // SAFETY: checked the ISA; 256 elements and 16 sums.
+            let got_d = unsafe {
+                super::quant256_k_avx512(x.as_ptr(), got_q.as_mut_ptr(), got_s.as_mut_ptr())
+            };
+            assert_eq!(
+                got_d.map(f32::to_bits),
+                Some(want_d.to_bits()),
+                "case {case}"
+            );
+            assert_eq!(got_q, want_q, "case {case}");
+            assert_eq!(got_s, want_s, "case {case}");
+        }
     }
+    // A NaN: the SIMD quantizer declines and the scalar loop decides.
     let mut x = [1.0f32; 256];
     x[7] = f32::NAN;
-    let (mut q, mut s) = ([0i8; 256], [0i16; 16]);
-    // SAFETY: as above.
-    assert!(
-        unsafe { super::quant256_k_avx512(x.as_ptr(), q.as_mut_ptr(), s.as_mut_ptr()) }.is_none()
-    );
+    let (mut want_q, mut want_s) = ([0i8; 256], [0i16; 16]);
+    let want_d = super::quant256_k(&x, &mut want_q, &mut want_s);
+    acts.quantize(ActKind::Q8K, &x, 256);
+    assert_eq!(acts.qs[..256], want_q);
+    assert_eq!(acts.d[0].to_bits(), want_d.to_bits());
+    if simd {
+        let (mut q, mut s) = ([0i8; 256], [0i16; 16]);
+        // SAFETY: as above.
+        assert!(
+            unsafe { super::quant256_k_avx512(x.as_ptr(), q.as_mut_ptr(), s.as_mut_ptr()) }
+                .is_none()
+        );
+    }
 }

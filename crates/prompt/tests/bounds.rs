@@ -1,0 +1,240 @@
+//! Chat templates are untrusted input (issue 10): real templates render as
+//! they always did, hostile ones end quickly with an error that says which
+//! bound they hit.
+
+use cria_prompt::{ChatTemplate, Limits, Message, MAX_RANGE, MAX_SOURCE_BYTES};
+use minijinja::{context, Environment};
+use std::time::{Duration, Instant};
+
+const CHATML: &str = "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + \
+    message['content'].strip() + '<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}\
+    {{ '<|im_start|>assistant\\n' }}{% endif %}";
+
+/// tokenizer.chat_template of SmolLM2-135M-Instruct (the default model).
+const SMOLLM2: &str = "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}\
+    {{ '<|im_start|>system\\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\\n' }}\
+    {% endif %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}\
+    {% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
+
+/// Meta-Llama-3-8B-Instruct.
+const LLAMA3: &str = "{% set loop_messages = messages %}{% for message in loop_messages %}\
+    {% set content = '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n'+ message['content'] | trim + '<|eot_id|>' %}\
+    {% if loop.index0 == 0 %}{% set content = bos_token + content %}{% endif %}{{ content }}{% endfor %}\
+    {% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{% endif %}";
+
+/// Mistral-7B-Instruct-v0.1.
+const MISTRAL: &str = "{{ bos_token }}{% for message in messages %}\
+    {% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}\
+    {{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}\
+    {% if message['role'] == 'user' %}{{ '[INST] ' + message['content'] + ' [/INST]' }}\
+    {% elif message['role'] == 'assistant' %}{{ message['content'] + eos_token}}\
+    {% else %}{{ raise_exception('Only user and assistant roles are supported!') }}{% endif %}{% endfor %}";
+
+fn conversation() -> Vec<Message> {
+    vec![
+        Message::new("user", "  What is 2+2? "),
+        Message::new("assistant", "4"),
+        Message::new("user", "And \u{e9}t\u{e9} {{ not a tag }} <|im_end|>?"),
+    ]
+}
+
+fn template(src: &str) -> ChatTemplate {
+    ChatTemplate::new(src.into(), "<s>".into(), "</s>".into()).unwrap()
+}
+
+/// The same template rendered by a plain minijinja environment, as this
+/// crate did before it had bounds.
+fn unbounded(src: &str, messages: &[Message], add: bool) -> String {
+    let mut env = Environment::new();
+    env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+    env.add_template("t", src).unwrap();
+    env.get_template("t")
+        .unwrap()
+        .render(context! {
+            messages => messages,
+            add_generation_prompt => add,
+            bos_token => "<s>",
+            eos_token => "</s>",
+        })
+        .unwrap()
+}
+
+#[test]
+fn real_templates_render_as_without_bounds() {
+    let msgs = conversation();
+    for (name, src) in [
+        ("chatml", CHATML),
+        ("smollm2", SMOLLM2),
+        ("llama3", LLAMA3),
+        ("mistral", MISTRAL),
+    ] {
+        for add in [false, true] {
+            let got = template(src).render(&msgs, add).unwrap();
+            assert_eq!(got, unbounded(src, &msgs, add), "{name} add={add}");
+        }
+    }
+    // And the bytes themselves, for two formats.
+    let m = [Message::new("user", "Hi")];
+    assert_eq!(
+        template(LLAMA3).render(&m, true).unwrap(),
+        "<s><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>\
+         <|start_header_id|>assistant<|end_header_id|>\n\n"
+    );
+    assert_eq!(
+        template(MISTRAL).render(&m, true).unwrap(),
+        "<s>[INST] Hi [/INST]"
+    );
+}
+
+#[test]
+fn a_long_conversation_fits_the_bounds() {
+    // 2000 turns of 1 KiB: 2 MiB in, more than the 1 MiB base bound out.
+    let msgs: Vec<Message> = (0..2000)
+        .map(|i| Message::new(["user", "assistant"][i % 2], &"w".repeat(1024)))
+        .collect();
+    let out = template(SMOLLM2).render(&msgs, true).unwrap();
+    assert_eq!(out, unbounded(SMOLLM2, &msgs, true));
+    assert!(out.len() > 2 << 20);
+}
+
+/// Renders `src` with default limits and no messages; returns the error
+/// message and how long it took.
+fn fails(src: &str) -> (String, Duration) {
+    let t = Instant::now();
+    let r = template(src).render(&[], true);
+    let took = t.elapsed();
+    match r {
+        Ok(out) => panic!("rendered {} bytes", out.len()),
+        Err(e) => (e.full_message(), took),
+    }
+}
+
+fn assert_fails_with(src: &str, needle: &str) {
+    let (msg, took) = fails(src);
+    assert!(msg.contains(needle), "{msg:?} lacks {needle:?}");
+    assert!(
+        msg.starts_with("the chat template"),
+        "the message should say what failed: {msg}"
+    );
+    assert!(took < Duration::from_secs(5), "{needle}: took {took:?}");
+}
+
+#[test]
+fn endless_loops_run_out_of_fuel() {
+    assert_fails_with(
+        "{% for i in range(10000) %}{% for j in range(10000) %}{% endfor %}{% endfor %}",
+        "engine ran out of fuel",
+    );
+}
+
+#[test]
+fn huge_output_is_cut_off() {
+    assert_fails_with(
+        "{% for i in range(10000) %}{{ 'x' * 1000 }}{% endfor %}",
+        "the chat template's output exceeds 1048576 bytes",
+    );
+}
+
+#[test]
+fn single_huge_operations_are_refused() {
+    assert_fails_with("{{ 'a' * 10**10 }}", "repeated string is too large");
+    assert_fails_with(
+        "{% for i in range(10**9) %}{% endfor %}",
+        &format!("range() of 1000000000 items; at most {MAX_RANGE} are allowed"),
+    );
+    assert_fails_with(
+        "{% for i in range(0, 10**9, 7) %}{% endfor %}",
+        "range() of 142857143 items",
+    );
+    // A range within the bound still works, and like Python's.
+    let t = template("{{ range(3)|list }} {{ range(10, 0, -4)|list }}");
+    assert_eq!(t.render(&[], false).unwrap(), "[0, 1, 2] [10, 6, 2]");
+}
+
+#[test]
+fn doubling_through_captures_is_refused_when_printed() {
+    // Each pass prints the value twice into a capture: the value doubles
+    // until one print is larger than the output bound.
+    assert_fails_with(
+        "{% set ns = namespace(x='x') %}{% for i in range(64) %}\
+         {% set y %}{{ ns.x }}{{ ns.x }}{% endset %}{% set ns.x = y %}{% endfor %}",
+        "exceeds the output bound of 1048576",
+    );
+    // Doubling with `~` is only seen when printed (see limits.rs): 2^21
+    // bytes, built in 21 steps, are refused at the print.
+    assert_fails_with(
+        "{% set ns = namespace(x='x') %}{% for i in range(21) %}\
+         {% set ns.x = ns.x ~ ns.x %}{% endfor %}{{ ns.x }}",
+        "printing 2097152 more bytes after 0 exceeds the output bound of 1048576",
+    );
+}
+
+#[test]
+fn deep_recursion_is_refused() {
+    assert_fails_with(
+        "{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}",
+        "recursion limit exceeded",
+    );
+}
+
+#[test]
+fn raise_exception_reaches_the_caller() {
+    let msgs = [Message::new("system", "x")];
+    let e = template(MISTRAL).render(&msgs, true).unwrap_err();
+    let msg = e.full_message();
+    assert!(
+        msg.starts_with("the chat template failed to render: ")
+            && msg.contains("Conversation roles must alternate"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn the_caller_waits_at_most_the_deadline() {
+    let limits = Limits {
+        time: Duration::from_millis(1),
+        ..Limits::default()
+    };
+    let src = "{% for i in range(10000) %}{% for j in range(10000) %}{% endfor %}{% endfor %}";
+    let t = ChatTemplate::with_limits(src.into(), String::new(), String::new(), limits).unwrap();
+    let start = Instant::now();
+    let e = t.render(&[], true).unwrap_err();
+    assert_eq!(
+        e.full_message(),
+        "the chat template did not finish rendering within 1ms"
+    );
+    assert!(start.elapsed() < Duration::from_millis(500));
+}
+
+#[test]
+fn oversized_sources_are_refused() {
+    let src = "x".repeat(MAX_SOURCE_BYTES + 1);
+    let e = ChatTemplate::new(src, String::new(), String::new())
+        .err()
+        .expect("accepted");
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "the chat template is {} bytes; templates may have at most {MAX_SOURCE_BYTES}",
+            MAX_SOURCE_BYTES + 1
+        )
+    );
+}
+
+#[test]
+fn chat_template_is_send_and_sync() {
+    fn shared<T: Send + Sync + 'static>(_: &T) {}
+    let t = template(CHATML);
+    shared(&t);
+    // And renders from several threads at once.
+    std::thread::scope(|s| {
+        for i in 0..4 {
+            let t = &t;
+            s.spawn(move || {
+                let m = [Message::new("user", &i.to_string())];
+                let out = t.render(&m, false).unwrap();
+                assert_eq!(out, format!("<|im_start|>user\n{i}<|im_end|>\n"));
+            });
+        }
+    });
+}
