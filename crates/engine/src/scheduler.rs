@@ -436,17 +436,10 @@ impl Drop for Engine {
 /// `--parallel` would otherwise abort the process).
 fn check_memory(model: &Model, config: &EngineConfig) -> Result<(), Error> {
     let c = &model.config;
-    let elem = match config.kv {
-        KvType::F16 => 2u128,
-        KvType::F32 => 4u128,
-    };
     // Keys are stored in blocks of 16 positions.
-    let per_slot = 2
-        * c.n_layers as u128
-        * (config.n_ctx as u128).next_multiple_of(16)
-        * c.kv_dim() as u128
-        * elem;
-    let total = per_slot * config.slots as u128;
+    let n_ctx = config.n_ctx.checked_next_multiple_of(16).unwrap_or(usize::MAX);
+    let total = KvCache::bytes_for(c.n_layers, n_ctx, c.kv_dim(), config.kv)
+        .saturating_mul(config.slots as u64);
     let too_big = |limit: String| ErrorKind::Config {
         detail: format!(
             "a KV cache of {} slots x {} tokens needs {:.1} GiB, more than {limit}: lower \
@@ -456,11 +449,11 @@ fn check_memory(model: &Model, config: &EngineConfig) -> Result<(), Error> {
             total as f64 / f64::from(1u32 << 30)
         ),
     };
-    if total > isize::MAX as u128 {
+    if total > isize::MAX as u64 {
         return Err(too_big("this machine can address".into()).into());
     }
     if let Some(mem) = physical_memory() {
-        if total > mem as u128 {
+        if total > mem {
             return Err(too_big(format!(
                 "the {:.1} GiB of memory here",
                 mem as f64 / f64::from(1u32 << 30)
