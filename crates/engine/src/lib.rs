@@ -39,7 +39,6 @@
 //! }
 //! # Ok(()) }
 //! ```
-#![forbid(unsafe_code)]
 
 #![forbid(unsafe_code)]
 
