@@ -437,7 +437,10 @@ impl Drop for Engine {
 fn check_memory(model: &Model, config: &EngineConfig) -> Result<(), Error> {
     let c = &model.config;
     // Keys are stored in blocks of 16 positions.
-    let n_ctx = config.n_ctx.checked_next_multiple_of(16).unwrap_or(usize::MAX);
+    let n_ctx = config
+        .n_ctx
+        .checked_next_multiple_of(16)
+        .unwrap_or(usize::MAX);
     let total = KvCache::bytes_for(c.n_layers, n_ctx, c.kv_dim(), config.kv)
         .saturating_mul(config.slots as u64);
     let too_big = |limit: String| ErrorKind::Config {

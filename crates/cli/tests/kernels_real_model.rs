@@ -1,27 +1,18 @@
-//! Smoke test on the default model: every tensor must be viewable as a
-//! QMatrix and its matmul must agree with the scalar dequantizer. The model
-//! is `CRIA_SMOKE_MODEL` or where `cria pull` caches it
-//! (~/.cache/cria/models); a missing file fails the test (run `cria pull`),
-//! unless `CRIA_SMOKE_MODEL=skip` says to skip it.
+//! The kernels on a real file: every tensor of the default model must be
+//! viewable as a QMatrix and its matmul must agree with the scalar
+//! dequantizer. It lives with the CLI's tests because they fetch the
+//! default model (`cria pull`) when it is not cached, so it can never pass
+//! by finding nothing to check.
+
+mod common;
 
 use cria_gguf::GgufFile;
 use cria_kernels::{dequantize_row, dot_scalar, matmul, QMatrix, ThreadPool};
 
-const DEFAULT: &str = ".cache/cria/models/SmolLM2-135M-Instruct.Q4_1.gguf";
-
 #[test]
 fn every_tensor_of_the_default_model_multiplies() {
-    let path = match std::env::var("CRIA_SMOKE_MODEL") {
-        Ok(p) if p == "skip" => {
-            println!("skipped: CRIA_SMOKE_MODEL=skip");
-            return;
-        }
-        Ok(p) => p,
-        Err(_) => format!("{}/{DEFAULT}", std::env::var("HOME").unwrap_or_default()),
-    };
-    let file = GgufFile::open(&path).unwrap_or_else(|e| {
-        panic!("{e}: run `cria pull` (or set CRIA_SMOKE_MODEL=path, or =skip to skip)")
-    });
+    let path = common::default_model();
+    let file = GgufFile::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let pool = ThreadPool::new(2);
     for info in file.tensors() {
         let cols = info.dims[0] as usize;
