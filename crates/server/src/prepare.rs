@@ -14,7 +14,8 @@ use crate::routes::Ready;
 use axum::http::StatusCode;
 use cria_engine::GenerateParams;
 use cria_prompt::tokenize_prompt;
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::json;
 use std::sync::Arc;
 use tokio::sync::Semaphore;
 
@@ -151,29 +152,42 @@ pub fn completion(r: &Ready, body: &[u8]) -> Result<Prepared, ApiError> {
     })
 }
 
-/// `/tokenize`: `{"tokens": [id, ...]}`, or `[{"id", "piece"}, ...]`.
-pub fn tokenize(r: &Ready, body: &[u8]) -> Result<Value, ApiError> {
+/// `/tokenize`: `{"tokens": [id, ...]}`, or `[{"id", "piece"}, ...]` with
+/// `with_pieces`. Serialized here, off the async workers: a 4 MiB body can
+/// be 4M tokens.
+pub fn tokenize(r: &Ready, body: &[u8]) -> Result<Vec<u8>, ApiError> {
+    #[derive(Serialize)]
+    struct Piece {
+        id: u32,
+        piece: String,
+    }
+    #[derive(Serialize)]
+    struct Reply<T> {
+        tokens: T,
+    }
     let req: TokenizeRequest = openai::parse(body)?;
     let parse_special = req.parse_special.unwrap_or(true);
     let ids = r
         .tok
         .encode(&req.content, req.add_special, parse_special)
         .map_err(|e| ApiError::invalid("content", format!("content: {e}")))?;
-    let tokens: Vec<Value> = if req.with_pieces {
-        ids.iter()
-            .map(|&id| {
-                let piece = r.tok.token_to_piece(id, true);
-                json!({"id": id, "piece": String::from_utf8_lossy(&piece)})
+    let json = if req.with_pieces {
+        let pieces: Vec<Piece> = ids
+            .iter()
+            .map(|&id| Piece {
+                id,
+                piece: String::from_utf8_lossy(&r.tok.token_to_piece(id, true)).into_owned(),
             })
-            .collect()
+            .collect();
+        serde_json::to_vec(&Reply { tokens: pieces })
     } else {
-        ids.iter().map(|&id| json!(id)).collect()
+        serde_json::to_vec(&Reply { tokens: ids })
     };
-    Ok(json!({ "tokens": tokens }))
+    json.map_err(|e| internal(&e))
 }
 
 /// `/detokenize`: `{"content": text}`.
-pub fn detokenize(r: &Ready, body: &[u8]) -> Result<Value, ApiError> {
+pub fn detokenize(r: &Ready, body: &[u8]) -> Result<Vec<u8>, ApiError> {
     let req: DetokenizeRequest = openai::parse(body)?;
     let n_vocab = r.tok.vocab_size();
     if let Some((i, id)) = req
@@ -191,5 +205,12 @@ pub fn detokenize(r: &Ready, body: &[u8]) -> Result<Value, ApiError> {
         .tok
         .decode(&req.tokens, true)
         .map_err(|e| ApiError::invalid("tokens", format!("tokens: {e}")))?;
-    Ok(json!({ "content": content }))
+    serde_json::to_vec(&json!({ "content": content })).map_err(|e| internal(&e))
+}
+
+fn internal(e: &dyn std::fmt::Display) -> ApiError {
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        format!("cannot write the reply: {e}"),
+    )
 }

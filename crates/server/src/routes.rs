@@ -241,7 +241,7 @@ async fn tokenize(
         .prepare
         .run(move || prepare::tokenize(&r, &body))
         .await?;
-    Ok(axum::Json(reply).into_response())
+    Ok(json_bytes(reply))
 }
 
 async fn detokenize(
@@ -255,7 +255,12 @@ async fn detokenize(
         .prepare
         .run(move || prepare::detokenize(&r, &body))
         .await?;
-    Ok(axum::Json(reply).into_response())
+    Ok(json_bytes(reply))
+}
+
+/// A reply already serialized to JSON.
+fn json_bytes(body: Vec<u8>) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 async fn chat(State(app): Shared, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
