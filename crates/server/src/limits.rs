@@ -12,8 +12,10 @@ pub const TEMPERATURE: RangeInclusive<f64> = 0.0..=2.0;
 pub const PROBABILITY: RangeInclusive<f64> = 0.0..=1.0;
 /// `presence_penalty` and `frequency_penalty` (OpenAI's range).
 pub const PENALTY: RangeInclusive<f64> = -2.0..=2.0;
-/// `repeat_penalty` is above 0 and at most this (1 switches it off).
-pub const MAX_REPEAT_PENALTY: f64 = 10.0;
+/// `repeat_penalty` (1 switches it off). The sampler divides by it, so
+/// it stays well away from 0 (1e-40 would be an f32 whose inverse is
+/// infinite).
+pub const REPEAT_PENALTY: RangeInclusive<f64> = 0.01..=10.0;
 /// `logit_bias` values (OpenAI's range; -100 bans the token).
 pub const LOGIT_BIAS: RangeInclusive<f64> = -100.0..=100.0;
 /// `logit_bias` entries.

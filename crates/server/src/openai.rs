@@ -6,8 +6,8 @@
 
 use crate::error::ApiError;
 use crate::limits::{
-    LOGIT_BIAS, MAX_CONTENT_PARTS, MAX_LOGIT_BIAS, MAX_MESSAGES, MAX_REPEAT_PENALTY, MAX_STOP,
-    MAX_STOP_BYTES, MAX_TOP_LOGPROBS, PENALTY, PROBABILITY, TEMPERATURE,
+    LOGIT_BIAS, MAX_CONTENT_PARTS, MAX_LOGIT_BIAS, MAX_MESSAGES, MAX_STOP, MAX_STOP_BYTES,
+    MAX_TOP_LOGPROBS, PENALTY, PROBABILITY, REPEAT_PENALTY, TEMPERATURE,
 };
 use cria_engine::GenerateParams;
 use cria_prompt::Message;
@@ -596,17 +596,12 @@ impl Sampling {
         let min_p = float("min_p", self.min_p, d.min_p, PROBABILITY)?;
         let presence_penalty = float("presence_penalty", self.presence_penalty, 0.0, PENALTY)?;
         let frequency_penalty = float("frequency_penalty", self.frequency_penalty, 0.0, PENALTY)?;
-        let repeat_penalty = match self.repeat_penalty {
-            None => d.repeat_penalty,
-            Some(x) if x > 0.0 && x <= MAX_REPEAT_PENALTY => x as f32,
-            Some(x) => {
-                return Err(out_of_range(
-                    "repeat_penalty",
-                    x,
-                    &format!("above 0, at most {MAX_REPEAT_PENALTY}; 1 is off"),
-                ))
-            }
-        };
+        let repeat_penalty = float(
+            "repeat_penalty",
+            self.repeat_penalty,
+            d.repeat_penalty,
+            REPEAT_PENALTY,
+        )?;
         let top_k = match self.top_k {
             None => d.top_k,
             Some(k) if k >= 0 && k as u64 <= b.n_vocab as u64 => k as usize,

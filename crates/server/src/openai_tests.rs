@@ -140,6 +140,7 @@ fn numbers_out_of_range_or_of_the_wrong_type_name_the_field() {
         ("presence_penalty", json!(-2.5)),
         ("frequency_penalty", json!(3)),
         ("repeat_penalty", json!(0)),
+        ("repeat_penalty", json!(1e-40)),
         ("repeat_penalty", json!(10.5)),
         ("repeat_last_n", json!(65)),
         ("repeat_last_n", json!(-2)),
