@@ -10,18 +10,21 @@
 
 mod common;
 
-use common::server::{request, Server};
+use common::server::{request_within, Server};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use serde_json::{json, Map, Number, Value};
 use std::cell::{Cell, RefCell};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
 
 const DEFAULT_CASES: u32 = 800;
 /// The default model's vocabulary, and the context the server gets.
 const N_VOCAB: u32 = 49152;
 const N_CTX: usize = 96;
 const CHECK_EVERY: u32 = 32;
+/// Longest wait for any reply (the longest generation is `N_CTX` tokens).
+const TIMEOUT: Duration = Duration::from_secs(60);
 
 const CHAT: &str = "/v1/chat/completions";
 const CMPL: &str = "/v1/completions";
@@ -288,19 +291,58 @@ fn fields(valid: bool) -> impl Strategy<Value = Shot> {
             8 => prop::sample::select(fields_of(path)),
             1 => Just("no_such_field"),
         ];
-        let edit = field.prop_flat_map(move |f| {
-            let v = if valid {
-                in_range(f)
-            } else {
-                prop_oneof![6 => value(), 3 => in_range(f), 2 => messages(), 1 => huge()].boxed()
-            };
-            (Just(f), v)
-        });
-        prop::collection::vec(edit, 1..6).prop_map(move |edits| {
+        let edit = field
+            .prop_flat_map(move |f| {
+                let v = if valid {
+                    in_range(f)
+                } else {
+                    prop_oneof![
+                        4 => number(),
+                        4 => value(),
+                        3 => in_range(f),
+                        2 => messages(),
+                        1 => huge(),
+                    ]
+                    .boxed()
+                };
+                (Just(f), v)
+            })
+            .boxed();
+        // Often one field alone, so that it is the one the server meets.
+        let edits = prop_oneof![
+            prop::collection::vec(edit.clone(), 1..=1),
+            prop::collection::vec(edit, 1..6),
+        ];
+        edits.prop_map(move |edits| {
             let mut body = base(path);
             for (f, v) in edits {
                 body[f] = v;
             }
+            post(path, body.to_string().into_bytes())
+        })
+    })
+}
+
+/// One field of a valid body set to an extreme number: the request most
+/// likely to reach the engine with a value it cannot take.
+fn extreme() -> impl Strategy<Value = Shot> {
+    let v = prop::sample::select(vec![
+        json!(i64::MAX),
+        json!(i64::MIN),
+        json!(u64::MAX),
+        json!(1u64 << 53),
+        json!(4_294_967_296u64),
+        json!(1e308),
+        json!(-1e308),
+        json!(1e39),
+        json!(5e-324),
+        json!(-1),
+        json!(0),
+    ]);
+    prop::sample::select(ENDPOINTS.to_vec()).prop_flat_map(move |path| {
+        (prop::sample::select(fields_of(path)), v.clone()).prop_map(move |(f, v)| {
+            let mut body = base(path);
+            body[f] = v;
             post(path, body.to_string().into_bytes())
         })
     })
@@ -397,6 +439,7 @@ fn shot() -> impl Strategy<Value = Shot> {
     prop_oneof![
         8 => fields(false),
         6 => fields(true),
+        4 => extreme(),
         2 => raw_numbers(),
         1 => nested(),
         2 => garbage(),
@@ -405,13 +448,63 @@ fn shot() -> impl Strategy<Value = Shot> {
 }
 
 /// /health is 200 and a normal completion succeeds.
-fn assert_serving(s: &Server) {
-    assert_eq!(s.get("/health").status, 200, "/health");
-    let r = s.post(
-        CMPL,
-        &json!({"prompt": "Hi", "max_tokens": 2, "temperature": 0}),
-    );
-    assert_eq!(r.status, 200, "a normal request failed: {}", r.text());
+fn serving(s: &Server) -> Result<(), String> {
+    let get = request_within(&s.addr, "GET", "/health", &[], b"", TIMEOUT);
+    match get {
+        Ok(r) if r.status == 200 => {}
+        Ok(r) => return Err(format!("/health is {}: {}", r.status, r.text())),
+        Err(e) => return Err(format!("/health failed: {e}")),
+    }
+    let body = json!({"prompt": "Hi", "max_tokens": 2, "temperature": 0}).to_string();
+    match request_within(&s.addr, "POST", CMPL, &[], body.as_bytes(), TIMEOUT) {
+        Ok(r) if r.status == 200 => Ok(()),
+        Ok(r) => Err(format!("a normal request got {}: {}", r.status, r.text())),
+        Err(e) => Err(format!("a normal request failed: {e}")),
+    }
+}
+
+/// Sends one shot and checks the reply; `Ok` carries the `param` of a 400.
+fn check(s: &Server, shot: &Shot) -> Result<(u16, Option<String>), String> {
+    let r = request_within(&s.addr, shot.method, &shot.path, &[], &shot.body, TIMEOUT)
+        .map_err(|e| format!("no reply ({e})"))?;
+    let body = || r.text().chars().take(300).collect::<String>();
+    if !(200..500).contains(&r.status) {
+        return Err(format!("status {}: {}", r.status, body()));
+    }
+    if r.header("content-type") == Some("text/event-stream") {
+        // Accepted and streamed: the engine must finish it cleanly.
+        let events = r.sse();
+        if events.last().is_none_or(|e| e != "[DONE]")
+            || events.iter().any(|e| e.starts_with("{\"error\""))
+        {
+            return Err(format!("the stream failed: {events:?}"));
+        }
+    }
+    if r.status != 400 {
+        return Ok((r.status, None));
+    }
+    let e: Value = serde_json::from_slice(&r.body)
+        .map_err(|e| format!("400 without JSON ({e}): {}", body()))?;
+    if !e["error"]["message"].is_string() {
+        return Err(format!("400 without an error message: {}", body()));
+    }
+    let param = e["error"]["param"].as_str().unwrap_or("(none)");
+    // Paths like messages[3].content, logit_bias.123: by field.
+    let field = param.split(['[', '.']).next().unwrap_or(param);
+    Ok((400, Some(field.to_string())))
+}
+
+impl std::fmt::Display for Shot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let body = String::from_utf8_lossy(&self.body);
+        let cut: String = body.chars().take(400).collect();
+        let more = body.chars().count().saturating_sub(400);
+        write!(f, "{} {} {cut}", self.method, self.path)?;
+        if more > 0 {
+            write!(f, "... ({more} more chars)")?;
+        }
+        Ok(())
+    }
 }
 
 #[test]
@@ -423,60 +516,51 @@ fn fuzzed_requests_get_2xx_or_4xx_and_the_server_stays_up() {
     let s = Server::start(&["--parallel", "2", "-c", &N_CTX.to_string()]);
     let meta = &s.get("/v1/models").json()["data"][0]["meta"];
     assert_eq!(meta["n_vocab"], N_VOCAB, "{meta}");
+    // No shrinking: once a request has broken the server every later one
+    // fails too, so the first failure and the requests before it are the
+    // report.
     let mut runner = TestRunner::new(Config {
         cases,
         failure_persistence: None,
+        max_shrink_iters: 0,
         ..Config::default()
     });
     let sent = Cell::new(0u32);
+    let recent = RefCell::new(VecDeque::<String>::new());
     let statuses = RefCell::new(BTreeMap::<u16, u32>::new());
     // What the 400s were about: shows what the fuzzer reached.
     let params = RefCell::new(BTreeMap::<String, u32>::new());
     let t0 = std::time::Instant::now();
     let result = runner.run(&shot(), |shot| {
         sent.set(sent.get() + 1);
-        if sent.get() % CHECK_EVERY == 0 {
-            assert_serving(&s);
+        let mut recent = recent.borrow_mut();
+        if recent.len() == CHECK_EVERY as usize {
+            recent.pop_front();
         }
-        let r = request(&s.addr, shot.method, &shot.path, &[], &shot.body).map_err(|e| {
-            TestCaseError::fail(format!("the connection failed ({e}) for {shot:?}"))
-        })?;
-        *statuses.borrow_mut().entry(r.status).or_default() += 1;
-        let body = || {
-            String::from_utf8_lossy(&r.body)
-                .chars()
-                .take(300)
-                .collect::<String>()
-        };
-        prop_assert!(
-            (200..500).contains(&r.status),
-            "{} {} got {}: {}",
-            shot.method,
-            shot.path,
-            r.status,
-            body()
-        );
-        if r.header("content-type") == Some("text/event-stream") {
-            // Accepted and streamed: the engine must finish it cleanly.
-            let events = r.sse();
-            prop_assert!(
-                events.last().is_some_and(|e| e == "[DONE]")
-                    && !events.iter().any(|e| e.starts_with("{\"error\"")),
-                "{} {}: the stream failed: {events:?}",
-                shot.method,
-                shot.path
-            );
+        recent.push_back(shot.to_string());
+        let out = check(&s, &shot).and_then(|reply| {
+            if sent.get() % CHECK_EVERY == 0 {
+                serving(&s).map_err(|e| format!("the server stopped serving: {e}"))?;
+            }
+            Ok(reply)
+        });
+        match out {
+            Ok((status, param)) => {
+                *statuses.borrow_mut().entry(status).or_default() += 1;
+                if let Some(p) = param {
+                    *params.borrow_mut().entry(p).or_default() += 1;
+                }
+                Ok(())
+            }
+            Err(e) => {
+                let before: Vec<&str> = recent.iter().rev().skip(1).map(String::as_str).collect();
+                Err(TestCaseError::fail(format!(
+                    "request {}: {shot}\n  -> {e}\nthe requests before it, latest first:\n  {}",
+                    sent.get(),
+                    before.join("\n  ")
+                )))
+            }
         }
-        if r.status == 400 {
-            let e: Value = serde_json::from_slice(&r.body)
-                .map_err(|e| TestCaseError::fail(format!("400 without JSON ({e}): {}", body())))?;
-            prop_assert!(e["error"]["message"].is_string(), "{}", body());
-            let param = e["error"]["param"].as_str().unwrap_or("(none)");
-            // Paths like messages[3].content, logit_bias.123: by field.
-            let field = param.split(['[', '.']).next().unwrap_or(param).to_string();
-            *params.borrow_mut().entry(field).or_default() += 1;
-        }
-        Ok(())
     });
     eprintln!(
         "fuzz-http: {} requests in {:.1} s, by status: {:?}; 400s by field: {:?}",
@@ -488,5 +572,5 @@ fn fuzzed_requests_get_2xx_or_4xx_and_the_server_stays_up() {
     if let Err(e) = result {
         panic!("{e}");
     }
-    assert_serving(&s);
+    serving(&s).unwrap();
 }
