@@ -539,7 +539,7 @@ fn fuzzed_requests_get_2xx_or_4xx_and_the_server_stays_up() {
         }
         recent.push_back(shot.to_string());
         let out = check(&s, &shot).and_then(|reply| {
-            if sent.get() % CHECK_EVERY == 0 {
+            if sent.get().is_multiple_of(CHECK_EVERY) {
                 serving(&s).map_err(|e| format!("the server stopped serving: {e}"))?;
             }
             Ok(reply)
