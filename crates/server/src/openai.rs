@@ -62,6 +62,12 @@ pub fn parse_value<T: DeserializeOwned>(value: &Value) -> Result<T, ApiError> {
     })
 }
 
+/// An optional flag: absent or `null` is false (OpenAI's flags are
+/// nullable), anything but a boolean is a 400.
+fn null_is_false<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    Ok(Option::<bool>::deserialize(d)?.unwrap_or(false))
+}
+
 /// A short name for a JSON value's type, for error messages.
 fn json_type(v: &Value) -> &'static str {
     match v {
@@ -218,7 +224,7 @@ impl TryFrom<Value> for Stop {
 
 #[derive(Deserialize, Debug)]
 pub struct StreamOptions {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_is_false")]
     pub include_usage: bool,
 }
 
@@ -247,18 +253,18 @@ pub struct Sampling {
     pub stop: Option<Stop>,
     pub max_tokens: Option<i64>,
     pub n: Option<i64>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_is_false")]
     pub ignore_eos: bool,
 }
 
 #[derive(Deserialize, Debug)]
 pub struct ChatRequest {
     pub messages: Vec<ChatMessage>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_is_false")]
     pub stream: bool,
     pub stream_options: Option<StreamOptions>,
     pub max_completion_tokens: Option<i64>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_is_false")]
     pub logprobs: bool,
     pub top_logprobs: Option<i64>,
     pub response_format: Option<ResponseFormat>,
@@ -338,11 +344,11 @@ impl TryFrom<Value> for Prompt {
 #[derive(Deserialize, Debug)]
 pub struct CompletionRequest {
     pub prompt: Prompt,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_is_false")]
     pub stream: bool,
     pub stream_options: Option<StreamOptions>,
     pub logprobs: Option<i64>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_is_false")]
     pub echo: bool,
     pub suffix: Option<String>,
     pub best_of: Option<i64>,
@@ -351,11 +357,11 @@ pub struct CompletionRequest {
 #[derive(Deserialize, Debug)]
 pub struct TokenizeRequest {
     pub content: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_is_false")]
     pub add_special: bool,
     #[serde(default)]
     pub parse_special: Option<bool>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_is_false")]
     pub with_pieces: bool,
 }
 

@@ -168,9 +168,15 @@ fn null_means_the_default() {
         (p.sampler.temperature, p.sampler.top_k),
         (d.temperature, d.top_k)
     );
+    let r: ChatRequest = parse_value(&with(json!({"stream": null, "logprobs": null}))).unwrap();
+    assert!(!r.stream && !r.logprobs);
     // Where a value is required, null is a 400 naming it.
     assert_eq!(param_of(&json!({"messages": null})), "messages");
-    assert_eq!(param_of(&with(json!({"stream": null}))), "stream");
+    assert_eq!(
+        param_of(&json!({"messages": [{"role": null, "content": "x"}]})),
+        "messages[0].role"
+    );
+    assert_eq!(param_of(&with(json!({"stream": "false"}))), "stream");
 }
 
 #[test]
