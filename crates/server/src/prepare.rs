@@ -36,8 +36,12 @@ pub struct Prepare {
 impl Prepare {
     pub fn new() -> Prepare {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Prepare::with_permits(PREPARE_JOBS_PER_CORE * cores)
+    }
+
+    fn with_permits(n: usize) -> Prepare {
         Prepare {
-            permits: Arc::new(Semaphore::new(PREPARE_JOBS_PER_CORE * cores)),
+            permits: Arc::new(Semaphore::new(n)),
         }
     }
 
@@ -213,4 +217,53 @@ fn internal(e: &dyn std::fmt::Display) -> ApiError {
         StatusCode::INTERNAL_SERVER_ERROR,
         format!("cannot write the reply: {e}"),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn at_most_the_permits_run_at_once() {
+        let prepare = Arc::new(Prepare::with_permits(3));
+        let running = Arc::new(AtomicUsize::new(0));
+        let most = Arc::new(AtomicUsize::new(0));
+        let jobs: Vec<_> = (0..12)
+            .map(|i| {
+                let (prepare, running, most) = (prepare.clone(), running.clone(), most.clone());
+                tokio::spawn(async move {
+                    prepare
+                        .run(move || {
+                            let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                            most.fetch_max(now, Ordering::SeqCst);
+                            std::thread::sleep(Duration::from_millis(20));
+                            running.fetch_sub(1, Ordering::SeqCst);
+                            Ok(i)
+                        })
+                        .await
+                })
+            })
+            .collect();
+        let mut done = Vec::new();
+        for j in jobs {
+            done.push(j.await.unwrap().unwrap());
+        }
+        assert_eq!(done, (0..12).collect::<Vec<_>>());
+        // Bounded, yet in parallel.
+        let most = most.load(Ordering::SeqCst);
+        assert!((2..=3).contains(&most), "{most} jobs ran at once");
+    }
+
+    #[tokio::test]
+    async fn a_job_that_panics_is_a_500_and_frees_its_permit() {
+        let prepare = Prepare::with_permits(1);
+        let e = prepare
+            .run(|| -> Result<(), ApiError> { panic!("a bug") })
+            .await
+            .unwrap_err();
+        assert_eq!(e.status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(prepare.run(|| Ok(7)).await.unwrap(), 7);
+    }
 }
