@@ -24,6 +24,7 @@ mod openai;
 mod prepare;
 mod reply;
 mod routes;
+mod shapes;
 
 pub use error::{ApiError, Error, ErrorKind};
 

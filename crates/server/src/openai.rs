@@ -6,15 +6,16 @@
 
 use crate::error::ApiError;
 use crate::limits::{
-    LOGIT_BIAS, MAX_CONTENT_PARTS, MAX_LOGIT_BIAS, MAX_MESSAGES, MAX_STOP, MAX_STOP_BYTES,
-    MAX_TOP_LOGPROBS, PENALTY, PROBABILITY, REPEAT_PENALTY, TEMPERATURE,
+    LOGIT_BIAS, MAX_MESSAGES, MAX_TOP_LOGPROBS, PENALTY, PROBABILITY, REPEAT_PENALTY, TEMPERATURE,
 };
+use crate::shapes::{AtMost, Content, Given, LogitBias, Prompt, Stop};
 use cria_engine::GenerateParams;
 use cria_prompt::Message;
 use cria_sampler::SamplerConfig;
-use serde::de::DeserializeOwned;
+use serde::de::{DeserializeOwned, IgnoredAny};
 use serde::Deserialize;
-use serde_json::{Number, Value};
+use serde_json::error::Category;
+use serde_json::Number;
 use std::ops::RangeInclusive;
 
 /// The bounds that come from the loaded model.
@@ -25,31 +26,36 @@ pub struct ModelBounds {
     pub n_ctx: usize,
 }
 
-/// Parses a body: malformed JSON and wrong types or values are 400s whose
-/// `param` is the JSON path of the field (`messages[0].role`).
+/// Parses one view of a body (several types read the same body, since
+/// `#[serde(flatten)]` would lose the paths of errors), straight from the
+/// bytes (see `shapes.rs`). Malformed JSON is a 400 about the body; wrong
+/// types or values are 400s whose `param` is the JSON path of the field
+/// (`messages[0].role`). serde_json refuses nesting deeper than 128, so a
+/// body of `[[[[...` is a 400, not a stack overflow.
 pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    parse_value(&json_object(body)?)
-}
-
-/// The body as a JSON object. serde_json refuses nesting deeper than 128,
-/// so a body of `[[[[...` is a 400, not a stack overflow.
-pub fn json_object(body: &[u8]) -> Result<Value, ApiError> {
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::invalid("body", format!("the body is not valid JSON: {e}")))?;
-    if !value.is_object() {
-        return Err(ApiError::invalid("body", "the body must be a JSON object"));
+    // serde's derived structs would also read an array.
+    match body.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{') => {}
+        Some(_) => return Err(ApiError::invalid("body", "the body must be a JSON object")),
+        None => {
+            return Err(ApiError::invalid(
+                "body",
+                "the body is empty: send a JSON object",
+            ))
+        }
     }
-    Ok(value)
-}
-
-/// One view of a parsed body (several types read the same object, since
-/// `#[serde(flatten)]` would lose the paths of errors).
-pub fn parse_value<T: DeserializeOwned>(value: &Value) -> Result<T, ApiError> {
-    serde_path_to_error::deserialize(value).map_err(|e| {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
+        let inner = e.into_inner();
+        // serde_json calls some wrong types (null for an enum) syntax
+        // errors: the body is only malformed if it does not parse at all.
+        let valid = || serde_json::from_slice::<IgnoredAny>(body).is_ok();
+        if inner.classify() != Category::Data && !valid() {
+            return not_json(&inner);
+        }
         // serde names Rust types; say what JSON was expected.
-        let inner = e
-            .into_inner()
+        let inner = inner
             .to_string()
             .replace("expected i64", "expected an integer")
             .replace("expected u32", "expected a token id (an integer from 0)")
@@ -59,25 +65,19 @@ pub fn parse_value<T: DeserializeOwned>(value: &Value) -> Result<T, ApiError> {
         } else {
             ApiError::invalid(path.clone(), format!("{path}: {inner}"))
         }
-    })
+    })?;
+    de.end().map_err(|e| not_json(&e))?;
+    Ok(value)
+}
+
+fn not_json(e: &serde_json::Error) -> ApiError {
+    ApiError::invalid("body", format!("the body is not valid JSON: {e}"))
 }
 
 /// An optional flag: absent or `null` is false (OpenAI's flags are
 /// nullable), anything but a boolean is a 400.
 fn null_is_false<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
     Ok(Option::<bool>::deserialize(d)?.unwrap_or(false))
-}
-
-/// A short name for a JSON value's type, for error messages.
-fn json_type(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
 }
 
 fn out_of_range(param: &str, v: impl std::fmt::Display, range: &str) -> ApiError {
@@ -127,99 +127,13 @@ pub enum Role {
     Function,
 }
 
-/// A message's content: a string, or an array of content parts.
-#[derive(Deserialize, Debug)]
-#[serde(try_from = "Value")]
-pub enum Content {
-    Text(String),
-    Parts(Vec<ContentPart>),
-}
-
-impl TryFrom<Value> for Content {
-    type Error = String;
-
-    fn try_from(v: Value) -> Result<Content, String> {
-        match v {
-            Value::String(s) => Ok(Content::Text(s)),
-            Value::Array(parts) if parts.len() > MAX_CONTENT_PARTS => Err(format!(
-                "{} content parts, at most {MAX_CONTENT_PARTS}",
-                parts.len()
-            )),
-            Value::Array(parts) => parts
-                .into_iter()
-                .enumerate()
-                .map(|(j, p)| {
-                    serde_json::from_value(p).map_err(|e| format!("content part {j}: {e}"))
-                })
-                .collect::<Result<_, _>>()
-                .map(Content::Parts),
-            other => Err(format!(
-                "expected a string or an array of content parts, got {}",
-                json_type(&other)
-            )),
-        }
-    }
-}
-
-#[derive(Deserialize, Debug)]
-pub struct ContentPart {
-    #[serde(rename = "type")]
-    pub kind: String,
-    pub text: Option<String>,
-}
-
 #[derive(Deserialize, Debug)]
 pub struct ChatMessage {
     pub role: Role,
     #[serde(default)]
     pub content: Option<Content>,
     #[serde(default)]
-    pub tool_calls: Option<Value>,
-}
-
-/// Stop strings: one, or an array of at most [`MAX_STOP`], each at most
-/// [`MAX_STOP_BYTES`].
-#[derive(Deserialize, Debug)]
-#[serde(try_from = "Value")]
-pub struct Stop(pub Vec<String>);
-
-impl TryFrom<Value> for Stop {
-    type Error = String;
-
-    fn try_from(v: Value) -> Result<Stop, String> {
-        let items = match v {
-            Value::String(s) => vec![Value::String(s)],
-            Value::Array(a) if a.len() > MAX_STOP => {
-                return Err(format!("{} stop strings, at most {MAX_STOP}", a.len()))
-            }
-            Value::Array(a) => a,
-            other => {
-                return Err(format!(
-                    "expected a string or an array of strings, got {}",
-                    json_type(&other)
-                ))
-            }
-        };
-        let mut stops = Vec::with_capacity(items.len());
-        for (i, s) in items.into_iter().enumerate() {
-            match s {
-                Value::String(s) if s.len() > MAX_STOP_BYTES => {
-                    return Err(format!(
-                        "stop string {i} is {} bytes, at most {MAX_STOP_BYTES}",
-                        s.len()
-                    ))
-                }
-                Value::String(s) => stops.push(s),
-                other => {
-                    return Err(format!(
-                        "stop string {i} must be a string, got {}",
-                        json_type(&other)
-                    ))
-                }
-            }
-        }
-        Ok(Stop(stops))
-    }
+    pub tool_calls: Option<Given>,
 }
 
 #[derive(Deserialize, Debug)]
@@ -249,7 +163,7 @@ pub struct Sampling {
     pub frequency_penalty: Option<f64>,
     /// Any integer from i64::MIN to u64::MAX.
     pub seed: Option<Number>,
-    pub logit_bias: Option<serde_json::Map<String, Value>>,
+    pub logit_bias: Option<LogitBias>,
     pub stop: Option<Stop>,
     pub max_tokens: Option<i64>,
     pub n: Option<i64>,
@@ -259,7 +173,7 @@ pub struct Sampling {
 
 #[derive(Deserialize, Debug)]
 pub struct ChatRequest {
-    pub messages: Vec<ChatMessage>,
+    pub messages: AtMost<ChatMessage, MAX_MESSAGES>,
     #[serde(default, deserialize_with = "null_is_false")]
     pub stream: bool,
     pub stream_options: Option<StreamOptions>,
@@ -268,77 +182,12 @@ pub struct ChatRequest {
     pub logprobs: bool,
     pub top_logprobs: Option<i64>,
     pub response_format: Option<ResponseFormat>,
-    pub tools: Option<Value>,
-    pub tool_choice: Option<Value>,
-    pub functions: Option<Value>,
-    pub function_call: Option<Value>,
-    pub audio: Option<Value>,
-    pub prediction: Option<Value>,
-}
-
-/// `prompt`: text, token ids, or a batch (an array) of either.
-#[derive(Deserialize, Debug)]
-#[serde(try_from = "Value")]
-pub enum Prompt {
-    Text(String),
-    Tokens(Vec<u32>),
-    Texts(Vec<String>),
-    TokenLists(Vec<Vec<u32>>),
-}
-
-/// Token ids of a prompt, as u32 (the vocabulary is checked later).
-fn token_ids(a: &[Value], at: &str) -> Result<Vec<u32>, String> {
-    a.iter()
-        .enumerate()
-        .map(|(i, v)| {
-            v.as_u64()
-                .and_then(|id| u32::try_from(id).ok())
-                .ok_or_else(|| format!("{at}[{i}]: {v} is not a token id"))
-        })
-        .collect()
-}
-
-impl TryFrom<Value> for Prompt {
-    type Error = String;
-
-    fn try_from(v: Value) -> Result<Prompt, String> {
-        const EXPECTED: &str =
-            "expected a string, an array of token ids, or an array of strings or of token arrays";
-        let a = match v {
-            Value::String(s) => return Ok(Prompt::Text(s)),
-            Value::Array(a) => a,
-            other => return Err(format!("{EXPECTED}, got {}", json_type(&other))),
-        };
-        match a.first() {
-            None => Err("the prompt is empty".into()),
-            Some(Value::Number(_)) => token_ids(&a, "prompt").map(Prompt::Tokens),
-            Some(Value::String(_)) => a
-                .into_iter()
-                .enumerate()
-                .map(|(i, s)| match s {
-                    Value::String(s) => Ok(s),
-                    other => Err(format!(
-                        "prompt[{i}]: expected a string, got {}",
-                        json_type(&other)
-                    )),
-                })
-                .collect::<Result<_, _>>()
-                .map(Prompt::Texts),
-            Some(Value::Array(_)) => a
-                .iter()
-                .enumerate()
-                .map(|(i, t)| match t {
-                    Value::Array(t) => token_ids(t, &format!("prompt[{i}]")),
-                    other => Err(format!(
-                        "prompt[{i}]: expected an array of token ids, got {}",
-                        json_type(other)
-                    )),
-                })
-                .collect::<Result<_, _>>()
-                .map(Prompt::TokenLists),
-            Some(other) => Err(format!("{EXPECTED}; prompt[0] is {}", json_type(other))),
-        }
-    }
+    pub tools: Option<Given>,
+    pub tool_choice: Option<Given>,
+    pub functions: Option<Given>,
+    pub function_call: Option<Given>,
+    pub audio: Option<Given>,
+    pub prediction: Option<Given>,
 }
 
 #[derive(Deserialize, Debug)]
@@ -418,13 +267,8 @@ pub fn fit_prompt(
     Ok(())
 }
 
-fn present(v: &Option<Value>) -> bool {
-    match v {
-        None | Some(Value::Null) => false,
-        Some(Value::Array(a)) => !a.is_empty(),
-        Some(Value::String(s)) => s != "none",
-        Some(_) => true,
-    }
+fn present(v: &Option<Given>) -> bool {
+    matches!(v, Some(Given::Auto | Given::Other))
 }
 
 /// `logprobs` (completions) or `top_logprobs` (chat): 0 to [`MAX_TOP_LOGPROBS`].
@@ -451,7 +295,7 @@ impl ChatRequest {
             ("tool_choice", &self.tool_choice),
             ("function_call", &self.function_call),
         ] {
-            if present(v) && !matches!(v, Some(Value::String(s)) if s == "auto") {
+            if *v == Some(Given::Other) {
                 return Err(ApiError::unsupported(p, "tool and function calling"));
             }
         }
@@ -469,23 +313,15 @@ impl ChatRequest {
                 ));
             }
         }
-        if self.messages.is_empty() {
+        let messages = &self.messages.0;
+        if messages.is_empty() {
             return Err(ApiError::invalid(
                 "messages",
                 "messages: give at least one message",
             ));
         }
-        if self.messages.len() > MAX_MESSAGES {
-            return Err(ApiError::invalid(
-                "messages",
-                format!(
-                    "messages: {} messages, at most {MAX_MESSAGES}",
-                    self.messages.len()
-                ),
-            ));
-        }
-        let mut out = Vec::with_capacity(self.messages.len());
-        for (i, m) in self.messages.iter().enumerate() {
+        let mut out = Vec::with_capacity(messages.len());
+        for (i, m) in messages.iter().enumerate() {
             let role = match m.role {
                 Role::System | Role::Developer => "system",
                 Role::User => "user",
@@ -672,23 +508,15 @@ impl Sampling {
         })
     }
 
-    /// `logit_bias`: at most [`MAX_LOGIT_BIAS`] token ids of the
-    /// vocabulary, each to a number in [`LOGIT_BIAS`].
+    /// `logit_bias`: token ids of the vocabulary (at most
+    /// [`MAX_LOGIT_BIAS`], counted while parsing), each to a number in
+    /// [`LOGIT_BIAS`].
     fn logit_bias(&self, n_vocab: usize) -> Result<Vec<(u32, f32)>, ApiError> {
-        let Some(map) = &self.logit_bias else {
+        let Some(LogitBias(entries)) = &self.logit_bias else {
             return Ok(Vec::new());
         };
-        if map.len() > MAX_LOGIT_BIAS {
-            return Err(ApiError::invalid(
-                "logit_bias",
-                format!(
-                    "logit_bias: {} entries, at most {MAX_LOGIT_BIAS}",
-                    map.len()
-                ),
-            ));
-        }
-        let mut out = Vec::with_capacity(map.len());
-        for (k, v) in map {
+        let mut out = Vec::with_capacity(entries.len());
+        for (k, v) in entries {
             let param = format!("logit_bias.{k}");
             let id: u32 = k.parse().map_err(|_| {
                 ApiError::invalid(&param, format!("{param}: {k:?} is not a token id"))
@@ -699,19 +527,17 @@ impl Sampling {
                     format!("{param}: token {id} is not in the vocabulary of {n_vocab}"),
                 ));
             }
-            let bias = match v.as_f64() {
-                Some(b) if LOGIT_BIAS.contains(&b) => b as f32,
-                _ => {
-                    return Err(ApiError::invalid(
-                        &param,
-                        format!(
-                            "{param}: {v} must be a number from {} to {}",
-                            LOGIT_BIAS.start(),
-                            LOGIT_BIAS.end()
-                        ),
-                    ))
-                }
-            };
+            if !LOGIT_BIAS.contains(v) {
+                return Err(ApiError::invalid(
+                    &param,
+                    format!(
+                        "{param}: {v} is out of range ({} to {})",
+                        LOGIT_BIAS.start(),
+                        LOGIT_BIAS.end()
+                    ),
+                ));
+            }
+            let bias = *v as f32;
             // OpenAI: -100 bans the token.
             out.push((
                 id,

@@ -7,10 +7,10 @@
 use crate::error::ApiError;
 use crate::limits::PREPARE_JOBS_PER_CORE;
 use crate::openai::{
-    self, ChatRequest, CompletionRequest, DetokenizeRequest, ModelBounds, Prompt, Sampling,
-    TokenizeRequest,
+    self, ChatRequest, CompletionRequest, DetokenizeRequest, ModelBounds, Sampling, TokenizeRequest,
 };
 use crate::routes::Ready;
+use crate::shapes::Prompt;
 use axum::http::StatusCode;
 use cria_engine::GenerateParams;
 use cria_prompt::tokenize_prompt;
@@ -82,9 +82,8 @@ fn bounds(r: &Ready) -> ModelBounds {
 
 /// `/v1/chat/completions`: checks, renders the template, tokenizes.
 pub fn chat(r: &Ready, body: &[u8]) -> Result<Prepared, ApiError> {
-    let value = openai::json_object(body)?;
-    let req: ChatRequest = openai::parse_value(&value)?;
-    let sampling: Sampling = openai::parse_value(&value)?;
+    let req: ChatRequest = openai::parse(body)?;
+    let sampling: Sampling = openai::parse(body)?;
     let messages = req.messages()?;
     let logprobs = req.logprobs()?;
     let b = bounds(r);
@@ -112,9 +111,8 @@ pub fn chat(r: &Ready, body: &[u8]) -> Result<Prepared, ApiError> {
 
 /// `/v1/completions`: checks and tokenizes the prompt.
 pub fn completion(r: &Ready, body: &[u8]) -> Result<Prepared, ApiError> {
-    let value = openai::json_object(body)?;
-    let req: CompletionRequest = openai::parse_value(&value)?;
-    let sampling: Sampling = openai::parse_value(&value)?;
+    let req: CompletionRequest = openai::parse(body)?;
+    let sampling: Sampling = openai::parse(body)?;
     req.check()?;
     let logprobs = req.logprobs()?;
     let b = bounds(r);
