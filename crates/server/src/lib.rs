@@ -5,11 +5,11 @@
 //! (`/health` answers 503 until it is ready), then serves the routes of
 //! `routes.rs` until SIGINT or SIGTERM. Request bodies are parsed into
 //! native types at the edge (`openai.rs`, `shapes.rs`), straight from the
-//! bytes, and checked against the bounds of `limits.rs`, chat messages go through the model's Jinja template
-//! (`cria-prompt`), all of it on the blocking pool (`prepare.rs`), and the
-//! engine never sees JSON or templates. Replies are built in `reply.rs`, errors are OpenAI's
-//! error JSON ([`ApiError`]), and `/metrics` is Prometheus text
-//! (`metrics.rs`).
+//! bytes, and checked against the bounds of `limits.rs`; chat messages go
+//! through the model's Jinja template (`cria-prompt`); all of that runs on
+//! the blocking pool (`prepare.rs`), and the engine never sees JSON or
+//! templates. Replies are built in `reply.rs`, errors are OpenAI's error
+//! JSON ([`ApiError`]), and `/metrics` is Prometheus text (`metrics.rs`).
 //!
 //! ```no_run
 //! let config = cria_server::ServerConfig::new("model.gguf".into());
