@@ -316,3 +316,67 @@ impl<'de> Deserialize<'de> for LogitBias {
         d.deserialize_map(V)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read<T: for<'de> Deserialize<'de>>(json: &str) -> Result<T, String> {
+        serde_json::from_str(json).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn given_tells_empty_auto_and_other_apart() {
+        for (json, want) in [
+            ("[]", Given::Empty),
+            ("\"none\"", Given::Empty),
+            ("\"auto\"", Given::Auto),
+            ("[{\"type\": \"function\"}]", Given::Other),
+            ("{}", Given::Other),
+            ("0", Given::Other),
+            ("false", Given::Other),
+            ("\"required\"", Given::Other),
+        ] {
+            assert_eq!(read::<Given>(json).unwrap(), want, "{json}");
+        }
+    }
+
+    #[test]
+    fn bounded_arrays_count_past_the_bound() {
+        let ok: AtMost<u8, 3> = read("[1, 2, 3]").unwrap();
+        assert_eq!(ok.0, [1, 2, 3]);
+        let e = read::<AtMost<u8, 3>>("[1, 2, 3, 4, [5], {\"a\": 6}]").unwrap_err();
+        assert!(e.starts_with("6 elements, at most 3"), "{e}");
+        let many = format!(
+            "{{{}}}",
+            (0..2000)
+                .map(|i| format!("\"{i}\": 1"))
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        let e = read::<LogitBias>(&many).unwrap_err();
+        assert!(e.starts_with("2000 entries, at most 1024"), "{e}");
+    }
+
+    #[test]
+    fn prompt_arrays_follow_their_first_element() {
+        assert!(
+            matches!(read::<Prompt>("[[1, 2], [3]]"), Ok(Prompt::TokenLists(v)) if v == [vec![1, 2], vec![3]])
+        );
+        for bad in [
+            "[1, \"a\"]",
+            "[\"a\", 1]",
+            "[[1], 2]",
+            "[4294967296]",
+            "[-1]",
+            "[1.0]",
+            "[]",
+            "[{}]",
+            "[true]",
+            "{}",
+            "1",
+        ] {
+            assert!(read::<Prompt>(bad).is_err(), "{bad}");
+        }
+    }
+}
