@@ -112,6 +112,19 @@ fn chat_whole_and_streamed_agree() {
     assert!(ids.as_array().unwrap().len() >= 2);
     let d = s.post("/detokenize", &json!({"tokens": ids})).json();
     assert_eq!(d["content"], "Hello world");
+    let p = s
+        .post(
+            "/tokenize",
+            &json!({"content": "Hello world", "with_pieces": true}),
+        )
+        .json();
+    let pieces = p["tokens"].as_array().unwrap();
+    let (piece_ids, text): (Vec<Value>, String) = pieces
+        .iter()
+        .map(|t| (t["id"].clone(), t["piece"].as_str().unwrap().to_string()))
+        .unzip();
+    assert_eq!(Value::from(piece_ids), ids);
+    assert_eq!(text, "Hello world");
     let metrics = s.get("/metrics").text();
     for name in [
         "cria_requests_total{endpoint=\"/v1/chat/completions\",status=\"200\"} 2",

@@ -14,6 +14,7 @@ use crate::shapes::Prompt;
 use axum::http::StatusCode;
 use cria_engine::GenerateParams;
 use cria_prompt::tokenize_prompt;
+use cria_tokenizer::Tokenizer;
 use serde::Serialize;
 use serde_json::json;
 use std::sync::Arc;
@@ -159,13 +160,27 @@ pub fn completion(r: &Ready, body: &[u8]) -> Result<Prepared, ApiError> {
 /// be 4M tokens.
 pub fn tokenize(r: &Ready, body: &[u8]) -> Result<Vec<u8>, ApiError> {
     #[derive(Serialize)]
+    struct Reply<T> {
+        tokens: T,
+    }
+    #[derive(Serialize)]
     struct Piece {
         id: u32,
         piece: String,
     }
-    #[derive(Serialize)]
-    struct Reply<T> {
-        tokens: T,
+    /// Each piece is made as it is written, never all held at once.
+    struct Pieces<'a> {
+        ids: &'a [u32],
+        tok: &'a Tokenizer,
+    }
+    impl Serialize for Pieces<'_> {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            s.collect_seq(self.ids.iter().map(|&id| {
+                let bytes = self.tok.token_to_piece(id, true);
+                let piece = String::from_utf8_lossy(&bytes).into_owned();
+                Piece { id, piece }
+            }))
+        }
     }
     let req: TokenizeRequest = openai::parse(body)?;
     let parse_special = req.parse_special.unwrap_or(true);
@@ -174,16 +189,13 @@ pub fn tokenize(r: &Ready, body: &[u8]) -> Result<Vec<u8>, ApiError> {
         .encode(&req.content, req.add_special, parse_special)
         .map_err(|e| ApiError::invalid("content", format!("content: {e}")))?;
     let json = if req.with_pieces {
-        let pieces: Vec<Piece> = ids
-            .iter()
-            .map(|&id| Piece {
-                id,
-                piece: String::from_utf8_lossy(&r.tok.token_to_piece(id, true)).into_owned(),
-            })
-            .collect();
-        serde_json::to_vec(&Reply { tokens: pieces })
+        let tokens = Pieces {
+            ids: &ids,
+            tok: &r.tok,
+        };
+        serde_json::to_vec(&Reply { tokens })
     } else {
-        serde_json::to_vec(&Reply { tokens: ids })
+        serde_json::to_vec(&Reply { tokens: &ids })
     };
     json.map_err(|e| internal(&e))
 }
