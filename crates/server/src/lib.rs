@@ -4,11 +4,12 @@
 //! [`run`] binds the address, starts loading the model in the background
 //! (`/health` answers 503 until it is ready), then serves the routes of
 //! `routes.rs` until SIGINT or SIGTERM. Request bodies are parsed into
-//! native types at the edge (`openai.rs`), chat messages go through the
-//! model's Jinja template (`cria-prompt`), and the engine never sees
-//! JSON or templates. Replies are built in `reply.rs`, errors are OpenAI's
-//! error JSON ([`ApiError`]), and `/metrics` is Prometheus text
-//! (`metrics.rs`).
+//! native types at the edge (`openai.rs`, `shapes.rs`), straight from the
+//! bytes, and checked against the bounds of `limits.rs`; chat messages go
+//! through the model's Jinja template (`cria-prompt`); all of that runs on
+//! the blocking pool (`prepare.rs`), and the engine never sees JSON or
+//! templates. Replies are built in `reply.rs`, errors are OpenAI's error
+//! JSON ([`ApiError`]), and `/metrics` is Prometheus text (`metrics.rs`).
 //!
 //! ```no_run
 //! let config = cria_server::ServerConfig::new("model.gguf".into());
@@ -18,10 +19,13 @@
 #![forbid(unsafe_code)]
 
 mod error;
+mod limits;
 mod metrics;
 mod openai;
+mod prepare;
 mod reply;
 mod routes;
+mod shapes;
 
 pub use error::{ApiError, Error, ErrorKind};
 

@@ -1,43 +1,119 @@
 //! OpenAI request bodies, parsed at the edge into native types: JSON errors
-//! name the field at fault, and every field cria does not implement is
-//! refused rather than ignored.
+//! name the field at fault, every field is checked against the bounds of
+//! `limits.rs` (and the model's vocabulary and context) before anything
+//! reaches the engine, and every field cria does not implement is refused
+//! rather than ignored.
 
 use crate::error::ApiError;
+use crate::limits::{
+    LOGIT_BIAS, MAX_MESSAGES, MAX_TOP_LOGPROBS, PENALTY, PROBABILITY, REPEAT_PENALTY, TEMPERATURE,
+};
+use crate::shapes::{AtMost, Content, Given, LogitBias, Prompt, Stop};
 use cria_engine::GenerateParams;
 use cria_prompt::Message;
 use cria_sampler::SamplerConfig;
-use serde::de::DeserializeOwned;
+use serde::de::{DeserializeOwned, IgnoredAny};
 use serde::Deserialize;
-use serde_json::Value;
+use serde_json::error::Category;
+use serde_json::Number;
+use std::ops::RangeInclusive;
 
-/// Parses a body: malformed JSON and wrong types or values are 400s whose
-/// `param` is the JSON path of the field (`messages[0].role`).
+/// The bounds that come from the loaded model.
+#[derive(Clone, Copy, Debug)]
+pub struct ModelBounds {
+    pub n_vocab: usize,
+    /// Tokens of context per sequence: prompt and reply together.
+    pub n_ctx: usize,
+}
+
+/// Parses one view of a body (several types read the same body, since
+/// `#[serde(flatten)]` would lose the paths of errors), straight from the
+/// bytes (see `shapes.rs`). Malformed JSON is a 400 about the body; wrong
+/// types or values are 400s whose `param` is the JSON path of the field
+/// (`messages[0].role`). serde_json refuses nesting deeper than 128, so a
+/// body of `[[[[...` is a 400, not a stack overflow.
 pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    parse_value(&json_object(body)?)
-}
-
-/// The body as a JSON object.
-pub fn json_object(body: &[u8]) -> Result<Value, ApiError> {
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::invalid("body", format!("the body is not valid JSON: {e}")))?;
-    if !value.is_object() {
-        return Err(ApiError::invalid("body", "the body must be a JSON object"));
+    // serde's derived structs would also read an array.
+    match body.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{') => {}
+        Some(_) => return Err(ApiError::invalid("body", "the body must be a JSON object")),
+        None => {
+            return Err(ApiError::invalid(
+                "body",
+                "the body is empty: send a JSON object",
+            ))
+        }
     }
-    Ok(value)
-}
-
-/// One view of a parsed body (several types read the same object, since
-/// `#[serde(flatten)]` would lose the paths of errors).
-pub fn parse_value<T: DeserializeOwned>(value: &Value) -> Result<T, ApiError> {
-    serde_path_to_error::deserialize(value).map_err(|e| {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
-        let inner = e.into_inner().to_string();
+        let inner = e.into_inner();
+        // serde_json calls some wrong types (null for an enum) syntax
+        // errors: the body is only malformed if it does not parse at all.
+        let valid = || serde_json::from_slice::<IgnoredAny>(body).is_ok();
+        if inner.classify() != Category::Data && !valid() {
+            return not_json(&inner);
+        }
+        // serde names Rust types; say what JSON was expected.
+        let inner = inner
+            .to_string()
+            .replace("expected i64", "expected an integer")
+            .replace("expected u32", "expected a token id (an integer from 0)")
+            .replace("expected f64", "expected a number");
         if path == "." {
             ApiError::invalid("body", inner)
         } else {
             ApiError::invalid(path.clone(), format!("{path}: {inner}"))
         }
-    })
+    })?;
+    de.end().map_err(|e| not_json(&e))?;
+    Ok(value)
+}
+
+fn not_json(e: &serde_json::Error) -> ApiError {
+    ApiError::invalid("body", format!("the body is not valid JSON: {e}"))
+}
+
+/// An optional flag: absent or `null` is false (OpenAI's flags are
+/// nullable), anything but a boolean is a 400.
+fn null_is_false<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    Ok(Option::<bool>::deserialize(d)?.unwrap_or(false))
+}
+
+fn out_of_range(param: &str, v: impl std::fmt::Display, range: &str) -> ApiError {
+    ApiError::invalid(param, format!("{param}: {v} is out of range ({range})"))
+}
+
+/// An optional float field inside `range`, or its default.
+fn float(
+    param: &str,
+    v: Option<f64>,
+    default: f32,
+    range: RangeInclusive<f64>,
+) -> Result<f32, ApiError> {
+    match v {
+        None => Ok(default),
+        Some(x) if range.contains(&x) => Ok(x as f32),
+        Some(x) => Err(out_of_range(
+            param,
+            x,
+            &format!("{} to {}", range.start(), range.end()),
+        )),
+    }
+}
+
+/// `max_tokens` or `max_completion_tokens`: `None` (absent or -1) means as
+/// many as fit in the context; see [`fit_prompt`].
+fn max_tokens(param: &str, v: Option<i64>) -> Result<Option<usize>, ApiError> {
+    match v {
+        None | Some(-1) => Ok(None),
+        Some(n) if n >= 1 => Ok(Some(usize::try_from(n).unwrap_or(usize::MAX))),
+        Some(n) => Err(out_of_range(
+            param,
+            n,
+            "at least 1, or -1 for as many as fit in the context",
+        )),
+    }
 }
 
 #[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,38 +128,17 @@ pub enum Role {
 }
 
 #[derive(Deserialize, Debug)]
-#[serde(untagged)]
-pub enum Content {
-    Text(String),
-    Parts(Vec<ContentPart>),
-}
-
-#[derive(Deserialize, Debug)]
-pub struct ContentPart {
-    #[serde(rename = "type")]
-    pub kind: String,
-    pub text: Option<String>,
-}
-
-#[derive(Deserialize, Debug)]
 pub struct ChatMessage {
     pub role: Role,
     #[serde(default)]
     pub content: Option<Content>,
     #[serde(default)]
-    pub tool_calls: Option<Value>,
-}
-
-#[derive(Deserialize, Debug)]
-#[serde(untagged)]
-pub enum Stop {
-    One(String),
-    Many(Vec<String>),
+    pub tool_calls: Option<Given>,
 }
 
 #[derive(Deserialize, Debug)]
 pub struct StreamOptions {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_is_false")]
     pub include_usage: bool,
 }
 
@@ -94,62 +149,55 @@ pub struct ResponseFormat {
 }
 
 /// The sampling fields both endpoints share (OpenAI's, plus llama.cpp's
-/// `top_k`, `min_p`, `repeat_penalty`, `repeat_last_n`).
+/// `top_k`, `min_p`, `repeat_penalty`, `repeat_last_n`). Floats are read
+/// as f64 so that 1e39 is out of range rather than an f32 infinity.
 #[derive(Deserialize, Debug, Default)]
 pub struct Sampling {
-    pub temperature: Option<f32>,
-    pub top_p: Option<f32>,
+    pub temperature: Option<f64>,
+    pub top_p: Option<f64>,
     pub top_k: Option<i64>,
-    pub min_p: Option<f32>,
-    pub repeat_penalty: Option<f32>,
+    pub min_p: Option<f64>,
+    pub repeat_penalty: Option<f64>,
     pub repeat_last_n: Option<i64>,
-    pub presence_penalty: Option<f32>,
-    pub frequency_penalty: Option<f32>,
-    pub seed: Option<i64>,
-    pub logit_bias: Option<serde_json::Map<String, Value>>,
+    pub presence_penalty: Option<f64>,
+    pub frequency_penalty: Option<f64>,
+    /// Any integer from i64::MIN to u64::MAX.
+    pub seed: Option<Number>,
+    pub logit_bias: Option<LogitBias>,
     pub stop: Option<Stop>,
     pub max_tokens: Option<i64>,
     pub n: Option<i64>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_is_false")]
     pub ignore_eos: bool,
 }
 
 #[derive(Deserialize, Debug)]
 pub struct ChatRequest {
-    pub messages: Vec<ChatMessage>,
-    #[serde(default)]
+    pub messages: AtMost<ChatMessage, MAX_MESSAGES>,
+    #[serde(default, deserialize_with = "null_is_false")]
     pub stream: bool,
     pub stream_options: Option<StreamOptions>,
     pub max_completion_tokens: Option<i64>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_is_false")]
     pub logprobs: bool,
     pub top_logprobs: Option<i64>,
     pub response_format: Option<ResponseFormat>,
-    pub tools: Option<Value>,
-    pub tool_choice: Option<Value>,
-    pub functions: Option<Value>,
-    pub function_call: Option<Value>,
-    pub audio: Option<Value>,
-    pub prediction: Option<Value>,
-}
-
-#[derive(Deserialize, Debug)]
-#[serde(untagged)]
-pub enum Prompt {
-    Text(String),
-    Tokens(Vec<u32>),
-    Texts(Vec<String>),
-    TokenLists(Vec<Vec<u32>>),
+    pub tools: Option<Given>,
+    pub tool_choice: Option<Given>,
+    pub functions: Option<Given>,
+    pub function_call: Option<Given>,
+    pub audio: Option<Given>,
+    pub prediction: Option<Given>,
 }
 
 #[derive(Deserialize, Debug)]
 pub struct CompletionRequest {
     pub prompt: Prompt,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_is_false")]
     pub stream: bool,
     pub stream_options: Option<StreamOptions>,
     pub logprobs: Option<i64>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_is_false")]
     pub echo: bool,
     pub suffix: Option<String>,
     pub best_of: Option<i64>,
@@ -158,11 +206,11 @@ pub struct CompletionRequest {
 #[derive(Deserialize, Debug)]
 pub struct TokenizeRequest {
     pub content: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_is_false")]
     pub add_special: bool,
     #[serde(default)]
     pub parse_special: Option<bool>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_is_false")]
     pub with_pieces: bool,
 }
 
@@ -171,12 +219,64 @@ pub struct DetokenizeRequest {
     pub tokens: Vec<u32>,
 }
 
-fn present(v: &Option<Value>) -> bool {
-    match v {
-        None | Some(Value::Null) => false,
-        Some(Value::Array(a)) => !a.is_empty(),
-        Some(Value::String(s)) => s != "none",
-        Some(_) => true,
+/// Checks a tokenized prompt against the model and fits `max_tokens` to
+/// the context: absent, it is what is left after the prompt; larger, it is
+/// clamped to that and the reply ends with finish_reason "length" (so a
+/// client's habitual `max_tokens: 4096` still works on a small context).
+/// The prompt itself is never cut.
+pub fn fit_prompt(
+    prompt: &[u32],
+    params: &mut GenerateParams,
+    b: ModelBounds,
+    param: &str,
+) -> Result<(), ApiError> {
+    if prompt.is_empty() {
+        return Err(ApiError::invalid(
+            param,
+            format!("{param}: the prompt is empty (it has no tokens)"),
+        ));
+    }
+    if let Some((i, id)) = prompt
+        .iter()
+        .enumerate()
+        .find(|(_, &id)| id as usize >= b.n_vocab)
+    {
+        return Err(ApiError::invalid(
+            param,
+            format!(
+                "{param}: token {i} is {id}, not in the vocabulary of {}",
+                b.n_vocab
+            ),
+        ));
+    }
+    // One token of the context must stay free for the reply.
+    if prompt.len() >= b.n_ctx {
+        return Err(ApiError::invalid(
+            param,
+            format!(
+                "{param}: the prompt is {} tokens but the context is {} tokens; shorten the \
+                 prompt below that, or start the server with a larger --ctx-size",
+                prompt.len(),
+                b.n_ctx
+            ),
+        )
+        .code("context_length_exceeded"));
+    }
+    let room = b.n_ctx - prompt.len();
+    params.max_tokens = Some(params.max_tokens.map_or(room, |m| m.min(room)));
+    Ok(())
+}
+
+fn present(v: &Option<Given>) -> bool {
+    matches!(v, Some(Given::Auto | Given::Other))
+}
+
+/// `logprobs` (completions) or `top_logprobs` (chat): 0 to [`MAX_TOP_LOGPROBS`].
+fn top_logprobs(param: &str, n: i64) -> Result<usize, ApiError> {
+    if (0..=MAX_TOP_LOGPROBS).contains(&n) {
+        Ok(n as usize)
+    } else {
+        Err(out_of_range(param, n, &format!("0 to {MAX_TOP_LOGPROBS}")))
     }
 }
 
@@ -195,7 +295,7 @@ impl ChatRequest {
             ("tool_choice", &self.tool_choice),
             ("function_call", &self.function_call),
         ] {
-            if present(v) && !matches!(v, Some(Value::String(s)) if s == "auto") {
+            if *v == Some(Given::Other) {
                 return Err(ApiError::unsupported(p, "tool and function calling"));
             }
         }
@@ -213,14 +313,15 @@ impl ChatRequest {
                 ));
             }
         }
-        if self.messages.is_empty() {
+        let messages = &self.messages.0;
+        if messages.is_empty() {
             return Err(ApiError::invalid(
                 "messages",
                 "messages: give at least one message",
             ));
         }
-        let mut out = Vec::with_capacity(self.messages.len());
-        for (i, m) in self.messages.iter().enumerate() {
+        let mut out = Vec::with_capacity(messages.len());
+        for (i, m) in messages.iter().enumerate() {
             let role = match m.role {
                 Role::System | Role::Developer => "system",
                 Role::User => "user",
@@ -281,13 +382,10 @@ impl ChatRequest {
                 "top_logprobs",
                 "top_logprobs: set logprobs to true to use it",
             )),
-            (false, _) => Ok(None),
+            (false, Some(n)) => top_logprobs("top_logprobs", n).map(|_| None),
+            (false, None) => Ok(None),
             (true, None) => Ok(Some(0)),
-            (true, Some(n)) if (0..=20).contains(&n) => Ok(Some(n as usize)),
-            (true, Some(n)) => Err(ApiError::invalid(
-                "top_logprobs",
-                format!("top_logprobs: {n} is out of range (0 to 20)"),
-            )),
+            (true, Some(n)) => top_logprobs("top_logprobs", n).map(Some),
         }
     }
 }
@@ -307,141 +405,93 @@ impl CompletionRequest {
     }
 
     pub fn logprobs(&self) -> Result<Option<usize>, ApiError> {
-        match self.logprobs {
-            None => Ok(None),
-            Some(n) if (0..=20).contains(&n) => Ok(Some(n as usize)),
-            Some(n) => Err(ApiError::invalid(
-                "logprobs",
-                format!("logprobs: {n} is out of range (0 to 20)"),
-            )),
-        }
+        self.logprobs
+            .map(|n| top_logprobs("logprobs", n))
+            .transpose()
     }
 }
 
 impl Sampling {
-    /// Native generation parameters; `max_tokens` may come from another
-    /// field (`max_completion_tokens`). Ranges are checked here so the
-    /// error names the OpenAI field; the sampler checks again.
+    /// Native generation parameters, every field checked against
+    /// `limits.rs` and the model. `max_tokens` is the request's wish
+    /// (chat's `max_completion_tokens` wins over it); call [`fit_prompt`]
+    /// once the prompt is tokenized to fit it to the context. The sampler
+    /// checks again, but never has to.
     pub fn params(
         &self,
-        max_tokens: Option<i64>,
-        n_vocab: usize,
+        max_completion_tokens: Option<i64>,
+        b: ModelBounds,
     ) -> Result<GenerateParams, ApiError> {
-        if let Some(n) = self.n {
-            if n != 1 {
+        match self.n {
+            None | Some(1) => {}
+            Some(n) if n < 1 => return Err(out_of_range("n", n, "1")),
+            Some(n) => {
                 return Err(ApiError::unsupported(
                     "n",
                     &format!("n = {n} (more than one choice per request)"),
-                ));
+                ))
             }
         }
         let d = SamplerConfig::default();
-        let temperature = self.temperature.unwrap_or(d.temperature);
-        if !(0.0..=2.0).contains(&temperature) {
-            return Err(ApiError::invalid(
-                "temperature",
-                format!("temperature: {temperature} is out of range (0 to 2)"),
-            ));
-        }
-        let top_p = self.top_p.unwrap_or(d.top_p);
-        if !(0.0..=1.0).contains(&top_p) {
-            return Err(ApiError::invalid(
-                "top_p",
-                format!("top_p: {top_p} is out of range (0 to 1)"),
-            ));
-        }
-        let min_p = self.min_p.unwrap_or(d.min_p);
-        if !(0.0..=1.0).contains(&min_p) {
-            return Err(ApiError::invalid(
-                "min_p",
-                format!("min_p: {min_p} is out of range (0 to 1)"),
-            ));
-        }
+        let temperature = float("temperature", self.temperature, d.temperature, TEMPERATURE)?;
+        let top_p = float("top_p", self.top_p, d.top_p, PROBABILITY)?;
+        let min_p = float("min_p", self.min_p, d.min_p, PROBABILITY)?;
+        let presence_penalty = float("presence_penalty", self.presence_penalty, 0.0, PENALTY)?;
+        let frequency_penalty = float("frequency_penalty", self.frequency_penalty, 0.0, PENALTY)?;
+        let repeat_penalty = float(
+            "repeat_penalty",
+            self.repeat_penalty,
+            d.repeat_penalty,
+            REPEAT_PENALTY,
+        )?;
         let top_k = match self.top_k {
             None => d.top_k,
-            Some(k) if k <= 0 => 0,
-            Some(k) => k as usize,
+            Some(k) if k >= 0 && k as u64 <= b.n_vocab as u64 => k as usize,
+            Some(k) => {
+                return Err(out_of_range(
+                    "top_k",
+                    k,
+                    &format!("0 to the vocabulary size {}; 0 keeps all", b.n_vocab),
+                ))
+            }
         };
+        // The penalty window holds at most the whole context.
         let repeat_last_n = match self.repeat_last_n {
-            None => d.repeat_last_n,
-            Some(n) if n < 0 => 4096,
-            Some(n) => n as usize,
-        };
-        let penalty = |name: &str, v: Option<f32>| -> Result<f32, ApiError> {
-            match v {
-                None => Ok(0.0),
-                Some(x) if (-2.0..=2.0).contains(&x) => Ok(x),
-                Some(x) => Err(ApiError::invalid(
-                    name,
-                    format!("{name}: {x} is out of range (-2 to 2)"),
-                )),
+            None => d.repeat_last_n.min(b.n_ctx),
+            Some(-1) => b.n_ctx,
+            Some(n) if n >= 0 && n as u64 <= b.n_ctx as u64 => n as usize,
+            Some(n) => {
+                return Err(out_of_range(
+                    "repeat_last_n",
+                    n,
+                    &format!("0 to the context size {}, or -1 for all of it", b.n_ctx),
+                ))
             }
         };
-        let presence_penalty = penalty("presence_penalty", self.presence_penalty)?;
-        let frequency_penalty = penalty("frequency_penalty", self.frequency_penalty)?;
-        let repeat_penalty = self.repeat_penalty.unwrap_or(d.repeat_penalty);
-        if !(repeat_penalty.is_finite() && repeat_penalty > 0.0 && repeat_penalty <= 10.0) {
-            return Err(ApiError::invalid(
-                "repeat_penalty",
-                format!("repeat_penalty: {repeat_penalty} is out of range (above 0, at most 10)"),
-            ));
-        }
-        let mut logit_bias = Vec::new();
-        for (k, v) in self.logit_bias.iter().flatten() {
-            let param = format!("logit_bias.{k}");
-            let id: u32 = k.parse().map_err(|_| {
-                ApiError::invalid(&param, format!("{param}: {k:?} is not a token id"))
-            })?;
-            if id as usize >= n_vocab {
-                return Err(ApiError::invalid(
-                    &param,
-                    format!("{param}: token {id} is not in the vocabulary of {n_vocab}"),
-                ));
-            }
-            let bias = match v.as_f64() {
-                Some(b) if (-100.0..=100.0).contains(&b) => b as f32,
+        let logit_bias = self.logit_bias(b.n_vocab)?;
+        let seed = match &self.seed {
+            // Negative seeds are as good as any: their bits are the seed.
+            Some(s) => match (s.as_u64(), s.as_i64()) {
+                (Some(u), _) => u,
+                (None, Some(i)) => i as u64,
                 _ => {
                     return Err(ApiError::invalid(
-                        &param,
-                        format!("{param}: {v} must be a number from -100 to 100"),
+                        "seed",
+                        format!("seed: {s} is not an integer"),
                     ))
                 }
-            };
-            // OpenAI: -100 bans the token.
-            logit_bias.push((
-                id,
-                if bias <= -100.0 {
-                    f32::NEG_INFINITY
-                } else {
-                    bias
-                },
-            ));
-        }
-        let seed = match self.seed {
-            Some(s) => s as u64,
+            },
             None => std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_nanos() as u64),
         };
-        let max_tokens = match max_tokens.or(self.max_tokens) {
-            None => None,
-            Some(n) if n < 0 => None,
-            Some(n) => Some(n as usize),
-        };
-        let stop = match &self.stop {
-            None => Vec::new(),
-            Some(Stop::One(s)) => vec![s.clone()],
-            Some(Stop::Many(v)) => v.clone(),
-        };
-        if stop.len() > 16 {
-            return Err(ApiError::invalid(
-                "stop",
-                format!("stop: {} stop strings given, at most 16", stop.len()),
-            ));
+        let mut wish = max_tokens("max_tokens", self.max_tokens)?;
+        if max_completion_tokens.is_some() {
+            wish = max_tokens("max_completion_tokens", max_completion_tokens)?;
         }
         Ok(GenerateParams {
-            max_tokens,
-            stop,
+            max_tokens: wish,
+            stop: self.stop.as_ref().map_or(Vec::new(), |s| s.0.clone()),
             ignore_eos: self.ignore_eos,
             sampler: SamplerConfig {
                 temperature,
@@ -457,41 +507,51 @@ impl Sampling {
             },
         })
     }
+
+    /// `logit_bias`: token ids of the vocabulary (at most
+    /// [`MAX_LOGIT_BIAS`], counted while parsing), each to a number in
+    /// [`LOGIT_BIAS`].
+    fn logit_bias(&self, n_vocab: usize) -> Result<Vec<(u32, f32)>, ApiError> {
+        let Some(LogitBias(entries)) = &self.logit_bias else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::with_capacity(entries.len());
+        for (k, v) in entries {
+            let param = format!("logit_bias.{k}");
+            let id: u32 = k.parse().map_err(|_| {
+                ApiError::invalid(&param, format!("{param}: {k:?} is not a token id"))
+            })?;
+            if id as usize >= n_vocab {
+                return Err(ApiError::invalid(
+                    &param,
+                    format!("{param}: token {id} is not in the vocabulary of {n_vocab}"),
+                ));
+            }
+            if !LOGIT_BIAS.contains(v) {
+                return Err(ApiError::invalid(
+                    &param,
+                    format!(
+                        "{param}: {v} is out of range ({} to {})",
+                        LOGIT_BIAS.start(),
+                        LOGIT_BIAS.end()
+                    ),
+                ));
+            }
+            let bias = *v as f32;
+            // OpenAI: -100 bans the token.
+            out.push((
+                id,
+                if bias <= -100.0 {
+                    f32::NEG_INFINITY
+                } else {
+                    bias
+                },
+            ));
+        }
+        Ok(out)
+    }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn bad_role_names_the_field() {
-        let e = parse::<ChatRequest>(
-            br#"{"messages":[{"role":"user","content":"x"},{"role":"robot","content":"y"}]}"#,
-        )
-        .unwrap_err();
-        assert_eq!(e.param.as_deref(), Some("messages[1].role"));
-        assert!(e.message.contains("robot"), "{}", e.message);
-    }
-
-    #[test]
-    fn wrong_type_names_the_field() {
-        let e = parse::<Sampling>(br#"{"messages":[],"temperature":"hot"}"#).unwrap_err();
-        assert_eq!(e.param.as_deref(), Some("temperature"));
-    }
-
-    #[test]
-    fn malformed_json() {
-        let e = parse::<ChatRequest>(b"{\"messages\": [").unwrap_err();
-        assert!(e.message.contains("not valid JSON"), "{}", e.message);
-    }
-
-    #[test]
-    fn n_and_tools_refused() {
-        let r: Sampling = parse(br#"{"messages":[{"role":"user","content":"x"}],"n":2}"#).unwrap();
-        assert_eq!(r.params(None, 10).unwrap_err().param.as_deref(), Some("n"));
-        let r: ChatRequest =
-            parse(br#"{"messages":[{"role":"user","content":"x"}],"tools":[{"type":"function"}]}"#)
-                .unwrap();
-        assert_eq!(r.messages().unwrap_err().param.as_deref(), Some("tools"));
-    }
-}
+#[path = "openai_tests.rs"]
+mod tests;

@@ -2,9 +2,7 @@
 
 use crate::error::ApiError;
 use crate::metrics::Metrics;
-use crate::openai::{
-    self, ChatRequest, CompletionRequest, DetokenizeRequest, Prompt, Sampling, TokenizeRequest,
-};
+use crate::prepare::{self, Prepare, Prepared};
 use crate::reply::{Api, ReplyCtx};
 use crate::ServerConfig;
 use axum::body::Body;
@@ -14,9 +12,9 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use cria_engine::{Engine, GenerateParams, Request, SubmitError};
+use cria_engine::{Engine, Request, SubmitError};
 use cria_model::Model;
-use cria_prompt::{tokenize_prompt, ChatTemplate};
+use cria_prompt::ChatTemplate;
 use cria_tokenizer::Tokenizer;
 use serde_json::json;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -39,6 +37,8 @@ pub struct App {
     pub ready: OnceLock<Arc<Ready>>,
     pub metrics: Arc<Metrics>,
     pub shutting_down: AtomicBool,
+    /// Parsing, templates and tokenizing, off the async workers.
+    pub prepare: Prepare,
     next_id: AtomicU64,
 }
 
@@ -49,6 +49,7 @@ impl App {
             ready: OnceLock::new(),
             metrics: Arc::new(Metrics::default()),
             shutting_down: AtomicBool::new(false),
+            prepare: Prepare::new(),
             next_id: AtomicU64::new(1),
         }
     }
@@ -248,24 +249,13 @@ async fn tokenize(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let r = app.ready()?;
-    let req: TokenizeRequest = openai::parse(&read_body(&app, &headers, body).await?)?;
-    let parse_special = req.parse_special.unwrap_or(true);
-    let ids = r
-        .tok
-        .encode(&req.content, req.add_special, parse_special)
-        .map_err(|e| ApiError::invalid("content", format!("content: {e}")))?;
-    let tokens: Vec<serde_json::Value> = if req.with_pieces {
-        ids.iter()
-            .map(|&id| {
-                let piece = r.tok.token_to_piece(id, true);
-                json!({"id": id, "piece": String::from_utf8_lossy(&piece)})
-            })
-            .collect()
-    } else {
-        ids.iter().map(|&id| json!(id)).collect()
-    };
-    Ok(axum::Json(json!({"tokens": tokens})).into_response())
+    let r = app.ready()?.clone();
+    let body = read_body(&app, &headers, body).await?;
+    let reply = app
+        .prepare
+        .run(move || prepare::tokenize(&r, &body))
+        .await?;
+    Ok(json_bytes(reply))
 }
 
 async fn detokenize(
@@ -273,61 +263,30 @@ async fn detokenize(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let r = app.ready()?;
-    let req: DetokenizeRequest = openai::parse(&read_body(&app, &headers, body).await?)?;
-    let n_vocab = r.tok.vocab_size();
-    if let Some((i, id)) = req
-        .tokens
-        .iter()
-        .enumerate()
-        .find(|(_, &id)| id as usize >= n_vocab)
-    {
-        return Err(ApiError::invalid(
-            format!("tokens[{i}]"),
-            format!("tokens[{i}]: {id} is not in the vocabulary of {n_vocab}"),
-        ));
-    }
-    let content = r
-        .tok
-        .decode(&req.tokens, true)
-        .map_err(|e| ApiError::invalid("tokens", format!("tokens: {e}")))?;
-    Ok(axum::Json(json!({"content": content})).into_response())
+    let r = app.ready()?.clone();
+    let body = read_body(&app, &headers, body).await?;
+    let reply = app
+        .prepare
+        .run(move || prepare::detokenize(&r, &body))
+        .await?;
+    Ok(json_bytes(reply))
+}
+
+/// A reply already serialized to JSON.
+fn json_bytes(body: Vec<u8>) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 async fn chat(State(app): Shared, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
     let r = app.ready()?.clone();
-    let value = openai::json_object(&read_body(&app, &headers, body).await?)?;
-    let req: ChatRequest = openai::parse_value(&value)?;
-    let sampling: Sampling = openai::parse_value(&value)?;
-    let messages = req.messages()?;
-    let logprobs = req.logprobs()?;
-    let params = sampling.params(req.max_completion_tokens, r.model.config.n_vocab)?;
-    let template = r.template.as_ref().map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            format!("{e}; use /v1/completions for plain text"),
-        )
-    })?;
-    let rendered = template
-        .render(&messages, true)
-        .map_err(|e| ApiError::invalid("messages", e.full_message()))?;
-    let prompt = tokenize_prompt(&r.tok, &rendered)
-        .map_err(|e| ApiError::invalid("messages", e.full_message()))?;
-    let include_usage = req.stream_options.as_ref().is_some_and(|o| o.include_usage);
+    let body = read_body(&app, &headers, body).await?;
+    let job = {
+        let r = r.clone();
+        move || prepare::chat(&r, &body)
+    };
+    let prepared = app.prepare.run(job).await?;
     let id = app.new_id("chatcmpl");
-    start(
-        &app,
-        &r,
-        Api::Chat,
-        id,
-        prompt,
-        params,
-        logprobs,
-        req.stream,
-        include_usage,
-        "messages",
-    )
-    .await
+    start(&app, &r, Api::Chat, id, prepared, "messages").await
 }
 
 async fn completions(
@@ -336,70 +295,32 @@ async fn completions(
     body: Body,
 ) -> Result<Response, ApiError> {
     let r = app.ready()?.clone();
-    let value = openai::json_object(&read_body(&app, &headers, body).await?)?;
-    let req: CompletionRequest = openai::parse_value(&value)?;
-    let sampling: Sampling = openai::parse_value(&value)?;
-    req.check()?;
-    let logprobs = req.logprobs()?;
-    let params = sampling.params(None, r.model.config.n_vocab)?;
-    let one = |n: usize| {
-        if n == 1 {
-            Ok(())
-        } else {
-            Err(ApiError::unsupported(
-                "prompt",
-                &format!("a batch of {n} prompts (send one per request)"),
-            ))
-        }
+    let body = read_body(&app, &headers, body).await?;
+    let job = {
+        let r = r.clone();
+        move || prepare::completion(&r, &body)
     };
-    let encode = |s: &str| {
-        r.tok
-            .encode(s, r.tok.add_bos(), true)
-            .map_err(|e| ApiError::invalid("prompt", format!("prompt: {e}")))
-    };
-    let prompt = match &req.prompt {
-        Prompt::Text(s) => encode(s)?,
-        Prompt::Tokens(t) => t.clone(),
-        Prompt::Texts(v) => {
-            one(v.len())?;
-            encode(&v[0])?
-        }
-        Prompt::TokenLists(v) => {
-            one(v.len())?;
-            v[0].clone()
-        }
-    };
-    let include_usage = req.stream_options.as_ref().is_some_and(|o| o.include_usage);
+    let prepared = app.prepare.run(job).await?;
     let id = app.new_id("cmpl");
-    start(
-        &app,
-        &r,
-        Api::Completion,
-        id,
-        prompt,
-        params,
-        logprobs,
-        req.stream,
-        include_usage,
-        "prompt",
-    )
-    .await
+    start(&app, &r, Api::Completion, id, prepared, "prompt").await
 }
 
 /// Submits a request to the engine and replies, streamed or whole.
-#[allow(clippy::too_many_arguments)]
 async fn start(
     app: &Arc<App>,
     r: &Arc<Ready>,
     api: Api,
     id: String,
-    prompt: Vec<u32>,
-    params: GenerateParams,
-    logprobs: Option<usize>,
-    stream: bool,
-    include_usage: bool,
+    prepared: Prepared,
     prompt_param: &str,
 ) -> Result<Response, ApiError> {
+    let Prepared {
+        prompt,
+        params,
+        logprobs,
+        stream,
+        include_usage,
+    } = prepared;
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let req = Request {
         logprobs,

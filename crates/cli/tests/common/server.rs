@@ -205,8 +205,20 @@ pub fn request(
     headers: &[(String, String)],
     body: &[u8],
 ) -> std::io::Result<Resp> {
+    request_within(addr, method, path, headers, body, Duration::from_secs(300))
+}
+
+/// `request`, failing if the server is silent for `timeout`.
+pub fn request_within(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(String, String)],
+    body: &[u8],
+    timeout: Duration,
+) -> std::io::Result<Resp> {
     let mut s = TcpStream::connect(addr)?;
-    s.set_read_timeout(Some(Duration::from_secs(300)))?;
+    s.set_read_timeout(Some(timeout))?;
     // A server refusing a large body may answer and close before it is
     // all sent: read the answer anyway.
     let sent = write_request(&mut s, addr, method, path, headers, body);
@@ -215,6 +227,16 @@ pub fn request(
     if raw.is_empty() {
         sent?;
         read?;
+    }
+    if !raw.windows(4).any(|w| w == b"\r\n\r\n") {
+        // Cut off before the end of the headers: the server dropped us.
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            format!(
+                "the reply ended inside its headers: {:?}",
+                String::from_utf8_lossy(&raw)
+            ),
+        ));
     }
     Ok(parse_response(&raw))
 }

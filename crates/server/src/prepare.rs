@@ -1,0 +1,279 @@
+//! Request bodies -> what the engine takes: parse and check the JSON,
+//! render the chat template, tokenize. This is CPU work that grows with
+//! the body (up to `--max-body`), so routes run it on tokio's blocking
+//! pool behind a semaphore (`Prepare`), never on the two async workers
+//! that also answer /health.
+
+use crate::error::ApiError;
+use crate::limits::PREPARE_JOBS_PER_CORE;
+use crate::openai::{
+    self, ChatRequest, CompletionRequest, DetokenizeRequest, ModelBounds, Sampling, TokenizeRequest,
+};
+use crate::routes::Ready;
+use crate::shapes::Prompt;
+use axum::http::StatusCode;
+use cria_engine::GenerateParams;
+use cria_prompt::tokenize_prompt;
+use cria_tokenizer::Tokenizer;
+use serde::Serialize;
+use serde_json::json;
+use std::sync::Arc;
+use tokio::sync::Semaphore;
+
+/// A generation request ready for the engine.
+pub struct Prepared {
+    pub prompt: Vec<u32>,
+    pub params: GenerateParams,
+    pub logprobs: Option<usize>,
+    pub stream: bool,
+    pub include_usage: bool,
+}
+
+/// Runs preparation jobs on the blocking pool, a bounded number at once.
+pub struct Prepare {
+    permits: Arc<Semaphore>,
+}
+
+impl Prepare {
+    pub fn new() -> Prepare {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Prepare::with_permits(PREPARE_JOBS_PER_CORE * cores)
+    }
+
+    fn with_permits(n: usize) -> Prepare {
+        Prepare {
+            permits: Arc::new(Semaphore::new(n)),
+        }
+    }
+
+    /// Runs `job` off the async workers. The permit goes with the job, so
+    /// a client that hangs up does not free a slot while its job still
+    /// runs.
+    pub async fn run<T, F>(&self, job: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> Result<T, ApiError> + Send + 'static,
+    {
+        let permit = self.permits.clone().acquire_owned().await.map_err(|_| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the server is shutting down",
+            )
+        })?;
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            job()
+        })
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("preparing the request failed: {e}"),
+            )
+        })?
+    }
+}
+
+fn bounds(r: &Ready) -> ModelBounds {
+    ModelBounds {
+        n_vocab: r.model.config.n_vocab,
+        n_ctx: r.engine.config().n_ctx,
+    }
+}
+
+/// `/v1/chat/completions`: checks, renders the template, tokenizes.
+pub fn chat(r: &Ready, body: &[u8]) -> Result<Prepared, ApiError> {
+    let req: ChatRequest = openai::parse(body)?;
+    let sampling: Sampling = openai::parse(body)?;
+    let messages = req.messages()?;
+    let logprobs = req.logprobs()?;
+    let b = bounds(r);
+    let mut params = sampling.params(req.max_completion_tokens, b)?;
+    let template = r.template.as_ref().map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("{e}; use /v1/completions for plain text"),
+        )
+    })?;
+    let rendered = template
+        .render(&messages, true)
+        .map_err(|e| ApiError::invalid("messages", e.full_message()))?;
+    let prompt = tokenize_prompt(&r.tok, &rendered)
+        .map_err(|e| ApiError::invalid("messages", e.full_message()))?;
+    openai::fit_prompt(&prompt, &mut params, b, "messages")?;
+    Ok(Prepared {
+        prompt,
+        params,
+        logprobs,
+        stream: req.stream,
+        include_usage: req.stream_options.as_ref().is_some_and(|o| o.include_usage),
+    })
+}
+
+/// `/v1/completions`: checks and tokenizes the prompt.
+pub fn completion(r: &Ready, body: &[u8]) -> Result<Prepared, ApiError> {
+    let req: CompletionRequest = openai::parse(body)?;
+    let sampling: Sampling = openai::parse(body)?;
+    req.check()?;
+    let logprobs = req.logprobs()?;
+    let b = bounds(r);
+    let mut params = sampling.params(None, b)?;
+    let one = |n: usize| {
+        if n == 1 {
+            Ok(())
+        } else {
+            Err(ApiError::unsupported(
+                "prompt",
+                &format!("a batch of {n} prompts (send one per request)"),
+            ))
+        }
+    };
+    let encode = |s: &str| {
+        r.tok
+            .encode(s, r.tok.add_bos(), true)
+            .map_err(|e| ApiError::invalid("prompt", format!("prompt: {e}")))
+    };
+    let prompt = match req.prompt {
+        Prompt::Text(s) => encode(&s)?,
+        Prompt::Tokens(t) => t,
+        Prompt::Texts(v) => {
+            one(v.len())?;
+            encode(&v[0])?
+        }
+        Prompt::TokenLists(mut v) => {
+            one(v.len())?;
+            v.swap_remove(0)
+        }
+    };
+    openai::fit_prompt(&prompt, &mut params, b, "prompt")?;
+    Ok(Prepared {
+        prompt,
+        params,
+        logprobs,
+        stream: req.stream,
+        include_usage: req.stream_options.as_ref().is_some_and(|o| o.include_usage),
+    })
+}
+
+/// `/tokenize`: `{"tokens": [id, ...]}`, or `[{"id", "piece"}, ...]` with
+/// `with_pieces`. Serialized here, off the async workers: a 4 MiB body can
+/// be 4M tokens.
+pub fn tokenize(r: &Ready, body: &[u8]) -> Result<Vec<u8>, ApiError> {
+    #[derive(Serialize)]
+    struct Reply<T> {
+        tokens: T,
+    }
+    #[derive(Serialize)]
+    struct Piece {
+        id: u32,
+        piece: String,
+    }
+    /// Each piece is made as it is written, never all held at once.
+    struct Pieces<'a> {
+        ids: &'a [u32],
+        tok: &'a Tokenizer,
+    }
+    impl Serialize for Pieces<'_> {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            s.collect_seq(self.ids.iter().map(|&id| {
+                let bytes = self.tok.token_to_piece(id, true);
+                let piece = String::from_utf8_lossy(&bytes).into_owned();
+                Piece { id, piece }
+            }))
+        }
+    }
+    let req: TokenizeRequest = openai::parse(body)?;
+    let parse_special = req.parse_special.unwrap_or(true);
+    let ids = r
+        .tok
+        .encode(&req.content, req.add_special, parse_special)
+        .map_err(|e| ApiError::invalid("content", format!("content: {e}")))?;
+    let json = if req.with_pieces {
+        let tokens = Pieces {
+            ids: &ids,
+            tok: &r.tok,
+        };
+        serde_json::to_vec(&Reply { tokens })
+    } else {
+        serde_json::to_vec(&Reply { tokens: &ids })
+    };
+    json.map_err(|e| internal(&e))
+}
+
+/// `/detokenize`: `{"content": text}`.
+pub fn detokenize(r: &Ready, body: &[u8]) -> Result<Vec<u8>, ApiError> {
+    let req: DetokenizeRequest = openai::parse(body)?;
+    let n_vocab = r.tok.vocab_size();
+    if let Some((i, id)) = req
+        .tokens
+        .iter()
+        .enumerate()
+        .find(|(_, &id)| id as usize >= n_vocab)
+    {
+        return Err(ApiError::invalid(
+            format!("tokens[{i}]"),
+            format!("tokens[{i}]: {id} is not in the vocabulary of {n_vocab}"),
+        ));
+    }
+    let content = r
+        .tok
+        .decode(&req.tokens, true)
+        .map_err(|e| ApiError::invalid("tokens", format!("tokens: {e}")))?;
+    serde_json::to_vec(&json!({ "content": content })).map_err(|e| internal(&e))
+}
+
+fn internal(e: &dyn std::fmt::Display) -> ApiError {
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        format!("cannot write the reply: {e}"),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn at_most_the_permits_run_at_once() {
+        let prepare = Arc::new(Prepare::with_permits(3));
+        let running = Arc::new(AtomicUsize::new(0));
+        let most = Arc::new(AtomicUsize::new(0));
+        let jobs: Vec<_> = (0..12)
+            .map(|i| {
+                let (prepare, running, most) = (prepare.clone(), running.clone(), most.clone());
+                tokio::spawn(async move {
+                    prepare
+                        .run(move || {
+                            let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                            most.fetch_max(now, Ordering::SeqCst);
+                            std::thread::sleep(Duration::from_millis(20));
+                            running.fetch_sub(1, Ordering::SeqCst);
+                            Ok(i)
+                        })
+                        .await
+                })
+            })
+            .collect();
+        let mut done = Vec::new();
+        for j in jobs {
+            done.push(j.await.unwrap().unwrap());
+        }
+        assert_eq!(done, (0..12).collect::<Vec<_>>());
+        // Bounded, yet in parallel.
+        let most = most.load(Ordering::SeqCst);
+        assert!((2..=3).contains(&most), "{most} jobs ran at once");
+    }
+
+    #[tokio::test]
+    async fn a_job_that_panics_is_a_500_and_frees_its_permit() {
+        let prepare = Prepare::with_permits(1);
+        let e = prepare
+            .run(|| -> Result<(), ApiError> { panic!("a bug") })
+            .await
+            .unwrap_err();
+        assert_eq!(e.status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(prepare.run(|| Ok(7)).await.unwrap(), 7);
+    }
+}
