@@ -23,7 +23,8 @@ fn send_raw(addr: &str, bytes: &[u8]) -> TcpStream {
 /// Waits for the server to close `s` (EOF or reset); returns what it sent
 /// and when it closed, counted from `since`. Panics after `limit`.
 fn wait_closed(s: &mut TcpStream, since: Instant, limit: Duration) -> (Vec<u8>, Duration) {
-    s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
     let mut got = Vec::new();
     let mut buf = [0u8; 4096];
     loop {
@@ -160,7 +161,10 @@ fn idle_connections_and_trickled_bodies_end() {
     let (got, t) = wait_closed(&mut c, t0, Duration::from_secs(25));
     let text = String::from_utf8_lossy(&got);
     assert!(text.starts_with("HTTP/1.1 408"), "{text}");
-    assert!(text.contains("\"type\":\"invalid_request_error\""), "{text}");
+    assert!(
+        text.contains("\"type\":\"invalid_request_error\""),
+        "{text}"
+    );
     assert!(t >= Duration::from_millis(1500), "answered early: {t:?}");
 }
 
@@ -178,7 +182,7 @@ fn connections_over_the_cap_get_503() {
     assert_eq!(r.header("retry-after"), Some("1"));
     drop(held);
     let t0 = Instant::now();
-    while s.try_get("/health").map(|r| r.status) .ok() != Some(200) {
+    while s.try_get("/health").map(|r| r.status).ok() != Some(200) {
         assert!(
             t0.elapsed() < Duration::from_secs(30),
             "slots not freed after the held connections closed"
@@ -191,7 +195,11 @@ fn connections_over_the_cap_get_503() {
 fn bodies_only_as_json() {
     let s = Server::start(&[]);
     let body = br#"{"content": "Hello"}"#;
-    for ct in ["text/plain", "application/x-www-form-urlencoded", "application/jsonx"] {
+    for ct in [
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "application/jsonx",
+    ] {
         let r = s.post_raw("/tokenize", &[("Content-Type", ct)], body);
         let e = r.error(415);
         assert_eq!(e["code"], "unsupported_media_type", "{e}");
@@ -215,7 +223,11 @@ fn bodies_only_as_json() {
 fn host_names_refused_without_a_key() {
     let s = Server::start(&["--allow-host", "my-box.lan"]);
     let port = s.addr.rsplit(':').next().unwrap().to_string();
-    for host in ["evil.example", "evil.example:8080", "localhost.evil.example"] {
+    for host in [
+        "evil.example",
+        "evil.example:8080",
+        "localhost.evil.example",
+    ] {
         let e = get(&s, "/v1/models", &[("Host", host)]).error(403);
         assert_eq!(e["code"], "host_not_allowed", "{e}");
     }
@@ -258,7 +270,11 @@ fn cors_only_for_listed_origins() {
     // Off by default: no Access-Control-Allow-Origin anywhere.
     let s = Server::start(&[]);
     let r = send(&s, &preflight("http://ui.example"));
-    assert!(r.header("access-control-allow-origin").is_none(), "{:?}", r.headers);
+    assert!(
+        r.header("access-control-allow-origin").is_none(),
+        "{:?}",
+        r.headers
+    );
     let r = get(&s, "/v1/models", &[("Origin", "http://ui.example")]);
     assert_eq!(r.status, 200);
     assert!(r.header("access-control-allow-origin").is_none());
@@ -332,7 +348,10 @@ fn tenants_never_share_cached_prompts() {
         );
         assert_eq!(r.status, 200, "{}", r.text());
         let j = r.json();
-        (cached_tokens(&j), j["usage"]["prompt_tokens"].as_u64().unwrap())
+        (
+            cached_tokens(&j),
+            j["usage"]["prompt_tokens"].as_u64().unwrap(),
+        )
     };
     let (c, n) = ask("key-alpha");
     assert!(n > 50, "prompt of {n} tokens");
@@ -424,14 +443,7 @@ fn rate_limits_per_tenant() {
 
 #[test]
 fn streams_waiting_in_the_queue_get_keep_alive_comments() {
-    let s = Server::start(&[
-        "--parallel",
-        "1",
-        "-c",
-        "2048",
-        "--sse-keepalive-secs",
-        "1",
-    ]);
+    let s = Server::start(&["--parallel", "1", "-c", "2048", "--sse-keepalive-secs", "1"]);
     // Occupies the only slot until dropped.
     let busy = start_stream(
         &s,

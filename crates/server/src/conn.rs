@@ -210,8 +210,7 @@ impl Clock {
     }
 
     fn read_some(&self) {
-        if self.busy.load(Ordering::SeqCst) == 0 && self.first_byte.load(Ordering::SeqCst) == NONE
-        {
+        if self.busy.load(Ordering::SeqCst) == 0 && self.first_byte.load(Ordering::SeqCst) == NONE {
             self.first_byte.store(self.now_ms(), Ordering::SeqCst);
         }
     }

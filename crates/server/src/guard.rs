@@ -54,8 +54,12 @@ pub async fn host(State(app): Shared, req: Request, next: Next) -> Response {
 /// IP literals (`1.2.3.4`, `[::1]`) and `localhost` with any port, and the
 /// names in `allow`. An IP literal cannot be re-pointed by DNS.
 pub fn host_allowed(host: &str, allow: &[String]) -> bool {
-    let port_ok =
-        |tail: &str| tail.is_empty() || tail.strip_prefix(':').is_some_and(|p| p.parse::<u16>().is_ok());
+    let port_ok = |tail: &str| {
+        tail.is_empty()
+            || tail
+                .strip_prefix(':')
+                .is_some_and(|p| p.parse::<u16>().is_ok())
+    };
     if let Some(rest) = host.strip_prefix('[') {
         return rest
             .split_once(']')
@@ -79,15 +83,18 @@ pub fn cors(origins: &[String]) -> Result<Option<CorsLayer>, String> {
     } else {
         let mut list = Vec::new();
         for o in origins {
-            let well_formed = o
-                .split_once("://")
-                .is_some_and(|(scheme, rest)| !scheme.is_empty() && !rest.is_empty() && !rest.contains('/'));
-            let v = HeaderValue::from_str(o).ok().filter(|_| well_formed).ok_or_else(|| {
-                format!(
-                    "--cors {o:?}: give an origin as browsers send it, scheme://host[:port] \
+            let well_formed = o.split_once("://").is_some_and(|(scheme, rest)| {
+                !scheme.is_empty() && !rest.is_empty() && !rest.contains('/')
+            });
+            let v = HeaderValue::from_str(o)
+                .ok()
+                .filter(|_| well_formed)
+                .ok_or_else(|| {
+                    format!(
+                        "--cors {o:?}: give an origin as browsers send it, scheme://host[:port] \
                      without a path (https://app.example), or *"
-                )
-            })?;
+                    )
+                })?;
             list.push(v);
         }
         AllowOrigin::list(list)
@@ -187,7 +194,11 @@ pub async fn json_only(req: Request, next: Next) -> Response {
 
 /// Takes one request from the tenant's budgets, or answers 429.
 pub async fn rate_limit(State(app): Shared, req: Request, next: Next) -> Response {
-    let tenant = req.extensions().get::<Tenant>().copied().unwrap_or_default();
+    let tenant = req
+        .extensions()
+        .get::<Tenant>()
+        .copied()
+        .unwrap_or_default();
     if let Err(e) = app.limiter.admit(tenant) {
         return e.into_response();
     }
@@ -220,7 +231,11 @@ impl Bucket {
 
     /// Whole seconds until the level is back to 1, if it is below.
     fn wait(&self, per_min: u32) -> Option<u32> {
-        (self.level < 1.0).then(|| ((1.0 - self.level) * 60.0 / f64::from(per_min)).ceil().max(1.0) as u32)
+        (self.level < 1.0).then(|| {
+            ((1.0 - self.level) * 60.0 / f64::from(per_min))
+                .ceil()
+                .max(1.0) as u32
+        })
     }
 }
 
@@ -346,9 +361,11 @@ mod tests {
     #[test]
     fn cors_origins_are_checked() {
         assert!(cors(&[]).unwrap().is_none());
-        assert!(cors(&["https://app.example".into(), "http://localhost:3000".into()])
-            .unwrap()
-            .is_some());
+        assert!(
+            cors(&["https://app.example".into(), "http://localhost:3000".into()])
+                .unwrap()
+                .is_some()
+        );
         assert!(cors(&["*".into()]).unwrap().is_some());
         for bad in ["app.example", "https://app.example/", "https://", "://x"] {
             assert!(cors(&[bad.into()]).is_err(), "{bad}");

@@ -338,9 +338,7 @@ impl ReplyCtx {
                 }
             }
         });
-        let keep_alive = KeepAlive::new()
-            .interval(keep_alive)
-            .text("keep-alive");
+        let keep_alive = KeepAlive::new().interval(keep_alive).text("keep-alive");
         Sse::new(stream).keep_alive(keep_alive).into_response()
     }
 }

@@ -140,7 +140,11 @@ async fn count(State(app): Shared, req: HttpRequest, next: Next) -> Response {
         .map_or("other", |p| p.as_str())
         .to_string();
     let resp = next.run(req).await;
-    let tenant = resp.extensions().get::<Tenant>().copied().unwrap_or_default();
+    let tenant = resp
+        .extensions()
+        .get::<Tenant>()
+        .copied()
+        .unwrap_or_default();
     app.metrics
         .request(&endpoint, resp.status().as_u16(), tenant);
     resp
