@@ -169,23 +169,86 @@ fn idle_connections_and_trickled_bodies_end() {
 }
 
 #[test]
-fn connections_over_the_cap_get_503() {
-    let s = Server::start(&["--max-connections", "3", "--timeout-header-secs", "120"]);
+fn at_the_cap_idle_connections_make_room_busy_ones_do_not() {
+    let s = Server::start(&[
+        "--max-connections",
+        "3",
+        "--timeout-header-secs",
+        "120",
+        "--parallel",
+        "1",
+        "-c",
+        "2048",
+    ]);
     // Let the readiness probes' connections finish closing.
     std::thread::sleep(Duration::from_millis(300));
-    let held: Vec<TcpStream> = (0..3)
+    // Three sockets that send nothing hold every slot; a prompt client
+    // still gets in, in the place of one of them.
+    let mut idle: Vec<TcpStream> = (0..3)
         .map(|_| TcpStream::connect(&s.addr).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(s.get("/health").status, 200);
+    let t0 = Instant::now();
+    'found: loop {
+        for c in &mut idle {
+            c.set_nonblocking(true).unwrap();
+            let mut b = [0u8; 16];
+            if !matches!(c.read(&mut b), Err(e) if e.kind() == ErrorKind::WouldBlock) {
+                break 'found;
+            }
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "no idle connection was closed to make room"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(idle);
+    std::thread::sleep(Duration::from_millis(300));
+
+    // Three requests in flight (one generating, two queued behind it, each
+    // already answering): the fourth connection gets a 503.
+    let long = json!({"prompt": "Once upon a time", "max_tokens": 1900, "ignore_eos": true,
+                      "stream": true});
+    let generating = start_stream(&s, "/v1/completions", &long);
+    let body = json!({"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2,
+                      "stream": true})
+    .to_string();
+    let queued: Vec<TcpStream> = (0..2)
+        .map(|_| {
+            let mut c = send_raw(
+                &s.addr,
+                format!(
+                    "POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+                     Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                )
+                .as_bytes(),
+            );
+            // The role chunk: the request is in flight.
+            c.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+            let mut seen = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !String::from_utf8_lossy(&seen).contains("data:") {
+                let n = c.read(&mut buf).expect("read the role chunk");
+                assert!(n > 0, "closed: {}", String::from_utf8_lossy(&seen));
+                seen.extend_from_slice(&buf[..n]);
+            }
+            c
+        })
         .collect();
     let r = s.get("/health");
     let e = r.error(503);
     assert_eq!(e["code"], "too_many_connections", "{e}");
     assert_eq!(r.header("retry-after"), Some("1"));
-    drop(held);
+    drop(generating);
+    drop(queued);
     let t0 = Instant::now();
     while s.try_get("/health").map(|r| r.status).ok() != Some(200) {
         assert!(
             t0.elapsed() < Duration::from_secs(30),
-            "slots not freed after the held connections closed"
+            "slots not freed after the busy connections closed"
         );
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -477,4 +540,23 @@ fn streams_waiting_in_the_queue_get_keep_alive_comments() {
     seen.extend_from_slice(&rest);
     let text = String::from_utf8_lossy(&seen);
     assert!(text.contains("data: [DONE]"), "{text}");
+}
+
+#[test]
+fn sigterm_closes_waiting_connections_at_once() {
+    let s = Server::start(&["--timeout-header-secs", "120", "--timeout-idle-secs", "120"]);
+    let mut half: Vec<TcpStream> = (0..50)
+        .map(|_| send_raw(&s.addr, b"GET /health HTTP/1.1\r\nHo"))
+        .collect();
+    let mut idle = send_raw(&s.addr, b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+    assert!(read_one_response(&mut idle).starts_with("HTTP/1.1 200"));
+    let t0 = Instant::now();
+    let status = s.terminate();
+    let took = t0.elapsed();
+    assert!(status.success(), "{status:?}");
+    // Not the 10 s the server grants replies in flight: nothing was.
+    assert!(took < Duration::from_secs(8), "exit took {took:?}");
+    for c in half.iter_mut().chain([&mut idle]) {
+        wait_closed(c, t0, Duration::from_secs(30));
+    }
 }

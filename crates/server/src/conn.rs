@@ -1,17 +1,22 @@
 //! Connections: our own accept loop over hyper (axum::serve has no knobs
 //! for these), so that every connection is bounded in number and in time.
 //!
-//! - At most `max_connections` at once; one over the cap gets a 503 (JSON,
-//!   `Retry-After`) and is closed. Writing that reply is itself bounded: at
-//!   most [`REFUSING`] of them at a time, past that the socket is just closed.
+//! - At most `max_connections` at once. At the cap, a new connection takes
+//!   the place of one with no request in flight (the one nearest its
+//!   deadline: a header trickling in, or idle the longest), so that slow
+//!   sockets cannot keep prompt clients out. If every connection has a
+//!   request in flight, the new one gets a 503 (JSON, `Retry-After`) and
+//!   is closed. Writing that reply is itself bounded: at most [`REFUSING`]
+//!   at a time, past that the socket is just closed.
 //! - A request header must be complete within `timeout_header` of the
 //!   connection being accepted, or of its first byte on a kept-alive
 //!   connection; a connection with nothing in flight is closed after
 //!   `timeout_idle`. While a request is in flight (from its complete header
 //!   until its reply body is written) neither clock runs: the handlers bound
 //!   the body read (`timeout_body`), and generation is bounded by tokens.
-//! - On stop, every connection is asked to finish its reply and close
-//!   (hyper's graceful shutdown); `lib.rs` gives them 10 s.
+//! - On stop, connections with nothing in flight are closed at once, the
+//!   others finish their reply and close (hyper's graceful shutdown);
+//!   `lib.rs` gives them 10 s.
 
 use crate::error::ApiError;
 use axum::body::Body;
@@ -20,15 +25,16 @@ use axum::Router;
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use hyper_util::rt::TokioIo;
+use std::collections::HashMap;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{watch, Notify, Semaphore};
 use tower::ServiceExt;
 
 /// Refusals (503 over the cap) being written at once.
@@ -38,6 +44,9 @@ const REFUSING: usize = 64;
 /// that the kernel does not answer its late bytes with a reset that would
 /// discard our 503 before the client reads it.
 const REFUSAL_LINGER: Duration = Duration::from_secs(2);
+
+/// How long a new connection waits for the slot of one it evicted.
+const EVICTION_WAIT: Duration = Duration::from_secs(1);
 
 /// How often an idle connection re-reads its clock.
 const TICK: Duration = Duration::from_millis(500);
@@ -60,6 +69,7 @@ pub async fn serve(
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let refusing = Arc::new(Semaphore::new(REFUSING));
     let busy_reply = Bytes::from(busy_reply(limits.max_connections));
+    let open = Arc::new(Open::default());
     let mut conns = tokio::task::JoinSet::new();
     loop {
         let tcp = tokio::select! {
@@ -75,16 +85,25 @@ pub async fn serve(
             },
             _ = stopped(&mut stop) => break,
         };
-        match slots.clone().try_acquire_owned() {
-            Ok(permit) => {
+        let mut permit = slots.clone().try_acquire_owned().ok();
+        if permit.is_none() && open.evict_one(limits) {
+            // The evicted connection's task returns its slot at once; the
+            // bound is for a runtime too busy to run it.
+            let freed = tokio::time::timeout(EVICTION_WAIT, slots.clone().acquire_owned());
+            permit = freed.await.ok().and_then(Result::ok);
+        }
+        match permit {
+            Some(permit) => {
                 let router = router.clone();
                 let stop = stop.clone();
+                let entry = open.add();
                 conns.spawn(async move {
-                    connection(tcp, router, limits, stop).await;
+                    connection(tcp, router, limits, stop, entry.clock.clone()).await;
+                    drop(entry);
                     drop(permit);
                 });
             }
-            Err(_) => {
+            None => {
                 if let Ok(permit) = refusing.clone().try_acquire_owned() {
                     let reply = busy_reply.clone();
                     tokio::spawn(async move {
@@ -137,9 +156,9 @@ async fn connection(
     router: Router,
     limits: ConnLimits,
     mut stop: watch::Receiver<bool>,
+    clock: Arc<Clock>,
 ) {
     let _ = tcp.set_nodelay(true);
-    let clock = Arc::new(Clock::new());
     let io = TokioIo::new(Watched {
         tcp,
         clock: clock.clone(),
@@ -169,11 +188,80 @@ async fn connection(
             // has already answered what can be answered.
             _ = conn.as_mut() => return,
             _ = stopped(&mut stop), if !stopping => {
+                // Nothing in flight (idle, or a header still arriving):
+                // close now. Else finish the reply, then close.
+                if clock.busy.load(Ordering::SeqCst) == 0 {
+                    return;
+                }
                 stopping = true;
                 conn.as_mut().graceful_shutdown();
             }
             // Dropping `conn` closes the socket.
             _ = clock.expired(limits) => return,
+            _ = clock.evict.notified(), if !stopping => {
+                // A request may have begun since this one was chosen: let
+                // it finish (the newcomer then waits, and may get a 503).
+                if clock.busy.load(Ordering::SeqCst) == 0 {
+                    return;
+                }
+                stopping = true;
+                conn.as_mut().graceful_shutdown();
+            }
+        }
+    }
+}
+
+/// The open connections' clocks, to choose one to close when at the cap.
+#[derive(Default)]
+struct Open {
+    clocks: Mutex<(u64, HashMap<u64, Arc<Clock>>)>,
+}
+
+/// A connection's place in [`Open`], given up on drop.
+struct OpenEntry {
+    open: Arc<Open>,
+    id: u64,
+    clock: Arc<Clock>,
+}
+
+impl Drop for OpenEntry {
+    fn drop(&mut self) {
+        let mut m = self.open.clocks.lock().unwrap_or_else(|p| p.into_inner());
+        m.1.remove(&self.id);
+    }
+}
+
+impl Open {
+    fn add(self: &Arc<Open>) -> OpenEntry {
+        let clock = Arc::new(Clock::new());
+        let mut m = self.clocks.lock().unwrap_or_else(|p| p.into_inner());
+        m.0 += 1;
+        let id = m.0;
+        m.1.insert(id, clock.clone());
+        OpenEntry {
+            open: self.clone(),
+            id,
+            clock,
+        }
+    }
+
+    /// Tells the connection with no request in flight whose deadline is
+    /// nearest (the slowest header, the longest idle) to close; false if
+    /// every connection has a request in flight.
+    fn evict_one(&self, limits: ConnLimits) -> bool {
+        let m = self.clocks.lock().unwrap_or_else(|p| p.into_inner());
+        let victim =
+            m.1.values()
+                .filter(|c| !c.evicted.load(Ordering::SeqCst))
+                .filter_map(|c| Some((c.deadline(limits)?, c)))
+                .min_by_key(|(d, _)| *d);
+        match victim {
+            Some((_, c)) => {
+                c.evicted.store(true, Ordering::SeqCst);
+                c.evict.notify_one();
+                true
+            }
+            None => false,
         }
     }
 }
@@ -190,6 +278,9 @@ struct Clock {
     first_byte: AtomicU64,
     /// Replies written; before the first, the idle limit is the header one.
     served: AtomicU64,
+    /// Set when chosen to make room for a new connection.
+    evicted: AtomicBool,
+    evict: Notify,
 }
 
 const NONE: u64 = u64::MAX;
@@ -202,6 +293,8 @@ impl Clock {
             idle_since: AtomicU64::new(0),
             first_byte: AtomicU64::new(NONE),
             served: AtomicU64::new(0),
+            evicted: AtomicBool::new(false),
+            evict: Notify::new(),
         }
     }
 
@@ -384,6 +477,28 @@ mod tests {
             c.deadline(l),
             Some(c.t0 + Duration::from_millis(first) + l.timeout_header)
         );
+    }
+
+    #[test]
+    fn eviction_picks_the_nearest_deadline_without_a_request() {
+        let open = Arc::new(Open::default());
+        let l = limits();
+        let a = open.add();
+        let b = open.add();
+        let c = open.add();
+        // a: served once, now idle (60 s); b: a request in flight; c: fresh
+        // (10 s for its header). c is nearest its deadline.
+        drop(Busy::new(a.clock.clone()));
+        let _in_flight = Busy::new(b.clock.clone());
+        assert!(open.evict_one(l));
+        assert!(c.clock.evicted.load(Ordering::SeqCst));
+        assert!(open.evict_one(l));
+        assert!(a.clock.evicted.load(Ordering::SeqCst));
+        // Only b is left, and it is busy.
+        assert!(!open.evict_one(l));
+        assert!(!b.clock.evicted.load(Ordering::SeqCst));
+        drop((a, c));
+        assert_eq!(open.clocks.lock().unwrap().1.len(), 1);
     }
 
     #[test]
