@@ -560,3 +560,38 @@ fn sigterm_closes_waiting_connections_at_once() {
         wait_closed(c, t0, Duration::from_secs(30));
     }
 }
+
+#[test]
+fn settings_that_cannot_work_are_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = common::default_model();
+    let empty = dir.path().join("empty");
+    std::fs::write(&empty, "# no keys yet\n\n").unwrap();
+    let twice = dir.path().join("twice");
+    std::fs::write(&twice, "k1\nk2\nk1\n").unwrap();
+    for (args, needle) in [
+        (vec!["--cors", "app.example"], "--cors \"app.example\""),
+        (vec!["--cors", "https://app.example/"], "without a path"),
+        (vec!["--allow-host", "box.lan:8080"], "without port"),
+        (
+            vec!["--api-key-file", empty.to_str().unwrap()],
+            "holds no key",
+        ),
+        (
+            vec!["--api-key-file", twice.to_str().unwrap()],
+            "API key 3 repeats",
+        ),
+    ] {
+        let out = common::cria()
+            .args(["serve", "--port", "0", "-m"])
+            .arg(&model)
+            .args(&args)
+            .output()
+            .unwrap();
+        common::assert_clean_error(&out, needle);
+        assert!(
+            common::stdout(&out).is_empty(),
+            "{args:?} started listening"
+        );
+    }
+}

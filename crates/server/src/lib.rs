@@ -67,7 +67,8 @@ pub struct ServerConfig {
     /// `Authorization: Bearer KEY` required when not empty; key i (from 0)
     /// is tenant i + 1.
     pub api_keys: Vec<String>,
-    /// Open connections; more get a 503 and are closed.
+    /// Open connections. At the cap a new one takes the place of one with
+    /// no request in flight, or gets a 503 if all have one.
     pub max_connections: usize,
     /// From connecting (or a kept-alive request's first byte) to the end
     /// of the request header.
