@@ -31,8 +31,15 @@ fn wait_closed(s: &mut TcpStream, since: Instant, limit: Duration) -> (Vec<u8>, 
         match s.read(&mut buf) {
             Ok(0) => return (got, since.elapsed()),
             Ok(n) => got.extend_from_slice(&buf[..n]),
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
-            Err(_) => return (got, since.elapsed()),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+                ) => {}
+            Err(e) => {
+                eprintln!("wait_closed: {e} after {:?}", since.elapsed());
+                return (got, since.elapsed());
+            }
         }
         assert!(
             since.elapsed() < limit,
