@@ -97,7 +97,7 @@ fn bearer(key: &str) -> String {
 
 #[test]
 fn slow_headers_are_closed_while_others_are_served() {
-    let s = Server::start(&[
+    let mut s = Server::start(&[
         "--parallel",
         "1",
         "-c",
@@ -132,14 +132,15 @@ fn slow_headers_are_closed_while_others_are_served() {
     );
     assert!(
         *first >= Duration::from_millis(2500),
-        "closed before the timeout: {first:?}"
+        "closed before the timeout: {first:?} (server exit status: {:?})",
+        s.exited()
     );
     assert_eq!(s.get("/health").status, 200);
 }
 
 #[test]
 fn idle_connections_and_trickled_bodies_end() {
-    let s = Server::start(&[
+    let mut s = Server::start(&[
         "--timeout-idle-secs",
         "2",
         "--timeout-body-secs",
@@ -167,7 +168,11 @@ fn idle_connections_and_trickled_bodies_end() {
     );
     let (got, t) = wait_closed(&mut c, t0, Duration::from_secs(25));
     let text = String::from_utf8_lossy(&got);
-    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(
+        text.starts_with("HTTP/1.1 408"),
+        "{text:?} after {t:?} (server exit status: {:?})",
+        s.exited()
+    );
     assert!(
         text.contains("\"type\":\"invalid_request_error\""),
         "{text}"

@@ -104,6 +104,12 @@ impl Server {
             .unwrap_or_else(|| panic!("no metric {name} in\n{text}"))
     }
 
+    /// How the server process ended, if it did (for failure messages: a
+    /// connection closed early may mean the process died).
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
     /// Sends SIGTERM and returns the exit status.
     pub fn terminate(mut self) -> std::process::ExitStatus {
         let pid = self.child.id().to_string();
