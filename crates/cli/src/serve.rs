@@ -59,7 +59,8 @@ pub struct Args {
     /// Per API key (tenant): prompt + completion tokens per minute
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub rate_limit_tokens: Option<u32>,
-    /// Connections open at once; more get 503 and are closed
+    /// Connections open at once; at the cap a new one takes the place of an
+    /// idle or slow one, or gets 503 if every one has a request in flight
     #[arg(long, default_value_t = 512, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub max_connections: u64,
     /// Seconds a client has to send a request header, from connecting (or
