@@ -43,7 +43,7 @@ def cancelled(host, port):
     s = socket.create_connection((host, port), timeout=60)
     body = json.dumps({"prompt": "Once upon a time", "max_tokens": 500, "ignore_eos": True,
                        "stream": True})
-    s.sendall((f"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    s.sendall((f"POST /v1/completions HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
                f"Content-Length: {len(body)}\r\n\r\n{body}").encode())
     got = b""
     while got.count(b"data:") < 2:

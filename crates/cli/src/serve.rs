@@ -6,6 +6,7 @@ use anyhow::{bail, Context, Result};
 use cria_engine::Fault;
 use cria_server::ServerConfig;
 use std::path::PathBuf;
+use std::time::Duration;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -20,12 +21,6 @@ pub struct Args {
     /// Sequences generated together (continuous batching)
     #[arg(long, alias = "np", default_value_t = 4, value_name = "N")]
     pub parallel: usize,
-    /// Require `Authorization: Bearer KEY` on every endpoint but /health
-    #[arg(long, value_name = "KEY", env = "CRIA_API_KEY", hide_env_values = true)]
-    pub api_key: Option<String>,
-    /// Read the API key from the first line of a file
-    #[arg(long, value_name = "FILE", conflicts_with = "api_key")]
-    pub api_key_file: Option<PathBuf>,
     /// Requests that may wait while every slot is busy; more get 429 with Retry-After
     #[arg(long, default_value_t = 64, value_name = "N")]
     pub max_queue: usize,
@@ -42,21 +37,75 @@ pub struct Args {
     /// thread) for requests with seed SEED, to test supervision
     #[arg(long, value_name = "SITE:SEED", hide = true)]
     pub debug_inject_panic: Option<Fault>,
+
+    // Connections and tenants.
+    /// Require `Authorization: Bearer KEY` on every endpoint but /health;
+    /// repeat for several tenants (the Nth key is tenant N in /metrics)
+    #[arg(long, value_name = "KEY", env = "CRIA_API_KEY", hide_env_values = true)]
+    pub api_key: Vec<String>,
+    /// Read API keys from a file, one per line (blank lines and # comments
+    /// skipped); the Nth key is tenant N
+    #[arg(long, value_name = "FILE", conflicts_with = "api_key")]
+    pub api_key_file: Option<PathBuf>,
+    /// Per API key (tenant): requests per minute; more get 429 with Retry-After
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub rate_limit_requests: Option<u32>,
+    /// Per API key (tenant): prompt + completion tokens per minute
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub rate_limit_tokens: Option<u32>,
+    /// Connections open at once; at the cap a new one takes the place of an
+    /// idle or slow one, or gets 503 if every one has a request in flight
+    #[arg(long, default_value_t = 512, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_connections: u64,
+    /// Seconds a client has to send a request header, from connecting (or
+    /// from its first byte on a kept-alive connection)
+    #[arg(long, default_value_t = 10, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub timeout_header_secs: u64,
+    /// Seconds a client has to send a request body
+    #[arg(long, default_value_t = 30, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub timeout_body_secs: u64,
+    /// Seconds a kept-alive connection may wait for its next request
+    #[arg(long, default_value_t = 60, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub timeout_idle_secs: u64,
+    /// Seconds without a token before a streamed reply gets a `: keep-alive` comment
+    #[arg(long, default_value_t = 15, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub sse_keepalive_secs: u64,
+    /// Without an API key, accept this Host name besides IP addresses and
+    /// localhost (repeatable; guards against DNS rebinding)
+    #[arg(long, value_name = "NAME")]
+    pub allow_host: Vec<String>,
+    /// Let web pages of this origin call the API (repeatable;
+    /// scheme://host[:port], or * for any)
+    #[arg(long, value_name = "ORIGIN")]
+    pub cors: Vec<String>,
+}
+
+/// Keys from `--api-key` or a key file: one per line, `#` comments and
+/// blank lines skipped, in order (the Nth key is tenant N).
+fn api_keys(args: &Args) -> Result<Vec<String>> {
+    let keys: Vec<String> = match &args.api_key_file {
+        Some(f) => std::fs::read_to_string(f)
+            .with_context(|| format!("cannot read the API key file {}", f.display()))?
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(String::from)
+            .collect(),
+        None => args.api_key.iter().map(|k| k.trim().to_string()).collect(),
+    };
+    if let Some(f) = &args.api_key_file {
+        if keys.is_empty() {
+            bail!("the API key file {} holds no key", f.display());
+        }
+    }
+    if keys.iter().any(String::is_empty) {
+        bail!("an API key is empty: give a non-empty --api-key");
+    }
+    Ok(keys)
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let api_key = match (&args.api_key, &args.api_key_file) {
-        (Some(k), _) => Some(k.trim().to_string()),
-        (None, Some(f)) => {
-            let s = std::fs::read_to_string(f)
-                .with_context(|| format!("cannot read the API key file {}", f.display()))?;
-            Some(s.lines().next().unwrap_or("").trim().to_string())
-        }
-        (None, None) => None,
-    };
-    if api_key.as_deref() == Some("") {
-        bail!("the API key is empty: give a non-empty --api-key or --api-key-file");
-    }
+    let api_keys = api_keys(&args)?;
     if args.parallel == 0 {
         bail!("--parallel 0: give at least 1 sequence");
     }
@@ -70,12 +119,21 @@ pub fn run(args: Args) -> Result<()> {
         ctx_size,
         threads,
         kv: args.model.kv_type(),
-        api_key,
         max_queue: args.max_queue,
         body_limit: args.max_body,
         chat_template: args.chat_template,
         alias: args.alias,
         fault: args.debug_inject_panic,
+        api_keys,
+        max_connections: args.max_connections as usize,
+        timeout_header: Duration::from_secs(args.timeout_header_secs),
+        timeout_body: Duration::from_secs(args.timeout_body_secs),
+        timeout_idle: Duration::from_secs(args.timeout_idle_secs),
+        sse_keepalive: Duration::from_secs(args.sse_keepalive_secs),
+        allow_hosts: args.allow_host,
+        cors_origins: args.cors,
+        rate_limit_requests: args.rate_limit_requests,
+        rate_limit_tokens: args.rate_limit_tokens,
         ..ServerConfig::new(model_path)
     };
     cria_server::run(config)?;

@@ -127,7 +127,7 @@ fn chat_whole_and_streamed_agree() {
     assert_eq!(text, "Hello world");
     let metrics = s.get("/metrics").text();
     for name in [
-        "cria_requests_total{endpoint=\"/v1/chat/completions\",status=\"200\"} 2",
+        "cria_requests_total{endpoint=\"/v1/chat/completions\",status=\"200\",tenant=\"0\"} 2",
         "cria_time_to_first_token_seconds_bucket",
         "cria_token_latency_seconds_count",
         "cria_queue_depth",
@@ -408,7 +408,7 @@ fn bad_requests_get_openai_errors() {
     let ok = s.post("/v1/completions", &json!({"prompt": "Hi", "max_tokens": 2}));
     assert_eq!(ok.status, 200, "{}", ok.text());
     assert_eq!(
-        s.metric("cria_requests_total{endpoint=\"/v1/completions\",status=\"200\"}"),
+        s.metric("cria_requests_total{endpoint=\"/v1/completions\",status=\"200\",tenant=\"0\"}"),
         1.0
     );
 }
@@ -466,7 +466,7 @@ fn start_stream_nowait(s: &Server, body: &Value) -> std::net::TcpStream {
     let b = body.to_string();
     write!(
         t,
-        "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{b}",
+        "POST /v1/completions HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{b}",
         b.len()
     )
     .unwrap();

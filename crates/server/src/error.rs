@@ -112,6 +112,8 @@ pub enum ErrorKind {
     Serve(std::io::Error),
     /// The model could not be loaded (the message says why).
     Load(String),
+    /// A setting that cannot work (the message says which and why).
+    Config(String),
 }
 
 impl Error {
@@ -135,7 +137,7 @@ impl fmt::Display for Error {
             ),
             ErrorKind::Runtime(e) => write!(f, "cannot start the async runtime: {e}"),
             ErrorKind::Serve(e) => write!(f, "the HTTP server failed: {e}"),
-            ErrorKind::Load(e) => write!(f, "{e}"),
+            ErrorKind::Load(e) | ErrorKind::Config(e) => write!(f, "{e}"),
         }
     }
 }

@@ -3,7 +3,10 @@
 //!
 //! [`run`] binds the address, starts loading the model in the background
 //! (`/health` answers 503 until it is ready), then serves the routes of
-//! `routes.rs` until SIGINT or SIGTERM. Request bodies are parsed into
+//! `routes.rs` until SIGINT or SIGTERM. Connections are accepted by our own
+//! loop (`conn.rs`: a cap, header and idle timeouts); every request passes
+//! the checks of `guard.rs` (Host, CORS, API key naming its tenant, JSON
+//! bodies, rate limits) before its handler. Request bodies are parsed into
 //! native types at the edge (`openai.rs`, `shapes.rs`), straight from the
 //! bytes, and checked against the bounds of `limits.rs`; chat messages go
 //! through the model's Jinja template (`cria-prompt`); all of that runs on
@@ -18,7 +21,9 @@
 //! ```
 #![forbid(unsafe_code)]
 
+mod conn;
 mod error;
+mod guard;
 mod limits;
 mod metrics;
 mod openai;
@@ -54,7 +59,6 @@ pub struct ServerConfig {
     pub ctx_size: Option<usize>,
     pub threads: usize,
     pub kv: KvType,
-    pub api_key: Option<String>,
     /// Requests that may wait for a slot before new ones get 429.
     pub max_queue: usize,
     /// Largest request body, bytes.
@@ -64,6 +68,32 @@ pub struct ServerConfig {
     pub alias: Option<String>,
     /// Test hook passed to the engine (`--debug-inject-panic`).
     pub fault: Option<cria_engine::Fault>,
+
+    // Connections and tenants.
+    /// `Authorization: Bearer KEY` required when not empty; key i (from 0)
+    /// is tenant i + 1.
+    pub api_keys: Vec<String>,
+    /// Open connections. At the cap a new one takes the place of one with
+    /// no request in flight, or gets a 503 if all have one.
+    pub max_connections: usize,
+    /// From connecting (or a kept-alive request's first byte) to the end
+    /// of the request header.
+    pub timeout_header: Duration,
+    /// To receive a request body once its header is in.
+    pub timeout_body: Duration,
+    /// A kept-alive connection with no request in flight is closed after.
+    pub timeout_idle: Duration,
+    /// Between SSE keep-alive comments when no token was sent.
+    pub sse_keepalive: Duration,
+    /// Host names accepted besides IP literals and localhost (the check
+    /// applies only without API keys).
+    pub allow_hosts: Vec<String>,
+    /// Origins allowed by CORS (`*`: any); none: CORS off.
+    pub cors_origins: Vec<String>,
+    /// Per tenant, per minute.
+    pub rate_limit_requests: Option<u32>,
+    /// Prompt + completion tokens per tenant per minute.
+    pub rate_limit_tokens: Option<u32>,
 }
 
 impl ServerConfig {
@@ -76,13 +106,61 @@ impl ServerConfig {
             ctx_size: None,
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             kv: KvType::F16,
-            api_key: None,
             max_queue: 64,
             body_limit: 4 << 20,
             chat_template: None,
             alias: None,
             fault: None,
+            api_keys: Vec::new(),
+            max_connections: 512,
+            timeout_header: Duration::from_secs(10),
+            timeout_body: Duration::from_secs(30),
+            timeout_idle: Duration::from_secs(60),
+            sse_keepalive: Duration::from_secs(15),
+            allow_hosts: Vec::new(),
+            cors_origins: Vec::new(),
+            rate_limit_requests: None,
+            rate_limit_tokens: None,
         }
+    }
+
+    /// Refuses settings that cannot work, with what to give instead.
+    fn check(&self) -> Result<(), String> {
+        for (i, k) in self.api_keys.iter().enumerate() {
+            if k.trim().is_empty() || k.trim() != k {
+                return Err(format!(
+                    "API key {} is empty or has spaces around it",
+                    i + 1
+                ));
+            }
+            if self.api_keys[..i].contains(k) {
+                return Err(format!(
+                    "API key {} repeats an earlier one: each key names one tenant",
+                    i + 1
+                ));
+            }
+        }
+        for h in &self.allow_hosts {
+            if h.is_empty() || h.contains([':', '/', '[', ' ']) {
+                return Err(format!(
+                    "--allow-host {h:?}: give a host name without port or scheme (my-box.lan)"
+                ));
+            }
+        }
+        if self.max_connections == 0 {
+            return Err("--max-connections 0: allow at least 1".into());
+        }
+        for (flag, d) in [
+            ("--timeout-header-secs", self.timeout_header),
+            ("--timeout-body-secs", self.timeout_body),
+            ("--timeout-idle-secs", self.timeout_idle),
+            ("--sse-keepalive-secs", self.sse_keepalive),
+        ] {
+            if d.is_zero() {
+                return Err(format!("{flag} 0: give at least 1 second"));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -97,6 +175,8 @@ pub fn run(config: ServerConfig) -> Result<(), Error> {
 }
 
 async fn serve(config: ServerConfig) -> Result<(), Error> {
+    config.check().map_err(ErrorKind::Config)?;
+    let cors = guard::cors(&config.cors_origins).map_err(ErrorKind::Config)?;
     let addr = format!("{}:{}", config.host, config.port);
     let listener = tokio::net::TcpListener::bind(&addr)
         .await
@@ -112,12 +192,14 @@ async fn serve(config: ServerConfig) -> Result<(), Error> {
         let _ = out.flush();
     }
     let app = Arc::new(App::new(config.clone()));
-    let router = routes::router(app.clone());
-    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
-    let server = axum::serve(listener, router).with_graceful_shutdown(async move {
-        let _ = stop_rx.wait_for(|&s| s).await;
-    });
-    let server = tokio::spawn(std::future::IntoFuture::into_future(server));
+    let router = routes::router(app.clone(), cors);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let limits = conn::ConnLimits {
+        max_connections: config.max_connections,
+        timeout_header: config.timeout_header,
+        timeout_idle: config.timeout_idle,
+    };
+    let server = tokio::spawn(conn::serve(listener, router, limits, stop_rx));
 
     let loader = {
         let app = app.clone();
@@ -146,10 +228,12 @@ async fn serve(config: ServerConfig) -> Result<(), Error> {
         // replies with 503.
         let _ = tokio::task::spawn_blocking(move || ready.engine.shutdown()).await;
     }
-    match tokio::time::timeout(Duration::from_secs(10), server).await {
-        Ok(Ok(Err(e))) => return Err(ErrorKind::Serve(e).into()),
-        Ok(_) => {}
-        Err(_) => eprintln!("cria serve: connections still open after 10 s; closing them"),
+    if tokio::time::timeout(Duration::from_secs(10), server)
+        .await
+        .is_err()
+    {
+        // Returning drops the runtime, which closes them.
+        eprintln!("cria serve: connections still open after 10 s; closing them");
     }
     match failure {
         Some(e) => Err(ErrorKind::Load(e).into()),

@@ -1,6 +1,7 @@
 //! Prometheus metrics, written as text by hand (a few counters and two
 //! histograms do not need a metrics crate).
 
+use crate::guard::Tenant;
 use cria_engine::EngineStats;
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -57,14 +58,16 @@ impl Histogram {
     }
 }
 
+/// Counters are labelled with the tenant's id (never its key); tenant 0 is
+/// a server without keys, or a request refused before its key was known.
 pub struct Metrics {
-    /// (endpoint, status) -> count
-    requests: Mutex<BTreeMap<(String, u16), u64>>,
+    /// (endpoint, status, tenant) -> count
+    requests: Mutex<BTreeMap<(String, u16, Tenant), u64>>,
     pub ttft: Histogram,
     pub token_latency: Histogram,
-    /// Prompt tokens of every accepted request (cached ones included).
-    pub prompt_tokens: AtomicU64,
-    pub completion_tokens: AtomicU64,
+    /// tenant -> (prompt tokens, cached ones included; completion tokens)
+    /// of answered requests.
+    tokens: Mutex<BTreeMap<Tenant, (u64, u64)>>,
 }
 
 const TTFT_BOUNDS: &[f64] = &[0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
@@ -76,28 +79,35 @@ impl Default for Metrics {
             requests: Mutex::new(BTreeMap::new()),
             ttft: Histogram::new(TTFT_BOUNDS),
             token_latency: Histogram::new(TOKEN_BOUNDS),
-            prompt_tokens: AtomicU64::new(0),
-            completion_tokens: AtomicU64::new(0),
+            tokens: Mutex::new(BTreeMap::new()),
         }
     }
 }
 
 impl Metrics {
-    pub fn request(&self, endpoint: &str, status: u16) {
+    pub fn request(&self, endpoint: &str, status: u16, tenant: Tenant) {
         if let Ok(mut m) = self.requests.lock() {
-            *m.entry((endpoint.to_string(), status)).or_insert(0) += 1;
+            *m.entry((endpoint.to_string(), status, tenant)).or_insert(0) += 1;
+        }
+    }
+
+    pub fn tokens(&self, tenant: Tenant, prompt: usize, completion: usize) {
+        if let Ok(mut m) = self.tokens.lock() {
+            let t = m.entry(tenant).or_insert((0, 0));
+            t.0 += prompt as u64;
+            t.1 += completion as u64;
         }
     }
 
     pub fn render(&self, engine: Option<&EngineStats>) -> String {
         let mut out = String::new();
-        out.push_str("# HELP cria_requests_total HTTP requests by endpoint and status.\n");
+        out.push_str("# HELP cria_requests_total HTTP requests by endpoint, status and tenant.\n");
         out.push_str("# TYPE cria_requests_total counter\n");
         if let Ok(m) = self.requests.lock() {
-            for ((endpoint, status), n) in m.iter() {
+            for ((endpoint, status, Tenant(t)), n) in m.iter() {
                 let _ = writeln!(
                     out,
-                    "cria_requests_total{{endpoint=\"{endpoint}\",status=\"{status}\"}} {n}"
+                    "cria_requests_total{{endpoint=\"{endpoint}\",status=\"{status}\",tenant=\"{t}\"}} {n}"
                 );
             }
         }
@@ -110,18 +120,27 @@ impl Metrics {
         let gauge = |out: &mut String, name: &str, help: &str, v: u64| {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
         };
-        counter(
-            &mut out,
-            "cria_prompt_tokens_total",
-            "Prompt tokens of answered requests (cached ones included).",
-            self.prompt_tokens.load(Ordering::Relaxed),
-        );
-        counter(
-            &mut out,
-            "cria_completion_tokens_total",
-            "Tokens generated for answered requests.",
-            self.completion_tokens.load(Ordering::Relaxed),
-        );
+        if let Ok(m) = self.tokens.lock() {
+            let prompt: fn(&(u64, u64)) -> u64 = |t| t.0;
+            let completion: fn(&(u64, u64)) -> u64 = |t| t.1;
+            for (name, help, pick) in [
+                (
+                    "cria_prompt_tokens_total",
+                    "Prompt tokens of answered requests (cached ones included), by tenant.",
+                    prompt,
+                ),
+                (
+                    "cria_completion_tokens_total",
+                    "Tokens generated for answered requests, by tenant.",
+                    completion,
+                ),
+            ] {
+                let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+                for (Tenant(t), v) in m.iter() {
+                    let _ = writeln!(out, "{name}{{tenant=\"{t}\"}} {}", pick(v));
+                }
+            }
+        }
         if let Some(e) = engine {
             counter(
                 &mut out,

@@ -2,9 +2,10 @@
 //! a stream of server-sent events (`data: {chunk}` ... `data: [DONE]`).
 
 use crate::error::ApiError;
+use crate::guard::{Limiter, Tenant};
 use crate::metrics::Metrics;
 use axum::http::StatusCode;
-use axum::response::sse::{Event as SseEvent, Sse};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use cria_engine::{Done, Event, FinishReason, TokenEvent};
 use cria_tokenizer::Tokenizer;
@@ -12,7 +13,7 @@ use serde_json::{json, Value};
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 /// Which API shape the reply takes.
@@ -32,6 +33,11 @@ pub struct ReplyCtx {
     pub include_usage: bool,
     pub tok: Arc<Tokenizer>,
     pub metrics: Arc<Metrics>,
+    pub limiter: Arc<Limiter>,
+    pub tenant: Tenant,
+    /// A `: keep-alive` comment after this long without an event, so that
+    /// proxies and clients do not time out a request waiting in the queue.
+    pub keep_alive: Duration,
     pub accepted: Instant,
 }
 
@@ -124,14 +130,17 @@ impl ReplyCtx {
         *last = Some(now);
     }
 
+    /// Counts an answered request's tokens.
     fn observe_done(&self, d: &Done) {
-        use std::sync::atomic::Ordering::Relaxed;
         self.metrics
-            .prompt_tokens
-            .fetch_add(d.prompt_tokens as u64, Relaxed);
-        self.metrics
-            .completion_tokens
-            .fetch_add(d.completion_tokens as u64, Relaxed);
+            .tokens(self.tenant, d.prompt_tokens, d.completion_tokens);
+    }
+
+    /// Charges the tenant's budget, for cancelled requests too: their
+    /// tokens were computed all the same.
+    fn charge(&self, d: &Done) {
+        self.limiter
+            .charge(self.tenant, d.prompt_tokens + d.completion_tokens);
     }
 
     /// Waits for the whole answer and replies with one JSON object.
@@ -148,7 +157,10 @@ impl ReplyCtx {
                         tokens.push(t);
                     }
                 }
-                Some(Event::Done(d)) => break d,
+                Some(Event::Done(d)) => {
+                    self.charge(&d);
+                    break d;
+                }
                 Some(Event::Error(e)) => return engine_error(&e).into_response(),
                 None => return shutting_down().into_response(),
             }
@@ -265,6 +277,7 @@ impl ReplyCtx {
             );
             out.push_back(SseEvent::default().data(first.to_string()));
         }
+        let keep_alive = self.keep_alive;
         let st = St {
             ctx: self,
             rx,
@@ -295,10 +308,12 @@ impl ReplyCtx {
                         st.out.push_back(data(st.ctx.chunk(choice, None)));
                     }
                     Some(Event::Done(d)) if d.finish == FinishReason::Cancelled => {
+                        st.ctx.charge(&d);
                         st.out.push_back(data(shutting_down().body()));
                         st.ended = true;
                     }
                     Some(Event::Done(d)) => {
+                        st.ctx.charge(&d);
                         st.ctx.observe_done(&d);
                         let finish = finish_reason(d.finish);
                         if !d.text.is_empty() {
@@ -325,6 +340,7 @@ impl ReplyCtx {
                 }
             }
         });
-        Sse::new(stream).into_response()
+        let keep_alive = KeepAlive::new().interval(keep_alive).text("keep-alive");
+        Sse::new(stream).keep_alive(keep_alive).into_response()
     }
 }

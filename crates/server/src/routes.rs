@@ -1,12 +1,14 @@
-//! The HTTP routes, the auth and metrics middleware, and the shared state.
+//! The HTTP routes, the metrics middleware, and the shared state (the
+//! other middleware is in `guard.rs`).
 
 use crate::error::ApiError;
+use crate::guard::{self, Limiter, Tenant};
 use crate::metrics::Metrics;
 use crate::prepare::{self, Prepare, Prepared};
 use crate::reply::{Api, ReplyCtx};
 use crate::ServerConfig;
 use axum::body::Body;
-use axum::extract::{MatchedPath, Request as HttpRequest, State};
+use axum::extract::{Extension, MatchedPath, Request as HttpRequest, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -20,6 +22,7 @@ use serde_json::json;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
+use tower_http::cors::CorsLayer;
 
 /// What exists once the model is loaded.
 pub struct Ready {
@@ -36,6 +39,7 @@ pub struct App {
     pub config: ServerConfig,
     pub ready: OnceLock<Arc<Ready>>,
     pub metrics: Arc<Metrics>,
+    pub limiter: Arc<Limiter>,
     pub shutting_down: AtomicBool,
     /// Parsing, templates and tokenizing, off the async workers.
     pub prepare: Prepare,
@@ -45,12 +49,16 @@ pub struct App {
 impl App {
     pub fn new(config: ServerConfig) -> App {
         App {
-            config,
             ready: OnceLock::new(),
             metrics: Arc::new(Metrics::default()),
+            limiter: Arc::new(Limiter::new(
+                config.rate_limit_requests,
+                config.rate_limit_tokens,
+            )),
             shutting_down: AtomicBool::new(false),
             prepare: Prepare::new(),
             next_id: AtomicU64::new(1),
+            config,
         }
     }
 
@@ -107,28 +115,43 @@ pub fn unix_time() -> u64 {
 
 type Shared = State<Arc<App>>;
 
-pub fn router(app: Arc<App>) -> Router {
-    let protected = Router::new()
+/// Layers, outermost first: count, Host check, CORS, routing; then on the
+/// protected routes the key (tenant), JSON bodies only, and on the two
+/// generating routes the tenant's rate limits.
+pub fn router(app: Arc<App>, cors: Option<CorsLayer>) -> Router {
+    let generate = Router::new()
         .route("/v1/chat/completions", post(chat))
         .route("/chat/completions", post(chat))
         .route("/v1/completions", post(completions))
         .route("/completions", post(completions))
+        .route_layer(middleware::from_fn_with_state(
+            app.clone(),
+            guard::rate_limit,
+        ));
+    let protected = Router::new()
+        .merge(generate)
         .route("/v1/models", get(models))
         .route("/models", get(models))
         .route("/metrics", get(metrics))
         .route("/tokenize", post(tokenize))
         .route("/detokenize", post(detokenize))
-        .route_layer(middleware::from_fn_with_state(app.clone(), auth));
-    Router::new()
+        .route_layer(middleware::from_fn(guard::json_only))
+        .route_layer(middleware::from_fn_with_state(app.clone(), guard::auth));
+    let mut router = Router::new()
         .route("/health", get(health))
         .route("/v1/health", get(health))
         .merge(protected)
-        .fallback(not_found)
+        .fallback(not_found);
+    if let Some(cors) = cors {
+        router = router.layer(cors);
+    }
+    router
+        .layer(middleware::from_fn_with_state(app.clone(), guard::host))
         .layer(middleware::from_fn_with_state(app.clone(), count))
         .with_state(app)
 }
 
-/// Counts every reply by endpoint and status.
+/// Counts every reply by endpoint, status and tenant.
 async fn count(State(app): Shared, req: HttpRequest, next: Next) -> Response {
     let endpoint = req
         .extensions()
@@ -136,44 +159,14 @@ async fn count(State(app): Shared, req: HttpRequest, next: Next) -> Response {
         .map_or("other", |p| p.as_str())
         .to_string();
     let resp = next.run(req).await;
-    app.metrics.request(&endpoint, resp.status().as_u16());
+    let tenant = resp
+        .extensions()
+        .get::<Tenant>()
+        .copied()
+        .unwrap_or_default();
+    app.metrics
+        .request(&endpoint, resp.status().as_u16(), tenant);
     resp
-}
-
-/// `Authorization: Bearer KEY` when the server has a key.
-async fn auth(State(app): Shared, req: HttpRequest, next: Next) -> Response {
-    if let Some(key) = &app.config.api_key {
-        let given = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim);
-        let ok = given.is_some_and(|g| constant_time_eq(g.as_bytes(), key.as_bytes()));
-        if !ok {
-            let msg = if given.is_some() {
-                "invalid API key"
-            } else {
-                "missing API key: send it as `Authorization: Bearer KEY`"
-            };
-            return ApiError::new(StatusCode::UNAUTHORIZED, msg)
-                .code("invalid_api_key")
-                .into_response();
-        }
-    }
-    next.run(req).await
-}
-
-/// Compares in time that depends only on the lengths, never on where the
-/// first difference is.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    let mut diff = (a.len() ^ b.len()) as u64;
-    for i in 0..a.len().max(b.len()) {
-        let x = a.get(i).copied().unwrap_or(0);
-        let y = b.get(i).copied().unwrap_or(0);
-        diff |= u64::from(x ^ y);
-    }
-    std::hint::black_box(diff) == 0
 }
 
 async fn not_found(req: HttpRequest) -> ApiError {
@@ -222,7 +215,8 @@ async fn metrics(State(app): Shared) -> Response {
         .into_response()
 }
 
-/// The body, refused past the size limit.
+/// The body, refused past the size limit or if it does not arrive in
+/// time (a client trickling it would hold the connection forever).
 async fn read_body(app: &App, headers: &HeaderMap, body: Body) -> Result<Vec<u8>, ApiError> {
     let limit = app.config.body_limit;
     let too_large = || {
@@ -238,9 +232,17 @@ async fn read_body(app: &App, headers: &HeaderMap, body: Body) -> Result<Vec<u8>
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(too_large());
     }
-    match axum::body::to_bytes(body, limit).await {
-        Ok(b) => Ok(b.to_vec()),
-        Err(_) => Err(too_large()),
+    let timeout = app.config.timeout_body;
+    match tokio::time::timeout(timeout, axum::body::to_bytes(body, limit)).await {
+        Ok(Ok(b)) => Ok(b.to_vec()),
+        Ok(Err(_)) => Err(too_large()),
+        Err(_) => Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "the request body did not arrive within {} s",
+                timeout.as_secs_f64()
+            ),
+        )),
     }
 }
 
@@ -277,7 +279,12 @@ fn json_bytes(body: Vec<u8>) -> Response {
     ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
-async fn chat(State(app): Shared, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
+async fn chat(
+    State(app): Shared,
+    Extension(tenant): Extension<Tenant>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
     let r = app.ready()?.clone();
     let body = read_body(&app, &headers, body).await?;
     let job = {
@@ -286,11 +293,12 @@ async fn chat(State(app): Shared, headers: HeaderMap, body: Body) -> Result<Resp
     };
     let prepared = app.prepare.run(job).await?;
     let id = app.new_id("chatcmpl");
-    start(&app, &r, Api::Chat, id, prepared, "messages").await
+    start(&app, &r, tenant, Api::Chat, id, prepared, "messages").await
 }
 
 async fn completions(
     State(app): Shared,
+    Extension(tenant): Extension<Tenant>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
@@ -302,13 +310,14 @@ async fn completions(
     };
     let prepared = app.prepare.run(job).await?;
     let id = app.new_id("cmpl");
-    start(&app, &r, Api::Completion, id, prepared, "prompt").await
+    start(&app, &r, tenant, Api::Completion, id, prepared, "prompt").await
 }
 
 /// Submits a request to the engine and replies, streamed or whole.
 async fn start(
     app: &Arc<App>,
     r: &Arc<Ready>,
+    tenant: Tenant,
     api: Api,
     id: String,
     prepared: Prepared,
@@ -324,7 +333,7 @@ async fn start(
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let req = Request {
         logprobs,
-        tenant: 0,
+        tenant: tenant.0,
         ..Request::new(prompt, params, tx)
     };
     match r.engine.submit(req) {
@@ -365,6 +374,9 @@ async fn start(
         include_usage,
         tok: r.tok.clone(),
         metrics: app.metrics.clone(),
+        limiter: app.limiter.clone(),
+        tenant,
+        keep_alive: app.config.sse_keepalive,
         accepted: Instant::now(),
     };
     Ok(if stream {
