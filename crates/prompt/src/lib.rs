@@ -231,6 +231,7 @@ impl Inner {
             &mut out,
         );
         let rendered = rendered.map(drop);
+        limits::break_cycles(&self.env);
         if out.overflowed() {
             return Err(TemplateError::new(format!(
                 "the chat template's output exceeds {max_output} bytes"
