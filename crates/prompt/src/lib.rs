@@ -189,7 +189,7 @@ impl ChatTemplate {
         let messages = messages.to_vec();
         let time = inner.limits.time;
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("chat-template".into())
             .stack_size(limits::STACK_BYTES)
             .spawn(move || {
@@ -197,7 +197,12 @@ impl ChatTemplate {
             })
             .map_err(|e| TemplateError::with("cannot start the chat template thread", e))?;
         match rx.recv_timeout(time) {
-            Ok(r) => r,
+            Ok(r) => {
+                // It has sent its result and is ending: wait, so that no
+                // render outlives its call unless it ran out of time.
+                let _ = thread.join();
+                r
+            }
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Err(TemplateError::new(format!(
                 "the chat template did not finish rendering within {time:?}"
             ))),
