@@ -9,6 +9,7 @@
 //! output bytes, recursion, wall time); `limits.rs` says what each stops.
 #![forbid(unsafe_code)]
 
+mod cycles;
 mod limits;
 
 use cria_tokenizer::Tokenizer;
@@ -168,6 +169,17 @@ impl ChatTemplate {
                 source.len(),
                 limits::MAX_SOURCE_BYTES
             )));
+        }
+        // A template that does not parse is reported by minijinja below.
+        if let Ok(ast) =
+            minijinja::machinery::parse(&source, "chat", Default::default(), Default::default())
+        {
+            cycles::check(&ast).map_err(|attr| {
+                TemplateError::new(format!(
+                    "the chat template stores a namespace into the namespace attribute {attr}: \
+                     a reference cycle minijinja can neither print nor free; refused"
+                ))
+            })?;
         }
         env.add_template_owned("chat", source)
             .map_err(|e| TemplateError::with("the chat template is not valid Jinja", e))?;

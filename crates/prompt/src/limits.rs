@@ -24,7 +24,10 @@
 //!   (`{% set ns.me = ns %}`) is a reference cycle minijinja never frees,
 //!   so every render would leak what it holds. Our `namespace` records the
 //!   namespaces a render creates and [`break_cycles`] empties them after
-//!   it (found by the `chat_template` fuzz target).
+//!   it (found by the `chat_template` fuzz target);
+//! - a namespace stored into a namespace attribute, which minijinja's
+//!   formatting recurses through until the stack overflows: refused when
+//!   the template is loaded (`cycles.rs`).
 //!
 //! Not bounded: a string doubled by `~` or `+` without being printed
 //! (`{% set ns.x = ns.x ~ ns.x %}` in a loop) grows in memory before any of
