@@ -163,7 +163,8 @@ impl LlamaConfig {
                 n_layers,
                 match found {
                     0 => "the file has no blk.N.* tensors".to_string(),
-                    n => format!("the tensors hold {n} blocks (blk.0 to blk.{})", n - 1),
+                    1 => "the tensors hold 1 block: blk.0".to_string(),
+                    n => format!("the tensors hold {n} blocks: blk.0 to blk.{}", n - 1),
                 },
             ));
         }

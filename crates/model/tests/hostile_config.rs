@@ -130,7 +130,7 @@ fn the_honest_file_loads() {
 
 #[test]
 fn block_count_must_match_the_blk_tensors() {
-    let says = ["2 blocks (blk.0 to blk.1)"];
+    let says = ["the tensors hold 2 blocks: blk.0 to blk.1"];
     refused(
         "llama.block_count",
         Value::U32(u32::MAX),

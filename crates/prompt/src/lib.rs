@@ -9,6 +9,7 @@
 //! output bytes, recursion, wall time); `limits.rs` says what each stops.
 #![forbid(unsafe_code)]
 
+mod cycles;
 mod limits;
 
 use cria_tokenizer::Tokenizer;
@@ -169,6 +170,17 @@ impl ChatTemplate {
                 limits::MAX_SOURCE_BYTES
             )));
         }
+        // A template that does not parse is reported by minijinja below.
+        if let Ok(ast) =
+            minijinja::machinery::parse(&source, "chat", Default::default(), Default::default())
+        {
+            cycles::check(&ast).map_err(|attr| {
+                TemplateError::new(format!(
+                    "the chat template stores a namespace into the namespace attribute {attr}: \
+                     a reference cycle minijinja can neither print nor free; refused"
+                ))
+            })?;
+        }
         env.add_template_owned("chat", source)
             .map_err(|e| TemplateError::with("the chat template is not valid Jinja", e))?;
         Ok(ChatTemplate {
@@ -189,7 +201,7 @@ impl ChatTemplate {
         let messages = messages.to_vec();
         let time = inner.limits.time;
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("chat-template".into())
             .stack_size(limits::STACK_BYTES)
             .spawn(move || {
@@ -197,7 +209,12 @@ impl ChatTemplate {
             })
             .map_err(|e| TemplateError::with("cannot start the chat template thread", e))?;
         match rx.recv_timeout(time) {
-            Ok(r) => r,
+            Ok(r) => {
+                // It has sent its result and is ending: wait, so that no
+                // render outlives its call unless it ran out of time.
+                let _ = thread.join();
+                r
+            }
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Err(TemplateError::new(format!(
                 "the chat template did not finish rendering within {time:?}"
             ))),
@@ -231,6 +248,7 @@ impl Inner {
             &mut out,
         );
         let rendered = rendered.map(drop);
+        limits::break_cycles(&self.env);
         if out.overflowed() {
             return Err(TemplateError::new(format!(
                 "the chat template's output exceeds {max_output} bytes"

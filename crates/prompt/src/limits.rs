@@ -20,13 +20,23 @@
 //!   [`Limits::recursion`]; the helper thread gets a stack sized for it;
 //! - wall time: the caller waits at most [`Limits::time`].
 //!
+//! - memory kept after the render: a namespace stored into itself
+//!   (`{% set ns.me = ns %}`) is a reference cycle minijinja never frees,
+//!   so every render would leak what it holds. Our `namespace` records the
+//!   namespaces a render creates and [`break_cycles`] empties them after
+//!   it (found by the `chat_template` fuzz target);
+//! - a namespace stored into a namespace attribute, which minijinja's
+//!   formatting recurses through until the stack overflows: refused when
+//!   the template is loaded (`cycles.rs`).
+//!
 //! Not bounded: a string doubled by `~` or `+` without being printed
 //! (`{% set ns.x = ns.x ~ ns.x %}` in a loop) grows in memory before any of
 //! the above sees it; minijinja has no hook on its operators. Fuel bounds the
 //! number of doublings only.
 
 use minijinja::{Environment, Error, ErrorKind, Value};
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// Longest template source accepted (real ones are under 16 KiB).
@@ -80,9 +90,48 @@ thread_local! {
     static PRINTED: Cell<(usize, usize)> = const { Cell::new((0, usize::MAX)) };
 }
 
-/// Resets the printed-bytes count for a render on this thread.
+thread_local! {
+    /// The namespaces created by the render running on this thread.
+    static NAMESPACES: RefCell<Vec<Value>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Resets the per-render state of this thread for a new render.
 pub(crate) fn start_render(max_output: usize) {
     PRINTED.with(|p| p.set((0, max_output)));
+    NAMESPACES.with(|n| n.borrow_mut().clear());
+}
+
+/// Sets every attribute of every namespace the last render on this thread
+/// created to `none`, so that namespaces stored into namespaces no longer
+/// keep each other alive. Every reference cycle among namespaces has an
+/// edge made by `{% set ns.name = ... %}` (a namespace can hold only older
+/// values when it is made, and lists and maps are immutable), and those
+/// names are identifiers, which a `set` can reach.
+pub(crate) fn break_cycles(env: &Environment<'static>) {
+    let spaces = NAMESPACES.with(|n| std::mem::take(&mut *n.borrow_mut()));
+    let mut src = String::new();
+    let mut ctx = BTreeMap::new();
+    for (i, ns) in spaces.into_iter().enumerate() {
+        let Ok(keys) = ns.try_iter() else { continue };
+        for k in keys {
+            if let Some(k) = k.as_str().filter(|k| is_identifier(k)) {
+                src.push_str(&format!("{{% set n{i}.{k} = none %}}"));
+            }
+        }
+        ctx.insert(format!("n{i}"), ns);
+    }
+    if !src.is_empty() {
+        // Cannot fail on values that are namespaces; if it did, the only
+        // cost is the leak this exists to prevent.
+        let _ = env.render_str(&src, ctx);
+    }
+}
+
+fn is_identifier(k: &str) -> bool {
+    let mut c = k.chars();
+    c.next()
+        .is_some_and(|f| f.is_ascii_alphabetic() || f == '_')
+        && c.all(|x| x.is_ascii_alphanumeric() || x == '_')
 }
 
 /// Sets fuel, recursion limit, the counting formatter and the capped
@@ -108,6 +157,11 @@ pub(crate) fn install(env: &mut Environment<'static>, limits: &Limits) {
         minijinja::escape_formatter(out, state, value)
     });
     env.add_function("range", range);
+    env.add_function("namespace", |defaults: Option<Value>| {
+        let ns = minijinja::functions::namespace(defaults)?;
+        NAMESPACES.with(|n| n.borrow_mut().push(ns.clone()));
+        Ok(ns)
+    });
 }
 
 /// Python's `range`, refusing more than [`MAX_RANGE`] items.
@@ -176,5 +230,51 @@ impl std::io::Write for CappedWriter {
 
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use minijinja::value::Object;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    /// Counts its drops.
+    #[derive(Debug)]
+    struct Probe(Arc<AtomicUsize>);
+    impl Object for Probe {}
+    impl Drop for Probe {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Found by the chat_template fuzz target (LeakSanitizer): namespaces
+    /// stored into themselves, directly or through another, kept what
+    /// they held after the render. Every probe made must be dropped.
+    #[test]
+    fn namespace_cycles_are_broken_after_a_render() {
+        let dropped = Arc::new(AtomicUsize::new(0));
+        let mut env = Environment::new();
+        install(&mut env, &Limits::default());
+        let d = Arc::clone(&dropped);
+        env.add_function("probe", move || Value::from_object(Probe(Arc::clone(&d))));
+        let src = "{% set a = namespace(p=probe()) %}{% set a.me = a %}\
+                   {% set b = namespace(back=a, p=probe()) %}{% set a.b = b %}\
+                   {% set c = namespace({'not an identifier': a}) %}{% set a.c = c %}\
+                   {% set a.q = probe() %}{{ a.me.b.back.c['not an identifier'].p is defined }}";
+        for round in 1..=3 {
+            start_render(1 << 20);
+            assert_eq!(env.render_str(src, ()).unwrap(), "True");
+            break_cycles(&env);
+            assert_eq!(dropped.load(Ordering::SeqCst), 3 * round);
+        }
+    }
+
+    #[test]
+    fn identifiers() {
+        assert!(is_identifier("a_1") && is_identifier("_x"));
+        assert!(!is_identifier("") && !is_identifier("1a") && !is_identifier("a b"));
     }
 }

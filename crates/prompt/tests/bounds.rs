@@ -238,3 +238,77 @@ fn chat_template_is_send_and_sync() {
         }
     });
 }
+
+/// Found by the chat_template fuzz target: a namespace stored into itself,
+/// then printed or concatenated, recursed in minijinja's formatting until
+/// the stack overflowed and the process aborted. Such templates are
+/// refused when loaded, whichever way the namespace gets in.
+#[test]
+fn namespaces_stored_into_namespaces_are_refused() {
+    let crash = "{% macro m(x, n) %}{% if n > 1 %}{{ m(x ~ x, n - 1) }}{% else %}{{ x }}{% endif %}{% endmacro %}\
+        {% set ns = namespace(s='') %}{% for i in range(2) %}{% set ns.s = ns,s ~ i %}{% endfor %}{{ m(ns.s, 7) }}";
+    for (src, attr) in [
+        (crash, "ns.s"),
+        (
+            "{% set ns = namespace() %}{% set ns.me = ns %}{{ ns }}",
+            "ns.me",
+        ),
+        (
+            "{% set ns = namespace() %}{% set y = ns %}{% set ns.me = y %}",
+            "ns.me",
+        ),
+        (
+            "{% set ns = namespace() %}{% set l = [1, ns] %}{% set ns.l = l %}",
+            "ns.l",
+        ),
+        (
+            "{% set a = namespace() %}{% set b = namespace(inner=a) %}{% set a.x = b.inner %}",
+            "a.x",
+        ),
+        (
+            "{% set a = namespace() %}{% for n in [a] %}{% set a.x = n %}{% endfor %}",
+            "a.x",
+        ),
+        (
+            "{% set a = namespace() %}{% macro f(v) %}{% set a.x = v %}{% endmacro %}{{ f(a) }}",
+            "a.x",
+        ),
+        (
+            "{% set a = namespace() %}{% set a.x = namespace() %}",
+            "a.x",
+        ),
+        (
+            "{% set a = namespace() %}{% set a.x = {'k': a}['k'] %}",
+            "a.x",
+        ),
+    ] {
+        let e = ChatTemplate::new(src.into(), String::new(), String::new())
+            .err()
+            .unwrap_or_else(|| panic!("accepted: {src}"));
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "the chat template stores a namespace into the namespace attribute {attr}: \
+                 a reference cycle minijinja can neither print nor free; refused"
+            ),
+            "{src}"
+        );
+    }
+}
+
+#[test]
+fn namespaces_of_plain_values_are_fine() {
+    let src = "{% set ns = namespace(system='', n=0, found=false, parts=[]) %}\
+        {% for m in messages %}{% if m.role == 'system' %}{% set ns.system = m.content %}{% endif %}\
+        {% set ns.n = ns.n + 1 %}{% set ns.found = true %}{% set ns.parts = ns.parts + [m.content] %}\
+        {% set other = namespace(copy=ns.system) %}{% set ns.system = other.copy ~ '!' %}{% endfor %}\
+        {{ ns.system }} {{ ns.n }} {{ ns.found }} {{ ns.parts|join(',') }}";
+    let msgs = [
+        Message::new("system", "be kind"),
+        Message::new("user", "hi"),
+    ];
+    assert_eq!(
+        template(src).render(&msgs, false).unwrap(),
+        "be kind!! 2 True be kind,hi"
+    );
+}
