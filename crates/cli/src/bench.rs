@@ -72,6 +72,11 @@ pub fn run(args: Args) -> Result<()> {
         tests.extend(args.n_gen.iter().filter(|&&n| n > 0).map(|&n| (0, n)));
         for (p, n) in tests {
             let n_ctx = p.max(n).max(1);
+            cria_engine::memory::fits(
+                &format!("a test of {n_ctx} tokens"),
+                cria_engine::memory::kv_bytes(model, n_ctx, kv),
+                "lower -p or -n",
+            )?;
             let mut session = Session::new(model, n_ctx, kv, n_ctx, threads);
             let tokens = random_tokens(model.config.n_vocab, p.max(n), 42);
             let mut logits = Vec::new();

@@ -81,6 +81,7 @@ pub fn run(args: Args) -> Result<()> {
         )?),
         None => None,
     };
+    check_memory(m, n_ctx, kv)?;
     let mut session = Session::new(m, n_ctx, kv, n_ctx, threads);
     let mut acc = PerplexityAccumulator::new(n_vocab);
     let mut logits = Vec::new();
@@ -134,6 +135,7 @@ fn kl_divergence(
         chunks.n_ctx(),
         base.display()
     );
+    check_memory(model, chunks.n_ctx(), kv)?;
     let mut session = Session::new(model, chunks.n_ctx(), kv, chunks.n_ctx(), threads);
     let mut kld = KlDivergence::new(n_vocab);
     let mut stored = BaseChunk::default();
@@ -155,5 +157,18 @@ fn kl_divergence(
         );
     }
     println!("{}", kld.report()?);
+    Ok(())
+}
+
+/// Refuses a chunk size whose cache and logits (every row's) would not fit
+/// in memory, before allocating them.
+fn check_memory(model: &Model, n_ctx: usize, kv: KvType) -> Result<()> {
+    use cria_engine::memory::{fits, kv_bytes};
+    let logits = (n_ctx as u64).saturating_mul(model.config.n_vocab as u64 * 4);
+    fits(
+        &format!("scoring chunks of {n_ctx} tokens"),
+        kv_bytes(model, n_ctx, kv).saturating_add(logits),
+        "lower --ctx-size",
+    )?;
     Ok(())
 }

@@ -44,6 +44,7 @@
 
 mod error;
 mod load;
+pub mod memory;
 mod params;
 mod scheduler;
 

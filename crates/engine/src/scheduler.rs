@@ -279,7 +279,15 @@ impl Engine {
         config.slots = config.slots.max(1);
         config.step_tokens = config.step_tokens.max(config.slots);
         config.n_ctx = config.n_ctx.max(2);
-        check_memory(&model, &config)?;
+        crate::memory::fits(
+            &format!(
+                "a KV cache of {} slots x {} tokens",
+                config.slots, config.n_ctx
+            ),
+            crate::memory::kv_bytes(&model, config.n_ctx, config.kv)
+                .saturating_mul(config.slots as u64),
+            "lower --ctx-size or --parallel",
+        )?;
         let (tx, rx) = mpsc::channel();
         let stats = Arc::new(EngineStats::default());
         let stopped = Arc::new(AtomicBool::new(false));
@@ -429,50 +437,6 @@ impl Drop for Engine {
     fn drop(&mut self) {
         self.shutdown();
     }
-}
-
-/// Refuses caches that cannot be addressed or are larger than the
-/// machine's memory, before allocating them (a huge `--ctx-size` or
-/// `--parallel` would otherwise abort the process).
-fn check_memory(model: &Model, config: &EngineConfig) -> Result<(), Error> {
-    let c = &model.config;
-    // Keys are stored in blocks of 16 positions.
-    let n_ctx = config
-        .n_ctx
-        .checked_next_multiple_of(16)
-        .unwrap_or(usize::MAX);
-    let total = KvCache::bytes_for(c.n_layers, n_ctx, c.kv_dim(), config.kv)
-        .saturating_mul(config.slots as u64);
-    let too_big = |limit: String| ErrorKind::Config {
-        detail: format!(
-            "a KV cache of {} slots x {} tokens needs {:.1} GiB, more than {limit}: lower \
-             --ctx-size or --parallel",
-            config.slots,
-            config.n_ctx,
-            total as f64 / f64::from(1u32 << 30)
-        ),
-    };
-    if total > isize::MAX as u64 {
-        return Err(too_big("this machine can address".into()).into());
-    }
-    if let Some(mem) = physical_memory() {
-        if total > mem {
-            return Err(too_big(format!(
-                "the {:.1} GiB of memory here",
-                mem as f64 / f64::from(1u32 << 30)
-            ))
-            .into());
-        }
-    }
-    Ok(())
-}
-
-/// Total physical memory in bytes, where the system says (Linux).
-fn physical_memory() -> Option<u64> {
-    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = info.lines().find(|l| l.starts_with("MemTotal:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    kib.checked_mul(1024)
 }
 
 /// A request in a slot.
