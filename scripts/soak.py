@@ -77,6 +77,18 @@ INVALID = [
 ]
 
 
+def has_error(payload):
+    """An error reply: a JSON object with an "error" key, or an SSE stream
+    with an error event. (Generated text may itself say "error".)"""
+    lines = payload.split(b"\n")
+    if any(l.startswith(b"data:") for l in lines):
+        return any(l.startswith(b"data: {\"error\"") for l in lines)
+    try:
+        return "error" in json.loads(payload)
+    except ValueError:
+        return True
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--url", default="http://127.0.0.1:8080")
@@ -104,12 +116,12 @@ def main():
                     status, payload = post(host, port, path, body)
                     with lock:
                         stats["valid"] += 1
-                        if status == 200 and b'"error"' not in payload:
+                        if status == 200 and not has_error(payload):
                             stats["valid_ok"] += 1
                         elif status == 429:
                             stats["429"] += 1
                         else:
-                            stats["other"].append((status, payload[:200]))
+                            stats["other"].append((status, payload[-400:]))
                 elif kind < 0.85:
                     path, body = rnd.choice(INVALID)
                     status, payload = post(host, port, path, body)

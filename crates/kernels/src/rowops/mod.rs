@@ -75,13 +75,16 @@ pub(crate) fn rmsnorm_with(cpu: Cpu, out: &mut [f32], x: &[f32], weight: &[f32],
     let ss = match cpu.isa() {
         // SAFETY: a Cpu names only an ISA detected on this machine.
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => unsafe { x86::sum_squares_512(x) },
+        Isa::Avx512 => Some(unsafe { x86::sum_squares_512(x) }),
         // SAFETY: as above.
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => unsafe { x86::sum_squares_256(x) },
-        _ => return rmsnorm_scalar(out, x, weight, eps),
+        Isa::Avx2 => Some(unsafe { x86::sum_squares_256(x) }),
+        _ => None,
     };
-    scalar::scale_rows(out, x, weight, ss, eps);
+    match ss {
+        Some(ss) => scalar::scale_rows(out, x, weight, ss, eps),
+        None => rmsnorm_scalar(out, x, weight, eps),
+    }
 }
 
 pub(crate) fn exp_with(cpu: Cpu, x: &mut [f32]) {
