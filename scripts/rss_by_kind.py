@@ -13,8 +13,9 @@ closed after its first token).
 import argparse
 import http.client
 import json
-import socket
 import threading
+
+from soak import cancelled, rss_kib  # the soak's own hang-up and RSS reader
 
 CHAT = {"messages": [{"role": "user", "content": "Count to five."}], "max_tokens": 16}
 KINDS = {
@@ -29,34 +30,11 @@ KINDS = {
 }
 
 
-def rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return -1
-
-
 def post(port, path, body):
     c = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     c.request("POST", path, json.dumps(body), {"Content-Type": "application/json"})
     c.getresponse().read()
     c.close()
-
-
-def hangup(port):
-    s = socket.create_connection(("127.0.0.1", port), timeout=60)
-    body = json.dumps({"prompt": "Once upon a time", "max_tokens": 500, "ignore_eos": True,
-                       "stream": True})
-    s.sendall((f"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
-               f"application/json\r\nContent-Length: {len(body)}\r\n\r\n{body}").encode())
-    got = b""
-    while got.count(b"data:") < 2:
-        chunk = s.recv(4096)
-        if not chunk:
-            break
-        got += chunk
-    s.close()
 
 
 def main():
@@ -68,7 +46,7 @@ def main():
     ap.add_argument("--requests", type=int, default=4000)
     ap.add_argument("--threads", type=int, default=4)
     a = ap.parse_args()
-    one = (lambda: hangup(a.port)) if a.kind == "hangup" else (
+    one = (lambda: cancelled("127.0.0.1", a.port)) if a.kind == "hangup" else (
         lambda: post(a.port, *KINDS[a.kind]))
     start = rss_kib(a.pid)
     per_round = a.requests // 4
