@@ -42,16 +42,18 @@
 
 #![forbid(unsafe_code)]
 
+mod engine;
 mod error;
+mod fault;
 mod load;
 pub mod memory;
 mod params;
+mod request;
 mod scheduler;
 
+pub use engine::{Engine, EngineConfig, EngineStats, SubmitError};
 pub use error::{Error, ErrorKind, Result};
+pub use fault::{Fault, FaultSite};
 pub use load::Loaded;
 pub use params::{default_ctx_size, FinishReason, GenerateParams};
-pub use scheduler::{
-    Done, Engine, EngineConfig, EngineStats, Event, Fault, FaultSite, Request, SubmitError,
-    TokenEvent,
-};
+pub use request::{Done, Event, Request, TokenEvent};

@@ -1,7 +1,8 @@
 //! Continuous batching: many requests share one forward pass per step.
 //!
-//! An [`Engine`] owns a thread that owns the model's `slots` KV caches.
-//! Requests come in over a channel ([`Engine::submit`]); each carries its
+//! The thread an [`Engine`](crate::Engine) starts owns the model's `slots`
+//! KV caches. Requests come in over a channel
+//! ([`Engine::submit`](crate::Engine::submit)); each carries its
 //! own event channel, on which the engine sends [`Event`]s: one
 //! [`Event::Token`] per generated token, then one [`Event::Done`] (or an
 //! [`Event::Error`]). Every step the thread builds one batch of rows: the
@@ -20,424 +21,22 @@
 //! Supervision: admitting a request, the forward pass and sampling each run
 //! under `catch_unwind`. A panic fails only the requests it touched (an
 //! [`Event::Error`] with [`ErrorKind::Internal`]) and the engine goes on
-//! with the others. If the thread itself dies, [`Engine::is_running`] says
+//! with the others. If the thread itself dies, `Engine::is_running` says
 //! so and every waiting request's channel closes.
 
+use crate::engine::{EngineConfig, EngineStats, Msg, Queued, Ticket};
 use crate::error::{Error, ErrorKind};
-use crate::params::{FinishReason, GenerateParams};
-use cria_model::{BatchRow, KvCache, KvType, Model};
+use crate::fault::{Fault, FaultSite};
+use crate::params::FinishReason;
+use crate::request::{Done, Event, Request, TokenEvent};
+use cria_model::{BatchRow, KvCache, Model};
 use cria_sampler::{Sampler, StopOutcome, StopStrings};
 use cria_tokenizer::{Detokenizer, Tokenizer};
 use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc::UnboundedSender;
-
-/// Sizes of an [`Engine`].
-#[derive(Clone, Debug)]
-pub struct EngineConfig {
-    /// Sequences decoded together (llama.cpp's `--parallel`).
-    pub slots: usize,
-    /// Context of each slot, in tokens.
-    pub n_ctx: usize,
-    pub kv: KvType,
-    pub threads: usize,
-    /// Requests that may wait while every slot is busy; past that,
-    /// `submit` refuses. A burst of up to `slots` requests is always taken.
-    pub max_queue: usize,
-    /// Rows per forward pass: decode rows first, prompt rows fill the rest.
-    pub step_tokens: usize,
-    /// Test hook: panic at a chosen place (see [`Fault`]). `None` in use.
-    #[doc(hidden)]
-    pub fault: Option<Fault>,
-}
-
-impl EngineConfig {
-    /// One slot, no queue, the given context: what `cria run` and `cria
-    /// chat` use.
-    pub fn single(n_ctx: usize, kv: KvType, threads: usize) -> EngineConfig {
-        EngineConfig {
-            slots: 1,
-            n_ctx,
-            kv,
-            threads,
-            max_queue: 0,
-            step_tokens: 512,
-            fault: None,
-        }
-    }
-}
-
-/// A deliberate panic, for the tests of supervision: it fires at `site`
-/// while handling a request whose sampler seed is `seed`.
-#[doc(hidden)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Fault {
-    pub site: FaultSite,
-    pub seed: u64,
-}
-
-#[doc(hidden)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FaultSite {
-    /// While admitting the request into a slot.
-    Admit,
-    /// During a forward pass that holds one of its rows.
-    Step,
-    /// While sampling its next token.
-    Sample,
-    /// In the scheduler loop itself, outside any supervision: the thread
-    /// dies (what `/health` must then report).
-    Thread,
-}
-
-impl std::str::FromStr for Fault {
-    type Err = String;
-
-    /// `SITE:SEED`, e.g. `sample:4242`.
-    fn from_str(s: &str) -> Result<Fault, String> {
-        let (site, seed) = s
-            .split_once(':')
-            .ok_or_else(|| format!("{s:?}: expected SITE:SEED"))?;
-        let site = match site {
-            "admit" => FaultSite::Admit,
-            "step" => FaultSite::Step,
-            "sample" => FaultSite::Sample,
-            "thread" => FaultSite::Thread,
-            _ => {
-                return Err(format!(
-                    "{site:?}: the site is admit, step, sample or thread"
-                ))
-            }
-        };
-        let seed = seed
-            .parse()
-            .map_err(|_| format!("{seed:?} is not a seed"))?;
-        Ok(Fault { site, seed })
-    }
-}
-
-/// One generation request.
-pub struct Request {
-    pub prompt: Vec<u32>,
-    pub params: GenerateParams,
-    /// `Some(n)`: report each token's log-probability and the `n` most
-    /// likely alternatives.
-    pub logprobs: Option<usize>,
-    /// Where this request's events go. Dropping the receiver cancels it.
-    pub events: UnboundedSender<Event>,
-    /// Whose request this is (the server's API key id; 0 when there are no
-    /// keys). A cached prompt prefix is reused only by the same tenant, so
-    /// `cached_tokens` never tells one tenant about another's prompts.
-    pub tenant: u32,
-    /// Raised from outside (the CLI's Ctrl-C): the request ends at the next
-    /// step with [`FinishReason::Cancelled`] and its `Done` summary.
-    pub cancel: Option<Arc<AtomicBool>>,
-}
-
-impl Request {
-    pub fn new(
-        prompt: Vec<u32>,
-        params: GenerateParams,
-        events: UnboundedSender<Event>,
-    ) -> Request {
-        Request {
-            prompt,
-            params,
-            logprobs: None,
-            events,
-            tenant: 0,
-            cancel: None,
-        }
-    }
-
-    fn cancelled(&self) -> bool {
-        self.events.is_closed()
-            || self
-                .cancel
-                .as_ref()
-                .is_some_and(|c| c.load(Ordering::Relaxed))
-    }
-}
-
-#[derive(Debug)]
-pub enum Event {
-    Token(TokenEvent),
-    Done(Done),
-    Error(Error),
-}
-
-#[derive(Clone, Debug)]
-pub struct TokenEvent {
-    pub id: u32,
-    /// Text that is now safe to show (maybe empty: held back while it
-    /// could start a stop string or is an incomplete UTF-8 character).
-    pub text: String,
-    /// Log-probability of `id` under the model's raw distribution, and the
-    /// top alternatives (most likely first), when asked for.
-    pub logprob: Option<f32>,
-    pub top_logprobs: Vec<(u32, f32)>,
-}
-
-#[derive(Clone, Debug)]
-pub struct Done {
-    pub finish: FinishReason,
-    /// Text held back until the end (no stop string completed it).
-    pub text: String,
-    pub prompt_tokens: usize,
-    /// Prompt tokens found in the slot's cache and not evaluated again.
-    pub cached_tokens: usize,
-    pub completion_tokens: usize,
-    /// From admission to the first token.
-    pub prompt_time: Duration,
-    pub generation_time: Duration,
-}
-
-/// Why [`Engine::submit`] refused a request.
-#[derive(Debug)]
-pub enum SubmitError {
-    /// Every slot is busy and the queue is full: try again later.
-    QueueFull { max_queue: usize },
-    /// The engine has stopped (shutdown, or its thread died).
-    Stopped,
-    /// The request itself is wrong (prompt too long, bad sampler settings).
-    Invalid(Error),
-}
-
-/// Counters shared with the outside, for metrics.
-#[derive(Default, Debug)]
-pub struct EngineStats {
-    /// Requests accepted but not yet in a slot.
-    pub queued: AtomicUsize,
-    pub active: AtomicUsize,
-    /// Prompt tokens evaluated (cached ones not counted).
-    pub prompt_tokens: AtomicU64,
-    pub generated_tokens: AtomicU64,
-    pub steps: AtomicU64,
-    /// Requests failed by a panic inside the engine (bugs).
-    pub panics: AtomicU64,
-}
-
-/// Holds one place among the engine's `slots + max_queue`, from `submit`
-/// until the request ends; dropping it frees the place. It is dropped
-/// before the request's last event is sent, so a client that submits again
-/// as soon as it sees `Done` always finds the place free.
-struct Ticket(Arc<AtomicUsize>);
-
-impl Drop for Ticket {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
-/// A request that holds its place.
-struct Queued {
-    req: Request,
-    ticket: Ticket,
-}
-
-enum Msg {
-    Request(Box<Queued>),
-    Shutdown,
-}
-
-/// Handle to the scheduler thread; cheap to share behind an `Arc`.
-pub struct Engine {
-    tx: mpsc::Sender<Msg>,
-    stats: Arc<EngineStats>,
-    /// Requests submitted and not yet ended (in the channel, waiting or in
-    /// a slot).
-    outstanding: Arc<AtomicUsize>,
-    stopped: Arc<AtomicBool>,
-    config: EngineConfig,
-    n_vocab: usize,
-    thread: std::sync::Mutex<Option<JoinHandle<()>>>,
-}
-
-/// Marks the engine stopped when the scheduler thread ends, however it
-/// ends (a panic included).
-struct StopGuard(Arc<AtomicBool>);
-
-impl Drop for StopGuard {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::SeqCst);
-    }
-}
-
-impl Engine {
-    /// Checks the sizes, allocates the slots' caches and starts the
-    /// scheduler thread.
-    pub fn start(
-        model: Arc<Model>,
-        tok: Arc<Tokenizer>,
-        config: EngineConfig,
-    ) -> Result<Engine, Error> {
-        let mut config = config;
-        config.slots = config.slots.max(1);
-        config.step_tokens = config.step_tokens.max(config.slots);
-        config.n_ctx = config.n_ctx.max(2);
-        crate::memory::fits(
-            &format!(
-                "a KV cache of {} slots x {} tokens",
-                config.slots, config.n_ctx
-            ),
-            crate::memory::kv_bytes(&model, config.n_ctx, config.kv)
-                .saturating_mul(config.slots as u64),
-            "lower --ctx-size or --parallel",
-        )?;
-        let (tx, rx) = mpsc::channel();
-        let stats = Arc::new(EngineStats::default());
-        let stopped = Arc::new(AtomicBool::new(false));
-        let n_vocab = model.config.n_vocab;
-        let thread = {
-            let (stats, config) = (stats.clone(), config.clone());
-            let guard = StopGuard(stopped.clone());
-            std::thread::Builder::new()
-                .name("cria-engine".into())
-                .spawn(move || {
-                    let _guard = guard;
-                    Scheduler::new(&model, &tok, config, stats).run(rx);
-                })
-                .map_err(|e| ErrorKind::Config {
-                    detail: format!("cannot start the engine thread: {e}"),
-                })?
-        };
-        Ok(Engine {
-            tx,
-            stats,
-            outstanding: Arc::new(AtomicUsize::new(0)),
-            stopped,
-            config,
-            n_vocab,
-            thread: std::sync::Mutex::new(Some(thread)),
-        })
-    }
-
-    pub fn config(&self) -> &EngineConfig {
-        &self.config
-    }
-
-    pub fn stats(&self) -> &EngineStats {
-        &self.stats
-    }
-
-    /// False once the engine has been shut down or its thread has died.
-    pub fn is_running(&self) -> bool {
-        !self.stopped.load(Ordering::SeqCst)
-    }
-
-    /// Checks a request without queueing it: the prompt fits the context
-    /// with room for one new token, its ids are in the vocabulary, and the
-    /// sampler settings are valid.
-    pub fn validate(&self, prompt: &[u32], params: &GenerateParams) -> Result<(), Error> {
-        if prompt.is_empty() {
-            return Err(ErrorKind::EmptyPrompt.into());
-        }
-        if prompt.len() >= self.config.n_ctx {
-            return Err(ErrorKind::PromptTooLong {
-                prompt_tokens: prompt.len(),
-                n_ctx: self.config.n_ctx,
-            }
-            .into());
-        }
-        if let Some(&id) = prompt.iter().find(|&&id| id as usize >= self.n_vocab) {
-            return Err(ErrorKind::BadToken {
-                id,
-                n_vocab: self.n_vocab,
-            }
-            .into());
-        }
-        params.sampler.validate(self.n_vocab)?;
-        Ok(())
-    }
-
-    /// Queues a request, or says why not. It is refused as busy only when
-    /// every slot is taken and `max_queue` requests already wait.
-    pub fn submit(&self, req: Request) -> Result<(), SubmitError> {
-        if !self.is_running() {
-            return Err(SubmitError::Stopped);
-        }
-        self.validate(&req.prompt, &req.params)
-            .map_err(SubmitError::Invalid)?;
-        let max_queue = self.config.max_queue;
-        let places = self.config.slots.saturating_add(max_queue);
-        if self.outstanding.fetch_add(1, Ordering::SeqCst) >= places {
-            self.outstanding.fetch_sub(1, Ordering::SeqCst);
-            return Err(SubmitError::QueueFull { max_queue });
-        }
-        let ticket = Ticket(self.outstanding.clone());
-        self.stats.queued.fetch_add(1, Ordering::SeqCst);
-        if self
-            .tx
-            .send(Msg::Request(Box::new(Queued { req, ticket })))
-            .is_err()
-        {
-            self.stats.queued.fetch_sub(1, Ordering::SeqCst);
-            return Err(SubmitError::Stopped);
-        }
-        Ok(())
-    }
-
-    /// Runs one request to its end, blocking the calling thread (the CLI's
-    /// way in): `on_text` gets the text as it becomes safe to show, the
-    /// held-back tail included, and the summary comes back. Raising
-    /// `cancel` ends it with [`FinishReason::Cancelled`].
-    pub fn generate(
-        &self,
-        prompt: Vec<u32>,
-        params: GenerateParams,
-        cancel: Option<Arc<AtomicBool>>,
-        on_text: &mut dyn FnMut(&str),
-    ) -> Result<Done, Error> {
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let req = Request {
-            cancel,
-            ..Request::new(prompt, params, tx)
-        };
-        match self.submit(req) {
-            Ok(()) => {}
-            Err(SubmitError::Invalid(e)) => return Err(e),
-            Err(SubmitError::Stopped) => return Err(ErrorKind::Stopped.into()),
-            Err(SubmitError::QueueFull { .. }) => {
-                return Err(ErrorKind::Internal {
-                    detail: "the engine is busy with another request".into(),
-                }
-                .into())
-            }
-        }
-        loop {
-            match rx.blocking_recv() {
-                Some(Event::Token(t)) => on_text(&t.text),
-                Some(Event::Done(d)) => {
-                    on_text(&d.text);
-                    return Ok(d);
-                }
-                Some(Event::Error(e)) => return Err(e),
-                None => return Err(ErrorKind::Stopped.into()),
-            }
-        }
-    }
-
-    /// Cancels every request (each gets `Done` with `Cancelled`) and waits
-    /// for the thread to end.
-    pub fn shutdown(&self) {
-        self.stopped.store(true, Ordering::SeqCst);
-        let _ = self.tx.send(Msg::Shutdown);
-        let handle = self.thread.lock().ok().and_then(|mut t| t.take());
-        if let Some(h) = handle {
-            let _ = h.join();
-        }
-    }
-}
-
-impl Drop for Engine {
-    fn drop(&mut self) {
-        self.shutdown();
-    }
-}
 
 /// A request in a slot.
 struct Job<'t> {
@@ -477,7 +76,7 @@ struct Slot<'t> {
     last_used: u64,
 }
 
-struct Scheduler<'m> {
+pub(crate) struct Scheduler<'m> {
     model: &'m Model,
     tok: &'m Tokenizer,
     config: EngineConfig,
@@ -505,7 +104,7 @@ fn internal(detail: impl Into<String>) -> Event {
 }
 
 impl<'m> Scheduler<'m> {
-    fn new(
+    pub(crate) fn new(
         model: &'m Model,
         tok: &'m Tokenizer,
         config: EngineConfig,
@@ -551,7 +150,7 @@ impl<'m> Scheduler<'m> {
         }
     }
 
-    fn run(mut self, rx: mpsc::Receiver<Msg>) {
+    pub(crate) fn run(mut self, rx: mpsc::Receiver<Msg>) {
         loop {
             let idle = self.waiting.is_empty() && self.slots.iter().all(|s| s.job.is_none());
             // Sleep while there is nothing to do; otherwise only pick up
