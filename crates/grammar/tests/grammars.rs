@@ -136,6 +136,18 @@ impl Recognizer<'_> {
     }
 }
 
+fn set_bits(mask: &[u32]) -> Vec<u32> {
+    let mut out = Vec::new();
+    for (w, &word) in mask.iter().enumerate() {
+        let mut bits = word;
+        while bits != 0 {
+            out.push(w as u32 * 32 + bits.trailing_zeros());
+            bits &= bits - 1;
+        }
+    }
+    out
+}
+
 /// Walks the constraint with random allowed tokens; returns the text if
 /// the walk ended on an end-of-generation token within `budget` tokens.
 fn walk(
@@ -153,10 +165,7 @@ fn walk(
         if c.is_finished() {
             return Some(String::from_utf8(bytes).expect("constrained text is UTF-8"));
         }
-        let mask = c.allowed().expect("mask").to_vec();
-        let allowed: Vec<u32> = (0..tok.vocab_size() as u32)
-            .filter(|&id| mask[id as usize / 32] >> (id % 32) & 1 == 1)
-            .collect();
+        let allowed = set_bits(c.allowed().expect("mask"));
         assert!(!allowed.is_empty(), "a mask never allows nothing");
         let eog: Vec<u32> = allowed.iter().copied().filter(|&t| tok.is_eog(t)).collect();
         if !eog.is_empty() && step >= eager {
