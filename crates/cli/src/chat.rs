@@ -29,9 +29,10 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let params = args.sampling.params()?;
+    let mut params = args.sampling.params()?;
     let session = Session::start(&args.model)?;
     let tok = &session.tok;
+    params.constraint = args.sampling.constraint(tok)?;
     let template = session.template(args.chat_template.as_deref())?;
     let n_ctx = session.n_ctx;
 

@@ -6,7 +6,9 @@ use crate::default_model;
 use anyhow::{bail, Context, Result};
 use cria_engine::{GenerateParams, Loaded};
 use cria_model::KvType;
+use cria_grammar::{Constraint, GrammarSpec, Grammars};
 use cria_sampler::SamplerConfig;
+use cria_tokenizer::Tokenizer;
 use std::path::PathBuf;
 
 #[derive(clap::Args, Clone, Debug)]
@@ -106,9 +108,52 @@ pub struct SamplingArgs {
     /// Keep generating past end-of-generation tokens
     #[arg(long)]
     pub ignore_eos: bool,
+    /// Constrain the output to a GBNF grammar (llama.cpp's syntax) or an llguidance Lark grammar
+    #[arg(long, value_name = "GRAMMAR", group = "constraint")]
+    pub grammar: Option<String>,
+    /// --grammar, read from a file (e.g. llama.cpp's grammars/json.gbnf)
+    #[arg(long, value_name = "FILE", group = "constraint")]
+    pub grammar_file: Option<PathBuf>,
+    /// Constrain the output to JSON matching a JSON Schema, given inline or as a file
+    #[arg(short = 'j', long, value_name = "FILE|JSON", group = "constraint")]
+    pub json_schema: Option<String>,
+    /// Constrain the output to a JSON object
+    #[arg(long, group = "constraint")]
+    pub json: bool,
 }
 
 impl SamplingArgs {
+    /// The grammar or schema the flags ask for, compiled for `tok`.
+    pub fn constraint(&self, tok: &Tokenizer) -> Result<Option<Constraint>> {
+        let spec = if let Some(g) = &self.grammar {
+            GrammarSpec::from_grammar_text(g)
+        } else if let Some(path) = &self.grammar_file {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("--grammar-file {}", path.display()))?;
+            GrammarSpec::from_grammar_text(&text)
+        } else if let Some(s) = &self.json_schema {
+            let text = if s.trim_start().starts_with('{') || s.trim() == "true" {
+                s.clone()
+            } else {
+                std::fs::read_to_string(s)
+                    .with_context(|| format!("--json-schema {s}: not JSON, and not a readable file"))?
+            };
+            let schema = serde_json::from_str(&text)
+                .with_context(|| format!("--json-schema: {} is not valid JSON", short(s)))?;
+            GrammarSpec::JsonSchema(schema)
+        } else if self.json {
+            GrammarSpec::JsonObject
+        } else {
+            return Ok(None);
+        };
+        let grammars = Grammars::new(tok)?;
+        let (c, stats) = grammars.compile_timed(&spec)?;
+        if std::env::var_os("CRIA_GRAMMAR_STATS").is_some() {
+            eprintln!("cria: grammar compiled in {:.2} ms", stats.time.as_secs_f64() * 1e3);
+        }
+        Ok(Some(c))
+    }
+
     pub fn params(&self) -> Result<GenerateParams> {
         let mut logit_bias = Vec::new();
         for b in &self.logit_bias {
@@ -123,6 +168,7 @@ impl SamplingArgs {
             max_tokens: usize::try_from(self.n_predict).ok(),
             stop: self.stop.clone(),
             ignore_eos: self.ignore_eos,
+            constraint: None,
             sampler: SamplerConfig {
                 temperature: self.temperature,
                 top_k: self.top_k,
@@ -166,5 +212,13 @@ mod tests {
         assert_eq!(super::parse_bias("2-inf").unwrap(), (2, f32::NEG_INFINITY));
         assert!(super::parse_bias("x+1").is_err());
         assert!(super::parse_bias("12").is_err());
+    }
+}
+
+/// The first 40 characters of `s`, for error messages.
+fn short(s: &str) -> String {
+    match s.char_indices().nth(40) {
+        Some((i, _)) => format!("{}...", &s[..i]),
+        None => s.to_string(),
     }
 }

@@ -58,9 +58,10 @@ pub fn run(args: Args) -> Result<()> {
             bail!("no prompt: give one as an argument, with -p TEXT, -f FILE or on stdin")
         }
     };
-    let params = args.sampling.params()?;
+    let mut params = args.sampling.params()?;
     let session = Session::start(&args.model)?;
     let tok = &session.tok;
+    params.constraint = args.sampling.constraint(tok)?;
     let tokens = if args.raw {
         tok.encode(&prompt, true, true)?
     } else {

@@ -39,6 +39,8 @@ pub enum ErrorKind {
     Stopped,
     Model(cria_model::Error),
     Sampler(cria_sampler::Error),
+    /// The output constraint (grammar or schema) failed during generation.
+    Grammar(cria_grammar::Error),
 }
 
 impl Error {
@@ -62,6 +64,12 @@ impl From<cria_model::Error> for Error {
 impl From<cria_sampler::Error> for Error {
     fn from(e: cria_sampler::Error) -> Error {
         ErrorKind::Sampler(e).into()
+    }
+}
+
+impl From<cria_grammar::Error> for Error {
+    fn from(e: cria_grammar::Error) -> Error {
+        ErrorKind::Grammar(e).into()
     }
 }
 
@@ -90,6 +98,7 @@ impl fmt::Display for Error {
             ErrorKind::Stopped => write!(f, "the engine has stopped"),
             ErrorKind::Model(e) => write!(f, "{e}"),
             ErrorKind::Sampler(e) => write!(f, "{e}"),
+            ErrorKind::Grammar(e) => write!(f, "{e}"),
         }
     }
 }

@@ -27,6 +27,9 @@ pub struct GenerateParams {
     pub sampler: SamplerConfig,
     /// Keep going past end-of-generation tokens (benchmarks).
     pub ignore_eos: bool,
+    /// Output must match this grammar or schema: each token is sampled
+    /// from those it allows, and generation ends where it is complete.
+    pub constraint: Option<cria_grammar::Constraint>,
 }
 
 /// Default context size: the model's training context, capped so the KV

@@ -442,10 +442,7 @@ impl<'m> Scheduler<'m> {
             {
                 break 'f Some(FinishReason::Length);
             }
-            let id = match job.sampler.sample(row).and_then(|id| {
-                job.sampler.accept(id)?;
-                Ok(id)
-            }) {
+            let id = match sample_constrained(job, row, tok) {
                 Ok(id) => id,
                 Err(e) => {
                     if let Some(job) = slot.job.take() {
@@ -469,7 +466,8 @@ impl<'m> Scheduler<'m> {
                 }
                 None => (None, Vec::new()),
             };
-            if tok.is_eog(id) && !job.req.params.ignore_eos {
+            if tok.is_eog(id) && (!job.req.params.ignore_eos || job.req.params.constraint.is_some())
+            {
                 break 'f Some(FinishReason::EndOfGeneration);
             }
             let (text, stopped) = match job.stops.push(&job.detok.push(id)) {
@@ -484,6 +482,17 @@ impl<'m> Scheduler<'m> {
             }));
             if stopped {
                 break 'f Some(FinishReason::StopString);
+            }
+            // The grammar allows nothing but the end: stop now rather than
+            // spend a forward pass on the end-of-generation token.
+            if job
+                .req
+                .params
+                .constraint
+                .as_ref()
+                .is_some_and(|c| c.is_finished())
+            {
+                break 'f Some(FinishReason::EndOfGeneration);
             }
             if job
                 .req
@@ -530,6 +539,27 @@ impl<'m> Scheduler<'m> {
         }
         self.stats.active.store(0, Ordering::SeqCst);
     }
+}
+
+/// Samples the next token of `job` from `row` (through its grammar's mask
+/// when it has one) and records it in the sampler and the grammar. An
+/// end-of-generation token is offered only where the grammar is complete,
+/// and is not fed to the grammar.
+fn sample_constrained(job: &mut Job<'_>, row: &[f32], tok: &Tokenizer) -> Result<u32, Error> {
+    let id = match job.req.params.constraint.as_mut() {
+        Some(c) => {
+            let mask = c.allowed()?;
+            job.sampler.sample_allowed(row, Some(mask))?
+        }
+        None => job.sampler.sample(row)?,
+    };
+    job.sampler.accept(id)?;
+    if let Some(c) = job.req.params.constraint.as_mut() {
+        if !tok.is_eog(id) {
+            c.accept(id)?;
+        }
+    }
+    Ok(id)
 }
 
 /// The summary of a request cancelled before it reached a slot.

@@ -73,6 +73,14 @@ impl Sampler {
     /// is -inf/NaN after the logit bias. Does not record the token: call
     /// [`Sampler::accept`] with the id you keep.
     pub fn sample(&mut self, logits: &[f32]) -> Result<u32> {
+        self.sample_allowed(logits, None)
+    }
+
+    /// [`Sampler::sample`] restricted to the tokens whose bit is set in
+    /// `allowed` (bit `id % 32` of word `id / 32`; a grammar's mask). The
+    /// others are removed before every stage, as llama.cpp applies its
+    /// grammar first, so top-k/top-p see only valid tokens.
+    pub fn sample_allowed(&mut self, logits: &[f32], allowed: Option<&[u32]>) -> Result<u32> {
         if logits.len() != self.n_vocab {
             return Err(ErrorKind::LogitsLength {
                 expected: self.n_vocab,
@@ -86,6 +94,9 @@ impl Sampler {
         // Bias first, as llama.cpp adds its logit_bias sampler ahead of the chain.
         for &(id, delta) in &self.config.logit_bias {
             self.work[id as usize] += delta;
+        }
+        if let Some(mask) = allowed {
+            stages::apply_mask(&mut self.work, mask);
         }
         let c = &self.config;
         if !c.penalties_disabled() {

@@ -198,3 +198,19 @@ pub(crate) fn argmax(logits: &[f32]) -> Option<usize> {
     }
     best.map(|(i, _)| i)
 }
+
+/// Sets every logit whose bit in `mask` is clear to -inf (bit `id % 32` of
+/// word `id / 32`; ids past the mask's end count as clear).
+pub(crate) fn apply_mask(work: &mut [f32], mask: &[u32]) {
+    for (w, chunk) in work.chunks_mut(32).enumerate() {
+        let bits = mask.get(w).copied().unwrap_or(0);
+        if bits == u32::MAX {
+            continue;
+        }
+        for (b, l) in chunk.iter_mut().enumerate() {
+            if bits >> b & 1 == 0 {
+                *l = f32::NEG_INFINITY;
+            }
+        }
+    }
+}

@@ -511,3 +511,33 @@ fn stop_strings_respect_utf8_and_empty_stops() {
         StopOutcome::Continue { emit: "abc".into() }
     );
 }
+
+#[test]
+fn mask_removes_disallowed_tokens_before_every_stage() {
+    // 40 tokens: the best (id 3) is masked out; only 5 and 33 are allowed.
+    let mut logits = vec![0.0f32; 40];
+    logits[3] = 10.0;
+    logits[5] = 1.0;
+    logits[33] = 2.0;
+    let mask = [1u32 << 5, 1u32 << 1];
+    let greedy = SamplerConfig {
+        temperature: 0.0,
+        ..SamplerConfig::default()
+    };
+    let mut s = Sampler::new(greedy, 40).unwrap();
+    assert_eq!(s.sample(&logits).unwrap(), 3);
+    assert_eq!(s.sample_allowed(&logits, Some(&mask)).unwrap(), 33);
+    let hot = SamplerConfig {
+        temperature: 1.5,
+        top_k: 0,
+        seed: 1,
+        ..SamplerConfig::default()
+    };
+    let mut s = Sampler::new(hot, 40).unwrap();
+    for _ in 0..200 {
+        let id = s.sample_allowed(&logits, Some(&mask)).unwrap();
+        assert!(id == 5 || id == 33, "{id}");
+    }
+    // A mask that allows nothing is an error, not a pick.
+    assert!(s.sample_allowed(&logits, Some(&[0, 0])).is_err());
+}

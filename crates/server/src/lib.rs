@@ -22,6 +22,7 @@
 #![forbid(unsafe_code)]
 
 mod conn;
+mod constrain;
 mod error;
 mod guard;
 mod limits;
@@ -314,6 +315,7 @@ fn load(config: &ServerConfig) -> Result<Ready, String> {
         config.threads.max(1),
     );
     Ok(Ready {
+        grammars: std::sync::OnceLock::new(),
         model,
         tok,
         template,

@@ -142,12 +142,6 @@ pub struct StreamOptions {
     pub include_usage: bool,
 }
 
-#[derive(Deserialize, Debug)]
-pub struct ResponseFormat {
-    #[serde(rename = "type")]
-    pub kind: String,
-}
-
 /// The sampling fields both endpoints share (OpenAI's, plus llama.cpp's
 /// `top_k`, `min_p`, `repeat_penalty`, `repeat_last_n`). Floats are read
 /// as f64 so that 1e39 is out of range rather than an f32 infinity.
@@ -181,7 +175,6 @@ pub struct ChatRequest {
     #[serde(default, deserialize_with = "null_is_false")]
     pub logprobs: bool,
     pub top_logprobs: Option<i64>,
-    pub response_format: Option<ResponseFormat>,
     pub tools: Option<Given>,
     pub tool_choice: Option<Given>,
     pub functions: Option<Given>,
@@ -304,14 +297,6 @@ impl ChatRequest {
         }
         if present(&self.prediction) {
             return Err(ApiError::unsupported("prediction", "predicted output"));
-        }
-        if let Some(f) = &self.response_format {
-            if f.kind != "text" {
-                return Err(ApiError::unsupported(
-                    "response_format",
-                    &format!("response_format type {:?} (only \"text\")", f.kind),
-                ));
-            }
         }
         let messages = &self.messages.0;
         if messages.is_empty() {
@@ -493,6 +478,7 @@ impl Sampling {
             max_tokens: wish,
             stop: self.stop.as_ref().map_or(Vec::new(), |s| s.0.clone()),
             ignore_eos: self.ignore_eos,
+            constraint: None,
             sampler: SamplerConfig {
                 temperature,
                 top_k,

@@ -81,6 +81,14 @@ fn bounds(r: &Ready) -> ModelBounds {
     }
 }
 
+/// Compiles the grammar or schema the body asks for, if any.
+fn constrain(r: &Ready, body: &[u8], params: &mut GenerateParams) -> Result<(), ApiError> {
+    if let Some((param, spec)) = crate::constrain::spec(body)? {
+        params.constraint = Some(crate::constrain::compile(r.grammars()?, param, &spec)?);
+    }
+    Ok(())
+}
+
 /// `/v1/chat/completions`: checks, renders the template, tokenizes.
 pub fn chat(r: &Ready, body: &[u8]) -> Result<Prepared, ApiError> {
     let req: ChatRequest = openai::parse(body)?;
@@ -89,6 +97,7 @@ pub fn chat(r: &Ready, body: &[u8]) -> Result<Prepared, ApiError> {
     let logprobs = req.logprobs()?;
     let b = bounds(r);
     let mut params = sampling.params(req.max_completion_tokens, b)?;
+    constrain(r, body, &mut params)?;
     let template = r.template.as_ref().map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -118,6 +127,7 @@ pub fn completion(r: &Ready, body: &[u8]) -> Result<Prepared, ApiError> {
     let logprobs = req.logprobs()?;
     let b = bounds(r);
     let mut params = sampling.params(None, b)?;
+    constrain(r, body, &mut params)?;
     let one = |n: usize| {
         if n == 1 {
             Ok(())

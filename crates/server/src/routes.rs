@@ -26,6 +26,9 @@ use tower_http::cors::CorsLayer;
 
 /// What exists once the model is loaded.
 pub struct Ready {
+    /// The vocabulary as grammars need it, built at the first constrained
+    /// request (or the reason it cannot be).
+    pub grammars: OnceLock<Result<Arc<cria_grammar::Grammars>, String>>,
     pub model: Arc<Model>,
     pub tok: Arc<Tokenizer>,
     /// The chat template, or why there is none (chat requests get the reason).
@@ -33,6 +36,24 @@ pub struct Ready {
     pub engine: Engine,
     pub model_id: String,
     pub created: u64,
+}
+
+impl Ready {
+    pub fn grammars(&self) -> Result<&cria_grammar::Grammars, ApiError> {
+        self.grammars
+            .get_or_init(|| {
+                cria_grammar::Grammars::new(&self.tok)
+                    .map(Arc::new)
+                    .map_err(|e| e.to_string())
+            })
+            .as_deref()
+            .map_err(|e| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("this model cannot be constrained: {e}"),
+                )
+            })
+    }
 }
 
 pub struct App {
