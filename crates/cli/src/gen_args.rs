@@ -5,8 +5,8 @@
 use crate::default_model;
 use anyhow::{bail, Context, Result};
 use cria_engine::{GenerateParams, Loaded};
-use cria_model::KvType;
 use cria_grammar::{Constraint, GrammarSpec, Grammars};
+use cria_model::KvType;
 use cria_sampler::SamplerConfig;
 use cria_tokenizer::Tokenizer;
 use std::path::PathBuf;
@@ -135,8 +135,9 @@ impl SamplingArgs {
             let text = if s.trim_start().starts_with('{') || s.trim() == "true" {
                 s.clone()
             } else {
-                std::fs::read_to_string(s)
-                    .with_context(|| format!("--json-schema {s}: not JSON, and not a readable file"))?
+                std::fs::read_to_string(s).with_context(|| {
+                    format!("--json-schema {s}: not JSON, and not a readable file")
+                })?
             };
             let schema = serde_json::from_str(&text)
                 .with_context(|| format!("--json-schema: {} is not valid JSON", short(s)))?;
@@ -149,7 +150,10 @@ impl SamplingArgs {
         let grammars = Grammars::new(tok)?;
         let (c, stats) = grammars.compile_timed(&spec)?;
         if std::env::var_os("CRIA_GRAMMAR_STATS").is_some() {
-            eprintln!("cria: grammar compiled in {:.2} ms", stats.time.as_secs_f64() * 1e3);
+            eprintln!(
+                "cria: grammar compiled in {:.2} ms",
+                stats.time.as_secs_f64() * 1e3
+            );
         }
         Ok(Some(c))
     }

@@ -27,7 +27,7 @@
 //! let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
 //! let params = GenerateParams {
 //!     max_tokens: Some(16), stop: vec![], ignore_eos: false,
-//!     sampler: cria_sampler::SamplerConfig::greedy(),
+//!     sampler: cria_sampler::SamplerConfig::greedy(), constraint: None,
 //! };
 //! engine.submit(Request::new(prompt, params, tx)).map_err(|e| format!("{e:?}"))?;
 //! while let Some(event) = rx.blocking_recv() {

@@ -136,7 +136,9 @@ pub fn parse(text: &str) -> Result<Grammar, GbnfError> {
         }
     }
     if !defined.contains_key("root") {
-        return Err(p.error_at_end("the grammar has no `root` rule (generation starts there)".into()));
+        return Err(
+            p.error_at_end("the grammar has no `root` rule (generation starts there)".into())
+        );
     }
     Ok(g)
 }
@@ -221,13 +223,18 @@ impl Parser<'_> {
                 None => "expected a rule name, found the end".into(),
             }));
         }
-        Ok(self.chars[start..self.pos].iter().map(|&(_, c)| c).collect())
+        Ok(self.chars[start..self.pos]
+            .iter()
+            .map(|&(_, c)| c)
+            .collect())
     }
 
     fn rule(&mut self) -> Result<(String, Node), GbnfError> {
         let name = self.name()?;
         self.skip_space(false);
-        if !(self.peek() == Some(':') && self.peek_at(1) == Some(':') && self.peek_at(2) == Some('='))
+        if !(self.peek() == Some(':')
+            && self.peek_at(1) == Some(':')
+            && self.peek_at(2) == Some('='))
         {
             return Err(self.error(format!("expected `::=` after rule name `{name}`")));
         }
@@ -264,9 +271,8 @@ impl Parser<'_> {
                 }
                 Some('(') => {
                     if self.depth >= MAX_NESTING {
-                        return Err(self.error(format!(
-                            "parentheses nest deeper than {MAX_NESTING} levels"
-                        )));
+                        return Err(self
+                            .error(format!("parentheses nest deeper than {MAX_NESTING} levels")));
                     }
                     self.pos += 1;
                     self.depth += 1;
@@ -346,7 +352,10 @@ impl Parser<'_> {
         while self.peek().is_some_and(|c| c.is_ascii_digit()) {
             self.pos += 1;
         }
-        let digits: String = self.chars[start..self.pos].iter().map(|&(_, c)| c).collect();
+        let digits: String = self.chars[start..self.pos]
+            .iter()
+            .map(|&(_, c)| c)
+            .collect();
         match digits.parse::<u32>() {
             Ok(n) if n <= MAX_REPEAT => Ok(n),
             Ok(_) | Err(_) if !digits.is_empty() => Err(self.error(format!(
@@ -372,14 +381,16 @@ impl Parser<'_> {
         let hex = |p: &mut Self, n: usize| -> Result<char, GbnfError> {
             let mut v: u32 = 0;
             for _ in 0..n {
-                let d = p.peek().and_then(|c| c.to_digit(16)).ok_or_else(|| {
-                    p.error(format!("expected {n} hex digits after `\\{e}`"))
-                })?;
+                let d = p
+                    .peek()
+                    .and_then(|c| c.to_digit(16))
+                    .ok_or_else(|| p.error(format!("expected {n} hex digits after `\\{e}`")))?;
                 v = v * 16 + d;
                 p.pos += 1;
             }
-            char::from_u32(v)
-                .ok_or_else(|| p.error(format!("\\{e} escape {v:#x} is not a Unicode scalar value")))
+            char::from_u32(v).ok_or_else(|| {
+                p.error(format!("\\{e} escape {v:#x} is not a Unicode scalar value"))
+            })
         };
         match e {
             'x' => hex(self, 2),
@@ -424,17 +435,17 @@ impl Parser<'_> {
                 }
                 Some(_) => {
                     let lo = self.char()?;
-                    let hi = if self.peek() == Some('-') && self.peek_at(1).is_some_and(|c| c != ']')
-                    {
-                        self.pos += 1;
-                        self.char()?
-                    } else {
-                        lo
-                    };
+                    let hi =
+                        if self.peek() == Some('-') && self.peek_at(1).is_some_and(|c| c != ']') {
+                            self.pos += 1;
+                            self.char()?
+                        } else {
+                            lo
+                        };
                     if hi < lo {
-                        return Err(self.error(format!(
-                            "character range {lo:?}-{hi:?} is reversed"
-                        )));
+                        return Err(
+                            self.error(format!("character range {lo:?}-{hi:?} is reversed"))
+                        );
                     }
                     ranges.push((lo, hi));
                 }
@@ -447,7 +458,10 @@ impl Parser<'_> {
         while let Some(c) = self.peek() {
             self.pos += 1;
             if c == '>' {
-                let text: String = self.chars[start..self.pos].iter().map(|&(_, c)| c).collect();
+                let text: String = self.chars[start..self.pos]
+                    .iter()
+                    .map(|&(_, c)| c)
+                    .collect();
                 return Ok(Node::Token { text, negated });
             }
             if c == '\n' || self.pos - start > 256 {
@@ -462,10 +476,7 @@ impl Parser<'_> {
 /// Writes `g` as an llguidance Lark grammar (see the module docs).
 /// `token_id` resolves a special token's name (`<|eot_id|>`) to its id; it
 /// is needed only for negated tokens (`!<...>`), which Lark spells by id.
-pub fn to_lark(
-    g: &Grammar,
-    token_id: &dyn Fn(&str) -> Option<u32>,
-) -> Result<String, GbnfError> {
+pub fn to_lark(g: &Grammar, token_id: &dyn Fn(&str) -> Option<u32>) -> Result<String, GbnfError> {
     let index: HashMap<&str, usize> = g
         .rules
         .iter()
@@ -615,4 +626,3 @@ fn push_class_char(out: &mut String, c: char) {
         let _ = write!(out, "\\x{{{:x}}}", c as u32);
     }
 }
-

@@ -94,7 +94,11 @@ impl<'g> Sets<'g> {
     fn new(g: &'g Grammar) -> Sets<'g> {
         let mut s = Sets {
             g,
-            first: g.rules.iter().map(|(n, _)| (n.as_str(), CharSet::default())).collect(),
+            first: g
+                .rules
+                .iter()
+                .map(|(n, _)| (n.as_str(), CharSet::default()))
+                .collect(),
             nullable: g.rules.iter().map(|(n, _)| (n.as_str(), false)).collect(),
         };
         loop {
@@ -118,7 +122,9 @@ impl<'g> Sets<'g> {
             Node::Literal(s) => s.is_empty(),
             Node::Class { .. } | Node::Any | Node::Token { .. } => false,
             Node::Rule(r) => self.nullable[r.as_str()],
-            Node::Alt(alts) => alts.iter().any(|seq| seq.iter().all(|n| self.nullable_of(n))),
+            Node::Alt(alts) => alts
+                .iter()
+                .any(|seq| seq.iter().all(|n| self.nullable_of(n))),
             Node::Repeat { node, min, .. } => *min == 0 || self.nullable_of(node),
         }
     }
@@ -196,7 +202,9 @@ impl<'g> Sets<'g> {
                     }
                 }
             }
-            Node::Repeat { node: inner, max, .. } => {
+            Node::Repeat {
+                node: inner, max, ..
+            } => {
                 let mut after = ctx.clone();
                 if *max != Some(1) {
                     after.add(&self.first_of(inner));
@@ -235,8 +243,16 @@ impl Glushkov {
 
     fn seq(&mut self, a: Frag, b: Frag) -> Frag {
         self.link(&a.2, &b.1);
-        let first = if a.0 { a.1.union(&b.1).copied().collect() } else { a.1 };
-        let last = if b.0 { a.2.union(&b.2).copied().collect() } else { b.2 };
+        let first = if a.0 {
+            a.1.union(&b.1).copied().collect()
+        } else {
+            a.1
+        };
+        let last = if b.0 {
+            a.2.union(&b.2).copied().collect()
+        } else {
+            b.2
+        };
         (a.0 && b.0, first, last)
     }
 
@@ -347,7 +363,11 @@ fn greedy_safe(g: &Grammar, body: &Node, follow: &CharSet) -> bool {
     let mut queue: VecDeque<(Vec<usize>, bool)> = VecDeque::new();
     queue.push_back((Vec::new(), true));
     while let Some((state, start)) = queue.pop_front() {
-        let accepting = if start { nullable } else { state.iter().any(|p| last.contains(p)) };
+        let accepting = if start {
+            nullable
+        } else {
+            state.iter().any(|p| last.contains(p))
+        };
         if accepting && probes.iter().any(|&c| !step(&state, start, c).is_empty()) {
             return false;
         }
@@ -407,7 +427,10 @@ fn only_chars(node: &Node, index: &HashMap<&str, usize>, terminal: &[bool]) -> b
         Node::Literal(_) | Node::Class { .. } | Node::Any => true,
         Node::Token { .. } => false,
         Node::Rule(r) => index.get(r.as_str()).is_some_and(|&i| terminal[i]),
-        Node::Alt(alts) => alts.iter().flatten().all(|n| only_chars(n, index, terminal)),
+        Node::Alt(alts) => alts
+            .iter()
+            .flatten()
+            .all(|n| only_chars(n, index, terminal)),
         Node::Repeat { node, .. } => only_chars(node, index, terminal),
     }
 }

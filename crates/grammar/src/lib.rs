@@ -116,7 +116,8 @@ impl Grammars {
     /// tokens marked special, so no grammar text can produce them).
     pub fn new(tok: &Tokenizer) -> Result<Grammars> {
         let env: TokEnv = vocab::token_env(tok).map_err(Error::Grammar)?;
-        let mut factory = ParserFactory::new_simple(&env).map_err(|e| Error::Grammar(e.to_string()))?;
+        let mut factory =
+            ParserFactory::new_simple(&env).map_err(|e| Error::Grammar(e.to_string()))?;
         factory.quiet();
         Ok(Grammars {
             factory,
@@ -150,7 +151,9 @@ impl Grammars {
                 }
                 TopLevelGrammar::from_lark(text.clone())
             }
-            GrammarSpec::JsonSchema(schema) => TopLevelGrammar::from_json_schema(with_options(schema)?),
+            GrammarSpec::JsonSchema(schema) => {
+                TopLevelGrammar::from_json_schema(with_options(schema)?)
+            }
             GrammarSpec::JsonObject => {
                 TopLevelGrammar::from_json_schema(with_options(&json!({"type": "object"}))?)
             }
@@ -175,7 +178,12 @@ impl Grammars {
         // A grammar that allows nothing at all is an error now, not an
         // empty answer later.
         c.allowed()?;
-        Ok((c, CompileStats { time: start.elapsed() }))
+        Ok((
+            c,
+            CompileStats {
+                time: start.elapsed(),
+            },
+        ))
     }
 }
 
@@ -213,7 +221,9 @@ fn with_options(schema: &Value) -> Result<Value> {
     strip_annotations(&mut schema, 0)?;
     if let Value::Object(map) = &mut schema {
         if map.contains_key("x-guidance") {
-            return Err(Error::Schema("`x-guidance` options are set by cria, not by requests".into()));
+            return Err(Error::Schema(
+                "`x-guidance` options are set by cria, not by requests".into(),
+            ));
         }
         map.insert(
             "x-guidance".into(),
@@ -228,15 +238,63 @@ fn with_options(schema: &Value) -> Result<Value> {
     Ok(schema)
 }
 
+/// The keywords the compiler enforces, and the structural ones it reads.
+const KEYWORDS: &[&str] = &[
+    "anyOf",
+    "oneOf",
+    "allOf",
+    "$ref",
+    "const",
+    "enum",
+    "type",
+    "items",
+    "additionalItems",
+    "prefixItems",
+    "minItems",
+    "maxItems",
+    "properties",
+    "additionalProperties",
+    "patternProperties",
+    "required",
+    "minProperties",
+    "maxProperties",
+    "minLength",
+    "maxLength",
+    "pattern",
+    "format",
+    "minimum",
+    "maximum",
+    "exclusiveMinimum",
+    "exclusiveMaximum",
+    "multipleOf",
+    "$defs",
+    "definitions",
+    "$anchor",
+    "contentMediaType",
+    "contentEncoding",
+];
+
 /// Removes annotation keys from every subschema (not from `properties`
-/// maps, where they are property names). Refuses nesting deeper than 64.
+/// maps, where they are property names) and refuses every other keyword
+/// the compiler would not enforce, a misspelt one included: a schema is
+/// never silently weakened. Vendor extensions (`x-...`) are annotations.
+/// Refuses nesting deeper than 64.
 fn strip_annotations(v: &mut Value, depth: usize) -> Result<()> {
     if depth > 64 {
-        return Err(Error::Schema("the schema nests deeper than 64 levels".into()));
+        return Err(Error::Schema(
+            "the schema nests deeper than 64 levels".into(),
+        ));
     }
     let Value::Object(map) = v else { return Ok(()) };
     for k in ANNOTATIONS {
         map.remove(*k);
+    }
+    map.retain(|k, _| !k.starts_with("x-") || k == "x-guidance");
+    if let Some(k) = map.keys().find(|k| !KEYWORDS.contains(&k.as_str())) {
+        return Err(Error::Schema(format!(
+            "keyword `{k}` is not supported (cria enforces: {})",
+            KEYWORDS[..27].join(", ")
+        )));
     }
     for (k, child) in map.iter_mut() {
         match k.as_str() {
@@ -330,4 +388,3 @@ impl Constraint {
 
 /// Shared, so a server compiles the trie once.
 pub type SharedGrammars = Arc<Grammars>;
-

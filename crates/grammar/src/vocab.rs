@@ -42,7 +42,9 @@ pub(crate) fn token_env(tok: &Tokenizer) -> Result<TokEnv, String> {
     }
     let eog: Vec<u32> = tok.eog_ids().to_vec();
     let Some(&eos) = eog.first().or(tok.eos().as_ref()) else {
-        return Err("the vocabulary has no end-of-generation token, so a grammar could never end".into());
+        return Err(
+            "the vocabulary has no end-of-generation token, so a grammar could never end".into(),
+        );
     };
     let mut info = TokRxInfo::new(n as u32, eos);
     info.tok_bos = tok.bos();

@@ -169,7 +169,10 @@ fn walk(
         assert!(!allowed.is_empty(), "a mask never allows nothing");
         let eog: Vec<u32> = allowed.iter().copied().filter(|&t| tok.is_eog(t)).collect();
         if !eog.is_empty() && step >= eager {
-            assert!(c.is_accepting(), "EOS is allowed only where the output is complete");
+            assert!(
+                c.is_accepting(),
+                "EOS is allowed only where the output is complete"
+            );
             return Some(String::from_utf8(bytes).expect("constrained text is UTF-8"));
         }
         // Mostly short tokens, so walks reach an end.
@@ -229,7 +232,10 @@ fn every_llama_cpp_grammar_parses_and_constrains() {
         }
         // C programs rarely close every brace on a random walk.
         let need = if name == "c.gbnf" { 1 } else { 3 };
-        assert!(finished >= need, "{name}: only {finished} of 12 walks ended");
+        assert!(
+            finished >= need,
+            "{name}: only {finished} of 12 walks ended"
+        );
     }
 }
 
@@ -271,7 +277,10 @@ fn schema_walks_give_valid_json() {
             assert!((0..=120).contains(&age), "{out}");
             assert!(v["name"].as_str().unwrap().chars().count() <= 8, "{out}");
             let tags = v["tags"].as_array().unwrap();
-            assert!(tags.len() <= 3 && tags.iter().all(|t| t == "a" || t == "b"), "{out}");
+            assert!(
+                tags.len() <= 3 && tags.iter().all(|t| t == "a" || t == "b"),
+                "{out}"
+            );
             assert_eq!(v.as_object().unwrap().len(), 3, "{out}");
             finished += 1;
         }
@@ -304,7 +313,10 @@ fn bad_grammars_get_errors_that_say_where() {
         assert!(err.contains("line "), "{text:?}: {err}");
     }
     let deep = format!("root ::= {}\"a\"{}", "(".repeat(500), ")".repeat(500));
-    let err = grammars.compile(&GrammarSpec::Gbnf(deep)).unwrap_err().to_string();
+    let err = grammars
+        .compile(&GrammarSpec::Gbnf(deep))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("nest deeper"), "{err}");
 }
 
@@ -317,12 +329,20 @@ fn unsupported_schema_features_are_named() {
             serde_json::json!({"type": "object", "dependentSchemas": {"a": {}}}),
             "dependentSchemas",
         ),
-        (serde_json::json!({"type": "string", "format": "ipv7"}), "ipv7"),
+        (
+            serde_json::json!({"type": "string", "format": "ipv7"}),
+            "ipv7",
+        ),
         (serde_json::json!([1, 2]), "must be an object"),
         (
-            serde_json::json!({"$ref": "#/$defs/missing"}),
-            "missing",
+            serde_json::json!({"type": "string", "maxLenght": 3}),
+            "`maxLenght` is not supported",
         ),
+        (
+            serde_json::json!({"properties": {"a": {"x-guidance": {}}}}),
+            "x-guidance",
+        ),
+        (serde_json::json!({"$ref": "#/$defs/missing"}), "missing"),
     ];
     for (schema, want) in cases {
         let err = grammars
@@ -332,4 +352,3 @@ fn unsupported_schema_features_are_named() {
         assert!(err.contains(want), "{schema}: {err}");
     }
 }
-

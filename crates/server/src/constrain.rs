@@ -61,7 +61,10 @@ pub fn spec(body: &[u8]) -> Result<Option<(&'static str, GrammarSpec)>, ApiError
 fn response_format(rf: &Value) -> Result<Option<GrammarSpec>, ApiError> {
     const P: &str = "response_format";
     let Some(obj) = rf.as_object() else {
-        return Err(ApiError::invalid(P, "response_format: must be an object with a \"type\""));
+        return Err(ApiError::invalid(
+            P,
+            "response_format: must be an object with a \"type\"",
+        ));
     };
     let kind = obj.get("type").and_then(Value::as_str).unwrap_or("");
     match kind {
@@ -99,9 +102,9 @@ pub fn compile(
     param: &str,
     spec: &GrammarSpec,
 ) -> Result<Constraint, ApiError> {
-    grammars.compile(spec).map_err(|e| {
-        ApiError::invalid(param, format!("{param}: {e}")).code("invalid_grammar")
-    })
+    grammars
+        .compile(spec)
+        .map_err(|e| ApiError::invalid(param, format!("{param}: {e}")).code("invalid_grammar"))
 }
 
 #[cfg(test)]
@@ -114,7 +117,9 @@ mod tests {
 
     #[test]
     fn shapes() {
-        assert!(spec_of(r#"{"response_format":{"type":"text"}}"#).unwrap().is_none());
+        assert!(spec_of(r#"{"response_format":{"type":"text"}}"#)
+            .unwrap()
+            .is_none());
         assert!(matches!(
             spec_of(r#"{"response_format":{"type":"json_object"}}"#).unwrap(),
             Some(("response_format", GrammarSpec::JsonObject))
@@ -137,11 +142,20 @@ mod tests {
     #[test]
     fn refusals_name_the_field() {
         for (body, param) in [
-            (r#"{"response_format":{"type":"xml"}}"#, "response_format.type"),
-            (r#"{"response_format":{"type":"json_schema","json_schema":{"name":"x"}}}"#, "response_format.json_schema.schema"),
+            (
+                r#"{"response_format":{"type":"xml"}}"#,
+                "response_format.type",
+            ),
+            (
+                r#"{"response_format":{"type":"json_schema","json_schema":{"name":"x"}}}"#,
+                "response_format.json_schema.schema",
+            ),
             (r#"{"response_format":"json"}"#, "response_format"),
             (r#"{"grammar":42}"#, "grammar"),
-            (r#"{"grammar":"root ::= \"a\"","json_schema":{}}"#, "json_schema"),
+            (
+                r#"{"grammar":"root ::= \"a\"","json_schema":{}}"#,
+                "json_schema",
+            ),
         ] {
             let e = spec_of(body).expect_err(body);
             assert_eq!(e.param.as_deref(), Some(param), "{body}: {}", e.message);

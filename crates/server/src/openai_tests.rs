@@ -368,6 +368,7 @@ fn fit_prompt_checks_the_ids_and_fits_max_tokens() {
             stop: Vec::new(),
             sampler: SamplerConfig::default(),
             ignore_eos: false,
+            constraint: None,
         };
         fit_prompt(prompt, &mut p, B, "prompt").map(|()| p.max_tokens)
     };
