@@ -77,6 +77,14 @@ type Result<T> = std::result::Result<T, TemplateError>;
 pub struct Message {
     pub role: String,
     pub content: String,
+    /// An assistant's tool calls, as OpenAI's `tool_calls` with each
+    /// `function.arguments` parsed into an object (what tool-aware
+    /// templates iterate over).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<serde_json::Value>,
+    /// A tool result's `tool_call_id`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
 }
 
 impl Message {
@@ -84,6 +92,8 @@ impl Message {
         Message {
             role: role.to_string(),
             content: content.to_string(),
+            tool_calls: None,
+            tool_call_id: None,
         }
     }
 }
@@ -96,6 +106,7 @@ pub struct ChatTemplate {
 
 struct Inner {
     env: Environment<'static>,
+    source: String,
     bos: String,
     eos: String,
     limits: Limits,
@@ -181,11 +192,12 @@ impl ChatTemplate {
                 ))
             })?;
         }
-        env.add_template_owned("chat", source)
+        env.add_template_owned("chat", source.clone())
             .map_err(|e| TemplateError::with("the chat template is not valid Jinja", e))?;
         Ok(ChatTemplate {
             inner: Arc::new(Inner {
                 env,
+                source,
                 bos,
                 eos,
                 limits,
@@ -197,15 +209,33 @@ impl ChatTemplate {
     /// assistant's turn. Runs on a helper thread and waits at most
     /// `Limits::time`; fuel makes sure an abandoned render ends too.
     pub fn render(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String> {
+        self.render_with_tools(messages, None, add_generation_prompt)
+    }
+
+    /// The template's Jinja source.
+    pub fn source(&self) -> &str {
+        &self.inner.source
+    }
+
+    /// [`ChatTemplate::render`] with OpenAI's `tools` list in the template's
+    /// `tools` variable (tool-aware templates describe them to the model).
+    pub fn render_with_tools(
+        &self,
+        messages: &[Message],
+        tools: Option<&serde_json::Value>,
+        add_generation_prompt: bool,
+    ) -> Result<String> {
         let inner = Arc::clone(&self.inner);
         let messages = messages.to_vec();
+        let tools = tools.cloned();
         let time = inner.limits.time;
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         let thread = std::thread::Builder::new()
             .name("chat-template".into())
             .stack_size(limits::STACK_BYTES)
             .spawn(move || {
-                let _ = tx.send(inner.render_here(&messages, add_generation_prompt));
+                let _ =
+                    tx.send(inner.render_here(&messages, tools.as_ref(), add_generation_prompt));
             })
             .map_err(|e| TemplateError::with("cannot start the chat template thread", e))?;
         match rx.recv_timeout(time) {
@@ -226,21 +256,32 @@ impl ChatTemplate {
 }
 
 impl Inner {
-    fn render_here(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String> {
+    fn render_here(
+        &self,
+        messages: &[Message],
+        tools: Option<&serde_json::Value>,
+        add_generation_prompt: bool,
+    ) -> Result<String> {
         let t = self
             .env
             .get_template("chat")
             .map_err(|e| TemplateError::with("the chat template is missing", e))?;
         let input: usize = messages
             .iter()
-            .map(|m| m.role.len() + m.content.len())
-            .sum();
+            .map(|m| {
+                m.role.len()
+                    + m.content.len()
+                    + m.tool_calls.as_ref().map_or(0, |t| t.to_string().len())
+            })
+            .sum::<usize>()
+            + tools.map_or(0, |t| t.to_string().len());
         let max_output = self.limits.max_output(input);
         limits::start_render(max_output);
         let mut out = limits::CappedWriter::new(max_output);
         let rendered = t.render_captured_to(
             context! {
                 messages => messages,
+                tools => tools,
                 add_generation_prompt => add_generation_prompt,
                 bos_token => self.bos,
                 eos_token => self.eos,

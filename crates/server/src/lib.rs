@@ -32,6 +32,7 @@ mod prepare;
 mod reply;
 mod routes;
 mod shapes;
+mod tools;
 
 pub use error::{ApiError, Error, ErrorKind};
 

@@ -132,8 +132,12 @@ pub struct ChatMessage {
     pub role: Role,
     #[serde(default)]
     pub content: Option<Content>,
+    /// An assistant's earlier calls (OpenAI's shape).
     #[serde(default)]
-    pub tool_calls: Option<Given>,
+    pub tool_calls: Option<serde_json::Value>,
+    /// A tool result: the call it answers.
+    #[serde(default)]
+    pub tool_call_id: Option<String>,
 }
 
 #[derive(Deserialize, Debug)]
@@ -175,8 +179,9 @@ pub struct ChatRequest {
     #[serde(default, deserialize_with = "null_is_false")]
     pub logprobs: bool,
     pub top_logprobs: Option<i64>,
-    pub tools: Option<Given>,
-    pub tool_choice: Option<Given>,
+    pub tools: Option<serde_json::Value>,
+    pub tool_choice: Option<serde_json::Value>,
+    pub parallel_tool_calls: Option<serde_json::Value>,
     pub functions: Option<Given>,
     pub function_call: Option<Given>,
     pub audio: Option<Given>,
@@ -260,6 +265,35 @@ pub fn fit_prompt(
     Ok(())
 }
 
+/// An assistant message's `tool_calls`, checked, with each call's
+/// `arguments` (a JSON text) parsed into an object for the template.
+fn earlier_calls(calls: &serde_json::Value, param: &str) -> Result<serde_json::Value, ApiError> {
+    let bad = |what: &str| ApiError::invalid(param, format!("{param}: {what}"));
+    let list = calls.as_array().ok_or_else(|| bad("must be an array"))?;
+    let mut out = Vec::with_capacity(list.len());
+    for c in list {
+        let f = c
+            .get("function")
+            .ok_or_else(|| bad("each call needs a function"))?;
+        let name = f
+            .get("name")
+            .and_then(|n| n.as_str())
+            .ok_or_else(|| bad("a call has no function.name"))?;
+        let args = match f.get("arguments") {
+            Some(serde_json::Value::String(s)) => serde_json::from_str::<serde_json::Value>(s)
+                .map_err(|_| bad("function.arguments is not a JSON text"))?,
+            Some(v @ serde_json::Value::Object(_)) => v.clone(),
+            _ => serde_json::json!({}),
+        };
+        out.push(serde_json::json!({
+            "id": c.get("id").cloned().unwrap_or(serde_json::Value::Null),
+            "type": "function",
+            "function": {"name": name, "arguments": args},
+        }));
+    }
+    Ok(serde_json::Value::Array(out))
+}
+
 fn present(v: &Option<Given>) -> bool {
     matches!(v, Some(Given::Auto | Given::Other))
 }
@@ -276,21 +310,17 @@ fn top_logprobs(param: &str, n: i64) -> Result<usize, ApiError> {
 impl ChatRequest {
     /// Refuses what cria does not do, then flattens the messages.
     pub fn messages(&self) -> Result<Vec<Message>, ApiError> {
-        if present(&self.tools) || present(&self.functions) {
-            let p = if present(&self.tools) {
-                "tools"
-            } else {
-                "functions"
-            };
-            return Err(ApiError::unsupported(p, "tool and function calling"));
+        if present(&self.functions) {
+            return Err(ApiError::unsupported(
+                "functions",
+                "the deprecated `functions` (give `tools`)",
+            ));
         }
-        for (p, v) in [
-            ("tool_choice", &self.tool_choice),
-            ("function_call", &self.function_call),
-        ] {
-            if *v == Some(Given::Other) {
-                return Err(ApiError::unsupported(p, "tool and function calling"));
-            }
+        if self.function_call == Some(Given::Other) {
+            return Err(ApiError::unsupported(
+                "function_call",
+                "the deprecated `function_call` (give `tool_choice`)",
+            ));
         }
         if present(&self.audio) {
             return Err(ApiError::unsupported("audio", "audio output"));
@@ -311,21 +341,29 @@ impl ChatRequest {
                 Role::System | Role::Developer => "system",
                 Role::User => "user",
                 Role::Assistant => "assistant",
-                Role::Tool | Role::Function => {
+                Role::Tool => "tool",
+                Role::Function => {
                     return Err(ApiError::unsupported(
                         &format!("messages[{i}].role"),
-                        "the tool/function role (tool calling)",
+                        "the deprecated function role (use \"tool\")",
                     ))
                 }
             };
-            if present(&m.tool_calls) {
-                return Err(ApiError::unsupported(
-                    &format!("messages[{i}].tool_calls"),
-                    "tool calling",
-                ));
-            }
+            let tool_calls = match &m.tool_calls {
+                None | Some(serde_json::Value::Null) => None,
+                Some(calls) if m.role == Role::Assistant => {
+                    Some(earlier_calls(calls, &format!("messages[{i}].tool_calls"))?)
+                }
+                Some(_) => {
+                    return Err(ApiError::invalid(
+                        format!("messages[{i}].tool_calls"),
+                        format!("messages[{i}].tool_calls: only assistant messages have calls"),
+                    ))
+                }
+            };
             let content = match &m.content {
                 None if m.role == Role::Assistant => String::new(),
+                Some(Content::Text(s)) if s.is_empty() && m.role == Role::Tool => String::new(),
                 None => {
                     return Err(ApiError::invalid(
                         format!("messages[{i}].content"),
@@ -355,7 +393,10 @@ impl ChatRequest {
                     s
                 }
             };
-            out.push(Message::new(role, &content));
+            let mut msg = Message::new(role, &content);
+            msg.tool_calls = tool_calls;
+            msg.tool_call_id = m.tool_call_id.clone();
+            out.push(msg);
         }
         Ok(out)
     }

@@ -86,14 +86,28 @@ fn deep_nesting_is_a_400_not_a_stack_overflow() {
 }
 
 #[test]
-fn n_and_tools_refused() {
+fn n_and_deprecated_functions_refused() {
     assert_eq!(param_of(&with(json!({"n": 2}))), "n");
     assert_eq!(param_of(&with(json!({"n": 0}))), "n");
     assert_eq!(param_of(&with(json!({"n": 1e308}))), "n");
     assert!(chat(&with(json!({"n": 1}))).is_ok());
     assert_eq!(
-        param_of(&with(json!({"tools": [{"type": "function"}]}))),
-        "tools"
+        param_of(&with(json!({"functions": [{"name": "f"}]}))),
+        "functions"
+    );
+    // Tools are read (and checked) in tools.rs, after the messages.
+    assert_eq!(
+        param_of(&with(
+            json!({"messages": [{"role": "user", "content": "x", "tool_calls": []}]})
+        )),
+        "messages[0].tool_calls"
+    );
+    assert_eq!(
+        param_of(&with(
+            json!({"messages": [{"role": "assistant", "content": null,
+            "tool_calls": [{"function": {"name": "f", "arguments": "{not json"}}]}]})
+        )),
+        "messages[0].tool_calls"
     );
 }
 

@@ -11,6 +11,7 @@ use crate::openai::{
 };
 use crate::routes::Ready;
 use crate::shapes::Prompt;
+use crate::tools;
 use axum::http::StatusCode;
 use cria_engine::GenerateParams;
 use cria_prompt::tokenize_prompt;
@@ -22,6 +23,8 @@ use tokio::sync::Semaphore;
 
 /// A generation request ready for the engine.
 pub struct Prepared {
+    /// How to read tool calls back out of the reply (chat with tools).
+    pub tools: Option<crate::tools::Reading>,
     pub prompt: Vec<u32>,
     pub params: GenerateParams,
     pub logprobs: Option<usize>,
@@ -89,11 +92,12 @@ fn constrain(r: &Ready, body: &[u8], params: &mut GenerateParams) -> Result<(), 
     Ok(())
 }
 
-/// `/v1/chat/completions`: checks, renders the template, tokenizes.
+/// `/v1/chat/completions`: checks, renders the template (with the tools,
+/// in the model's own format), tokenizes.
 pub fn chat(r: &Ready, body: &[u8]) -> Result<Prepared, ApiError> {
     let req: ChatRequest = openai::parse(body)?;
     let sampling: Sampling = openai::parse(body)?;
-    let messages = req.messages()?;
+    let mut messages = req.messages()?;
     let logprobs = req.logprobs()?;
     let b = bounds(r);
     let mut params = sampling.params(req.max_completion_tokens, b)?;
@@ -104,13 +108,44 @@ pub fn chat(r: &Ready, body: &[u8]) -> Result<Prepared, ApiError> {
             format!("{e}; use /v1/completions for plain text"),
         )
     })?;
-    let rendered = template
-        .render(&messages, true)
-        .map_err(|e| ApiError::invalid("messages", e.full_message()))?;
+    let tools = tools::parse(
+        req.tools.as_ref(),
+        req.tool_choice.as_ref(),
+        req.parallel_tool_calls.as_ref(),
+    )?
+    .filter(|t| t.choice != tools::Choice::None);
+    let mut reading = None;
+    let rendered = match &tools {
+        None => template.render(&messages, true),
+        Some(t) => {
+            let format = tools::Format::of(template.source());
+            if let Some(spec) = t.grammar(format) {
+                if params.constraint.is_some() {
+                    return Err(ApiError::invalid(
+                        "tools",
+                        "tools and response_format/grammar both constrain the reply: give one",
+                    ));
+                }
+                params.constraint = Some(crate::constrain::compile(r.grammars()?, "tools", &spec)?);
+            }
+            reading = Some(tools::Reading {
+                format,
+                names: t.list.iter().map(|t| t.name.clone()).collect(),
+            });
+            if format == tools::Format::Generic {
+                t.instruct_generic(&mut messages);
+                template.render(&messages, true)
+            } else {
+                template.render_with_tools(&messages, Some(&t.openai_list()), true)
+            }
+        }
+    }
+    .map_err(|e| ApiError::invalid("messages", e.full_message()))?;
     let prompt = tokenize_prompt(&r.tok, &rendered)
         .map_err(|e| ApiError::invalid("messages", e.full_message()))?;
     openai::fit_prompt(&prompt, &mut params, b, "messages")?;
     Ok(Prepared {
+        tools: reading,
         prompt,
         params,
         logprobs,
@@ -157,6 +192,7 @@ pub fn completion(r: &Ready, body: &[u8]) -> Result<Prepared, ApiError> {
     };
     openai::fit_prompt(&prompt, &mut params, b, "prompt")?;
     Ok(Prepared {
+        tools: None,
         prompt,
         params,
         logprobs,

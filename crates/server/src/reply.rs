@@ -25,6 +25,8 @@ pub enum Api {
 
 /// What a reply needs besides the events.
 pub struct ReplyCtx {
+    /// Chat with tools: the reply is read for calls, and streamed whole.
+    pub tools: Option<crate::tools::Reading>,
     pub api: Api,
     pub id: String,
     pub created: u64,
@@ -172,6 +174,10 @@ impl ReplyCtx {
         text.push_str(&done.text);
         let finish = finish_reason(done.finish);
         let choice = match self.api {
+            Api::Chat if self.tools.is_some() => {
+                let (message, finish) = self.tool_message(&text, finish);
+                json!({"index": 0, "message": message, "logprobs": null, "finish_reason": finish})
+            }
             Api::Chat => {
                 let logprobs = self.logprobs.map(|_| {
                     let content: Vec<Value> = tokens.iter().map(|t| self.chat_logprob(t)).collect();
@@ -205,6 +211,61 @@ impl ReplyCtx {
             "usage": usage(&done),
         }))
         .into_response()
+    }
+
+    /// The assistant message for a reply with tools: its calls (with ids,
+    /// `arguments` as JSON text) and finish_reason "tool_calls", or its text.
+    fn tool_message(&self, text: &str, finish: &'static str) -> (Value, &'static str) {
+        let Some(reading) = &self.tools else {
+            return (json!({"role": "assistant", "content": text}), finish);
+        };
+        if finish != "stop" {
+            return (
+                json!({"role": "assistant", "content": text, "refusal": null}),
+                finish,
+            );
+        }
+        let (content, calls) = crate::tools::read_reply(reading, text);
+        if calls.is_empty() {
+            return (
+                json!({"role": "assistant", "content": content, "refusal": null}),
+                finish,
+            );
+        }
+        let calls: Vec<Value> = calls
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                json!({"id": crate::tools::call_id(&self.id, i), "type": "function",
+                       "function": {"name": c.name, "arguments": c.arguments}})
+            })
+            .collect();
+        (
+            json!({"role": "assistant", "content": content, "refusal": null, "tool_calls": calls}),
+            "tool_calls",
+        )
+    }
+
+    /// The streamed end of a reply with tools: its text, then each call as
+    /// index-keyed deltas (id and name first, then the arguments).
+    fn tool_deltas(&self, text: &str, finish: &'static str) -> (Vec<Value>, &'static str) {
+        let (message, finish) = self.tool_message(text, finish);
+        let mut out = Vec::new();
+        if let Some(t) = message["content"].as_str().filter(|t| !t.is_empty()) {
+            out.push(json!({"index": 0, "delta": {"content": t}, "logprobs": null, "finish_reason": null}));
+        }
+        for (i, c) in message["tool_calls"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            out.push(json!({"index": 0, "delta": {"tool_calls": [{"index": i, "id": c["id"], "type": "function",
+                "function": {"name": c["function"]["name"], "arguments": ""}}]}, "logprobs": null, "finish_reason": null}));
+            out.push(json!({"index": 0, "delta": {"tool_calls": [{"index": i,
+                "function": {"arguments": c["function"]["arguments"]}}]}, "logprobs": null, "finish_reason": null}));
+        }
+        (out, finish)
     }
 
     /// One streamed chunk with one choice.
@@ -267,6 +328,8 @@ impl ReplyCtx {
             last: Option<Instant>,
             /// Text sent so far (bytes), for completion logprob offsets.
             sent: usize,
+            /// With tools, the reply is held until it can be read for calls.
+            held: String,
             ended: bool,
         }
         let mut out = VecDeque::new();
@@ -284,6 +347,7 @@ impl ReplyCtx {
             out,
             last: None,
             sent: 0,
+            held: String::new(),
             ended: false,
         };
         let stream = futures_util::stream::unfold(st, |mut st| async move {
@@ -298,6 +362,10 @@ impl ReplyCtx {
                 match st.rx.recv().await {
                     Some(Event::Token(t)) => {
                         st.ctx.observe_token(&mut st.last);
+                        if st.ctx.tools.is_some() {
+                            st.held.push_str(&t.text);
+                            continue;
+                        }
                         if t.text.is_empty() && st.ctx.logprobs.is_none() {
                             continue;
                         }
@@ -315,8 +383,15 @@ impl ReplyCtx {
                     Some(Event::Done(d)) => {
                         st.ctx.charge(&d);
                         st.ctx.observe_done(&d);
-                        let finish = finish_reason(d.finish);
-                        if !d.text.is_empty() {
+                        let mut finish = finish_reason(d.finish);
+                        if st.ctx.tools.is_some() {
+                            st.held.push_str(&d.text);
+                            let (deltas, f) = st.ctx.tool_deltas(&st.held, finish);
+                            for choice in deltas {
+                                st.out.push_back(data(st.ctx.chunk(choice, None)));
+                            }
+                            finish = f;
+                        } else if !d.text.is_empty() {
                             let choice = st.ctx.delta(&d.text, &[], st.sent, None);
                             st.out.push_back(data(st.ctx.chunk(choice, None)));
                         }

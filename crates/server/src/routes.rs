@@ -345,6 +345,7 @@ async fn start(
     prompt_param: &str,
 ) -> Result<Response, ApiError> {
     let Prepared {
+        tools,
         prompt,
         params,
         logprobs,
@@ -387,6 +388,7 @@ async fn start(
         }
     }
     let ctx = ReplyCtx {
+        tools,
         api,
         id,
         created: unix_time(),

@@ -255,4 +255,75 @@ assert r.choices[0].finish_reason == "stop", r
 assert isinstance(msg.parsed, City), msg
 print("parsed:", msg.parsed)
 
+# Tools: a two-turn round trip with the real client, whole and streamed.
+weather = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Current weather in a city",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string", "maxLength": 30}, "unit": {"enum": ["c", "f"]}},
+            "required": ["city", "unit"],
+            "additionalProperties": False,
+        },
+    },
+}
+clock = {"type": "function", "function": {"name": "get_time", "parameters": {"type": "object", "properties": {}}}}
+question = [{"role": "user", "content": "What is the weather in Paris?"}]
+for stream in (False, True):
+    kw = dict(model=model, messages=question, tools=[weather, clock], temperature=0.7, seed=11, max_tokens=120,
+              tool_choice={"type": "function", "function": {"name": "get_weather"}}, parallel_tool_calls=False)
+    if stream:
+        calls = {}
+        finish = None
+        for chunk in client.chat.completions.create(stream=True, **kw):
+            for ch in chunk.choices:
+                finish = ch.finish_reason or finish
+                for d in ch.delta.tool_calls or []:
+                    c = calls.setdefault(d.index, {"id": None, "name": "", "arguments": ""})
+                    c["id"] = d.id or c["id"]
+                    if d.function and d.function.name:
+                        c["name"] += d.function.name
+                    if d.function and d.function.arguments:
+                        c["arguments"] += d.function.arguments
+        assert finish == "tool_calls", finish
+        assert len(calls) == 1, calls
+        call = calls[0]
+        call_id, name, arguments = call["id"], call["name"], call["arguments"]
+    else:
+        r = client.chat.completions.create(**kw)
+        ch = r.choices[0]
+        assert ch.finish_reason == "tool_calls", ch
+        assert len(ch.message.tool_calls) == 1, ch.message
+        tc = ch.message.tool_calls[0]
+        call_id, name, arguments = tc.id, tc.function.name, tc.function.arguments
+    assert name == "get_weather", name
+    args = json.loads(arguments)
+    jsonschema.validate(args, weather["function"]["parameters"])
+    assert call_id and call_id.startswith("call_"), call_id
+    # Turn two: the tool's result goes back; the model answers in text.
+    follow = question + [
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}]},
+        {"role": "tool", "tool_call_id": call_id, "content": json.dumps({"temperature": 18, "sky": "clear"})},
+    ]
+    kw2 = dict(model=model, messages=follow, tools=[weather, clock], tool_choice="none", temperature=0, max_tokens=60)
+    if stream:
+        text = "".join(c.choices[0].delta.content or "" for c in client.chat.completions.create(stream=True, **kw2) if c.choices)
+    else:
+        text = client.chat.completions.create(**kw2).choices[0].message.content
+    assert isinstance(text, str) and text.strip(), text
+    print(f"tools (stream={stream}): {name}({arguments}) -> {text[:60]!r}")
+
+# auto: the reply is either calls or text, never text parsed as a call.
+r = client.chat.completions.create(model=model, messages=[{"role": "user", "content": "Say hello."}],
+                                   tools=[weather], temperature=0.7, seed=2, max_tokens=80)
+ch = r.choices[0]
+if ch.finish_reason == "tool_calls":
+    for tc in ch.message.tool_calls:
+        jsonschema.validate(json.loads(tc.function.arguments), weather["function"]["parameters"])
+else:
+    assert ch.finish_reason in ("stop", "length") and not ch.message.tool_calls, ch
+
 print("all checks passed")
