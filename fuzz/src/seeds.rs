@@ -130,4 +130,18 @@ fn main() {
         write("chat_template", name, t.as_bytes());
     }
     write("gguf_parse", "tiny-q8_0", &tiny_model(GgmlType::Q8_0, false));
+
+    // grammar: the first byte picks GBNF (0), Lark (1) or JSON Schema (2).
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../crates/grammar/tests/fixtures/llama.cpp");
+    for entry in std::fs::read_dir(dir).expect("grammar fixtures").flatten() {
+        let path = entry.path();
+        if path.extension().is_some_and(|e| e == "gbnf") {
+            let mut seed = vec![0u8];
+            seed.extend(std::fs::read(&path).expect("grammar"));
+            let name = path.file_stem().unwrap().to_string_lossy().into_owned();
+            write("grammar", &name, &seed);
+        }
+    }
+    write("grammar", "lark", b"\x01start: \"a\" /[0-9]+/ | %json {\"type\": \"integer\"}");
+    write("grammar", "schema", b"\x02{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"string\",\"pattern\":\"^[a-z]{2,5}$\"},\"b\":{\"anyOf\":[{\"type\":\"integer\",\"minimum\":3},{\"$ref\":\"#/$defs/x\"}]}},\"$defs\":{\"x\":{\"type\":\"array\",\"items\":{\"enum\":[1,\"two\"]},\"maxItems\":3}}}");
 }

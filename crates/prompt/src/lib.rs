@@ -362,3 +362,34 @@ mod tests {
         assert_eq!(civil_date(1_795_737_600), "27 Nov 2026");
     }
 }
+
+#[cfg(test)]
+mod tool_tests {
+    use super::*;
+
+    /// A Hermes-style template sees `tools`, an assistant's `tool_calls`
+    /// (arguments as an object) and a tool result's `tool_call_id`.
+    #[test]
+    fn tools_and_calls_reach_the_template() {
+        let src = "{%- if tools %}<|im_start|>system\nTools: {{ tools | tojson }}<|im_end|>\n{% endif %}\
+            {% for m in messages %}<|im_start|>{{ m.role }}\n{% if m.tool_calls %}{% for c in m.tool_calls %}\
+            <tool_call>{{ c.function.name }} {{ c.function.arguments.city }}</tool_call>{% endfor %}\
+            {% else %}{{ m.content }}{% if m.tool_call_id %} ({{ m.tool_call_id }}){% endif %}{% endif %}<|im_end|>\n{% endfor %}";
+        let t = ChatTemplate::new(src.into(), String::new(), String::new()).unwrap();
+        let mut call = Message::new("assistant", "");
+        call.tool_calls = Some(serde_json::json!([
+            {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": {"city": "Oslo"}}}
+        ]));
+        let mut result = Message::new("tool", "18C");
+        result.tool_call_id = Some("call_1".into());
+        let msgs = [Message::new("user", "Weather?"), call, result];
+        let tools = serde_json::json!([{"type": "function", "function": {"name": "get_weather"}}]);
+        let out = t.render_with_tools(&msgs, Some(&tools), false).unwrap();
+        assert!(out.contains(r#"Tools: [{"function":{"name":"get_weather"},"type":"function"}]"#) || out.contains("\"name\":\"get_weather\""), "{out}");
+        assert!(out.contains("<tool_call>get_weather Oslo</tool_call>"), "{out}");
+        assert!(out.contains("18C (call_1)"), "{out}");
+        // Without tools the same template renders no tool block.
+        let plain = t.render(&msgs[..1], false).unwrap();
+        assert!(!plain.contains("Tools:"), "{plain}");
+    }
+}
