@@ -28,7 +28,10 @@ pub fn run(args: Args) -> Result<()> {
         );
     };
     if args.out.is_dir() {
-        bail!("{} is a folder; give the output GGUF file's name", args.out.display());
+        bail!(
+            "{} is a folder; give the output GGUF file's name",
+            args.out.display()
+        );
     }
     let t0 = Instant::now();
     let mut last = Instant::now();

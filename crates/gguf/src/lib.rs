@@ -35,8 +35,8 @@ mod writer;
 
 pub use error::{Error, ErrorKind, Result};
 pub use parts::{Part, TensorBytes};
-pub use stream::StreamWriter;
 pub use reader::{DEFAULT_ALIGNMENT, MAX_DIMS};
+pub use stream::StreamWriter;
 pub use types::GgmlType;
 pub use value::{Array, Value, ValueType};
 pub use writer::GgufWriter;

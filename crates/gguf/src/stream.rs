@@ -47,7 +47,11 @@ impl<W: Write> StreamWriter<W> {
         let alignment = match metadata.iter().find(|(k, _)| k == "general.alignment") {
             None => DEFAULT_ALIGNMENT,
             Some((_, Value::U32(a))) if a.is_power_of_two() => u64::from(*a),
-            Some((_, v)) => return fail(format!("general.alignment must be a power-of-two u32, not {v}")),
+            Some((_, v)) => {
+                return fail(format!(
+                    "general.alignment must be a power-of-two u32, not {v}"
+                ))
+            }
         };
         let mut head = Vec::new();
         head.extend_from_slice(&MAGIC);
@@ -112,16 +116,23 @@ impl<W: Write> StreamWriter<W> {
             return fail(format!("tensor {name:?} was not declared"));
         };
         if want != name {
-            return fail(format!("tensor {name:?} written where {want:?} was declared"));
+            return fail(format!(
+                "tensor {name:?} written where {want:?} was declared"
+            ));
         }
         if *size != data.len() as u64 {
-            return fail(format!("tensor {name:?}: {} bytes given, {size} declared", data.len()));
+            return fail(format!(
+                "tensor {name:?}: {} bytes given, {size} declared",
+                data.len()
+            ));
         }
         let pad = (offset - self.written) as usize;
         let io = |e: std::io::Error| ErrorKind::Write {
             detail: e.to_string(),
         };
-        self.out.write_all(&[0u8; 256][..pad.min(256)]).map_err(io)?;
+        self.out
+            .write_all(&[0u8; 256][..pad.min(256)])
+            .map_err(io)?;
         if pad > 256 {
             self.out.write_all(&vec![0u8; pad - 256]).map_err(io)?;
         }

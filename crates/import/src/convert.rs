@@ -27,7 +27,11 @@ pub fn convert(
     let part = std::path::PathBuf::from(part);
     let file = std::fs::File::create(&part).map_err(|e| Error::io(&part, e))?;
     let result = (|| {
-        let mut w = StreamWriter::begin(std::io::BufWriter::with_capacity(1 << 20, file), metadata, &infos)?;
+        let mut w = StreamWriter::begin(
+            std::io::BufWriter::with_capacity(1 << 20, file),
+            metadata,
+            &infos,
+        )?;
         let total = plan.tensors.len();
         for (i, (t, (_, ty, _))) in plan.tensors.iter().zip(&infos).enumerate() {
             let bytes = encode(t.dtype(), t.raw()?, *ty);
@@ -35,7 +39,9 @@ pub fn convert(
             progress(i + 1, total);
         }
         let buf = w.finish()?;
-        let file = buf.into_inner().map_err(|e| Error::io(&part, e.into_error()))?;
+        let file = buf
+            .into_inner()
+            .map_err(|e| Error::io(&part, e.into_error()))?;
         file.sync_all().map_err(|e| Error::io(&part, e))?;
         Ok(())
     })();

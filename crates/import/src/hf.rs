@@ -27,18 +27,14 @@ pub fn hparams(dir: &Path) -> Result<HParams> {
     if !archs.iter().any(|a| known.contains(&a.as_str())) {
         return Err(Error::unsupported(
             &path,
-            format!(
-                "architectures {archs:?} (model_type {model_type:?}); cria reads {known:?}"
-            ),
+            format!("architectures {archs:?} (model_type {model_type:?}); cria reads {known:?}"),
         ));
     }
     let dim = c.usize("hidden_size")?;
     let n_head = c.usize("num_attention_heads")?;
     let n_head_kv = c.opt_usize("num_key_value_heads")?.unwrap_or(n_head);
     let head_dim = c.opt_usize("head_dim")?.unwrap_or(dim / n_head.max(1));
-    let rope = c
-        .opt_obj("rope_scaling")?
-        .or(c.opt_obj("rope_parameters")?);
+    let rope = c.opt_obj("rope_scaling")?.or(c.opt_obj("rope_parameters")?);
     let mut rope_theta = c.opt_f32("rope_theta")?.unwrap_or(10000.0);
     let rope_scaling = match rope {
         None => RopeScaling::None,
@@ -109,11 +105,17 @@ fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
         let mut files: Vec<String> = Vec::new();
         for (tensor, file) in map.iter() {
             let Some(f) = file.as_str() else {
-                return Err(Error::bad(&index, format!("weight_map[{tensor:?}] is not a file name")));
+                return Err(Error::bad(
+                    &index,
+                    format!("weight_map[{tensor:?}] is not a file name"),
+                ));
             };
             // A shard name is a plain file in this folder.
             if f.contains('/') || f.contains('\\') || f.starts_with('.') {
-                return Err(Error::bad(&index, format!("shard name {f:?} leaves the folder")));
+                return Err(Error::bad(
+                    &index,
+                    format!("shard name {f:?} leaves the folder"),
+                ));
             }
             if !files.iter().any(|x| x == f) {
                 files.push(f.to_string());
@@ -163,7 +165,9 @@ pub fn read_safetensors(path: &Path) -> Result<Vec<StTensor>> {
     if map.len() >= 8 {
         let n = u64::from_le_bytes(map[..8].try_into().unwrap_or([0; 8]));
         if n as usize > MAX_HEADER {
-            return Err(bad(format!("header of {n} bytes; at most {MAX_HEADER} are read")));
+            return Err(bad(format!(
+                "header of {n} bytes; at most {MAX_HEADER} are read"
+            )));
         }
     }
     let st = safetensors::SafeTensors::deserialize(&map)
@@ -221,7 +225,12 @@ fn gguf_name(name: &str, h: &HParams) -> Option<std::result::Result<(String, Lay
         "input_layernorm.weight" => (blk("attn_norm"), Layout::Plain),
         "post_attention_layernorm.weight" => (blk("ffn_norm"), Layout::Plain),
         "self_attn.q_proj.weight" => (blk("attn_q"), Layout::Permute { n_head: h.n_head }),
-        "self_attn.k_proj.weight" => (blk("attn_k"), Layout::Permute { n_head: h.n_head_kv }),
+        "self_attn.k_proj.weight" => (
+            blk("attn_k"),
+            Layout::Permute {
+                n_head: h.n_head_kv,
+            },
+        ),
         "self_attn.v_proj.weight" => (blk("attn_v"), Layout::Plain),
         "self_attn.o_proj.weight" => (blk("attn_output"), Layout::Plain),
         "mlp.gate_proj.weight" => (blk("ffn_gate"), Layout::Plain),
@@ -249,7 +258,10 @@ pub fn tensors(dir: &Path, h: &HParams) -> Result<Vec<SrcTensor>> {
                 }
             };
             if by_name.contains_key(&name) {
-                return Err(Error::bad(&file, format!("tensor {:?} appears twice", t.name)));
+                return Err(Error::bad(
+                    &file,
+                    format!("tensor {:?} appears twice", t.name),
+                ));
             }
             by_name.insert(
                 name.clone(),
@@ -272,8 +284,15 @@ pub fn tensors(dir: &Path, h: &HParams) -> Result<Vec<SrcTensor>> {
     h.push_rope_freqs(&mut out, &dir.join("config.json"));
     for i in 0..h.n_layers {
         for s in [
-            "attn_norm", "attn_q", "attn_k", "attn_v", "attn_output", "ffn_norm", "ffn_gate",
-            "ffn_up", "ffn_down",
+            "attn_norm",
+            "attn_q",
+            "attn_k",
+            "attn_v",
+            "attn_output",
+            "ffn_norm",
+            "ffn_gate",
+            "ffn_up",
+            "ffn_down",
         ] {
             out.extend(take(&format!("blk.{i}.{s}.weight")));
         }
@@ -283,7 +302,10 @@ pub fn tensors(dir: &Path, h: &HParams) -> Result<Vec<SrcTensor>> {
     if let Some(extra) = by_name.keys().next() {
         return Err(Error::bad(
             dir.join("config.json"),
-            format!("num_hidden_layers is {} but the weights have {extra:?}", h.n_layers),
+            format!(
+                "num_hidden_layers is {} but the weights have {extra:?}",
+                h.n_layers
+            ),
         ));
     }
     Ok(out)

@@ -156,7 +156,10 @@ pub fn read(dir: &Path, n_vocab: usize) -> Result<TokMeta> {
     let model = tj.obj("model")?;
     let ty = model.opt_str("type")?.unwrap_or_else(|| "BPE".into());
     if ty != "BPE" {
-        return Err(Error::unsupported(&path, format!("a {ty:?} tokenizer model; cria reads BPE")));
+        return Err(Error::unsupported(
+            &path,
+            format!("a {ty:?} tokenizer model; cria reads BPE"),
+        ));
     }
     let byte_fallback = model.opt_bool("byte_fallback")?.unwrap_or(false);
 
@@ -166,12 +169,18 @@ pub fn read(dir: &Path, n_vocab: usize) -> Result<TokMeta> {
     let mut n = 0usize;
     let mut insert = |id: u64, text: &str| -> Result<()> {
         if id as usize >= tokmeta::MAX_TOKENS {
-            return Err(Error::bad(&path, format!("token id {id} for {text:?} is too large")));
+            return Err(Error::bad(
+                &path,
+                format!("token id {id} for {text:?} is too large"),
+            ));
         }
         let id = id as usize;
         match by_id.get(&id) {
             Some(t) if t != text => {
-                return Err(Error::bad(&path, format!("id {id} is both {t:?} and {text:?}")))
+                return Err(Error::bad(
+                    &path,
+                    format!("id {id} is both {t:?} and {text:?}"),
+                ))
             }
             _ => {}
         }
@@ -181,7 +190,10 @@ pub fn read(dir: &Path, n_vocab: usize) -> Result<TokMeta> {
     };
     for (text, id) in vocab.iter() {
         let Some(id) = id.as_u64() else {
-            return Err(Error::bad(&path, format!("vocab[{text:?}] is not a token id")));
+            return Err(Error::bad(
+                &path,
+                format!("vocab[{text:?}] is not a token id"),
+            ));
         };
         insert(id, text)?;
     }
@@ -197,7 +209,10 @@ pub fn read(dir: &Path, n_vocab: usize) -> Result<TokMeta> {
     }
     let n_tok = n.max(n_vocab);
     if n_tok > tokmeta::MAX_TOKENS {
-        return Err(Error::bad(&path, format!("{n_tok} tokens; at most {} are read", tokmeta::MAX_TOKENS)));
+        return Err(Error::bad(
+            &path,
+            format!("{n_tok} tokens; at most {} are read", tokmeta::MAX_TOKENS),
+        ));
     }
     let mut t = TokMeta::default();
     for i in 0..n {
@@ -220,7 +235,9 @@ pub fn read(dir: &Path, n_vocab: usize) -> Result<TokMeta> {
     }
 
     let merges = read_merges(&path, model.get("merges"))?;
-    let clean = cfg.opt_bool("clean_up_tokenization_spaces")?.unwrap_or(false);
+    let clean = cfg
+        .opt_bool("clean_up_tokenization_spaces")?
+        .unwrap_or(false);
     let mut pre_steps = Vec::new();
     if let Some(p) = tj.get("pre_tokenizer") {
         steps(&path, p, &mut pre_steps, 0)?;
@@ -232,7 +249,10 @@ pub fn read(dir: &Path, n_vocab: usize) -> Result<TokMeta> {
         t.scores = Some(spm_scores(&t, &merges));
     } else {
         if let Some(nz) = &normalizer {
-            return Err(Error::unsupported(&path, format!("the normalizer {}", short(nz))));
+            return Err(Error::unsupported(
+                &path,
+                format!("the normalizer {}", short(nz)),
+            ));
         }
         if !pre_steps.contains(&Step::ByteLevel) {
             return Err(Error::unsupported(
@@ -252,7 +272,8 @@ pub fn read(dir: &Path, n_vocab: usize) -> Result<TokMeta> {
     let id = |t: &TokMeta, text: Option<String>| text.and_then(|s| t.id_of(&s));
     t.bos = id(&t, token_text(&cfg, "bos_token"));
     t.eos = id(&t, token_text(&cfg, "eos_token"));
-    t.unk = id(&t, token_text(&cfg, "unk_token")).or_else(|| id(&t, model.opt_str("unk_token").ok().flatten()));
+    t.unk = id(&t, token_text(&cfg, "unk_token"))
+        .or_else(|| id(&t, model.opt_str("unk_token").ok().flatten()));
     t.pad = id(&t, token_text(&cfg, "pad_token"));
     if let Some(u) = t.unk {
         if t.model == "llama" {
@@ -270,7 +291,11 @@ pub fn read(dir: &Path, n_vocab: usize) -> Result<TokMeta> {
 
 fn is_byte_token(s: &str) -> bool {
     let b = s.as_bytes();
-    b.len() == 6 && s.starts_with("<0x") && s.ends_with('>') && b[3].is_ascii_hexdigit() && b[4].is_ascii_hexdigit()
+    b.len() == 6
+        && s.starts_with("<0x")
+        && s.ends_with('>')
+        && b[3].is_ascii_hexdigit()
+        && b[4].is_ascii_hexdigit()
 }
 
 /// Merges as (left, right) pairs, from `"a b"` strings or `["a", "b"]`.
@@ -281,7 +306,9 @@ fn read_merges(path: &Path, v: Option<&Value>) -> Result<Vec<(String, String)>> 
     let mut out = Vec::with_capacity(list.len());
     for (i, m) in list.iter().enumerate() {
         let pair = match m {
-            Value::String(s) => s.split_once(' ').map(|(a, b)| (a.to_string(), b.to_string())),
+            Value::String(s) => s
+                .split_once(' ')
+                .map(|(a, b)| (a.to_string(), b.to_string())),
             Value::Array(p) if p.len() == 2 => match (p[0].as_str(), p[1].as_str()) {
                 (Some(a), Some(b)) if !a.contains(' ') => Some((a.to_string(), b.to_string())),
                 _ => None,
@@ -293,7 +320,10 @@ fn read_merges(path: &Path, v: Option<&Value>) -> Result<Vec<(String, String)>> 
             None => {
                 return Err(Error::bad(
                     path,
-                    format!("merge #{i} {} is neither \"a b\" nor [\"a\", \"b\"]", short(m)),
+                    format!(
+                        "merge #{i} {} is neither \"a b\" nor [\"a\", \"b\"]",
+                        short(m)
+                    ),
                 ))
             }
         }
@@ -347,7 +377,12 @@ fn spm_prefix(path: &Path, normalizer: Option<&Value>, steps: &[Step]) -> Result
         match n.get("type").and_then(Value::as_str) {
             Some("Prepend") if n["prepend"] == "▁" => prefix = true,
             Some("Replace") if n["pattern"]["String"] == " " && n["content"] == "▁" => {}
-            _ => return Err(Error::unsupported(path, format!("the normalizer {}", short(n)))),
+            _ => {
+                return Err(Error::unsupported(
+                    path,
+                    format!("the normalizer {}", short(n)),
+                ))
+            }
         }
     }
     Ok(prefix)
@@ -371,7 +406,10 @@ fn template_flags(pp: Option<&Value>) -> (Option<bool>, Option<bool>) {
         return (None, None);
     };
     let is_special = |v: Option<&Value>| v.is_some_and(|x| x.get("SpecialToken").is_some());
-    (Some(is_special(single.first())), Some(is_special(single.last())))
+    (
+        Some(is_special(single.first())),
+        Some(is_special(single.last())),
+    )
 }
 
 /// generation_config.json's eos ids: the first is the eos when
@@ -386,15 +424,24 @@ fn generation_ids(dir: &Path, t: &mut TokMeta) -> Result<()> {
     let ids: Vec<u32> = match g.get("eos_token_id") {
         None => Vec::new(),
         Some(Value::Number(n)) => n.as_u64().map(|x| x as u32).into_iter().collect(),
-        Some(Value::Array(a)) => a.iter().filter_map(|x| x.as_u64().map(|x| x as u32)).collect(),
+        Some(Value::Array(a)) => a
+            .iter()
+            .filter_map(|x| x.as_u64().map(|x| x as u32))
+            .collect(),
         Some(v) => {
-            return Err(Error::bad(&path, format!("eos_token_id should be an id or a list, found {}", short(v))))
+            return Err(Error::bad(
+                &path,
+                format!("eos_token_id should be an id or a list, found {}", short(v)),
+            ))
         }
     };
     for &id in &ids {
         match t.tokens.get(id as usize).map(String::as_str) {
             None => {
-                return Err(Error::bad(&path, format!("eos_token_id {id} is not in the vocabulary")))
+                return Err(Error::bad(
+                    &path,
+                    format!("eos_token_id {id} is not in the vocabulary"),
+                ))
             }
             Some("<|eot_id|>") => t.eot = Some(id),
             Some("<|eom_id|>") => t.eom = Some(id),
@@ -406,7 +453,9 @@ fn generation_ids(dir: &Path, t: &mut TokMeta) -> Result<()> {
     }
     if t.bos.is_none() {
         if let Some(b) = g.opt_i64("bos_token_id")? {
-            t.bos = u32::try_from(b).ok().filter(|&b| (b as usize) < t.tokens.len());
+            t.bos = u32::try_from(b)
+                .ok()
+                .filter(|&b| (b as usize) < t.tokens.len());
         }
     }
     Ok(())

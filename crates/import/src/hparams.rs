@@ -9,7 +9,9 @@ use std::path::Path;
 #[derive(Clone, Debug, PartialEq)]
 pub enum RopeScaling {
     None,
-    Linear { factor: f32 },
+    Linear {
+        factor: f32,
+    },
     /// LLaMA 3.1's per-frequency factors (written as `rope_freqs.weight`).
     Llama3 {
         factor: f32,
@@ -101,7 +103,10 @@ pub fn model_metadata(h: &HParams, out: OutType, plan: &mut Plan) {
     plan.set("llama.attention.head_count", u(h.n_head));
     plan.set("llama.attention.head_count_kv", u(h.n_head_kv));
     plan.set("llama.rope.freq_base", Value::F32(h.rope_theta));
-    plan.set("llama.attention.layer_norm_rms_epsilon", Value::F32(h.rms_eps));
+    plan.set(
+        "llama.attention.layer_norm_rms_epsilon",
+        Value::F32(h.rms_eps),
+    );
     if h.head_dim * h.n_head != h.dim {
         plan.set("llama.attention.key_length", u(h.head_dim));
         plan.set("llama.attention.value_length", u(h.head_dim));

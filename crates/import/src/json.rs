@@ -19,7 +19,10 @@ pub struct Obj {
 pub fn read_value(path: &Path) -> Result<Value> {
     let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
     if meta.len() > MAX_JSON {
-        return Err(Error::bad(path, format!("{} bytes; JSON files are read up to {MAX_JSON}", meta.len())));
+        return Err(Error::bad(
+            path,
+            format!("{} bytes; JSON files are read up to {MAX_JSON}", meta.len()),
+        ));
     }
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     serde_json::from_slice(&bytes).map_err(|e| Error::bad(path, format!("not valid JSON: {e}")))
@@ -31,7 +34,10 @@ pub fn read_object(path: &Path) -> Result<Obj> {
             path: path.to_path_buf(),
             map,
         }),
-        other => Err(Error::bad(path, format!("expected a JSON object, found {}", kind(&other)))),
+        other => Err(Error::bad(
+            path,
+            format!("expected a JSON object, found {}", kind(&other)),
+        )),
     }
 }
 
@@ -56,7 +62,10 @@ impl Obj {
 
     fn wrong(&self, key: &str, want: &str, v: &Value) -> Error {
         let shown: String = v.to_string().chars().take(80).collect();
-        Error::bad(&self.path, format!("{key:?} should be {want}, found {shown}"))
+        Error::bad(
+            &self.path,
+            format!("{key:?} should be {want}, found {shown}"),
+        )
     }
 
     fn missing(&self, key: &str) -> Error {
@@ -88,7 +97,10 @@ impl Obj {
     pub fn opt_i64(&self, key: &str) -> Result<Option<i64>> {
         match self.get(key) {
             None => Ok(None),
-            Some(v) => v.as_i64().map(Some).ok_or_else(|| self.wrong(key, "an integer", v)),
+            Some(v) => v
+                .as_i64()
+                .map(Some)
+                .ok_or_else(|| self.wrong(key, "an integer", v)),
         }
     }
 
@@ -109,7 +121,10 @@ impl Obj {
     pub fn opt_bool(&self, key: &str) -> Result<Option<bool>> {
         match self.get(key) {
             None => Ok(None),
-            Some(v) => v.as_bool().map(Some).ok_or_else(|| self.wrong(key, "true or false", v)),
+            Some(v) => v
+                .as_bool()
+                .map(Some)
+                .ok_or_else(|| self.wrong(key, "true or false", v)),
         }
     }
 
@@ -131,7 +146,11 @@ impl Obj {
             None => Ok(Vec::new()),
             Some(Value::Array(a)) => a
                 .iter()
-                .map(|x| x.as_str().map(str::to_string).ok_or_else(|| self.wrong(key, "a list of strings", x)))
+                .map(|x| {
+                    x.as_str()
+                        .map(str::to_string)
+                        .ok_or_else(|| self.wrong(key, "a list of strings", x))
+                })
                 .collect(),
             Some(v) => Err(self.wrong(key, "a list of strings", v)),
         }

@@ -22,7 +22,10 @@ fn shards(dir: &Path) -> Result<Vec<PathBuf>> {
         .map_err(|e| Error::io(dir, e))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
-            let n = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let n = p
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
             n.starts_with("consolidated.") && n.ends_with(".pth")
         })
         .collect();
@@ -53,8 +56,12 @@ fn gguf_name(name: &str) -> Option<std::result::Result<(String, usize), ()>> {
         _ => {}
     }
     let rest = name.strip_prefix("layers.")?;
-    let Some((i, rest)) = rest.split_once('.') else { return Some(Err(())) };
-    let Ok(i) = i.parse::<usize>() else { return Some(Err(())) };
+    let Some((i, rest)) = rest.split_once('.') else {
+        return Some(Err(()));
+    };
+    let Ok(i) = i.parse::<usize>() else {
+        return Some(Err(()));
+    };
     let (s, axis) = match rest {
         "attention_norm.weight" => ("attn_norm", 0),
         "ffn_norm.weight" => ("ffn_norm", 0),
@@ -73,14 +80,20 @@ fn gguf_name(name: &str) -> Option<std::result::Result<(String, usize), ()>> {
 
 /// The tokenizer.model: SentencePiece protobuf or tiktoken text.
 pub fn read_tokenizer(path: &Path, llama3_1: bool) -> Result<TokMeta> {
-    let len = std::fs::metadata(path).map_err(|e| Error::io(path, e))?.len();
+    let len = std::fs::metadata(path)
+        .map_err(|e| Error::io(path, e))?
+        .len();
     if len > json::MAX_JSON {
-        return Err(Error::bad(path, format!("{len} bytes is too large for a tokenizer")));
+        return Err(Error::bad(
+            path,
+            format!("{len} bytes is too large for a tokenizer"),
+        ));
     }
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     // A ModelProto starts with field 1 (pieces), length-delimited: 0x0a.
     if bytes.first() == Some(&0x0a) {
-        let m = spm_model::parse(&bytes).map_err(|e| Error::bad(path, format!("SentencePiece model: {e}")))?;
+        let m = spm_model::parse(&bytes)
+            .map_err(|e| Error::bad(path, format!("SentencePiece model: {e}")))?;
         return m.to_meta().map_err(|e| Error::unsupported(path, e));
     }
     let text = std::str::from_utf8(&bytes)
@@ -104,7 +117,10 @@ pub fn plan(dir: &Path, out: OutType) -> Result<Plan> {
                 None => continue,
                 Some(Ok(x)) => x,
                 Some(Err(())) => {
-                    return Err(Error::unsupported(f, format!("tensor {:?} is not part of a LLaMA model", t.name)))
+                    return Err(Error::unsupported(
+                        f,
+                        format!("tensor {:?} is not part of a LLaMA model", t.name),
+                    ))
                 }
             };
             by_name.entry(name).or_insert((axis, Vec::new())).1.push(t);
@@ -114,11 +130,24 @@ pub fn plan(dir: &Path, out: OutType) -> Result<Plan> {
     for (name, (axis, parts)) in by_name {
         let origin = files[0].clone();
         if parts.len() != files.len() {
-            return Err(Error::bad(&origin, format!("tensor {name} is in {} of {} shards", parts.len(), files.len())));
+            return Err(Error::bad(
+                &origin,
+                format!(
+                    "tensor {name} is in {} of {} shards",
+                    parts.len(),
+                    files.len()
+                ),
+            ));
         }
         let dtype = parts[0].dtype;
-        if parts.iter().any(|p| p.dtype != dtype || p.piece.shape.len() != parts[0].piece.shape.len()) {
-            return Err(Error::bad(&origin, format!("the shards of {name} differ in type or rank")));
+        if parts
+            .iter()
+            .any(|p| p.dtype != dtype || p.piece.shape.len() != parts[0].piece.shape.len())
+        {
+            return Err(Error::bad(
+                &origin,
+                format!("the shards of {name} differ in type or rank"),
+            ));
         }
         let s0 = parts[0].piece.shape.clone();
         let (shape, layout) = if parts.len() == 1 || s0.len() == 1 {
@@ -126,14 +155,23 @@ pub fn plan(dir: &Path, out: OutType) -> Result<Plan> {
             (s0, Layout::Plain)
         } else {
             if axis >= s0.len() {
-                return Err(Error::bad(&origin, format!("{name} of shape {s0:?} cannot join on dim {axis}")));
+                return Err(Error::bad(
+                    &origin,
+                    format!("{name} of shape {s0:?} cannot join on dim {axis}"),
+                ));
             }
             let mut shape = s0.clone();
             shape[axis] = 0;
             for p in &parts {
                 for (d, (&a, &b)) in p.piece.shape.iter().zip(&s0).enumerate() {
                     if d != axis && a != b {
-                        return Err(Error::bad(&origin, format!("shards of {name} have shapes {s0:?} and {:?}", p.piece.shape)));
+                        return Err(Error::bad(
+                            &origin,
+                            format!(
+                                "shards of {name} have shapes {s0:?} and {:?}",
+                                p.piece.shape
+                            ),
+                        ));
                     }
                 }
                 shape[axis] += p.piece.shape[axis];
@@ -148,7 +186,11 @@ pub fn plan(dir: &Path, out: OutType) -> Result<Plan> {
         tensors.push(SrcTensor {
             name,
             shape,
-            source: Source::Pieces { dtype, pieces, layout },
+            source: Source::Pieces {
+                dtype,
+                pieces,
+                layout,
+            },
             origin,
         });
     }
@@ -156,7 +198,8 @@ pub fn plan(dir: &Path, out: OutType) -> Result<Plan> {
     let get = |n: &str| tensors.iter().find(|t| t.name == n);
     let missing = |n: &str| Error::bad(&files[0], format!("no tensor for {n}"));
     let emb = get("token_embd.weight").ok_or_else(|| missing("tok_embeddings.weight"))?;
-    let ffn = get("blk.0.ffn_gate.weight").ok_or_else(|| missing("layers.0.feed_forward.w1.weight"))?;
+    let ffn =
+        get("blk.0.ffn_gate.weight").ok_or_else(|| missing("layers.0.feed_forward.w1.weight"))?;
     let dim = p.usize("dim")?;
     let n_head = p.usize("n_heads")?;
     let n_vocab = match p.opt_i64("vocab_size")? {
@@ -164,7 +207,13 @@ pub fn plan(dir: &Path, out: OutType) -> Result<Plan> {
         _ => emb.shape[0],
     };
     if emb.shape != [n_vocab, dim] {
-        return Err(Error::bad(&ppath, format!("dim {dim} and vocab_size {n_vocab} do not match tok_embeddings {:?}", emb.shape)));
+        return Err(Error::bad(
+            &ppath,
+            format!(
+                "dim {dim} and vocab_size {n_vocab} do not match tok_embeddings {:?}",
+                emb.shape
+            ),
+        ));
     }
     let norm_eps = p.opt_f32("norm_eps")?.unwrap_or(1e-5);
     let context_length = match p.opt_usize("max_seq_len")? {
@@ -175,7 +224,9 @@ pub fn plan(dir: &Path, out: OutType) -> Result<Plan> {
         None => 2048,
     };
     let h = HParams {
-        name: dir.file_name().map_or("model".into(), |n| n.to_string_lossy().into_owned()),
+        name: dir
+            .file_name()
+            .map_or("model".into(), |n| n.to_string_lossy().into_owned()),
         n_vocab,
         dim,
         n_layers: p.usize("n_layers")?,
@@ -198,29 +249,55 @@ pub fn plan(dir: &Path, out: OutType) -> Result<Plan> {
         },
     };
     if n_head == 0 || dim % n_head != 0 || h.n_head_kv == 0 || n_head % h.n_head_kv != 0 {
-        return Err(Error::bad(&ppath, format!("dim {dim}, n_heads {n_head}, n_kv_heads {} do not fit", h.n_head_kv)));
+        return Err(Error::bad(
+            &ppath,
+            format!(
+                "dim {dim}, n_heads {n_head}, n_kv_heads {} do not fit",
+                h.n_head_kv
+            ),
+        ));
     }
     // Order as the Hugging Face path does: embedding, rope factors, blocks, output.
     let mut ordered = Vec::with_capacity(tensors.len() + 1);
-    let mut rest: BTreeMap<String, SrcTensor> = tensors.into_iter().map(|t| (t.name.clone(), t)).collect();
+    let mut rest: BTreeMap<String, SrcTensor> =
+        tensors.into_iter().map(|t| (t.name.clone(), t)).collect();
     ordered.extend(rest.remove("token_embd.weight"));
     h.push_rope_freqs(&mut ordered, &ppath);
     for i in 0..h.n_layers {
-        for s in ["attn_norm", "attn_q", "attn_k", "attn_v", "attn_output", "ffn_norm", "ffn_gate", "ffn_up", "ffn_down"] {
+        for s in [
+            "attn_norm",
+            "attn_q",
+            "attn_k",
+            "attn_v",
+            "attn_output",
+            "ffn_norm",
+            "ffn_gate",
+            "ffn_up",
+            "ffn_down",
+        ] {
             ordered.extend(rest.remove(&format!("blk.{i}.{s}.weight")));
         }
     }
     ordered.extend(rest.remove("output_norm.weight"));
     ordered.extend(rest.remove("output.weight"));
     if let Some(extra) = rest.keys().next() {
-        return Err(Error::bad(&ppath, format!("n_layers is {} but the weights have {extra}", h.n_layers)));
+        return Err(Error::bad(
+            &ppath,
+            format!("n_layers is {} but the weights have {extra}", h.n_layers),
+        ));
     }
-    let mut plan = Plan { metadata: Vec::new(), tensors: ordered };
+    let mut plan = Plan {
+        metadata: Vec::new(),
+        tensors: ordered,
+    };
     tok.pad_to(n_vocab);
     if tok.tokens.len() != n_vocab {
         return Err(Error::bad(
             dir.join("tokenizer.model"),
-            format!("{} tokens for an embedding of {n_vocab} rows", tok.tokens.len()),
+            format!(
+                "{} tokens for an embedding of {n_vocab} rows",
+                tok.tokens.len()
+            ),
         ));
     }
     crate::hparams::model_metadata(&h, out, &mut plan);

@@ -131,7 +131,10 @@ pub fn read_state_dict(buf: &[u8]) -> R<Vec<(String, TensorRef)>> {
 fn flatten(o: &Obj, prefix: &str, out: &mut Vec<(String, TensorRef)>, depth: usize) -> R<()> {
     let err = |detail: String| Err(PickleError { at: 0, detail });
     let Obj::Dict(items) = o else {
-        return err(format!("the pickle holds {}, not a dict of tensors", o.name()));
+        return err(format!(
+            "the pickle holds {}, not a dict of tensors",
+            o.name()
+        ));
     };
     if depth > 4 {
         return err("dicts nested more than 4 deep".into());
@@ -140,7 +143,11 @@ fn flatten(o: &Obj, prefix: &str, out: &mut Vec<(String, TensorRef)>, depth: usi
         let Obj::Str(k) = k else {
             return err(format!("a dict key is {}, not a string", k.name()));
         };
-        let name = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+        let name = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
         match v {
             Obj::Tensor(t) => out.push((name, t.clone())),
             Obj::Dict(_) => flatten(v, &name, out, depth + 1)?,
@@ -175,7 +182,10 @@ impl<'a> Reader<'a> {
 
     fn take(&mut self, n: usize) -> R<&'a [u8]> {
         if n > self.buf.len() - self.pos {
-            return self.fail(format!("needs {n} bytes, {} left", self.buf.len() - self.pos));
+            return self.fail(format!(
+                "needs {n} bytes, {} left",
+                self.buf.len() - self.pos
+            ));
         }
         let s = &self.buf[self.pos..self.pos + n];
         self.pos += n;
@@ -201,7 +211,8 @@ impl<'a> Reader<'a> {
         let Some(n) = rest.iter().take(256).position(|&b| b == b'\n') else {
             return self.fail("a GLOBAL name without a newline in 256 bytes");
         };
-        let s = std::str::from_utf8(&rest[..n]).or_else(|_| self.fail("a GLOBAL name that is not UTF-8"))?;
+        let s = std::str::from_utf8(&rest[..n])
+            .or_else(|_| self.fail("a GLOBAL name that is not UTF-8"))?;
         self.pos += n + 1;
         Ok(s)
     }
@@ -530,7 +541,10 @@ impl<'a> Reader<'a> {
     /// `('storage', StorageType, key, location, numel)`.
     fn persistent(&self, pid: Obj) -> R<StorageRef> {
         let Obj::Tuple(t) = pid else {
-            return self.fail(format!("a persistent id that is {}, not a tuple", pid.name()));
+            return self.fail(format!(
+                "a persistent id that is {}, not a tuple",
+                pid.name()
+            ));
         };
         match t.as_slice() {
             [Obj::Str(tag), Obj::Global(Global::Storage(dtype)), Obj::Str(key), Obj::Str(_), Obj::Int(n)]
@@ -582,13 +596,18 @@ impl<'a> Reader<'a> {
                 _ => None,
             }
         };
-        let (Some(Obj::Storage(s)), Some(Obj::Int(off)), Some(size), Some(stride)) =
-            (args.first(), args.get(1), args.get(2).and_then(ints), args.get(3).and_then(ints))
-        else {
+        let (Some(Obj::Storage(s)), Some(Obj::Int(off)), Some(size), Some(stride)) = (
+            args.first(),
+            args.get(1),
+            args.get(2).and_then(ints),
+            args.get(3).and_then(ints),
+        ) else {
             return self.fail("_rebuild_tensor_v2 with arguments that are not (storage, offset, size, stride, ...)");
         };
         if *off < 0 || size.len() != stride.len() || size.len() > 4 {
-            return self.fail(format!("a tensor of size {size:?}, stride {stride:?}, offset {off}"));
+            return self.fail(format!(
+                "a tensor of size {size:?}, stride {stride:?}, offset {off}"
+            ));
         }
         // Row-major contiguous: stride[i] = product of size[i+1..].
         let mut want = 1u64;

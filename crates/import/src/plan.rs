@@ -122,7 +122,13 @@ impl SrcTensor {
 
     /// True when the bytes are a range of one mapped file, unchanged.
     pub fn is_zero_copy(&self) -> bool {
-        matches!(&self.source, Source::Pieces { layout: Layout::Plain, .. })
+        matches!(
+            &self.source,
+            Source::Pieces {
+                layout: Layout::Plain,
+                ..
+            }
+        )
     }
 
     /// The tensor's bytes in its source type, in GGUF (row-major) order.
@@ -146,7 +152,9 @@ impl SrcTensor {
                 let rows = self.shape[0];
                 let n_head = *n_head;
                 if n_head == 0 || rows % (2 * n_head) != 0 {
-                    return Err(bad(format!("{rows} rows do not split into {n_head} heads of pairs")));
+                    return Err(bad(format!(
+                        "{rows} rows do not split into {n_head} heads of pairs"
+                    )));
                 }
                 let row = src.len() / rows;
                 let hd = rows / n_head;
@@ -158,7 +166,8 @@ impl SrcTensor {
                         for t in 0..2 {
                             let o = h * hd + 2 * j + t;
                             let i = h * hd + t * half + j;
-                            out[o * row..(o + 1) * row].copy_from_slice(&src[i * row..(i + 1) * row]);
+                            out[o * row..(o + 1) * row]
+                                .copy_from_slice(&src[i * row..(i + 1) * row]);
                         }
                     }
                 }
@@ -268,8 +277,14 @@ pub fn encode<'a>(dtype: DType, raw: Cow<'a, [u8]>, ty: GgmlType) -> Cow<'a, [u8
     let x = to_f32(dtype, &raw);
     drop(raw);
     Cow::Owned(match ty {
-        GgmlType::F16 => x.iter().flat_map(|v| f16::from_f32(*v).to_le_bytes()).collect(),
-        GgmlType::BF16 => x.iter().flat_map(|v| bf16::from_f32(*v).to_le_bytes()).collect(),
+        GgmlType::F16 => x
+            .iter()
+            .flat_map(|v| f16::from_f32(*v).to_le_bytes())
+            .collect(),
+        GgmlType::BF16 => x
+            .iter()
+            .flat_map(|v| bf16::from_f32(*v).to_le_bytes())
+            .collect(),
         GgmlType::Q8_0 => quantize_q8_0(&x),
         _ => x.iter().flat_map(|v| v.to_le_bytes()).collect(),
     })

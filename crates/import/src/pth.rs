@@ -63,7 +63,8 @@ pub fn read_mapped(path: &Path, map: std::sync::Arc<memmap2::Mmap>) -> Result<Ve
         }
         v
     };
-    let dict = pickle::read_state_dict(&pickle_bytes).map_err(|e| bad(format!("{pkl_name}: {e}")))?;
+    let dict =
+        pickle::read_state_dict(&pickle_bytes).map_err(|e| bad(format!("{pkl_name}: {e}")))?;
     let mut out = Vec::with_capacity(dict.len());
     for (name, t) in dict {
         let entry_name = format!("{prefix}data/{}", t.storage.key);
@@ -87,8 +88,13 @@ pub fn read_mapped(path: &Path, map: std::sync::Arc<memmap2::Mmap>) -> Result<Ve
             )));
         }
         let start = entry.data_start();
-        if start.checked_add(entry.size()).is_none_or(|e| e > map.len() as u64) {
-            return Err(bad(format!("storage {entry_name} runs past the end of the file")));
+        if start
+            .checked_add(entry.size())
+            .is_none_or(|e| e > map.len() as u64)
+        {
+            return Err(bad(format!(
+                "storage {entry_name} runs past the end of the file"
+            )));
         }
         out.push(PthTensor {
             name,

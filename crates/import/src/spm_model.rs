@@ -49,7 +49,10 @@ impl<'a> Cur<'a> {
                 return Ok(v);
             }
         }
-        Err(format!("a varint longer than 10 bytes at byte {}", self.pos))
+        Err(format!(
+            "a varint longer than 10 bytes at byte {}",
+            self.pos
+        ))
     }
 
     fn take(&mut self, n: u64) -> R<&'a [u8]> {

@@ -1,7 +1,7 @@
 //! LLaMA 3's `tokenizer.model`: tiktoken text, one `BASE64 RANK` line per
 //! token, ranks 0..n in order. The merges a BPE needs are recovered from
-//! the ranks (each token is the merge of the two parts its own BPE stops
-//! at, tiktoken's rule), and Meta's 256 special tokens follow the ranks.
+//! the ranks (every split into two tokens, as transformers' TikTokenConverter
+//! lists them), and Meta's 256 special tokens follow the ranks.
 
 use crate::hf_tokenizer::LLAMA3_REGEX;
 use crate::tokmeta::{byte_to_char, TokMeta, CONTROL, MAX_TOKENS, NORMAL};
@@ -23,43 +23,33 @@ pub fn parse(text: &str) -> R<Vec<Vec<u8>>> {
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(b64)
             .map_err(|e| format!("line {}: {e}", i + 1))?;
-        let rank: usize = rank.trim().parse().map_err(|_| format!("line {}: rank {rank:?}", i + 1))?;
+        let rank: usize = rank
+            .trim()
+            .parse()
+            .map_err(|_| format!("line {}: rank {rank:?}", i + 1))?;
         if rank != out.len() {
-            return Err(format!("line {}: rank {rank} where {} was expected", i + 1, out.len()));
+            return Err(format!(
+                "line {}: rank {rank} where {} was expected",
+                i + 1,
+                out.len()
+            ));
         }
         if out.len() >= MAX_TOKENS || bytes.is_empty() || bytes.len() > 1024 {
-            return Err(format!("line {}: token of {} bytes, or too many tokens", i + 1, bytes.len()));
+            return Err(format!(
+                "line {}: token of {} bytes, or too many tokens",
+                i + 1,
+                bytes.len()
+            ));
         }
         out.push(bytes);
     }
     if out.len() < 256 {
-        return Err(format!("{} tokens; a byte-level vocabulary has at least 256", out.len()));
+        return Err(format!(
+            "{} tokens; a byte-level vocabulary has at least 256",
+            out.len()
+        ));
     }
     Ok(out)
-}
-
-/// The parts `token` splits into when BPE with `ranks` may only use merges
-/// ranked below `max_rank`.
-fn bpe_parts<'a>(ranks: &HashMap<&[u8], usize>, token: &'a [u8], max_rank: usize) -> Vec<&'a [u8]> {
-    let mut parts: Vec<&[u8]> = (0..token.len()).map(|i| &token[i..i + 1]).collect();
-    let mut starts: Vec<usize> = (0..token.len()).collect();
-    loop {
-        let mut best: Option<(usize, usize)> = None;
-        for i in 0..parts.len().saturating_sub(1) {
-            let merged = &token[starts[i]..starts[i] + parts[i].len() + parts[i + 1].len()];
-            if let Some(&r) = ranks.get(merged) {
-                if r < max_rank && best.is_none_or(|(_, b)| r < b) {
-                    best = Some((i, r));
-                }
-            }
-        }
-        let Some((i, _)) = best else { break };
-        let len = parts[i].len() + parts[i + 1].len();
-        parts[i] = &token[starts[i]..starts[i] + len];
-        parts.remove(i + 1);
-        starts.remove(i + 1);
-    }
-    parts
 }
 
 /// Meta's special tokens after the ranks (`llama3_1` for LLaMA 3.1+
@@ -67,18 +57,32 @@ fn bpe_parts<'a>(ranks: &HashMap<&[u8], usize>, token: &'a [u8], max_rank: usize
 pub fn special_tokens(llama3_1: bool) -> Vec<String> {
     let mut s: Vec<String> = if llama3_1 {
         [
-            "<|begin_of_text|>", "<|end_of_text|>", "<|reserved_special_token_0|>",
-            "<|reserved_special_token_1|>", "<|finetune_right_pad_id|>", "<|step_id|>",
-            "<|start_header_id|>", "<|end_header_id|>", "<|eom_id|>", "<|eot_id|>", "<|python_tag|>",
+            "<|begin_of_text|>",
+            "<|end_of_text|>",
+            "<|reserved_special_token_0|>",
+            "<|reserved_special_token_1|>",
+            "<|finetune_right_pad_id|>",
+            "<|step_id|>",
+            "<|start_header_id|>",
+            "<|end_header_id|>",
+            "<|eom_id|>",
+            "<|eot_id|>",
+            "<|python_tag|>",
         ]
         .map(String::from)
         .to_vec()
     } else {
         [
-            "<|begin_of_text|>", "<|end_of_text|>", "<|reserved_special_token_0|>",
-            "<|reserved_special_token_1|>", "<|reserved_special_token_2|>",
-            "<|reserved_special_token_3|>", "<|start_header_id|>", "<|end_header_id|>",
-            "<|reserved_special_token_4|>", "<|eot_id|>",
+            "<|begin_of_text|>",
+            "<|end_of_text|>",
+            "<|reserved_special_token_0|>",
+            "<|reserved_special_token_1|>",
+            "<|reserved_special_token_2|>",
+            "<|reserved_special_token_3|>",
+            "<|start_header_id|>",
+            "<|end_header_id|>",
+            "<|reserved_special_token_4|>",
+            "<|eot_id|>",
         ]
         .map(String::from)
         .to_vec()
@@ -93,7 +97,11 @@ pub fn special_tokens(llama3_1: bool) -> Vec<String> {
 
 /// The vocabulary as GGUF metadata (`gpt2` model, `llama-bpe` pre).
 pub fn to_meta(tokens: &[Vec<u8>], llama3_1: bool) -> TokMeta {
-    let ranks: HashMap<&[u8], usize> = tokens.iter().enumerate().map(|(i, t)| (t.as_slice(), i)).collect();
+    let ranks: HashMap<&[u8], usize> = tokens
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.as_slice(), i))
+        .collect();
     let table = byte_to_char();
     let text = |b: &[u8]| -> String { b.iter().map(|&x| table[x as usize]).collect() };
     let mut t = TokMeta {
@@ -103,14 +111,18 @@ pub fn to_meta(tokens: &[Vec<u8>], llama3_1: bool) -> TokMeta {
         add_eos: Some(false),
         ..TokMeta::default()
     };
-    for (rank, tok) in tokens.iter().enumerate() {
+    for tok in tokens {
         t.tokens.push(text(tok));
         t.types.push(NORMAL);
-        if tok.len() > 1 {
-            let parts = bpe_parts(&ranks, tok, rank);
-            if let [a, b] = parts.as_slice() {
-                t.merges.push(format!("{} {}", text(a), text(b)));
-            }
+        // Every split into two tokens, by the ranks of (left, right):
+        // BPE applying merges in this order makes what tiktoken makes.
+        let mut local: Vec<(usize, usize)> = (1..tok.len())
+            .filter_map(|i| Some((*ranks.get(&tok[..i])?, *ranks.get(&tok[i..])?)))
+            .collect();
+        local.sort_unstable();
+        for (l, r) in local {
+            t.merges
+                .push(format!("{} {}", text(&tokens[l]), text(&tokens[r])));
         }
     }
     let base = tokens.len() as u32;

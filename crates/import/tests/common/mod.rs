@@ -15,7 +15,9 @@ use std::path::{Path, PathBuf};
 pub fn default_model() -> Option<PathBuf> {
     let dir = std::env::var_os("CRIA_MODELS_DIR")
         .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/cria/models")))?;
+        .or_else(|| {
+            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/cria/models"))
+        })?;
     let p = dir.join("SmolLM2-135M-Instruct.Q4_1.gguf");
     p.is_file().then_some(p)
 }
@@ -57,7 +59,10 @@ pub fn write_safetensors(path: &Path, tensors: &[(String, Vec<usize>, Vec<f32>)]
     let mut header = serde_json::Map::new();
     let mut off = 0usize;
     for (n, s, v) in tensors {
-        header.insert(n.clone(), json!({"dtype": "F32", "shape": s, "data_offsets": [off, off + v.len() * 4]}));
+        header.insert(
+            n.clone(),
+            json!({"dtype": "F32", "shape": s, "data_offsets": [off, off + v.len() * 4]}),
+        );
         off += v.len() * 4;
     }
     let mut h = serde_json::to_vec(&header).unwrap();
@@ -160,14 +165,19 @@ pub fn write_hf_tokenizer(src: &GgufFile, dir: &Path) {
     for (i, t) in tokens.iter().enumerate() {
         vocab.insert(t.clone(), json!(i));
         if types[i] == 3 {
-            added.push(json!({"id": i, "content": t, "single_word": false, "lstrip": false,
-                "rstrip": false, "normalized": false, "special": true}));
+            added.push(
+                json!({"id": i, "content": t, "single_word": false, "lstrip": false,
+                "rstrip": false, "normalized": false, "special": true}),
+            );
         }
     }
-    let merges: Vec<_> = merges.iter().map(|m| {
-        let (a, b) = m.split_once(' ').unwrap();
-        json!([a, b])
-    }).collect();
+    let merges: Vec<_> = merges
+        .iter()
+        .map(|m| {
+            let (a, b) = m.split_once(' ').unwrap();
+            json!([a, b])
+        })
+        .collect();
     let tj = json!({
         "version": "1.0",
         "truncation": null,
@@ -231,7 +241,15 @@ pub mod pk {
     }
     /// One `name: tensor` pair: a view of `shape` at `offset` in storage
     /// `key` of `numel` elements of `storage_type` (e.g. FloatStorage).
-    pub fn tensor(out: &mut Vec<u8>, name: &str, storage_type: &str, key: &str, numel: usize, offset: usize, shape: &[usize]) {
+    pub fn tensor(
+        out: &mut Vec<u8>,
+        name: &str,
+        storage_type: &str,
+        key: &str,
+        numel: usize,
+        offset: usize,
+        shape: &[usize],
+    ) {
         str(out, name);
         global(out, "torch._utils", "_rebuild_tensor_v2");
         out.push(b'(');
@@ -359,7 +377,11 @@ pub fn write_meta_folder(src: &GgufFile, dir: &Path) {
             items.push((mname, k.to_string(), part.len(), s));
             storages.push((k.to_string(), f32_bytes(&part)));
         }
-        write_pth(&dir.join(format!("consolidated.{shard:02}.pth")), &pk::state_dict(&items), &storages);
+        write_pth(
+            &dir.join(format!("consolidated.{shard:02}.pth")),
+            &pk::state_dict(&items),
+            &storages,
+        );
     }
     let u = |k: &str| md.get_u32(&format!("llama.{k}")).unwrap();
     let params = json!({
@@ -385,14 +407,24 @@ pub fn tiktoken_text(tokens: &[String]) -> String {
     let mut inv = std::collections::HashMap::new();
     let mut n = 0u32;
     for b in 0..256u32 {
-        let printable = (0x21..=0x7e).contains(&b) || (0xa1..=0xac).contains(&b) || (0xae..=0xff).contains(&b);
-        let c = if printable { char::from_u32(b).unwrap() } else { n += 1; char::from_u32(255 + n).unwrap() };
+        let printable =
+            (0x21..=0x7e).contains(&b) || (0xa1..=0xac).contains(&b) || (0xae..=0xff).contains(&b);
+        let c = if printable {
+            char::from_u32(b).unwrap()
+        } else {
+            n += 1;
+            char::from_u32(255 + n).unwrap()
+        };
         inv.insert(c, b as u8);
     }
     let mut out = String::new();
     for (i, t) in tokens.iter().enumerate() {
         // Control tokens of the source vocabulary are not bytes: stand-ins.
-        let bytes: Vec<u8> = match t.chars().map(|c| inv.get(&c).copied()).collect::<Option<Vec<u8>>>() {
+        let bytes: Vec<u8> = match t
+            .chars()
+            .map(|c| inv.get(&c).copied())
+            .collect::<Option<Vec<u8>>>()
+        {
             Some(b) if !b.is_empty() => b,
             _ => format!("<special {i}>").into_bytes(),
         };
