@@ -353,16 +353,15 @@ fn spm_scores(t: &TokMeta, merges: &[(String, String)]) -> Vec<f32> {
 
 /// Whether a SentencePiece-style tokenizer.json puts `▁` before the text.
 fn spm_prefix(path: &Path, normalizer: Option<&Value>, steps: &[Step]) -> Result<bool> {
-    for s in steps {
-        match s {
-            Step::Metaspace { prefix } => return Ok(*prefix),
-            Step::ByteLevel | Step::Regex(_) | Step::Digits => {
-                return Err(Error::unsupported(
-                    path,
-                    format!("a byte-fallback BPE with the pre-tokenizer step {s:?}"),
-                ))
-            }
+    match steps.first() {
+        Some(Step::Metaspace { prefix }) if steps.len() == 1 => return Ok(*prefix),
+        Some(s) => {
+            return Err(Error::unsupported(
+                path,
+                format!("a byte-fallback BPE with the pre-tokenizer step {s:?}"),
+            ))
         }
+        None => {}
     }
     let Some(nz) = normalizer else {
         return Ok(false);

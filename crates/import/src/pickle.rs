@@ -527,7 +527,7 @@ impl<'a> Reader<'a> {
     }
 
     fn pairs(&self, items: Vec<Obj>) -> R<Vec<(Obj, Obj)>> {
-        if items.len() % 2 != 0 {
+        if !items.len().is_multiple_of(2) {
             return self.fail("an odd number of items for a dict");
         }
         let mut it = items.into_iter();

@@ -151,7 +151,7 @@ impl SrcTensor {
                 let src = pieces[0].bytes(dtype);
                 let rows = self.shape[0];
                 let n_head = *n_head;
-                if n_head == 0 || rows % (2 * n_head) != 0 {
+                if n_head == 0 || !rows.is_multiple_of(2 * n_head) {
                     return Err(bad(format!(
                         "{rows} rows do not split into {n_head} heads of pairs"
                     )));
@@ -244,7 +244,7 @@ impl OutType {
             OutType::F32 => GgmlType::F32,
             OutType::F16 => GgmlType::F16,
             OutType::BF16 => GgmlType::BF16,
-            OutType::Q8_0 if t.shape[t.shape.len() - 1] % 32 == 0 => GgmlType::Q8_0,
+            OutType::Q8_0 if t.shape[t.shape.len() - 1].is_multiple_of(32) => GgmlType::Q8_0,
             OutType::Q8_0 => GgmlType::F16,
             OutType::Source => t.dtype().ggml(),
         }
