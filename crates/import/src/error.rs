@@ -83,7 +83,7 @@ impl fmt::Display for Error {
             }
             UnknownLayout { path, detail } => write!(
                 f,
-                "{}: not a model cria can read: {detail}. A model is a GGUF file, a Hugging Face \
+                "{}: this directory is not a model cria can read: {detail}. A model is a GGUF file, a Hugging Face \
                  folder (config.json, *.safetensors, tokenizer.json) or a Meta folder \
                  (params.json, consolidated.NN.pth, tokenizer.model)",
                 path.display()
