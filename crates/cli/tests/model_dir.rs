@@ -19,8 +19,19 @@ fn hf_folder(tmp: &Path) -> PathBuf {
 }
 
 fn ok(args: &[&str], model: &Path) -> String {
-    let o = cria().arg(args[0]).arg("-m").arg(model).args(&args[1..]).output().unwrap();
-    assert!(o.status.success(), "cria {args:?} -m {}: {}", model.display(), stderr(&o));
+    let o = cria()
+        .arg(args[0])
+        .arg("-m")
+        .arg(model)
+        .args(&args[1..])
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "cria {args:?} -m {}: {}",
+        model.display(),
+        stderr(&o)
+    );
     stdout(&o)
 }
 
@@ -32,20 +43,47 @@ fn every_command_takes_a_hugging_face_folder() {
 
     // Same ids from the folder's tokenizer.json as from the GGUF.
     let text = "Hello, world! 2024 <|im_start|>";
-    assert_eq!(ok(&["tokenize", text], &dir), ok(&["tokenize", text], &gguf));
+    assert_eq!(
+        ok(&["tokenize", text], &dir),
+        ok(&["tokenize", text], &gguf)
+    );
 
     let inspect = ok(&["inspect", "--json"], &dir);
     assert!(inspect.contains("\"pre\": \"smollm\""), "{inspect}");
     assert!(inspect.contains("\"F32\""), "{inspect}");
 
     // Greedy raw continuation: the same text as the Q4_1 file on this clear case.
-    let greedy = ["run", "--raw", "--temp", "0", "-n", "9", "-q", "1, 2, 3, 4, 5,"];
+    let greedy = [
+        "run",
+        "--raw",
+        "--temp",
+        "0",
+        "-n",
+        "9",
+        "-q",
+        "1, 2, 3, 4, 5,",
+    ];
     assert_eq!(ok(&greedy, &dir), " 6, 7, 8,\n");
-    let chat = ok(&["run", "--temp", "0", "-n", "8", "-q", "What is the capital of France?"], &dir);
+    let chat = ok(
+        &[
+            "run",
+            "--temp",
+            "0",
+            "-n",
+            "8",
+            "-q",
+            "What is the capital of France?",
+        ],
+        &dir,
+    );
     assert!(!chat.is_empty());
 
     let text_file = tmp.path().join("text.txt");
-    std::fs::write(&text_file, "The quick brown fox jumps over the lazy dog. ".repeat(40)).unwrap();
+    std::fs::write(
+        &text_file,
+        "The quick brown fox jumps over the lazy dog. ".repeat(40),
+    )
+    .unwrap();
     let ppl = cria()
         .args(["perplexity", "-m"])
         .arg(&dir)
@@ -55,18 +93,35 @@ fn every_command_takes_a_hugging_face_folder() {
         .output()
         .unwrap();
     assert!(ppl.status.success(), "{}", stderr(&ppl));
-    let bench = cria().args(["bench", "-m"]).arg(&dir).args(["-p", "8", "-n", "2", "-r", "1"]).output().unwrap();
+    let bench = cria()
+        .args(["bench", "-m"])
+        .arg(&dir)
+        .args(["-p", "8", "-n", "2", "-r", "1"])
+        .output()
+        .unwrap();
     assert!(bench.status.success(), "{}", stderr(&bench));
 
     // cria convert: f16 output runs and gives the same greedy text.
     let out = tmp.path().join("converted.f16.gguf");
-    let o = cria().arg("convert").arg(&dir).arg(&out).args(["--outtype", "f16"]).output().unwrap();
+    let o = cria()
+        .arg("convert")
+        .arg(&dir)
+        .arg(&out)
+        .args(["--outtype", "f16"])
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(ok(&greedy, &out), " 6, 7, 8,\n");
     let info = ok(&["inspect", "--json"], &out);
     assert!(info.contains("\"file_type\": 1"), "{info}");
 
-    let o = cria().arg("convert").arg(&dir).arg(tmp.path().join("x.gguf")).args(["--outtype", "q2_k"]).output().unwrap();
+    let o = cria()
+        .arg("convert")
+        .arg(&dir)
+        .arg(tmp.path().join("x.gguf"))
+        .args(["--outtype", "q2_k"])
+        .output()
+        .unwrap();
     assert!(!o.status.success());
     assert!(stderr(&o).contains("q2_k"), "{}", stderr(&o));
 }
@@ -75,7 +130,12 @@ fn every_command_takes_a_hugging_face_folder() {
 fn an_unknown_folder_is_one_line_naming_it() {
     let tmp = tempfile::tempdir().unwrap();
     std::fs::write(tmp.path().join("model.onnx"), b"onnx").unwrap();
-    let o = cria().args(["run", "-m"]).arg(tmp.path()).arg("hi").output().unwrap();
+    let o = cria()
+        .args(["run", "-m"])
+        .arg(tmp.path())
+        .arg("hi")
+        .output()
+        .unwrap();
     assert!(!o.status.success());
     let e = stderr(&o);
     assert!(e.contains("model.onnx") && e.contains("config.json"), "{e}");

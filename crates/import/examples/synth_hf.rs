@@ -23,7 +23,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     std::fs::create_dir_all(out)?;
     let hd = dim / n_head;
-    let mut tensors: Vec<(String, Vec<usize>)> = vec![("model.embed_tokens.weight".into(), vec![n_vocab, dim])];
+    let mut tensors: Vec<(String, Vec<usize>)> =
+        vec![("model.embed_tokens.weight".into(), vec![n_vocab, dim])];
     for i in 0..n_layers {
         let p = |s: &str| format!("model.layers.{i}.{s}");
         tensors.extend([
@@ -62,7 +63,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let mut off = 0usize;
         for (name, shape) in shard {
             let len = shape.iter().product::<usize>() * 2;
-            header.insert(name.clone(), json!({"dtype": "BF16", "shape": shape, "data_offsets": [off, off + len]}));
+            header.insert(
+                name.clone(),
+                json!({"dtype": "BF16", "shape": shape, "data_offsets": [off, off + len]}),
+            );
             weight_map.insert(name.clone(), json!(file));
             off += len;
         }
@@ -70,7 +74,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         while !h.len().is_multiple_of(8) {
             h.push(b' ');
         }
-        let mut f = std::io::BufWriter::with_capacity(1 << 22, std::fs::File::create(out.join(&file))?);
+        let mut f =
+            std::io::BufWriter::with_capacity(1 << 22, std::fs::File::create(out.join(&file))?);
         f.write_all(&(h.len() as u64).to_le_bytes())?;
         f.write_all(&h)?;
         let mut buf = vec![0u8; 1 << 22];
@@ -107,7 +112,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut vocab = serde_json::Map::new();
     let mut k = 0u32;
     for b in 0..256u32 {
-        let printable = (0x21..=0x7e).contains(&b) || (0xa1..=0xac).contains(&b) || (0xae..=0xff).contains(&b);
+        let printable =
+            (0x21..=0x7e).contains(&b) || (0xa1..=0xac).contains(&b) || (0xae..=0xff).contains(&b);
         let c = if printable {
             char::from_u32(b).unwrap_or('?')
         } else {

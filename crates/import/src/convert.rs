@@ -36,6 +36,8 @@ pub fn convert(
         for (i, (t, (_, ty, _))) in plan.tensors.iter().zip(&infos).enumerate() {
             let bytes = encode(t.dtype(), t.raw()?, *ty);
             w.write_tensor(&t.name, &bytes)?;
+            drop(bytes);
+            t.release_source();
             progress(i + 1, total);
         }
         let buf = w.finish()?;

@@ -84,7 +84,11 @@ pub fn hparams(dir: &Path) -> Result<HParams> {
         rms_eps: c.opt_f32("rms_norm_eps")?.unwrap_or(1e-6),
         rope_scaling,
     };
-    if h.n_head == 0 || h.n_head_kv == 0 || !h.n_head.is_multiple_of(h.n_head_kv) || !h.head_dim.is_multiple_of(2) {
+    if h.n_head == 0
+        || h.n_head_kv == 0
+        || !h.n_head.is_multiple_of(h.n_head_kv)
+        || !h.head_dim.is_multiple_of(2)
+    {
         return Err(Error::bad(
             &path,
             format!(

@@ -131,6 +131,31 @@ impl SrcTensor {
         )
     }
 
+    /// Drops the resident pages of this tensor's source ranges: `convert`
+    /// reads each tensor once, so its resident set stays near one tensor
+    /// instead of growing to the whole model (pages stay in the page cache).
+    pub fn release_source(&self) {
+        let Source::Pieces { dtype, pieces, .. } = &self.source else {
+            return;
+        };
+        for p in pieces {
+            let len = p.shape.iter().product::<usize>() * dtype.size();
+            let page = 4096;
+            let (s, e) = (p.start.div_ceil(page) * page, (p.start + len) / page * page);
+            #[cfg(unix)]
+            if e > s {
+                // SAFETY: the map is private and read-only, never written, so
+                // dropped pages read back the same file contents if needed.
+                let _ = unsafe {
+                    p.map
+                        .unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, s, e - s)
+                };
+            }
+            #[cfg(not(unix))]
+            let _ = (s, e);
+        }
+    }
+
     /// The tensor's bytes in its source type, in GGUF (row-major) order.
     pub fn raw(&self) -> Result<Cow<'_, [u8]>> {
         let (dtype, pieces, layout) = match &self.source {
