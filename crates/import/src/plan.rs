@@ -294,25 +294,28 @@ pub fn to_f32(dtype: DType, bytes: &[u8]) -> Vec<f32> {
     }
 }
 
-/// The tensor's bytes as `ty` (F32, F16, BF16 or Q8_0).
+/// The tensor's bytes as `ty` (F32, F16, BF16 or Q8_0), converted a chunk
+/// at a time so memory holds the output and one chunk of f32, not a whole
+/// f32 copy of the tensor.
 pub fn encode<'a>(dtype: DType, raw: Cow<'a, [u8]>, ty: GgmlType) -> Cow<'a, [u8]> {
     if ty == dtype.ggml() {
         return raw;
     }
-    let x = to_f32(dtype, &raw);
-    drop(raw);
-    Cow::Owned(match ty {
-        GgmlType::F16 => x
-            .iter()
-            .flat_map(|v| f16::from_f32(*v).to_le_bytes())
-            .collect(),
-        GgmlType::BF16 => x
-            .iter()
-            .flat_map(|v| bf16::from_f32(*v).to_le_bytes())
-            .collect(),
-        GgmlType::Q8_0 => quantize_q8_0(&x),
-        _ => x.iter().flat_map(|v| v.to_le_bytes()).collect(),
-    })
+    // 1 Mi elements, a whole number of Q8_0 blocks.
+    const CHUNK: usize = 1 << 20;
+    let n = raw.len() / dtype.size();
+    let out_len = ty.bytes_for(n as u64).unwrap_or(0) as usize;
+    let mut out = Vec::with_capacity(out_len);
+    for c in raw.chunks(CHUNK * dtype.size()) {
+        let x = to_f32(dtype, c);
+        match ty {
+            GgmlType::F16 => out.extend(x.iter().flat_map(|v| f16::from_f32(*v).to_le_bytes())),
+            GgmlType::BF16 => out.extend(x.iter().flat_map(|v| bf16::from_f32(*v).to_le_bytes())),
+            GgmlType::Q8_0 => out.extend(quantize_q8_0(&x)),
+            _ => out.extend(x.iter().flat_map(|v| v.to_le_bytes())),
+        }
+    }
+    Cow::Owned(out)
 }
 
 /// llama.cpp's `quantize_row_q8_0_ref`: per 32 values, d = amax / 127
