@@ -16,8 +16,8 @@ use std::sync::Arc;
 /// Largest safetensors header accepted (the format's own limit is 100 MB).
 const MAX_HEADER: usize = 100 << 20;
 
-/// Reads `config.json` into hyperparameters; `n_vocab_tok` is the
-/// tokenizer's size, used when the config has no `vocab_size`.
+/// Reads `config.json` into hyperparameters (LlamaForCausalLM and
+/// MistralForCausalLM; `rope_scaling` none, linear or llama3).
 pub fn hparams(dir: &Path) -> Result<HParams> {
     let path = dir.join("config.json");
     let c = json::read_object(&path)?;
