@@ -32,7 +32,7 @@ const SPECIAL: &[(&str, &str)] = &[
 ];
 
 pub fn run(path: &Path, json_out: bool) -> Result<()> {
-    let f = GgufFile::open(path)?;
+    let f = cria_import::open(path)?;
     let report = build(path, &f);
     if json_out {
         println!("{}", serde_json::to_string_pretty(&report)?);

@@ -6,6 +6,7 @@
 
 mod bench;
 mod chat;
+mod convert;
 mod default_model;
 mod gen_args;
 mod inspect;
@@ -62,6 +63,8 @@ enum Command {
     Serve(Box<serve::Args>),
     /// Measure prompt (pp) and generation (tg) speed the way llama-bench does
     Bench(bench::Args),
+    /// Write a Hugging Face or Meta checkpoint folder as a GGUF file (f32, f16, bf16, q8_0)
+    Convert(convert::Args),
     /// Fetch the default model into the cache (if not there yet) and print its path
     Pull,
 }
@@ -79,6 +82,7 @@ fn main() -> ExitCode {
         Command::Perplexity(args) => perplexity::run(args),
         Command::Serve(args) => serve::run(*args),
         Command::Bench(args) => bench::run(args),
+        Command::Convert(args) => convert::run(args),
         Command::Pull => default_model::resolve(None).map(|p| println!("{}", p.display())),
     };
     match result {

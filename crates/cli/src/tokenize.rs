@@ -3,7 +3,6 @@
 
 use crate::default_model;
 use anyhow::{bail, Context, Result};
-use cria_gguf::GgufFile;
 use cria_tokenizer::Tokenizer;
 use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
@@ -43,7 +42,7 @@ pub struct DetokenizeArgs {
 
 fn tokenizer(model: Option<&Path>) -> Result<Tokenizer> {
     let path = default_model::resolve(model)?;
-    let f = GgufFile::open(&path)?;
+    let f = cria_import::open(&path)?;
     Tokenizer::from_gguf(f.metadata())
         .with_context(|| format!("cannot build the tokenizer of {}", path.display()))
 }

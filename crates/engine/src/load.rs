@@ -24,7 +24,9 @@ impl Loaded {
             path: path.to_path_buf(),
             detail,
         };
-        let model = Model::open(path).map_err(|e| fail(e.to_string()))?;
+        // A GGUF file, or a Hugging Face / Meta folder read in place.
+        let file = cria_import::open(path).map_err(|e| fail(e.to_string()))?;
+        let model = Model::from_file(file).map_err(|e| fail(e.to_string()))?;
         let tokenizer = Tokenizer::from_gguf(model.file().metadata())
             .map_err(|e| fail(format!("cannot build the tokenizer: {e}")))?;
         if tokenizer.vocab_size() != model.config.n_vocab {

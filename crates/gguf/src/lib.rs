@@ -26,13 +26,17 @@
 //! ```
 
 mod error;
+mod parts;
 mod reader;
+mod stream;
 mod types;
 mod value;
 mod writer;
 
 pub use error::{Error, ErrorKind, Result};
+pub use parts::{Part, TensorBytes};
 pub use reader::{DEFAULT_ALIGNMENT, MAX_DIMS};
+pub use stream::StreamWriter;
 pub use types::GgmlType;
 pub use value::{Array, Value, ValueType};
 pub use writer::GgufWriter;
@@ -63,14 +67,39 @@ pub struct Metadata {
 enum Storage {
     Mapped(memmap2::Mmap),
     Owned(Vec<u8>),
+    /// Assembled from tensors held elsewhere ([`GgufFile::from_parts`]).
+    Parts(parts::Segments),
 }
 
 impl Storage {
+    /// The file's bytes; empty for an assembled file, which has no header.
     fn bytes(&self) -> &[u8] {
         match self {
             Storage::Mapped(m) => m,
             Storage::Owned(v) => v,
+            Storage::Parts(_) => &[],
         }
+    }
+
+    fn slice(&self, start: usize, len: usize) -> &[u8] {
+        match self {
+            Storage::Parts(p) => p.slice(start, len),
+            s => &s.bytes()[start..start + len],
+        }
+    }
+}
+
+/// Drops the resident pages of `map` inside `start..start + len` (whole
+/// pages only; they fault back in from the file if read again).
+#[cfg(unix)]
+fn release_pages(map: &memmap2::Mmap, start: usize, len: usize) {
+    let page = 4096;
+    let s = start.div_ceil(page) * page;
+    let e = (start + len) / page * page;
+    if e > s {
+        // SAFETY: the map is private and read-only, never written, so
+        // dropped pages read back the same file contents.
+        let _ = unsafe { map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, s, e - s) };
     }
 }
 
@@ -110,18 +139,10 @@ impl GgufFile {
     /// no-op for files held in memory.
     pub fn release(&self, start: usize, len: usize) {
         #[cfg(unix)]
-        if let Storage::Mapped(m) = &self.storage {
-            let page = 4096;
-            // Whole pages inside the range only.
-            let s = start.div_ceil(page) * page;
-            let e = (start + len) / page * page;
-            if e > s {
-                // SAFETY: the map is private and read-only, never written,
-                // so dropped pages read back the same file contents.
-                let _ = unsafe {
-                    m.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, s, e - s)
-                };
-            }
+        match &self.storage {
+            Storage::Mapped(m) => release_pages(m, start, len),
+            Storage::Parts(p) => p.release(start, len),
+            Storage::Owned(_) => {}
         }
         #[cfg(not(unix))]
         let _ = (start, len);
@@ -164,8 +185,12 @@ impl GgufFile {
         self.data_offset
     }
 
+    /// Bytes in the file (for an assembled file: its data section).
     pub fn file_size(&self) -> u64 {
-        self.storage.bytes().len() as u64
+        match &self.storage {
+            Storage::Parts(p) => p.size(),
+            s => s.bytes().len() as u64,
+        }
     }
 
     pub fn metadata(&self) -> &Metadata {
@@ -195,10 +220,19 @@ impl GgufFile {
     /// file was opened, so this cannot fail for an info from this file.
     pub fn tensor_data(&self, info: &TensorInfo) -> &[u8] {
         let start = (self.data_offset + info.offset) as usize;
-        &self.storage.bytes()[start..start + info.n_bytes as usize]
+        self.storage.slice(start, info.n_bytes as usize)
     }
 
-    /// The whole file's bytes.
+    /// `len` bytes at absolute offset `start`, which must lie inside one
+    /// tensor's data (as computed from [`GgufFile::data_offset`] and a
+    /// [`TensorInfo`] of this file). Works for assembled files too.
+    pub fn data_at(&self, start: usize, len: usize) -> &[u8] {
+        self.storage.slice(start, len)
+    }
+
+    /// The whole file's bytes; empty for a file assembled by
+    /// [`GgufFile::from_parts`], which has no header bytes (use
+    /// [`GgufFile::tensor_data`] or [`GgufFile::data_at`]).
     pub fn bytes(&self) -> &[u8] {
         self.storage.bytes()
     }

@@ -43,7 +43,7 @@ pub struct Matrix {
 
 impl Matrix {
     pub fn bytes<'f>(&self, file: &'f GgufFile) -> &'f [u8] {
-        &file.bytes()[self.start..self.start + self.len]
+        file.data_at(self.start, self.len)
     }
 
     /// Repack for the kernels (if they have a packed kernel for this type

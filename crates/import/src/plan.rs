@@ -1,0 +1,335 @@
+//! What a foreign checkpoint becomes: GGUF metadata plus a list of tensors,
+//! each described by where its bytes are (ranges of memory-mapped files)
+//! and what must be done to them (nothing, a q/k row permutation, or
+//! joining shards). Bytes are produced one tensor at a time.
+
+use crate::error::{Error, Result};
+use cria_gguf::{GgmlType, Value};
+use half::{bf16, f16};
+use std::borrow::Cow;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Element types of source checkpoints.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum DType {
+    F32,
+    F16,
+    BF16,
+}
+
+impl DType {
+    pub fn size(self) -> usize {
+        match self {
+            DType::F32 => 4,
+            DType::F16 | DType::BF16 => 2,
+        }
+    }
+
+    pub fn ggml(self) -> GgmlType {
+        match self {
+            DType::F32 => GgmlType::F32,
+            DType::F16 => GgmlType::F16,
+            DType::BF16 => GgmlType::BF16,
+        }
+    }
+}
+
+/// A contiguous row-major array inside a mapped file.
+#[derive(Clone)]
+pub struct Piece {
+    pub map: Arc<memmap2::Mmap>,
+    /// Byte offset of the first element in the map.
+    pub start: usize,
+    /// Torch order (slowest dimension first).
+    pub shape: Vec<usize>,
+}
+
+impl Piece {
+    fn bytes(&self, dtype: DType) -> &[u8] {
+        let n: usize = self.shape.iter().product();
+        &self.map[self.start..self.start + n * dtype.size()]
+    }
+}
+
+/// How a tensor's bytes come from its pieces.
+#[derive(Clone, Debug)]
+pub enum Layout {
+    /// One piece, as is.
+    Plain,
+    /// One piece whose rows (dim 0) are Hugging Face's rotate-half order of
+    /// `n_head` heads; GGUF wants interleaved pairs (llama.cpp's
+    /// `LlamaModel.permute`, undone).
+    Permute { n_head: usize },
+    /// Model-parallel shards joined along torch dimension `axis` (0 or 1).
+    Join { axis: usize },
+}
+
+#[derive(Clone)]
+pub enum Source {
+    Pieces {
+        dtype: DType,
+        pieces: Vec<Piece>,
+        layout: Layout,
+    },
+    /// Computed values (rope frequency factors).
+    F32(Vec<f32>),
+}
+
+/// One output tensor.
+#[derive(Clone)]
+pub struct SrcTensor {
+    /// GGUF name (`blk.0.attn_q.weight`).
+    pub name: String,
+    /// Torch order of the final tensor (GGUF dims are this reversed).
+    pub shape: Vec<usize>,
+    pub source: Source,
+    /// Where it came from, for error messages.
+    pub origin: PathBuf,
+}
+
+/// A checkpoint as GGUF metadata and tensors.
+pub struct Plan {
+    pub metadata: Vec<(String, Value)>,
+    pub tensors: Vec<SrcTensor>,
+}
+
+impl Plan {
+    pub(crate) fn set(&mut self, key: &str, value: Value) {
+        match self.metadata.iter_mut().find(|(k, _)| k == key) {
+            Some(slot) => slot.1 = value,
+            None => self.metadata.push((key.to_string(), value)),
+        }
+    }
+}
+
+impl SrcTensor {
+    /// GGUF dimensions: `dims[0]` is the row length.
+    pub fn dims(&self) -> Vec<u64> {
+        self.shape.iter().rev().map(|&d| d as u64).collect()
+    }
+
+    pub fn n_elements(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    pub fn dtype(&self) -> DType {
+        match &self.source {
+            Source::Pieces { dtype, .. } => *dtype,
+            Source::F32(_) => DType::F32,
+        }
+    }
+
+    /// True when the bytes are a range of one mapped file, unchanged.
+    pub fn is_zero_copy(&self) -> bool {
+        matches!(
+            &self.source,
+            Source::Pieces {
+                layout: Layout::Plain,
+                ..
+            }
+        )
+    }
+
+    /// Drops the resident pages of this tensor's source ranges: `convert`
+    /// reads each tensor once, so its resident set stays near one tensor
+    /// instead of growing to the whole model (pages stay in the page cache).
+    pub fn release_source(&self) {
+        let Source::Pieces { dtype, pieces, .. } = &self.source else {
+            return;
+        };
+        for p in pieces {
+            let len = p.shape.iter().product::<usize>() * dtype.size();
+            let page = 4096;
+            let (s, e) = (p.start.div_ceil(page) * page, (p.start + len) / page * page);
+            #[cfg(unix)]
+            if e > s {
+                // SAFETY: the map is private and read-only, never written, so
+                // dropped pages read back the same file contents if needed.
+                let _ = unsafe {
+                    p.map
+                        .unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, s, e - s)
+                };
+            }
+            #[cfg(not(unix))]
+            let _ = (s, e);
+        }
+    }
+
+    /// The tensor's bytes in its source type, in GGUF (row-major) order.
+    pub fn raw(&self) -> Result<Cow<'_, [u8]>> {
+        let (dtype, pieces, layout) = match &self.source {
+            Source::F32(v) => {
+                return Ok(Cow::Owned(v.iter().flat_map(|x| x.to_le_bytes()).collect()))
+            }
+            Source::Pieces {
+                dtype,
+                pieces,
+                layout,
+            } => (*dtype, pieces, layout),
+        };
+        let es = dtype.size();
+        let bad = |d: String| Error::bad(&self.origin, format!("tensor {}: {d}", self.name));
+        match layout {
+            Layout::Plain => Ok(Cow::Borrowed(pieces[0].bytes(dtype))),
+            Layout::Permute { n_head } => {
+                let src = pieces[0].bytes(dtype);
+                let rows = self.shape[0];
+                let n_head = *n_head;
+                if n_head == 0 || !rows.is_multiple_of(2 * n_head) {
+                    return Err(bad(format!(
+                        "{rows} rows do not split into {n_head} heads of pairs"
+                    )));
+                }
+                let row = src.len() / rows;
+                let hd = rows / n_head;
+                let half = hd / 2;
+                let mut out = vec![0u8; src.len()];
+                // GGUF row h*hd + 2j + t is HF row h*hd + t*half + j.
+                for h in 0..n_head {
+                    for j in 0..half {
+                        for t in 0..2 {
+                            let o = h * hd + 2 * j + t;
+                            let i = h * hd + t * half + j;
+                            out[o * row..(o + 1) * row]
+                                .copy_from_slice(&src[i * row..(i + 1) * row]);
+                        }
+                    }
+                }
+                Ok(Cow::Owned(out))
+            }
+            Layout::Join { axis: 0 } => {
+                let mut out = Vec::with_capacity(self.n_elements() * es);
+                for p in pieces {
+                    out.extend_from_slice(p.bytes(dtype));
+                }
+                Ok(Cow::Owned(out))
+            }
+            Layout::Join { axis: 1 } => {
+                let rows = self.shape[0];
+                let mut out = Vec::with_capacity(self.n_elements() * es);
+                for r in 0..rows {
+                    for p in pieces {
+                        let w = p.shape[1..].iter().product::<usize>() * es;
+                        out.extend_from_slice(&p.bytes(dtype)[r * w..(r + 1) * w]);
+                    }
+                }
+                Ok(Cow::Owned(out))
+            }
+            Layout::Join { axis } => Err(bad(format!("cannot join shards along dimension {axis}"))),
+        }
+    }
+}
+
+/// Output types of `convert`.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum OutType {
+    F32,
+    F16,
+    BF16,
+    Q8_0,
+    /// Keep each tensor's source type (what `-m DIR` uses).
+    Source,
+}
+
+impl OutType {
+    pub fn parse(s: &str) -> Option<OutType> {
+        Some(match s.to_ascii_lowercase().as_str() {
+            "f32" => OutType::F32,
+            "f16" => OutType::F16,
+            "bf16" => OutType::BF16,
+            "q8_0" => OutType::Q8_0,
+            _ => return None,
+        })
+    }
+
+    /// `general.file_type` (llama_ftype) for a file of this type.
+    pub fn file_type(self, source: DType) -> u32 {
+        match self {
+            OutType::F32 => 0,
+            OutType::F16 => 1,
+            OutType::Q8_0 => 7,
+            OutType::BF16 => 32,
+            OutType::Source => match source {
+                DType::F32 => 0,
+                DType::F16 => 1,
+                DType::BF16 => 32,
+            },
+        }
+    }
+
+    /// The type a tensor is stored as, by llama.cpp's converter's rules:
+    /// 1-D tensors (norms, rope factors) stay F32, and Q8_0 falls back to
+    /// F16 when a row is not a whole number of 32-element blocks.
+    pub fn for_tensor(self, t: &SrcTensor) -> GgmlType {
+        if t.shape.len() <= 1 {
+            return GgmlType::F32;
+        }
+        match self {
+            OutType::F32 => GgmlType::F32,
+            OutType::F16 => GgmlType::F16,
+            OutType::BF16 => GgmlType::BF16,
+            OutType::Q8_0 if t.shape[t.shape.len() - 1].is_multiple_of(32) => GgmlType::Q8_0,
+            OutType::Q8_0 => GgmlType::F16,
+            OutType::Source => t.dtype().ggml(),
+        }
+    }
+}
+
+/// Decodes little-endian `bytes` of `dtype` to f32.
+pub fn to_f32(dtype: DType, bytes: &[u8]) -> Vec<f32> {
+    match dtype {
+        DType::F32 => bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+        DType::F16 => bytes
+            .chunks_exact(2)
+            .map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        DType::BF16 => bytes
+            .chunks_exact(2)
+            .map(|c| bf16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+    }
+}
+
+/// The tensor's bytes as `ty` (F32, F16, BF16 or Q8_0), converted a chunk
+/// at a time so memory holds the output and one chunk of f32, not a whole
+/// f32 copy of the tensor.
+pub fn encode<'a>(dtype: DType, raw: Cow<'a, [u8]>, ty: GgmlType) -> Cow<'a, [u8]> {
+    if ty == dtype.ggml() {
+        return raw;
+    }
+    // 1 Mi elements, a whole number of Q8_0 blocks.
+    const CHUNK: usize = 1 << 20;
+    let n = raw.len() / dtype.size();
+    let out_len = ty.bytes_for(n as u64).unwrap_or(0) as usize;
+    let mut out = Vec::with_capacity(out_len);
+    for c in raw.chunks(CHUNK * dtype.size()) {
+        let x = to_f32(dtype, c);
+        match ty {
+            GgmlType::F16 => out.extend(x.iter().flat_map(|v| f16::from_f32(*v).to_le_bytes())),
+            GgmlType::BF16 => out.extend(x.iter().flat_map(|v| bf16::from_f32(*v).to_le_bytes())),
+            GgmlType::Q8_0 => out.extend(quantize_q8_0(&x)),
+            _ => out.extend(x.iter().flat_map(|v| v.to_le_bytes())),
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// llama.cpp's `quantize_row_q8_0_ref`: per 32 values, d = amax / 127
+/// stored as f16, and each value's x / d rounded half away from zero.
+/// `x.len()` must be a multiple of 32. Output: 34 bytes per block.
+pub fn quantize_q8_0(x: &[f32]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(x.len() / 32 * 34);
+    for block in x.chunks_exact(32) {
+        let amax = block.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let d = amax / 127.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        out.extend_from_slice(&f16::from_f32(d).to_le_bytes());
+        // f32::round is C's roundf: halves away from zero.
+        out.extend(block.iter().map(|v| (v * id).round() as i8 as u8));
+    }
+    out
+}
