@@ -10,6 +10,7 @@ mod default_model;
 mod gen_args;
 mod inspect;
 mod perplexity;
+mod quantize;
 mod run;
 mod serve;
 mod session;
@@ -64,6 +65,8 @@ enum Command {
     Bench(bench::Args),
     /// Fetch the default model into the cache (if not there yet) and print its path
     Pull,
+    /// Quantize a GGUF model to another type or mix, as llama-quantize does (same bytes)
+    Quantize(quantize::Args),
 }
 
 fn main() -> ExitCode {
@@ -80,6 +83,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve::run(*args),
         Command::Bench(args) => bench::run(args),
         Command::Pull => default_model::resolve(None).map(|p| println!("{}", p.display())),
+        Command::Quantize(args) => quantize::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
