@@ -11,9 +11,11 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 #[derive(Parser)]
-#[command(after_help = "Types: F32 F16 BF16 Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 Q2_K Q2_K_S Q3_K_S Q3_K_M \
+#[command(
+    after_help = "Types: F32 F16 BF16 Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 Q2_K Q2_K_S Q3_K_S Q3_K_M \
     Q3_K_L Q4_K_S Q4_K_M Q5_K_S Q5_K_M Q6_K IQ4_NL IQ4_XS (Q3_K, Q4_K, Q5_K: the _M mixes)\n\n\
-    Example:\n  cria quantize model-f16.gguf model-q4_k_m.gguf Q4_K_M -t 2")]
+    Example:\n  cria quantize model-f16.gguf model-q4_k_m.gguf Q4_K_M -t 2"
+)]
 pub struct Args {
     /// Input GGUF (F32/F16/BF16, or quantized with --allow-requantize)
     #[arg(value_name = "IN")]

@@ -21,9 +21,7 @@ pub fn block_geometry(ty: GgmlType) -> Result<(usize, usize)> {
     use GgmlType::*;
     match ty {
         F32 | F16 | BF16 | Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | Q2_K | Q3_K | Q4_K | Q5_K | Q6_K
-        | IQ4_NL | IQ4_XS => {
-            Ok((ty.block_size() as usize, ty.block_bytes() as usize))
-        }
+        | IQ4_NL | IQ4_XS => Ok((ty.block_size() as usize, ty.block_bytes() as usize)),
         _ => Err(ErrorKind::UnsupportedType(ty).into()),
     }
 }
@@ -378,7 +376,8 @@ fn iq4_xs(b: &[u8], y: &mut [f32]) {
     let sh = u16::from_le_bytes([b[2], b[3]]);
     let t = &crate::quant::KVALUES_IQ4NL;
     for ib in 0..8 {
-        let ls = ((b[4 + ib / 2] >> (4 * (ib % 2))) & 0xF) as i32 | ((((sh >> (2 * ib)) & 3) as i32) << 4);
+        let ls = ((b[4 + ib / 2] >> (4 * (ib % 2))) & 0xF) as i32
+            | ((((sh >> (2 * ib)) & 3) as i32) << 4);
         let dl = d * (ls - 32) as f32;
         let qs = &b[8 + 16 * ib..8 + 16 * ib + 16];
         let yb = &mut y[32 * ib..32 * ib + 32];

@@ -57,7 +57,12 @@ pub struct Report {
 }
 
 fn model_info(md: &Metadata) -> Result<ModelInfo> {
-    let bad = |e: cria_gguf::Error| -> Error { ErrorKind::BadModel { detail: e.to_string() }.into() };
+    let bad = |e: cria_gguf::Error| -> Error {
+        ErrorKind::BadModel {
+            detail: e.to_string(),
+        }
+        .into()
+    };
     let arch = md.get_str("general.architecture").map_err(bad)?.to_string();
     let n_layer = md.get_u32(&format!("{arch}.block_count")).map_err(bad)?;
     let n_head = md
@@ -216,10 +221,8 @@ pub fn quantize_file(
     let f = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
     let mut bw = std::io::BufWriter::with_capacity(1 << 20, f);
     writer.write_to(&mut bw)?;
-    let f = bw
-        .into_inner()
+    bw.into_inner()
         .map_err(|e| Error::io(&tmp, e.into_error()))?;
-    f.sync_all().map_err(|e| Error::io(&tmp, e))?;
     std::fs::rename(&tmp, output).map_err(|e| Error::io(output, e))?;
     Ok(report)
 }
@@ -241,7 +244,10 @@ fn checked_weights(
     let w = m.weights();
     for (name, v) in &w {
         if let Some(x) = v.iter().find(|x| !x.is_finite()) {
-            return Err(Error::imatrix(&p, format!("{name} holds a non-finite value {x}")));
+            return Err(Error::imatrix(
+                &p,
+                format!("{name} holds a non-finite value {x}"),
+            ));
         }
     }
     let mut matched = 0;

@@ -28,7 +28,10 @@ pub enum ErrorKind {
     /// A model whose metadata the rules need is missing or wrong.
     BadModel { detail: String },
     /// Reading or writing a file failed.
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
     /// The GGUF reader or writer refused something.
     Gguf(cria_gguf::Error),
     /// A kernel refused a shape (a bug in the caller, reported not panicked).
@@ -82,7 +85,10 @@ impl fmt::Display for Error {
         use ErrorKind::*;
         match &self.kind {
             UnknownType { name, expected } => {
-                write!(f, "unknown quantization type {name:?} (expected one of: {expected})")
+                write!(
+                    f,
+                    "unknown quantization type {name:?} (expected one of: {expected})"
+                )
             }
             BadTensorType { arg, detail } => write!(
                 f,

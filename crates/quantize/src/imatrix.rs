@@ -87,7 +87,10 @@ impl Imatrix {
                 continue;
             };
             if t.ty != GgmlType::F32 {
-                return Err(Error::imatrix(p, format!("{} is {}, not F32", t.name, t.ty)));
+                return Err(Error::imatrix(
+                    p,
+                    format!("{} is {}, not F32", t.name, t.ty),
+                ));
             }
             let v: Vec<f32> = f
                 .tensor_data(t)
@@ -107,7 +110,11 @@ impl Imatrix {
             if c.is_empty() || !s.len().is_multiple_of(c.len()) {
                 return Err(Error::imatrix(
                     p,
-                    format!("{name}: {} sums do not split into {} matrices", s.len(), c.len()),
+                    format!(
+                        "{name}: {} sums do not split into {} matrices",
+                        s.len(),
+                        c.len()
+                    ),
                 ));
             }
             m.entries.insert(name, Entry { sums: s, counts: c });
@@ -125,7 +132,10 @@ impl Imatrix {
         let mut r = Cursor { b, at: 0, p };
         let n = r.i32("entry count")?;
         if n < 1 {
-            return Err(Error::imatrix(p, format!("entry count {n}: not an imatrix file")));
+            return Err(Error::imatrix(
+                p,
+                format!("entry count {n}: not an imatrix file"),
+            ));
         }
         let mut m = Imatrix {
             legacy: true,
@@ -140,7 +150,10 @@ impl Imatrix {
             if nval < 1 || nval as usize > (b.len() - r.at) / 4 {
                 return Err(Error::imatrix(
                     p,
-                    format!("{name}: {nval} values, but {} bytes are left", b.len() - r.at),
+                    format!(
+                        "{name}: {nval} values, but {} bytes are left",
+                        b.len() - r.at
+                    ),
                 ));
             }
             let sums = r
@@ -186,7 +199,11 @@ impl Imatrix {
                     // llama.cpp rounds the stored float count to an integer.
                     let c = c.round() as i64 as f32;
                     for i in 0..ne0 {
-                        w[j * ne0 + i] = if c > 0.0 { e.sums[j * ne0 + i] / c } else { 1.0 };
+                        w[j * ne0 + i] = if c > 0.0 {
+                            e.sums[j * ne0 + i] / c
+                        } else {
+                            1.0
+                        };
                     }
                 }
             }
@@ -292,7 +309,10 @@ mod tests {
         m.write_gguf(&p).unwrap();
         let back = Imatrix::read(&p).unwrap();
         assert_eq!(back, m);
-        assert_eq!(back.weights()["blk.0.attn_q.weight"], vec![1.0, 2.0, 0.125, 0.5]);
+        assert_eq!(
+            back.weights()["blk.0.attn_q.weight"],
+            vec![1.0, 2.0, 0.125, 0.5]
+        );
     }
 
     #[test]
@@ -328,6 +348,9 @@ mod tests {
         let mut lie = b.clone();
         lie[4 + 4 + name.len() + 4..][..4].copy_from_slice(&i32::MAX.to_le_bytes());
         std::fs::write(&p, &lie).unwrap();
-        assert!(Imatrix::read(&p).unwrap_err().to_string().contains("values"));
+        assert!(Imatrix::read(&p)
+            .unwrap_err()
+            .to_string()
+            .contains("values"));
     }
 }

@@ -385,7 +385,12 @@ pub(super) fn q3_k(x: &[f32], y: &mut [u8]) {
     let mut scales = [0f32; 16];
     let (mut max_scale, mut amax) = (0f32, 0f32);
     for j in 0..16 {
-        scales[j] = make_q3_quants(4, &x[16 * j..16 * j + 16], &mut l[16 * j..16 * j + 16], true);
+        scales[j] = make_q3_quants(
+            4,
+            &x[16 * j..16 * j + 16],
+            &mut l[16 * j..16 * j + 16],
+            true,
+        );
         let s = scales[j].abs();
         if s > amax {
             amax = s;
@@ -479,7 +484,11 @@ fn k4_k5_common(x: &[f32], y: &mut [u8], nmax: i32, rmin: f32, nstep: i32, l: &m
             max_min = m;
         }
     }
-    let inv_scale = if max_scale > 0.0 { 63.0 / max_scale } else { 0.0 };
+    let inv_scale = if max_scale > 0.0 {
+        63.0 / max_scale
+    } else {
+        0.0
+    };
     let inv_min = if max_min > 0.0 { 63.0 / max_min } else { 0.0 };
     let (mut ls, mut lm) = ([0u8; 8], [0u8; 8]);
     for j in 0..8 {
@@ -563,7 +572,13 @@ pub(super) fn q6_k(x: &[f32], y: &mut [u8]) {
     let mut scales = [0f32; 16];
     let (mut max_scale, mut max_abs_scale) = (0f32, 0f32);
     for ib in 0..16 {
-        let s = make_qx_quants(32, &x[16 * ib..16 * ib + 16], &mut l[16 * ib..16 * ib + 16], 1, None);
+        let s = make_qx_quants(
+            32,
+            &x[16 * ib..16 * ib + 16],
+            &mut l[16 * ib..16 * ib + 16],
+            1,
+            None,
+        );
         scales[ib] = s;
         if s.abs() > max_abs_scale {
             max_abs_scale = s.abs();
@@ -611,7 +626,8 @@ pub(super) fn q6_k_finish(
             let q = |k: usize| l[j + i + 32 * k] as u8;
             ql[64 * c + i] = (q(0) & 0xF) | ((q(2) & 0xF) << 4);
             ql[64 * c + i + 32] = (q(1) & 0xF) | ((q(3) & 0xF) << 4);
-            qh[32 * c + i] = (q(0) >> 4) | ((q(1) >> 4) << 2) | ((q(2) >> 4) << 4) | ((q(3) >> 4) << 6);
+            qh[32 * c + i] =
+                (q(0) >> 4) | ((q(1) >> 4) << 2) | ((q(2) >> 4) << 4) | ((q(3) >> 4) << 6);
         }
     }
 }

@@ -3,8 +3,8 @@
 //! per column; the weighted error of each fit is what the searches minimise.
 
 use super::kquants::{
-    make_qx_quants, pack_2bit, pack_k4_scales, pack_q3, pack_q4k, pack_q5k, q3_scale,
-    q6_k_finish, requant_k4, GROUP_MAX_EPS,
+    make_qx_quants, pack_2bit, pack_k4_scales, pack_q3, pack_q4k, pack_q5k, q3_scale, q6_k_finish,
+    requant_k4, GROUP_MAX_EPS,
 };
 use super::{fp16, fp16_at, nearest_int};
 use cria_gguf::GgmlType;
@@ -239,7 +239,9 @@ fn put_q5(q: impl Fn(usize) -> u8, y: &mut [u8], at: usize) {
 
 /// Q2_K with importance (`quantize_row_q2_K_impl`).
 pub(super) fn q2_k(x: &[f32], qw: Option<&[f32]>, y: &mut [u8]) {
-    let Some(qw) = qw else { return super::kquants::q2_k(x, y) };
+    let Some(qw) = qw else {
+        return super::kquants::q2_k(x, y);
+    };
     let mut l = [0u8; 256];
     let mut laux = [0u8; 16];
     let (mut mins, mut scales, mut sw) = ([0f32; 16], [0f32; 16], [0f32; 16]);

@@ -41,7 +41,9 @@ pub(crate) fn fixture_input(n: usize, seed: u32) -> Vec<f32> {
 
 /// Importance weights for the fixture: positive, varied.
 pub(crate) fn fixture_weights(n: usize) -> Vec<f32> {
-    (0..n).map(|i| 0.05 + ((i * 37) % 101) as f32 / 17.0).collect()
+    (0..n)
+        .map(|i| 0.05 + ((i * 37) % 101) as f32 / 17.0)
+        .collect()
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -86,9 +88,15 @@ fn bytes_match_ggml() {
     let text = std::fs::read_to_string(path).unwrap();
     let mut checked = 0;
     let mut bad = Vec::new();
-    for line in text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
         let f: Vec<&str> = line.split_whitespace().collect();
-        let ty = GgmlType::ALL.into_iter().find(|t| t.name() == f[0]).unwrap();
+        let ty = GgmlType::ALL
+            .into_iter()
+            .find(|t| t.name() == f[0])
+            .unwrap();
         let weighted = f[1] == "imatrix";
         let want = u64::from_str_radix(f[2], 16).unwrap();
         let got_bytes = quantize_fixture(ty, weighted);

@@ -16,7 +16,10 @@ fn t(name: &str, dims: &[u64]) -> TensorInfo {
 
 /// A LLaMA of `n` layers, hidden `h`, ffn `f`, tied embeddings or not.
 fn model(n: u32, h: u64, f: u64, tied: bool) -> Vec<TensorInfo> {
-    let mut v = vec![t("token_embd.weight", &[h, 1000]), t("output_norm.weight", &[h])];
+    let mut v = vec![
+        t("token_embd.weight", &[h, 1000]),
+        t("output_norm.weight", &[h]),
+    ];
     if !tied {
         v.push(t("output.weight", &[h, 1000]));
     }
@@ -38,7 +41,12 @@ fn model(n: u32, h: u64, f: u64, tied: bool) -> Vec<TensorInfo> {
     v
 }
 
-fn plan_of(ts: &[TensorInfo], info: &ModelInfo, mix: Mix, ov: &Overrides) -> Vec<(String, GgmlType)> {
+fn plan_of(
+    ts: &[TensorInfo],
+    info: &ModelInfo,
+    mix: Mix,
+    ov: &Overrides,
+) -> Vec<(String, GgmlType)> {
     let names: Vec<&str> = ts.iter().map(|t| t.name.as_str()).collect();
     let order: Vec<&TensorInfo> = llama_order(&names).into_iter().map(|i| &ts[i]).collect();
     let (types, _) = plan(&order, info, mix, ov, false);
@@ -61,9 +69,24 @@ fn ty_of(p: &[(String, GgmlType)], name: &str) -> GgmlType {
 
 #[test]
 fn order_is_layer_then_name() {
-    let names = ["blk.10.a", "blk.2.b", "output.weight", "blk.2.a", "token_embd.weight"];
+    let names = [
+        "blk.10.a",
+        "blk.2.b",
+        "output.weight",
+        "blk.2.a",
+        "token_embd.weight",
+    ];
     let o: Vec<&str> = llama_order(&names).into_iter().map(|i| names[i]).collect();
-    assert_eq!(o, ["output.weight", "token_embd.weight", "blk.2.a", "blk.2.b", "blk.10.a"]);
+    assert_eq!(
+        o,
+        [
+            "output.weight",
+            "token_embd.weight",
+            "blk.2.a",
+            "blk.2.b",
+            "blk.10.a"
+        ]
+    );
 }
 
 #[test]
@@ -73,13 +96,25 @@ fn q4_k_m_on_a_4096_model() {
     use GgmlType::*;
     assert_eq!(ty_of(&p, "output.weight"), Q6_K);
     assert_eq!(ty_of(&p, "token_embd.weight"), Q4_K);
-    assert_eq!(ty_of(&p, "output_norm.weight"), F16, "1-D tensors are copied");
+    assert_eq!(
+        ty_of(&p, "output_norm.weight"),
+        F16,
+        "1-D tensors are copied"
+    );
     // use_more_bits(i, 32): i < 4, i >= 28, or (i - 4) % 3 == 2.
     for i in 0..32 {
         let more = i < 4 || i >= 28 || (i - 4) % 3 == 2;
         let want = if more { Q6_K } else { Q4_K };
-        assert_eq!(ty_of(&p, &format!("blk.{i}.attn_v.weight")), want, "layer {i}");
-        assert_eq!(ty_of(&p, &format!("blk.{i}.ffn_down.weight")), want, "layer {i}");
+        assert_eq!(
+            ty_of(&p, &format!("blk.{i}.attn_v.weight")),
+            want,
+            "layer {i}"
+        );
+        assert_eq!(
+            ty_of(&p, &format!("blk.{i}.ffn_down.weight")),
+            want,
+            "layer {i}"
+        );
         assert_eq!(ty_of(&p, &format!("blk.{i}.attn_q.weight")), Q4_K);
     }
     // Rows of 11040 (not a multiple of 256): ffn_down falls back, Q6_K ->
@@ -110,13 +145,33 @@ fn tied_embeddings_take_the_output_rule_and_its_fallback() {
         assert_eq!(ty_of(&p, "token_embd.weight"), Q8_0, "{mix:?}");
     }
     let p = plan_of(&ts, &i, Mix::Q3_K_M, &Overrides::default());
-    assert_eq!(ty_of(&p, "blk.0.attn_v.weight"), Q5_1, "Q5_K falls back to Q5_1");
-    assert_eq!(ty_of(&p, "blk.5.attn_v.weight"), Q5_0, "Q4_K falls back to Q5_0");
-    assert_eq!(ty_of(&p, "blk.0.attn_q.weight"), Q4_0, "Q3_K falls back to Q4_0");
-    assert_eq!(ty_of(&p, "blk.0.ffn_down.weight"), Q5_K, "1536 columns need no fallback");
+    assert_eq!(
+        ty_of(&p, "blk.0.attn_v.weight"),
+        Q5_1,
+        "Q5_K falls back to Q5_1"
+    );
+    assert_eq!(
+        ty_of(&p, "blk.5.attn_v.weight"),
+        Q5_0,
+        "Q4_K falls back to Q5_0"
+    );
+    assert_eq!(
+        ty_of(&p, "blk.0.attn_q.weight"),
+        Q4_0,
+        "Q3_K falls back to Q4_0"
+    );
+    assert_eq!(
+        ty_of(&p, "blk.0.ffn_down.weight"),
+        Q5_K,
+        "1536 columns need no fallback"
+    );
     let p = plan_of(&ts, &i, Mix::IQ4_XS, &Overrides::default());
     assert_eq!(ty_of(&p, "blk.0.attn_q.weight"), IQ4_NL);
-    assert_eq!(ty_of(&p, "blk.0.ffn_down.weight"), Q5_K, "first eighth, no imatrix");
+    assert_eq!(
+        ty_of(&p, "blk.0.ffn_down.weight"),
+        Q5_K,
+        "first eighth, no imatrix"
+    );
     assert_eq!(ty_of(&p, "blk.4.ffn_down.weight"), IQ4_XS);
 }
 
@@ -130,7 +185,11 @@ fn overrides_pure_and_manual() {
     };
     let p = plan_of(&ts, &info(8), Mix::Q4_K_M, &ov);
     assert_eq!(ty_of(&p, "blk.0.attn_v.weight"), Q4_K);
-    assert_eq!(ty_of(&p, "output.weight"), Q4_K, "--pure applies to output too");
+    assert_eq!(
+        ty_of(&p, "output.weight"),
+        Q4_K,
+        "--pure applies to output too"
+    );
     let ov = Overrides {
         tensor_types: vec![(Regex::new("attn_v").unwrap(), Q8_0)],
         output_tensor_type: Some(F16),
