@@ -8,6 +8,7 @@ mod bench;
 mod chat;
 mod default_model;
 mod gen_args;
+mod imatrix;
 mod inspect;
 mod perplexity;
 mod quantize;
@@ -67,6 +68,8 @@ enum Command {
     Pull,
     /// Quantize a GGUF model to another type or mix, as llama-quantize does (same bytes)
     Quantize(quantize::Args),
+    /// Collect an importance matrix (llama.cpp's GGUF imatrix) for quantize --imatrix
+    Imatrix(imatrix::Args),
 }
 
 fn main() -> ExitCode {
@@ -84,6 +87,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench::run(args),
         Command::Pull => default_model::resolve(None).map(|p| println!("{}", p.display())),
         Command::Quantize(args) => quantize::run(args),
+        Command::Imatrix(args) => imatrix::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
