@@ -290,7 +290,7 @@ fn bad_shapes_are_errors() {
     assert!(QMatrix::new(GgmlType::Q4_1, 2, 32, &bytes[..39]).is_err());
     assert!(QMatrix::new(GgmlType::Q4_1, 1, 33, &bytes[..20]).is_err());
     assert!(QMatrix::new(GgmlType::Q4_1, 1, 0, &[]).is_err());
-    let err = QMatrix::new(GgmlType::IQ2_XXS, 1, 256, &vec![0u8; 66])
+    let err = QMatrix::new(GgmlType::IQ2_XXS, 1, 256, &[0u8; 66])
         .err()
         .unwrap();
     assert_eq!(err.kind(), &ErrorKind::UnsupportedType(GgmlType::IQ2_XXS));

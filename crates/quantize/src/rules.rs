@@ -35,11 +35,7 @@ pub struct ModelInfo {
 
 impl ModelInfo {
     fn n_gqa(&self) -> u32 {
-        if self.n_head_kv == 0 {
-            0
-        } else {
-            self.n_head / self.n_head_kv
-        }
+        self.n_head.checked_div(self.n_head_kv).unwrap_or(0)
     }
 
     /// llama.cpp's LLM_TYPE_70B: a LLaMA of 80 layers with grouped KV heads.
@@ -285,6 +281,9 @@ fn fallback(t: &TensorInfo, ty: GgmlType, fallbacks: &mut usize) -> GgmlType {
 }
 
 /// `llama_tensor_get_type_impl` for cria's mixes.
+// The if-chains copy llama.cpp's branch by branch, including neighbours
+// that set the same type.
+#[allow(clippy::if_same_then_else)]
 fn mix_rules(
     st: &mut State,
     t: &TensorInfo,

@@ -22,6 +22,10 @@
 //! assert!(x.iter().zip(&y).all(|(a, b)| (a - b).abs() < 0.02));
 //! ```
 
+// Index loops mirror ggml's C loops one for one, so the two can be read
+// side by side; iterator rewrites would hide the operation order.
+#![allow(clippy::needless_range_loop)]
+
 mod iq4;
 mod kquants;
 mod kweighted;

@@ -158,7 +158,10 @@ fn bad_shapes_are_errors() {
     let mut q = vec![0u8; 36];
     assert!(quantize_row(GgmlType::Q8_0, &x, None, &mut q[..35]).is_err());
     assert!(quantize_row(GgmlType::Q4_K, &x, None, &mut q).is_err());
-    assert!(quantize_row(GgmlType::Q8_0, &x, Some(&[1.0; 3]), &mut q[..68.min(36)]).is_err());
+    let mut q68 = [0u8; 68];
+    assert!(quantize_row(GgmlType::Q8_0, &x, None, &mut q68).is_ok());
+    let err = quantize_row(GgmlType::Q8_0, &x, Some(&[1.0; 3]), &mut q68).unwrap_err();
+    assert!(matches!(err.kind(), ErrorKind::Length { what: "importance weights", .. }));
     let err = quantize_row(GgmlType::IQ2_XXS, &vec![0f32; 256], None, &mut [0u8; 66]).unwrap_err();
     assert_eq!(err.kind(), &ErrorKind::UnsupportedType(GgmlType::IQ2_XXS));
 }

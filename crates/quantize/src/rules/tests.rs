@@ -103,7 +103,7 @@ fn q4_k_m_on_a_4096_model() {
     );
     // use_more_bits(i, 32): i < 4, i >= 28, or (i - 4) % 3 == 2.
     for i in 0..32 {
-        let more = i < 4 || i >= 28 || (i - 4) % 3 == 2;
+        let more = !(4..28).contains(&i) || (i - 4) % 3 == 2;
         let want = if more { Q6_K } else { Q4_K };
         assert_eq!(
             ty_of(&p, &format!("blk.{i}.attn_v.weight")),
