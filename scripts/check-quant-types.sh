@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 BIN=$(../shared/tools/llama-cpp-anchor.sh --bin)
 CHUNKS=${1:-4}; shift || true
 TYPES=("$@")
-[[ ${#TYPES[@]} -gt 0 ]] || TYPES=(F32 F16 BF16 Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 Q2_K Q3_K_M Q4_K_M Q5_K_M Q6_K)
+[[ ${#TYPES[@]} -gt 0 ]] || TYPES=(F32 F16 BF16 Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 Q2_K Q3_K_M Q4_K_M Q5_K_M Q6_K IQ4_NL IQ4_XS)
 DIR=${CRIA_QUANT_DIR:-/tmp/cria-quant}
 TEXT=${CRIA_QUANT_TEXT:-/usr/share/common-licenses/GPL-3}
 mkdir -p "$DIR"

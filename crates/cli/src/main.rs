@@ -9,8 +9,10 @@ mod chat;
 mod convert;
 mod default_model;
 mod gen_args;
+mod imatrix;
 mod inspect;
 mod perplexity;
+mod quantize;
 mod run;
 mod serve;
 mod session;
@@ -67,6 +69,10 @@ enum Command {
     Convert(convert::Args),
     /// Fetch the default model into the cache (if not there yet) and print its path
     Pull,
+    /// Quantize a GGUF model to another type or mix, as llama-quantize does (same bytes)
+    Quantize(quantize::Args),
+    /// Collect an importance matrix (llama.cpp's GGUF imatrix) for quantize --imatrix
+    Imatrix(imatrix::Args),
 }
 
 fn main() -> ExitCode {
@@ -84,6 +90,8 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench::run(args),
         Command::Convert(args) => convert::run(args),
         Command::Pull => default_model::resolve(None).map(|p| println!("{}", p.display())),
+        Command::Quantize(args) => quantize::run(args),
+        Command::Imatrix(args) => imatrix::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

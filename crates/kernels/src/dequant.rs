@@ -20,9 +20,8 @@ pub const QK_K: usize = 256;
 pub fn block_geometry(ty: GgmlType) -> Result<(usize, usize)> {
     use GgmlType::*;
     match ty {
-        F32 | F16 | BF16 | Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | Q2_K | Q3_K | Q4_K | Q5_K | Q6_K => {
-            Ok((ty.block_size() as usize, ty.block_bytes() as usize))
-        }
+        F32 | F16 | BF16 | Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | Q2_K | Q3_K | Q4_K | Q5_K | Q6_K
+        | IQ4_NL | IQ4_XS => Ok((ty.block_size() as usize, ty.block_bytes() as usize)),
         _ => Err(ErrorKind::UnsupportedType(ty).into()),
     }
 }
@@ -109,6 +108,8 @@ impl RowDequantizer {
             Q4_K => q4_k,
             Q5_K => q5_k,
             Q6_K => q6_k,
+            IQ4_NL => iq4_nl,
+            IQ4_XS => iq4_xs,
             _ => return Err(ErrorKind::UnsupportedType(ty).into()),
         };
         Ok(RowDequantizer {
@@ -353,6 +354,37 @@ fn q6_k(b: &[u8], y: &mut [f32]) {
         let q = (lo | hi << 4) as i32 - 32;
         let dl = d * (scales[e / 16] as i8) as f32;
         *y = dl * q as f32;
+    }
+}
+
+/// IQ4_NL, 18 bytes: d, qs[16]; element j < 16 is T[low nibble of qs[j]],
+/// j + 16 the high nibble; w = d * T[q] (T: `kvalues_iq4nl`).
+fn iq4_nl(b: &[u8], y: &mut [f32]) {
+    let d = h(b, 0);
+    let t = &crate::quant::KVALUES_IQ4NL;
+    for j in 0..16 {
+        y[j] = d * t[(b[2 + j] & 0xF) as usize] as f32;
+        y[j + 16] = d * t[(b[2 + j] >> 4) as usize] as f32;
+    }
+}
+
+/// IQ4_XS, 136 bytes: d, scales_h (u16), scales_l[4], qs[128]. Sub-block
+/// ib of 32: 6-bit ls from nibble ib % 2 of scales_l[ib / 2] and bits 2 ib
+/// of scales_h; w = (d * (ls - 32)) * T[q], nibbles as IQ4_NL.
+fn iq4_xs(b: &[u8], y: &mut [f32]) {
+    let d = h(b, 0);
+    let sh = u16::from_le_bytes([b[2], b[3]]);
+    let t = &crate::quant::KVALUES_IQ4NL;
+    for ib in 0..8 {
+        let ls = ((b[4 + ib / 2] >> (4 * (ib % 2))) & 0xF) as i32
+            | ((((sh >> (2 * ib)) & 3) as i32) << 4);
+        let dl = d * (ls - 32) as f32;
+        let qs = &b[8 + 16 * ib..8 + 16 * ib + 16];
+        let yb = &mut y[32 * ib..32 * ib + 32];
+        for j in 0..16 {
+            yb[j] = dl * t[(qs[j] & 0xF) as usize] as f32;
+            yb[j + 16] = dl * t[(qs[j] >> 4) as usize] as f32;
+        }
     }
 }
 

@@ -2,14 +2,18 @@
 //! the quantized matmul of the forward pass, and a thread pool.
 //!
 //! - [`dequantize_row`]: ggml blocks (F32, F16, BF16, Q4_0, Q4_1, Q5_0,
-//!   Q5_1, Q8_0, Q2_K..Q6_K) to f32, bit-identical to ggml. Scalar; the
-//!   reference for everything faster.
+//!   Q5_1, Q8_0, Q2_K..Q6_K, IQ4_NL, IQ4_XS) to f32, bit-identical to
+//!   ggml. Scalar; the reference for everything faster.
+//! - [`quantize_row`]: the other way, f32 rows to those blocks, with or
+//!   without importance weights, byte-identical to ggml's reference
+//!   quantizers (what llama-quantize writes).
 //! - [`Cpu`]: the one runtime ISA dispatch point (AVX-512F, AVX2+FMA, NEON,
 //!   scalar), with [`Cpu::dot`] and the register tiles matmul is built on;
 //!   [`dot_scalar`] is their reference.
 //! - [`QMatrix`] views a weight tensor's bytes as `rows x cols`;
 //!   [`matmul`] multiplies it by a batch of activation rows on a
-//!   [`ThreadPool`]. For Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K and Q6_K
+//!   [`ThreadPool`]. For Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL, Q4_K, Q5_K,
+//!   Q6_K and IQ4_XS
 //!   it quantizes the activations to int8 once per call and uses integer
 //!   dot products on the weight blocks (AVX-512 VNNI or AVX2), as ggml
 //!   does; other types (and [`matmul_f32_with`]) dequantize to f32 strips
@@ -54,6 +58,7 @@ mod logsoftmax;
 mod matmul;
 mod pool;
 mod qdot;
+mod quant;
 mod rowops;
 mod simd;
 
@@ -70,6 +75,7 @@ pub use matmul::{
     PackedMatrix, QMatrix, MAX_GROUP, STRIP_ROWS,
 };
 pub use pool::ThreadPool;
+pub use quant::{can_quantize, quantize_row};
 pub use rowops::{
     exp_inplace, exp_scalar, f16_to_f32, f32_to_f16, rmsnorm, rmsnorm_scalar, silu_mul,
     silu_mul_scalar, softmax, softmax_scalar,

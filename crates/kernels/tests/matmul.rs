@@ -12,7 +12,7 @@ use rand::{Rng, SeedableRng};
 fn scale_offsets(ty: GgmlType) -> &'static [usize] {
     use GgmlType::*;
     match ty {
-        Q4_0 | Q5_0 | Q8_0 => &[0],
+        Q4_0 | Q5_0 | Q8_0 | IQ4_NL | IQ4_XS => &[0],
         Q4_1 | Q5_1 | Q4_K | Q5_K => &[0, 2],
         Q2_K => &[80, 82],
         Q3_K => &[108],
@@ -83,6 +83,8 @@ fn matches_naive_and_is_identical_across_threads_and_isas() {
         (Q4_K, 21, 256, 6),
         (Q5_K, 3, 256, 1),
         (Q6_K, 18, 256, 5),
+        (IQ4_NL, 13, 96, 5),
+        (IQ4_XS, 7, 512, 6),
         (F32, 9, 7, 3),
         (F16, 20, 33, 4),
         (BF16, 4, 15, 11),
@@ -288,10 +290,10 @@ fn bad_shapes_are_errors() {
     assert!(QMatrix::new(GgmlType::Q4_1, 2, 32, &bytes[..39]).is_err());
     assert!(QMatrix::new(GgmlType::Q4_1, 1, 33, &bytes[..20]).is_err());
     assert!(QMatrix::new(GgmlType::Q4_1, 1, 0, &[]).is_err());
-    let err = QMatrix::new(GgmlType::IQ4_NL, 1, 32, &bytes[..18])
+    let err = QMatrix::new(GgmlType::IQ2_XXS, 1, 256, &[0u8; 66])
         .err()
         .unwrap();
-    assert_eq!(err.kind(), &ErrorKind::UnsupportedType(GgmlType::IQ4_NL));
+    assert_eq!(err.kind(), &ErrorKind::UnsupportedType(GgmlType::IQ2_XXS));
 
     let w = QMatrix::new(GgmlType::Q4_1, 2, 32, &bytes).unwrap();
     let pool = ThreadPool::new(2);

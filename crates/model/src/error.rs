@@ -82,8 +82,8 @@ impl fmt::Display for Error {
             UnsupportedTensorType { tensor, ty } => write!(
                 f,
                 "tensor {tensor:?} is of type {ty}, which cria cannot compute with yet \
-                 (supported: F32 F16 BF16 Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 Q2_K Q3_K Q4_K Q5_K Q6_K; \
-                 requantize with llama-quantize)"
+                 (supported: F32 F16 BF16 Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 Q2_K Q3_K Q4_K Q5_K Q6_K IQ4_NL IQ4_XS; \
+                 requantize with cria quantize)"
             ),
             Unsupported { detail } => write!(f, "not supported: {detail}"),
             ContextFull { needed, n_ctx } => write!(

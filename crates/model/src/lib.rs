@@ -20,6 +20,7 @@ mod error;
 mod kv_cache;
 mod linear;
 mod llama;
+mod observe;
 mod weights;
 
 pub use config::{LlamaConfig, RopeScaling, MAX_CONTEXT_LENGTH};
@@ -27,6 +28,7 @@ pub use error::{Error, ErrorKind, Result};
 
 pub use kv_cache::{KvCache, KvType};
 pub use llama::{inverse_frequencies, rmsnorm, rope, BatchRow, Logits, Scratch};
+pub use observe::{set_matmul_observer, MatmulObserver};
 pub use weights::{Matrix, Weights, SUPPORTED};
 
 use cria_gguf::GgufFile;

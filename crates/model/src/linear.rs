@@ -13,6 +13,17 @@ pub fn matmul(
     out: &mut [f32],
     pool: &ThreadPool,
 ) -> Result<()> {
+    crate::observe::notify(&m.name, x, m.cols);
+    product(file, m, x, out, pool)
+}
+
+fn product(
+    file: &GgufFile,
+    m: &Matrix,
+    x: &[f32],
+    out: &mut [f32],
+    pool: &ThreadPool,
+) -> Result<()> {
     let kernel_err = |e: cria_kernels::Error| ErrorKind::BadArgument {
         detail: format!("tensor {:?}: {e}", m.name),
     };
@@ -35,6 +46,9 @@ pub fn matmul_many(
     x: &[f32],
     pool: &ThreadPool,
 ) -> Result<()> {
+    for (m, _) in ms.iter() {
+        crate::observe::notify(&m.name, x, m.cols);
+    }
     if ms.len() <= MAX_GROUP && ms.iter().all(|(m, _)| m.packed.is_some()) {
         let list: [&PackedMatrix; MAX_GROUP] = std::array::from_fn(|i| {
             ms.get(i)
@@ -64,7 +78,7 @@ pub fn matmul_many(
         }
     }
     for (m, out) in ms.iter_mut() {
-        matmul(file, m, x, out, pool)?;
+        product(file, m, x, out, pool)?;
     }
     Ok(())
 }

@@ -8,7 +8,7 @@ use cria_kernels::{PackedMatrix, QMatrix};
 use std::sync::Arc;
 
 /// Types the kernels can multiply with.
-pub const SUPPORTED: [GgmlType; 13] = [
+pub const SUPPORTED: [GgmlType; 15] = [
     GgmlType::F32,
     GgmlType::F16,
     GgmlType::BF16,
@@ -22,6 +22,8 @@ pub const SUPPORTED: [GgmlType; 13] = [
     GgmlType::Q4_K,
     GgmlType::Q5_K,
     GgmlType::Q6_K,
+    GgmlType::IQ4_NL,
+    GgmlType::IQ4_XS,
 ];
 
 /// A 2-D weight matrix stored row-major in the file: `rows` rows of `cols`

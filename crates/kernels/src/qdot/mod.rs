@@ -20,6 +20,7 @@ pub(crate) mod packed;
 mod x86;
 
 use crate::dequant::QK_K;
+use crate::quant::KVALUES_IQ4NL;
 use crate::simd::{Cpu, Isa};
 use cria_gguf::GgmlType;
 
@@ -333,8 +334,8 @@ pub(crate) const TILE_SHAPES: [(usize, usize); 4] = [(4, 4), (1, 4), (4, 1), (1,
 pub(crate) fn act_kind(ty: GgmlType) -> Option<ActKind> {
     use GgmlType::*;
     match ty {
-        Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 => Some(ActKind::Q8x32),
-        Q4_K | Q5_K | Q6_K => Some(ActKind::Q8K),
+        Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | IQ4_NL => Some(ActKind::Q8x32),
+        Q4_K | Q5_K | Q6_K | IQ4_XS => Some(ActKind::Q8K),
         _ => None,
     }
 }
@@ -396,6 +397,8 @@ fn ref_tiles(ty: GgmlType) -> Option<[TileFn; 4]> {
         Q4_K => t!(RefQ4K),
         Q5_K => t!(RefQ5K),
         Q6_K => t!(RefQ6K),
+        IQ4_NL => t!(RefIQ4NL),
+        IQ4_XS => t!(RefIQ4XS),
         _ => return None,
     })
 }
@@ -437,6 +440,8 @@ pub(crate) fn dot_ref(ty: GgmlType, w: &[u8], a: &QuantActs, j: usize) -> Option
         Q4_K => RefQ4K::dot(w, a, j),
         Q5_K => RefQ5K::dot(w, a, j),
         Q6_K => RefQ6K::dot(w, a, j),
+        IQ4_NL => RefIQ4NL::dot(w, a, j),
+        IQ4_XS => RefIQ4XS::dot(w, a, j),
         _ => return None,
     })
 }
@@ -489,6 +494,12 @@ fn block32(ty: GgmlType, b: &[u8]) -> ([i32; 32], f32, f32) {
             }
             (q, f16(b, 0), 0.0)
         }
+        IQ4_NL => {
+            nib(&b[2..18], &mut q);
+            q.iter_mut()
+                .for_each(|v| *v = KVALUES_IQ4NL[*v as usize] as i32);
+            (q, f16(b, 0), 0.0)
+        }
         _ => unreachable!("block32 of {ty}"),
     }
 }
@@ -536,6 +547,7 @@ ref32!(RefQ4_1, Q4_1);
 ref32!(RefQ5_0, Q5_0);
 ref32!(RefQ5_1, Q5_1);
 ref32!(RefQ8_0, Q8_0);
+ref32!(RefIQ4NL, IQ4_NL);
 
 /// The 8 (scale, min) pairs of Q4_K/Q5_K (ggml's `get_scale_min_k4`).
 pub(crate) fn scale_min_k4(s: &[u8]) -> ([u8; 8], [u8; 8]) {
@@ -631,6 +643,35 @@ impl RefDot for RefQ6K {
                 isum += sc[s] as i8 as i32 * p;
             }
             sum = (isum as f32).mul_add(f16(blk, 208) * a.d[j * nb + b], sum);
+        }
+        sum
+    }
+}
+
+/// IQ4_XS: per super-block the exact
+/// `isum = sum_s((ls_s - 32) * sum(T[q] * x))`, then
+/// `acc = isum * (d * dx) + acc` (one fused multiply-add), as Q6_K.
+struct RefIQ4XS;
+impl RefDot for RefIQ4XS {
+    fn dot(w: &[u8], a: &QuantActs, j: usize) -> f32 {
+        let nb = a.cols / QK_K;
+        let mut sum = 0f32;
+        for (b, blk) in w.chunks_exact(136).take(nb).enumerate() {
+            let sh = u16::from_le_bytes([blk[2], blk[3]]);
+            let x = &a.qs[j * a.cols + QK_K * b..][..QK_K];
+            let mut isum = 0i32;
+            for s in 0..8 {
+                let ls = ((blk[4 + s / 2] >> (4 * (s % 2))) & 0xF) as i32
+                    | ((((sh >> (2 * s)) & 3) as i32) << 4);
+                let qs = &blk[8 + 16 * s..8 + 16 * s + 16];
+                let mut p = 0i32;
+                for l in 0..16 {
+                    p += KVALUES_IQ4NL[(qs[l] & 0xF) as usize] as i32 * x[32 * s + l] as i32;
+                    p += KVALUES_IQ4NL[(qs[l] >> 4) as usize] as i32 * x[32 * s + l + 16] as i32;
+                }
+                isum += (ls - 32) * p;
+            }
+            sum = (isum as f32).mul_add(f16(blk, 0) * a.d[j * nb + b], sum);
         }
         sum
     }

@@ -9,7 +9,7 @@ use rand::{Rng, SeedableRng};
 fn random_rows(rng: &mut impl Rng, ty: GgmlType, rows: usize, cols: usize) -> Vec<u8> {
     use GgmlType::*;
     let offsets: &[usize] = match ty {
-        Q4_0 | Q5_0 | Q8_0 => &[0],
+        Q4_0 | Q5_0 | Q8_0 | IQ4_NL | IQ4_XS => &[0],
         Q4_1 | Q5_1 | Q4_K | Q5_K => &[0, 2],
         Q6_K => &[208],
         _ => unreachable!(),
@@ -27,7 +27,9 @@ fn random_rows(rng: &mut impl Rng, ty: GgmlType, rows: usize, cols: usize) -> Ve
     b
 }
 
-const TYPES: [GgmlType; 8] = [
+const TYPES: [GgmlType; 10] = [
+    GgmlType::IQ4_NL,
+    GgmlType::IQ4_XS,
     GgmlType::Q4_0,
     GgmlType::Q4_1,
     GgmlType::Q5_0,

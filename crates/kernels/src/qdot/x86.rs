@@ -21,11 +21,14 @@ pub(super) const Q8_0: u8 = 4;
 pub(super) const Q4K: u8 = 5;
 pub(super) const Q5K: u8 = 6;
 pub(super) const Q6K: u8 = 7;
+pub(super) const IQ4NL: u8 = 8;
+pub(super) const IQ4XS: u8 = 9;
 
-const BLOCK_BYTES: [usize; 5] = [18, 20, 22, 24, 34];
+/// Block bytes of the 32-element types, by their constant.
+const BLOCK_BYTES: [usize; 9] = [18, 20, 22, 24, 34, 0, 0, 0, 18];
 
 const fn signed(t: u8) -> bool {
-    matches!(t, Q4_0 | Q5_0 | Q8_0)
+    matches!(t, Q4_0 | Q5_0 | Q8_0 | IQ4NL)
 }
 
 /// Whether this machine has the AVX-512 subsets the VNNI build uses.
@@ -47,6 +50,8 @@ pub(super) fn kernel(cpu: Cpu, ty: GgmlType) -> Option<[TileFn; 4]> {
         G::Q4_K => Q4K,
         G::Q5_K => Q5K,
         G::Q6_K => Q6K,
+        G::IQ4_NL => IQ4NL,
+        G::IQ4_XS => IQ4XS,
         _ => return None,
     };
     let vnni = cpu.isa() == Isa::Avx512 && has_vnni();
@@ -61,6 +66,8 @@ pub(super) fn kernel(cpu: Cpu, ty: GgmlType) -> Option<[TileFn; 4]> {
                 Q5_0 => $m::tiles::<Q5_0>(),
                 Q5_1 => $m::tiles::<Q5_1>(),
                 Q8_0 => $m::tiles::<Q8_0>(),
+                IQ4NL => $m::tiles::<IQ4NL>(),
+                IQ4XS => $m::tiles_k::<IQ4XS>(),
                 Q4K => $m::tiles_k::<Q4K>(),
                 Q5K => $m::tiles_k::<Q5K>(),
                 _ => $m::tiles_k::<Q6K>(),
@@ -158,6 +165,33 @@ macro_rules! isa_kernels {
                 )
             }
 
+            /// Nibbles 0..16 to the IQ4 table's int8 values.
+            #[inline]
+            #[target_feature(enable = $feat)]
+            unsafe fn iq4_values(nib: __m256i) -> __m256i {
+                let t = _mm_loadu_si128(crate::quant::KVALUES_IQ4NL.as_ptr() as *const __m128i);
+                _mm256_shuffle_epi8(_mm256_set_m128i(t, t), nib)
+            }
+
+            /// IQ4_XS super-block: sum_s (ls_s - 32) * sum(T[q] * x) as
+            /// i32 lanes (exact: |T| <= 127, |x| <= 127).
+            #[inline]
+            #[target_feature(enable = $feat)]
+            unsafe fn sb_iq4xs(p: *const u8, x: *const i8) -> __m256i {
+                let sh = (p.add(2) as *const u16).read_unaligned();
+                let mut sumi = _mm256_setzero_si256();
+                for s in 0..8 {
+                    let ls = ((*p.add(4 + s / 2) >> (4 * (s % 2))) & 0xF) as i32
+                        | ((((sh >> (2 * s)) & 3) as i32) << 4);
+                    let v = iq4_values(nibbles(p.add(8 + 16 * s)));
+                    let xv = _mm256_loadu_si256(x.add(32 * s) as *const __m256i);
+                    let d = $dot(_mm256_sign_epi8(v, v), _mm256_sign_epi8(xv, v));
+                    sumi =
+                        _mm256_add_epi32(sumi, _mm256_mullo_epi32(d, _mm256_set1_epi32(ls - 32)));
+                }
+                sumi
+            }
+
             /// The fifth bits of a Q5 block (a u32 at `p`) as 0x10 bytes.
             #[inline]
             #[target_feature(enable = $feat)]
@@ -188,6 +222,7 @@ macro_rules! isa_kernels {
                         let (d, m) = f16_2(p);
                         (_mm256_or_si256(nibbles(p.add(8)), high(p.add(4))), d, m)
                     }
+                    IQ4NL => (iq4_values(nibbles(p.add(2))), f16_1(p), 0.0),
                     _ => (
                         _mm256_loadu_si256(p.add(2) as *const __m256i),
                         f16_1(p),
@@ -390,6 +425,7 @@ macro_rules! isa_kernels {
                 let bb = match T {
                     Q4K => 144,
                     Q5K => 176,
+                    IQ4XS => 136,
                     _ => 210,
                 };
                 debug_assert!(j0 + N <= a.n && out.len() >= R * N);
@@ -414,6 +450,11 @@ macro_rules! isa_kernels {
                             // The canonical steps of the reference: exact
                             // integer sums, then one fma each.
                             match T {
+                                IQ4XS => {
+                                    let isum = hsum_i32(sb_iq4xs(p, x));
+                                    let d = f16_1(p) * dx;
+                                    acc[r][j] = (isum as f32).mul_add(d, acc[r][j]);
+                                }
                                 Q6K => {
                                     let isum = hsum_i32(sb_q6k(p, x, bs));
                                     let d = f16_1(p.add(208)) * dx;
