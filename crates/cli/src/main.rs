@@ -7,8 +7,10 @@
 mod bench;
 mod chat;
 mod default_model;
+mod embed;
 mod gen_args;
 mod inspect;
+mod models;
 mod perplexity;
 mod run;
 mod serve;
@@ -64,6 +66,26 @@ enum Command {
     Bench(bench::Args),
     /// Fetch the default model into the cache (if not there yet) and print its path
     Pull,
+    /// Embed texts (one vector each), through the same engine as the server
+    Embed(Box<embed::Args>),
+    /// Show the cached models: name, size, type, path (-m NAME finds them)
+    List {
+        /// Print JSON instead of a table
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a cached model (for a model added with `cria add`, only its link)
+    Rm {
+        /// The name `cria list` shows
+        name: String,
+    },
+    /// Reference a GGUF file from the cache in place (a link, never a copy), so -m NAME finds it
+    Add {
+        file: PathBuf,
+        /// Name in the cache (default: the file name without .gguf)
+        #[arg(long)]
+        name: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -80,6 +102,10 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve::run(*args),
         Command::Bench(args) => bench::run(args),
         Command::Pull => default_model::resolve(None).map(|p| println!("{}", p.display())),
+        Command::Embed(args) => embed::run(*args),
+        Command::List { json } => models::list(json),
+        Command::Rm { name } => models::rm(&name),
+        Command::Add { file, name } => models::add(&file, name.as_deref()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -42,6 +42,7 @@
 
 #![forbid(unsafe_code)]
 
+mod embed;
 mod engine;
 mod error;
 mod fault;
@@ -51,6 +52,7 @@ mod params;
 mod request;
 mod scheduler;
 
+pub use embed::{cosine, l2_normalize, EmbedParams, Embedding, Pooling};
 pub use engine::{Engine, EngineConfig, EngineStats, SubmitError};
 pub use error::{Error, ErrorKind, Result};
 pub use fault::{Fault, FaultSite};
