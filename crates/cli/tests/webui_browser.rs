@@ -17,9 +17,9 @@
 
 mod common;
 
-use common::server::{request, Resp, Server};
+use common::server::Server;
 use serde_json::{json, Value};
-use std::io::Write;
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -50,8 +50,11 @@ impl Browser {
             .expect("cannot start chromedriver");
         let addr = format!("127.0.0.1:{port}");
         let t0 = Instant::now();
-        while request(&addr, "GET", "/status", &[], b"").map_or(true, |r| r.status != 200) {
-            assert!(t0.elapsed() < Duration::from_secs(20), "chromedriver did not start");
+        while wd_request(&addr, "GET", "/status", "").map_or(true, |(status, _)| status != 200) {
+            assert!(
+                t0.elapsed() < Duration::from_secs(20),
+                "chromedriver did not start"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         let mut b = Browser {
@@ -84,10 +87,9 @@ impl Browser {
         } else {
             format!("/session/{}{path}", self.session)
         };
-        let r: Resp = request(&self.addr, method, &path, &[], body.as_bytes())
+        let (status, v) = wd_request(&self.addr, method, &path, &body)
             .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
-        let v: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
-        assert_eq!(r.status, 200, "{method} {path}: {v}");
+        assert_eq!(status, 200, "{method} {path}: {v}");
         v["value"].clone()
     }
 
@@ -143,17 +145,53 @@ impl Browser {
 impl Drop for Browser {
     fn drop(&mut self) {
         if !self.session.is_empty() {
-            let _ = request(
+            let _ = wd_request(
                 &self.addr,
                 "DELETE",
                 &format!("/session/{}", self.session),
-                &[],
-                b"",
+                "",
             );
         }
         let _ = self.driver.kill();
         let _ = self.driver.wait();
     }
+}
+
+/// One WebDriver request. chromedriver answers `Connection: close` but
+/// keeps the socket open, so the body is read by its Content-Length.
+fn wd_request(addr: &str, method: &str, path: &str, body: &str) -> std::io::Result<(u16, Value)> {
+    let mut s = std::net::TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(120)))?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut r = BufReader::new(s);
+    let mut line = String::new();
+    r.read_line(&mut line)?;
+    let status = line
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let mut len = 0;
+    loop {
+        line.clear();
+        r.read_line(&mut line)?;
+        if line.trim().is_empty() {
+            break;
+        }
+        if let Some((k, v)) = line.split_once(':') {
+            if k.eq_ignore_ascii_case("content-length") {
+                len = v.trim().parse().unwrap_or(0);
+            }
+        }
+    }
+    let mut buf = vec![0; len];
+    r.read_exact(&mut buf)?;
+    Ok((status, serde_json::from_slice(&buf).unwrap_or(Value::Null)))
 }
 
 const LAST_ANSWER: &str = "const m = document.querySelectorAll('.msg.assistant'); \
@@ -167,10 +205,7 @@ fn chat_page_streams_stops_and_keeps_conversations_in_headless_chromium() {
             "\n*** SKIPPED chat page browser test: {CHROMIUM} or {CHROMEDRIVER} is missing \
              (apt-get install chromium chromium-driver; scripts/webui-test.sh requires them) ***\n"
         );
-        assert!(
-            std::env::var_os("CRIA_REQUIRE_BROWSER").is_none(),
-            "{msg}"
-        );
+        assert!(std::env::var_os("CRIA_REQUIRE_BROWSER").is_none(), "{msg}");
         // Straight to the terminal: libtest captures only print!/eprint!.
         let _ = std::io::stderr().write_all(msg.as_bytes());
         return;
@@ -186,7 +221,10 @@ fn chat_page_streams_stops_and_keeps_conversations_in_headless_chromium() {
     );
 
     // 1. The key is asked for once, then the answer streams in.
-    b.type_into("#input", "Tell me a long story about a dragon who loves to cook.");
+    b.type_into(
+        "#input",
+        "Tell me a long story about a dragon who loves to cook.",
+    );
     b.click("#send");
     b.wait_for(
         "the API key dialog",
@@ -202,7 +240,11 @@ fn chat_page_streams_stops_and_keeps_conversations_in_headless_chromium() {
             t0.elapsed() < Duration::from_secs(60),
             "no streamed answer: saw lengths {lengths:?}"
         );
-        assert_eq!(b.js(STREAMING), json!(true), "the answer ended before it streamed");
+        assert_eq!(
+            b.js(STREAMING),
+            json!(true),
+            "the answer ended before it streamed"
+        );
         let n = b.js(LAST_ANSWER).as_str().map_or(0, str::len);
         if n > 0 && lengths.last() != Some(&n) {
             lengths.push(n);
@@ -219,7 +261,11 @@ fn chat_page_streams_stops_and_keeps_conversations_in_headless_chromium() {
     );
     let stopped = b.js(LAST_ANSWER);
     std::thread::sleep(Duration::from_millis(600));
-    assert_eq!(b.js(LAST_ANSWER), stopped, "the text kept growing after Stop");
+    assert_eq!(
+        b.js(LAST_ANSWER),
+        stopped,
+        "the text kept growing after Stop"
+    );
     let foot = b.js("const f = document.querySelectorAll('.msg.assistant .foot'); return f[f.length - 1].textContent;");
     assert!(foot.as_str().unwrap_or("").contains("stopped"), "{foot}");
 
@@ -260,17 +306,32 @@ fn chat_page_streams_stops_and_keeps_conversations_in_headless_chromium() {
         "return document.querySelectorAll('.msg.assistant').length === 3 && !document.getElementById('send').hidden;",
         Duration::from_secs(60),
     );
-    assert_eq!(b.js("return document.getElementById('key-dialog').open;"), json!(false));
-    let err = b.js("return Array.from(document.querySelectorAll('.error')).map(e => e.textContent).join('|');");
-    assert_eq!(err, json!("stopped"), "only the stopped answer has an error note");
+    assert_eq!(
+        b.js("return document.getElementById('key-dialog').open;"),
+        json!(false)
+    );
+    let err = b.js(
+        "return Array.from(document.querySelectorAll('.error')).map(e => e.textContent).join('|');",
+    );
+    assert_eq!(
+        err,
+        json!("stopped"),
+        "only the stopped answer has an error note"
+    );
 
     // 5. Model text is escaped before it becomes HTML.
     let html = b.js("return Markdown.render('<img src=x onerror=alert(1)> **b** [x](javascript:alert(1))\\n```\\n<b>&\\n```');");
     let html = html.as_str().unwrap_or("");
-    assert!(html.contains("&lt;img src=x onerror=alert(1)&gt;"), "{html}");
+    assert!(
+        html.contains("&lt;img src=x onerror=alert(1)&gt;"),
+        "{html}"
+    );
     assert!(html.contains("<strong>b</strong>"), "{html}");
     assert!(!html.contains("href=\"javascript"), "{html}");
-    assert!(html.contains("<pre><code>&lt;b&gt;&amp;</code></pre>"), "{html}");
+    assert!(
+        html.contains("<pre><code>&lt;b&gt;&amp;</code></pre>"),
+        "{html}"
+    );
 }
 
 fn base64_decode(s: &str) -> Vec<u8> {
@@ -281,7 +342,10 @@ fn base64_decode(s: &str) -> Vec<u8> {
         b'+' => 62,
         _ => 63,
     };
-    let clean: Vec<u8> = s.bytes().filter(|&c| c != b'=' && !c.is_ascii_whitespace()).collect();
+    let clean: Vec<u8> = s
+        .bytes()
+        .filter(|&c| c != b'=' && !c.is_ascii_whitespace())
+        .collect();
     let mut out = Vec::with_capacity(clean.len() * 3 / 4);
     for chunk in clean.chunks(4) {
         let mut n = 0u32;

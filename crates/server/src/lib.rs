@@ -235,9 +235,7 @@ async fn serve(config: ServerConfig) -> Result<(), Error> {
     };
     app.shutting_down.store(true, Ordering::SeqCst);
     let mut server = server;
-    if failure.is_none() {
-        drain(&app, &stop_tx, &mut server).await;
-    }
+    let drained = failure.is_none() && drain(&app, &stop_tx, &mut server).await;
     eprintln!("cria serve: shutting down");
     let _ = stop_tx.send(true);
     if let Some(ready) = app.ready.get().cloned() {
@@ -245,9 +243,10 @@ async fn serve(config: ServerConfig) -> Result<(), Error> {
         // event, whole replies with 503.
         let _ = tokio::task::spawn_blocking(move || ready.engine.shutdown()).await;
     }
-    if tokio::time::timeout(Duration::from_secs(10), server)
-        .await
-        .is_err()
+    if !drained
+        && tokio::time::timeout(Duration::from_secs(10), server)
+            .await
+            .is_err()
     {
         // Returning drops the runtime, which closes them.
         eprintln!("cria serve: connections still open after 10 s; closing them");
@@ -263,12 +262,13 @@ async fn serve(config: ServerConfig) -> Result<(), Error> {
 /// answer rather than a refused connection), while the requests in flight
 /// finish, for at most `--drain-timeout-secs`. Once the engine is idle the
 /// listener closes and the connections finish writing their replies. A
-/// second signal ends the wait.
+/// second signal ends the wait. True if the connections all closed (the
+/// server task has ended and must not be awaited again).
 async fn drain(
     app: &routes::App,
     stop: &tokio::sync::watch::Sender<bool>,
     server: &mut tokio::task::JoinHandle<()>,
-) {
+) -> bool {
     let grace = app.config.drain_timeout;
     let deadline = tokio::time::Instant::now() + grace;
     let in_flight = || app.ready.get().map_or(0, |r| r.engine.outstanding());
@@ -286,13 +286,22 @@ async fn drain(
         let _ = (&mut *server).await;
     };
     tokio::select! {
-        _ = idle => eprintln!("cria serve: drained"),
-        _ = tokio::time::sleep_until(deadline) => eprintln!(
-            "cria serve: {} requests still in flight after {} s; cancelling them",
-            in_flight(),
-            grace.as_secs()
-        ),
-        _ = signal() => eprintln!("cria serve: second signal; cancelling what is in flight"),
+        _ = idle => {
+            eprintln!("cria serve: drained");
+            true
+        }
+        _ = tokio::time::sleep_until(deadline) => {
+            eprintln!(
+                "cria serve: {} requests still in flight after {} s; cancelling them",
+                in_flight(),
+                grace.as_secs()
+            );
+            false
+        }
+        _ = signal() => {
+            eprintln!("cria serve: second signal; cancelling what is in flight");
+            false
+        }
     }
 }
 

@@ -224,7 +224,10 @@ async function post(path, body, signal) {
     const r = await fetch(path, { method: "POST", headers: headers(), body: JSON.stringify(body), signal });
     if (r.status === 401) {
       localStorage.removeItem(KEY);
-      if (await askKey()) continue;
+      if (await askKey()) {
+        loadModel();
+        continue;
+      }
     }
     return r;
   }
