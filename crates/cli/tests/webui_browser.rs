@@ -356,3 +356,23 @@ fn base64_decode(s: &str) -> Vec<u8> {
     }
     out
 }
+
+#[test]
+fn the_page_is_served_with_its_policy_and_no_webui_leaves_it_out() {
+    let s = Server::start(&["--parallel", "1", "-c", "64"]);
+    let page = s.get("/");
+    assert_eq!(page.status, 200);
+    assert!(page.text().contains("/ui/app.js"));
+    let csp = page.header("content-security-policy").unwrap_or_default();
+    assert!(csp.contains("script-src 'self'"), "{csp}");
+    for f in ["/ui/app.js", "/ui/markdown.js", "/ui/style.css"] {
+        assert_eq!(s.get(f).status, 200, "{f}");
+    }
+    drop(s);
+    for flag in ["--no-webui", "--no-ui"] {
+        let s = Server::start(&["--parallel", "1", "-c", "64", flag]);
+        assert_eq!(s.get("/").status, 404, "{flag}");
+        assert_eq!(s.get("/ui/app.js").status, 404, "{flag}");
+        assert_eq!(s.get("/health").status, 200);
+    }
+}
