@@ -35,6 +35,7 @@
 //!         Event::Token(t) => print!("{}", t.text),
 //!         Event::Done(d) => { println!("{}", d.text); break }
 //!         Event::Error(e) => return Err(e.into()),
+//!         Event::Embedding(_) => unreachable!("only embedding requests get one"),
 //!     }
 //! }
 //! # Ok(()) }
