@@ -33,10 +33,23 @@ pub fn models_dir() -> Result<PathBuf> {
     }
 }
 
-/// The path of the model to use: `given` if there is one, else the cached
-/// default model, fetched first if it is not cached yet.
+/// The path of the model to use: `given` if there is one (a file, or the
+/// name of a cached model: see `models.rs`), else the cached default
+/// model, fetched first if it is not cached yet.
 pub fn resolve(given: Option<&Path>) -> Result<PathBuf> {
     if let Some(p) = given {
+        // A file that exists wins; a bare name is looked up in the cache.
+        if !p.exists() && p.components().count() == 1 {
+            let Some(name) = p.to_str() else {
+                return Ok(p.to_path_buf());
+            };
+            return match crate::models::find(name)? {
+                Some(found) => Ok(found),
+                None => bail!(
+                    "-m {name}: no such file, and no cached model of that name (`cria list` shows them)"
+                ),
+            };
+        }
         return Ok(p.to_path_buf());
     }
     let dir = models_dir()?;

@@ -8,9 +8,11 @@ mod bench;
 mod chat;
 mod convert;
 mod default_model;
+mod embed;
 mod gen_args;
 mod imatrix;
 mod inspect;
+mod models;
 mod perplexity;
 mod quantize;
 mod run;
@@ -73,6 +75,26 @@ enum Command {
     Quantize(quantize::Args),
     /// Collect an importance matrix (llama.cpp's GGUF imatrix) for quantize --imatrix
     Imatrix(imatrix::Args),
+    /// Embed texts (one vector each), through the same engine as the server
+    Embed(Box<embed::Args>),
+    /// Show the cached models: name, size, type, path (-m NAME finds them)
+    List {
+        /// Print JSON instead of a table
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a cached model (for a model added with `cria add`, only its link)
+    Rm {
+        /// The name `cria list` shows
+        name: String,
+    },
+    /// Reference a GGUF file from the cache in place (a link, never a copy), so -m NAME finds it
+    Add {
+        file: PathBuf,
+        /// Name in the cache (default: the file name without .gguf)
+        #[arg(long)]
+        name: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -92,6 +114,10 @@ fn main() -> ExitCode {
         Command::Pull => default_model::resolve(None).map(|p| println!("{}", p.display())),
         Command::Quantize(args) => quantize::run(args),
         Command::Imatrix(args) => imatrix::run(args),
+        Command::Embed(args) => embed::run(*args),
+        Command::List { json } => models::list(json),
+        Command::Rm { name } => models::rm(&name),
+        Command::Add { file, name } => models::add(&file, name.as_deref()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -78,6 +78,19 @@ pub struct Args {
     /// scheme://host[:port], or * for any)
     #[arg(long, value_name = "ORIGIN")]
     pub cors: Vec<String>,
+
+    // Around the engine.
+    /// How /v1/embeddings pools token vectors (default: the model's
+    /// pooling_type; a model without one pools nothing and must be given one)
+    #[arg(long, value_name = "none|mean|cls|last")]
+    pub pooling: Option<cria_engine::Pooling>,
+    /// Do not serve the chat page at / (the API is unchanged)
+    #[arg(long, alias = "no-ui")]
+    pub no_webui: bool,
+    /// On SIGTERM/SIGINT, seconds the requests in flight may take to finish
+    /// (new ones get 503 and /health says "draining" meanwhile)
+    #[arg(long, default_value_t = 30, value_name = "SECS")]
+    pub drain_timeout_secs: u64,
 }
 
 /// Keys from `--api-key` or a key file: one per line, `#` comments and
@@ -134,6 +147,9 @@ pub fn run(args: Args) -> Result<()> {
         cors_origins: args.cors,
         rate_limit_requests: args.rate_limit_requests,
         rate_limit_tokens: args.rate_limit_tokens,
+        pooling: args.pooling,
+        webui: !args.no_webui,
+        drain_timeout: Duration::from_secs(args.drain_timeout_secs),
         ..ServerConfig::new(model_path)
     };
     cria_server::run(config)?;

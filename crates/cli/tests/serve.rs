@@ -475,7 +475,9 @@ fn start_stream_nowait(s: &Server, body: &Value) -> std::net::TcpStream {
 
 #[test]
 fn sigterm_ends_streams_and_exits_zero() {
-    let s = Server::start(&["--parallel", "1", "-c", "512"]);
+    // A stream longer than the drain allows is cancelled when it runs out
+    // (serve_drain.rs has the stream that finishes within it).
+    let s = Server::start(&["--parallel", "1", "-c", "512", "--drain-timeout-secs", "1"]);
     let mut stream = start_stream(
         &s,
         "/v1/completions",

@@ -176,6 +176,11 @@ impl Engine {
         &self.stats
     }
 
+    /// Requests submitted and not yet ended (waiting or in a slot).
+    pub fn outstanding(&self) -> usize {
+        self.outstanding.load(Ordering::SeqCst)
+    }
+
     /// False once the engine has been shut down or its thread has died.
     pub fn is_running(&self) -> bool {
         !self.stopped.load(Ordering::SeqCst)
@@ -206,14 +211,41 @@ impl Engine {
         Ok(())
     }
 
+    /// Checks an embedding request's input without queueing it: not
+    /// empty, at most the context (never cut), ids in the vocabulary.
+    pub fn validate_embed(&self, prompt: &[u32]) -> Result<(), Error> {
+        if prompt.is_empty() {
+            return Err(ErrorKind::EmptyPrompt.into());
+        }
+        if prompt.len() > self.config.n_ctx {
+            return Err(ErrorKind::InputTooLong {
+                input_tokens: prompt.len(),
+                n_ctx: self.config.n_ctx,
+            }
+            .into());
+        }
+        if let Some(&id) = prompt.iter().find(|&&id| id as usize >= self.n_vocab) {
+            return Err(ErrorKind::BadToken {
+                id,
+                n_vocab: self.n_vocab,
+            }
+            .into());
+        }
+        Ok(())
+    }
+
     /// Queues a request, or says why not. It is refused as busy only when
     /// every slot is taken and `max_queue` requests already wait.
     pub fn submit(&self, req: Request) -> Result<(), SubmitError> {
         if !self.is_running() {
             return Err(SubmitError::Stopped);
         }
-        self.validate(&req.prompt, &req.params)
-            .map_err(SubmitError::Invalid)?;
+        match req.embed {
+            // Nothing is generated: the input may fill the context.
+            Some(_) => self.validate_embed(&req.prompt),
+            None => self.validate(&req.prompt, &req.params),
+        }
+        .map_err(SubmitError::Invalid)?;
         let max_queue = self.config.max_queue;
         let places = self.config.slots.saturating_add(max_queue);
         if self.outstanding.fetch_add(1, Ordering::SeqCst) >= places {
@@ -268,6 +300,12 @@ impl Engine {
                     return Ok(d);
                 }
                 Some(Event::Error(e)) => return Err(e),
+                Some(Event::Embedding(_)) => {
+                    return Err(ErrorKind::Internal {
+                        detail: "a generation request was answered with an embedding".into(),
+                    }
+                    .into())
+                }
                 None => return Err(ErrorKind::Stopped.into()),
             }
         }

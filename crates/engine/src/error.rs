@@ -15,6 +15,11 @@ pub enum ErrorKind {
         prompt_tokens: usize,
         n_ctx: usize,
     },
+    /// An embedding input is longer than the context (it is never cut).
+    InputTooLong {
+        input_tokens: usize,
+        n_ctx: usize,
+    },
     /// The prompt has no tokens at all.
     EmptyPrompt,
     /// A prompt token id is not in the vocabulary.
@@ -83,6 +88,14 @@ impl fmt::Display for Error {
                 f,
                 "the prompt has {prompt_tokens} tokens but the context holds {n_ctx} \
                  (and needs room for at least one more): raise --ctx-size or shorten the prompt"
+            ),
+            ErrorKind::InputTooLong {
+                input_tokens,
+                n_ctx,
+            } => write!(
+                f,
+                "the input has {input_tokens} tokens but the context holds {n_ctx}: \
+                 raise --ctx-size or split the input (it is never cut)"
             ),
             ErrorKind::EmptyPrompt => write!(f, "the prompt is empty: give some text to continue"),
             ErrorKind::BadToken { id, n_vocab } => write!(

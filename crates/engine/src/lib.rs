@@ -35,6 +35,7 @@
 //!         Event::Token(t) => print!("{}", t.text),
 //!         Event::Done(d) => { println!("{}", d.text); break }
 //!         Event::Error(e) => return Err(e.into()),
+//!         Event::Embedding(_) => unreachable!("only embedding requests get one"),
 //!     }
 //! }
 //! # Ok(()) }
@@ -42,6 +43,7 @@
 
 #![forbid(unsafe_code)]
 
+mod embed;
 mod engine;
 mod error;
 mod fault;
@@ -51,6 +53,7 @@ mod params;
 mod request;
 mod scheduler;
 
+pub use embed::{cosine, l2_normalize, EmbedParams, Embedding, Pooling};
 pub use engine::{Engine, EngineConfig, EngineStats, SubmitError};
 pub use error::{Error, ErrorKind, Result};
 pub use fault::{Fault, FaultSite};

@@ -32,6 +32,20 @@ pub struct GenerateParams {
     pub constraint: Option<cria_grammar::Constraint>,
 }
 
+impl GenerateParams {
+    /// What an embedding request carries: it generates nothing, but goes
+    /// through the same admission checks as a generation request.
+    pub fn for_embedding() -> GenerateParams {
+        GenerateParams {
+            max_tokens: Some(1),
+            stop: Vec::new(),
+            ignore_eos: false,
+            constraint: None,
+            sampler: SamplerConfig::greedy(),
+        }
+    }
+}
+
 /// Default context size: the model's training context, capped so the KV
 /// cache stays within 1 GiB and at most 8192 positions.
 pub fn default_ctx_size(model: &Model, kv: KvType) -> usize {

@@ -1,6 +1,7 @@
 //! What goes into the engine (a [`Request`]) and what comes back on the
 //! request's channel ([`Event`]s).
 
+use crate::embed::{EmbedParams, Embedding};
 use crate::error::Error;
 use crate::params::{FinishReason, GenerateParams};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,6 +25,10 @@ pub struct Request {
     /// Raised from outside (the CLI's Ctrl-C): the request ends at the next
     /// step with [`FinishReason::Cancelled`] and its `Done` summary.
     pub cancel: Option<Arc<AtomicBool>>,
+    /// `Some`: an embedding request. Its prompt is evaluated and pooled,
+    /// nothing is generated (`params` only need to be valid), and it ends
+    /// with [`Event::Embedding`].
+    pub embed: Option<EmbedParams>,
 }
 
 impl Request {
@@ -39,6 +44,7 @@ impl Request {
             events,
             tenant: 0,
             cancel: None,
+            embed: None,
         }
     }
 
@@ -56,6 +62,8 @@ pub enum Event {
     Token(TokenEvent),
     Done(Done),
     Error(Error),
+    /// The answer to an embedding request (its last event).
+    Embedding(Embedding),
 }
 
 #[derive(Clone, Debug)]

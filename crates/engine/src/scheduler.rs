@@ -24,12 +24,13 @@
 //! with the others. If the thread itself dies, `Engine::is_running` says
 //! so and every waiting request's channel closes.
 
+use crate::embed::{Pooler, Pooling};
 use crate::engine::{EngineConfig, EngineStats, Msg, Queued, Ticket};
 use crate::error::{Error, ErrorKind};
 use crate::fault::{Fault, FaultSite};
 use crate::params::FinishReason;
 use crate::request::{Done, Event, Request, TokenEvent};
-use cria_model::{BatchRow, KvCache, Model};
+use cria_model::{BatchRow, KvCache, Model, Outputs};
 use cria_sampler::{Sampler, StopOutcome, StopStrings};
 use cria_tokenizer::{Detokenizer, Tokenizer};
 use std::collections::VecDeque;
@@ -53,9 +54,22 @@ struct Job<'t> {
     pending: Option<u32>,
     admitted: Instant,
     first_token: Option<Instant>,
+    /// An embedding request's pooled rows (see `embed.rs`).
+    embed: Option<Pooler>,
 }
 
 impl Job<'_> {
+    /// Whether the prompt token at `index` gives an output row: the last
+    /// one's logits choose the first new token; an embedding wants the
+    /// rows its pooling reads.
+    fn wants_output(&self, index: usize) -> bool {
+        let len = self.req.prompt.len();
+        match &self.embed {
+            Some(p) => p.pooling().wants(index, len),
+            None => index + 1 == len,
+        }
+    }
+
     /// Ends the request with its last event; the ticket goes first.
     fn end(self, event: Event) {
         let Job { req, ticket, .. } = self;
@@ -87,6 +101,10 @@ pub(crate) struct Scheduler<'m> {
     pool: cria_kernels::ThreadPool,
     rows: Vec<BatchRow>,
     logits: Vec<f32>,
+    /// Per slot: whether its output rows are hidden states (embeddings).
+    hidden_seqs: Vec<bool>,
+    /// (rows, dim): the hidden states of this step's embedding rows.
+    hidden: Vec<f32>,
     step: u64,
 }
 
@@ -131,6 +149,8 @@ impl<'m> Scheduler<'m> {
             waiting: VecDeque::new(),
             rows: Vec::new(),
             logits: Vec::new(),
+            hidden_seqs: Vec::new(),
+            hidden: Vec::new(),
             step: 0,
         }
     }
@@ -279,8 +299,14 @@ impl<'m> Scheduler<'m> {
             sampler.accept(t)?;
         }
         // Evaluate at least the last prompt token: its logits choose the
-        // first new token.
-        let keep = common.min(req.prompt.len().saturating_sub(1));
+        // first new token. An embedding pooled over more than the last
+        // token needs every row's hidden state, which the cache does not
+        // keep.
+        let embed = req.embed.map(|p| Pooler::new(p, self.model.config.dim));
+        let keep = match &embed {
+            Some(p) if p.pooling() != Pooling::Last => 0,
+            _ => common.min(req.prompt.len().saturating_sub(1)),
+        };
         Ok(Job {
             next: keep,
             cached: keep,
@@ -291,6 +317,7 @@ impl<'m> Scheduler<'m> {
             pending: None,
             admitted: Instant::now(),
             first_token: None,
+            embed,
             req,
             ticket,
         })
@@ -337,7 +364,7 @@ impl<'m> Scheduler<'m> {
                     seq: i,
                     token,
                     pos,
-                    logits: job.next + k + 1 == job.req.prompt.len(),
+                    logits: job.wants_output(job.next + k),
                 });
             }
         }
@@ -354,15 +381,21 @@ impl<'m> Scheduler<'m> {
             if inject {
                 injected(FaultSite::Step);
             }
+            self.hidden_seqs.clear();
+            self.hidden_seqs.extend(
+                self.slots
+                    .iter()
+                    .map(|s| s.job.as_ref().is_some_and(|j| j.embed.is_some())),
+            );
             let mut caches: Vec<&mut KvCache> =
                 self.slots.iter_mut().map(|s| &mut s.cache).collect();
-            self.model.forward_rows(
-                &mut self.scratch,
-                &self.pool,
-                &mut caches,
-                &self.rows,
-                &mut self.logits,
-            )
+            let out = Outputs {
+                logits: &mut self.logits,
+                hidden_seqs: &self.hidden_seqs,
+                hidden: &mut self.hidden,
+            };
+            self.model
+                .forward_rows_to(&mut self.scratch, &self.pool, &mut caches, &self.rows, out)
         }));
         self.stats.steps.fetch_add(1, Ordering::Relaxed);
         let failure = match forward {
@@ -400,23 +433,53 @@ impl<'m> Scheduler<'m> {
             .prompt_tokens
             .fetch_add(prompt_rows, Ordering::Relaxed);
         // Sample for every row that asked for logits, in row order; a panic
-        // fails that request alone.
-        let n_vocab = self.model.config.n_vocab;
-        let wanted: Vec<usize> = self
+        // fails that request alone. Embedding rows go to their poolers.
+        let (n_vocab, dim) = (self.model.config.n_vocab, self.model.config.dim);
+        let wanted: Vec<(usize, bool)> = self
             .rows
             .iter()
             .filter(|r| r.logits)
-            .map(|r| r.seq)
+            .map(|r| (r.seq, self.hidden_seqs.get(r.seq).copied().unwrap_or(false)))
             .collect();
         let logits = std::mem::take(&mut self.logits);
-        for (k, i) in wanted.into_iter().enumerate() {
+        let (mut k, mut h) = (0, 0);
+        for (i, hidden) in wanted {
+            if hidden {
+                let row = &self.hidden[h * dim..(h + 1) * dim];
+                h += 1;
+                if let Some(p) = self.slots[i].job.as_mut().and_then(|j| j.embed.as_mut()) {
+                    p.add(row);
+                }
+                continue;
+            }
             let row = &logits[k * n_vocab..(k + 1) * n_vocab];
+            k += 1;
             if catch_unwind(AssertUnwindSafe(|| self.sample_slot(i, row))).is_err() {
                 self.stats.panics.fetch_add(1, Ordering::Relaxed);
                 self.fail_slot(i, "sampling panicked (a bug: please report it)");
             }
         }
         self.logits = logits;
+        self.finish_embeddings();
+    }
+
+    /// Ends the embedding requests whose whole input has been evaluated.
+    fn finish_embeddings(&mut self) {
+        for slot in &mut self.slots {
+            let done = slot
+                .job
+                .as_ref()
+                .is_some_and(|j| j.embed.is_some() && j.next == j.req.prompt.len());
+            if !done {
+                continue;
+            }
+            if let Some(mut job) = slot.job.take() {
+                let n = job.req.prompt.len();
+                if let Some(p) = job.embed.take() {
+                    job.end(Event::Embedding(p.finish(n)));
+                }
+            }
+        }
     }
 
     /// Samples the next token of slot `i` from its logits row, sends it,

@@ -27,7 +27,7 @@ pub use config::{LlamaConfig, RopeScaling, MAX_CONTEXT_LENGTH};
 pub use error::{Error, ErrorKind, Result};
 
 pub use kv_cache::{KvCache, KvType};
-pub use llama::{inverse_frequencies, rmsnorm, rope, BatchRow, Logits, Scratch};
+pub use llama::{inverse_frequencies, rmsnorm, rope, BatchRow, Logits, Outputs, Scratch};
 pub use observe::{set_matmul_observer, MatmulObserver};
 pub use weights::{Matrix, Weights, SUPPORTED};
 
@@ -106,6 +106,24 @@ impl Model {
         caches: &mut [&mut KvCache],
         rows: &[BatchRow],
         out: &mut Vec<f32>,
+    ) -> Result<()> {
+        let outputs = Outputs {
+            logits: out,
+            hidden_seqs: &[],
+            hidden: &mut Vec::new(),
+        };
+        self.forward_rows_to(scratch, pool, caches, rows, outputs)
+    }
+
+    /// [`Model::forward_rows`] where the rows of some sequences give their
+    /// final hidden state instead of logits (embeddings; see [`Outputs`]).
+    pub fn forward_rows_to(
+        &self,
+        scratch: &mut Scratch,
+        pool: &cria_kernels::ThreadPool,
+        caches: &mut [&mut KvCache],
+        rows: &[BatchRow],
+        out: Outputs<'_>,
     ) -> Result<()> {
         llama::forward_rows(
             &self.file,

@@ -129,10 +129,23 @@ pub struct BatchRow {
     pub logits: bool,
 }
 
+/// Where the rows that ask for output (`BatchRow::logits`) write it: their
+/// logits, or, for rows of a sequence marked in `hidden_seqs`, their final
+/// hidden state `norm(x)` (the input of the output projection, which
+/// embeddings pool).
+pub struct Outputs<'a> {
+    /// (rows with logits, n_vocab), in row order.
+    pub logits: &'a mut Vec<f32>,
+    /// Indexed by sequence; a sequence past its end is not marked.
+    pub hidden_seqs: &'a [bool],
+    /// (rows with hidden output, dim), in row order.
+    pub hidden: &'a mut Vec<f32>,
+}
+
 /// Evaluates a batch of rows from any number of sequences in one pass per
 /// `scratch.n_batch` rows: the projections run once over all rows, attention
-/// per row over its own sequence's cache. Writes the logits of the rows
-/// that ask for them to `out` ((rows with logits, n_vocab), in row order).
+/// per row over its own sequence's cache. The rows that ask for output
+/// write it to `out` (see [`Outputs`]).
 #[allow(clippy::too_many_arguments)]
 pub fn forward_rows(
     file: &GgufFile,
@@ -142,7 +155,7 @@ pub fn forward_rows(
     pool: &ThreadPool,
     caches: &mut [&mut KvCache],
     rows: &[BatchRow],
-    out: &mut Vec<f32>,
+    out: Outputs<'_>,
 ) -> Result<()> {
     if rows.is_empty() {
         return Err(ErrorKind::BadArgument {
@@ -182,25 +195,36 @@ pub fn forward_rows(
             .into());
         }
     }
-    let n_out = rows.iter().filter(|r| r.logits).count();
+    let Outputs {
+        logits: out,
+        hidden_seqs,
+        hidden,
+    } = out;
+    let is_hidden = |r: &BatchRow| hidden_seqs.get(r.seq).copied().unwrap_or(false);
+    let n_hidden = rows.iter().filter(|r| r.logits && is_hidden(r)).count();
+    let n_out = rows.iter().filter(|r| r.logits).count() - n_hidden;
     out.resize(n_out * cfg.n_vocab, 0.0);
-    let mut done = 0;
+    hidden.resize(n_hidden * cfg.dim, 0.0);
+    let (mut done, mut done_hidden) = (0, 0);
     for batch in rows.chunks(scratch.n_batch) {
         forward_batch(file, cfg, w, scratch, pool, caches, batch)?;
-        // Final norm and output projection only for the rows asked for,
-        // gathered into the first rows of xb.
+        // Final norm only for the rows asked for: hidden states go out as
+        // they are, rows for logits are gathered into the first rows of xb
+        // for the output projection.
         let mut k = 0;
         for (i, r) in batch.iter().enumerate() {
-            if r.logits {
-                let src = &scratch.x[i * cfg.dim..(i + 1) * cfg.dim];
-                rmsnorm(
-                    &mut scratch.xb[k * cfg.dim..(k + 1) * cfg.dim],
-                    src,
-                    &w.output_norm,
-                    cfg.rms_eps,
-                );
-                k += 1;
+            if !r.logits {
+                continue;
             }
+            let src = &scratch.x[i * cfg.dim..(i + 1) * cfg.dim];
+            let dst = if is_hidden(r) {
+                done_hidden += 1;
+                &mut hidden[(done_hidden - 1) * cfg.dim..done_hidden * cfg.dim]
+            } else {
+                k += 1;
+                &mut scratch.xb[(k - 1) * cfg.dim..k * cfg.dim]
+            };
+            rmsnorm(dst, src, &w.output_norm, cfg.rms_eps);
         }
         if k > 0 {
             let dst = &mut out[done * cfg.n_vocab..(done + k) * cfg.n_vocab];

@@ -23,6 +23,7 @@
 
 mod conn;
 mod constrain;
+mod embeddings;
 mod error;
 mod guard;
 mod limits;
@@ -33,6 +34,7 @@ mod reply;
 mod routes;
 mod shapes;
 mod tools;
+mod webui;
 
 pub use error::{ApiError, Error, ErrorKind};
 
@@ -96,6 +98,14 @@ pub struct ServerConfig {
     pub rate_limit_requests: Option<u32>,
     /// Prompt + completion tokens per tenant per minute.
     pub rate_limit_tokens: Option<u32>,
+
+    // Around the engine (embeddings, the page, draining).
+    /// How `/v1/embeddings` pools; `None`: the model's `pooling_type`.
+    pub pooling: Option<cria_engine::Pooling>,
+    /// Serve the chat page at `/`.
+    pub webui: bool,
+    /// On SIGTERM, how long requests in flight may take to finish.
+    pub drain_timeout: Duration,
 }
 
 impl ServerConfig {
@@ -123,6 +133,9 @@ impl ServerConfig {
             cors_origins: Vec::new(),
             rate_limit_requests: None,
             rate_limit_tokens: None,
+            pooling: None,
+            webui: true,
+            drain_timeout: Duration::from_secs(30),
         }
     }
 
@@ -222,17 +235,20 @@ async fn serve(config: ServerConfig) -> Result<(), Error> {
         _ = signal() => None,
         e = load_failed => Some(e),
     };
-    eprintln!("cria serve: shutting down");
     app.shutting_down.store(true, Ordering::SeqCst);
+    let mut server = server;
+    let drained = failure.is_none() && drain(&app, &stop_tx, &mut server).await;
+    eprintln!("cria serve: shutting down");
     let _ = stop_tx.send(true);
     if let Some(ready) = app.ready.get().cloned() {
-        // Cancels every request: streams end with an error event, whole
-        // replies with 503.
+        // Cancels what is still running: streams end with an error
+        // event, whole replies with 503.
         let _ = tokio::task::spawn_blocking(move || ready.engine.shutdown()).await;
     }
-    if tokio::time::timeout(Duration::from_secs(10), server)
-        .await
-        .is_err()
+    if !drained
+        && tokio::time::timeout(Duration::from_secs(10), server)
+            .await
+            .is_err()
     {
         // Returning drops the runtime, which closes them.
         eprintln!("cria serve: connections still open after 10 s; closing them");
@@ -240,6 +256,54 @@ async fn serve(config: ServerConfig) -> Result<(), Error> {
     match failure {
         Some(e) => Err(ErrorKind::Load(e).into()),
         None => Ok(()),
+    }
+}
+
+/// After SIGTERM/SIGINT: `/health` answers 503 "draining" and new work
+/// gets 503 (the listener stays open, so probes and late clients get an
+/// answer rather than a refused connection), while the requests in flight
+/// finish, for at most `--drain-timeout-secs`. Once the engine is idle the
+/// listener closes and the connections finish writing their replies. A
+/// second signal ends the wait. True if the connections all closed (the
+/// server task has ended and must not be awaited again).
+async fn drain(
+    app: &routes::App,
+    stop: &tokio::sync::watch::Sender<bool>,
+    server: &mut tokio::task::JoinHandle<()>,
+) -> bool {
+    let grace = app.config.drain_timeout;
+    let deadline = tokio::time::Instant::now() + grace;
+    let in_flight = || app.ready.get().map_or(0, |r| r.engine.outstanding());
+    eprintln!(
+        "cria serve: draining: {} requests in flight, waiting up to {} s (a second signal stops now)",
+        in_flight(),
+        grace.as_secs()
+    );
+    let idle = async {
+        while in_flight() > 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // The engine is idle: stop accepting, let replies be written.
+        let _ = stop.send(true);
+        let _ = (&mut *server).await;
+    };
+    tokio::select! {
+        _ = idle => {
+            eprintln!("cria serve: drained");
+            true
+        }
+        _ = tokio::time::sleep_until(deadline) => {
+            eprintln!(
+                "cria serve: {} requests still in flight after {} s; cancelling them",
+                in_flight(),
+                grace.as_secs()
+            );
+            false
+        }
+        _ = signal() => {
+            eprintln!("cria serve: second signal; cancelling what is in flight");
+            false
+        }
     }
 }
 
@@ -315,6 +379,10 @@ fn load(config: &ServerConfig) -> Result<Ready, String> {
         config.parallel.max(1),
         config.threads.max(1),
     );
+    let pooling = match config.pooling {
+        Some(p) => Ok(p),
+        None => cria_engine::Pooling::from_model(&model).map_err(|e| e.to_string()),
+    };
     Ok(Ready {
         grammars: std::sync::OnceLock::new(),
         model,
@@ -323,5 +391,6 @@ fn load(config: &ServerConfig) -> Result<Ready, String> {
         engine,
         model_id,
         created: routes::unix_time(),
+        pooling,
     })
 }

@@ -164,6 +164,7 @@ impl ReplyCtx {
                     break d;
                 }
                 Some(Event::Error(e)) => return engine_error(&e).into_response(),
+                Some(Event::Embedding(_)) => return not_generated().into_response(),
                 None => return shutting_down().into_response(),
             }
         };
@@ -408,6 +409,10 @@ impl ReplyCtx {
                         st.out.push_back(data(engine_error(&e).body()));
                         st.ended = true;
                     }
+                    Some(Event::Embedding(_)) => {
+                        st.out.push_back(data(not_generated().body()));
+                        st.ended = true;
+                    }
                     None => {
                         st.out.push_back(data(shutting_down().body()));
                         st.ended = true;
@@ -418,4 +423,14 @@ impl ReplyCtx {
         let keep_alive = KeepAlive::new().interval(keep_alive).text("keep-alive");
         Sse::new(stream).keep_alive(keep_alive).into_response()
     }
+}
+
+/// A generation request answered with an embedding: a bug in the engine.
+fn not_generated() -> ApiError {
+    engine_error(
+        &cria_engine::ErrorKind::Internal {
+            detail: "a generation request was answered with an embedding".into(),
+        }
+        .into(),
+    )
 }

@@ -36,6 +36,9 @@ pub struct Ready {
     pub engine: Engine,
     pub model_id: String,
     pub created: u64,
+    /// How embeddings pool (`--pooling`, else the model's), or why the
+    /// model's cannot be used.
+    pub pooling: Result<cria_engine::Pooling, String>,
 }
 
 impl Ready {
@@ -83,12 +86,14 @@ impl App {
         }
     }
 
-    fn ready(&self) -> Result<&Arc<Ready>, ApiError> {
+    pub(crate) fn ready(&self) -> Result<&Arc<Ready>, ApiError> {
         if self.shutting_down.load(Ordering::SeqCst) {
             return Err(ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "the server is shutting down",
-            ));
+                "the server is shutting down (draining the requests in flight); send new ones \
+                 to another replica",
+            )
+            .retry_after(1));
         }
         let ready = self.ready.get().ok_or_else(|| {
             ApiError::new(
@@ -107,9 +112,9 @@ impl App {
     }
 
     /// What `/health` reports besides "ok".
-    fn state(&self) -> &'static str {
+    pub(crate) fn state(&self) -> &'static str {
         if self.shutting_down.load(Ordering::SeqCst) {
-            "shutting down"
+            "draining"
         } else if self.ready.get().is_none() {
             "loading model"
         } else {
@@ -145,6 +150,8 @@ pub fn router(app: Arc<App>, cors: Option<CorsLayer>) -> Router {
         .route("/chat/completions", post(chat))
         .route("/v1/completions", post(completions))
         .route("/completions", post(completions))
+        .route("/v1/embeddings", post(crate::embeddings::handler))
+        .route("/embeddings", post(crate::embeddings::handler))
         .route_layer(middleware::from_fn_with_state(
             app.clone(),
             guard::rate_limit,
@@ -161,8 +168,12 @@ pub fn router(app: Arc<App>, cors: Option<CorsLayer>) -> Router {
     let mut router = Router::new()
         .route("/health", get(health))
         .route("/v1/health", get(health))
+        .route("/livez", get(live))
         .merge(protected)
         .fallback(not_found);
+    if app.config.webui {
+        router = router.merge(crate::webui::routes());
+    }
     if let Some(cors) = cors {
         router = router.layer(cors);
     }
@@ -208,6 +219,21 @@ async fn health(State(app): Shared) -> Response {
     }
 }
 
+/// Liveness, for orchestrators: 200 while the process can still serve
+/// (loading and draining included), 503 once the engine thread has died,
+/// so a restart is the cure. `/health` is readiness.
+async fn live(State(app): Shared) -> Response {
+    let dead = app
+        .ready
+        .get()
+        .is_some_and(|r| !r.engine.is_running() && !app.shutting_down.load(Ordering::SeqCst));
+    if dead {
+        let e = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the engine has stopped");
+        return e.into_response();
+    }
+    axum::Json(json!({"status": "alive"})).into_response()
+}
+
 async fn models(State(app): Shared) -> Result<Response, ApiError> {
     let r = app.ready()?;
     Ok(axum::Json(json!({
@@ -238,7 +264,11 @@ async fn metrics(State(app): Shared) -> Response {
 
 /// The body, refused past the size limit or if it does not arrive in
 /// time (a client trickling it would hold the connection forever).
-async fn read_body(app: &App, headers: &HeaderMap, body: Body) -> Result<Vec<u8>, ApiError> {
+pub(crate) async fn read_body(
+    app: &App,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Vec<u8>, ApiError> {
     let limit = app.config.body_limit;
     let too_large = || {
         ApiError::new(
