@@ -7,7 +7,7 @@ use crate::fault::Fault;
 use crate::params::GenerateParams;
 use crate::request::{Done, Event, Request};
 use crate::scheduler::Scheduler;
-use cria_model::{KvType, Model};
+use cria_model::{KvTypes, Model};
 use cria_tokenizer::Tokenizer;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
@@ -20,7 +20,8 @@ pub struct EngineConfig {
     pub slots: usize,
     /// Context of each slot, in tokens.
     pub n_ctx: usize,
-    pub kv: KvType,
+    /// Element types of the keys and values in the cache.
+    pub kv: KvTypes,
     pub threads: usize,
     /// Requests that may wait while every slot is busy; past that,
     /// `submit` refuses. A burst of up to `slots` requests is always taken.
@@ -35,11 +36,11 @@ pub struct EngineConfig {
 impl EngineConfig {
     /// One slot, no queue, the given context: what `cria run` and `cria
     /// chat` use.
-    pub fn single(n_ctx: usize, kv: KvType, threads: usize) -> EngineConfig {
+    pub fn single(n_ctx: usize, kv: impl Into<KvTypes>, threads: usize) -> EngineConfig {
         EngineConfig {
             slots: 1,
             n_ctx,
-            kv,
+            kv: kv.into(),
             threads,
             max_queue: 0,
             step_tokens: 512,
@@ -131,6 +132,7 @@ impl Engine {
         config.slots = config.slots.max(1);
         config.step_tokens = config.step_tokens.max(config.slots);
         config.n_ctx = config.n_ctx.max(2);
+        config.kv.check(model.config.head_dim)?;
         crate::memory::fits(
             &format!(
                 "a KV cache of {} slots x {} tokens",

@@ -1,139 +1,141 @@
 //! The key/value cache: per layer, the rotated keys and the values of every
 //! KV head at every position. Independent of the model: it knows only sizes.
 //!
-//! Values are (layer, position, kv_dim). Keys are (layer, position / 16,
-//! kv_dim, 16): blocks of 16 positions stored dimension-major, so attention
-//! reads one dimension of 16 keys with one load and a score needs no
-//! horizontal sum ([`cria_kernels::KvHead`]). The key blocks cover `n_ctx`
-//! rounded up to a multiple of 16.
+//! Keys and values each have their own element type ([`KvTypes`]): f16
+//! (llama.cpp's default), f32, or ggml's Q8_0 / Q4_0 blocks of 32 (one f16
+//! scale per block; llama.cpp's `-ctk`/`-ctv q8_0|q4_0`).
+//!
+//! - f16/f32 values are (layer, position, kv_dim); f16/f32 keys are
+//!   (layer, position / 16, kv_dim, 16): blocks of 16 positions stored
+//!   dimension-major, so attention reads one dimension of 16 keys with one
+//!   load ([`cria_kernels::KvHead`]).
+//! - Quantized values are (layer, position, kv_dim / 32) ggml blocks;
+//!   quantized keys are (layer, position / 16, kv_dim / 32) key tiles of 16
+//!   positions x 32 dimensions ([`cria_kernels::QKeys`]). Rows are
+//!   quantized as llama.cpp's `quantize_row_q8_0` / `quantize_row_q4_0`
+//!   quantize them when it writes its cache.
+//!
+//! Key blocks and tiles cover `n_ctx` rounded up to a multiple of 16.
 
-use cria_kernels::KvHead;
+use crate::error::{Error, ErrorKind};
+use cria_kernels::{Keys, QKeys, QType, QValues, Values, QBLOCK};
 use half::f16;
+use std::fmt;
+use std::str::FromStr;
 
-/// Element type of the cache. f16 halves its memory (llama.cpp's default);
-/// f32 keeps keys and values exactly as computed.
+/// Element type of keys or values in the cache.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum KvType {
     F16,
     F32,
+    Q8_0,
+    Q4_0,
 }
 
 impl KvType {
-    pub fn bytes(self) -> usize {
+    /// Every type, as `-ctk`/`-ctv` name them.
+    pub const ALL: [KvType; 4] = [KvType::F16, KvType::F32, KvType::Q8_0, KvType::Q4_0];
+
+    /// Bytes per 32 elements (f16 64, f32 128, q8_0 34, q4_0 18).
+    pub fn bytes_per_32(self) -> u64 {
         match self {
-            KvType::F16 => 2,
-            KvType::F32 => 4,
+            KvType::F16 => 64,
+            KvType::F32 => 128,
+            KvType::Q8_0 => 34,
+            KvType::Q4_0 => 18,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            KvType::F16 => "f16",
+            KvType::F32 => "f32",
+            KvType::Q8_0 => "q8_0",
+            KvType::Q4_0 => "q4_0",
+        }
+    }
+
+    fn quant(self) -> Option<QType> {
+        match self {
+            KvType::Q8_0 => Some(QType::Q8_0),
+            KvType::Q4_0 => Some(QType::Q4_0),
+            _ => None,
         }
     }
 }
 
-/// A value that can be stored in the cache.
-pub trait KvElem: Copy + Send + Sync + Into<f32> + 'static {
-    fn from_f32(x: f32) -> Self;
-    /// `dst[i] = from_f32(src[i])` (lengths must match).
-    fn from_f32_slice(dst: &mut [Self], src: &[f32]) {
-        for (d, &x) in dst.iter_mut().zip(src) {
-            *d = Self::from_f32(x);
-        }
-    }
-    /// Causal attention of queries that read one KV head (the contract of
-    /// [`cria_kernels::attend_f16`]): `q` and `out` are (`last.len()`, d);
-    /// query j sees positions `0..=last[j]`; `scores` is scratch. Each
-    /// output has the bits of its query evaluated alone.
-    fn attend(
-        q: &[f32],
-        last: &[usize],
-        kv: KvHead<Self>,
-        scale: f32,
-        scores: &mut Vec<f32>,
-        out: &mut [f32],
-    ) {
-        cria_kernels::attend_scalar(q, last, kv, scale, scores, out)
+impl fmt::Display for KvType {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(self.name())
     }
 }
 
-impl KvElem for f32 {
-    fn from_f32(x: f32) -> f32 {
-        x
+impl FromStr for KvType {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<KvType, Error> {
+        KvType::ALL
+            .into_iter()
+            .find(|t| t.name().eq_ignore_ascii_case(s))
+            .ok_or_else(|| {
+                ErrorKind::BadArgument {
+                    detail: format!("unknown KV cache type {s:?}: use f16, f32, q8_0 or q4_0"),
+                }
+                .into()
+            })
     }
 }
 
-impl KvElem for f16 {
-    fn from_f32(x: f32) -> f16 {
-        f16::from_f32(x)
-    }
-    fn from_f32_slice(dst: &mut [f16], src: &[f32]) {
-        // F16C when available; the same rounding as `from_f32`.
-        half::slice::HalfFloatSliceExt::convert_from_f32_slice(dst, src);
-    }
-    fn attend(
-        q: &[f32],
-        last: &[usize],
-        kv: KvHead<f16>,
-        scale: f32,
-        scores: &mut Vec<f32>,
-        out: &mut [f32],
-    ) {
-        cria_kernels::attend_f16(q, last, kv, scale, scores, out)
+/// The element types of the keys and of the values.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct KvTypes {
+    pub k: KvType,
+    pub v: KvType,
+}
+
+impl From<KvType> for KvTypes {
+    fn from(t: KvType) -> KvTypes {
+        KvTypes { k: t, v: t }
     }
 }
 
-/// Storage of one element type: `k` is (layer, position / 16, kv_dim, 16)
-/// and `v` (layer, position, kv_dim); see the module docs.
-pub struct KvStore<T> {
-    pub k: Vec<T>,
-    pub v: Vec<T>,
-}
-
-impl<T: KvElem> KvStore<T> {
-    /// Writes the key and value rows (`kv_dim` each) of position `pos` in
-    /// `layer` of a cache of `n_ctx` positions.
-    fn store(&mut self, n_ctx: usize, layer: usize, pos: usize, k: &[f32], v: &[f32]) {
-        let kvd = k.len();
-        let at = (layer * n_ctx + pos) * kvd;
-        T::from_f32_slice(&mut self.v[at..at + kvd], v);
-        let kb = (layer * n_ctx.div_ceil(16) + pos / 16) * 16 * kvd + pos % 16;
-        let dst = &mut self.k[kb..kb + 16 * (kvd - 1) + 1];
-        // Convert 16 at a time, then scatter 16 apart.
-        let mut tmp = [T::from_f32(0.0); 16];
-        for (c, src) in k.chunks(16).enumerate() {
-            T::from_f32_slice(&mut tmp[..src.len()], src);
-            for (i, &x) in tmp[..src.len()].iter().enumerate() {
-                dst[16 * (16 * c + i)] = x;
+impl KvTypes {
+    /// Refuses quantized types for a head size that is not a whole number
+    /// of blocks of 32 (llama.cpp refuses them too).
+    pub fn check(self, head_dim: usize) -> Result<(), Error> {
+        for (what, t) in [("K", self.k), ("V", self.v)] {
+            if t.quant().is_some() && (head_dim == 0 || !head_dim.is_multiple_of(QBLOCK)) {
+                return Err(ErrorKind::Unsupported {
+                    detail: format!(
+                        "a {t} {what} cache needs a head size divisible by {QBLOCK}, \
+                         and this model's is {head_dim}: use f16 or f32 for {what}"
+                    ),
+                }
+                .into());
             }
         }
-    }
-
-    /// The keys and values of the head whose dimensions start at `first`
-    /// (of `kv_dim`) in `layer` of a cache of `n_ctx` positions.
-    pub(crate) fn head(
-        &self,
-        n_ctx: usize,
-        kv_dim: usize,
-        layer: usize,
-        first: usize,
-    ) -> KvHead<'_, T> {
-        let k0 = layer * n_ctx.div_ceil(16) * 16 * kv_dim + 16 * first;
-        let v0 = layer * n_ctx * kv_dim + first;
-        KvHead {
-            k: &self.k[k0..],
-            k_block: 16 * kv_dim,
-            v: &self.v[v0..],
-            v_row: kv_dim,
-        }
+        Ok(())
     }
 }
 
-pub enum KvData {
-    F16(KvStore<f16>),
-    F32(KvStore<f32>),
+impl fmt::Display for KvTypes {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "K {} / V {}", self.k, self.v)
+    }
+}
+
+/// One side (keys or values) of a cache.
+enum Buf {
+    F16(Vec<f16>),
+    F32(Vec<f32>),
+    Quant(QType, Vec<u8>),
 }
 
 pub struct KvCache {
     pub n_layers: usize,
     pub n_ctx: usize,
     pub kv_dim: usize,
-    pub data: KvData,
+    k: Buf,
+    v: Buf,
 }
 
 /// `n` f16 zeros from a zeroed allocation: the pages of a large cache are
@@ -147,11 +149,27 @@ fn zeroed_f16(n: usize) -> Vec<f16> {
     unsafe { Vec::from_raw_parts(ptr as *mut f16, len, cap) }
 }
 
+/// A zeroed buffer of `n` elements of `ty` (`n` a multiple of 32 for the
+/// quantized types).
+fn buf(ty: KvType, n: usize) -> Buf {
+    match ty {
+        KvType::F16 => Buf::F16(zeroed_f16(n)),
+        KvType::F32 => Buf::F32(vec![0.0; n]),
+        KvType::Q8_0 | KvType::Q4_0 => {
+            let q = ty.quant().expect("quantized");
+            Buf::Quant(q, vec![0u8; n / QBLOCK * q.block_bytes()])
+        }
+    }
+}
+
 impl KvCache {
     /// A zeroed cache. Panics if its element count overflows `usize` (no
-    /// machine could hold it); callers sizing it from user input should
-    /// check [`KvCache::bytes_for`] against their memory budget first.
-    pub fn new(n_layers: usize, n_ctx: usize, kv_dim: usize, ty: KvType) -> KvCache {
+    /// machine could hold it), or if a quantized type meets a `kv_dim` that
+    /// is not a multiple of 32 (check [`KvTypes::check`] first); callers
+    /// sizing it from user input should check [`KvCache::bytes_for`]
+    /// against their memory budget first.
+    pub fn new(n_layers: usize, n_ctx: usize, kv_dim: usize, ty: impl Into<KvTypes>) -> KvCache {
+        let ty = ty.into();
         let count = |ctx: usize| {
             n_layers
                 .checked_mul(ctx)
@@ -160,23 +178,20 @@ impl KvCache {
                     panic!("a KV cache of {n_layers} layers x {n_ctx} positions x {kv_dim} overflows memory")
                 })
         };
+        for t in [ty.k, ty.v] {
+            assert!(
+                t.quant().is_none() || kv_dim.is_multiple_of(QBLOCK),
+                "a {t} KV cache needs kv_dim divisible by 32, not {kv_dim}"
+            );
+        }
         let n = count(n_ctx);
         let nk = count(n_ctx.checked_next_multiple_of(16).unwrap_or(usize::MAX));
-        let data = match ty {
-            KvType::F16 => KvData::F16(KvStore {
-                k: zeroed_f16(nk),
-                v: zeroed_f16(n),
-            }),
-            KvType::F32 => KvData::F32(KvStore {
-                k: vec![0.0; nk],
-                v: vec![0.0; n],
-            }),
-        };
         KvCache {
             n_layers,
             n_ctx,
             kv_dim,
-            data,
+            k: buf(ty.k, nk),
+            v: buf(ty.v, n),
         }
     }
 
@@ -184,13 +199,17 @@ impl KvCache {
     /// allocating (keys round `n_ctx` up to a multiple of 16: up to 15
     /// positions more than this). Saturates at `u64::MAX` rather than
     /// wrapping, so a caller comparing it with a budget stays right.
-    pub fn bytes_for(n_layers: usize, n_ctx: usize, kv_dim: usize, ty: KvType) -> u64 {
-        [n_layers, n_ctx, kv_dim, ty.bytes()]
+    pub fn bytes_for(n_layers: usize, n_ctx: usize, kv_dim: usize, ty: impl Into<KvTypes>) -> u64 {
+        let ty = ty.into();
+        let elems = [n_layers, n_ctx, kv_dim]
             .iter()
-            .fold(2u64, |acc, &x| acc.saturating_mul(x as u64))
+            .fold(1u128, |acc, &x| acc.saturating_mul(x as u128));
+        let side = |t: KvType| (elems.saturating_mul(u128::from(t.bytes_per_32()))).div_ceil(32);
+        u64::try_from(side(ty.k).saturating_add(side(ty.v))).unwrap_or(u64::MAX)
     }
 
-    /// Writes the key and value rows of position `pos` in `layer`.
+    /// Writes the key and value rows (`kv_dim` each) of position `pos` in
+    /// `layer`, converted or quantized to the cache's types.
     pub fn store(&mut self, layer: usize, pos: usize, k: &[f32], v: &[f32]) {
         assert!(
             layer < self.n_layers
@@ -199,16 +218,109 @@ impl KvCache {
                 && v.len() == self.kv_dim,
             "KvCache::store out of bounds"
         );
-        match &mut self.data {
-            KvData::F16(st) => st.store(self.n_ctx, layer, pos, k, v),
-            KvData::F32(st) => st.store(self.n_ctx, layer, pos, k, v),
+        let (kvd, n_ctx) = (self.kv_dim, self.n_ctx);
+        let at = (layer * n_ctx + pos) * kvd;
+        match &mut self.v {
+            Buf::F16(b) => half::slice::HalfFloatSliceExt::convert_from_f32_slice(
+                &mut b[at..at + kvd],
+                v,
+            ),
+            Buf::F32(b) => b[at..at + kvd].copy_from_slice(v),
+            Buf::Quant(q, b) => {
+                let row = kvd / QBLOCK * q.block_bytes();
+                let at = (layer * n_ctx + pos) * row;
+                cria_kernels::quantize_row(*q, v, &mut b[at..at + row]);
+            }
+        }
+        let tiles = n_ctx.div_ceil(16);
+        match &mut self.k {
+            Buf::F16(b) => {
+                let kb = (layer * tiles + pos / 16) * 16 * kvd + pos % 16;
+                scatter16(&mut b[kb..kb + 16 * (kvd - 1) + 1], k, f16::from_f32);
+            }
+            Buf::F32(b) => {
+                let kb = (layer * tiles + pos / 16) * 16 * kvd + pos % 16;
+                scatter16(&mut b[kb..kb + 16 * (kvd - 1) + 1], k, |x| x);
+            }
+            Buf::Quant(q, b) => {
+                let tb = q.key_tile_bytes();
+                let tile_row = kvd / QBLOCK * tb;
+                let base = (layer * tiles + pos / 16) * tile_row;
+                for (i, src) in k.chunks_exact(QBLOCK).enumerate() {
+                    let at = base + i * tb;
+                    cria_kernels::pack_key(*q, &mut b[at..at + tb], pos, src);
+                }
+            }
         }
     }
 
-    pub fn ty(&self) -> KvType {
-        match self.data {
-            KvData::F16(_) => KvType::F16,
-            KvData::F32(_) => KvType::F32,
+    /// The keys and values of the head of `head_dim` whose dimensions start
+    /// at `first` (of `kv_dim`) in `layer`.
+    pub fn head(&self, layer: usize, first: usize, head_dim: usize) -> (Keys<'_>, Values<'_>) {
+        let (kvd, n_ctx) = (self.kv_dim, self.n_ctx);
+        let tiles = n_ctx.div_ceil(16);
+        let k0 = layer * tiles * 16 * kvd + 16 * first;
+        let keys = match &self.k {
+            Buf::F16(b) => Keys::F16 {
+                k: &b[k0..],
+                k_block: 16 * kvd,
+            },
+            Buf::F32(b) => Keys::F32 {
+                k: &b[k0..],
+                k_block: 16 * kvd,
+            },
+            Buf::Quant(q, b) => {
+                let tile_row = kvd / QBLOCK * q.key_tile_bytes();
+                let at = layer * tiles * tile_row + first / QBLOCK * q.key_tile_bytes();
+                Keys::Quant(QKeys {
+                    ty: *q,
+                    bytes: &b[at..],
+                    tile_stride: tile_row,
+                    blocks: head_dim / QBLOCK,
+                })
+            }
+        };
+        let v0 = layer * n_ctx * kvd + first;
+        let values = match &self.v {
+            Buf::F16(b) => Values::F16 {
+                v: &b[v0..],
+                v_row: kvd,
+            },
+            Buf::F32(b) => Values::F32 {
+                v: &b[v0..],
+                v_row: kvd,
+            },
+            Buf::Quant(q, b) => {
+                let row = kvd / QBLOCK * q.block_bytes();
+                let at = layer * n_ctx * row + first / QBLOCK * q.block_bytes();
+                Values::Quant(QValues {
+                    ty: *q,
+                    bytes: &b[at..],
+                    row_stride: row,
+                    blocks: head_dim / QBLOCK,
+                })
+            }
+        };
+        (keys, values)
+    }
+
+    pub fn ty(&self) -> KvTypes {
+        let t = |b: &Buf| match b {
+            Buf::F16(_) => KvType::F16,
+            Buf::F32(_) => KvType::F32,
+            Buf::Quant(QType::Q8_0, _) => KvType::Q8_0,
+            Buf::Quant(QType::Q4_0, _) => KvType::Q4_0,
+        };
+        KvTypes {
+            k: t(&self.k),
+            v: t(&self.v),
         }
+    }
+}
+
+/// `dst[16 i] = conv(src[i])`: one key into its block of 16 positions.
+fn scatter16<T: Copy>(dst: &mut [T], src: &[f32], conv: impl Fn(f32) -> T) {
+    for (i, &x) in src.iter().enumerate() {
+        dst[16 * i] = conv(x);
     }
 }

@@ -25,7 +25,7 @@ mod weights;
 pub use config::{LlamaConfig, RopeScaling, MAX_CONTEXT_LENGTH};
 pub use error::{Error, ErrorKind, Result};
 
-pub use kv_cache::{KvCache, KvType};
+pub use kv_cache::{KvCache, KvType, KvTypes};
 pub use llama::{inverse_frequencies, rmsnorm, rope, BatchRow, Logits, Scratch};
 pub use weights::{Matrix, Weights, SUPPORTED};
 
@@ -134,8 +134,20 @@ pub struct Session {
 }
 
 impl Session {
-    pub fn new(model: &Model, n_ctx: usize, kv: KvType, n_batch: usize, threads: usize) -> Session {
-        let c = &model.config;
+    /// A session of `n_ctx` positions. Panics on a quantized cache type
+    /// for a head size that is not a multiple of 32: check
+    /// [`KvTypes::check`] first (the engine and CLI do).
+    pub fn new(
+        model: &Model,
+        n_ctx: usize,
+        kv: impl Into<KvTypes>,
+        n_batch: usize,
+        threads: usize,
+    ) -> Session {
+        let (c, kv) = (&model.config, kv.into());
+        if let Err(e) = kv.check(c.head_dim) {
+            panic!("{e}");
+        }
         Session {
             cache: KvCache::new(c.n_layers, n_ctx, c.kv_dim(), kv),
             n_past: 0,

@@ -35,7 +35,7 @@ mod shapes;
 pub use error::{ApiError, Error, ErrorKind};
 
 use cria_engine::{Engine, EngineConfig};
-use cria_model::KvType;
+use cria_model::{KvType, KvTypes};
 use cria_prompt::ChatTemplate;
 use routes::{App, Ready};
 use std::io::Write;
@@ -58,7 +58,7 @@ pub struct ServerConfig {
     /// Context of each sequence; `None`: the model's, capped (see `run`).
     pub ctx_size: Option<usize>,
     pub threads: usize,
-    pub kv: KvType,
+    pub kv: KvTypes,
     /// Requests that may wait for a slot before new ones get 429.
     pub max_queue: usize,
     /// Largest request body, bytes.
@@ -105,7 +105,7 @@ impl ServerConfig {
             parallel: 4,
             ctx_size: None,
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
-            kv: KvType::F16,
+            kv: KvType::F16.into(),
             max_queue: 64,
             body_limit: 4 << 20,
             chat_template: None,
