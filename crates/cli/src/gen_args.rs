@@ -4,7 +4,7 @@
 
 use crate::default_model;
 use anyhow::{bail, Context, Result};
-use cria_engine::{GenerateParams, Loaded};
+use cria_engine::{ContextOverflow, GenerateParams, Loaded};
 use cria_model::{KvType, KvTypes};
 use cria_sampler::SamplerConfig;
 use std::ffi::OsString;
@@ -90,6 +90,16 @@ impl ModelArgs {
         let path = default_model::resolve(self.model.as_deref())?;
         Ok(Loaded::open(&path)?)
     }
+}
+
+/// `--context-overflow` (run, chat, serve).
+#[derive(clap::Args, Clone, Debug)]
+pub struct OverflowArgs {
+    /// When a request does not fit the context: error (refuse it; stop when full),
+    /// truncate-middle (cut the prompt's middle so prompt + -n fit), or shift (when the
+    /// cache fills while generating, drop the oldest half after the prompt and go on)
+    #[arg(long = "context-overflow", value_name = "MODE", default_value = "error")]
+    pub context_overflow: ContextOverflow,
 }
 
 pub fn all_cores() -> usize {

@@ -4,6 +4,7 @@
 
 use crate::error::{Error, ErrorKind};
 use crate::fault::Fault;
+use crate::overflow::ContextOverflow;
 use crate::params::GenerateParams;
 use crate::request::{Done, Event, Request};
 use crate::scheduler::Scheduler;
@@ -28,6 +29,10 @@ pub struct EngineConfig {
     pub max_queue: usize,
     /// Rows per forward pass: decode rows first, prompt rows fill the rest.
     pub step_tokens: usize,
+    /// What to do when a sequence fills its context during generation
+    /// (only [`ContextOverflow::Shift`] changes the engine; truncating a
+    /// prompt is its caller's job): see `overflow.rs`.
+    pub overflow: ContextOverflow,
     /// Test hook: panic at a chosen place (see [`Fault`]). `None` in use.
     #[doc(hidden)]
     pub fault: Option<Fault>,
@@ -44,6 +49,7 @@ impl EngineConfig {
             threads,
             max_queue: 0,
             step_tokens: 512,
+            overflow: ContextOverflow::Error,
             fault: None,
         }
     }

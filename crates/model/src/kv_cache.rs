@@ -232,7 +232,12 @@ impl KvCache {
                 cria_kernels::quantize_row(*q, v, &mut b[at..at + row]);
             }
         }
-        let tiles = n_ctx.div_ceil(16);
+        self.store_key(layer, pos, k);
+    }
+
+    fn store_key(&mut self, layer: usize, pos: usize, k: &[f32]) {
+        let kvd = self.kv_dim;
+        let tiles = self.n_ctx.div_ceil(16);
         match &mut self.k {
             Buf::F16(b) => {
                 let kb = (layer * tiles + pos / 16) * 16 * kvd + pos % 16;
@@ -249,6 +254,63 @@ impl KvCache {
                 for (i, src) in k.chunks_exact(QBLOCK).enumerate() {
                     let at = base + i * tb;
                     cria_kernels::pack_key(*q, &mut b[at..at + tb], pos, src);
+                }
+            }
+        }
+    }
+
+    /// Moves positions `from..n_past` of every layer down by `by` (to
+    /// `from - by..n_past - by`; `by <= from`), each key row (kv_dim,
+    /// dequantized) passed through `rotate` on the way: llama.cpp's
+    /// context shift, `rotate` re-roping the keys to their new positions.
+    /// Values move as they are (quantized ones byte for byte).
+    pub fn shift(&mut self, from: usize, by: usize, n_past: usize, mut rotate: impl FnMut(&mut [f32])) {
+        assert!(
+            by <= from && from <= n_past && n_past <= self.n_ctx,
+            "KvCache::shift out of bounds"
+        );
+        let (kvd, n_ctx) = (self.kv_dim, self.n_ctx);
+        let mut row = vec![0f32; kvd];
+        for layer in 0..self.n_layers {
+            let (a, b) = (layer * n_ctx + from, layer * n_ctx + n_past);
+            match &mut self.v {
+                Buf::F16(v) => v.copy_within(a * kvd..b * kvd, (a - by) * kvd),
+                Buf::F32(v) => v.copy_within(a * kvd..b * kvd, (a - by) * kvd),
+                Buf::Quant(q, v) => {
+                    let r = kvd / QBLOCK * q.block_bytes();
+                    v.copy_within(a * r..b * r, (a - by) * r);
+                }
+            }
+            for p in from..n_past {
+                self.key_row(layer, p, &mut row);
+                rotate(&mut row);
+                self.store_key(layer, p - by, &row);
+            }
+        }
+    }
+
+    /// Key `pos` of `layer` as f32 (dequantized).
+    fn key_row(&self, layer: usize, pos: usize, out: &mut [f32]) {
+        let kvd = self.kv_dim;
+        let tiles = self.n_ctx.div_ceil(16);
+        let kb = (layer * tiles + pos / 16) * 16 * kvd + pos % 16;
+        match &self.k {
+            Buf::F16(b) => {
+                for (i, o) in out.iter_mut().enumerate() {
+                    *o = b[kb + 16 * i].to_f32();
+                }
+            }
+            Buf::F32(b) => {
+                for (i, o) in out.iter_mut().enumerate() {
+                    *o = b[kb + 16 * i];
+                }
+            }
+            Buf::Quant(q, b) => {
+                let tb = q.key_tile_bytes();
+                let base = (layer * tiles + pos / 16) * (kvd / QBLOCK * tb);
+                for (i, o) in out.chunks_exact_mut(QBLOCK).enumerate() {
+                    let at = base + i * tb;
+                    cria_kernels::unpack_key(*q, &b[at..at + tb], pos, o);
                 }
             }
         }

@@ -117,6 +117,22 @@ impl Model {
         )
     }
 
+    /// llama.cpp's context shift: in `cache` (holding `n_past` positions),
+    /// positions `n_keep..n_keep + n_discard` are discarded and the rest
+    /// move down by `n_discard`, their keys rotated by `-n_discard`
+    /// positions (rope is a rotation by an angle proportional to the
+    /// position, so this puts them where they now are). The caller then
+    /// continues at position `n_past - n_discard`.
+    pub fn shift_cache(&self, cache: &mut KvCache, n_keep: usize, n_discard: usize, n_past: usize) {
+        let inv = inverse_frequencies(&self.config, self.weights.rope_freqs.as_deref());
+        let delta = -(n_discard as f32);
+        let sc: Vec<(f32, f32)> = inv.iter().map(|f| (delta * f).sin_cos()).collect();
+        let hd = self.config.head_dim;
+        cache.shift(n_keep + n_discard, n_discard, n_past, |row| {
+            llama::rope_rotate(row, hd, &sc)
+        });
+    }
+
     /// Scratch activations for batches of up to `n_batch` rows.
     pub fn scratch(&self, n_batch: usize) -> Scratch {
         Scratch::new(&self.config, &self.weights, n_batch.max(1))

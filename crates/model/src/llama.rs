@@ -94,7 +94,7 @@ fn rope_angles(pos: usize, inv_freq: &[f32], sc: &mut [(f32, f32)]) {
 }
 
 /// [`rope`] with the angles' sines and cosines given.
-fn rope_rotate(x: &mut [f32], head_dim: usize, sc: &[(f32, f32)]) {
+pub(crate) fn rope_rotate(x: &mut [f32], head_dim: usize, sc: &[(f32, f32)]) {
     for head in x.chunks_exact_mut(head_dim) {
         for (i, &(sin, cos)) in sc.iter().enumerate() {
             let (a, b) = (head[2 * i], head[2 * i + 1]);

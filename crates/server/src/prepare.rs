@@ -12,7 +12,7 @@ use crate::openai::{
 use crate::routes::Ready;
 use crate::shapes::Prompt;
 use axum::http::StatusCode;
-use cria_engine::GenerateParams;
+use cria_engine::{truncate_middle, ContextOverflow, GenerateParams, OverflowReport};
 use cria_prompt::tokenize_prompt;
 use cria_tokenizer::Tokenizer;
 use serde::Serialize;
@@ -27,6 +27,8 @@ pub struct Prepared {
     pub logprobs: Option<usize>,
     pub stream: bool,
     pub include_usage: bool,
+    /// The prompt's middle was cut to fit (`--context-overflow truncate-middle`).
+    pub overflow: Option<OverflowReport>,
 }
 
 /// Runs preparation jobs on the blocking pool, a bounded number at once.
@@ -81,6 +83,35 @@ fn bounds(r: &Ready) -> ModelBounds {
     }
 }
 
+/// Fits the prompt and `max_tokens` to the context as `--context-overflow`
+/// says: error (refuse a prompt that does not fit; cap `max_tokens` at the
+/// room left, as always), truncate-middle (first cut the prompt's middle so
+/// it and `max_tokens` fit; reported), or shift (the engine shifts the
+/// cache when it fills, so a `max_tokens` larger than the room is kept;
+/// without one, generation still stops at the end of the context).
+fn fit(
+    r: &Ready,
+    prompt: &mut Vec<u32>,
+    params: &mut GenerateParams,
+    b: ModelBounds,
+    param: &str,
+) -> Result<Option<OverflowReport>, ApiError> {
+    let mode = r.engine.config().overflow;
+    let mut dropped = 0;
+    if mode == ContextOverflow::TruncateMiddle && !prompt.is_empty() {
+        dropped = truncate_middle(prompt, params.max_tokens, b.n_ctx);
+    }
+    let wanted = params.max_tokens;
+    openai::fit_prompt(prompt, params, b, param)?;
+    if mode == ContextOverflow::Shift && wanted.is_some() {
+        params.max_tokens = wanted;
+    }
+    Ok((dropped > 0).then_some(OverflowReport {
+        action: ContextOverflow::TruncateMiddle,
+        dropped_tokens: dropped,
+    }))
+}
+
 /// `/v1/chat/completions`: checks, renders the template, tokenizes.
 pub fn chat(r: &Ready, body: &[u8]) -> Result<Prepared, ApiError> {
     let req: ChatRequest = openai::parse(body)?;
@@ -98,15 +129,16 @@ pub fn chat(r: &Ready, body: &[u8]) -> Result<Prepared, ApiError> {
     let rendered = template
         .render(&messages, true)
         .map_err(|e| ApiError::invalid("messages", e.full_message()))?;
-    let prompt = tokenize_prompt(&r.tok, &rendered)
+    let mut prompt = tokenize_prompt(&r.tok, &rendered)
         .map_err(|e| ApiError::invalid("messages", e.full_message()))?;
-    openai::fit_prompt(&prompt, &mut params, b, "messages")?;
+    let overflow = fit(r, &mut prompt, &mut params, b, "messages")?;
     Ok(Prepared {
         prompt,
         params,
         logprobs,
         stream: req.stream,
         include_usage: req.stream_options.as_ref().is_some_and(|o| o.include_usage),
+        overflow,
     })
 }
 
@@ -133,7 +165,7 @@ pub fn completion(r: &Ready, body: &[u8]) -> Result<Prepared, ApiError> {
             .encode(s, r.tok.add_bos(), true)
             .map_err(|e| ApiError::invalid("prompt", format!("prompt: {e}")))
     };
-    let prompt = match req.prompt {
+    let mut prompt = match req.prompt {
         Prompt::Text(s) => encode(&s)?,
         Prompt::Tokens(t) => t,
         Prompt::Texts(v) => {
@@ -145,13 +177,14 @@ pub fn completion(r: &Ready, body: &[u8]) -> Result<Prepared, ApiError> {
             v.swap_remove(0)
         }
     };
-    openai::fit_prompt(&prompt, &mut params, b, "prompt")?;
+    let overflow = fit(r, &mut prompt, &mut params, b, "prompt")?;
     Ok(Prepared {
         prompt,
         params,
         logprobs,
         stream: req.stream,
         include_usage: req.stream_options.as_ref().is_some_and(|o| o.include_usage),
+        overflow,
     })
 }
 

@@ -329,6 +329,7 @@ async fn start(
         logprobs,
         stream,
         include_usage,
+        overflow,
     } = prepared;
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let req = Request {
@@ -378,6 +379,7 @@ async fn start(
         tenant,
         keep_alive: app.config.sse_keepalive,
         accepted: Instant::now(),
+        overflow,
     };
     Ok(if stream {
         ctx.stream(rx)

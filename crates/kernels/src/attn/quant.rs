@@ -56,9 +56,22 @@ pub fn quantize_q8_0(x: &[f32], q: &mut [i8; QBLOCK]) -> f16 {
     let amax = x[..QBLOCK].iter().fold(0f32, |m, v| m.max(v.abs()));
     let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
     for (q, &v) in q.iter_mut().zip(x) {
-        *q = (v * id).round_ties_even().clamp(-128.0, 127.0) as i8;
+        *q = round_half_even(v * id).clamp(-128.0, 127.0) as i8;
     }
     f16::from_f32(amax / 127.0)
+}
+
+/// `x` rounded to the nearest integer, ties to even, for `|x| <= 2^22`
+/// (and NaN stays NaN): adding and removing 1.5 * 2^23 leaves no fraction
+/// bits, in the default rounding mode. `f32::round_ties_even` is a libm
+/// call without SSE4.1 at compile time.
+pub(crate) fn round_half_even(x: f32) -> f32 {
+    const MAGIC: f32 = 12_582_912.0;
+    if x.abs() <= 4_194_304.0 {
+        (x + MAGIC) - MAGIC
+    } else {
+        x.round_ties_even()
+    }
 }
 
 /// llama.cpp's `quantize_row_q4_0_ref` for one block: `d = max / -8` where
@@ -137,6 +150,26 @@ pub fn pack_key(ty: QType, tile: &mut [u8], p: usize, x: &[f32]) {
                 tile[32 + 64 * c + 4 * p + e] = q[i] | (q[i + 16] << 4);
             }
         }
+    }
+}
+
+/// The 32 key values of position `p % 16` in `tile`, dequantized (the
+/// inverse of [`pack_key`] up to rounding): `d * q`.
+pub fn unpack_key(ty: QType, tile: &[u8], p: usize, out: &mut [f32]) {
+    assert!(
+        tile.len() == ty.key_tile_bytes() && out.len() == QBLOCK,
+        "unpack_key: sizes"
+    );
+    let keys = QKeys {
+        ty,
+        bytes: tile,
+        tile_stride: ty.key_tile_bytes(),
+        blocks: 1,
+    };
+    let p = p % 16;
+    let d = keys.d(p, 0);
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = d * keys.q(p, 0, i) as f32;
     }
 }
 

@@ -292,3 +292,14 @@ fn attend_mixed_types_is_close_and_groups_are_bit_identical() {
         }
     }
 }
+
+#[test]
+fn round_half_even_matches_std() {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(13);
+    let mut xs: Vec<f32> = (0..100_000).map(|_| rng.gen_range(-200.0..200.0)).collect();
+    xs.extend((-300..300).map(|i| i as f32 * 0.5));
+    xs.extend([0.0, -0.0, 4_194_304.5, 1e9, -1e9, 8_388_607.5]);
+    for x in xs {
+        assert_eq!(round_half_even(x), x.round_ties_even(), "{x}");
+    }
+}
