@@ -98,7 +98,11 @@ pub struct OverflowArgs {
     /// When a request does not fit the context: error (refuse it; stop when full),
     /// truncate-middle (cut the prompt's middle so prompt + -n fit), or shift (when the
     /// cache fills while generating, drop the oldest half after the prompt and go on)
-    #[arg(long = "context-overflow", value_name = "MODE", default_value = "error")]
+    #[arg(
+        long = "context-overflow",
+        value_name = "MODE",
+        default_value = "error"
+    )]
     pub context_overflow: ContextOverflow,
 }
 
@@ -204,14 +208,24 @@ mod tests {
     #[test]
     fn cache_type_spellings() {
         let args = ["cria", "run", "-ctk", "q8_0", "-ctv=q4_0", "-ctkx"].map(Into::into);
-        let want = ["cria", "run", "--cache-type-k", "q8_0", "--cache-type-v=q4_0", "-ctkx"];
+        let want = [
+            "cria",
+            "run",
+            "--cache-type-k",
+            "q8_0",
+            "--cache-type-v=q4_0",
+            "-ctkx",
+        ];
         assert_eq!(
             super::llama_cpp_spellings(args.into_iter()),
             want.map(std::ffi::OsString::from)
         );
         assert_eq!(super::parse_kv_type("Q8_0"), Ok(cria_model::KvType::Q8_0));
         let e = super::parse_kv_type("q5_1").unwrap_err();
-        assert_eq!(e, "unknown KV cache type \"q5_1\": use f16, f32, q8_0 or q4_0");
+        assert_eq!(
+            e,
+            "unknown KV cache type \"q5_1\": use f16, f32, q8_0 or q4_0"
+        );
     }
 
     #[test]

@@ -58,7 +58,8 @@ mod rowops;
 mod simd;
 
 pub use attn::quant::{
-    pack_key, unpack_key, quantize_q4_0, quantize_q8_0, quantize_row, QIsa, QKeys, QType, QValues, QBLOCK,
+    pack_key, quantize_q4_0, quantize_q8_0, quantize_row, unpack_key, QIsa, QKeys, QType, QValues,
+    QBLOCK,
 };
 pub use attn::{
     attend, attend_f16, attend_scalar, axpy_f16, axpy_f16_rows, axpy_f16_scalar, dot_f16,

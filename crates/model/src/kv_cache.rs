@@ -221,10 +221,9 @@ impl KvCache {
         let (kvd, n_ctx) = (self.kv_dim, self.n_ctx);
         let at = (layer * n_ctx + pos) * kvd;
         match &mut self.v {
-            Buf::F16(b) => half::slice::HalfFloatSliceExt::convert_from_f32_slice(
-                &mut b[at..at + kvd],
-                v,
-            ),
+            Buf::F16(b) => {
+                half::slice::HalfFloatSliceExt::convert_from_f32_slice(&mut b[at..at + kvd], v)
+            }
             Buf::F32(b) => b[at..at + kvd].copy_from_slice(v),
             Buf::Quant(q, b) => {
                 let row = kvd / QBLOCK * q.block_bytes();
@@ -264,7 +263,13 @@ impl KvCache {
     /// dequantized) passed through `rotate` on the way: llama.cpp's
     /// context shift, `rotate` re-roping the keys to their new positions.
     /// Values move as they are (quantized ones byte for byte).
-    pub fn shift(&mut self, from: usize, by: usize, n_past: usize, mut rotate: impl FnMut(&mut [f32])) {
+    pub fn shift(
+        &mut self,
+        from: usize,
+        by: usize,
+        n_past: usize,
+        mut rotate: impl FnMut(&mut [f32]),
+    ) {
         assert!(
             by <= from && from <= n_past && n_past <= self.n_ctx,
             "KvCache::shift out of bounds"
