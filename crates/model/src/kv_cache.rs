@@ -9,9 +9,10 @@
 //!   (layer, position / 16, kv_dim, 16): blocks of 16 positions stored
 //!   dimension-major, so attention reads one dimension of 16 keys with one
 //!   load ([`cria_kernels::KvHead`]).
-//! - Quantized values are (layer, position, kv_dim / 32) ggml blocks;
-//!   quantized keys are (layer, position / 16, kv_dim / 32) key tiles of 16
-//!   positions x 32 dimensions ([`cria_kernels::QKeys`]). Rows are
+//! - Quantized values are (layer, kv_dim / 32, position) ggml blocks;
+//!   quantized keys are (layer, kv_dim / 32, position / 16) key tiles of 16
+//!   positions x 32 dimensions ([`cria_kernels::QKeys`]): block-major, so
+//!   attention over a head reads `head_dim / 32` sequential streams. Rows are
 //!   quantized as llama.cpp's `quantize_row_q8_0` / `quantize_row_q4_0`
 //!   quantize them when it writes its cache.
 //!
@@ -226,9 +227,11 @@ impl KvCache {
             }
             Buf::F32(b) => b[at..at + kvd].copy_from_slice(v),
             Buf::Quant(q, b) => {
-                let row = kvd / QBLOCK * q.block_bytes();
-                let at = (layer * n_ctx + pos) * row;
-                cria_kernels::quantize_row(*q, v, &mut b[at..at + row]);
+                let (bb, nb) = (q.block_bytes(), kvd / QBLOCK);
+                for (i, src) in v.chunks_exact(QBLOCK).enumerate() {
+                    let at = ((layer * nb + i) * n_ctx + pos) * bb;
+                    cria_kernels::quantize_row(*q, src, &mut b[at..at + bb]);
+                }
             }
         }
         self.store_key(layer, pos, k);
@@ -247,11 +250,9 @@ impl KvCache {
                 scatter16(&mut b[kb..kb + 16 * (kvd - 1) + 1], k, |x| x);
             }
             Buf::Quant(q, b) => {
-                let tb = q.key_tile_bytes();
-                let tile_row = kvd / QBLOCK * tb;
-                let base = (layer * tiles + pos / 16) * tile_row;
+                let (tb, nb) = (q.key_tile_bytes(), kvd / QBLOCK);
                 for (i, src) in k.chunks_exact(QBLOCK).enumerate() {
-                    let at = base + i * tb;
+                    let at = ((layer * nb + i) * tiles + pos / 16) * tb;
                     cria_kernels::pack_key(*q, &mut b[at..at + tb], pos, src);
                 }
             }
@@ -282,8 +283,12 @@ impl KvCache {
                 Buf::F16(v) => v.copy_within(a * kvd..b * kvd, (a - by) * kvd),
                 Buf::F32(v) => v.copy_within(a * kvd..b * kvd, (a - by) * kvd),
                 Buf::Quant(q, v) => {
-                    let r = kvd / QBLOCK * q.block_bytes();
-                    v.copy_within(a * r..b * r, (a - by) * r);
+                    let (bb, nb) = (q.block_bytes(), kvd / QBLOCK);
+                    for i in 0..nb {
+                        let base = (layer * nb + i) * n_ctx;
+                        let (a, b) = (base + from, base + n_past);
+                        v.copy_within(a * bb..b * bb, (a - by) * bb);
+                    }
                 }
             }
             for p in from..n_past {
@@ -311,10 +316,9 @@ impl KvCache {
                 }
             }
             Buf::Quant(q, b) => {
-                let tb = q.key_tile_bytes();
-                let base = (layer * tiles + pos / 16) * (kvd / QBLOCK * tb);
+                let (tb, nb) = (q.key_tile_bytes(), kvd / QBLOCK);
                 for (i, o) in out.chunks_exact_mut(QBLOCK).enumerate() {
-                    let at = base + i * tb;
+                    let at = ((layer * nb + i) * tiles + pos / 16) * tb;
                     cria_kernels::unpack_key(*q, &b[at..at + tb], pos, o);
                 }
             }
@@ -337,12 +341,13 @@ impl KvCache {
                 k_block: 16 * kvd,
             },
             Buf::Quant(q, b) => {
-                let tile_row = kvd / QBLOCK * q.key_tile_bytes();
-                let at = layer * tiles * tile_row + first / QBLOCK * q.key_tile_bytes();
+                let (tb, nb) = (q.key_tile_bytes(), kvd / QBLOCK);
+                let at = (layer * nb + first / QBLOCK) * tiles * tb;
                 Keys::Quant(QKeys {
                     ty: *q,
                     bytes: &b[at..],
-                    tile_stride: tile_row,
+                    tile_stride: tb,
+                    block_stride: tiles * tb,
                     blocks: head_dim / QBLOCK,
                 })
             }
@@ -358,12 +363,13 @@ impl KvCache {
                 v_row: kvd,
             },
             Buf::Quant(q, b) => {
-                let row = kvd / QBLOCK * q.block_bytes();
-                let at = layer * n_ctx * row + first / QBLOCK * q.block_bytes();
+                let (bb, nb) = (q.block_bytes(), kvd / QBLOCK);
+                let at = (layer * nb + first / QBLOCK) * n_ctx * bb;
                 Values::Quant(QValues {
                     ty: *q,
                     bytes: &b[at..],
-                    row_stride: row,
+                    row_stride: bb,
+                    block_stride: n_ctx * bb,
                     blocks: head_dim / QBLOCK,
                 })
             }

@@ -164,6 +164,7 @@ pub fn unpack_key(ty: QType, tile: &[u8], p: usize, out: &mut [f32]) {
         ty,
         bytes: tile,
         tile_stride: ty.key_tile_bytes(),
+        block_stride: ty.key_tile_bytes(),
         blocks: 1,
     };
     let p = p % 16;
@@ -175,12 +176,15 @@ pub fn unpack_key(ty: QType, tile: &[u8], p: usize, out: &mut [f32]) {
 
 /// The keys of one KV head in a quantized cache: the key tile of positions
 /// `16 s..16 s + 16` and dimension block `b` (of `blocks = head_dim / 32`)
-/// starts at byte `s * tile_stride + b * ty.key_tile_bytes()` of `bytes`.
+/// starts at byte `s * tile_stride + b * block_stride` of `bytes` (the
+/// cache keeps each block's tiles together: `tile_stride` is one tile,
+/// so a head's keys are `blocks` sequential streams).
 #[derive(Copy, Clone, Debug)]
 pub struct QKeys<'a> {
     pub ty: QType,
     pub bytes: &'a [u8],
     pub tile_stride: usize,
+    pub block_stride: usize,
     pub blocks: usize,
 }
 
@@ -205,28 +209,30 @@ impl QKeys<'_> {
     }
 
     fn tile(&self, t: usize, b: usize) -> usize {
-        (t / 16) * self.tile_stride + b * self.ty.key_tile_bytes()
+        (t / 16) * self.tile_stride + b * self.block_stride
     }
 }
 
 /// The values of one KV head in a quantized cache: block `b` of value `t`
-/// is the ggml block at byte `t * row_stride + b * ty.block_bytes()`.
+/// is the ggml block at byte `t * row_stride + b * block_stride` (the cache
+/// keeps each block's positions together: `row_stride` is one block).
 #[derive(Copy, Clone, Debug)]
 pub struct QValues<'a> {
     pub ty: QType,
     pub bytes: &'a [u8],
     pub row_stride: usize,
+    pub block_stride: usize,
     pub blocks: usize,
 }
 
 impl QValues<'_> {
     fn d(&self, t: usize, b: usize) -> f32 {
-        let at = t * self.row_stride + b * self.ty.block_bytes();
+        let at = t * self.row_stride + b * self.block_stride;
         f16::from_le_bytes([self.bytes[at], self.bytes[at + 1]]).to_f32()
     }
 
     fn q(&self, t: usize, b: usize, i: usize) -> i32 {
-        let at = t * self.row_stride + b * self.ty.block_bytes() + 2;
+        let at = t * self.row_stride + b * self.block_stride + 2;
         match self.ty {
             QType::Q8_0 => i32::from(self.bytes[at + i] as i8),
             QType::Q4_0 => {
@@ -323,7 +329,9 @@ pub(crate) fn scores_q(
             && qq.d.len() >= last.len() * keys.blocks
             && scores.len() >= last.len() * np
             && np >= (max / 16 + 1) * 16
-            && (max / 16) * keys.tile_stride + keys.blocks * keys.ty.key_tile_bytes()
+            && (max / 16) * keys.tile_stride
+                + (keys.blocks - 1) * keys.block_stride
+                + keys.ty.key_tile_bytes()
                 <= keys.bytes.len(),
         "scores_q: shapes"
     );
@@ -380,7 +388,8 @@ pub(crate) fn pv_q(
     assert!(
         out.len() == last.len() * d
             && p.len() >= last.len().saturating_sub(1) * np + max + 1
-            && max * vals.row_stride + vals.blocks * vals.ty.block_bytes() <= vals.bytes.len(),
+            && max * vals.row_stride + (vals.blocks - 1) * vals.block_stride + vals.ty.block_bytes()
+                <= vals.bytes.len(),
         "pv_q: shapes"
     );
     match isa {

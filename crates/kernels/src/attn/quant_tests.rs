@@ -42,41 +42,73 @@ fn random_rows(rng: &mut impl Rng, n: usize, d: usize) -> Vec<f32> {
 }
 
 /// `n` keys and values of a head of `blocks` blocks in a cache of
-/// `heads` heads, packed as the cache packs them; also the values as
-/// ggml rows.
+/// `heads` heads, packed as the cache packs them (`block_major`: each
+/// block's positions together, else each position's blocks together).
 struct Head {
     keys: Vec<u8>,
     vals: Vec<u8>,
-    tile_stride: usize,
-    row_stride: usize,
+    /// (tile, block) strides of the keys; (row, block) of the values.
+    ks: (usize, usize),
+    vs: (usize, usize),
     k: Vec<f32>,
     v: Vec<f32>,
+}
+
+impl Head {
+    fn keys(&self, ty: QType, blocks: usize) -> QKeys<'_> {
+        QKeys {
+            ty,
+            bytes: &self.keys,
+            tile_stride: self.ks.0,
+            block_stride: self.ks.1,
+            blocks,
+        }
+    }
+    fn values(&self, ty: QType, blocks: usize) -> QValues<'_> {
+        QValues {
+            ty,
+            bytes: &self.vals,
+            row_stride: self.vs.0,
+            block_stride: self.vs.1,
+            blocks,
+        }
+    }
+}
+
+fn pack(ty: QType, k: Vec<f32>, v: Vec<f32>, blocks: usize, heads: usize, block_major: bool) -> Head {
+    let d = blocks * QBLOCK;
+    let n = v.len() / d;
+    let (tb, bb, nb) = (ty.key_tile_bytes(), ty.block_bytes(), heads * blocks);
+    let tiles = n.div_ceil(16);
+    let (ks, vs) = if block_major {
+        ((tb, tiles * tb), (bb, n * bb))
+    } else {
+        ((nb * tb, tb), (nb * bb, bb))
+    };
+    let mut keys = vec![0u8; tiles * nb * tb];
+    let mut vals = vec![0u8; n * nb * bb];
+    for t in 0..n {
+        for b in 0..blocks {
+            let at = (t / 16) * ks.0 + b * ks.1;
+            pack_key(ty, &mut keys[at..at + tb], t, &k[t * d + b * QBLOCK..][..QBLOCK]);
+            let at = t * vs.0 + b * vs.1;
+            quantize_row(ty, &v[t * d + b * QBLOCK..][..QBLOCK], &mut vals[at..at + bb]);
+        }
+    }
+    Head {
+        keys,
+        vals,
+        ks,
+        vs,
+        k,
+        v,
+    }
 }
 
 fn head(rng: &mut impl Rng, ty: QType, blocks: usize, heads: usize, n: usize) -> Head {
     let d = blocks * QBLOCK;
     let (k, v) = (random_rows(rng, n, d), random_rows(rng, n, d));
-    let tile_stride = heads * blocks * ty.key_tile_bytes();
-    let row_stride = heads * blocks * ty.block_bytes();
-    let mut keys = vec![0u8; n.div_ceil(16) * tile_stride];
-    let mut vals = vec![0u8; n * row_stride];
-    for t in 0..n {
-        for b in 0..blocks {
-            let at = (t / 16) * tile_stride + b * ty.key_tile_bytes();
-            let tile = &mut keys[at..at + ty.key_tile_bytes()];
-            pack_key(ty, tile, t, &k[t * d + b * QBLOCK..][..QBLOCK]);
-        }
-        let row = &mut vals[t * row_stride..][..blocks * ty.block_bytes()];
-        quantize_row(ty, &v[t * d..(t + 1) * d], row);
-    }
-    Head {
-        keys,
-        vals,
-        tile_stride,
-        row_stride,
-        k,
-        v,
-    }
+    pack(ty, k, v, blocks, heads, blocks % 2 == 0)
 }
 
 fn ggml(ty: QType) -> GgmlType {
@@ -102,18 +134,8 @@ fn scores_and_values_match_ggml_dequantized_math_on_every_isa() {
         for blocks in [1, 2, 3, 4] {
             let (d, n, heads) = (blocks * QBLOCK, 53, 2);
             let h = head(&mut rng, ty, blocks, heads, n);
-            let keys = QKeys {
-                ty,
-                bytes: &h.keys,
-                tile_stride: h.tile_stride,
-                blocks,
-            };
-            let vals = QValues {
-                ty,
-                bytes: &h.vals,
-                row_stride: h.row_stride,
-                blocks,
-            };
+            let keys = h.keys(ty, blocks);
+            let vals = h.values(ty, blocks);
             for g in [1, 2, 3, 4, 5, 9] {
                 let q = random_rows(&mut rng, g, d);
                 let last: Vec<usize> = (0..g).map(|j| [n - 1, 0, 15, 16, 31, 40][j % 6]).collect();
@@ -192,51 +214,14 @@ fn attend_mixed_types_is_close_and_groups_are_bit_identical() {
         let (d, n) = (blocks * QBLOCK, 70);
         let h8 = head(&mut rng, QType::Q8_0, blocks, 1, n);
         // The same rows in every other type.
-        let h4 = {
-            let mut h = head(&mut rng, QType::Q4_0, blocks, 1, 1);
-            h.k.clone_from(&h8.k);
-            h.v.clone_from(&h8.v);
-            let mut keys = vec![0u8; n.div_ceil(16) * blocks * QType::Q4_0.key_tile_bytes()];
-            let mut vals = vec![0u8; n * blocks * 18];
-            for t in 0..n {
-                for b in 0..blocks {
-                    let at = (t / 16) * blocks * 288 + b * 288;
-                    pack_key(
-                        QType::Q4_0,
-                        &mut keys[at..at + 288],
-                        t,
-                        &h8.k[t * d + b * 32..][..32],
-                    );
-                }
-                quantize_row(
-                    QType::Q4_0,
-                    &h8.v[t * d..(t + 1) * d],
-                    &mut vals[t * blocks * 18..][..blocks * 18],
-                );
-            }
-            h.keys = keys;
-            h.vals = vals;
-            h.tile_stride = blocks * 288;
-            h.row_stride = blocks * 18;
-            h
-        };
+        let h4 = pack(QType::Q4_0, h8.k.clone(), h8.v.clone(), blocks, 1, true);
         let (k16, v16) = plain(&h8.k, &h8.v, d, f16::from_f32);
         let (k32, v32) = plain(&h8.k, &h8.v, d, |x| x);
         fn qk(h: &Head, ty: QType, blocks: usize) -> Keys<'_> {
-            Keys::Quant(QKeys {
-                ty,
-                bytes: &h.keys,
-                tile_stride: h.tile_stride,
-                blocks,
-            })
+            Keys::Quant(h.keys(ty, blocks))
         }
         fn qv(h: &Head, ty: QType, blocks: usize) -> Values<'_> {
-            Values::Quant(QValues {
-                ty,
-                bytes: &h.vals,
-                row_stride: h.row_stride,
-                blocks,
-            })
+            Values::Quant(h.values(ty, blocks))
         }
         let all_k = [
             (

@@ -29,7 +29,7 @@ pub(super) unsafe fn scores_512(
     scores: &mut [f32],
 ) {
     let nb = keys.blocks;
-    let tb = keys.ty.key_tile_bytes();
+    let tb = keys.block_stride;
     let max = last.iter().copied().max().unwrap_or(0);
     let sv = _mm512_set1_ps(scale);
     let nib = _mm512_set1_epi8(0x0F);
@@ -94,7 +94,7 @@ pub(super) unsafe fn scores_avx2(
     scores: &mut [f32],
 ) {
     let nb = keys.blocks;
-    let tb = keys.ty.key_tile_bytes();
+    let tb = keys.block_stride;
     let max = last.iter().copied().max().unwrap_or(0);
     let sv = _mm256_set1_ps(scale);
     let nib = _mm256_set1_epi8(0x0F);
@@ -229,7 +229,7 @@ struct PvTile<'a> {
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw")]
 unsafe fn pv_tile_512<const G: usize, const W: usize>(t: &PvTile, last: &[usize]) {
     let v = t.vals;
-    let bb = v.ty.block_bytes();
+    let bb = v.block_stride;
     let mut acc = [[[_mm512_setzero_ps(); 2]; W]; G];
     let shared = last.iter().min().map_or(0, |&m| m + 1);
     let row = |k: usize| v.bytes.as_ptr().add(k * v.row_stride + t.b0 * bb);
@@ -323,7 +323,7 @@ pub(super) unsafe fn pv_avx2(
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn pv_tile_avx2<const G: usize>(t: &PvTile, last: &[usize]) {
     let v = t.vals;
-    let bb = v.ty.block_bytes();
+    let bb = v.block_stride;
     let mut acc = [[_mm256_setzero_ps(); 4]; G];
     let shared = last.iter().min().map_or(0, |&m| m + 1);
     let blk_at = |k: usize| v.bytes.as_ptr().add(k * v.row_stride + t.b0 * bb);
