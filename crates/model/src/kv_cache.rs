@@ -118,6 +118,44 @@ impl KvTypes {
     }
 }
 
+impl KvTypes {
+    /// llama.cpp's attention rotation for quantized caches (its
+    /// `attn_rot_k`/`attn_rot_v`, on unless `LLAMA_ATTN_ROT_DISABLE`): when
+    /// the keys are quantized and the head size is a multiple of 64, queries
+    /// and keys are multiplied by an orthonormal Walsh-Hadamard matrix of
+    /// size `k` (the largest power of two dividing the head size), which
+    /// leaves every score as it was but spreads outliers across a block
+    /// before it is rounded; when the values are quantized, values and the
+    /// attention output by one of size `v` = 64. Returns `(k, v)`.
+    pub fn rotation(self, head_dim: usize) -> (Option<usize>, Option<usize>) {
+        let on = |t: KvType| t.quant().is_some() && head_dim > 0 && head_dim.is_multiple_of(64);
+        let k = on(self.k).then(|| 1 << head_dim.trailing_zeros());
+        let v = on(self.v).then_some(64);
+        (k, v)
+    }
+}
+
+/// `x <- H x` for each chunk of `n` (a power of two) of `x`, `H` the
+/// orthonormal Walsh-Hadamard matrix of size `n` (Sylvester's order, as
+/// llama.cpp builds it; its own inverse).
+pub fn hadamard(x: &mut [f32], n: usize) {
+    let s = 1.0 / (n as f32).sqrt();
+    for c in x.chunks_exact_mut(n) {
+        let mut h = 1;
+        while h < n {
+            for i in (0..n).step_by(2 * h) {
+                for j in i..i + h {
+                    let (a, b) = (c[j], c[j + h]);
+                    c[j] = a + b;
+                    c[j + h] = a - b;
+                }
+            }
+            h *= 2;
+        }
+        c.iter_mut().for_each(|v| *v *= s);
+    }
+}
+
 impl fmt::Display for KvTypes {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
         write!(f, "K {} / V {}", self.k, self.v)
@@ -395,5 +433,48 @@ impl KvCache {
 fn scatter16<T: Copy>(dst: &mut [T], src: &[f32], conv: impl Fn(f32) -> T) {
     for (i, &x) in src.iter().enumerate() {
         dst[16 * i] = conv(x);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hadamard_is_orthonormal_and_its_own_inverse() {
+        let x: Vec<f32> = (0..128).map(|i| ((i * 37) % 11) as f32 - 5.0).collect();
+        for n in [64, 128] {
+            let mut y = x.clone();
+            hadamard(&mut y, n);
+            let (nx, ny) = (
+                x.iter().map(|v| v * v).sum::<f32>(),
+                y.iter().map(|v| v * v).sum::<f32>(),
+            );
+            assert!((nx - ny).abs() < 1e-3 * nx, "{n}: norms {nx} {ny}");
+            assert!(y.iter().zip(&x).any(|(a, b)| (a - b).abs() > 0.1));
+            hadamard(&mut y, n);
+            assert!(y.iter().zip(&x).all(|(a, b)| (a - b).abs() < 1e-4), "{n}");
+        }
+        // The first row of H is all 1/sqrt(n): y[0] is the scaled sum.
+        let mut y = x[..64].to_vec();
+        hadamard(&mut y, 64);
+        assert!((y[0] - x[..64].iter().sum::<f32>() / 8.0).abs() < 1e-4);
+    }
+
+    #[test]
+    fn rotation_follows_llama_cpp() {
+        let q8 = KvTypes::from(KvType::Q8_0);
+        assert_eq!(q8.rotation(64), (Some(64), Some(64)));
+        assert_eq!(q8.rotation(128), (Some(128), Some(64)));
+        assert_eq!(q8.rotation(96), (None, None));
+        assert_eq!(
+            KvTypes {
+                k: KvType::F16,
+                v: KvType::Q4_0
+            }
+            .rotation(64),
+            (None, Some(64))
+        );
+        assert_eq!(KvTypes::from(KvType::F16).rotation(64), (None, None));
     }
 }

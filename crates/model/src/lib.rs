@@ -128,8 +128,17 @@ impl Model {
         let delta = -(n_discard as f32);
         let sc: Vec<(f32, f32)> = inv.iter().map(|f| (delta * f).sin_cos()).collect();
         let hd = self.config.head_dim;
+        // Keys of a quantized cache are stored rotated (KvTypes::rotation):
+        // back to rope's basis, shifted, rotated again.
+        let (rot, _) = cache.ty().rotation(hd);
         cache.shift(n_keep + n_discard, n_discard, n_past, |row| {
-            llama::rope_rotate(row, hd, &sc)
+            if let Some(n) = rot {
+                kv_cache::hadamard(row, n);
+            }
+            llama::rope_rotate(row, hd, &sc);
+            if let Some(n) = rot {
+                kv_cache::hadamard(row, n);
+            }
         });
     }
 

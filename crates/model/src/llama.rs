@@ -8,7 +8,7 @@
 
 use crate::config::{LlamaConfig, RopeScaling};
 use crate::error::{ErrorKind, Result};
-use crate::kv_cache::KvCache;
+use crate::kv_cache::{hadamard, KvCache};
 use crate::linear::{matmul, matmul_many};
 use crate::weights::{Matrix, Weights};
 use cria_gguf::GgufFile;
@@ -257,8 +257,21 @@ fn forward_batch(
         )?;
         for (i, r) in rows.iter().enumerate() {
             rope_angles(r.pos, &s.inv_freq, &mut s.rope_sc);
-            rope_rotate(&mut s.q[i * qd..(i + 1) * qd], cfg.head_dim, &s.rope_sc);
-            rope_rotate(&mut s.k[i * kvd..(i + 1) * kvd], cfg.head_dim, &s.rope_sc);
+            let (q, k) = (
+                &mut s.q[i * qd..(i + 1) * qd],
+                &mut s.k[i * kvd..(i + 1) * kvd],
+            );
+            rope_rotate(q, cfg.head_dim, &s.rope_sc);
+            rope_rotate(k, cfg.head_dim, &s.rope_sc);
+            // A quantized cache holds rotated keys and values (KvTypes::rotation).
+            let (kr, vr) = caches[r.seq].ty().rotation(cfg.head_dim);
+            if let Some(n) = kr {
+                hadamard(q, n);
+                hadamard(k, n);
+            }
+            if let Some(n) = vr {
+                hadamard(&mut s.v[i * kvd..(i + 1) * kvd], n);
+            }
         }
         // Keys and values of every row go into their caches first, so a row
         // can attend to earlier rows of its own sequence in this batch.
@@ -267,6 +280,11 @@ fn forward_batch(
             caches[r.seq].store(l, r.pos, k, v);
         }
         attention(cfg, caches, l, rows, s, pool);
+        for (i, r) in rows.iter().enumerate() {
+            if let (_, Some(n)) = caches[r.seq].ty().rotation(cfg.head_dim) {
+                hadamard(&mut s.att[i * qd..(i + 1) * qd], n);
+            }
+        }
         matmul(file, &lw.wo, &s.att[..n * qd], &mut s.proj[..n * dim], pool)?;
         s.x[..n * dim]
             .iter_mut()

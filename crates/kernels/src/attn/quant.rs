@@ -387,8 +387,10 @@ pub(crate) fn pv_q(
     let d = vals.blocks * QBLOCK;
     assert!(
         out.len() == last.len() * d
-            && p.len() >= last.len().saturating_sub(1) * np + max + 1
-            && max * vals.row_stride + (vals.blocks - 1) * vals.block_stride + vals.ty.block_bytes()
+            && p.len() > last.len().saturating_sub(1) * np + max
+            && max * vals.row_stride
+                + (vals.blocks - 1) * vals.block_stride
+                + vals.ty.block_bytes()
                 <= vals.bytes.len(),
         "pv_q: shapes"
     );

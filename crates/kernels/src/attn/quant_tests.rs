@@ -75,7 +75,14 @@ impl Head {
     }
 }
 
-fn pack(ty: QType, k: Vec<f32>, v: Vec<f32>, blocks: usize, heads: usize, block_major: bool) -> Head {
+fn pack(
+    ty: QType,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    blocks: usize,
+    heads: usize,
+    block_major: bool,
+) -> Head {
     let d = blocks * QBLOCK;
     let n = v.len() / d;
     let (tb, bb, nb) = (ty.key_tile_bytes(), ty.block_bytes(), heads * blocks);
@@ -90,9 +97,18 @@ fn pack(ty: QType, k: Vec<f32>, v: Vec<f32>, blocks: usize, heads: usize, block_
     for t in 0..n {
         for b in 0..blocks {
             let at = (t / 16) * ks.0 + b * ks.1;
-            pack_key(ty, &mut keys[at..at + tb], t, &k[t * d + b * QBLOCK..][..QBLOCK]);
+            pack_key(
+                ty,
+                &mut keys[at..at + tb],
+                t,
+                &k[t * d + b * QBLOCK..][..QBLOCK],
+            );
             let at = t * vs.0 + b * vs.1;
-            quantize_row(ty, &v[t * d + b * QBLOCK..][..QBLOCK], &mut vals[at..at + bb]);
+            quantize_row(
+                ty,
+                &v[t * d + b * QBLOCK..][..QBLOCK],
+                &mut vals[at..at + bb],
+            );
         }
     }
     Head {
