@@ -124,7 +124,7 @@ fn pack(
 fn head(rng: &mut impl Rng, ty: QType, blocks: usize, heads: usize, n: usize) -> Head {
     let d = blocks * QBLOCK;
     let (k, v) = (random_rows(rng, n, d), random_rows(rng, n, d));
-    pack(ty, k, v, blocks, heads, blocks % 2 == 0)
+    pack(ty, k, v, blocks, heads, blocks.is_multiple_of(2))
 }
 
 fn ggml(ty: QType) -> GgmlType {
