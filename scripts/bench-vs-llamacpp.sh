@@ -3,6 +3,7 @@
 #
 #   scripts/bench-vs-llamacpp.sh MODEL [THREADS]      # THREADS: e.g. 1,2 (default)
 #   P=512 N=128 R=5 scripts/bench-vs-llamacpp.sh MODEL 1,2
+#   D=0,4096 CTK=q8_0 CTV=q8_0 P=0 N=128 scripts/bench-vs-llamacpp.sh MODEL 1,2
 #
 # For each thread count and test (pp$P, tg$N) it runs llama-bench and
 # `cria bench` back to back (alternating which goes first), R repetitions
@@ -10,6 +11,10 @@
 # (/usr/bin/time -v, a tg16 run of each) and load-to-first-token (wall time
 # of a process that loads the model and generates one token: llama-simple
 # vs `cria run --raw -n 1`). P=0 or N=0 skips that test.
+# D: depths (llama-bench -d: tokens already in the cache; comma-separated),
+# CTK/CTV: cache types of both engines (-ctk/-ctv; default f16), FA:
+# llama-bench's -fa (default 1: flash attention, which llama.cpp needs for
+# a quantized V cache). EXTRAS=0 skips the RSS and first-token lines.
 # Environment: LLAMA_BIN (dir with llama-bench, llama-simple), CRIA (binary).
 set -euo pipefail
 MODEL=${1:?usage: $0 MODEL [THREADS]}
@@ -17,6 +22,11 @@ THREADS=${2:-1,2}
 P=${P:-512}
 N=${N:-128}
 R=${R:-5}
+D=${D:-0}
+CTK=${CTK:-f16}
+CTV=${CTV:-f16}
+FA=${FA:-1}
+EXTRAS=${EXTRAS:-1}
 HERE=$(cd "$(dirname "$0")/.." && pwd)
 CRIA=${CRIA:-$HERE/target/release/cria}
 if [[ -z ${LLAMA_BIN:-} ]]; then
@@ -27,27 +37,33 @@ fi
 [[ -x $CRIA ]] || { echo "no cria binary at $CRIA (cargo build --release, or set CRIA)" >&2; exit 1; }
 
 avg() { python3 -c 'import json,sys; d=json.load(sys.stdin); print("%.2f %.2f" % (d[0]["avg_ts"], d[0]["stddev_ts"]))'; }
-llama() { "$LLAMA_BIN/llama-bench" -m "$MODEL" -t "$1" -p "$2" -n "$3" -r "$R" -o json 2>/dev/null | avg; }
-cria() { "$CRIA" bench -m "$MODEL" -t "$1" -p "$2" -n "$3" -r "$R" --json 2>/dev/null | avg; }
+llama() { "$LLAMA_BIN/llama-bench" -m "$MODEL" -t "$1" -p "$2" -n "$3" -d "$4" -ctk "$CTK" -ctv "$CTV" -fa "$FA" -r "$R" -o json 2>/dev/null | avg; }
+cria() { "$CRIA" bench -m "$MODEL" -t "$1" -p "$2" -n "$3" -d "$4" -ctk "$CTK" -ctv "$CTV" -r "$R" --json 2>/dev/null | avg; }
 
 echo "model: $MODEL"
 echo "machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores; load average $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "cache: K $CTK, V $CTV (llama-bench -fa $FA)"
 echo
 echo "| threads | test | llama.cpp t/s | cria t/s | cria / llama.cpp |"
 echo "|---:|---|---:|---:|---:|"
 order=0
 for t in ${THREADS//,/ }; do
-  for test in pp tg; do
-    if [[ $test == pp ]]; then p=$P; n=0; else p=0; n=$N; fi
-    [[ $p == 0 && $n == 0 ]] && continue
-    if (( order % 2 == 0 )); then l=$(llama "$t" "$p" "$n"); c=$(cria "$t" "$p" "$n")
-    else c=$(cria "$t" "$p" "$n"); l=$(llama "$t" "$p" "$n"); fi
-    order=$((order + 1))
-    read -r lm ls <<<"$l"; read -r cm cs <<<"$c"
-    ratio=$(python3 -c "print('%.2f' % ($cm / $lm))")
-    echo "| $t | $test$((p + n)) | $lm ± $ls | $cm ± $cs | ${ratio}x |"
+  for d in ${D//,/ }; do
+    for test in pp tg; do
+      if [[ $test == pp ]]; then p=$P; n=0; else p=0; n=$N; fi
+      [[ $p == 0 && $n == 0 ]] && continue
+      if (( order % 2 == 0 )); then l=$(llama "$t" "$p" "$n" "$d"); c=$(cria "$t" "$p" "$n" "$d")
+      else c=$(cria "$t" "$p" "$n" "$d"); l=$(llama "$t" "$p" "$n" "$d"); fi
+      order=$((order + 1))
+      read -r lm ls <<<"$l"; read -r cm cs <<<"$c"
+      ratio=$(python3 -c "print('%.2f' % ($cm / $lm))")
+      name="$test$((p + n))"
+      [[ $d != 0 ]] && name="$name @ d$d"
+      echo "| $t | $name | $lm ± $ls | $cm ± $cs | ${ratio}x |"
+    done
   done
 done
+[[ $EXTRAS == 0 ]] && exit 0
 
 echo
 t1=${THREADS%%,*}

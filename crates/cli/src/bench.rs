@@ -4,13 +4,19 @@
 //! - pp<p>: `p` random tokens evaluated as one batch on an empty cache
 //!   (logits of the last one only), as llama-bench's prompt test.
 //! - tg<n>: `n` tokens evaluated one at a time from an empty cache.
+//! - `-d D` (depth): the cache first holds `D` random tokens (evaluated
+//!   untimed, once per test, and kept between repetitions), and the test
+//!   measures only the `p` prompt or `n` generated tokens after them, as
+//!   llama-bench's `-d` does; the test is named `pp512 @ d4096`.
 //! - one untimed warm-up run of each test, then `r` timed repetitions;
 //!   t/s is reported as mean ± sample standard deviation over them.
+//! - `-ctk`/`-ctv` (or `--cache-type`) set the cache types; the table gains
+//!   llama-bench's `type_k`/`type_v` columns when they are not f16.
 
 use crate::gen_args::{all_cores, ModelArgs};
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use clap::Parser;
-use cria_model::{Logits, Model, Session};
+use cria_model::{KvType, Logits, Model, Session};
 use std::time::Instant;
 
 #[derive(Parser)]
@@ -33,6 +39,14 @@ pub struct Args {
         value_delimiter = ','
     )]
     pub n_gen: Vec<usize>,
+    /// Tokens already in the cache before each test, comma-separated
+    #[arg(
+        short = 'd',
+        long = "n-depth",
+        default_value = "0",
+        value_delimiter = ','
+    )]
+    pub n_depth: Vec<usize>,
     /// Timed repetitions of each test
     #[arg(short, long, default_value_t = 5)]
     pub repetitions: usize,
@@ -46,6 +60,7 @@ struct Row {
     test: String,
     n_prompt: usize,
     n_gen: usize,
+    n_depth: usize,
     samples: Vec<f64>,
 }
 
@@ -60,6 +75,7 @@ pub fn run(args: Args) -> Result<()> {
     let kv = args.model.kv_type();
     let loaded = args.model.load()?;
     let (path, model) = (&loaded.path, &loaded.model);
+    kv.check(model.config.head_dim)?;
     let load_s = loaded.load_time.as_secs_f64();
     let (size, params, ty) = describe(model);
     let name = format!("llama {} {ty}", human(params as f64, ""));
@@ -67,21 +83,34 @@ pub fn run(args: Args) -> Result<()> {
     let mut rows = Vec::new();
     for &threads in &thread_counts {
         let threads = threads.max(1);
-        let mut tests: Vec<(usize, usize)> = Vec::new();
-        tests.extend(args.n_prompt.iter().filter(|&&p| p > 0).map(|&p| (p, 0)));
-        tests.extend(args.n_gen.iter().filter(|&&n| n > 0).map(|&n| (0, n)));
-        for (p, n) in tests {
-            let n_ctx = p.max(n).max(1);
+        let mut tests: Vec<(usize, usize, usize)> = Vec::new();
+        for &p in args.n_prompt.iter().filter(|&&p| p > 0) {
+            tests.extend(args.n_depth.iter().map(|&d| (p, 0, d)));
+        }
+        for &n in args.n_gen.iter().filter(|&&n| n > 0) {
+            tests.extend(args.n_depth.iter().map(|&d| (0, n, d)));
+        }
+        for (p, n, d) in tests {
+            let n_ctx = p
+                .checked_add(n)
+                .and_then(|x| x.checked_add(d))
+                .context("-p + -n + -d overflows")?
+                .max(1);
             cria_engine::memory::fits(
                 &format!("a test of {n_ctx} tokens"),
                 cria_engine::memory::kv_bytes(model, n_ctx, kv),
-                "lower -p or -n",
+                "lower -p, -n or -d",
             )?;
-            let mut session = Session::new(model, n_ctx, kv, n_ctx, threads);
-            let tokens = random_tokens(model.config.n_vocab, p.max(n), 42);
+            let n_batch = p.max(512).min(n_ctx);
+            let mut session = Session::new(model, n_ctx, kv, n_batch, threads);
+            let tokens = random_tokens(model.config.n_vocab, d + p.max(n), 42);
             let mut logits = Vec::new();
+            if d > 0 {
+                model.forward(&mut session, &tokens[..d], Logits::Last, &mut logits)?;
+            }
+            let tokens = &tokens[d..];
             let mut once = |session: &mut Session| -> Result<f64> {
-                session.truncate(0);
+                session.truncate(d);
                 let t = Instant::now();
                 if p > 0 {
                     model.forward(session, &tokens[..p], Logits::Last, &mut logits)?;
@@ -101,16 +130,20 @@ pub fn run(args: Args) -> Result<()> {
             let samples = (0..reps)
                 .map(|_| once(&mut session))
                 .collect::<Result<Vec<_>>>()?;
-            let test = if p > 0 {
+            let mut test = if p > 0 {
                 format!("pp{p}")
             } else {
                 format!("tg{n}")
             };
+            if d > 0 {
+                test += &format!(" @ d{d}");
+            }
             rows.push(Row {
                 threads,
                 test,
                 n_prompt: p,
                 n_gen: n,
+                n_depth: d,
                 samples,
             });
         }
@@ -130,6 +163,9 @@ pub fn run(args: Args) -> Result<()> {
                     "test": r.test,
                     "n_prompt": r.n_prompt,
                     "n_gen": r.n_gen,
+                    "n_depth": r.n_depth,
+                    "type_k": kv.k.name(),
+                    "type_v": kv.v.name(),
                     "avg_ts": mean,
                     "stddev_ts": sd,
                     "samples_ts": r.samples,
@@ -139,12 +175,24 @@ pub fn run(args: Args) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
     }
-    println!("| model | size | params | backend | threads | test | t/s |");
-    println!("| ---: | ---: | ---: | --- | ---: | ---: | ---: |");
+    // As llama-bench: the cache types are shown when they are not f16.
+    let types = kv != KvType::F16.into();
+    let (th, tl) = if types {
+        (" type_k | type_v |", " ---: | ---: |")
+    } else {
+        ("", "")
+    };
+    println!("| model | size | params | backend | threads |{th} test | t/s |");
+    println!("| ---: | ---: | ---: | --- | ---: |{tl} ---: | ---: |");
     for r in &rows {
         let (mean, sd) = mean_sd(&r.samples);
+        let tv = if types {
+            format!(" {} | {} |", kv.k, kv.v)
+        } else {
+            String::new()
+        };
         println!(
-            "| {name} | {} | {} | CPU | {} | {} | {mean:.2} ± {sd:.2} |",
+            "| {name} | {} | {} | CPU | {} |{tv} {} | {mean:.2} ± {sd:.2} |",
             human_bytes(size),
             human(params as f64, ""),
             r.threads,

@@ -1,7 +1,7 @@
 //! `cria chat`: an interactive conversation that keeps its KV cache between
 //! turns, so each turn evaluates only the new messages.
 
-use crate::gen_args::{ModelArgs, SamplingArgs};
+use crate::gen_args::{ModelArgs, OverflowArgs, SamplingArgs};
 use crate::session::Session;
 use anyhow::{Context, Result};
 use cria_engine::FinishReason;
@@ -26,11 +26,13 @@ pub struct Args {
     pub model: ModelArgs,
     #[command(flatten)]
     pub sampling: SamplingArgs,
+    #[command(flatten)]
+    pub overflow: OverflowArgs,
 }
 
 pub fn run(args: Args) -> Result<()> {
     let mut params = args.sampling.params()?;
-    let session = Session::start(&args.model)?;
+    let session = Session::start(&args.model, args.overflow.context_overflow)?;
     let tok = &session.tok;
     params.constraint = args.sampling.constraint(tok)?;
     let template = session.template(args.chat_template.as_deref())?;
@@ -85,7 +87,8 @@ pub fn run(args: Args) -> Result<()> {
             _ => {}
         }
         messages.push(Message::new("user", text));
-        let prompt = tokenize_prompt(tok, &template.render(&messages, true)?)?;
+        let mut prompt = tokenize_prompt(tok, &template.render(&messages, true)?)?;
+        session.fit(&mut prompt, &params);
         cancel.store(false, Ordering::SeqCst);
         generating.store(true, Ordering::SeqCst);
         let mut answer = String::new();
@@ -104,6 +107,7 @@ pub fn run(args: Args) -> Result<()> {
                 if args.verbose {
                     eprintln!("{}", session.summary(&stats));
                 }
+                session.note(&stats);
                 match stats.finish {
                     FinishReason::Cancelled => eprintln!("(answer stopped)"),
                     FinishReason::ContextFull => eprintln!(

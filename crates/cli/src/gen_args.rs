@@ -4,11 +4,12 @@
 
 use crate::default_model;
 use anyhow::{bail, Context, Result};
-use cria_engine::{GenerateParams, Loaded};
+use cria_engine::{ContextOverflow, GenerateParams, Loaded};
 use cria_grammar::{Constraint, GrammarSpec, Grammars};
-use cria_model::KvType;
+use cria_model::{KvType, KvTypes};
 use cria_sampler::SamplerConfig;
 use cria_tokenizer::Tokenizer;
+use std::ffi::OsString;
 use std::path::PathBuf;
 
 #[derive(clap::Args, Clone, Debug)]
@@ -23,17 +24,47 @@ pub struct ModelArgs {
     /// Threads (default: all cores); bench takes a comma-separated list
     #[arg(short, long, value_name = "N", value_delimiter = ',')]
     pub threads: Vec<usize>,
-    /// KV cache element type
-    #[arg(long = "cache-type", value_name = "TYPE", default_value = "f16", value_parser = ["f16", "f32"])]
-    pub cache_type: String,
+    /// KV cache element type of both keys and values (shorthand for -ctk and -ctv)
+    #[arg(long = "cache-type", value_name = "TYPE", default_value = "f16", value_parser = parse_kv_type)]
+    pub cache_type: KvType,
+    /// KV cache type of the keys: f16, f32, q8_0, q4_0 (default: --cache-type);
+    /// also -ctk; quantized types need a head size divisible by 32
+    #[arg(long = "cache-type-k", value_name = "TYPE", value_parser = parse_kv_type)]
+    pub cache_type_k: Option<KvType>,
+    /// KV cache type of the values: f16, f32, q8_0, q4_0 (default: --cache-type); also -ctv
+    #[arg(long = "cache-type-v", value_name = "TYPE", value_parser = parse_kv_type)]
+    pub cache_type_v: Option<KvType>,
+}
+
+fn parse_kv_type(s: &str) -> std::result::Result<KvType, String> {
+    s.parse::<KvType>().map_err(|e| e.to_string())
+}
+
+/// llama.cpp spells the cache-type flags `-ctk` and `-ctv` (one dash, three
+/// letters), which clap cannot declare: they become `--cache-type-k` and
+/// `--cache-type-v` before parsing (also in the `-ctk=q8_0` form).
+pub fn llama_cpp_spellings(args: impl Iterator<Item = OsString>) -> Vec<OsString> {
+    args.map(|a| {
+        let Some(s) = a.to_str() else { return a };
+        for (short, long) in [("-ctk", "--cache-type-k"), ("-ctv", "--cache-type-v")] {
+            if s == short {
+                return long.into();
+            }
+            if let Some(v) = s.strip_prefix(short).and_then(|r| r.strip_prefix('=')) {
+                return format!("{long}={v}").into();
+            }
+        }
+        a
+    })
+    .collect()
 }
 
 impl ModelArgs {
-    pub fn kv_type(&self) -> KvType {
-        if self.cache_type == "f32" {
-            KvType::F32
-        } else {
-            KvType::F16
+    /// The key and value types: -ctk / -ctv, each defaulting to --cache-type.
+    pub fn kv_type(&self) -> KvTypes {
+        KvTypes {
+            k: self.cache_type_k.unwrap_or(self.cache_type),
+            v: self.cache_type_v.unwrap_or(self.cache_type),
         }
     }
 
@@ -61,6 +92,20 @@ impl ModelArgs {
         let path = default_model::resolve(self.model.as_deref())?;
         Ok(Loaded::open(&path)?)
     }
+}
+
+/// `--context-overflow` (run, chat, serve).
+#[derive(clap::Args, Clone, Debug)]
+pub struct OverflowArgs {
+    /// When a request does not fit the context: error (refuse it; stop when full),
+    /// truncate-middle (cut the prompt's middle so prompt + -n fit), or shift (when the
+    /// cache fills while generating, drop the oldest half after the prompt and go on)
+    #[arg(
+        long = "context-overflow",
+        value_name = "MODE",
+        default_value = "error"
+    )]
+    pub context_overflow: ContextOverflow,
 }
 
 pub fn all_cores() -> usize {
@@ -210,6 +255,29 @@ fn parse_bias(s: &str) -> Result<(u32, f32)> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn cache_type_spellings() {
+        let args = ["cria", "run", "-ctk", "q8_0", "-ctv=q4_0", "-ctkx"].map(Into::into);
+        let want = [
+            "cria",
+            "run",
+            "--cache-type-k",
+            "q8_0",
+            "--cache-type-v=q4_0",
+            "-ctkx",
+        ];
+        assert_eq!(
+            super::llama_cpp_spellings(args.into_iter()),
+            want.map(std::ffi::OsString::from)
+        );
+        assert_eq!(super::parse_kv_type("Q8_0"), Ok(cria_model::KvType::Q8_0));
+        let e = super::parse_kv_type("q5_1").unwrap_err();
+        assert_eq!(
+            e,
+            "unknown KV cache type \"q5_1\": use f16, f32, q8_0 or q4_0"
+        );
+    }
+
     #[test]
     fn biases() {
         assert_eq!(super::parse_bias("15043+1.5").unwrap(), (15043, 1.5));

@@ -98,7 +98,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(gen_args::llama_cpp_spellings(std::env::args_os()));
     let result = match cli.command {
         Command::Inspect { model, json } => {
             default_model::resolve(model.as_deref()).and_then(|p| inspect::run(&p, json))

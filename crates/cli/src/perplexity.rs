@@ -7,7 +7,7 @@ use cria_eval::{
     BaseChunk, BaseFileReader, BaseFileWriter, Chunks, KlDivergence, PerplexityAccumulator,
     CHUNK_HEADER, MIN_TOKENS_FOR_REPORT,
 };
-use cria_model::{KvType, Logits, Model, Session};
+use cria_model::{KvTypes, Logits, Model, Session};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -122,7 +122,7 @@ fn kl_divergence(
     tok: &cria_tokenizer::Tokenizer,
     base: &std::path::Path,
     threads: usize,
-    kv: KvType,
+    kv: KvTypes,
 ) -> Result<()> {
     let mut reader = BaseFileReader::open(base)?;
     let header = reader.header().clone();
@@ -162,8 +162,9 @@ fn kl_divergence(
 
 /// Refuses a chunk size whose cache and logits (every row's) would not fit
 /// in memory, before allocating them.
-fn check_memory(model: &Model, n_ctx: usize, kv: KvType) -> Result<()> {
+fn check_memory(model: &Model, n_ctx: usize, kv: KvTypes) -> Result<()> {
     use cria_engine::memory::{fits, kv_bytes};
+    kv.check(model.config.head_dim)?;
     let logits = (n_ctx as u64).saturating_mul(model.config.n_vocab as u64 * 4);
     fits(
         &format!("scoring chunks of {n_ctx} tokens"),

@@ -1,7 +1,7 @@
 //! `cria run`: one prompt in, streamed text out (like `ollama run` with a
 //! prompt, or `llama-completion` with --raw).
 
-use crate::gen_args::{ModelArgs, SamplingArgs};
+use crate::gen_args::{ModelArgs, OverflowArgs, SamplingArgs};
 use crate::session::Session;
 use anyhow::{bail, Context, Result};
 use cria_engine::FinishReason;
@@ -39,6 +39,8 @@ pub struct Args {
     pub model: ModelArgs,
     #[command(flatten)]
     pub sampling: SamplingArgs,
+    #[command(flatten)]
+    pub overflow: OverflowArgs,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -59,10 +61,10 @@ pub fn run(args: Args) -> Result<()> {
         }
     };
     let mut params = args.sampling.params()?;
-    let session = Session::start(&args.model)?;
+    let session = Session::start(&args.model, args.overflow.context_overflow)?;
     let tok = &session.tok;
     params.constraint = args.sampling.constraint(tok)?;
-    let tokens = if args.raw {
+    let mut tokens = if args.raw {
         tok.encode(&prompt, true, true)?
     } else {
         let template = session.template(args.chat_template.as_deref())?;
@@ -73,6 +75,7 @@ pub fn run(args: Args) -> Result<()> {
         messages.push(Message::new("user", &prompt));
         tokenize_prompt(tok, &template.render(&messages, true)?)?
     };
+    session.fit(&mut tokens, &params);
     let mut out = std::io::stdout().lock();
     let mut write_err = None;
     let done = session.engine.generate(tokens, params, None, &mut |text| {
@@ -92,6 +95,7 @@ pub fn run(args: Args) -> Result<()> {
     if !args.quiet {
         eprintln!("{}", session.summary(&done));
     }
+    session.note(&done);
     if done.finish == FinishReason::ContextFull {
         eprintln!(
             "cria: stopped because the context of {} tokens is full; raise --ctx-size to go on",

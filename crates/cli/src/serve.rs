@@ -1,7 +1,7 @@
 //! `cria serve`: the OpenAI-compatible HTTP server (see cria-server).
 
 use crate::default_model;
-use crate::gen_args::ModelArgs;
+use crate::gen_args::{ModelArgs, OverflowArgs};
 use anyhow::{bail, Context, Result};
 use cria_engine::Fault;
 use cria_server::ServerConfig;
@@ -12,6 +12,8 @@ use std::time::Duration;
 pub struct Args {
     #[command(flatten)]
     pub model: ModelArgs,
+    #[command(flatten)]
+    pub overflow: OverflowArgs,
     /// Address to listen on (loopback by default; 0.0.0.0 exposes the server to the network)
     #[arg(long, default_value = "127.0.0.1")]
     pub host: String,
@@ -132,6 +134,7 @@ pub fn run(args: Args) -> Result<()> {
         ctx_size,
         threads,
         kv: args.model.kv_type(),
+        overflow: args.overflow.context_overflow,
         max_queue: args.max_queue,
         body_limit: args.max_body,
         chat_template: args.chat_template,

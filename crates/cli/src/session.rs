@@ -4,7 +4,10 @@
 
 use crate::gen_args::ModelArgs;
 use anyhow::Result;
-use cria_engine::{default_ctx_size, Done, Engine, EngineConfig, FinishReason};
+use cria_engine::{
+    default_ctx_size, truncate_middle, ContextOverflow, Done, Engine, EngineConfig, FinishReason,
+    GenerateParams, OverflowReport,
+};
 use cria_model::Model;
 use cria_prompt::ChatTemplate;
 use cria_tokenizer::Tokenizer;
@@ -19,10 +22,11 @@ pub struct Session {
     pub n_ctx: usize,
     pub path: PathBuf,
     pub load_time: Duration,
+    pub overflow: ContextOverflow,
 }
 
 impl Session {
-    pub fn start(args: &ModelArgs) -> Result<Session> {
+    pub fn start(args: &ModelArgs, overflow: ContextOverflow) -> Result<Session> {
         let threads = args.threads()?;
         let ctx = args.ctx_size(2)?;
         let loaded = args.load()?;
@@ -33,7 +37,10 @@ impl Session {
         let engine = Engine::start(
             model.clone(),
             tok.clone(),
-            EngineConfig::single(n_ctx, kv, threads),
+            EngineConfig {
+                overflow,
+                ..EngineConfig::single(n_ctx, kv, threads)
+            },
         )?;
         Ok(Session {
             engine,
@@ -42,7 +49,38 @@ impl Session {
             n_ctx,
             path: loaded.path,
             load_time: loaded.load_time,
+            overflow,
         })
+    }
+
+    /// With `--context-overflow truncate-middle`, cuts the middle of a
+    /// prompt that does not fit with `max_tokens` (see
+    /// [`cria_engine::truncate_middle`]) and says so on stderr.
+    pub fn fit(&self, prompt: &mut Vec<u32>, params: &GenerateParams) {
+        if self.overflow != ContextOverflow::TruncateMiddle {
+            return;
+        }
+        let dropped = truncate_middle(prompt, params.max_tokens, self.n_ctx);
+        if dropped > 0 {
+            let r = OverflowReport {
+                action: ContextOverflow::TruncateMiddle,
+                dropped_tokens: dropped,
+            };
+            eprintln!(
+                "cria: context overflow: {r} (the prompt's middle was cut to fit the context of {} tokens)",
+                self.n_ctx
+            );
+        }
+    }
+
+    /// The stderr note for a context shift during generation.
+    pub fn note(&self, d: &Done) {
+        if let Some(r) = d.overflow {
+            eprintln!(
+                "cria: context overflow: {r} (the context of {} tokens filled; the oldest tokens after the prompt were dropped)",
+                self.n_ctx
+            );
+        }
     }
 
     /// The model's chat template, or the one in `override_file`.

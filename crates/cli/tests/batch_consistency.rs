@@ -14,8 +14,15 @@ use cria_model::{KvType, Logits, Model, Session};
 #[test]
 fn batched_prompt_matches_token_by_token() {
     // 2 threads (attention split by rows and heads) and 1 thread (groups of
-    // 4 rows at 41 tokens), f16 and f32 caches.
-    for (threads, kv) in [(2, KvType::F16), (1, KvType::F16), (1, KvType::F32)] {
+    // 4 rows at 41 tokens), f16, f32, q8_0 and q4_0 caches (issue 14: the
+    // quantized caches' kernels keep a query's bits whatever its group).
+    for (threads, kv) in [
+        (2, KvType::F16),
+        (1, KvType::F16),
+        (1, KvType::F32),
+        (2, KvType::Q8_0),
+        (1, KvType::Q4_0),
+    ] {
         check(threads, kv);
     }
 }

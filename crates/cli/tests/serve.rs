@@ -361,9 +361,13 @@ fn bad_requests_get_openai_errors() {
     assert_eq!(e["param"], "messages[0].content");
     let e = chat_err(br#"{"messages":[{"role":"user","content":"hi"}],"n":2}"#);
     assert_eq!(e["param"], "n");
-    let e = chat_err(br#"{"messages":[{"role":"user","content":"hi"}],"tools":[{"type":"retrieval"}]}"#);
+    let e = chat_err(
+        br#"{"messages":[{"role":"user","content":"hi"}],"tools":[{"type":"retrieval"}]}"#,
+    );
     assert_eq!(e["param"], "tools[0].type");
-    let e = chat_err(br#"{"messages":[{"role":"user","content":"hi"}],"response_format":{"type":"xml"}}"#);
+    let e = chat_err(
+        br#"{"messages":[{"role":"user","content":"hi"}],"response_format":{"type":"xml"}}"#,
+    );
     assert_eq!(e["param"], "response_format.type");
     let e = chat_err(br#"{"messages":[{"role":"user","content":"hi"}],"temperature":7}"#);
     assert_eq!(e["param"], "temperature");

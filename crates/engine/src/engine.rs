@@ -4,10 +4,11 @@
 
 use crate::error::{Error, ErrorKind};
 use crate::fault::Fault;
+use crate::overflow::ContextOverflow;
 use crate::params::GenerateParams;
 use crate::request::{Done, Event, Request};
 use crate::scheduler::Scheduler;
-use cria_model::{KvType, Model};
+use cria_model::{KvTypes, Model};
 use cria_tokenizer::Tokenizer;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
@@ -20,13 +21,18 @@ pub struct EngineConfig {
     pub slots: usize,
     /// Context of each slot, in tokens.
     pub n_ctx: usize,
-    pub kv: KvType,
+    /// Element types of the keys and values in the cache.
+    pub kv: KvTypes,
     pub threads: usize,
     /// Requests that may wait while every slot is busy; past that,
     /// `submit` refuses. A burst of up to `slots` requests is always taken.
     pub max_queue: usize,
     /// Rows per forward pass: decode rows first, prompt rows fill the rest.
     pub step_tokens: usize,
+    /// What to do when a sequence fills its context during generation
+    /// (only [`ContextOverflow::Shift`] changes the engine; truncating a
+    /// prompt is its caller's job): see `overflow.rs`.
+    pub overflow: ContextOverflow,
     /// Test hook: panic at a chosen place (see [`Fault`]). `None` in use.
     #[doc(hidden)]
     pub fault: Option<Fault>,
@@ -35,14 +41,15 @@ pub struct EngineConfig {
 impl EngineConfig {
     /// One slot, no queue, the given context: what `cria run` and `cria
     /// chat` use.
-    pub fn single(n_ctx: usize, kv: KvType, threads: usize) -> EngineConfig {
+    pub fn single(n_ctx: usize, kv: impl Into<KvTypes>, threads: usize) -> EngineConfig {
         EngineConfig {
             slots: 1,
             n_ctx,
-            kv,
+            kv: kv.into(),
             threads,
             max_queue: 0,
             step_tokens: 512,
+            overflow: ContextOverflow::Error,
             fault: None,
         }
     }
@@ -131,6 +138,7 @@ impl Engine {
         config.slots = config.slots.max(1);
         config.step_tokens = config.step_tokens.max(config.slots);
         config.n_ctx = config.n_ctx.max(2);
+        config.kv.check(model.config.head_dim)?;
         crate::memory::fits(
             &format!(
                 "a KV cache of {} slots x {} tokens",

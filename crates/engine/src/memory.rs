@@ -3,11 +3,11 @@
 //! process.
 
 use crate::error::{Error, ErrorKind};
-use cria_model::{KvCache, KvType, Model};
+use cria_model::{KvCache, KvTypes, Model};
 
 /// Bytes of one KV cache of `n_ctx` positions (keys are stored in blocks
 /// of 16 positions); saturates instead of wrapping.
-pub fn kv_bytes(model: &Model, n_ctx: usize, kv: KvType) -> u64 {
+pub fn kv_bytes(model: &Model, n_ctx: usize, kv: impl Into<KvTypes>) -> u64 {
     let c = &model.config;
     let n_ctx = n_ctx.checked_next_multiple_of(16).unwrap_or(usize::MAX);
     KvCache::bytes_for(c.n_layers, n_ctx, c.kv_dim(), kv)

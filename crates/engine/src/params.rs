@@ -1,6 +1,6 @@
 //! What a request asks for and how it ended.
 
-use cria_model::{KvCache, KvType, Model};
+use cria_model::{KvCache, KvTypes, Model};
 use cria_sampler::SamplerConfig;
 
 /// Why generation ended.
@@ -48,7 +48,7 @@ impl GenerateParams {
 
 /// Default context size: the model's training context, capped so the KV
 /// cache stays within 1 GiB and at most 8192 positions.
-pub fn default_ctx_size(model: &Model, kv: KvType) -> usize {
+pub fn default_ctx_size(model: &Model, kv: impl Into<KvTypes>) -> usize {
     let c = &model.config;
     let per_pos = KvCache::bytes_for(c.n_layers, 1, c.kv_dim(), kv).max(1);
     let by_memory = ((1u64 << 30) / per_pos) as usize;

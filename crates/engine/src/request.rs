@@ -90,4 +90,6 @@ pub struct Done {
     /// From admission to the first token.
     pub prompt_time: Duration,
     pub generation_time: Duration,
+    /// Context shifts done during generation (`--context-overflow shift`).
+    pub overflow: Option<crate::OverflowReport>,
 }

@@ -28,6 +28,7 @@ use crate::embed::{Pooler, Pooling};
 use crate::engine::{EngineConfig, EngineStats, Msg, Queued, Ticket};
 use crate::error::{Error, ErrorKind};
 use crate::fault::{Fault, FaultSite};
+use crate::overflow::{ContextOverflow, OverflowReport};
 use crate::params::FinishReason;
 use crate::request::{Done, Event, Request, TokenEvent};
 use cria_model::{BatchRow, KvCache, Model, Outputs};
@@ -56,6 +57,8 @@ struct Job<'t> {
     first_token: Option<Instant>,
     /// An embedding request's pooled rows (see `embed.rs`).
     embed: Option<Pooler>,
+    /// Tokens discarded by context shifts (`--context-overflow shift`).
+    shifted: usize,
 }
 
 impl Job<'_> {
@@ -318,6 +321,7 @@ impl<'m> Scheduler<'m> {
             admitted: Instant::now(),
             first_token: None,
             embed,
+            shifted: 0,
             req,
             ticket,
         })
@@ -489,7 +493,8 @@ impl<'m> Scheduler<'m> {
             self.fault(FaultSite::Sample, &job.req);
         }
         let n_ctx = self.config.n_ctx;
-        let tok = self.tok;
+        let (tok, model) = (self.tok, self.model);
+        let shift = self.config.overflow == ContextOverflow::Shift;
         let slot = &mut self.slots[i];
         let n_cached = slot.tokens.len();
         let Some(job) = &mut slot.job else { return };
@@ -566,7 +571,16 @@ impl<'m> Scheduler<'m> {
                 break 'f Some(FinishReason::Length);
             }
             if n_cached >= n_ctx {
-                break 'f Some(FinishReason::ContextFull);
+                if !shift {
+                    break 'f Some(FinishReason::ContextFull);
+                }
+                // See overflow.rs: keep the start, drop the oldest half of
+                // the rest, re-rope the newer half into place.
+                let keep = crate::overflow::shift_keep(job.req.prompt.len(), n_ctx);
+                let discard = crate::overflow::shift_discard(n_cached, keep);
+                model.shift_cache(&mut slot.cache, keep, discard, n_cached);
+                slot.tokens.drain(keep..keep + discard);
+                job.shifted += discard;
             }
             job.pending = Some(id);
             None
@@ -635,6 +649,7 @@ fn empty_done(req: &Request) -> Done {
         completion_tokens: 0,
         prompt_time: Duration::ZERO,
         generation_time: Duration::ZERO,
+        overflow: None,
     }
 }
 
@@ -658,6 +673,10 @@ fn finish_job(mut job: Job<'_>, finish: FinishReason) {
         completion_tokens: job.generated,
         prompt_time: first - job.admitted,
         generation_time: now - first,
+        overflow: (job.shifted > 0).then_some(OverflowReport {
+            action: ContextOverflow::Shift,
+            dropped_tokens: job.shifted,
+        }),
     };
     job.end(Event::Done(done));
 }

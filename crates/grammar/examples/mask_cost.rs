@@ -9,12 +9,18 @@ use std::time::{Duration, Instant};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let vocab = args.first().ok_or("usage: mask_cost VOCAB.gguf [SCHEMA|GRAMMAR] [STEPS]")?;
+    let vocab = args
+        .first()
+        .ok_or("usage: mask_cost VOCAB.gguf [SCHEMA|GRAMMAR] [STEPS]")?;
     let f = cria_gguf::GgufFile::open(vocab)?;
     let tok = cria_tokenizer::Tokenizer::from_gguf(f.metadata())?;
     let t = Instant::now();
     let grammars = Grammars::new(&tok)?;
-    println!("vocabulary of {}: trie built in {:.1} ms", tok.vocab_size(), t.elapsed().as_secs_f64() * 1e3);
+    println!(
+        "vocabulary of {}: trie built in {:.1} ms",
+        tok.vocab_size(),
+        t.elapsed().as_secs_f64() * 1e3
+    );
     let spec = match args.get(1) {
         Some(p) if p.ends_with(".gbnf") => GrammarSpec::Gbnf(std::fs::read_to_string(p)?),
         Some(p) => GrammarSpec::JsonSchema(serde_json::from_str(&std::fs::read_to_string(p)?)?),
@@ -40,7 +46,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let ids: Vec<u32> = mask
                 .iter()
                 .enumerate()
-                .flat_map(|(w, &b)| (0..32).filter(move |i| b >> i & 1 == 1).map(move |i| w as u32 * 32 + i))
+                .flat_map(|(w, &b)| {
+                    (0..32)
+                        .filter(move |i| b >> i & 1 == 1)
+                        .map(move |i| w as u32 * 32 + i)
+                })
                 .filter(|&id| !tok.is_eog(id))
                 .collect();
             if ids.is_empty() {
@@ -58,6 +68,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
         }
     }
-    println!("mask + accept: {:.1} us per token over {n} tokens", total.as_secs_f64() * 1e6 / n as f64);
+    println!(
+        "mask + accept: {:.1} us per token over {n} tokens",
+        total.as_secs_f64() * 1e6 / n as f64
+    );
     Ok(())
 }

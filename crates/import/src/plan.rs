@@ -308,28 +308,11 @@ pub fn encode<'a>(dtype: DType, raw: Cow<'a, [u8]>, ty: GgmlType) -> Cow<'a, [u8
     let mut out = Vec::with_capacity(out_len);
     for c in raw.chunks(CHUNK * dtype.size()) {
         let x = to_f32(dtype, c);
-        match ty {
-            GgmlType::F16 => out.extend(x.iter().flat_map(|v| f16::from_f32(*v).to_le_bytes())),
-            GgmlType::BF16 => out.extend(x.iter().flat_map(|v| bf16::from_f32(*v).to_le_bytes())),
-            GgmlType::Q8_0 => out.extend(quantize_q8_0(&x)),
-            _ => out.extend(x.iter().flat_map(|v| v.to_le_bytes())),
-        }
+        // The kernels' reference quantizers: byte-identical to ggml's.
+        let at = out.len();
+        out.resize(at + ty.bytes_for(x.len() as u64).unwrap_or(0) as usize, 0);
+        cria_kernels::quantize_row(ty, &x, None, &mut out[at..])
+            .expect("the plan only chooses types the kernels quantize, in whole blocks");
     }
     Cow::Owned(out)
-}
-
-/// llama.cpp's `quantize_row_q8_0_ref`: per 32 values, d = amax / 127
-/// stored as f16, and each value's x / d rounded half away from zero.
-/// `x.len()` must be a multiple of 32. Output: 34 bytes per block.
-pub fn quantize_q8_0(x: &[f32]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(x.len() / 32 * 34);
-    for block in x.chunks_exact(32) {
-        let amax = block.iter().fold(0f32, |m, v| m.max(v.abs()));
-        let d = amax / 127.0;
-        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-        out.extend_from_slice(&f16::from_f32(d).to_le_bytes());
-        // f32::round is C's roundf: halves away from zero.
-        out.extend(block.iter().map(|v| (v * id).round() as i8 as u8));
-    }
-    out
 }

@@ -62,9 +62,13 @@ mod quant;
 mod rowops;
 mod simd;
 
+pub use attn::quant::{
+    pack_key, quantize_kv_row, quantize_q4_0, quantize_q8_0, unpack_key, QIsa, QKeys, QType,
+    QValues, QBLOCK,
+};
 pub use attn::{
-    attend_f16, attend_scalar, axpy_f16, axpy_f16_rows, axpy_f16_scalar, dot_f16, dot_f16_rows,
-    dot_f16_scalar, KvHead,
+    attend, attend_f16, attend_scalar, axpy_f16, axpy_f16_rows, axpy_f16_scalar, dot_f16,
+    dot_f16_rows, dot_f16_scalar, AttScratch, Keys, KvHead, Values,
 };
 pub use cria_gguf::GgmlType;
 pub use dequant::{block_geometry, dequantize_row, row_bytes, QK_K};

@@ -1,139 +1,180 @@
 //! The key/value cache: per layer, the rotated keys and the values of every
 //! KV head at every position. Independent of the model: it knows only sizes.
 //!
-//! Values are (layer, position, kv_dim). Keys are (layer, position / 16,
-//! kv_dim, 16): blocks of 16 positions stored dimension-major, so attention
-//! reads one dimension of 16 keys with one load and a score needs no
-//! horizontal sum ([`cria_kernels::KvHead`]). The key blocks cover `n_ctx`
-//! rounded up to a multiple of 16.
+//! Keys and values each have their own element type ([`KvTypes`]): f16
+//! (llama.cpp's default), f32, or ggml's Q8_0 / Q4_0 blocks of 32 (one f16
+//! scale per block; llama.cpp's `-ctk`/`-ctv q8_0|q4_0`).
+//!
+//! - f16/f32 values are (layer, position, kv_dim); f16/f32 keys are
+//!   (layer, position / 16, kv_dim, 16): blocks of 16 positions stored
+//!   dimension-major, so attention reads one dimension of 16 keys with one
+//!   load ([`cria_kernels::KvHead`]).
+//! - Quantized values are (layer, kv_dim / 32, position) ggml blocks;
+//!   quantized keys are (layer, kv_dim / 32, position / 16) key tiles of 16
+//!   positions x 32 dimensions ([`cria_kernels::QKeys`]): block-major, so
+//!   attention over a head reads `head_dim / 32` sequential streams. Rows are
+//!   quantized as llama.cpp's `quantize_row_q8_0` / `quantize_row_q4_0`
+//!   quantize them when it writes its cache.
+//!
+//! Key blocks and tiles cover `n_ctx` rounded up to a multiple of 16.
 
-use cria_kernels::KvHead;
+use crate::error::{Error, ErrorKind};
+use cria_kernels::{Keys, QKeys, QType, QValues, Values, QBLOCK};
 use half::f16;
+use std::fmt;
+use std::str::FromStr;
 
-/// Element type of the cache. f16 halves its memory (llama.cpp's default);
-/// f32 keeps keys and values exactly as computed.
+/// Element type of keys or values in the cache.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum KvType {
     F16,
     F32,
+    Q8_0,
+    Q4_0,
 }
 
 impl KvType {
-    pub fn bytes(self) -> usize {
+    /// Every type, as `-ctk`/`-ctv` name them.
+    pub const ALL: [KvType; 4] = [KvType::F16, KvType::F32, KvType::Q8_0, KvType::Q4_0];
+
+    /// Bytes per 32 elements (f16 64, f32 128, q8_0 34, q4_0 18).
+    pub fn bytes_per_32(self) -> u64 {
         match self {
-            KvType::F16 => 2,
-            KvType::F32 => 4,
+            KvType::F16 => 64,
+            KvType::F32 => 128,
+            KvType::Q8_0 => 34,
+            KvType::Q4_0 => 18,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            KvType::F16 => "f16",
+            KvType::F32 => "f32",
+            KvType::Q8_0 => "q8_0",
+            KvType::Q4_0 => "q4_0",
+        }
+    }
+
+    fn quant(self) -> Option<QType> {
+        match self {
+            KvType::Q8_0 => Some(QType::Q8_0),
+            KvType::Q4_0 => Some(QType::Q4_0),
+            _ => None,
         }
     }
 }
 
-/// A value that can be stored in the cache.
-pub trait KvElem: Copy + Send + Sync + Into<f32> + 'static {
-    fn from_f32(x: f32) -> Self;
-    /// `dst[i] = from_f32(src[i])` (lengths must match).
-    fn from_f32_slice(dst: &mut [Self], src: &[f32]) {
-        for (d, &x) in dst.iter_mut().zip(src) {
-            *d = Self::from_f32(x);
-        }
-    }
-    /// Causal attention of queries that read one KV head (the contract of
-    /// [`cria_kernels::attend_f16`]): `q` and `out` are (`last.len()`, d);
-    /// query j sees positions `0..=last[j]`; `scores` is scratch. Each
-    /// output has the bits of its query evaluated alone.
-    fn attend(
-        q: &[f32],
-        last: &[usize],
-        kv: KvHead<Self>,
-        scale: f32,
-        scores: &mut Vec<f32>,
-        out: &mut [f32],
-    ) {
-        cria_kernels::attend_scalar(q, last, kv, scale, scores, out)
+impl fmt::Display for KvType {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(self.name())
     }
 }
 
-impl KvElem for f32 {
-    fn from_f32(x: f32) -> f32 {
-        x
+impl FromStr for KvType {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<KvType, Error> {
+        KvType::ALL
+            .into_iter()
+            .find(|t| t.name().eq_ignore_ascii_case(s))
+            .ok_or_else(|| {
+                ErrorKind::BadArgument {
+                    detail: format!("unknown KV cache type {s:?}: use f16, f32, q8_0 or q4_0"),
+                }
+                .into()
+            })
     }
 }
 
-impl KvElem for f16 {
-    fn from_f32(x: f32) -> f16 {
-        f16::from_f32(x)
-    }
-    fn from_f32_slice(dst: &mut [f16], src: &[f32]) {
-        // F16C when available; the same rounding as `from_f32`.
-        half::slice::HalfFloatSliceExt::convert_from_f32_slice(dst, src);
-    }
-    fn attend(
-        q: &[f32],
-        last: &[usize],
-        kv: KvHead<f16>,
-        scale: f32,
-        scores: &mut Vec<f32>,
-        out: &mut [f32],
-    ) {
-        cria_kernels::attend_f16(q, last, kv, scale, scores, out)
+/// The element types of the keys and of the values.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct KvTypes {
+    pub k: KvType,
+    pub v: KvType,
+}
+
+impl From<KvType> for KvTypes {
+    fn from(t: KvType) -> KvTypes {
+        KvTypes { k: t, v: t }
     }
 }
 
-/// Storage of one element type: `k` is (layer, position / 16, kv_dim, 16)
-/// and `v` (layer, position, kv_dim); see the module docs.
-pub struct KvStore<T> {
-    pub k: Vec<T>,
-    pub v: Vec<T>,
-}
-
-impl<T: KvElem> KvStore<T> {
-    /// Writes the key and value rows (`kv_dim` each) of position `pos` in
-    /// `layer` of a cache of `n_ctx` positions.
-    fn store(&mut self, n_ctx: usize, layer: usize, pos: usize, k: &[f32], v: &[f32]) {
-        let kvd = k.len();
-        let at = (layer * n_ctx + pos) * kvd;
-        T::from_f32_slice(&mut self.v[at..at + kvd], v);
-        let kb = (layer * n_ctx.div_ceil(16) + pos / 16) * 16 * kvd + pos % 16;
-        let dst = &mut self.k[kb..kb + 16 * (kvd - 1) + 1];
-        // Convert 16 at a time, then scatter 16 apart.
-        let mut tmp = [T::from_f32(0.0); 16];
-        for (c, src) in k.chunks(16).enumerate() {
-            T::from_f32_slice(&mut tmp[..src.len()], src);
-            for (i, &x) in tmp[..src.len()].iter().enumerate() {
-                dst[16 * (16 * c + i)] = x;
+impl KvTypes {
+    /// Refuses quantized types for a head size that is not a whole number
+    /// of blocks of 32 (llama.cpp refuses them too).
+    pub fn check(self, head_dim: usize) -> Result<(), Error> {
+        for (what, t) in [("K", self.k), ("V", self.v)] {
+            if t.quant().is_some() && (head_dim == 0 || !head_dim.is_multiple_of(QBLOCK)) {
+                return Err(ErrorKind::Unsupported {
+                    detail: format!(
+                        "a {t} {what} cache needs a head size divisible by {QBLOCK}, \
+                         and this model's is {head_dim}: use f16 or f32 for {what}"
+                    ),
+                }
+                .into());
             }
         }
-    }
-
-    /// The keys and values of the head whose dimensions start at `first`
-    /// (of `kv_dim`) in `layer` of a cache of `n_ctx` positions.
-    pub(crate) fn head(
-        &self,
-        n_ctx: usize,
-        kv_dim: usize,
-        layer: usize,
-        first: usize,
-    ) -> KvHead<'_, T> {
-        let k0 = layer * n_ctx.div_ceil(16) * 16 * kv_dim + 16 * first;
-        let v0 = layer * n_ctx * kv_dim + first;
-        KvHead {
-            k: &self.k[k0..],
-            k_block: 16 * kv_dim,
-            v: &self.v[v0..],
-            v_row: kv_dim,
-        }
+        Ok(())
     }
 }
 
-pub enum KvData {
-    F16(KvStore<f16>),
-    F32(KvStore<f32>),
+impl KvTypes {
+    /// llama.cpp's attention rotation for quantized caches (its
+    /// `attn_rot_k`/`attn_rot_v`, on unless `LLAMA_ATTN_ROT_DISABLE`): when
+    /// the keys are quantized and the head size is a multiple of 64, queries
+    /// and keys are multiplied by an orthonormal Walsh-Hadamard matrix of
+    /// size `k` (the largest power of two dividing the head size), which
+    /// leaves every score as it was but spreads outliers across a block
+    /// before it is rounded; when the values are quantized, values and the
+    /// attention output by one of size `v` = 64. Returns `(k, v)`.
+    pub fn rotation(self, head_dim: usize) -> (Option<usize>, Option<usize>) {
+        let on = |t: KvType| t.quant().is_some() && head_dim > 0 && head_dim.is_multiple_of(64);
+        let k = on(self.k).then(|| 1 << head_dim.trailing_zeros());
+        let v = on(self.v).then_some(64);
+        (k, v)
+    }
+}
+
+/// `x <- H x` for each chunk of `n` (a power of two) of `x`, `H` the
+/// orthonormal Walsh-Hadamard matrix of size `n` (Sylvester's order, as
+/// llama.cpp builds it; its own inverse).
+pub fn hadamard(x: &mut [f32], n: usize) {
+    let s = 1.0 / (n as f32).sqrt();
+    for c in x.chunks_exact_mut(n) {
+        let mut h = 1;
+        while h < n {
+            for i in (0..n).step_by(2 * h) {
+                for j in i..i + h {
+                    let (a, b) = (c[j], c[j + h]);
+                    c[j] = a + b;
+                    c[j + h] = a - b;
+                }
+            }
+            h *= 2;
+        }
+        c.iter_mut().for_each(|v| *v *= s);
+    }
+}
+
+impl fmt::Display for KvTypes {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "K {} / V {}", self.k, self.v)
+    }
+}
+
+/// One side (keys or values) of a cache.
+enum Buf {
+    F16(Vec<f16>),
+    F32(Vec<f32>),
+    Quant(QType, Vec<u8>),
 }
 
 pub struct KvCache {
     pub n_layers: usize,
     pub n_ctx: usize,
     pub kv_dim: usize,
-    pub data: KvData,
+    k: Buf,
+    v: Buf,
 }
 
 /// `n` f16 zeros from a zeroed allocation: the pages of a large cache are
@@ -147,11 +188,27 @@ fn zeroed_f16(n: usize) -> Vec<f16> {
     unsafe { Vec::from_raw_parts(ptr as *mut f16, len, cap) }
 }
 
+/// A zeroed buffer of `n` elements of `ty` (`n` a multiple of 32 for the
+/// quantized types).
+fn buf(ty: KvType, n: usize) -> Buf {
+    match ty {
+        KvType::F16 => Buf::F16(zeroed_f16(n)),
+        KvType::F32 => Buf::F32(vec![0.0; n]),
+        KvType::Q8_0 | KvType::Q4_0 => {
+            let q = ty.quant().expect("quantized");
+            Buf::Quant(q, vec![0u8; n / QBLOCK * q.block_bytes()])
+        }
+    }
+}
+
 impl KvCache {
     /// A zeroed cache. Panics if its element count overflows `usize` (no
-    /// machine could hold it); callers sizing it from user input should
-    /// check [`KvCache::bytes_for`] against their memory budget first.
-    pub fn new(n_layers: usize, n_ctx: usize, kv_dim: usize, ty: KvType) -> KvCache {
+    /// machine could hold it), or if a quantized type meets a `kv_dim` that
+    /// is not a multiple of 32 (check [`KvTypes::check`] first); callers
+    /// sizing it from user input should check [`KvCache::bytes_for`]
+    /// against their memory budget first.
+    pub fn new(n_layers: usize, n_ctx: usize, kv_dim: usize, ty: impl Into<KvTypes>) -> KvCache {
+        let ty = ty.into();
         let count = |ctx: usize| {
             n_layers
                 .checked_mul(ctx)
@@ -160,23 +217,20 @@ impl KvCache {
                     panic!("a KV cache of {n_layers} layers x {n_ctx} positions x {kv_dim} overflows memory")
                 })
         };
+        for t in [ty.k, ty.v] {
+            assert!(
+                t.quant().is_none() || kv_dim.is_multiple_of(QBLOCK),
+                "a {t} KV cache needs kv_dim divisible by 32, not {kv_dim}"
+            );
+        }
         let n = count(n_ctx);
         let nk = count(n_ctx.checked_next_multiple_of(16).unwrap_or(usize::MAX));
-        let data = match ty {
-            KvType::F16 => KvData::F16(KvStore {
-                k: zeroed_f16(nk),
-                v: zeroed_f16(n),
-            }),
-            KvType::F32 => KvData::F32(KvStore {
-                k: vec![0.0; nk],
-                v: vec![0.0; n],
-            }),
-        };
         KvCache {
             n_layers,
             n_ctx,
             kv_dim,
-            data,
+            k: buf(ty.k, nk),
+            v: buf(ty.v, n),
         }
     }
 
@@ -184,13 +238,17 @@ impl KvCache {
     /// allocating (keys round `n_ctx` up to a multiple of 16: up to 15
     /// positions more than this). Saturates at `u64::MAX` rather than
     /// wrapping, so a caller comparing it with a budget stays right.
-    pub fn bytes_for(n_layers: usize, n_ctx: usize, kv_dim: usize, ty: KvType) -> u64 {
-        [n_layers, n_ctx, kv_dim, ty.bytes()]
+    pub fn bytes_for(n_layers: usize, n_ctx: usize, kv_dim: usize, ty: impl Into<KvTypes>) -> u64 {
+        let ty = ty.into();
+        let elems = [n_layers, n_ctx, kv_dim]
             .iter()
-            .fold(2u64, |acc, &x| acc.saturating_mul(x as u64))
+            .fold(1u128, |acc, &x| acc.saturating_mul(x as u128));
+        let side = |t: KvType| (elems.saturating_mul(u128::from(t.bytes_per_32()))).div_ceil(32);
+        u64::try_from(side(ty.k).saturating_add(side(ty.v))).unwrap_or(u64::MAX)
     }
 
-    /// Writes the key and value rows of position `pos` in `layer`.
+    /// Writes the key and value rows (`kv_dim` each) of position `pos` in
+    /// `layer`, converted or quantized to the cache's types.
     pub fn store(&mut self, layer: usize, pos: usize, k: &[f32], v: &[f32]) {
         assert!(
             layer < self.n_layers
@@ -199,16 +257,224 @@ impl KvCache {
                 && v.len() == self.kv_dim,
             "KvCache::store out of bounds"
         );
-        match &mut self.data {
-            KvData::F16(st) => st.store(self.n_ctx, layer, pos, k, v),
-            KvData::F32(st) => st.store(self.n_ctx, layer, pos, k, v),
+        let (kvd, n_ctx) = (self.kv_dim, self.n_ctx);
+        let at = (layer * n_ctx + pos) * kvd;
+        match &mut self.v {
+            Buf::F16(b) => {
+                half::slice::HalfFloatSliceExt::convert_from_f32_slice(&mut b[at..at + kvd], v)
+            }
+            Buf::F32(b) => b[at..at + kvd].copy_from_slice(v),
+            Buf::Quant(q, b) => {
+                let (bb, nb) = (q.block_bytes(), kvd / QBLOCK);
+                for (i, src) in v.chunks_exact(QBLOCK).enumerate() {
+                    let at = ((layer * nb + i) * n_ctx + pos) * bb;
+                    cria_kernels::quantize_kv_row(*q, src, &mut b[at..at + bb]);
+                }
+            }
+        }
+        self.store_key(layer, pos, k);
+    }
+
+    fn store_key(&mut self, layer: usize, pos: usize, k: &[f32]) {
+        let kvd = self.kv_dim;
+        let tiles = self.n_ctx.div_ceil(16);
+        match &mut self.k {
+            Buf::F16(b) => {
+                let kb = (layer * tiles + pos / 16) * 16 * kvd + pos % 16;
+                scatter16(&mut b[kb..kb + 16 * (kvd - 1) + 1], k, f16::from_f32);
+            }
+            Buf::F32(b) => {
+                let kb = (layer * tiles + pos / 16) * 16 * kvd + pos % 16;
+                scatter16(&mut b[kb..kb + 16 * (kvd - 1) + 1], k, |x| x);
+            }
+            Buf::Quant(q, b) => {
+                let (tb, nb) = (q.key_tile_bytes(), kvd / QBLOCK);
+                for (i, src) in k.chunks_exact(QBLOCK).enumerate() {
+                    let at = ((layer * nb + i) * tiles + pos / 16) * tb;
+                    cria_kernels::pack_key(*q, &mut b[at..at + tb], pos, src);
+                }
+            }
         }
     }
 
-    pub fn ty(&self) -> KvType {
-        match self.data {
-            KvData::F16(_) => KvType::F16,
-            KvData::F32(_) => KvType::F32,
+    /// Moves positions `from..n_past` of every layer down by `by` (to
+    /// `from - by..n_past - by`; `by <= from`), each key row (kv_dim,
+    /// dequantized) passed through `rotate` on the way: llama.cpp's
+    /// context shift, `rotate` re-roping the keys to their new positions.
+    /// Values move as they are (quantized ones byte for byte).
+    pub fn shift(
+        &mut self,
+        from: usize,
+        by: usize,
+        n_past: usize,
+        mut rotate: impl FnMut(&mut [f32]),
+    ) {
+        assert!(
+            by <= from && from <= n_past && n_past <= self.n_ctx,
+            "KvCache::shift out of bounds"
+        );
+        let (kvd, n_ctx) = (self.kv_dim, self.n_ctx);
+        let mut row = vec![0f32; kvd];
+        for layer in 0..self.n_layers {
+            let (a, b) = (layer * n_ctx + from, layer * n_ctx + n_past);
+            match &mut self.v {
+                Buf::F16(v) => v.copy_within(a * kvd..b * kvd, (a - by) * kvd),
+                Buf::F32(v) => v.copy_within(a * kvd..b * kvd, (a - by) * kvd),
+                Buf::Quant(q, v) => {
+                    let (bb, nb) = (q.block_bytes(), kvd / QBLOCK);
+                    for i in 0..nb {
+                        let base = (layer * nb + i) * n_ctx;
+                        let (a, b) = (base + from, base + n_past);
+                        v.copy_within(a * bb..b * bb, (a - by) * bb);
+                    }
+                }
+            }
+            for p in from..n_past {
+                self.key_row(layer, p, &mut row);
+                rotate(&mut row);
+                self.store_key(layer, p - by, &row);
+            }
         }
+    }
+
+    /// Key `pos` of `layer` as f32 (dequantized).
+    fn key_row(&self, layer: usize, pos: usize, out: &mut [f32]) {
+        let kvd = self.kv_dim;
+        let tiles = self.n_ctx.div_ceil(16);
+        let kb = (layer * tiles + pos / 16) * 16 * kvd + pos % 16;
+        match &self.k {
+            Buf::F16(b) => {
+                for (i, o) in out.iter_mut().enumerate() {
+                    *o = b[kb + 16 * i].to_f32();
+                }
+            }
+            Buf::F32(b) => {
+                for (i, o) in out.iter_mut().enumerate() {
+                    *o = b[kb + 16 * i];
+                }
+            }
+            Buf::Quant(q, b) => {
+                let (tb, nb) = (q.key_tile_bytes(), kvd / QBLOCK);
+                for (i, o) in out.chunks_exact_mut(QBLOCK).enumerate() {
+                    let at = ((layer * nb + i) * tiles + pos / 16) * tb;
+                    cria_kernels::unpack_key(*q, &b[at..at + tb], pos, o);
+                }
+            }
+        }
+    }
+
+    /// The keys and values of the head of `head_dim` whose dimensions start
+    /// at `first` (of `kv_dim`) in `layer`.
+    pub fn head(&self, layer: usize, first: usize, head_dim: usize) -> (Keys<'_>, Values<'_>) {
+        let (kvd, n_ctx) = (self.kv_dim, self.n_ctx);
+        let tiles = n_ctx.div_ceil(16);
+        let k0 = layer * tiles * 16 * kvd + 16 * first;
+        let keys = match &self.k {
+            Buf::F16(b) => Keys::F16 {
+                k: &b[k0..],
+                k_block: 16 * kvd,
+            },
+            Buf::F32(b) => Keys::F32 {
+                k: &b[k0..],
+                k_block: 16 * kvd,
+            },
+            Buf::Quant(q, b) => {
+                let (tb, nb) = (q.key_tile_bytes(), kvd / QBLOCK);
+                let at = (layer * nb + first / QBLOCK) * tiles * tb;
+                Keys::Quant(QKeys {
+                    ty: *q,
+                    bytes: &b[at..],
+                    tile_stride: tb,
+                    block_stride: tiles * tb,
+                    blocks: head_dim / QBLOCK,
+                })
+            }
+        };
+        let v0 = layer * n_ctx * kvd + first;
+        let values = match &self.v {
+            Buf::F16(b) => Values::F16 {
+                v: &b[v0..],
+                v_row: kvd,
+            },
+            Buf::F32(b) => Values::F32 {
+                v: &b[v0..],
+                v_row: kvd,
+            },
+            Buf::Quant(q, b) => {
+                let (bb, nb) = (q.block_bytes(), kvd / QBLOCK);
+                let at = (layer * nb + first / QBLOCK) * n_ctx * bb;
+                Values::Quant(QValues {
+                    ty: *q,
+                    bytes: &b[at..],
+                    row_stride: bb,
+                    block_stride: n_ctx * bb,
+                    blocks: head_dim / QBLOCK,
+                })
+            }
+        };
+        (keys, values)
+    }
+
+    pub fn ty(&self) -> KvTypes {
+        let t = |b: &Buf| match b {
+            Buf::F16(_) => KvType::F16,
+            Buf::F32(_) => KvType::F32,
+            Buf::Quant(QType::Q8_0, _) => KvType::Q8_0,
+            Buf::Quant(QType::Q4_0, _) => KvType::Q4_0,
+        };
+        KvTypes {
+            k: t(&self.k),
+            v: t(&self.v),
+        }
+    }
+}
+
+/// `dst[16 i] = conv(src[i])`: one key into its block of 16 positions.
+fn scatter16<T: Copy>(dst: &mut [T], src: &[f32], conv: impl Fn(f32) -> T) {
+    for (i, &x) in src.iter().enumerate() {
+        dst[16 * i] = conv(x);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hadamard_is_orthonormal_and_its_own_inverse() {
+        let x: Vec<f32> = (0..128).map(|i| ((i * 37) % 11) as f32 - 5.0).collect();
+        for n in [64, 128] {
+            let mut y = x.clone();
+            hadamard(&mut y, n);
+            let (nx, ny) = (
+                x.iter().map(|v| v * v).sum::<f32>(),
+                y.iter().map(|v| v * v).sum::<f32>(),
+            );
+            assert!((nx - ny).abs() < 1e-3 * nx, "{n}: norms {nx} {ny}");
+            assert!(y.iter().zip(&x).any(|(a, b)| (a - b).abs() > 0.1));
+            hadamard(&mut y, n);
+            assert!(y.iter().zip(&x).all(|(a, b)| (a - b).abs() < 1e-4), "{n}");
+        }
+        // The first row of H is all 1/sqrt(n): y[0] is the scaled sum.
+        let mut y = x[..64].to_vec();
+        hadamard(&mut y, 64);
+        assert!((y[0] - x[..64].iter().sum::<f32>() / 8.0).abs() < 1e-4);
+    }
+
+    #[test]
+    fn rotation_follows_llama_cpp() {
+        let q8 = KvTypes::from(KvType::Q8_0);
+        assert_eq!(q8.rotation(64), (Some(64), Some(64)));
+        assert_eq!(q8.rotation(128), (Some(128), Some(64)));
+        assert_eq!(q8.rotation(96), (None, None));
+        assert_eq!(
+            KvTypes {
+                k: KvType::F16,
+                v: KvType::Q4_0
+            }
+            .rotation(64),
+            (None, Some(64))
+        );
+        assert_eq!(KvTypes::from(KvType::F16).rotation(64), (None, None));
     }
 }

@@ -26,7 +26,7 @@ mod weights;
 pub use config::{LlamaConfig, RopeScaling, MAX_CONTEXT_LENGTH};
 pub use error::{Error, ErrorKind, Result};
 
-pub use kv_cache::{KvCache, KvType};
+pub use kv_cache::{KvCache, KvType, KvTypes};
 pub use llama::{inverse_frequencies, rmsnorm, rope, BatchRow, Logits, Outputs, Scratch};
 pub use observe::{set_matmul_observer, MatmulObserver};
 pub use weights::{Matrix, Weights, SUPPORTED};
@@ -137,6 +137,31 @@ impl Model {
         )
     }
 
+    /// llama.cpp's context shift: in `cache` (holding `n_past` positions),
+    /// positions `n_keep..n_keep + n_discard` are discarded and the rest
+    /// move down by `n_discard`, their keys rotated by `-n_discard`
+    /// positions (rope is a rotation by an angle proportional to the
+    /// position, so this puts them where they now are). The caller then
+    /// continues at position `n_past - n_discard`.
+    pub fn shift_cache(&self, cache: &mut KvCache, n_keep: usize, n_discard: usize, n_past: usize) {
+        let inv = inverse_frequencies(&self.config, self.weights.rope_freqs.as_deref());
+        let delta = -(n_discard as f32);
+        let sc: Vec<(f32, f32)> = inv.iter().map(|f| (delta * f).sin_cos()).collect();
+        let hd = self.config.head_dim;
+        // Keys of a quantized cache are stored rotated (KvTypes::rotation):
+        // back to rope's basis, shifted, rotated again.
+        let (rot, _) = cache.ty().rotation(hd);
+        cache.shift(n_keep + n_discard, n_discard, n_past, |row| {
+            if let Some(n) = rot {
+                kv_cache::hadamard(row, n);
+            }
+            llama::rope_rotate(row, hd, &sc);
+            if let Some(n) = rot {
+                kv_cache::hadamard(row, n);
+            }
+        });
+    }
+
     /// Scratch activations for batches of up to `n_batch` rows.
     pub fn scratch(&self, n_batch: usize) -> Scratch {
         Scratch::new(&self.config, &self.weights, n_batch.max(1))
@@ -154,8 +179,20 @@ pub struct Session {
 }
 
 impl Session {
-    pub fn new(model: &Model, n_ctx: usize, kv: KvType, n_batch: usize, threads: usize) -> Session {
-        let c = &model.config;
+    /// A session of `n_ctx` positions. Panics on a quantized cache type
+    /// for a head size that is not a multiple of 32: check
+    /// [`KvTypes::check`] first (the engine and CLI do).
+    pub fn new(
+        model: &Model,
+        n_ctx: usize,
+        kv: impl Into<KvTypes>,
+        n_batch: usize,
+        threads: usize,
+    ) -> Session {
+        let (c, kv) = (&model.config, kv.into());
+        if let Err(e) = kv.check(c.head_dim) {
+            panic!("{e}");
+        }
         Session {
             cache: KvCache::new(c.n_layers, n_ctx, c.kv_dim(), kv),
             n_past: 0,

@@ -8,7 +8,7 @@
 
 use crate::config::{LlamaConfig, RopeScaling};
 use crate::error::{ErrorKind, Result};
-use crate::kv_cache::{KvCache, KvData, KvElem, KvStore};
+use crate::kv_cache::{hadamard, KvCache};
 use crate::linear::{matmul, matmul_many};
 use crate::weights::{Matrix, Weights};
 use cria_gguf::GgufFile;
@@ -94,7 +94,7 @@ fn rope_angles(pos: usize, inv_freq: &[f32], sc: &mut [(f32, f32)]) {
 }
 
 /// [`rope`] with the angles' sines and cosines given.
-fn rope_rotate(x: &mut [f32], head_dim: usize, sc: &[(f32, f32)]) {
+pub(crate) fn rope_rotate(x: &mut [f32], head_dim: usize, sc: &[(f32, f32)]) {
     for head in x.chunks_exact_mut(head_dim) {
         for (i, &(sin, cos)) in sc.iter().enumerate() {
             let (a, b) = (head[2 * i], head[2 * i + 1]);
@@ -281,8 +281,21 @@ fn forward_batch(
         )?;
         for (i, r) in rows.iter().enumerate() {
             rope_angles(r.pos, &s.inv_freq, &mut s.rope_sc);
-            rope_rotate(&mut s.q[i * qd..(i + 1) * qd], cfg.head_dim, &s.rope_sc);
-            rope_rotate(&mut s.k[i * kvd..(i + 1) * kvd], cfg.head_dim, &s.rope_sc);
+            let (q, k) = (
+                &mut s.q[i * qd..(i + 1) * qd],
+                &mut s.k[i * kvd..(i + 1) * kvd],
+            );
+            rope_rotate(q, cfg.head_dim, &s.rope_sc);
+            rope_rotate(k, cfg.head_dim, &s.rope_sc);
+            // A quantized cache holds rotated keys and values (KvTypes::rotation).
+            let (kr, vr) = caches[r.seq].ty().rotation(cfg.head_dim);
+            if let Some(n) = kr {
+                hadamard(q, n);
+                hadamard(k, n);
+            }
+            if let Some(n) = vr {
+                hadamard(&mut s.v[i * kvd..(i + 1) * kvd], n);
+            }
         }
         // Keys and values of every row go into their caches first, so a row
         // can attend to earlier rows of its own sequence in this batch.
@@ -291,6 +304,11 @@ fn forward_batch(
             caches[r.seq].store(l, r.pos, k, v);
         }
         attention(cfg, caches, l, rows, s, pool);
+        for (i, r) in rows.iter().enumerate() {
+            if let (_, Some(n)) = caches[r.seq].ty().rotation(cfg.head_dim) {
+                hadamard(&mut s.att[i * qd..(i + 1) * qd], n);
+            }
+        }
         matmul(file, &lw.wo, &s.att[..n * qd], &mut s.proj[..n * dim], pool)?;
         s.x[..n * dim]
             .iter_mut()
@@ -352,7 +370,7 @@ struct AttTask {
 /// one sequence go in groups of up to 4, so each key and value is loaded
 /// once for 4 rows x every query head of its KV head; single rows
 /// (generation) split by KV head, or by head when there are few. How the
-/// work is split never changes the bits (see [`KvElem::attend`]).
+/// work is split never changes the bits (see [`cria_kernels::attend`]).
 fn plan_attention(
     cfg: &LlamaConfig,
     rows: &[BatchRow],
@@ -432,11 +450,7 @@ fn attention(
     let (q, tasks) = (&s.q, &s.att_tasks);
     pool.for_each_range_mut(&mut s.att[..n * cfg.q_dim()], &s.att_ranges, |i, out| {
         let r = rows[tasks[i].r0];
-        let c: &KvCache = caches[r.seq];
-        match &c.data {
-            KvData::F16(st) => attend_task(cfg, st, c.n_ctx, l, rows, tasks[i], q, out),
-            KvData::F32(st) => attend_task(cfg, st, c.n_ctx, l, rows, tasks[i], q, out),
-        }
+        attend_task(cfg, caches[r.seq], l, rows, tasks[i], q, out);
     });
 }
 
@@ -444,7 +458,7 @@ fn attention(
 /// reused, so attention allocates nothing per token.
 #[derive(Default)]
 struct AttBuffers {
-    scores: Vec<f32>,
+    scratch: cria_kernels::AttScratch,
     /// (queries, head_dim): the queries of one KV head, in (row, head) order.
     q: Vec<f32>,
     /// (queries, head_dim): their outputs.
@@ -459,18 +473,16 @@ thread_local! {
 
 /// One task: for each KV head its heads read, the rows' queries of those
 /// heads attend together; `out` is the task's range of `att`.
-#[allow(clippy::too_many_arguments)]
-fn attend_task<T: KvElem>(
+fn attend_task(
     cfg: &LlamaConfig,
-    st: &KvStore<T>,
-    n_ctx: usize,
+    cache: &KvCache,
     l: usize,
     rows: &[BatchRow],
     t: AttTask,
     q: &[f32],
     out: &mut [f32],
 ) {
-    let (hd, qd, kvd) = (cfg.head_dim, cfg.q_dim(), cfg.kv_dim());
+    let (hd, qd) = (cfg.head_dim, cfg.q_dim());
     let per_kv = cfg.n_heads / cfg.n_kv_heads;
     let scale = 1.0 / (hd as f32).sqrt();
     let base = t.r0 * qd + t.h0 * hd;
@@ -487,8 +499,9 @@ fn attend_task<T: KvElem>(
                 b.last.extend(std::iter::repeat_n(r.pos, he - h));
             }
             b.out.resize(b.q.len(), 0.0);
-            let kv = st.head(n_ctx, kvd, l, kvh * hd);
-            T::attend(&b.q, &b.last, kv, scale, &mut b.scores, &mut b.out);
+            let (keys, values) = cache.head(l, kvh * hd, hd);
+            let s = &mut b.scratch;
+            cria_kernels::attend(&b.q, &b.last, keys, values, scale, s, &mut b.out);
             let w = (he - h) * hd;
             for (j, src) in b.out.chunks_exact(w).enumerate() {
                 let at = (t.r0 + j) * qd + h * hd - base;

@@ -385,8 +385,15 @@ mod tool_tests {
         let msgs = [Message::new("user", "Weather?"), call, result];
         let tools = serde_json::json!([{"type": "function", "function": {"name": "get_weather"}}]);
         let out = t.render_with_tools(&msgs, Some(&tools), false).unwrap();
-        assert!(out.contains(r#"Tools: [{"function":{"name":"get_weather"},"type":"function"}]"#) || out.contains("\"name\":\"get_weather\""), "{out}");
-        assert!(out.contains("<tool_call>get_weather Oslo</tool_call>"), "{out}");
+        assert!(
+            out.contains(r#"Tools: [{"function":{"name":"get_weather"},"type":"function"}]"#)
+                || out.contains("\"name\":\"get_weather\""),
+            "{out}"
+        );
+        assert!(
+            out.contains("<tool_call>get_weather Oslo</tool_call>"),
+            "{out}"
+        );
         assert!(out.contains("18C (call_1)"), "{out}");
         // Without tools the same template renders no tool block.
         let plain = t.render(&msgs[..1], false).unwrap();

@@ -217,7 +217,11 @@ pub async fn run(
                     tenant,
                     embed: Some(p.params),
                     // The engine takes the ids; they are kept for a retry.
-                    ..Request::new(ids.clone(), cria_engine::GenerateParams::for_embedding(), tx)
+                    ..Request::new(
+                        ids.clone(),
+                        cria_engine::GenerateParams::for_embedding(),
+                        tx,
+                    )
                 };
                 match r.engine.submit(req) {
                     Ok(()) => {

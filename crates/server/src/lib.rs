@@ -38,8 +38,8 @@ mod webui;
 
 pub use error::{ApiError, Error, ErrorKind};
 
-use cria_engine::{Engine, EngineConfig};
-use cria_model::KvType;
+use cria_engine::{ContextOverflow, Engine, EngineConfig};
+use cria_model::{KvType, KvTypes};
 use cria_prompt::ChatTemplate;
 use routes::{App, Ready};
 use std::io::Write;
@@ -62,7 +62,9 @@ pub struct ServerConfig {
     /// Context of each sequence; `None`: the model's, capped (see `run`).
     pub ctx_size: Option<usize>,
     pub threads: usize,
-    pub kv: KvType,
+    pub kv: KvTypes,
+    /// `--context-overflow`: refuse, cut the prompt's middle, or shift.
+    pub overflow: ContextOverflow,
     /// Requests that may wait for a slot before new ones get 429.
     pub max_queue: usize,
     /// Largest request body, bytes.
@@ -117,7 +119,8 @@ impl ServerConfig {
             parallel: 4,
             ctx_size: None,
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
-            kv: KvType::F16,
+            kv: KvType::F16.into(),
+            overflow: ContextOverflow::Error,
             max_queue: 64,
             body_limit: 4 << 20,
             chat_template: None,
@@ -368,6 +371,7 @@ fn load(config: &ServerConfig) -> Result<Ready, String> {
             threads: config.threads.max(1),
             max_queue: config.max_queue,
             step_tokens: 256,
+            overflow: config.overflow,
             fault: config.fault,
         },
     )

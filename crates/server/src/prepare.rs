@@ -13,7 +13,7 @@ use crate::routes::Ready;
 use crate::shapes::Prompt;
 use crate::tools;
 use axum::http::StatusCode;
-use cria_engine::GenerateParams;
+use cria_engine::{truncate_middle, ContextOverflow, GenerateParams, OverflowReport};
 use cria_prompt::tokenize_prompt;
 use cria_tokenizer::Tokenizer;
 use serde::Serialize;
@@ -30,6 +30,8 @@ pub struct Prepared {
     pub logprobs: Option<usize>,
     pub stream: bool,
     pub include_usage: bool,
+    /// The prompt's middle was cut to fit (`--context-overflow truncate-middle`).
+    pub overflow: Option<OverflowReport>,
 }
 
 /// Runs preparation jobs on the blocking pool, a bounded number at once.
@@ -92,6 +94,35 @@ fn constrain(r: &Ready, body: &[u8], params: &mut GenerateParams) -> Result<(), 
     Ok(())
 }
 
+/// Fits the prompt and `max_tokens` to the context as `--context-overflow`
+/// says: error (refuse a prompt that does not fit; cap `max_tokens` at the
+/// room left, as always), truncate-middle (first cut the prompt's middle so
+/// it and `max_tokens` fit; reported), or shift (the engine shifts the
+/// cache when it fills, so a `max_tokens` larger than the room is kept;
+/// without one, generation still stops at the end of the context).
+fn fit(
+    r: &Ready,
+    prompt: &mut Vec<u32>,
+    params: &mut GenerateParams,
+    b: ModelBounds,
+    param: &str,
+) -> Result<Option<OverflowReport>, ApiError> {
+    let mode = r.engine.config().overflow;
+    let mut dropped = 0;
+    if mode == ContextOverflow::TruncateMiddle && !prompt.is_empty() {
+        dropped = truncate_middle(prompt, params.max_tokens, b.n_ctx);
+    }
+    let wanted = params.max_tokens;
+    openai::fit_prompt(prompt, params, b, param)?;
+    if mode == ContextOverflow::Shift && wanted.is_some() {
+        params.max_tokens = wanted;
+    }
+    Ok((dropped > 0).then_some(OverflowReport {
+        action: ContextOverflow::TruncateMiddle,
+        dropped_tokens: dropped,
+    }))
+}
+
 /// `/v1/chat/completions`: checks, renders the template (with the tools,
 /// in the model's own format), tokenizes.
 pub fn chat(r: &Ready, body: &[u8]) -> Result<Prepared, ApiError> {
@@ -141,9 +172,9 @@ pub fn chat(r: &Ready, body: &[u8]) -> Result<Prepared, ApiError> {
         }
     }
     .map_err(|e| ApiError::invalid("messages", e.full_message()))?;
-    let prompt = tokenize_prompt(&r.tok, &rendered)
+    let mut prompt = tokenize_prompt(&r.tok, &rendered)
         .map_err(|e| ApiError::invalid("messages", e.full_message()))?;
-    openai::fit_prompt(&prompt, &mut params, b, "messages")?;
+    let overflow = fit(r, &mut prompt, &mut params, b, "messages")?;
     Ok(Prepared {
         tools: reading,
         prompt,
@@ -151,6 +182,7 @@ pub fn chat(r: &Ready, body: &[u8]) -> Result<Prepared, ApiError> {
         logprobs,
         stream: req.stream,
         include_usage: req.stream_options.as_ref().is_some_and(|o| o.include_usage),
+        overflow,
     })
 }
 
@@ -178,7 +210,7 @@ pub fn completion(r: &Ready, body: &[u8]) -> Result<Prepared, ApiError> {
             .encode(s, r.tok.add_bos(), true)
             .map_err(|e| ApiError::invalid("prompt", format!("prompt: {e}")))
     };
-    let prompt = match req.prompt {
+    let mut prompt = match req.prompt {
         Prompt::Text(s) => encode(&s)?,
         Prompt::Tokens(t) => t,
         Prompt::Texts(v) => {
@@ -190,7 +222,7 @@ pub fn completion(r: &Ready, body: &[u8]) -> Result<Prepared, ApiError> {
             v.swap_remove(0)
         }
     };
-    openai::fit_prompt(&prompt, &mut params, b, "prompt")?;
+    let overflow = fit(r, &mut prompt, &mut params, b, "prompt")?;
     Ok(Prepared {
         tools: None,
         prompt,
@@ -198,6 +230,7 @@ pub fn completion(r: &Ready, body: &[u8]) -> Result<Prepared, ApiError> {
         logprobs,
         stream: req.stream,
         include_usage: req.stream_options.as_ref().is_some_and(|o| o.include_usage),
+        overflow,
     })
 }
 

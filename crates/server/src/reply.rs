@@ -7,7 +7,7 @@ use crate::metrics::Metrics;
 use axum::http::StatusCode;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use cria_engine::{Done, Event, FinishReason, TokenEvent};
+use cria_engine::{Done, Event, FinishReason, OverflowReport, TokenEvent};
 use cria_tokenizer::Tokenizer;
 use serde_json::{json, Value};
 use std::collections::VecDeque;
@@ -41,6 +41,27 @@ pub struct ReplyCtx {
     /// proxies and clients do not time out a request waiting in the queue.
     pub keep_alive: Duration,
     pub accepted: Instant,
+    /// The prompt was cut to fit (`--context-overflow truncate-middle`).
+    pub overflow: Option<OverflowReport>,
+}
+
+/// The `x-cria-context-overflow` header: `truncate-middle;
+/// dropped_tokens=N` or `shift; dropped_tokens=N`.
+pub const OVERFLOW_HEADER: &str = "x-cria-context-overflow";
+
+/// `"context_overflow": {"action", "dropped_tokens"}` of a reply.
+fn overflow_json(r: &OverflowReport) -> Value {
+    json!({"action": r.action.name(), "dropped_tokens": r.dropped_tokens})
+}
+
+/// Adds the overflow header to a response.
+fn with_overflow_header(mut resp: Response, r: Option<OverflowReport>) -> Response {
+    if let Some(r) = r {
+        if let Ok(v) = axum::http::HeaderValue::from_str(&r.to_string()) {
+            resp.headers_mut().insert(OVERFLOW_HEADER, v);
+        }
+    }
+    resp
 }
 
 fn finish_reason(f: FinishReason) -> &'static str {
@@ -202,7 +223,7 @@ impl ReplyCtx {
             Api::Chat => "chat.completion",
             Api::Completion => "text_completion",
         };
-        axum::Json(json!({
+        let mut body = json!({
             "id": self.id,
             "object": object,
             "created": self.created,
@@ -210,8 +231,12 @@ impl ReplyCtx {
             "system_fingerprint": crate::FINGERPRINT,
             "choices": [choice],
             "usage": usage(&done),
-        }))
-        .into_response()
+        });
+        let overflow = self.overflow.or(done.overflow);
+        if let Some(r) = &overflow {
+            body["context_overflow"] = overflow_json(r);
+        }
+        with_overflow_header(axum::Json(body).into_response(), overflow)
     }
 
     /// The assistant message for a reply with tools: its calls (with ids,
@@ -342,6 +367,7 @@ impl ReplyCtx {
             out.push_back(SseEvent::default().data(first.to_string()));
         }
         let keep_alive = self.keep_alive;
+        let truncated = self.overflow;
         let st = St {
             ctx: self,
             rx,
@@ -397,7 +423,13 @@ impl ReplyCtx {
                             st.out.push_back(data(st.ctx.chunk(choice, None)));
                         }
                         let choice = st.ctx.delta("", &[], st.sent, Some(finish));
-                        st.out.push_back(data(st.ctx.chunk(choice, None)));
+                        let mut last = st.ctx.chunk(choice, None);
+                        // A truncation was known when the stream began
+                        // (and is in its header too); a shift only now.
+                        if let Some(r) = st.ctx.overflow.or(d.overflow) {
+                            last["context_overflow"] = overflow_json(&r);
+                        }
+                        st.out.push_back(data(last));
                         if st.ctx.include_usage {
                             st.out
                                 .push_back(data(st.ctx.chunk(Value::Null, Some(usage(&d)))));
@@ -421,7 +453,10 @@ impl ReplyCtx {
             }
         });
         let keep_alive = KeepAlive::new().interval(keep_alive).text("keep-alive");
-        Sse::new(stream).keep_alive(keep_alive).into_response()
+        with_overflow_header(
+            Sse::new(stream).keep_alive(keep_alive).into_response(),
+            truncated,
+        )
     }
 }
 

@@ -381,6 +381,7 @@ async fn start(
         logprobs,
         stream,
         include_usage,
+        overflow,
     } = prepared;
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let req = Request {
@@ -431,6 +432,7 @@ async fn start(
         tenant,
         keep_alive: app.config.sse_keepalive,
         accepted: Instant::now(),
+        overflow,
     };
     Ok(if stream {
         ctx.stream(rx)

@@ -269,8 +269,17 @@ fn has_f16_simd() -> bool {
     false
 }
 
+mod kv;
+pub mod quant;
+#[cfg(target_arch = "x86_64")]
+mod quant_x86;
 #[cfg(target_arch = "x86_64")]
 mod x86;
+
+pub use kv::{attend, AttScratch, Keys, Values};
+
+#[cfg(test)]
+mod quant_tests;
 
 #[cfg(test)]
 mod tests {
