@@ -253,6 +253,14 @@ fn parse_bias(s: &str) -> Result<(u32, f32)> {
     Ok((id, bias))
 }
 
+/// The first 40 characters of `s`, for error messages.
+fn short(s: &str) -> String {
+    match s.char_indices().nth(40) {
+        Some((i, _)) => format!("{}...", &s[..i]),
+        None => s.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -284,13 +292,5 @@ mod tests {
         assert_eq!(super::parse_bias("2-inf").unwrap(), (2, f32::NEG_INFINITY));
         assert!(super::parse_bias("x+1").is_err());
         assert!(super::parse_bias("12").is_err());
-    }
-}
-
-/// The first 40 characters of `s`, for error messages.
-fn short(s: &str) -> String {
-    match s.char_indices().nth(40) {
-        Some((i, _)) => format!("{}...", &s[..i]),
-        None => s.to_string(),
     }
 }

@@ -514,7 +514,7 @@ impl<'m> Scheduler<'m> {
                 Ok(id) => id,
                 Err(e) => {
                     if let Some(job) = slot.job.take() {
-                        job.end(Event::Error(e.into()));
+                        job.end(Event::Error(e));
                     }
                     return;
                 }
