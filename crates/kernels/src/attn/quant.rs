@@ -290,6 +290,7 @@ impl QIsa {
     }
 
     /// Every one this machine has, best last (tests run them all).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
     pub fn available() -> Vec<QIsa> {
         let mut v = vec![QIsa::Scalar];
         #[cfg(target_arch = "x86_64")]
