@@ -37,7 +37,7 @@ const ENDPOINTS: [&str; 6] = [
     "/detokenize",
 ];
 
-const SAMPLING: [&str; 17] = [
+const SAMPLING: [&str; 19] = [
     "temperature",
     "top_p",
     "top_k",
@@ -55,8 +55,10 @@ const SAMPLING: [&str; 17] = [
     "stream_options",
     "ignore_eos",
     "model",
+    "grammar",
+    "json_schema",
 ];
-const CHAT_ONLY: [&str; 11] = [
+const CHAT_ONLY: [&str; 12] = [
     "messages",
     "max_completion_tokens",
     "logprobs",
@@ -64,6 +66,7 @@ const CHAT_ONLY: [&str; 11] = [
     "response_format",
     "tools",
     "tool_choice",
+    "parallel_tool_calls",
     "functions",
     "function_call",
     "audio",
@@ -279,8 +282,63 @@ fn in_range(field: &str) -> BoxedStrategy<Value> {
             .boxed(),
         "content" => "\\PC{0,60}".prop_map(Value::from).boxed(),
         "n" | "best_of" => Just(json!(1)).boxed(),
+        // Constraints: real grammars and schemas, with hostile corners
+        // (recursion, huge repetition counts, unknown keywords, dead ends).
+        "grammar" => prop::sample::select(vec![
+            json!("root ::= [0-9]{1,3}"),
+            json!("root ::= (\"a\" | root \"b\")"),
+            json!("root ::= x\nx ::= \"(\" x \")\" | \"\""),
+            json!("root ::= [^\\x00-\\x{10FFFF}]"),
+            json!("root ::= \"a\"{0,10000}"),
+            json!("root ::= <|im_end|> | !<[0]>"),
+            json!("start: /[a-z]+/ %json {\"type\": \"integer\"}"),
+            json!("root ::= ("),
+        ])
+        .boxed(),
+        "json_schema" => schema(),
+        "response_format" => prop_oneof![
+            Just(json!({"type": "text"})),
+            Just(json!({"type": "json_object"})),
+            schema().prop_map(
+                |s| json!({"type": "json_schema", "json_schema": {"name": "x", "schema": s}})
+            ),
+        ]
+        .boxed(),
+        "tools" => prop::collection::vec(
+            (prop::sample::select(vec!["f", "get-x", "a_b"]), schema()).prop_map(
+                |(n, p)| json!({"type": "function", "function": {"name": n, "parameters": p}}),
+            ),
+            0..=3,
+        )
+        .prop_map(|v| json!(v))
+        .boxed(),
+        "tool_choice" => prop::sample::select(vec![
+            json!("auto"),
+            json!("none"),
+            json!("required"),
+            json!({"type": "function", "function": {"name": "f"}}),
+        ])
+        .boxed(),
         _ => any::<bool>().prop_map(Value::from).boxed(),
     }
+}
+
+/// JSON Schemas, supported and not, nested and self-referencing.
+fn schema() -> BoxedStrategy<Value> {
+    prop::sample::select(vec![
+        json!({"type": "object"}),
+        json!({"type": "object", "properties": {"a": {"type": "string", "maxLength": 3}}, "required": ["a"]}),
+        json!({"type": "array", "items": {"enum": [1, "x", null]}, "minItems": 2, "maxItems": 2}),
+        json!({"type": "string", "pattern": "^[a-f]{4}$"}),
+        json!({"type": "integer", "minimum": 5, "maximum": 3}),
+        json!({"$ref": "#/$defs/n", "$defs": {"n": {"anyOf": [{"type": "null"}, {"type": "array", "items": {"$ref": "#/$defs/n"}}]}}}),
+        json!({"type": "string", "format": "date-time"}),
+        json!({"not": {"type": "string"}}),
+        json!({"type": "strnig"}),
+        json!(false),
+        json!([1]),
+    ])
+    .boxed()
 }
 
 /// A valid body with one to five fields set to random values (`valid`:
