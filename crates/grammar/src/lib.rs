@@ -38,7 +38,6 @@ mod lexemes;
 mod vocab;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cria_tokenizer::Tokenizer;
@@ -222,13 +221,9 @@ fn with_options(schema: &Value) -> Result<Value> {
             )))
         }
     }
+    // Refuses `x-guidance` too: those options are cria's to set.
     strip_annotations(&mut schema, 0)?;
     if let Value::Object(map) = &mut schema {
-        if map.contains_key("x-guidance") {
-            return Err(Error::Schema(
-                "`x-guidance` options are set by cria, not by requests".into(),
-            ));
-        }
         map.insert(
             "x-guidance".into(),
             json!({
@@ -242,8 +237,8 @@ fn with_options(schema: &Value) -> Result<Value> {
     Ok(schema)
 }
 
-/// The keywords the compiler enforces, and the structural ones it reads.
-const KEYWORDS: &[&str] = &[
+/// The keywords the compiler enforces.
+const ENFORCED: &[&str] = &[
     "anyOf",
     "oneOf",
     "allOf",
@@ -271,6 +266,9 @@ const KEYWORDS: &[&str] = &[
     "exclusiveMinimum",
     "exclusiveMaximum",
     "multipleOf",
+];
+/// Structural keywords it reads without enforcing anything.
+const STRUCTURAL: &[&str] = &[
     "$defs",
     "definitions",
     "$anchor",
@@ -294,10 +292,11 @@ fn strip_annotations(v: &mut Value, depth: usize) -> Result<()> {
         map.remove(*k);
     }
     map.retain(|k, _| !k.starts_with("x-") || k == "x-guidance");
-    if let Some(k) = map.keys().find(|k| !KEYWORDS.contains(&k.as_str())) {
+    let known = |k: &str| ENFORCED.contains(&k) || STRUCTURAL.contains(&k);
+    if let Some(k) = map.keys().find(|k| !known(k)) {
         return Err(Error::Schema(format!(
             "keyword `{k}` is not supported (cria enforces: {})",
-            KEYWORDS[..27].join(", ")
+            ENFORCED.join(", ")
         )));
     }
     for (k, child) in map.iter_mut() {
@@ -389,6 +388,3 @@ impl Constraint {
         self.matcher.is_stopped()
     }
 }
-
-/// Shared, so a server compiles the trie once.
-pub type SharedGrammars = Arc<Grammars>;

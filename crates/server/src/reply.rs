@@ -195,12 +195,12 @@ impl ReplyCtx {
         self.observe_done(&done);
         text.push_str(&done.text);
         let finish = finish_reason(done.finish);
-        let choice = match self.api {
-            Api::Chat if self.tools.is_some() => {
-                let (message, finish) = self.tool_message(&text, finish);
+        let choice = match (self.api, &self.tools) {
+            (Api::Chat, Some(reading)) => {
+                let (message, finish) = self.tool_message(reading, &text, finish);
                 json!({"index": 0, "message": message, "logprobs": null, "finish_reason": finish})
             }
-            Api::Chat => {
+            (Api::Chat, None) => {
                 let logprobs = self.logprobs.map(|_| {
                     let content: Vec<Value> = tokens.iter().map(|t| self.chat_logprob(t)).collect();
                     json!({"content": content, "refusal": null})
@@ -212,7 +212,7 @@ impl ReplyCtx {
                     "finish_reason": finish,
                 })
             }
-            Api::Completion => json!({
+            (Api::Completion, _) => json!({
                 "index": 0,
                 "text": text,
                 "logprobs": self.logprobs.map(|_| self.completion_logprobs(&tokens, 0)),
@@ -241,10 +241,12 @@ impl ReplyCtx {
 
     /// The assistant message for a reply with tools: its calls (with ids,
     /// `arguments` as JSON text) and finish_reason "tool_calls", or its text.
-    fn tool_message(&self, text: &str, finish: &'static str) -> (Value, &'static str) {
-        let Some(reading) = &self.tools else {
-            return (json!({"role": "assistant", "content": text}), finish);
-        };
+    fn tool_message(
+        &self,
+        reading: &crate::tools::Reading,
+        text: &str,
+        finish: &'static str,
+    ) -> (Value, &'static str) {
         if finish != "stop" {
             return (
                 json!({"role": "assistant", "content": text, "refusal": null}),
@@ -274,8 +276,13 @@ impl ReplyCtx {
 
     /// The streamed end of a reply with tools: its text, then each call as
     /// index-keyed deltas (id and name first, then the arguments).
-    fn tool_deltas(&self, text: &str, finish: &'static str) -> (Vec<Value>, &'static str) {
-        let (message, finish) = self.tool_message(text, finish);
+    fn tool_deltas(
+        &self,
+        reading: &crate::tools::Reading,
+        text: &str,
+        finish: &'static str,
+    ) -> (Vec<Value>, &'static str) {
+        let (message, finish) = self.tool_message(reading, text, finish);
         let mut out = Vec::new();
         if let Some(t) = message["content"].as_str().filter(|t| !t.is_empty()) {
             out.push(json!({"index": 0, "delta": {"content": t}, "logprobs": null, "finish_reason": null}));
@@ -411,9 +418,9 @@ impl ReplyCtx {
                         st.ctx.charge(&d);
                         st.ctx.observe_done(&d);
                         let mut finish = finish_reason(d.finish);
-                        if st.ctx.tools.is_some() {
+                        if let Some(reading) = &st.ctx.tools {
                             st.held.push_str(&d.text);
-                            let (deltas, f) = st.ctx.tool_deltas(&st.held, finish);
+                            let (deltas, f) = st.ctx.tool_deltas(reading, &st.held, finish);
                             for choice in deltas {
                                 st.out.push_back(data(st.ctx.chunk(choice, None)));
                             }
