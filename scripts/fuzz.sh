@@ -15,6 +15,7 @@ target=${1:?usage: scripts/fuzz.sh TARGET [SECONDS]}
 secs=${2:-60}
 export RUSTC_BOOTSTRAP=1
 [[ -d corpus/$target ]] || cargo run --release --quiet --bin seeds
+mkdir -p "corpus/$target"  # targets without seeds start empty
 if [[ $target == gguf_parse && ! -f corpus/gguf_parse/seed-spm ]]; then
     head -c 65536 ../crates/tokenizer/tests/fixtures/ggml-vocab-llama-spm.gguf > corpus/gguf_parse/seed-spm
 fi
