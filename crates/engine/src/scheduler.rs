@@ -18,6 +18,12 @@
 //! prefix with its prompt, so a chat's next turn evaluates only its new
 //! messages.
 //!
+//! Speculation (`spec.rs`): before building a step, each decoding
+//! sequence may get draft tokens, which become rows with logits after its
+//! pending token; after the pass its rows are sampled in order while the
+//! sampled token equals the draft, so the output is the same as without
+//! speculation.
+//!
 //! Supervision: admitting a request, the forward pass and sampling each run
 //! under `catch_unwind`. A panic fails only the requests it touched (an
 //! [`Event::Error`] with [`ErrorKind::Internal`]) and the engine goes on
@@ -30,8 +36,9 @@ use crate::error::{Error, ErrorKind};
 use crate::fault::{Fault, FaultSite};
 use crate::overflow::{ContextOverflow, OverflowReport};
 use crate::params::FinishReason;
-use crate::request::{Done, Event, Request, TokenEvent};
-use cria_model::{BatchRow, KvCache, Model, Outputs};
+use crate::request::{Done, Event, Request, SpecReport, TokenEvent};
+use crate::spec::{ngram_draft, DraftWant, Drafter, SpecState};
+use cria_model::{BatchRow, KvCache, KvType, Model, Outputs};
 use cria_sampler::{Sampler, StopOutcome, StopStrings};
 use cria_tokenizer::{Detokenizer, Tokenizer};
 use std::collections::VecDeque;
@@ -59,6 +66,8 @@ struct Job<'t> {
     embed: Option<Pooler>,
     /// Tokens discarded by context shifts (`--context-overflow shift`).
     shifted: usize,
+    /// Speculation's draft and counts (`n_draft == 0`: off).
+    spec: SpecState,
 }
 
 impl Job<'_> {
@@ -103,6 +112,12 @@ pub(crate) struct Scheduler<'m> {
     scratch: cria_model::Scratch,
     pool: cria_kernels::ThreadPool,
     rows: Vec<BatchRow>,
+    /// Parallel to `rows`: whether the row is a draft token.
+    draft_row: Vec<bool>,
+    /// A draft model's caches, with `-md`.
+    drafter: Option<Drafter>,
+    /// A sequence's tokens with its pending one, for the n-gram drafter.
+    hist: Vec<u32>,
     logits: Vec<f32>,
     /// Per slot: whether its output rows are hidden states (embeddings).
     hidden_seqs: Vec<bool>,
@@ -141,9 +156,21 @@ impl<'m> Scheduler<'m> {
                 last_used: 0,
             })
             .collect();
+        let drafter = config.spec.as_ref().and_then(|s| s.draft.clone()).map(|d| {
+            Drafter::new(
+                d,
+                config.slots,
+                config.n_ctx,
+                KvType::F16.into(),
+                config.step_tokens,
+            )
+        });
         Scheduler {
             model,
             tok,
+            drafter,
+            draft_row: Vec::new(),
+            hist: Vec::new(),
             scratch: model.scratch(config.step_tokens),
             pool: cria_kernels::ThreadPool::new(config.threads.max(1)),
             config,
@@ -322,6 +349,7 @@ impl<'m> Scheduler<'m> {
             first_token: None,
             embed,
             shifted: 0,
+            spec: SpecState::new(self.config.spec.as_ref().map_or(0, |s| s.params.draft_max)),
             req,
             ticket,
         })
@@ -330,17 +358,31 @@ impl<'m> Scheduler<'m> {
     /// One forward pass over every active slot, then sampling.
     fn step(&mut self) {
         self.rows.clear();
+        self.draft_row.clear();
         let budget = self.config.step_tokens;
-        // Decode rows first: one token per generating sequence.
+        self.make_drafts();
+        // Decode rows first: one token per generating sequence, then its
+        // draft tokens, if any.
         for (i, slot) in self.slots.iter().enumerate() {
             if let Some(job) = &slot.job {
                 if let Some(token) = job.pending {
+                    let pos = slot.tokens.len();
                     self.rows.push(BatchRow {
                         seq: i,
                         token,
-                        pos: slot.tokens.len(),
+                        pos,
                         logits: true,
                     });
+                    self.draft_row.push(false);
+                    for (j, &token) in job.spec.draft.iter().enumerate() {
+                        self.rows.push(BatchRow {
+                            seq: i,
+                            token,
+                            pos: pos + 1 + j,
+                            logits: true,
+                        });
+                        self.draft_row.push(true);
+                    }
                 }
             }
         }
@@ -370,6 +412,7 @@ impl<'m> Scheduler<'m> {
                     pos,
                     logits: job.wants_output(job.next + k),
                 });
+                self.draft_row.push(false);
             }
         }
         if self.rows.is_empty() {
@@ -421,9 +464,10 @@ impl<'m> Scheduler<'m> {
             }
             return;
         }
-        // Record what each slot's cache now holds.
+        // Record what each slot's cache now holds (a draft token only once
+        // it is confirmed, below).
         let mut prompt_rows = 0u64;
-        for r in &self.rows {
+        for (r, _) in self.rows.iter().zip(&self.draft_row).filter(|(_, &d)| !d) {
             let slot = &mut self.slots[r.seq];
             slot.tokens.push(r.token);
             if let Some(job) = &mut slot.job {
@@ -439,15 +483,19 @@ impl<'m> Scheduler<'m> {
         // Sample for every row that asked for logits, in row order; a panic
         // fails that request alone. Embedding rows go to their poolers.
         let (n_vocab, dim) = (self.model.config.n_vocab, self.model.config.dim);
-        let wanted: Vec<(usize, bool)> = self
+        let wanted: Vec<(usize, bool, bool)> = self
             .rows
             .iter()
-            .filter(|r| r.logits)
-            .map(|r| (r.seq, self.hidden_seqs.get(r.seq).copied().unwrap_or(false)))
+            .zip(&self.draft_row)
+            .filter(|(r, _)| r.logits)
+            .map(|(r, &d)| {
+                let hidden = self.hidden_seqs.get(r.seq).copied().unwrap_or(false);
+                (r.seq, hidden, d)
+            })
             .collect();
         let logits = std::mem::take(&mut self.logits);
         let (mut k, mut h) = (0, 0);
-        for (i, hidden) in wanted {
+        for (i, hidden, draft) in wanted {
             if hidden {
                 let row = &self.hidden[h * dim..(h + 1) * dim];
                 h += 1;
@@ -458,13 +506,147 @@ impl<'m> Scheduler<'m> {
             }
             let row = &logits[k * n_vocab..(k + 1) * n_vocab];
             k += 1;
+            // A draft row is sampled only if the token just sampled is
+            // its draft token (and every earlier one was confirmed): then
+            // it holds the logits the next step would compute.
+            if draft && !self.confirm_draft(i) {
+                continue;
+            }
             if catch_unwind(AssertUnwindSafe(|| self.sample_slot(i, row))).is_err() {
                 self.stats.panics.fetch_add(1, Ordering::Relaxed);
                 self.fail_slot(i, "sampling panicked (a bug: please report it)");
             }
         }
         self.logits = logits;
+        if let Some(spec) = &self.config.spec {
+            for slot in &mut self.slots {
+                if let Some(job) = &mut slot.job {
+                    job.spec.adapt(spec.params.draft_max);
+                }
+            }
+        }
         self.finish_embeddings();
+    }
+
+    /// Whether slot `i`'s next draft token is the token its last row
+    /// sampled; if so it is recorded as evaluated and stops being pending.
+    fn confirm_draft(&mut self, i: usize) -> bool {
+        let slot = &mut self.slots[i];
+        let Some(job) = &mut slot.job else {
+            return false;
+        };
+        let guess = job.spec.draft.get(job.spec.verified).copied();
+        if guess.is_none() || job.pending != guess {
+            return false;
+        }
+        if let Some(t) = job.pending.take() {
+            slot.tokens.push(t);
+        }
+        job.spec.verified += 1;
+        job.spec.accepted += 1;
+        self.stats.spec_accepted.fetch_add(1, Ordering::Relaxed);
+        true
+    }
+
+    /// Fills `job.spec.draft` of the decoding sequences, within the rows
+    /// `Speculation::max_rows` leaves for drafts this step.
+    fn make_drafts(&mut self) {
+        let Some(spec) = &self.config.spec else {
+            return;
+        };
+        let (draft_min, max_rows) = (spec.params.draft_min, spec.max_rows);
+        let decoding: Vec<usize> = (0..self.slots.len())
+            .filter(|&i| {
+                self.slots[i]
+                    .job
+                    .as_ref()
+                    .is_some_and(|j| j.pending.is_some() && j.embed.is_none())
+            })
+            .collect();
+        if decoding.is_empty() {
+            return;
+        }
+        let share = max_rows.saturating_sub(decoding.len()) / decoding.len();
+        if share == 0 {
+            self.stats.spec_off_steps.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let n_ctx = self.config.n_ctx;
+        let mut wants = Vec::new();
+        for &i in &decoding {
+            let slot = &mut self.slots[i];
+            let Some(job) = &mut slot.job else { continue };
+            let Some(pending) = job.pending else { continue };
+            // Draft positions stay inside the context, and no more tokens
+            // are drafted than may still be generated after the pending
+            // token's row.
+            let mut k = job
+                .spec
+                .n_draft
+                .min(share)
+                .min(n_ctx.saturating_sub(slot.tokens.len() + 1));
+            if let Some(m) = job.req.params.max_tokens {
+                k = k.min(m.saturating_sub(job.generated + 1));
+            }
+            if k == 0 || k < draft_min {
+                continue;
+            }
+            self.hist.clear();
+            self.hist.extend_from_slice(&slot.tokens);
+            self.hist.push(pending);
+            if self.drafter.is_some() {
+                wants.push(DraftWant {
+                    slot: i,
+                    hist: self.hist.clone(),
+                    k,
+                });
+            } else {
+                ngram_draft(&self.hist, k, &mut job.spec.draft);
+            }
+        }
+        if let Some(drafter) = &mut self.drafter {
+            if !wants.is_empty() {
+                let pool = &self.pool;
+                let result = catch_unwind(AssertUnwindSafe(|| drafter.draft(pool, &wants)));
+                let failure = match result {
+                    Ok(Ok(drafts)) => {
+                        for (w, mut d) in wants.iter().zip(drafts) {
+                            if let Some(job) = &mut self.slots[w.slot].job {
+                                d.truncate(w.k);
+                                job.spec.draft = d;
+                            }
+                        }
+                        None
+                    }
+                    Ok(Err(e)) => Some(format!("the draft model failed: {e}")),
+                    Err(_) => {
+                        self.stats.panics.fetch_add(1, Ordering::Relaxed);
+                        Some("the draft model panicked (a bug: please report it)".to_string())
+                    }
+                };
+                if let Some(msg) = failure {
+                    for w in &wants {
+                        drafter.forget(w.slot);
+                    }
+                    for w in &wants {
+                        self.fail_slot(w.slot, &msg);
+                    }
+                    return;
+                }
+            }
+        }
+        for &i in &decoding {
+            if let Some(job) = &mut self.slots[i].job {
+                if job.spec.draft.len() < draft_min {
+                    job.spec.draft.clear();
+                }
+                let n = job.spec.draft.len();
+                job.spec.drafted += n;
+                self.stats
+                    .spec_drafted
+                    .fetch_add(n as u64, Ordering::Relaxed);
+            }
+        }
     }
 
     /// Ends the embedding requests whose whole input has been evaluated.
@@ -650,6 +832,7 @@ fn empty_done(req: &Request) -> Done {
         prompt_time: Duration::ZERO,
         generation_time: Duration::ZERO,
         overflow: None,
+        spec: None,
     }
 }
 
@@ -676,6 +859,10 @@ fn finish_job(mut job: Job<'_>, finish: FinishReason) {
         overflow: (job.shifted > 0).then_some(OverflowReport {
             action: ContextOverflow::Shift,
             dropped_tokens: job.shifted,
+        }),
+        spec: (job.spec.n_draft > 0).then_some(SpecReport {
+            drafted: job.spec.drafted,
+            accepted: job.spec.accepted,
         }),
     };
     job.end(Event::Done(done));
