@@ -105,7 +105,11 @@ pub struct SpecArgs {
     /// Speculative decoding without a draft model: ngram (guess the next tokens from
     /// earlier occurrences of the last ones in the prompt and output); same output, faster
     /// on tasks that copy from their input
-    #[arg(long = "spec-type", value_name = "TYPE", conflicts_with = "model_draft")]
+    #[arg(
+        long = "spec-type",
+        value_name = "TYPE",
+        conflicts_with = "model_draft"
+    )]
     pub spec_type: Option<SpecType>,
     /// Speculative decoding with a draft model: a smaller model of the same vocabulary
     /// guesses the next tokens (also -md); same output as without it

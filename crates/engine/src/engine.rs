@@ -167,11 +167,8 @@ impl Engine {
                     .into());
                 }
                 // The draft model's caches are f16.
-                kv_bytes = kv_bytes.saturating_add(crate::memory::kv_bytes(
-                    d,
-                    config.n_ctx,
-                    KvType::F16,
-                ));
+                kv_bytes =
+                    kv_bytes.saturating_add(crate::memory::kv_bytes(d, config.n_ctx, KvType::F16));
             }
         }
         crate::memory::fits(

@@ -453,11 +453,22 @@ mod tests {
         };
         assert!(p(16, 0).check().is_ok());
         assert!(p(16, 16).check().is_ok());
-        assert!(p(0, 0).check().unwrap_err().to_string().contains("--draft-max 0"));
-        assert!(p(4, 5).check().unwrap_err().to_string().contains("--draft-min 5"));
+        assert!(p(0, 0)
+            .check()
+            .unwrap_err()
+            .to_string()
+            .contains("--draft-max 0"));
+        assert!(p(4, 5)
+            .check()
+            .unwrap_err()
+            .to_string()
+            .contains("--draft-min 5"));
         assert!(p(65, 0).check().is_err());
         assert_eq!("ngram".parse::<SpecType>(), Ok(SpecType::Ngram));
-        assert!("ngram-cache".parse::<SpecType>().unwrap_err().contains("ngram"));
+        assert!("ngram-cache"
+            .parse::<SpecType>()
+            .unwrap_err()
+            .contains("ngram"));
     }
 
     #[test]
