@@ -390,3 +390,161 @@ fn draft_vocabulary_is_checked() {
     let e = cria_engine::check_vocab(&smol, &llama).unwrap_err();
     assert!(e.contains("49152") && e.contains("128256"), "{e}");
 }
+
+/// The default model with token `id`'s text replaced by `text`, written to
+/// `path` (a draft model whose vocabulary differs in one token).
+fn model_with_token(path: &std::path::Path, id: usize, text: &str) {
+    let src = cria_gguf::GgufFile::open(common::default_model()).unwrap();
+    let mut w = cria_gguf::GgufWriter::new();
+    for (k, v) in src.metadata().iter() {
+        let v = match (k, v) {
+            ("tokenizer.ggml.tokens", cria_gguf::Value::Array(cria_gguf::Array::String(t))) => {
+                let mut t = t.clone();
+                t[id] = text.to_string();
+                cria_gguf::Value::Array(cria_gguf::Array::String(t))
+            }
+            _ => v.clone(),
+        };
+        w.add_metadata(k, v);
+    }
+    for info in src.tensors() {
+        w.add_tensor(&info.name, info.ty, &info.dims, src.tensor_data(info))
+            .unwrap();
+    }
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    w.write_to(&mut f).unwrap();
+}
+
+#[test]
+fn cli_flags_summary_and_draft_vocabulary_errors() {
+    let model = common::default_model();
+    let run = |extra: &[&str]| {
+        common::cria()
+            .args(["run", "-t", "1", "-n", "40", "--temp", "0", "-m"])
+            .arg(&model)
+            .args(extra)
+            .arg(TASKS[1])
+            .output()
+            .unwrap()
+    };
+    let base = run(&[]);
+    assert!(base.status.success(), "{}", common::stderr(&base));
+    for extra in [
+        &["--spec-type", "ngram"][..],
+        &[
+            "--spec-type",
+            "ngram",
+            "--draft-max",
+            "4",
+            "--draft-min",
+            "2",
+        ],
+    ] {
+        let o = run(extra);
+        assert!(o.status.success(), "{}", common::stderr(&o));
+        assert_eq!(common::stdout(&base), common::stdout(&o), "{extra:?}");
+        let err = common::stderr(&o);
+        assert!(
+            err.contains("speculative: ") && err.contains("accepted ("),
+            "{err}"
+        );
+    }
+    // -md with llama.cpp's spelling: the same model as its own draft.
+    let o = run(&["-md", model.to_str().unwrap()]);
+    assert_eq!(common::stdout(&base), common::stdout(&o));
+    common::assert_clean_error(
+        &run(&["--draft-max", "4"]),
+        "--draft-max and --draft-min need --spec-type ngram or -md FILE",
+    );
+    common::assert_clean_error(
+        &run(&[
+            "--spec-type",
+            "ngram",
+            "--draft-max",
+            "2",
+            "--draft-min",
+            "3",
+        ]),
+        "--draft-min 3 is larger than --draft-max 2",
+    );
+    // Parsed by clap (its usual two-line form).
+    let o = run(&["--spec-type", "medusa"]);
+    assert!(!o.status.success());
+    assert!(common::stderr(&o).contains("unknown speculation type \"medusa\": use ngram"));
+    // A draft whose token 1000 differs: refused, naming the token.
+    let dir = tempfile::tempdir().unwrap();
+    let other = dir.path().join("other-vocab.gguf");
+    model_with_token(&other, 1000, "<cria-test-token>");
+    let o = run(&["-md", other.to_str().unwrap()]);
+    common::assert_clean_error(&o, "cannot draft for this model: token 1000 is");
+    assert!(common::stderr(&o).contains("<cria-test-token>"));
+}
+
+#[test]
+fn server_batches_speculative_sequences_and_reports_metrics() {
+    use common::server::Server;
+    let body = |task: &str, temp: f64, seed: u64| {
+        serde_json::json!({
+            "messages": [{"role": "user", "content": task}],
+            "max_tokens": 40, "temperature": temp, "seed": seed,
+        })
+    };
+    let cases = [(TASKS[0], 0.0, 1), (TASKS[1], 0.8, 2), (TASKS[2], 1.5, 3)];
+    let plain = Server::start(&["--parallel", "1"]);
+    let want: Vec<String> = cases
+        .iter()
+        .map(|&(t, temp, seed)| {
+            plain
+                .post("/v1/chat/completions", &body(t, temp, seed))
+                .json()["choices"][0]["message"]["content"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    // Three requests at once in three slots: -t 1 gives 4 rows a step, so
+    // speculation runs while one or two decode and backs off at three.
+    let spec = Server::start(&[
+        "--parallel",
+        "3",
+        "--spec-type",
+        "ngram",
+        "--draft-max",
+        "8",
+    ]);
+    let got: Vec<String> = std::thread::scope(|s| {
+        let handles: Vec<_> = cases
+            .iter()
+            .map(|&(t, temp, seed)| {
+                let spec = &spec;
+                s.spawn(move || {
+                    spec.post("/v1/chat/completions", &body(t, temp, seed))
+                        .json()["choices"][0]["message"]["content"]
+                        .as_str()
+                        .unwrap()
+                        .to_string()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(want, got);
+    // One more alone: it speculates.
+    let alone = spec
+        .post("/v1/chat/completions", &body(TASKS[1], 0.0, 9))
+        .json();
+    let plain_alone = plain
+        .post("/v1/chat/completions", &body(TASKS[1], 0.0, 9))
+        .json();
+    assert_eq!(
+        alone["choices"][0]["message"]["content"],
+        plain_alone["choices"][0]["message"]["content"]
+    );
+    let drafted = spec.metric("cria_spec_draft_tokens_total");
+    let accepted = spec.metric("cria_spec_accepted_tokens_total");
+    assert!(drafted > 0.0 && accepted > 0.0, "{drafted} {accepted}");
+    let ratio = spec.metric("cria_spec_acceptance_ratio");
+    assert!((ratio - accepted / drafted).abs() < 1e-6, "{ratio}");
+    assert!(spec.metric("cria_effective_tokens_per_second") > 0.0);
+    assert_eq!(plain.metric("cria_spec_draft_tokens_total"), 0.0);
+}

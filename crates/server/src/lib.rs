@@ -384,8 +384,20 @@ fn load(config: &ServerConfig) -> Result<Ready, String> {
         },
     )
     .map_err(|e| e.to_string())?;
+    let spec_note = match &config.spec {
+        Some(p) => format!(
+            ", speculative decoding: {} (draft max {}, min {})",
+            match &p.kind {
+                cria_engine::SpecKind::Ngram => "ngram".to_string(),
+                cria_engine::SpecKind::DraftModel(d) => format!("draft model {}", d.display()),
+            },
+            p.draft_max,
+            p.draft_min
+        ),
+        None => String::new(),
+    };
     eprintln!(
-        "cria serve: {} ready in {:.2} s: {} slots x {n_ctx} tokens of context, {} threads",
+        "cria serve: {} ready in {:.2} s: {} slots x {n_ctx} tokens of context, {} threads{spec_note}",
         model_id,
         loaded.load_time.as_secs_f64(),
         config.parallel.max(1),
