@@ -99,37 +99,46 @@ impl ModelArgs {
     }
 }
 
-/// Speculative decoding (run, chat, serve), as llama.cpp spells it.
+/// Speculative decoding (run, chat, serve), as llama.cpp spells it (its
+/// older `--draft-max`/`--draft-min` and newer `--spec-draft-n-max`/`-min`).
 #[derive(clap::Args, Clone, Debug, Default)]
 pub struct SpecArgs {
-    /// Speculative decoding without a draft model: ngram (guess the next tokens from
-    /// earlier occurrences of the last ones in the prompt and output); same output, faster
-    /// on tasks that copy from their input
-    #[arg(
-        long = "spec-type",
-        value_name = "TYPE",
-        conflicts_with = "model_draft"
-    )]
+    /// Speculative decoding: ngram (guess the next tokens from earlier occurrences of the
+    /// last ones in the prompt and output; no extra model), draft-simple (with -md), none;
+    /// the output is the same as without it, faster on tasks that copy from their input
+    #[arg(long = "spec-type", value_name = "TYPE")]
     pub spec_type: Option<SpecType>,
     /// Speculative decoding with a draft model: a smaller model of the same vocabulary
     /// guesses the next tokens (also -md); same output as without it
-    #[arg(long = "model-draft", value_name = "FILE")]
+    #[arg(long = "model-draft", value_name = "FILE", alias = "spec-draft-model")]
     pub model_draft: Option<PathBuf>,
-    /// Most tokens drafted per step (the engine adapts the length to the acceptance rate)
-    #[arg(long = "draft-max", value_name = "N", alias = "draft")]
+    /// Most tokens drafted per step, 1-64 (default 16; the engine adapts the length to
+    /// the acceptance rate)
+    #[arg(long = "draft-max", value_name = "N", aliases = ["draft", "spec-draft-n-max"])]
     pub draft_max: Option<usize>,
-    /// Fewest tokens a draft must have to be checked
-    #[arg(long = "draft-min", value_name = "N")]
+    /// Fewest tokens a draft must have to be checked (default 0)
+    #[arg(long = "draft-min", value_name = "N", alias = "spec-draft-n-min")]
     pub draft_min: Option<usize>,
 }
 
 impl SpecArgs {
     /// What the flags ask for: `None` without `--spec-type` or `-md`.
     pub fn params(&self) -> Result<Option<SpecParams>> {
-        let kind = match (&self.spec_type, &self.model_draft) {
-            (Some(SpecType::Ngram), _) => SpecKind::Ngram,
-            (None, Some(path)) => SpecKind::DraftModel(default_model::resolve(Some(path))?),
-            (None, None) => {
+        let kind = match (self.spec_type, &self.model_draft) {
+            (Some(SpecType::Ngram), Some(_)) => {
+                bail!("--spec-type ngram and -md: choose one kind of speculative decoding")
+            }
+            (Some(SpecType::Ngram), None) => SpecKind::Ngram,
+            (Some(SpecType::Draft) | None, Some(path)) => {
+                SpecKind::DraftModel(default_model::resolve(Some(path))?)
+            }
+            (Some(SpecType::Draft), None) => {
+                bail!("--spec-type draft-simple needs a draft model: give -md FILE")
+            }
+            (Some(SpecType::None), Some(_)) => {
+                bail!("--spec-type none and -md: drop one of them")
+            }
+            (Some(SpecType::None) | None, None) => {
                 if self.draft_max.is_some() || self.draft_min.is_some() {
                     bail!("--draft-max and --draft-min need --spec-type ngram or -md FILE");
                 }

@@ -471,6 +471,14 @@ fn cli_flags_summary_and_draft_vocabulary_errors() {
     let o = run(&["--spec-type", "medusa"]);
     assert!(!o.status.success());
     assert!(common::stderr(&o).contains("unknown speculation type \"medusa\": use ngram"));
+    common::assert_clean_error(
+        &run(&["--spec-type", "ngram", "-md", model.to_str().unwrap()]),
+        "choose one kind of speculative decoding",
+    );
+    common::assert_clean_error(
+        &run(&["--spec-type", "draft-simple"]),
+        "needs a draft model: give -md FILE",
+    );
     // A draft whose token 1000 differs: refused, naming the token.
     let dir = tempfile::tempdir().unwrap();
     let other = dir.path().join("other-vocab.gguf");

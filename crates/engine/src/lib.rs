@@ -66,6 +66,6 @@ pub use overflow::{shift_discard, shift_keep, truncate_middle, ContextOverflow, 
 pub use params::{default_ctx_size, FinishReason, GenerateParams};
 pub use request::{Done, Event, Request, SpecReport, TokenEvent};
 pub use spec::{
-    check_vocab, ngram_draft, SpecKind, SpecParams, SpecType, Speculation, NGRAM_MAX, NGRAM_MIN,
-    ROWS_PER_THREAD,
+    check_vocab, ngram_draft, SpecKind, SpecParams, SpecType, Speculation, DRAFT_P_MIN, NGRAM_MAX,
+    NGRAM_MIN, ROWS_PER_THREAD,
 };

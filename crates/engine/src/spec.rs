@@ -13,7 +13,8 @@
 //! - [`SpecKind::DraftModel`] (`-md FILE`): a smaller model with the same
 //!   vocabulary ([`check_vocab`]) drafts greedily, one batched forward of
 //!   the draft model per guessed position across every drafting slot
-//!   ([`Drafter`]). Its cache keeps what it has seen; after a rejection
+//!   ([`Drafter`]), and stops where its most likely token has a
+//!   probability under [`DRAFT_P_MIN`]. Its cache keeps what it has seen; after a rejection
 //!   the common prefix with the sequence is kept and the rest rewritten.
 //!
 //! **Why the output is byte-identical to decoding without speculation.**
@@ -57,6 +58,11 @@ use std::sync::Arc;
 pub const NGRAM_MAX: usize = 4;
 pub const NGRAM_MIN: usize = 1;
 
+/// A draft model's guess is kept only while its probability under the
+/// draft model is at least this (llama.cpp's `p_min` default): an unsure
+/// draft model would spend target rows on likely rejections.
+pub const DRAFT_P_MIN: f32 = 0.75;
+
 /// Decode + draft rows per step and per thread beyond which a step no
 /// longer speculates (see the module doc; measured in BENCHMARKS.md).
 pub const ROWS_PER_THREAD: usize = 4;
@@ -80,19 +86,25 @@ pub struct SpecParams {
     pub draft_min: usize,
 }
 
-/// `--spec-type` values.
+/// `--spec-type` values: `ngram` (also llama.cpp's `ngram-simple`, the
+/// same idea), `none`, and llama.cpp's `draft-simple` (a draft model, which
+/// `-md` must name).
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum SpecType {
+    None,
     Ngram,
+    Draft,
 }
 
 impl FromStr for SpecType {
     type Err = String;
     fn from_str(s: &str) -> std::result::Result<SpecType, String> {
         match s {
-            "ngram" => Ok(SpecType::Ngram),
+            "ngram" | "ngram-simple" => Ok(SpecType::Ngram),
+            "none" => Ok(SpecType::None),
+            "draft" | "draft-simple" => Ok(SpecType::Draft),
             _ => Err(format!(
-                "unknown speculation type {s:?}: use ngram (or -md FILE for a draft model)"
+                "unknown speculation type {s:?}: use ngram, draft-simple (with -md FILE) or none"
             )),
         }
     }
@@ -352,7 +364,10 @@ impl Drafter {
             let mut still = Vec::with_capacity(active.len());
             for (j, &a) in active.iter().enumerate() {
                 let row = &self.logits[j * n_vocab..(j + 1) * n_vocab];
-                let id = argmax(row);
+                let (id, p) = argmax_prob(row);
+                if p < DRAFT_P_MIN {
+                    continue;
+                }
                 out[a].push(id);
                 let w = &wants[a];
                 let pos = w.hist.len() + round;
@@ -381,15 +396,18 @@ impl Drafter {
     }
 }
 
-/// The most likely token (the first of equals).
-fn argmax(row: &[f32]) -> u32 {
+/// The most likely token (the first of equals) and its probability under
+/// the softmax of `row`.
+fn argmax_prob(row: &[f32]) -> (u32, f32) {
     let mut best = 0;
     for (i, &x) in row.iter().enumerate() {
         if x > row[best] {
             best = i;
         }
     }
-    best as u32
+    let max = row.get(best).copied().unwrap_or(0.0);
+    let sum: f32 = row.iter().map(|&x| (x - max).exp()).sum();
+    (best as u32, if sum > 0.0 { 1.0 / sum } else { 0.0 })
 }
 
 #[cfg(test)]
@@ -473,7 +491,12 @@ mod tests {
 
     #[test]
     fn argmax_takes_the_first_of_equals() {
-        assert_eq!(argmax(&[0.0, 2.0, 2.0, -1.0]), 1);
-        assert_eq!(argmax(&[f32::NEG_INFINITY, f32::NEG_INFINITY]), 0);
+        let (id, p) = argmax_prob(&[0.0, 2.0, 2.0, -1.0]);
+        assert_eq!(id, 1);
+        let e = |x: f32| x.exp();
+        let want = e(2.0) / (e(0.0) + 2.0 * e(2.0) + e(-1.0));
+        assert!((p - want).abs() < 1e-6, "{p} {want}");
+        assert_eq!(argmax_prob(&[5.0, 0.0]).0, 0);
+        assert!(argmax_prob(&[f32::NEG_INFINITY, 3.0]).1 > 0.999);
     }
 }
