@@ -4,7 +4,7 @@
 
 use crate::default_model;
 use anyhow::{bail, Context, Result};
-use cria_engine::{ContextOverflow, GenerateParams, Loaded};
+use cria_engine::{ContextOverflow, GenerateParams, Loaded, SpecKind, SpecParams, SpecType};
 use cria_grammar::{Constraint, GrammarSpec, Grammars};
 use cria_model::{KvType, KvTypes};
 use cria_sampler::SamplerConfig;
@@ -40,13 +40,18 @@ fn parse_kv_type(s: &str) -> std::result::Result<KvType, String> {
     s.parse::<KvType>().map_err(|e| e.to_string())
 }
 
-/// llama.cpp spells the cache-type flags `-ctk` and `-ctv` (one dash, three
-/// letters), which clap cannot declare: they become `--cache-type-k` and
-/// `--cache-type-v` before parsing (also in the `-ctk=q8_0` form).
+/// llama.cpp spells some flags with one dash and several letters (`-ctk`,
+/// `-ctv`, `-md`), which clap cannot declare: they become `--cache-type-k`,
+/// `--cache-type-v` and `--model-draft` before parsing (also in the
+/// `-ctk=q8_0` form).
 pub fn llama_cpp_spellings(args: impl Iterator<Item = OsString>) -> Vec<OsString> {
     args.map(|a| {
         let Some(s) = a.to_str() else { return a };
-        for (short, long) in [("-ctk", "--cache-type-k"), ("-ctv", "--cache-type-v")] {
+        for (short, long) in [
+            ("-ctk", "--cache-type-k"),
+            ("-ctv", "--cache-type-v"),
+            ("-md", "--model-draft"),
+        ] {
             if s == short {
                 return long.into();
             }
@@ -91,6 +96,62 @@ impl ModelArgs {
     pub fn load(&self) -> Result<Loaded> {
         let path = default_model::resolve(self.model.as_deref())?;
         Ok(Loaded::open(&path)?)
+    }
+}
+
+/// Speculative decoding (run, chat, serve), as llama.cpp spells it (its
+/// older `--draft-max`/`--draft-min` and newer `--spec-draft-n-max`/`-min`).
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct SpecArgs {
+    /// Speculative decoding: ngram (guess the next tokens from earlier occurrences of the
+    /// last ones in the prompt and output; no extra model), draft-simple (with -md), none;
+    /// the output is the same as without it, faster on tasks that copy from their input
+    #[arg(long = "spec-type", value_name = "TYPE")]
+    pub spec_type: Option<SpecType>,
+    /// Speculative decoding with a draft model: a smaller model of the same vocabulary
+    /// guesses the next tokens (also -md); same output as without it
+    #[arg(long = "model-draft", value_name = "FILE", alias = "spec-draft-model")]
+    pub model_draft: Option<PathBuf>,
+    /// Most tokens drafted per step, 1-64 (default 16; the engine adapts the length to
+    /// the acceptance rate)
+    #[arg(long = "draft-max", value_name = "N", aliases = ["draft", "spec-draft-n-max"])]
+    pub draft_max: Option<usize>,
+    /// Fewest tokens a draft must have to be checked (default 0)
+    #[arg(long = "draft-min", value_name = "N", alias = "spec-draft-n-min")]
+    pub draft_min: Option<usize>,
+}
+
+impl SpecArgs {
+    /// What the flags ask for: `None` without `--spec-type` or `-md`.
+    pub fn params(&self) -> Result<Option<SpecParams>> {
+        let kind = match (self.spec_type, &self.model_draft) {
+            (Some(SpecType::Ngram), Some(_)) => {
+                bail!("--spec-type ngram and -md: choose one kind of speculative decoding")
+            }
+            (Some(SpecType::Ngram), None) => SpecKind::Ngram,
+            (Some(SpecType::Draft) | None, Some(path)) => {
+                SpecKind::DraftModel(default_model::resolve(Some(path))?)
+            }
+            (Some(SpecType::Draft), None) => {
+                bail!("--spec-type draft-simple needs a draft model: give -md FILE")
+            }
+            (Some(SpecType::None), Some(_)) => {
+                bail!("--spec-type none and -md: drop one of them")
+            }
+            (Some(SpecType::None) | None, None) => {
+                if self.draft_max.is_some() || self.draft_min.is_some() {
+                    bail!("--draft-max and --draft-min need --spec-type ngram or -md FILE");
+                }
+                return Ok(None);
+            }
+        };
+        let p = SpecParams {
+            kind,
+            draft_max: self.draft_max.unwrap_or(16),
+            draft_min: self.draft_min.unwrap_or(0),
+        };
+        p.check()?;
+        Ok(Some(p))
     }
 }
 
@@ -265,7 +326,17 @@ fn short(s: &str) -> String {
 mod tests {
     #[test]
     fn cache_type_spellings() {
-        let args = ["cria", "run", "-ctk", "q8_0", "-ctv=q4_0", "-ctkx"].map(Into::into);
+        let args = [
+            "cria",
+            "run",
+            "-ctk",
+            "q8_0",
+            "-ctv=q4_0",
+            "-ctkx",
+            "-md",
+            "d.gguf",
+        ]
+        .map(Into::into);
         let want = [
             "cria",
             "run",
@@ -273,6 +344,8 @@ mod tests {
             "q8_0",
             "--cache-type-v=q4_0",
             "-ctkx",
+            "--model-draft",
+            "d.gguf",
         ];
         assert_eq!(
             super::llama_cpp_spellings(args.into_iter()),

@@ -1,7 +1,7 @@
 //! `cria serve`: the OpenAI-compatible HTTP server (see cria-server).
 
 use crate::default_model;
-use crate::gen_args::{ModelArgs, OverflowArgs};
+use crate::gen_args::{ModelArgs, OverflowArgs, SpecArgs};
 use anyhow::{bail, Context, Result};
 use cria_engine::Fault;
 use cria_server::ServerConfig;
@@ -14,6 +14,8 @@ pub struct Args {
     pub model: ModelArgs,
     #[command(flatten)]
     pub overflow: OverflowArgs,
+    #[command(flatten)]
+    pub spec: SpecArgs,
     /// Address to listen on (loopback by default; 0.0.0.0 exposes the server to the network)
     #[arg(long, default_value = "127.0.0.1")]
     pub host: String,
@@ -126,6 +128,7 @@ pub fn run(args: Args) -> Result<()> {
     }
     let threads = args.model.threads()?;
     let ctx_size = args.model.ctx_size(16)?;
+    let spec = args.spec.params()?;
     let model_path = default_model::resolve(args.model.model.as_deref())?;
     let config = ServerConfig {
         host: args.host,
@@ -135,6 +138,7 @@ pub fn run(args: Args) -> Result<()> {
         threads,
         kv: args.model.kv_type(),
         overflow: args.overflow.context_overflow,
+        spec,
         max_queue: args.max_queue,
         body_limit: args.max_body,
         chat_template: args.chat_template,

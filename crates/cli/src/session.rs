@@ -2,7 +2,7 @@
 //! engine's one loader, driven by a one-slot engine (the same engine the
 //! server runs), and the summary line printed after an answer.
 
-use crate::gen_args::ModelArgs;
+use crate::gen_args::{ModelArgs, SpecArgs};
 use anyhow::Result;
 use cria_engine::{
     default_ctx_size, truncate_middle, ContextOverflow, Done, Engine, EngineConfig, FinishReason,
@@ -26,10 +26,15 @@ pub struct Session {
 }
 
 impl Session {
-    pub fn start(args: &ModelArgs, overflow: ContextOverflow) -> Result<Session> {
+    pub fn start(args: &ModelArgs, overflow: ContextOverflow, spec: &SpecArgs) -> Result<Session> {
         let threads = args.threads()?;
         let ctx = args.ctx_size(2)?;
+        let spec = spec.params()?;
         let loaded = args.load()?;
+        let spec = match spec {
+            Some(p) => Some(p.load(&loaded.tokenizer)?),
+            None => None,
+        };
         let kv = args.kv_type();
         let n_ctx = ctx.unwrap_or_else(|| default_ctx_size(&loaded.model, kv));
         let model = Arc::new(loaded.model);
@@ -39,6 +44,7 @@ impl Session {
             tok.clone(),
             EngineConfig {
                 overflow,
+                spec,
                 ..EngineConfig::single(n_ctx, kv, threads)
             },
         )?;
@@ -102,8 +108,19 @@ impl Session {
             }
         };
         let evaluated = d.prompt_tokens - d.cached_tokens;
+        // Speculation: its acceptance; the generation rate is the
+        // effective one (tokens over wall time).
+        let spec = match d.spec {
+            Some(s) => format!(
+                " | speculative: {} drafted, {} accepted ({:.1}%)",
+                s.drafted,
+                s.accepted,
+                100.0 * s.acceptance()
+            ),
+            None => String::new(),
+        };
         format!(
-            "[prompt {} tokens ({} cached), {:.1} t/s | generated {} tokens, {:.1} t/s | load {:.2} s | ctx {} | {}]",
+            "[prompt {} tokens ({} cached), {:.1} t/s | generated {} tokens, {:.1} t/s{spec} | load {:.2} s | ctx {} | {}]",
             d.prompt_tokens,
             d.cached_tokens,
             rate(evaluated, d.prompt_time),

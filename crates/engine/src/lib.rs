@@ -10,7 +10,9 @@
 //! event receiver, or raising the request's cancel flag, cancels it. A
 //! slot keeps its cache between requests, so a chat's next turn evaluates
 //! only its new messages. A panic inside the engine fails the requests it
-//! touched, not the engine.
+//! touched, not the engine. [`EngineConfig::spec`] turns on speculative
+//! decoding ([`Speculation`]: n-gram lookup or a draft model), whose output
+//! is byte-identical to decoding without it.
 //!
 //! [`Loaded::open`] is the one way a model file and its tokenizer are
 //! opened and checked against each other.
@@ -53,6 +55,7 @@ mod overflow;
 mod params;
 mod request;
 mod scheduler;
+mod spec;
 
 pub use embed::{cosine, l2_normalize, EmbedParams, Embedding, Pooling};
 pub use engine::{Engine, EngineConfig, EngineStats, SubmitError};
@@ -61,4 +64,8 @@ pub use fault::{Fault, FaultSite};
 pub use load::Loaded;
 pub use overflow::{shift_discard, shift_keep, truncate_middle, ContextOverflow, OverflowReport};
 pub use params::{default_ctx_size, FinishReason, GenerateParams};
-pub use request::{Done, Event, Request, TokenEvent};
+pub use request::{Done, Event, Request, SpecReport, TokenEvent};
+pub use spec::{
+    check_vocab, ngram_draft, SpecKind, SpecParams, SpecType, Speculation, DRAFT_P_MIN, NGRAM_MAX,
+    NGRAM_MIN, ROWS_PER_THREAD,
+};

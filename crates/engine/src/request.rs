@@ -92,4 +92,25 @@ pub struct Done {
     pub generation_time: Duration,
     /// Context shifts done during generation (`--context-overflow shift`).
     pub overflow: Option<crate::OverflowReport>,
+    /// Speculative decoding's counts, when the engine speculates.
+    pub spec: Option<SpecReport>,
+}
+
+/// How speculation went for one request: tokens guessed, and guesses the
+/// target model confirmed (each saved a forward pass).
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct SpecReport {
+    pub drafted: usize,
+    pub accepted: usize,
+}
+
+impl SpecReport {
+    /// Accepted / drafted (0 when nothing was drafted).
+    pub fn acceptance(&self) -> f64 {
+        if self.drafted == 0 {
+            0.0
+        } else {
+            self.accepted as f64 / self.drafted as f64
+        }
+    }
 }

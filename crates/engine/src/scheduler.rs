@@ -18,6 +18,12 @@
 //! prefix with its prompt, so a chat's next turn evaluates only its new
 //! messages.
 //!
+//! Speculation (`spec.rs`): before building a step, each decoding
+//! sequence may get draft tokens, which become rows with logits after its
+//! pending token; after the pass its rows are sampled in order while the
+//! sampled token equals the draft, so the output is the same as without
+//! speculation.
+//!
 //! Supervision: admitting a request, the forward pass and sampling each run
 //! under `catch_unwind`. A panic fails only the requests it touched (an
 //! [`Event::Error`] with [`ErrorKind::Internal`]) and the engine goes on
@@ -30,8 +36,9 @@ use crate::error::{Error, ErrorKind};
 use crate::fault::{Fault, FaultSite};
 use crate::overflow::{ContextOverflow, OverflowReport};
 use crate::params::FinishReason;
-use crate::request::{Done, Event, Request, TokenEvent};
-use cria_model::{BatchRow, KvCache, Model, Outputs};
+use crate::request::{Done, Event, Request, SpecReport, TokenEvent};
+use crate::spec::{Drafter, SpecState};
+use cria_model::{BatchRow, KvCache, KvType, Model, Outputs};
 use cria_sampler::{Sampler, StopOutcome, StopStrings};
 use cria_tokenizer::{Detokenizer, Tokenizer};
 use std::collections::VecDeque;
@@ -39,6 +46,8 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
+
+mod speculate;
 
 /// A request in a slot.
 struct Job<'t> {
@@ -59,6 +68,8 @@ struct Job<'t> {
     embed: Option<Pooler>,
     /// Tokens discarded by context shifts (`--context-overflow shift`).
     shifted: usize,
+    /// Speculation's draft and counts (`n_draft == 0`: off).
+    spec: SpecState,
 }
 
 impl Job<'_> {
@@ -103,6 +114,12 @@ pub(crate) struct Scheduler<'m> {
     scratch: cria_model::Scratch,
     pool: cria_kernels::ThreadPool,
     rows: Vec<BatchRow>,
+    /// Parallel to `rows`: whether the row is a draft token.
+    draft_row: Vec<bool>,
+    /// A draft model's caches, with `-md`.
+    drafter: Option<Drafter>,
+    /// A sequence's tokens with its pending one, for the n-gram drafter.
+    hist: Vec<u32>,
     logits: Vec<f32>,
     /// Per slot: whether its output rows are hidden states (embeddings).
     hidden_seqs: Vec<bool>,
@@ -141,9 +158,21 @@ impl<'m> Scheduler<'m> {
                 last_used: 0,
             })
             .collect();
+        let drafter = config.spec.as_ref().and_then(|s| s.draft.clone()).map(|d| {
+            Drafter::new(
+                d,
+                config.slots,
+                config.n_ctx,
+                KvType::F16.into(),
+                config.step_tokens,
+            )
+        });
         Scheduler {
             model,
             tok,
+            drafter,
+            draft_row: Vec::new(),
+            hist: Vec::new(),
             scratch: model.scratch(config.step_tokens),
             pool: cria_kernels::ThreadPool::new(config.threads.max(1)),
             config,
@@ -322,6 +351,7 @@ impl<'m> Scheduler<'m> {
             first_token: None,
             embed,
             shifted: 0,
+            spec: SpecState::new(self.config.spec.as_ref().map_or(0, |s| s.params.draft_max)),
             req,
             ticket,
         })
@@ -330,17 +360,31 @@ impl<'m> Scheduler<'m> {
     /// One forward pass over every active slot, then sampling.
     fn step(&mut self) {
         self.rows.clear();
+        self.draft_row.clear();
         let budget = self.config.step_tokens;
-        // Decode rows first: one token per generating sequence.
+        self.make_drafts();
+        // Decode rows first: one token per generating sequence, then its
+        // draft tokens, if any.
         for (i, slot) in self.slots.iter().enumerate() {
             if let Some(job) = &slot.job {
                 if let Some(token) = job.pending {
+                    let pos = slot.tokens.len();
                     self.rows.push(BatchRow {
                         seq: i,
                         token,
-                        pos: slot.tokens.len(),
+                        pos,
                         logits: true,
                     });
+                    self.draft_row.push(false);
+                    for (j, &token) in job.spec.draft.iter().enumerate() {
+                        self.rows.push(BatchRow {
+                            seq: i,
+                            token,
+                            pos: pos + 1 + j,
+                            logits: true,
+                        });
+                        self.draft_row.push(true);
+                    }
                 }
             }
         }
@@ -370,6 +414,7 @@ impl<'m> Scheduler<'m> {
                     pos,
                     logits: job.wants_output(job.next + k),
                 });
+                self.draft_row.push(false);
             }
         }
         if self.rows.is_empty() {
@@ -421,9 +466,10 @@ impl<'m> Scheduler<'m> {
             }
             return;
         }
-        // Record what each slot's cache now holds.
+        // Record what each slot's cache now holds (a draft token only once
+        // it is confirmed, below).
         let mut prompt_rows = 0u64;
-        for r in &self.rows {
+        for (r, _) in self.rows.iter().zip(&self.draft_row).filter(|(_, &d)| !d) {
             let slot = &mut self.slots[r.seq];
             slot.tokens.push(r.token);
             if let Some(job) = &mut slot.job {
@@ -439,15 +485,19 @@ impl<'m> Scheduler<'m> {
         // Sample for every row that asked for logits, in row order; a panic
         // fails that request alone. Embedding rows go to their poolers.
         let (n_vocab, dim) = (self.model.config.n_vocab, self.model.config.dim);
-        let wanted: Vec<(usize, bool)> = self
+        let wanted: Vec<(usize, bool, bool)> = self
             .rows
             .iter()
-            .filter(|r| r.logits)
-            .map(|r| (r.seq, self.hidden_seqs.get(r.seq).copied().unwrap_or(false)))
+            .zip(&self.draft_row)
+            .filter(|(r, _)| r.logits)
+            .map(|(r, &d)| {
+                let hidden = self.hidden_seqs.get(r.seq).copied().unwrap_or(false);
+                (r.seq, hidden, d)
+            })
             .collect();
         let logits = std::mem::take(&mut self.logits);
         let (mut k, mut h) = (0, 0);
-        for (i, hidden) in wanted {
+        for (i, hidden, draft) in wanted {
             if hidden {
                 let row = &self.hidden[h * dim..(h + 1) * dim];
                 h += 1;
@@ -458,12 +508,25 @@ impl<'m> Scheduler<'m> {
             }
             let row = &logits[k * n_vocab..(k + 1) * n_vocab];
             k += 1;
+            // A draft row is sampled only if the token just sampled is
+            // its draft token (and every earlier one was confirmed): then
+            // it holds the logits the next step would compute.
+            if draft && !self.confirm_draft(i) {
+                continue;
+            }
             if catch_unwind(AssertUnwindSafe(|| self.sample_slot(i, row))).is_err() {
                 self.stats.panics.fetch_add(1, Ordering::Relaxed);
                 self.fail_slot(i, "sampling panicked (a bug: please report it)");
             }
         }
         self.logits = logits;
+        if let Some(spec) = &self.config.spec {
+            for slot in &mut self.slots {
+                if let Some(job) = &mut slot.job {
+                    job.spec.adapt(spec.params.draft_max);
+                }
+            }
+        }
         self.finish_embeddings();
     }
 
@@ -650,6 +713,7 @@ fn empty_done(req: &Request) -> Done {
         prompt_time: Duration::ZERO,
         generation_time: Duration::ZERO,
         overflow: None,
+        spec: None,
     }
 }
 
@@ -676,6 +740,10 @@ fn finish_job(mut job: Job<'_>, finish: FinishReason) {
         overflow: (job.shifted > 0).then_some(OverflowReport {
             action: ContextOverflow::Shift,
             dropped_tokens: job.shifted,
+        }),
+        spec: (job.spec.n_draft > 0).then_some(SpecReport {
+            drafted: job.spec.drafted,
+            accepted: job.spec.accepted,
         }),
     };
     job.end(Event::Done(done));

@@ -65,6 +65,8 @@ pub struct ServerConfig {
     pub kv: KvTypes,
     /// `--context-overflow`: refuse, cut the prompt's middle, or shift.
     pub overflow: ContextOverflow,
+    /// Speculative decoding (`--spec-type`, `-md`), loaded with the model.
+    pub spec: Option<cria_engine::SpecParams>,
     /// Requests that may wait for a slot before new ones get 429.
     pub max_queue: usize,
     /// Largest request body, bytes.
@@ -121,6 +123,7 @@ impl ServerConfig {
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             kv: KvType::F16.into(),
             overflow: ContextOverflow::Error,
+            spec: None,
             max_queue: 64,
             body_limit: 4 << 20,
             chat_template: None,
@@ -359,6 +362,10 @@ fn load(config: &ServerConfig) -> Result<Ready, String> {
             .map(|f| f.to_string_lossy().trim_end_matches(".gguf").to_string())
             .unwrap_or_else(|| "model".into())
     });
+    let spec = match &config.spec {
+        Some(p) => Some(p.load(&tok).map_err(|e| e.to_string())?),
+        None => None,
+    };
     let model = Arc::new(model);
     let tok = Arc::new(tok);
     let engine = Engine::start(
@@ -372,12 +379,25 @@ fn load(config: &ServerConfig) -> Result<Ready, String> {
             max_queue: config.max_queue,
             step_tokens: 256,
             overflow: config.overflow,
+            spec,
             fault: config.fault,
         },
     )
     .map_err(|e| e.to_string())?;
+    let spec_note = match &config.spec {
+        Some(p) => format!(
+            ", speculative decoding: {} (draft max {}, min {})",
+            match &p.kind {
+                cria_engine::SpecKind::Ngram => "ngram".to_string(),
+                cria_engine::SpecKind::DraftModel(d) => format!("draft model {}", d.display()),
+            },
+            p.draft_max,
+            p.draft_min
+        ),
+        None => String::new(),
+    };
     eprintln!(
-        "cria serve: {} ready in {:.2} s: {} slots x {n_ctx} tokens of context, {} threads",
+        "cria serve: {} ready in {:.2} s: {} slots x {n_ctx} tokens of context, {} threads{spec_note}",
         model_id,
         loaded.load_time.as_secs_f64(),
         config.parallel.max(1),
