@@ -1,7 +1,7 @@
 //! `cria run`: one prompt in, streamed text out (like `ollama run` with a
 //! prompt, or `llama-completion` with --raw).
 
-use crate::gen_args::{ModelArgs, OverflowArgs, SamplingArgs};
+use crate::gen_args::{ModelArgs, OverflowArgs, PrefixCacheArgs, PromptCacheArgs, SamplingArgs};
 use crate::session::Session;
 use anyhow::{bail, Context, Result};
 use cria_engine::FinishReason;
@@ -41,6 +41,10 @@ pub struct Args {
     pub sampling: SamplingArgs,
     #[command(flatten)]
     pub overflow: OverflowArgs,
+    #[command(flatten)]
+    pub prefix_cache: PrefixCacheArgs,
+    #[command(flatten)]
+    pub prompt_cache: PromptCacheArgs,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -61,7 +65,11 @@ pub fn run(args: Args) -> Result<()> {
         }
     };
     let mut params = args.sampling.params()?;
-    let session = Session::start(&args.model, args.overflow.context_overflow)?;
+    let session = Session::start(
+        &args.model,
+        args.overflow.context_overflow,
+        args.prompt_cache.store(&args.prefix_cache),
+    )?;
     let tok = &session.tok;
     params.constraint = args.sampling.constraint(tok)?;
     let mut tokens = if args.raw {

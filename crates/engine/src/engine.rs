@@ -36,6 +36,9 @@ pub struct EngineConfig {
     /// Test hook: panic at a chosen place (see [`Fault`]). `None` in use.
     #[doc(hidden)]
     pub fault: Option<Fault>,
+    /// Prompt prefixes persisted on disk (`--prefix-cache DIR`,
+    /// `--prompt-cache FILE`); `None`: only the slots' caches.
+    pub prefix_cache: Option<crate::PrefixCacheConfig>,
 }
 
 impl EngineConfig {
@@ -51,6 +54,7 @@ impl EngineConfig {
             step_tokens: 512,
             overflow: ContextOverflow::Error,
             fault: None,
+            prefix_cache: None,
         }
     }
 }
@@ -78,6 +82,13 @@ pub struct EngineStats {
     pub steps: AtomicU64,
     /// Requests failed by a panic inside the engine (bugs).
     pub panics: AtomicU64,
+    /// Prefix cache on disk: prompt tokens restored instead of evaluated,
+    /// entries written, entries found damaged or made for something else
+    /// (never used; deleted), saves dropped (the writer was behind).
+    pub prefix_restored_tokens: AtomicU64,
+    pub prefix_written: AtomicU64,
+    pub prefix_rejected: AtomicU64,
+    pub prefix_dropped: AtomicU64,
 }
 
 /// Holds one place among the engine's `slots + max_queue`, from `submit`
@@ -150,6 +161,16 @@ impl Engine {
         )?;
         let (tx, rx) = mpsc::channel();
         let stats = Arc::new(EngineStats::default());
+        let persist = match &config.prefix_cache {
+            Some(pc) => Some(crate::pcache::Persist::new(
+                pc,
+                &model,
+                config.kv,
+                config.n_ctx,
+                stats.clone(),
+            )?),
+            None => None,
+        };
         let stopped = Arc::new(AtomicBool::new(false));
         let n_vocab = model.config.n_vocab;
         let thread = {
@@ -159,7 +180,7 @@ impl Engine {
                 .name("cria-engine".into())
                 .spawn(move || {
                     let _guard = guard;
-                    Scheduler::new(&model, &tok, config, stats).run(rx);
+                    Scheduler::new(&model, &tok, config, stats, persist).run(rx);
                 })
                 .map_err(|e| ErrorKind::Config {
                     detail: format!("cannot start the engine thread: {e}"),

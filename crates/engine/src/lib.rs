@@ -12,6 +12,11 @@
 //! only its new messages. A panic inside the engine fails the requests it
 //! touched, not the engine.
 //!
+//! With [`EngineConfig::prefix_cache`], prompt prefixes also persist on
+//! disk (`pcache.rs`, over `cria-prefix-cache`): a restarted server, or
+//! the next `cria run --prompt-cache FILE`, restores them instead of
+//! evaluating them again, with the same output bit for bit.
+//!
 //! [`Loaded::open`] is the one way a model file and its tokenizer are
 //! opened and checked against each other.
 //!
@@ -51,6 +56,7 @@ mod load;
 pub mod memory;
 mod overflow;
 mod params;
+mod pcache;
 mod request;
 mod scheduler;
 
@@ -61,4 +67,5 @@ pub use fault::{Fault, FaultSite};
 pub use load::Loaded;
 pub use overflow::{shift_discard, shift_keep, truncate_middle, ContextOverflow, OverflowReport};
 pub use params::{default_ctx_size, FinishReason, GenerateParams};
+pub use pcache::{PrefixCacheConfig, PrefixStore};
 pub use request::{Done, Event, Request, TokenEvent};

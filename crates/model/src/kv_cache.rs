@@ -564,7 +564,13 @@ impl KvCache {
     /// `from..to` (`upto <= to`) by a cache of the same layers, width and
     /// types (any context size). The sizes are checked before anything is
     /// written, so on an error the cache is unchanged.
-    pub fn import(&mut self, from: usize, to: usize, upto: usize, bytes: &[u8]) -> Result<(), Error> {
+    pub fn import(
+        &mut self,
+        from: usize,
+        to: usize,
+        upto: usize,
+        bytes: &[u8],
+    ) -> Result<(), Error> {
         let want = KvCache::range_bytes(self.n_layers, self.kv_dim, self.ty(), from, to);
         if upto > to || want != Some(bytes.len() as u64) {
             return Err(ErrorKind::BadArgument {
@@ -598,8 +604,7 @@ impl KvCache {
                         *d = f32::from_le_bytes([x[0], x[1], x[2], x[3]]);
                     }
                 }
-                Buf::Quant(_, b) => b
-                    [p.first * p.unit_bytes..(p.first + p.units) * p.unit_bytes]
+                Buf::Quant(_, b) => b[p.first * p.unit_bytes..(p.first + p.units) * p.unit_bytes]
                     .copy_from_slice(src),
             }
         }
@@ -653,8 +658,12 @@ mod tests {
         let mut c = KvCache::new(layers, n_ctx, kvd, ty);
         for l in 0..layers {
             for p in 0..upto {
-                let k: Vec<f32> = (0..kvd).map(|i| (l * 7 + p * 3 + i) as f32 * 0.01).collect();
-                let v: Vec<f32> = (0..kvd).map(|i| (l * 5 + p + i * 2) as f32 * -0.02).collect();
+                let k: Vec<f32> = (0..kvd)
+                    .map(|i| (l * 7 + p * 3 + i) as f32 * 0.01)
+                    .collect();
+                let v: Vec<f32> = (0..kvd)
+                    .map(|i| (l * 5 + p + i * 2) as f32 * -0.02)
+                    .collect();
                 c.store(l, p, &k, &v);
             }
         }
@@ -713,7 +722,10 @@ mod tests {
         assert!(a.export(3, 10, &mut Vec::new()).is_err());
         assert!(a.export(0, 65, &mut Vec::new()).is_err());
         assert_eq!(KvCache::range_bytes(2, 64, ty, 3, 10), None);
-        assert_eq!(KvCache::range_bytes(usize::MAX, usize::MAX, ty, 0, 16), None);
+        assert_eq!(
+            KvCache::range_bytes(usize::MAX, usize::MAX, ty, 0, 16),
+            None
+        );
     }
 
     #[test]

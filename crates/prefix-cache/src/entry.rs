@@ -76,9 +76,17 @@ pub struct Entry<'a> {
 }
 
 /// The size of an entry's file, `None` past `u64`.
-pub fn file_bytes(n_layers: usize, kv_dim: usize, kv: KvTypes, start: usize, n: usize) -> Option<u64> {
+pub fn file_bytes(
+    n_layers: usize,
+    kv_dim: usize,
+    kv: KvTypes,
+    start: usize,
+    n: usize,
+) -> Option<u64> {
     let payload = KvCache::range_bytes(n_layers, kv_dim, kv, start, start.checked_add(n)?)?;
-    (HEADER_BYTES as u64).checked_add((n as u64).checked_mul(4)?)?.checked_add(payload)
+    (HEADER_BYTES as u64)
+        .checked_add((n as u64).checked_mul(4)?)?
+        .checked_add(payload)
 }
 
 /// Writes the entry for `tokens` at `meta.start` with `payload` (the
@@ -135,7 +143,9 @@ pub fn declared_len(header: &[u8], limits: &Limits) -> Result<u64> {
         )));
     }
     if &header[..8] != MAGIC {
-        return Err(Error::corrupt("no CRIAPKV magic: not a cria prefix cache entry"));
+        return Err(Error::corrupt(
+            "no CRIAPKV magic: not a cria prefix cache entry",
+        ));
     }
     let version = u32_at(header, 8);
     if version != VERSION {
@@ -215,7 +225,10 @@ pub fn parse<'a>(bytes: &'a [u8], limits: &Limits) -> Result<Entry<'a>> {
         (Some(k), Some(v)) => KvTypes { k, v },
         _ => return Err(Error::corrupt("unknown KV types")),
     };
-    let tokens: Vec<u32> = body[..4 * n].chunks_exact(4).map(|c| u32_at(c, 0)).collect();
+    let tokens: Vec<u32> = body[..4 * n]
+        .chunks_exact(4)
+        .map(|c| u32_at(c, 0))
+        .collect();
     let meta = Meta {
         ident: key_at(bytes, 16),
         parent: key_at(bytes, 48),
@@ -226,7 +239,9 @@ pub fn parse<'a>(bytes: &'a [u8], limits: &Limits) -> Result<Entry<'a>> {
     };
     let key = key_at(bytes, 80);
     if chain_key(&meta.parent, &tokens) != key {
-        return Err(Error::corrupt("the key is not the hash of the entry's tokens"));
+        return Err(Error::corrupt(
+            "the key is not the hash of the entry's tokens",
+        ));
     }
     Ok(Entry {
         meta,
@@ -292,7 +307,10 @@ mod tests {
                 ident: [9; 32],
                 ..meta.clone()
             };
-            assert!(matches!(e.check(&other).unwrap_err().kind(), crate::ErrorKind::Mismatch { .. }));
+            assert!(matches!(
+                e.check(&other).unwrap_err().kind(),
+                crate::ErrorKind::Mismatch { .. }
+            ));
         }
     }
 
@@ -302,7 +320,10 @@ mod tests {
         let (_, good) = encode(&meta, &tokens, &payload);
         let lim = Limits::default();
         let corrupt = |b: &[u8]| {
-            matches!(parse(b, &lim).map(|_| ()).unwrap_err().kind(), crate::ErrorKind::Corrupt { .. })
+            matches!(
+                parse(b, &lim).map(|_| ()).unwrap_err().kind(),
+                crate::ErrorKind::Corrupt { .. }
+            )
         };
         // Every single flipped byte, truncation and extension.
         for i in 0..good.len() {

@@ -32,14 +32,14 @@ impl Error {
         &self.kind
     }
 
-    pub(crate) fn corrupt(detail: impl Into<String>) -> Error {
+    pub fn corrupt(detail: impl Into<String>) -> Error {
         ErrorKind::Corrupt {
             detail: detail.into(),
         }
         .into()
     }
 
-    pub(crate) fn mismatch(detail: impl Into<String>) -> Error {
+    pub fn mismatch(detail: impl Into<String>) -> Error {
         ErrorKind::Mismatch {
             detail: detail.into(),
         }

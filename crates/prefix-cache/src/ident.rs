@@ -42,7 +42,13 @@ impl ModelId {
             h.update(format!("\0{v:?}\0").as_bytes());
         }
         for t in file.tensors() {
-            h.update(format!("{}\0{:?}{:?}{}:{}\0", t.name, t.ty, t.dims, t.offset, t.n_bytes).as_bytes());
+            h.update(
+                format!(
+                    "{}\0{:?}{:?}{}:{}\0",
+                    t.name, t.ty, t.dims, t.offset, t.n_bytes
+                )
+                .as_bytes(),
+            );
             let data = file.tensor_data(t);
             let n = data.len();
             for at in [0, n / 2, n.saturating_sub(WINDOW)] {

@@ -243,13 +243,22 @@ pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(t.len());
     let (num, unit) = t.split_at(digits);
-    let shift = match unit.trim().to_ascii_uppercase().trim_end_matches("IB").trim_end_matches('B') {
+    let shift = match unit
+        .trim()
+        .to_ascii_uppercase()
+        .trim_end_matches("IB")
+        .trim_end_matches('B')
+    {
         "" => 0,
         "K" => 10,
         "M" => 20,
         "G" => 30,
         "T" => 40,
-        _ => return Err(format!("{s:?}: give bytes, or a number with K, M, G or T (e.g. 2G)")),
+        _ => {
+            return Err(format!(
+                "{s:?}: give bytes, or a number with K, M, G or T (e.g. 2G)"
+            ))
+        }
     };
     let v: f64 = num
         .parse()
@@ -290,7 +299,9 @@ mod tests {
         assert!(s.put(1, &[5; 32], &bytes).unwrap());
         let p = s.path(1, &[5; 32]);
         assert_eq!(read_entry(&p, &lim, 1 << 20).unwrap().unwrap(), bytes);
-        assert!(read_entry(&s.path(1, &[6; 32]), &lim, 1 << 20).unwrap().is_none());
+        assert!(read_entry(&s.path(1, &[6; 32]), &lim, 1 << 20)
+            .unwrap()
+            .is_none());
         // Bounded by what an entry here may take.
         assert!(read_entry(&p, &lim, 100).is_err());
         // Truncated, zero-length, garbage.
@@ -323,7 +334,14 @@ mod tests {
         std::fs::write(&stale, b"x").unwrap();
         File::open(&stale).unwrap().set_modified(t0).unwrap();
         let u = s.evict().unwrap();
-        assert_eq!(u, Usage { files: 3, bytes: 3 * one, evicted: 2 });
+        assert_eq!(
+            u,
+            Usage {
+                files: 3,
+                bytes: 3 * one,
+                evicted: 2
+            }
+        );
         // A's deepest blocks went first; its head stays.
         assert!(s.path(1, &a[0].1).exists());
         assert!(!s.path(2, &a[1].1).exists() && !s.path(3, &a[2].1).exists());
