@@ -92,10 +92,13 @@ enum Backend {
     File { path: PathBuf, read_only: bool },
 }
 
+/// An entry to write: what it is for, its tokens, its KV payload.
+type NewEntry = (Meta, Vec<u32>, Vec<u8>);
+
 enum WriteJob {
-    /// Every block of a prompt, in order; those to write carry their
-    /// entry's parts.
-    Blocks(Vec<(usize, Key, Option<(Meta, Vec<u32>, Vec<u8>)>)>),
+    /// Every block of a prompt, in order (number, key); those to write
+    /// carry their entry.
+    Blocks(Vec<(usize, Key, Option<NewEntry>)>),
     File(PathBuf, Meta, Vec<u32>, Vec<u8>),
 }
 
