@@ -466,3 +466,51 @@ fn processes_share_a_directory() {
     assert!(!o.status.success());
     assert!(stderr(&o).contains("cannot be used with"), "{}", stderr(&o));
 }
+
+#[test]
+fn a_restarted_server_restores_prefixes_per_api_key() {
+    use common::server::Server;
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys.txt");
+    std::fs::write(&keys, "key-a\nkey-b\n").unwrap();
+    let cache = dir.path().join("cache");
+    let flags = [
+        "--api-key-file",
+        keys.to_str().unwrap(),
+        "--prefix-cache",
+        cache.to_str().unwrap(),
+        "-c",
+        "2048",
+        "--parallel",
+        "1",
+    ];
+    let body = serde_json::json!({"prompt": license(3000), "max_tokens": 8, "temperature": 0});
+    let ask = |s: &Server, key: &str| {
+        let auth = format!("Bearer {key}");
+        let r = s.post_raw(
+            "/v1/completions",
+            &[
+                ("Authorization", &auth),
+                ("Content-Type", "application/json"),
+            ],
+            body.to_string().as_bytes(),
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        let j = r.json();
+        (
+            j["choices"][0]["text"].as_str().unwrap().to_string(),
+            j["usage"]["prompt_tokens_details"]["cached_tokens"]
+                .as_u64()
+                .unwrap(),
+        )
+    };
+    let s = Server::start(&flags);
+    let (cold, cached) = ask(&s, "key-a");
+    assert_eq!(cached, 0);
+    assert!(s.terminate().success());
+    // After the restart: key-b finds nothing of key-a's; key-a finds its
+    // two blocks; both answers are the cold one.
+    let s = Server::start(&flags);
+    assert_eq!(ask(&s, "key-b"), (cold.clone(), 0));
+    assert_eq!(ask(&s, "key-a"), (cold, 512));
+}
