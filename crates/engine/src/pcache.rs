@@ -199,7 +199,8 @@ impl Persist {
     /// with `tokens` (or, with `tokens` `None`, any tokens: the prompt
     /// file), into `cache` up to position `upto` (`None`: as far as the
     /// tokens agree with `prompt`, before its last token). Returns the
-    /// positions imported; `Ok(None)`: no entry.
+    /// positions now valid and whether the entry's tokens are exactly
+    /// `prompt`; `Ok(None)`: no entry.
     fn load(
         &self,
         path: &Path,
@@ -207,7 +208,7 @@ impl Persist {
         want: &Meta,
         prompt: &[u32],
         block: Option<usize>,
-    ) -> Result<Option<usize>, cria_prefix_cache::Error> {
+    ) -> Result<Option<(usize, bool)>, cria_prefix_cache::Error> {
         let max_tokens = block.unwrap_or(self.limits.max_tokens);
         let max_len =
             entry::file_bytes(self.n_layers, self.kv_dim, self.kv, want.start, max_tokens)
@@ -232,16 +233,16 @@ impl Persist {
                     .zip(prompt)
                     .take_while(|(x, y)| x == y)
                     .count();
-                common.min(prompt.len() - 1).min(cache.n_ctx)
+                common.min(prompt.len().saturating_sub(1)).min(cache.n_ctx)
             }
         };
-        if upto == a {
-            return Ok(Some(a));
+        let same = e.tokens == prompt;
+        if upto > a {
+            cache
+                .import(a, a + n, upto, e.payload)
+                .map_err(|e| cria_prefix_cache::Error::mismatch(e.to_string()))?;
         }
-        cache
-            .import(a, a + n, upto, e.payload)
-            .map_err(|e| cria_prefix_cache::Error::mismatch(e.to_string()))?;
-        Ok(Some(upto))
+        Ok(Some((upto, same)))
     }
 
     /// Deals with an entry that failed to load: reported, counted, and
@@ -285,7 +286,7 @@ impl Persist {
                         let path = store.path(j, &key);
                         let want = self.meta(id, parent, a);
                         match self.load(&path, cache, &want, prompt, Some(BLOCK)) {
-                            Ok(Some(n)) => upto = upto.max(n),
+                            Ok(Some((n, _))) => upto = upto.max(n),
                             Ok(None) => break,
                             Err(e) => {
                                 self.reject(&path, &e, false);
@@ -304,12 +305,10 @@ impl Persist {
                 let want = self.meta(id, id, 0);
                 let mut save = !read_only;
                 match self.load(path, cache, &want, prompt, None) {
-                    Ok(Some(n)) => {
+                    Ok(Some((n, same))) => {
                         upto = upto.max(n);
                         // Already holds exactly this prompt: nothing new.
-                        if n + 1 == prompt.len() && self.file_holds(path, prompt) {
-                            save = false;
-                        }
+                        save &= !same;
                     }
                     Ok(None) => {}
                     Err(e) => self.reject(path, &e, *read_only),
@@ -317,15 +316,6 @@ impl Persist {
                 Restored { upto, save }
             }
         }
-    }
-
-    /// Whether the prompt file's tokens are exactly `prompt` (read again
-    /// only in the rare case the whole prompt but its last token matched).
-    fn file_holds(&self, path: &Path, prompt: &[u32]) -> bool {
-        let Ok(Some(bytes)) = store::read_entry(path, &self.limits, u64::MAX) else {
-            return false;
-        };
-        entry::parse(&bytes, &self.limits).is_ok_and(|e| e.tokens == prompt)
     }
 
     /// Writes what the store lacks of `prompt`, now evaluated into
