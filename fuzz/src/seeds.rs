@@ -131,6 +131,17 @@ fn main() {
     }
     write("gguf_parse", "tiny-q8_0", &tiny_model(GgmlType::Q8_0, false));
 
+    // prefix_cache_entry: whole entries of every KV type, 2 layers x 64.
+    for t in cria_model::KvType::ALL {
+        use cria_prefix_cache::entry::{encode, Meta};
+        let kv = cria_model::KvTypes::from(t);
+        let meta = Meta { ident: [1; 32], parent: [2; 32], start: 16, n_layers: 2, kv_dim: 64, kv };
+        let tokens: Vec<u32> = (0..20).collect();
+        let n = cria_model::KvCache::range_bytes(2, 64, kv, 16, 36).expect("size") as usize;
+        let payload: Vec<u8> = (0..n).map(|i| (i * 7 % 256) as u8).collect();
+        write("prefix_cache_entry", t.name(), &encode(&meta, &tokens, &payload).1);
+    }
+
     // grammar: the first byte picks GBNF (0), Lark (1) or JSON Schema (2).
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../crates/grammar/tests/fixtures/llama.cpp");
     for entry in std::fs::read_dir(dir).expect("grammar fixtures").flatten() {

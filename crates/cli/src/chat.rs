@@ -1,7 +1,7 @@
 //! `cria chat`: an interactive conversation that keeps its KV cache between
 //! turns, so each turn evaluates only the new messages.
 
-use crate::gen_args::{ModelArgs, OverflowArgs, SamplingArgs, SpecArgs};
+use crate::gen_args::{ModelArgs, OverflowArgs, PrefixCacheArgs, SamplingArgs, SpecArgs};
 use crate::session::Session;
 use anyhow::{Context, Result};
 use cria_engine::FinishReason;
@@ -30,11 +30,18 @@ pub struct Args {
     pub overflow: OverflowArgs,
     #[command(flatten)]
     pub spec: SpecArgs,
+    #[command(flatten)]
+    pub prefix_cache: PrefixCacheArgs,
 }
 
 pub fn run(args: Args) -> Result<()> {
     let mut params = args.sampling.params()?;
-    let session = Session::start(&args.model, args.overflow.context_overflow, &args.spec)?;
+    let session = Session::start(
+        &args.model,
+        args.overflow.context_overflow,
+        &args.spec,
+        args.prefix_cache.store(),
+    )?;
     let tok = &session.tok;
     params.constraint = args.sampling.constraint(tok)?;
     let template = session.template(args.chat_template.as_deref())?;

@@ -4,7 +4,9 @@
 
 use crate::default_model;
 use anyhow::{bail, Context, Result};
-use cria_engine::{ContextOverflow, GenerateParams, Loaded, SpecKind, SpecParams, SpecType};
+use cria_engine::{
+    ContextOverflow, GenerateParams, Loaded, PrefixStore, SpecKind, SpecParams, SpecType,
+};
 use cria_grammar::{Constraint, GrammarSpec, Grammars};
 use cria_model::{KvType, KvTypes};
 use cria_sampler::SamplerConfig;
@@ -167,6 +169,54 @@ pub struct OverflowArgs {
         default_value = "error"
     )]
     pub context_overflow: ContextOverflow,
+}
+
+/// `--prefix-cache DIR` and its cap (run, chat, serve).
+#[derive(clap::Args, Clone, Debug)]
+pub struct PrefixCacheArgs {
+    /// Keep the KV state of prompt prefixes in DIR (blocks of 256 tokens, per model, cache
+    /// type and API key), so a prompt starting like an earlier one (after a restart too, or
+    /// from another process sharing DIR) evaluates only what is new
+    #[arg(long, value_name = "DIR")]
+    pub prefix_cache: Option<PathBuf>,
+    /// Most bytes --prefix-cache may take (K, M, G, T suffixes); least recently used
+    /// prefixes go first
+    #[arg(long, value_name = "BYTES", default_value = "2G", value_parser = cria_prefix_cache::store::parse_size)]
+    pub prefix_cache_size: u64,
+}
+
+impl PrefixCacheArgs {
+    pub fn store(&self) -> Option<PrefixStore> {
+        self.prefix_cache.as_ref().map(|path| PrefixStore::Dir {
+            path: path.clone(),
+            max_bytes: self.prefix_cache_size,
+        })
+    }
+}
+
+/// llama.cpp's `--prompt-cache FILE` (run).
+#[derive(clap::Args, Clone, Debug)]
+pub struct PromptCacheArgs {
+    /// Save the prompt's KV state to FILE after evaluating it; a later run whose prompt shares
+    /// a prefix with it loads that and evaluates only the rest (llama.cpp's --prompt-cache)
+    #[arg(long, value_name = "FILE", conflicts_with = "prefix_cache")]
+    pub prompt_cache: Option<PathBuf>,
+    /// With --prompt-cache: use the file but never write it
+    #[arg(long, requires = "prompt_cache")]
+    pub prompt_cache_ro: bool,
+}
+
+impl PromptCacheArgs {
+    /// The store these flags ask for, or `other`'s (`--prefix-cache`).
+    pub fn store(&self, other: &PrefixCacheArgs) -> Option<PrefixStore> {
+        match &self.prompt_cache {
+            Some(path) => Some(PrefixStore::File {
+                path: path.clone(),
+                read_only: self.prompt_cache_ro,
+            }),
+            None => other.store(),
+        }
+    }
 }
 
 pub fn all_cores() -> usize {

@@ -1,7 +1,9 @@
 //! `cria run`: one prompt in, streamed text out (like `ollama run` with a
 //! prompt, or `llama-completion` with --raw).
 
-use crate::gen_args::{ModelArgs, OverflowArgs, SamplingArgs, SpecArgs};
+use crate::gen_args::{
+    ModelArgs, OverflowArgs, PrefixCacheArgs, PromptCacheArgs, SamplingArgs, SpecArgs,
+};
 use crate::session::Session;
 use anyhow::{bail, Context, Result};
 use cria_engine::FinishReason;
@@ -43,6 +45,10 @@ pub struct Args {
     pub overflow: OverflowArgs,
     #[command(flatten)]
     pub spec: SpecArgs,
+    #[command(flatten)]
+    pub prefix_cache: PrefixCacheArgs,
+    #[command(flatten)]
+    pub prompt_cache: PromptCacheArgs,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -63,7 +69,12 @@ pub fn run(args: Args) -> Result<()> {
         }
     };
     let mut params = args.sampling.params()?;
-    let session = Session::start(&args.model, args.overflow.context_overflow, &args.spec)?;
+    let session = Session::start(
+        &args.model,
+        args.overflow.context_overflow,
+        &args.spec,
+        args.prompt_cache.store(&args.prefix_cache),
+    )?;
     let tok = &session.tok;
     params.constraint = args.sampling.constraint(tok)?;
     let mut tokens = if args.raw {

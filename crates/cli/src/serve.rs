@@ -1,7 +1,7 @@
 //! `cria serve`: the OpenAI-compatible HTTP server (see cria-server).
 
 use crate::default_model;
-use crate::gen_args::{ModelArgs, OverflowArgs, SpecArgs};
+use crate::gen_args::{ModelArgs, OverflowArgs, PrefixCacheArgs, SpecArgs};
 use anyhow::{bail, Context, Result};
 use cria_engine::Fault;
 use cria_server::ServerConfig;
@@ -16,6 +16,8 @@ pub struct Args {
     pub overflow: OverflowArgs,
     #[command(flatten)]
     pub spec: SpecArgs,
+    #[command(flatten)]
+    pub prefix_cache: PrefixCacheArgs,
     /// Address to listen on (loopback by default; 0.0.0.0 exposes the server to the network)
     #[arg(long, default_value = "127.0.0.1")]
     pub host: String,
@@ -157,6 +159,7 @@ pub fn run(args: Args) -> Result<()> {
         pooling: args.pooling,
         webui: !args.no_webui,
         drain_timeout: Duration::from_secs(args.drain_timeout_secs),
+        prefix_cache: args.prefix_cache.store(),
         ..ServerConfig::new(model_path)
     };
     cria_server::run(config)?;

@@ -6,7 +6,7 @@ use crate::gen_args::{ModelArgs, SpecArgs};
 use anyhow::Result;
 use cria_engine::{
     default_ctx_size, truncate_middle, ContextOverflow, Done, Engine, EngineConfig, FinishReason,
-    GenerateParams, OverflowReport,
+    GenerateParams, OverflowReport, PrefixCacheConfig, PrefixStore,
 };
 use cria_model::Model;
 use cria_prompt::ChatTemplate;
@@ -26,7 +26,12 @@ pub struct Session {
 }
 
 impl Session {
-    pub fn start(args: &ModelArgs, overflow: ContextOverflow, spec: &SpecArgs) -> Result<Session> {
+    pub fn start(
+        args: &ModelArgs,
+        overflow: ContextOverflow,
+        spec: &SpecArgs,
+        prefix_cache: Option<PrefixStore>,
+    ) -> Result<Session> {
         let threads = args.threads()?;
         let ctx = args.ctx_size(2)?;
         let spec = spec.params()?;
@@ -45,6 +50,7 @@ impl Session {
             EngineConfig {
                 overflow,
                 spec,
+                prefix_cache: prefix_cache.map(PrefixCacheConfig::anonymous),
                 ..EngineConfig::single(n_ctx, kv, threads)
             },
         )?;
@@ -119,8 +125,12 @@ impl Session {
             ),
             None => String::new(),
         };
+        let disk = match d.restored_tokens {
+            0 => String::new(),
+            n => format!(", {n} from disk"),
+        };
         format!(
-            "[prompt {} tokens ({} cached), {:.1} t/s | generated {} tokens, {:.1} t/s{spec} | load {:.2} s | ctx {} | {}]",
+            "[prompt {} tokens ({} cached{disk}), {:.1} t/s | generated {} tokens, {:.1} t/s{spec} | load {:.2} s | ctx {} | {}]",
             d.prompt_tokens,
             d.cached_tokens,
             rate(evaluated, d.prompt_time),

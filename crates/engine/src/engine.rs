@@ -39,6 +39,9 @@ pub struct EngineConfig {
     /// Test hook: panic at a chosen place (see [`Fault`]). `None` in use.
     #[doc(hidden)]
     pub fault: Option<Fault>,
+    /// Prompt prefixes persisted on disk (`--prefix-cache DIR`,
+    /// `--prompt-cache FILE`); `None`: only the slots' caches.
+    pub prefix_cache: Option<crate::PrefixCacheConfig>,
 }
 
 impl EngineConfig {
@@ -55,6 +58,7 @@ impl EngineConfig {
             overflow: ContextOverflow::Error,
             spec: None,
             fault: None,
+            prefix_cache: None,
         }
     }
 }
@@ -88,6 +92,13 @@ pub struct EngineStats {
     pub spec_drafted: AtomicU64,
     pub spec_accepted: AtomicU64,
     pub spec_off_steps: AtomicU64,
+    /// Prefix cache on disk: prompt tokens restored instead of evaluated,
+    /// entries written, entries found damaged or made for something else
+    /// (never used; deleted), saves dropped (the writer was behind).
+    pub prefix_restored_tokens: AtomicU64,
+    pub prefix_written: AtomicU64,
+    pub prefix_rejected: AtomicU64,
+    pub prefix_dropped: AtomicU64,
 }
 
 /// Holds one place among the engine's `slots + max_queue`, from `submit`
@@ -181,6 +192,16 @@ impl Engine {
         )?;
         let (tx, rx) = mpsc::channel();
         let stats = Arc::new(EngineStats::default());
+        let persist = match &config.prefix_cache {
+            Some(pc) => Some(crate::pcache::Persist::new(
+                pc,
+                &model,
+                config.kv,
+                config.n_ctx,
+                stats.clone(),
+            )?),
+            None => None,
+        };
         let stopped = Arc::new(AtomicBool::new(false));
         let n_vocab = model.config.n_vocab;
         let thread = {
@@ -190,7 +211,7 @@ impl Engine {
                 .name("cria-engine".into())
                 .spawn(move || {
                     let _guard = guard;
-                    Scheduler::new(&model, &tok, config, stats).run(rx);
+                    Scheduler::new(&model, &tok, config, stats, persist).run(rx);
                 })
                 .map_err(|e| ErrorKind::Config {
                     detail: format!("cannot start the engine thread: {e}"),

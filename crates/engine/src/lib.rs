@@ -14,6 +14,11 @@
 //! decoding ([`Speculation`]: n-gram lookup or a draft model), whose output
 //! is byte-identical to decoding without it.
 //!
+//! With [`EngineConfig::prefix_cache`], prompt prefixes also persist on
+//! disk (`pcache.rs`, over `cria-prefix-cache`): a restarted server, or
+//! the next `cria run --prompt-cache FILE`, restores them instead of
+//! evaluating them again, with the same output bit for bit.
+//!
 //! [`Loaded::open`] is the one way a model file and its tokenizer are
 //! opened and checked against each other.
 //!
@@ -53,6 +58,7 @@ mod load;
 pub mod memory;
 mod overflow;
 mod params;
+mod pcache;
 mod request;
 mod scheduler;
 mod spec;
@@ -64,6 +70,7 @@ pub use fault::{Fault, FaultSite};
 pub use load::Loaded;
 pub use overflow::{shift_discard, shift_keep, truncate_middle, ContextOverflow, OverflowReport};
 pub use params::{default_ctx_size, FinishReason, GenerateParams};
+pub use pcache::{PrefixCacheConfig, PrefixStore};
 pub use request::{Done, Event, Request, SpecReport, TokenEvent};
 pub use spec::{
     check_vocab, ngram_draft, SpecKind, SpecParams, SpecType, Speculation, DRAFT_P_MIN, NGRAM_MAX,

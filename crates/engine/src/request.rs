@@ -86,6 +86,8 @@ pub struct Done {
     pub prompt_tokens: usize,
     /// Prompt tokens found in the slot's cache and not evaluated again.
     pub cached_tokens: usize,
+    /// Of those, the tokens restored from the prefix cache on disk.
+    pub restored_tokens: usize,
     pub completion_tokens: usize,
     /// From admission to the first token.
     pub prompt_time: Duration,

@@ -16,7 +16,9 @@
 //! A slot keeps the tokens of its last request in its cache, and a new
 //! request of the same tenant goes to the free slot sharing the longest
 //! prefix with its prompt, so a chat's next turn evaluates only its new
-//! messages.
+//! messages. With a prefix cache on disk (`pcache.rs`), admission then
+//! restores what the disk holds beyond the slot's own prefix, and a
+//! prompt is written once evaluated.
 //!
 //! Speculation (`spec.rs`): before building a step, each decoding
 //! sequence may get draft tokens, which become rows with logits after its
@@ -70,6 +72,10 @@ struct Job<'t> {
     shifted: usize,
     /// Speculation's draft and counts (`n_draft == 0`: off).
     spec: SpecState,
+    /// Prompt tokens restored from the prefix cache on disk.
+    restored: usize,
+    /// Write the prompt to the prefix cache once it is evaluated.
+    persist: bool,
 }
 
 impl Job<'_> {
@@ -126,6 +132,7 @@ pub(crate) struct Scheduler<'m> {
     /// (rows, dim): the hidden states of this step's embedding rows.
     hidden: Vec<f32>,
     step: u64,
+    persist: Option<crate::pcache::Persist>,
 }
 
 fn injected(site: FaultSite) -> ! {
@@ -147,6 +154,7 @@ impl<'m> Scheduler<'m> {
         tok: &'m Tokenizer,
         config: EngineConfig,
         stats: Arc<EngineStats>,
+        persist: Option<crate::pcache::Persist>,
     ) -> Scheduler<'m> {
         let c = &model.config;
         let slots = (0..config.slots)
@@ -184,6 +192,7 @@ impl<'m> Scheduler<'m> {
             hidden_seqs: Vec::new(),
             hidden: Vec::new(),
             step: 0,
+            persist,
         }
     }
 
@@ -301,7 +310,13 @@ impl<'m> Scheduler<'m> {
             // The request moves into the job; on an error or a panic it is
             // dropped (freeing its ticket) and the error goes out here.
             let events = req.events.clone();
-            let started = catch_unwind(AssertUnwindSafe(|| self.start_job(req, ticket, common)));
+            let started = catch_unwind(AssertUnwindSafe(|| {
+                let r = self.restore(i, &req, common);
+                let mut job = self.start_job(req, ticket, r.upto)?;
+                job.restored = job.next.saturating_sub(common);
+                job.persist = r.save;
+                Ok(job)
+            }));
             match started {
                 Ok(Ok(job)) => {
                     let slot = &mut self.slots[i];
@@ -315,10 +330,50 @@ impl<'m> Scheduler<'m> {
                 }
                 Err(_) => {
                     self.stats.panics.fetch_add(1, Ordering::Relaxed);
+                    // A restore may have stopped halfway.
+                    self.slots[i].tokens.clear();
                     let _ = events.send(internal(
                         "the engine failed while admitting this request (a bug: please report it)",
                     ));
                 }
+            }
+        }
+    }
+
+    /// Extends slot `i`'s `common` tokens of `req`'s prompt with what the
+    /// prefix cache on disk holds; the slot then records what its cache
+    /// holds. Embedding requests are not cached.
+    fn restore(&mut self, i: usize, req: &Request, common: usize) -> crate::pcache::Restored {
+        let none = crate::pcache::Restored {
+            upto: common,
+            save: false,
+        };
+        let Some(p) = &self.persist else { return none };
+        if req.embed.is_some() {
+            return none;
+        }
+        let slot = &mut self.slots[i];
+        let r = p.restore(&mut slot.cache, req.tenant, &req.prompt, common);
+        if r.upto > common {
+            slot.tokens.clear();
+            slot.tokens.extend_from_slice(&req.prompt[..r.upto]);
+            slot.tenant = req.tenant;
+            self.stats
+                .prefix_restored_tokens
+                .fetch_add((r.upto - common) as u64, Ordering::Relaxed);
+        }
+        r
+    }
+
+    /// Writes the prompts evaluated in full by this step to the prefix
+    /// cache on disk (after sampling, so the first token goes out first;
+    /// sampling cannot have shifted a cache that holds just a prompt).
+    fn persist_prompts(&mut self, done: &[(usize, u32, Vec<u32>)]) {
+        let Some(p) = &self.persist else { return };
+        for (i, tenant, prompt) in done {
+            let cache = &self.slots[*i].cache;
+            if catch_unwind(AssertUnwindSafe(|| p.save(cache, *tenant, prompt))).is_err() {
+                self.stats.panics.fetch_add(1, Ordering::Relaxed);
             }
         }
     }
@@ -352,6 +407,8 @@ impl<'m> Scheduler<'m> {
             embed,
             shifted: 0,
             spec: SpecState::new(self.config.spec.as_ref().map_or(0, |s| s.params.draft_max)),
+            restored: 0,
+            persist: false,
             req,
             ticket,
         })
@@ -482,6 +539,16 @@ impl<'m> Scheduler<'m> {
         self.stats
             .prompt_tokens
             .fetch_add(prompt_rows, Ordering::Relaxed);
+        // Prompts evaluated in full by this step, to write to disk.
+        let mut evaluated = Vec::new();
+        for (i, slot) in self.slots.iter_mut().enumerate() {
+            if let Some(job) = &mut slot.job {
+                if job.persist && job.next == job.req.prompt.len() {
+                    job.persist = false;
+                    evaluated.push((i, job.req.tenant, job.req.prompt.clone()));
+                }
+            }
+        }
         // Sample for every row that asked for logits, in row order; a panic
         // fails that request alone. Embedding rows go to their poolers.
         let (n_vocab, dim) = (self.model.config.n_vocab, self.model.config.dim);
@@ -527,6 +594,7 @@ impl<'m> Scheduler<'m> {
                 }
             }
         }
+        self.persist_prompts(&evaluated);
         self.finish_embeddings();
     }
 
@@ -709,6 +777,7 @@ fn empty_done(req: &Request) -> Done {
         text: String::new(),
         prompt_tokens: req.prompt.len(),
         cached_tokens: 0,
+        restored_tokens: 0,
         completion_tokens: 0,
         prompt_time: Duration::ZERO,
         generation_time: Duration::ZERO,
@@ -734,6 +803,7 @@ fn finish_job(mut job: Job<'_>, finish: FinishReason) {
         text,
         prompt_tokens: job.req.prompt.len(),
         cached_tokens: job.cached,
+        restored_tokens: job.restored,
         completion_tokens: job.generated,
         prompt_time: first - job.admitted,
         generation_time: now - first,

@@ -429,6 +429,197 @@ impl KvCache {
     }
 }
 
+/// One run of whole units (a key tile or a value position) of one side of
+/// one layer, as [`KvCache::export`] lays them out: `units` units of
+/// `unit_bytes` bytes starting at unit `first` of the side's buffer.
+struct Segment {
+    key: bool,
+    first: usize,
+    units: usize,
+    unit_bytes: usize,
+}
+
+impl KvCache {
+    /// The runs of positions `from..to` (`from` a multiple of 16), in the
+    /// canonical order of an exported range: per layer, the keys (f16/f32:
+    /// tiles `from / 16 .. ceil(to / 16)`; quantized: those tiles of each
+    /// block of 32 dimensions), then the values (positions `from..to`,
+    /// per block of 32 dimensions if quantized). Independent of `n_ctx`.
+    fn segments(&self, from: usize, to: usize) -> Vec<Segment> {
+        let kvd = self.kv_dim;
+        let tiles = self.n_ctx.div_ceil(16);
+        let (t0, t1) = (from / 16, to.div_ceil(16));
+        let nb = kvd / QBLOCK;
+        let mut out = Vec::new();
+        for layer in 0..self.n_layers {
+            match &self.k {
+                Buf::F16(_) | Buf::F32(_) => out.push(Segment {
+                    key: true,
+                    first: layer * tiles + t0,
+                    units: t1 - t0,
+                    unit_bytes: 16 * kvd * elem_bytes(&self.k),
+                }),
+                Buf::Quant(q, _) => out.extend((0..nb).map(|i| Segment {
+                    key: true,
+                    first: (layer * nb + i) * tiles + t0,
+                    units: t1 - t0,
+                    unit_bytes: q.key_tile_bytes(),
+                })),
+            }
+            match &self.v {
+                Buf::F16(_) | Buf::F32(_) => out.push(Segment {
+                    key: false,
+                    first: layer * self.n_ctx + from,
+                    units: to - from,
+                    unit_bytes: kvd * elem_bytes(&self.v),
+                }),
+                Buf::Quant(q, _) => out.extend((0..nb).map(|i| Segment {
+                    key: false,
+                    first: (layer * nb + i) * self.n_ctx + from,
+                    units: to - from,
+                    unit_bytes: q.block_bytes(),
+                })),
+            }
+        }
+        out
+    }
+
+    /// Bytes of [`KvCache::export`]`(from, to)` for a cache of these sizes
+    /// and types, whatever its `n_ctx`; `None` if it overflows `u64`.
+    pub fn range_bytes(
+        n_layers: usize,
+        kv_dim: usize,
+        ty: KvTypes,
+        from: usize,
+        to: usize,
+    ) -> Option<u64> {
+        let (from, to, n_layers, kvd) = (from as u64, to as u64, n_layers as u64, kv_dim as u64);
+        if !from.is_multiple_of(16) || to < from {
+            return None;
+        }
+        let tiles = to.div_ceil(16) - from / 16;
+        let side = |t: KvType, units: u64, per_unit: u64| {
+            let elems = units.checked_mul(per_unit)?.checked_mul(kvd)?;
+            elems.checked_mul(t.bytes_per_32())?.checked_div(32)
+        };
+        let k = side(ty.k, tiles, 16)?;
+        let v = side(ty.v, to - from, 1)?;
+        n_layers.checked_mul(k.checked_add(v)?)
+    }
+
+    /// Checks that `from..to` is a range [`KvCache::export`] and
+    /// [`KvCache::import`] take.
+    fn check_range(&self, from: usize, to: usize) -> Result<(), Error> {
+        if !from.is_multiple_of(16) || from >= to || to > self.n_ctx {
+            return Err(ErrorKind::BadArgument {
+                detail: format!(
+                    "KV range {from}..{to} is not a non-empty range starting at a multiple \
+                     of 16 inside the context of {}",
+                    self.n_ctx
+                ),
+            }
+            .into());
+        }
+        Ok(())
+    }
+
+    /// Appends the keys and values of positions `from..to` (`from` a
+    /// multiple of 16) to `out` in a canonical little-endian layout that
+    /// does not depend on `n_ctx` (see `segments`), so a cache of another
+    /// context size can [`KvCache::import`] them. Keys go by whole tiles of
+    /// 16 positions: positions `to..ceil16(to)` come along as they are
+    /// (not yet written, or left from an earlier sequence) and are
+    /// overwritten before they are read.
+    pub fn export(&self, from: usize, to: usize, out: &mut Vec<u8>) -> Result<(), Error> {
+        self.check_range(from, to)?;
+        for s in self.segments(from, to) {
+            let buf = if s.key { &self.k } else { &self.v };
+            let at = out.len();
+            out.resize(at + s.units * s.unit_bytes, 0);
+            let dst = &mut out[at..];
+            match buf {
+                Buf::F16(b) => {
+                    let n = s.unit_bytes / 2;
+                    let src = &b[s.first * n..(s.first + s.units) * n];
+                    for (d, x) in dst.chunks_exact_mut(2).zip(src) {
+                        d.copy_from_slice(&x.to_bits().to_le_bytes());
+                    }
+                }
+                Buf::F32(b) => {
+                    let n = s.unit_bytes / 4;
+                    let src = &b[s.first * n..(s.first + s.units) * n];
+                    for (d, x) in dst.chunks_exact_mut(4).zip(src) {
+                        d.copy_from_slice(&x.to_le_bytes());
+                    }
+                }
+                Buf::Quant(_, b) => dst.copy_from_slice(
+                    &b[s.first * s.unit_bytes..(s.first + s.units) * s.unit_bytes],
+                ),
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes positions `from..upto` from `bytes`, an export of
+    /// `from..to` (`upto <= to`) by a cache of the same layers, width and
+    /// types (any context size). The sizes are checked before anything is
+    /// written, so on an error the cache is unchanged.
+    pub fn import(
+        &mut self,
+        from: usize,
+        to: usize,
+        upto: usize,
+        bytes: &[u8],
+    ) -> Result<(), Error> {
+        let want = KvCache::range_bytes(self.n_layers, self.kv_dim, self.ty(), from, to);
+        if upto > to || want != Some(bytes.len() as u64) {
+            return Err(ErrorKind::BadArgument {
+                detail: format!(
+                    "a KV export of positions {from}..{to} ({} bytes) cannot fill {from}..{upto} \
+                     of this cache, which wants {want:?} bytes for that range",
+                    bytes.len()
+                ),
+            }
+            .into());
+        }
+        self.check_range(from, upto)?;
+        let (full, part) = (self.segments(from, to), self.segments(from, upto));
+        let mut at = 0;
+        for (s, p) in full.iter().zip(&part) {
+            let src = &bytes[at..at + p.units * p.unit_bytes];
+            at += s.units * s.unit_bytes;
+            let buf = if p.key { &mut self.k } else { &mut self.v };
+            match buf {
+                Buf::F16(b) => {
+                    let n = p.unit_bytes / 2;
+                    let dst = &mut b[p.first * n..(p.first + p.units) * n];
+                    for (d, x) in dst.iter_mut().zip(src.chunks_exact(2)) {
+                        *d = f16::from_bits(u16::from_le_bytes([x[0], x[1]]));
+                    }
+                }
+                Buf::F32(b) => {
+                    let n = p.unit_bytes / 4;
+                    let dst = &mut b[p.first * n..(p.first + p.units) * n];
+                    for (d, x) in dst.iter_mut().zip(src.chunks_exact(4)) {
+                        *d = f32::from_le_bytes([x[0], x[1], x[2], x[3]]);
+                    }
+                }
+                Buf::Quant(_, b) => b[p.first * p.unit_bytes..(p.first + p.units) * p.unit_bytes]
+                    .copy_from_slice(src),
+            }
+        }
+        Ok(())
+    }
+}
+
+fn elem_bytes(b: &Buf) -> usize {
+    match b {
+        Buf::F16(_) => 2,
+        Buf::F32(_) => 4,
+        Buf::Quant(..) => 0,
+    }
+}
+
 /// `dst[16 i] = conv(src[i])`: one key into its block of 16 positions.
 fn scatter16<T: Copy>(dst: &mut [T], src: &[f32], conv: impl Fn(f32) -> T) {
     for (i, &x) in src.iter().enumerate() {
@@ -459,6 +650,82 @@ mod tests {
         let mut y = x[..64].to_vec();
         hadamard(&mut y, 64);
         assert!((y[0] - x[..64].iter().sum::<f32>() / 8.0).abs() < 1e-4);
+    }
+
+    /// A cache whose every written position holds distinct values.
+    fn filled(ty: KvTypes, n_ctx: usize, upto: usize) -> KvCache {
+        let (layers, kvd) = (2, 64);
+        let mut c = KvCache::new(layers, n_ctx, kvd, ty);
+        for l in 0..layers {
+            for p in 0..upto {
+                let k: Vec<f32> = (0..kvd)
+                    .map(|i| (l * 7 + p * 3 + i) as f32 * 0.01)
+                    .collect();
+                let v: Vec<f32> = (0..kvd)
+                    .map(|i| (l * 5 + p + i * 2) as f32 * -0.02)
+                    .collect();
+                c.store(l, p, &k, &v);
+            }
+        }
+        c
+    }
+
+    #[test]
+    fn export_import_round_trips_across_context_sizes() {
+        for t in KvType::ALL {
+            let ty = KvTypes::from(t);
+            let a = filled(ty, 100, 70);
+            let mut bytes = Vec::new();
+            a.export(16, 70, &mut bytes).unwrap();
+            assert_eq!(
+                Some(bytes.len() as u64),
+                KvCache::range_bytes(2, 64, ty, 16, 70)
+            );
+            // Into a cache of another context size: the same bytes again.
+            let mut b = KvCache::new(2, 300, 64, ty);
+            b.import(16, 70, 70, &bytes).unwrap();
+            let mut again = Vec::new();
+            b.export(16, 70, &mut again).unwrap();
+            assert_eq!(bytes, again, "{t}");
+            // Only a prefix: positions 16..40 arrive, 40.. stay zero.
+            let mut c = KvCache::new(2, 64, 64, ty);
+            c.import(16, 70, 40, &bytes).unwrap();
+            let (mut want, mut got) = (Vec::new(), Vec::new());
+            a.export(16, 40, &mut want).unwrap();
+            c.export(16, 40, &mut got).unwrap();
+            assert_eq!(want, got, "{t}");
+            let mut tail = Vec::new();
+            c.export(48, 64, &mut tail).unwrap();
+            assert!(tail.iter().all(|&x| x == 0), "{t}");
+            let mut row = vec![0f32; 64];
+            c.key_row(1, 39, &mut row);
+            let mut row_a = vec![0f32; 64];
+            a.key_row(1, 39, &mut row_a);
+            assert_eq!(row, row_a, "{t}");
+        }
+    }
+
+    #[test]
+    fn import_refuses_wrong_sizes_and_ranges() {
+        let ty = KvTypes::from(KvType::F16);
+        let a = filled(ty, 64, 32);
+        let mut bytes = Vec::new();
+        a.export(0, 32, &mut bytes).unwrap();
+        let mut b = KvCache::new(2, 64, 64, ty);
+        assert!(b.import(0, 32, 32, &bytes[1..]).is_err());
+        assert!(b.import(0, 32, 33, &bytes).is_err());
+        assert!(b.import(8, 40, 40, &bytes).is_err());
+        let mut q = KvCache::new(2, 64, 64, KvType::Q8_0);
+        assert!(q.import(0, 32, 32, &bytes).is_err());
+        let mut small = KvCache::new(2, 20, 64, ty);
+        assert!(small.import(0, 32, 32, &bytes).is_err());
+        assert!(a.export(3, 10, &mut Vec::new()).is_err());
+        assert!(a.export(0, 65, &mut Vec::new()).is_err());
+        assert_eq!(KvCache::range_bytes(2, 64, ty, 3, 10), None);
+        assert_eq!(
+            KvCache::range_bytes(usize::MAX, usize::MAX, ty, 0, 16),
+            None
+        );
     }
 
     #[test]

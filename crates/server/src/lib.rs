@@ -110,6 +110,8 @@ pub struct ServerConfig {
     pub webui: bool,
     /// On SIGTERM, how long requests in flight may take to finish.
     pub drain_timeout: Duration,
+    /// `--prefix-cache DIR`: prompt prefixes kept on disk, per tenant.
+    pub prefix_cache: Option<cria_engine::PrefixStore>,
 }
 
 impl ServerConfig {
@@ -142,6 +144,7 @@ impl ServerConfig {
             pooling: None,
             webui: true,
             drain_timeout: Duration::from_secs(30),
+            prefix_cache: None,
         }
     }
 
@@ -381,6 +384,10 @@ fn load(config: &ServerConfig) -> Result<Ready, String> {
             overflow: config.overflow,
             spec,
             fault: config.fault,
+            prefix_cache: config
+                .prefix_cache
+                .clone()
+                .map(|s| cria_engine::PrefixCacheConfig::for_keys(s, &config.api_keys)),
         },
     )
     .map_err(|e| e.to_string())?;

@@ -210,6 +210,30 @@ impl Metrics {
                 "# HELP cria_spec_acceptance_ratio Speculative decoding: accepted / drafted tokens since start.\n\
                  # TYPE cria_spec_acceptance_ratio gauge\ncria_spec_acceptance_ratio {ratio}"
             );
+            for (name, help, v) in [
+                (
+                    "cria_prefix_cache_restored_tokens_total",
+                    "Prompt tokens restored from the prefix cache on disk (--prefix-cache).",
+                    &e.prefix_restored_tokens,
+                ),
+                (
+                    "cria_prefix_cache_written_total",
+                    "Prefix cache entries written to disk.",
+                    &e.prefix_written,
+                ),
+                (
+                    "cria_prefix_cache_rejected_total",
+                    "Prefix cache entries found damaged or made for something else (never used; deleted).",
+                    &e.prefix_rejected,
+                ),
+                (
+                    "cria_prefix_cache_dropped_total",
+                    "Prefix cache writes dropped because the writer was behind.",
+                    &e.prefix_dropped,
+                ),
+            ] {
+                counter(&mut out, name, help, v.load(Ordering::Relaxed));
+            }
             gauge(
                 &mut out,
                 "cria_queue_depth",
