@@ -4,7 +4,7 @@
 #   scripts/fuzz.sh TARGET [SECONDS]
 #
 # Targets (fuzz/fuzz_targets/): gguf_parse, model_load, tokenizer_load,
-# chat_template, grammar, import_parse (pickles, tokenizer.model). Needs `cargo install cargo-fuzz`; runs on the stable
+# chat_template, grammar, import_parse (pickles, tokenizer.model), lora_load (adapters). Needs `cargo install cargo-fuzz`; runs on the stable
 # toolchain with RUSTC_BOOTSTRAP=1 (cargo-fuzz passes -Z sanitizer flags).
 # Corpora grow in fuzz/corpus/TARGET, seeded by the `seeds` program (a tiny
 # model, tiny vocabularies, real chat templates) and, for gguf_parse, the

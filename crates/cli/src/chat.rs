@@ -1,7 +1,7 @@
 //! `cria chat`: an interactive conversation that keeps its KV cache between
 //! turns, so each turn evaluates only the new messages.
 
-use crate::gen_args::{ModelArgs, OverflowArgs, SamplingArgs};
+use crate::gen_args::{LoraArgs, ModelArgs, OverflowArgs, SamplingArgs};
 use crate::session::Session;
 use anyhow::{Context, Result};
 use cria_engine::FinishReason;
@@ -25,6 +25,8 @@ pub struct Args {
     #[command(flatten)]
     pub model: ModelArgs,
     #[command(flatten)]
+    pub lora: LoraArgs,
+    #[command(flatten)]
     pub sampling: SamplingArgs,
     #[command(flatten)]
     pub overflow: OverflowArgs,
@@ -32,7 +34,7 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<()> {
     let mut params = args.sampling.params()?;
-    let session = Session::start(&args.model, args.overflow.context_overflow)?;
+    let session = Session::start(&args.model, &args.lora, args.overflow.context_overflow)?;
     let tok = &session.tok;
     params.constraint = args.sampling.constraint(tok)?;
     let template = session.template(args.chat_template.as_deref())?;

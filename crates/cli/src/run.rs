@@ -1,7 +1,7 @@
 //! `cria run`: one prompt in, streamed text out (like `ollama run` with a
 //! prompt, or `llama-completion` with --raw).
 
-use crate::gen_args::{ModelArgs, OverflowArgs, SamplingArgs};
+use crate::gen_args::{LoraArgs, ModelArgs, OverflowArgs, SamplingArgs};
 use crate::session::Session;
 use anyhow::{bail, Context, Result};
 use cria_engine::FinishReason;
@@ -38,6 +38,8 @@ pub struct Args {
     #[command(flatten)]
     pub model: ModelArgs,
     #[command(flatten)]
+    pub lora: LoraArgs,
+    #[command(flatten)]
     pub sampling: SamplingArgs,
     #[command(flatten)]
     pub overflow: OverflowArgs,
@@ -61,7 +63,7 @@ pub fn run(args: Args) -> Result<()> {
         }
     };
     let mut params = args.sampling.params()?;
-    let session = Session::start(&args.model, args.overflow.context_overflow)?;
+    let session = Session::start(&args.model, &args.lora, args.overflow.context_overflow)?;
     let tok = &session.tok;
     params.constraint = args.sampling.constraint(tok)?;
     let mut tokens = if args.raw {

@@ -2,7 +2,7 @@
 //! engine's one loader, driven by a one-slot engine (the same engine the
 //! server runs), and the summary line printed after an answer.
 
-use crate::gen_args::ModelArgs;
+use crate::gen_args::{LoraArgs, ModelArgs};
 use anyhow::Result;
 use cria_engine::{
     default_ctx_size, truncate_middle, ContextOverflow, Done, Engine, EngineConfig, FinishReason,
@@ -26,12 +26,13 @@ pub struct Session {
 }
 
 impl Session {
-    pub fn start(args: &ModelArgs, overflow: ContextOverflow) -> Result<Session> {
+    pub fn start(args: &ModelArgs, lora: &LoraArgs, overflow: ContextOverflow) -> Result<Session> {
         let threads = args.threads()?;
         let ctx = args.ctx_size(2)?;
         let loaded = args.load()?;
         let kv = args.kv_type();
         let n_ctx = ctx.unwrap_or_else(|| default_ctx_size(&loaded.model, kv));
+        let lora = lora.load(&loaded.model)?;
         let model = Arc::new(loaded.model);
         let tok = Arc::new(loaded.tokenizer);
         let engine = Engine::start(
@@ -39,6 +40,7 @@ impl Session {
             tok.clone(),
             EngineConfig {
                 overflow,
+                lora,
                 ..EngineConfig::single(n_ctx, kv, threads)
             },
         )?;

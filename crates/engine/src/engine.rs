@@ -33,6 +33,8 @@ pub struct EngineConfig {
     /// (only [`ContextOverflow::Shift`] changes the engine; truncating a
     /// prompt is its caller's job): see `overflow.rs`.
     pub overflow: ContextOverflow,
+    /// Adapters of requests that do not name their own (`--lora`).
+    pub lora: cria_model::LoraSet,
     /// Test hook: panic at a chosen place (see [`Fault`]). `None` in use.
     #[doc(hidden)]
     pub fault: Option<Fault>,
@@ -50,6 +52,7 @@ impl EngineConfig {
             max_queue: 0,
             step_tokens: 512,
             overflow: ContextOverflow::Error,
+            lora: Vec::new(),
             fault: None,
         }
     }

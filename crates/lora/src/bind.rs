@@ -3,32 +3,37 @@
 
 use crate::error::{Error, Result};
 use crate::LoraFile;
-use cria_model::{Adapter, LoraDelta, Model, Target};
+use cria_gguf::GgufFile;
+use cria_model::{Adapter, LlamaConfig, LoraDelta, Model, Target};
 use std::path::Path;
 
 /// Reads an adapter: a PEFT folder when `path` is a directory, llama.cpp's
-/// GGUF format otherwise. `model` gives the head counts PEFT's q/k
+/// GGUF format otherwise. `cfg` gives the head counts PEFT's q/k
 /// permutation needs.
-pub fn read(path: &Path, model: &Model) -> Result<LoraFile> {
+pub fn read(path: &Path, cfg: &LlamaConfig) -> Result<LoraFile> {
     if path.is_dir() {
-        crate::read_peft(path, model.config.n_heads, model.config.n_kv_heads)
+        crate::read_peft(path, cfg.n_heads, cfg.n_kv_heads)
     } else {
         crate::read_gguf(path)
     }
 }
 
-/// [`read`] then [`bind`].
+/// [`read`] then [`bind`] against a loaded model.
 pub fn load(path: &Path, model: &Model) -> Result<Adapter> {
-    bind(read(path, model)?, model, path)
+    load_for(path, model.file(), &model.config)
 }
 
-/// Checks `lora` against `model`: the same architecture, every tensor a
-/// matrix of the model that the forward pass multiplies (the seven of each
+/// [`load`] against a model file that is only parsed, not loaded (merge).
+pub fn load_for(path: &Path, file: &GgufFile, cfg: &LlamaConfig) -> Result<Adapter> {
+    bind(read(path, cfg)?, file, cfg, path)
+}
+
+/// Checks `lora` against the model in `file`: the same architecture,
+/// every tensor a matrix the forward pass multiplies (the seven of each
 /// layer, and `output.weight` when the model has its own), shapes equal to
 /// the base tensor's, each tensor once.
-pub fn bind(lora: LoraFile, model: &Model, origin: &Path) -> Result<Adapter> {
-    let arch = model
-        .file()
+pub fn bind(lora: LoraFile, file: &GgufFile, cfg: &LlamaConfig, origin: &Path) -> Result<Adapter> {
+    let arch = file
         .metadata()
         .try_str("general.architecture")
         .ok()
@@ -43,8 +48,7 @@ pub fn bind(lora: LoraFile, model: &Model, origin: &Path) -> Result<Adapter> {
             ),
         ));
     }
-    let w = &model.weights;
-    let n_layers = w.layers.len();
+    let n_layers = cfg.n_layers;
     let mut adapter = Adapter {
         name: origin.display().to_string(),
         alpha: lora.alpha,
@@ -52,54 +56,51 @@ pub fn bind(lora: LoraFile, model: &Model, origin: &Path) -> Result<Adapter> {
         output: None,
     };
     for p in lora.pairs {
-        let (slot, m) = match locate(&p.base, n_layers) {
-            Some(Some((l, t))) => {
-                let lw = &w.layers[l];
-                let m = match t {
-                    Target::Q => &lw.wq,
-                    Target::K => &lw.wk,
-                    Target::V => &lw.wv,
-                    Target::O => &lw.wo,
-                    Target::Gate => &lw.w_gate,
-                    Target::Up => &lw.w_up,
-                    Target::Down => &lw.w_down,
-                };
-                (&mut adapter.layers[l][t as usize], m)
-            }
+        let slot = match locate(&p.base, n_layers) {
+            Some(Some((l, t))) => &mut adapter.layers[l][t as usize],
             Some(None) => {
-                if model.file().tensor("output.weight").is_none() {
+                if file.tensor("output.weight").is_none() {
                     return Err(Error::mismatch(
                         origin,
                         "the adapter changes output.weight but the model ties its output \
                          to the token embedding (llama.cpp refuses this too)",
                     ));
                 }
-                (&mut adapter.output, &w.output)
+                &mut adapter.output
             }
             None => {
-                let detail = if p.base == "token_embd.weight" {
+                if p.base == "token_embd.weight" {
                     return Err(Error::unsupported(
                         origin,
                         "the adapter changes token_embd.weight; cria applies adapters to \
                          matrix products only",
                     ));
-                } else if model.file().tensor(&p.base).is_some() {
+                }
+                if file.tensor(&p.base).is_some() {
                     return Err(Error::unsupported(
                         origin,
                         format!("the adapter changes {:?}, which is not a matrix product", p.base),
                     ));
-                } else {
-                    format!("tensor {:?} does not exist in the base model", p.base)
-                };
-                return Err(Error::mismatch(origin, detail));
+                }
+                return Err(Error::mismatch(
+                    origin,
+                    format!("tensor {:?} does not exist in the base model", p.base),
+                ));
             }
         };
-        if p.rows != m.rows || p.cols != m.cols {
+        let Some(t) = file.tensor(&p.base) else {
+            return Err(Error::mismatch(
+                origin,
+                format!("tensor {:?} does not exist in the base model", p.base),
+            ));
+        };
+        if t.dims.len() < 2 || t.dims[0] != p.cols as u64 || t.dims[1] != p.rows as u64 {
             return Err(Error::mismatch(
                 origin,
                 format!(
-                    "{}: the adapter's pair is for a {}x{} matrix but the model's is {}x{}",
-                    p.base, p.rows, p.cols, m.rows, m.cols
+                    "{}: the adapter's pair is for a matrix of dims [{}, {}] but the model's \
+                     has {:?}",
+                    p.base, p.cols, p.rows, t.dims
                 ),
             ));
         }
@@ -119,7 +120,7 @@ pub fn bind(lora: LoraFile, model: &Model, origin: &Path) -> Result<Adapter> {
 
 /// `Some(Some((layer, target)))` for a layer matrix, `Some(None)` for
 /// `output.weight`, `None` otherwise.
-fn locate(name: &str, n_layers: usize) -> Option<Option<(usize, Target)>> {
+pub(crate) fn locate(name: &str, n_layers: usize) -> Option<Option<(usize, Target)>> {
     if name == "output.weight" {
         return Some(None);
     }

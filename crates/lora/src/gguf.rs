@@ -124,6 +124,12 @@ pub fn from_gguf(file: &GgufFile, origin: &Path) -> Result<LoraFile> {
                 ),
             ));
         }
+        if rows == 0 || cols == 0 {
+            return Err(Error::format(
+                origin,
+                format!("{base}: an empty matrix ({rows} rows, {cols} columns)"),
+            ));
+        }
         if rank == 0 || rank > MAX_RANK {
             return Err(Error::format(
                 origin,

@@ -34,9 +34,11 @@
 mod bind;
 mod error;
 mod gguf;
+mod merge;
 mod peft;
 
-pub use bind::{bind, load, read};
+pub use bind::{bind, load, load_for, read};
+pub use merge::{merge, MergeReport};
 pub use error::{Error, Result};
 pub use gguf::{from_gguf, read_gguf, write_gguf};
 pub use peft::read_peft;

@@ -96,7 +96,7 @@ impl LoraDelta {
 }
 
 /// An adapter checked against one model: a delta per changed matrix.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Adapter {
     /// Where it came from (a path), for listings and errors.
     pub name: String,
@@ -132,6 +132,18 @@ impl Adapter {
             .chain(self.output.iter())
             .map(one)
             .sum()
+    }
+}
+
+impl std::fmt::Debug for Adapter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = self.layers.iter().flatten().flatten().count() + self.output.iter().count();
+        f.debug_struct("Adapter")
+            .field("name", &self.name)
+            .field("alpha", &self.alpha)
+            .field("matrices", &n)
+            .field("bytes", &self.bytes())
+            .finish()
     }
 }
 

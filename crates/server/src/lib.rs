@@ -27,6 +27,7 @@ mod embeddings;
 mod error;
 mod guard;
 mod limits;
+mod lora;
 mod metrics;
 mod openai;
 mod prepare;
@@ -106,6 +107,9 @@ pub struct ServerConfig {
     pub pooling: Option<cria_engine::Pooling>,
     /// Serve the chat page at `/`.
     pub webui: bool,
+    /// `--lora` / `--lora-scaled` adapters and their start scales (ids in
+    /// this order; see `lora.rs`).
+    pub lora: Vec<(PathBuf, f32)>,
     /// On SIGTERM, how long requests in flight may take to finish.
     pub drain_timeout: Duration,
 }
@@ -138,6 +142,7 @@ impl ServerConfig {
             rate_limit_tokens: None,
             pooling: None,
             webui: true,
+            lora: Vec::new(),
             drain_timeout: Duration::from_secs(30),
         }
     }
@@ -359,6 +364,13 @@ fn load(config: &ServerConfig) -> Result<Ready, String> {
             .map(|f| f.to_string_lossy().trim_end_matches(".gguf").to_string())
             .unwrap_or_else(|| "model".into())
     });
+    let mut adapters = Vec::new();
+    for (p, scale) in &config.lora {
+        let a = cria_lora::load(p, &model)
+            .map_err(|e| format!("cannot load the adapter {}: {e}", p.display()))?;
+        adapters.push((p.display().to_string(), Arc::new(a), *scale));
+    }
+    let n_adapters = adapters.len();
     let model = Arc::new(model);
     let tok = Arc::new(tok);
     let engine = Engine::start(
@@ -372,12 +384,13 @@ fn load(config: &ServerConfig) -> Result<Ready, String> {
             max_queue: config.max_queue,
             step_tokens: 256,
             overflow: config.overflow,
+            lora: Vec::new(),
             fault: config.fault,
         },
     )
     .map_err(|e| e.to_string())?;
     eprintln!(
-        "cria serve: {} ready in {:.2} s: {} slots x {n_ctx} tokens of context, {} threads",
+        "cria serve: {} ready in {:.2} s: {} slots x {n_ctx} tokens of context, {} threads, {n_adapters} adapters",
         model_id,
         loaded.load_time.as_secs_f64(),
         config.parallel.max(1),
@@ -396,5 +409,6 @@ fn load(config: &ServerConfig) -> Result<Ready, String> {
         model_id,
         created: routes::unix_time(),
         pooling,
+        lora: lora::Adapters::new(adapters),
     })
 }
