@@ -12,7 +12,7 @@ use std::time::Instant;
 #[derive(Parser)]
 #[command(
     after_help = "Example:\n  cria merge -m base.gguf --lora style.gguf:0.8 --lora facts.gguf -o merged.gguf\n\
-    Without --outtype each tensor keeps its type (changed ones are requantized to it)."
+    Without --outtype, merged tensors of a quantized type are written as F16 (as llama-export-lora does) and the others keep their type."
 )]
 pub struct Args {
     /// Base model (GGUF; default: the cached default model)

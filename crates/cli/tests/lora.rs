@@ -103,3 +103,46 @@ fn broken_adapters_are_clean_errors() {
         assert_clean_error(&o, needle);
     }
 }
+
+#[test]
+fn merged_model_matches_the_runtime_adapter() {
+    let dir = tempfile::tempdir().unwrap();
+    let gguf = fixture("tests/fixtures/lora/adapter-f16.gguf");
+    // cria's own log-probabilities with the adapter applied at run time.
+    let runtime = dir.path().join("runtime.kld");
+    let o = cria()
+        .args(["perplexity", "-c", "512", "--chunks", "1", "-f", "/usr/share/common-licenses/GPL-3"])
+        .arg("-m")
+        .arg(default_model())
+        .arg("--lora")
+        .arg(&gguf)
+        .arg("--kl-divergence-base")
+        .arg(&runtime)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let merged = dir.path().join("merged.gguf");
+    let o = cria()
+        .args(["merge", "-m"])
+        .arg(default_model())
+        .arg("--lora")
+        .arg(format!("{}:1.0", gguf.display()))
+        .arg("-o")
+        .arg(&merged)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("into 21 of 272 tensors"), "{}", stderr(&o));
+    let o = cria()
+        .args(["perplexity", "--kl-divergence", "--kl-divergence-base"])
+        .arg(&runtime)
+        .arg("-m")
+        .arg(&merged)
+        .output()
+        .unwrap();
+    let out = stdout(&o);
+    assert!(o.status.success(), "{}\n{out}", stderr(&o));
+    let k = value_after(&out, "Mean    KLD");
+    eprintln!("merged vs runtime adapter: mean KLD {k}");
+    assert!(k <= 0.01, "mean KLD {k} > 0.01");
+}
