@@ -87,7 +87,10 @@ mod tests {
     fn scales_follow_the_last_colon() {
         assert_eq!(split_scale("a.gguf").unwrap(), ("a.gguf".into(), 1.0));
         assert_eq!(split_scale("a.gguf:0.5").unwrap(), ("a.gguf".into(), 0.5));
-        assert_eq!(split_scale("c:/x/a.gguf").unwrap(), ("c:/x/a.gguf".into(), 1.0));
+        assert_eq!(
+            split_scale("c:/x/a.gguf").unwrap(),
+            ("c:/x/a.gguf".into(), 1.0)
+        );
         assert!(split_scale("a.gguf:inf").is_err());
     }
 }

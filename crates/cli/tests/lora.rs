@@ -45,7 +45,10 @@ fn kld(base: &Path, extra: &[&Path]) -> (f64, f64) {
     let o = c.output().unwrap();
     let out = stdout(&o);
     assert!(o.status.success(), "{}\n{out}", stderr(&o));
-    (value_after(&out, "Mean    KLD"), value_after(&out, "Same top p"))
+    (
+        value_after(&out, "Mean    KLD"),
+        value_after(&out, "Same top p"),
+    )
 }
 
 #[test]
@@ -64,13 +67,20 @@ fn adapter_matches_llama_cpp_and_peft_matches_its_gguf() {
     // row order differ, so the logits must be the same.
     let (kp, topp) = kld(&base, &[&peft]);
     eprintln!("PEFT folder vs llama.cpp: mean KLD {kp}, same top {topp}%");
-    assert_eq!((kp, topp), (k, top), "the PEFT folder and its GGUF disagree");
+    assert_eq!(
+        (kp, topp),
+        (k, top),
+        "the PEFT folder and its GGUF disagree"
+    );
 
     // The adapter matters: without it the distributions are far apart
     // (so the checks above could fail).
     let (k0, top0) = kld(&base, &[]);
     eprintln!("no adapter vs llama.cpp with it: mean KLD {k0}, same top {top0}%");
-    assert!(k0 > 10.0 * k, "without the adapter KLD is {k0}, with it {k}");
+    assert!(
+        k0 > 10.0 * k,
+        "without the adapter KLD is {k0}, with it {k}"
+    );
 }
 
 #[test]
@@ -111,7 +121,15 @@ fn merged_model_matches_the_runtime_adapter() {
     // cria's own log-probabilities with the adapter applied at run time.
     let runtime = dir.path().join("runtime.kld");
     let o = cria()
-        .args(["perplexity", "-c", "512", "--chunks", "1", "-f", "/usr/share/common-licenses/GPL-3"])
+        .args([
+            "perplexity",
+            "-c",
+            "512",
+            "--chunks",
+            "1",
+            "-f",
+            "/usr/share/common-licenses/GPL-3",
+        ])
         .arg("-m")
         .arg(default_model())
         .arg("--lora")
@@ -132,7 +150,11 @@ fn merged_model_matches_the_runtime_adapter() {
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(stderr(&o).contains("into 21 of 272 tensors"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("into 21 of 272 tensors"),
+        "{}",
+        stderr(&o)
+    );
     let o = cria()
         .args(["perplexity", "--kl-divergence", "--kl-divergence-base"])
         .arg(&runtime)

@@ -53,9 +53,13 @@ fn adapters_are_listed_and_set_as_llama_server_does() {
     assert_eq!(r.json(), json!({"success": true}));
     let l = s.get("/lora-adapters").json();
     // Unlisted adapters go to 0, as in llama-server.
-    assert_eq!((l[0]["scale"].clone(), l[1]["scale"].clone()), (json!(0.0), json!(0.5)));
+    assert_eq!(
+        (l[0]["scale"].clone(), l[1]["scale"].clone()),
+        (json!(0.0), json!(0.5))
+    );
 
-    s.post("/lora-adapters", &json!([{"id": 7, "scale": 1}])).error(400);
+    s.post("/lora-adapters", &json!([{"id": 7, "scale": 1}]))
+        .error(400);
     s.post("/lora-adapters", &json!({"id": 0})).error(400);
     let bad = completion("Hi", json!({"lora": [{"id": 2, "scale": 1}]}));
     s.post("/v1/completions", &bad).error(400);
@@ -92,9 +96,15 @@ fn per_request_adapters_change_the_text_and_batch_mates_do_not() {
                 if i > 0 {
                     b["lora"] = json!([{"id": 1, "scale": -1.5}]);
                 }
-                common::server::request(&addr, "POST", "/v1/completions", &[], b.to_string().as_bytes())
-                    .unwrap()
-                    .status
+                common::server::request(
+                    &addr,
+                    "POST",
+                    "/v1/completions",
+                    &[],
+                    b.to_string().as_bytes(),
+                )
+                .unwrap()
+                .status
             })
         })
         .collect();
@@ -103,7 +113,10 @@ fn per_request_adapters_change_the_text_and_batch_mates_do_not() {
     for o in others {
         assert_eq!(o.join().unwrap(), 200);
     }
-    assert_eq!(alone, beside, "same seed and adapter, different text when batched");
+    assert_eq!(
+        alone, beside,
+        "same seed and adapter, different text when batched"
+    );
     // The chat endpoint takes the field too.
     let chat = json!({"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4,
                       "temperature": 0, "lora": [{"id": 1, "scale": 1}]});

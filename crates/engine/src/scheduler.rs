@@ -259,15 +259,16 @@ impl<'m> Scheduler<'m> {
                 .map(|(i, s)| {
                     let next = &self.waiting[0].req;
                     let lora = next.lora.as_ref().unwrap_or(&self.config.lora);
-                    let common = if s.tenant == next.tenant && cria_model::lora::same_set(&s.lora, lora) {
-                        s.tokens
-                            .iter()
-                            .zip(&next.prompt)
-                            .take_while(|(a, b)| a == b)
-                            .count()
-                    } else {
-                        0
-                    };
+                    let common =
+                        if s.tenant == next.tenant && cria_model::lora::same_set(&s.lora, lora) {
+                            s.tokens
+                                .iter()
+                                .zip(&next.prompt)
+                                .take_while(|(a, b)| a == b)
+                                .count()
+                        } else {
+                            0
+                        };
                     (common, std::cmp::Reverse(s.last_used), i)
                 })
                 .max();
@@ -287,7 +288,11 @@ impl<'m> Scheduler<'m> {
                     let slot = &mut self.slots[i];
                     slot.tokens.truncate(job.next);
                     slot.tenant = job.req.tenant;
-                    slot.lora = job.req.lora.clone().unwrap_or_else(|| self.config.lora.clone());
+                    slot.lora = job
+                        .req
+                        .lora
+                        .clone()
+                        .unwrap_or_else(|| self.config.lora.clone());
                     slot.last_used = self.step;
                     slot.job = Some(job);
                     self.lora.clear();

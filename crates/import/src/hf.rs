@@ -242,10 +242,7 @@ pub fn tensor_name(
         "input_layernorm.weight" => (blk("attn_norm"), Layout::Plain),
         "post_attention_layernorm.weight" => (blk("ffn_norm"), Layout::Plain),
         "self_attn.q_proj.weight" => (blk("attn_q"), Layout::Permute { n_head }),
-        "self_attn.k_proj.weight" => (
-            blk("attn_k"),
-            Layout::Permute { n_head: n_head_kv },
-        ),
+        "self_attn.k_proj.weight" => (blk("attn_k"), Layout::Permute { n_head: n_head_kv }),
         "self_attn.v_proj.weight" => (blk("attn_v"), Layout::Plain),
         "self_attn.o_proj.weight" => (blk("attn_output"), Layout::Plain),
         "mlp.gate_proj.weight" => (blk("ffn_gate"), Layout::Plain),

@@ -79,7 +79,10 @@ pub fn bind(lora: LoraFile, file: &GgufFile, cfg: &LlamaConfig, origin: &Path) -
                 if file.tensor(&p.base).is_some() {
                     return Err(Error::unsupported(
                         origin,
-                        format!("the adapter changes {:?}, which is not a matrix product", p.base),
+                        format!(
+                            "the adapter changes {:?}, which is not a matrix product",
+                            p.base
+                        ),
                     ));
                 }
                 return Err(Error::mismatch(
@@ -134,4 +137,120 @@ pub(crate) fn locate(name: &str, n_layers: usize) -> Option<Option<(usize, Targe
         .iter()
         .find(|t| t.tensor_name(l) == name)
         .map(|&t| Some((l, t)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::LoraPair;
+    use cria_gguf::{GgmlType, GgufWriter, Value};
+
+    /// A 1-layer LLaMA header (dim 8, ffn 16, 2 heads, 1 KV head, vocab 4)
+    /// with zero weights; `tied`: no output.weight.
+    fn tiny(tied: bool) -> GgufFile {
+        let (d, f, kv, v) = (8u64, 16u64, 4u64, 4u64);
+        let mut t: Vec<(String, Vec<u64>)> = vec![
+            ("token_embd.weight".into(), vec![d, v]),
+            ("output_norm.weight".into(), vec![d]),
+        ];
+        if !tied {
+            t.push(("output.weight".into(), vec![d, v]));
+        }
+        let p = |s: &str| format!("blk.0.{s}.weight");
+        t.extend([
+            (p("attn_norm"), vec![d]),
+            (p("attn_q"), vec![d, d]),
+            (p("attn_k"), vec![d, kv]),
+            (p("attn_v"), vec![d, kv]),
+            (p("attn_output"), vec![d, d]),
+            (p("ffn_norm"), vec![d]),
+            (p("ffn_gate"), vec![d, f]),
+            (p("ffn_up"), vec![d, f]),
+            (p("ffn_down"), vec![f, d]),
+        ]);
+        let bytes: Vec<Vec<u8>> = t
+            .iter()
+            .map(|(_, dims)| vec![0u8; 4 * dims.iter().product::<u64>() as usize])
+            .collect();
+        let mut w = GgufWriter::new();
+        w.add_metadata("general.architecture", Value::String("llama".into()));
+        for (k, x) in [
+            ("llama.block_count", 1),
+            ("llama.embedding_length", d as u32),
+            ("llama.feed_forward_length", f as u32),
+            ("llama.attention.head_count", 2),
+            ("llama.attention.head_count_kv", 1),
+            ("llama.context_length", 16),
+        ] {
+            w.add_metadata(k, Value::U32(x));
+        }
+        w.add_metadata("llama.attention.layer_norm_rms_epsilon", Value::F32(1e-5));
+        for ((name, dims), b) in t.iter().zip(&bytes) {
+            w.add_tensor(name, GgmlType::F32, dims, b).unwrap();
+        }
+        let mut out = Vec::new();
+        w.write_to(&mut out).unwrap();
+        GgufFile::from_bytes(out).unwrap()
+    }
+
+    fn lora(base: &str, rows: usize, cols: usize) -> LoraFile {
+        LoraFile {
+            architecture: "llama".into(),
+            alpha: 2.0,
+            pairs: vec![LoraPair {
+                base: base.into(),
+                rank: 2,
+                rows,
+                cols,
+                a: vec![0.5; 2 * cols],
+                b: vec![0.25; rows * 2],
+            }],
+        }
+    }
+
+    fn check(l: LoraFile, tied: bool) -> Result<Adapter> {
+        let file = tiny(tied);
+        let cfg = LlamaConfig::from_file(&file).unwrap();
+        bind(l, &file, &cfg, Path::new("a.gguf"))
+    }
+
+    #[test]
+    fn binds_each_target_and_the_output() {
+        let a = check(lora("blk.0.ffn_down.weight", 8, 16), false).unwrap();
+        assert_eq!(a.delta(0, Target::Down).map(|d| d.rank), Some(2));
+        assert!(a.delta(0, Target::Up).is_none());
+        let a = check(lora("output.weight", 4, 8), false).unwrap();
+        assert!(a.output.is_some());
+    }
+
+    #[test]
+    fn refuses_what_does_not_fit_the_model() {
+        let cases = [
+            (lora("blk.0.ffn_down.weight", 16, 8), false, "dims"),
+            (lora("blk.1.attn_q.weight", 8, 8), false, "does not exist"),
+            (
+                lora("blk.0.attn_norm.weight", 1, 8),
+                false,
+                "not a matrix product",
+            ),
+            (lora("token_embd.weight", 4, 8), false, "token_embd"),
+            (lora("output.weight", 4, 8), true, "ties"),
+        ];
+        for (l, tied, needle) in cases {
+            let e = check(l, tied).unwrap_err().to_string();
+            assert!(e.contains(needle), "{e}");
+        }
+        let mut other = lora("blk.0.attn_q.weight", 8, 8);
+        other.architecture = "qwen2".into();
+        assert!(check(other, false)
+            .unwrap_err()
+            .to_string()
+            .contains("qwen2"));
+        let mut twice = lora("blk.0.attn_q.weight", 8, 8);
+        twice.pairs.push(twice.pairs[0].clone());
+        assert!(check(twice, false)
+            .unwrap_err()
+            .to_string()
+            .contains("twice"));
+    }
 }

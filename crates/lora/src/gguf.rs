@@ -162,7 +162,10 @@ fn dims2(t: &TensorInfo, origin: &Path) -> Result<(usize, usize)> {
         [x, y] => Ok((x as usize, y as usize)),
         _ => Err(Error::format(
             origin,
-            format!("tensor {:?} has dims {:?}; a 2-D tensor is expected", t.name, t.dims),
+            format!(
+                "tensor {:?} has dims {:?}; a 2-D tensor is expected",
+                t.name, t.dims
+            ),
         )),
     }
 }

@@ -38,9 +38,9 @@ mod merge;
 mod peft;
 
 pub use bind::{bind, load, load_for, read};
-pub use merge::{merge, MergeReport};
 pub use error::{Error, Result};
 pub use gguf::{from_gguf, read_gguf, write_gguf};
+pub use merge::{merge, MergeReport};
 pub use peft::read_peft;
 
 /// Largest rank accepted (real adapters use 4..256).

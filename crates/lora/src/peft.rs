@@ -49,7 +49,9 @@ pub fn read_peft(dir: &Path, n_head: usize, n_head_kv: usize) -> Result<LoraFile
         ("fan_in_fan_out", "fan_in_fan_out (transposed) weights"),
     ] {
         if flag(key) {
-            return Err(unsupported(format!("{key} is set: {what} is not supported")));
+            return Err(unsupported(format!(
+                "{key} is set: {what} is not supported"
+            )));
         }
     }
     for key in ["rank_pattern", "alpha_pattern"] {
@@ -106,7 +108,10 @@ pub fn read_peft(dir: &Path, n_head: usize, n_head_kv: usize) -> Result<LoraFile
                 ))
             }
         };
-        let hf = format!("{}.weight", stem.strip_prefix("base_model.model.").unwrap_or(stem));
+        let hf = format!(
+            "{}.weight",
+            stem.strip_prefix("base_model.model.").unwrap_or(stem)
+        );
         let (base, layout) = match cria_import::hf::tensor_name(&hf, n_head, n_head_kv) {
             Some(Ok(x)) => x,
             _ => {
@@ -138,7 +143,10 @@ pub fn read_peft(dir: &Path, n_head: usize, n_head_kv: usize) -> Result<LoraFile
         let raw = src.raw().map_err(|source| Error::Import { source })?;
         let v = cria_import::to_f32(t.dtype, &raw);
         if v.iter().any(|x| !x.is_finite()) {
-            return Err(bad(format!("tensor {:?} holds NaN or infinite values", t.name)));
+            return Err(bad(format!(
+                "tensor {:?} holds NaN or infinite values",
+                t.name
+            )));
         }
         let e = halves.entry(base).or_insert((None, None, [0, 0]));
         // dims: A (r, in) -> cols = in; B (out, r) -> rows = out.
@@ -168,7 +176,9 @@ pub fn read_peft(dir: &Path, n_head: usize, n_head_kv: usize) -> Result<LoraFile
     let mut pairs = Vec::with_capacity(halves.len());
     for (base, (a, b, [rows, cols])) in halves {
         let (Some(a), Some(b)) = (a, b) else {
-            return Err(bad(format!("{base}: lora_A and lora_B must both be present")));
+            return Err(bad(format!(
+                "{base}: lora_A and lora_B must both be present"
+            )));
         };
         pairs.push(LoraPair {
             base,

@@ -245,7 +245,16 @@ pub fn forward_rows(
             let seqs = &scratch.out_seqs;
             let x = &scratch.xb[..k * cfg.dim];
             let t = &mut scratch.lora_t;
-            add_deltas(lora, |i| seqs[i], Site::Output, x, cfg.dim, dst, cfg.n_vocab, t);
+            add_deltas(
+                lora,
+                |i| seqs[i],
+                Site::Output,
+                x,
+                cfg.dim,
+                dst,
+                cfg.n_vocab,
+                t,
+            );
             done += k;
         }
     }
@@ -302,9 +311,36 @@ fn forward_batch(
         if !lora.is_empty() {
             let t = &mut s.lora_t;
             let site = |target| Site::Layer(l, target);
-            add_deltas(lora, seq, site(Target::Q), xb, dim, &mut s.q[..n * qd], qd, t);
-            add_deltas(lora, seq, site(Target::K), xb, dim, &mut s.k[..n * kvd], kvd, t);
-            add_deltas(lora, seq, site(Target::V), xb, dim, &mut s.v[..n * kvd], kvd, t);
+            add_deltas(
+                lora,
+                seq,
+                site(Target::Q),
+                xb,
+                dim,
+                &mut s.q[..n * qd],
+                qd,
+                t,
+            );
+            add_deltas(
+                lora,
+                seq,
+                site(Target::K),
+                xb,
+                dim,
+                &mut s.k[..n * kvd],
+                kvd,
+                t,
+            );
+            add_deltas(
+                lora,
+                seq,
+                site(Target::V),
+                xb,
+                dim,
+                &mut s.v[..n * kvd],
+                kvd,
+                t,
+            );
         }
         for (i, r) in rows.iter().enumerate() {
             rope_angles(r.pos, &s.inv_freq, &mut s.rope_sc);
@@ -361,8 +397,26 @@ fn forward_batch(
         if !lora.is_empty() {
             let t = &mut s.lora_t;
             let site = |target| Site::Layer(l, target);
-            add_deltas(lora, seq, site(Target::Gate), xb, dim, &mut s.gate[..n * fd], fd, t);
-            add_deltas(lora, seq, site(Target::Up), xb, dim, &mut s.up[..n * fd], fd, t);
+            add_deltas(
+                lora,
+                seq,
+                site(Target::Gate),
+                xb,
+                dim,
+                &mut s.gate[..n * fd],
+                fd,
+                t,
+            );
+            add_deltas(
+                lora,
+                seq,
+                site(Target::Up),
+                xb,
+                dim,
+                &mut s.up[..n * fd],
+                fd,
+                t,
+            );
         }
         cria_kernels::silu_mul(&mut s.gate[..n * fd], &s.up[..n * fd]);
         matmul(
@@ -373,7 +427,16 @@ fn forward_batch(
             pool,
         )?;
         let (gate, proj, t) = (&s.gate[..n * fd], &mut s.proj[..n * dim], &mut s.lora_t);
-        add_deltas(lora, seq, Site::Layer(l, Target::Down), gate, fd, proj, dim, t);
+        add_deltas(
+            lora,
+            seq,
+            Site::Layer(l, Target::Down),
+            gate,
+            fd,
+            proj,
+            dim,
+            t,
+        );
         s.x[..n * dim]
             .iter_mut()
             .zip(&s.proj[..n * dim])

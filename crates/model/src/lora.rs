@@ -77,7 +77,10 @@ impl LoraDelta {
                 .chunks_exact(self.cols)
                 .map(|a| cria_kernels::dot(a, &x[..self.cols])),
         );
-        for (o, b) in out[..self.rows].iter_mut().zip(self.b.chunks_exact(self.rank)) {
+        for (o, b) in out[..self.rows]
+            .iter_mut()
+            .zip(self.b.chunks_exact(self.rank))
+        {
             *o += scale * cria_kernels::dot(b, t);
         }
     }
@@ -266,13 +269,31 @@ mod tests {
         let mut out = vec![0.0f32; 6];
         let seqs = [1usize, 0];
         let site = Site::Layer(0, Target::V);
-        add_deltas(&sets, |i| seqs[i], site, &x, 4, &mut out, 3, &mut Vec::new());
+        add_deltas(
+            &sets,
+            |i| seqs[i],
+            site,
+            &x,
+            4,
+            &mut out,
+            3,
+            &mut Vec::new(),
+        );
         assert!(out[..3].iter().any(|&v| v != 0.0));
         assert!(out[3..].iter().all(|&v| v == 0.0));
         // Another target of the same layer is untouched.
         let mut out2 = vec![0.0f32; 6];
         let site = Site::Layer(0, Target::Q);
-        add_deltas(&sets, |i| seqs[i], site, &x, 4, &mut out2, 3, &mut Vec::new());
+        add_deltas(
+            &sets,
+            |i| seqs[i],
+            site,
+            &x,
+            4,
+            &mut out2,
+            3,
+            &mut Vec::new(),
+        );
         assert!(out2.iter().all(|&v| v == 0.0));
     }
 }

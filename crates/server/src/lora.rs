@@ -79,20 +79,19 @@ impl Adapters {
         }
         let mut scales = vec![0.0; self.list.len()];
         for e in entries {
-            let id = e
-                .id
-                .as_u64()
-                .filter(|&i| (i as usize) < self.list.len())
-                .ok_or_else(|| {
-                    ApiError::invalid(
-                        param,
-                        format!(
-                            "no adapter with id {} (the server has {}: see GET /lora-adapters)",
-                            e.id,
-                            self.list.len()
-                        ),
-                    )
-                })?;
+            let id =
+                e.id.as_u64()
+                    .filter(|&i| (i as usize) < self.list.len())
+                    .ok_or_else(|| {
+                        ApiError::invalid(
+                            param,
+                            format!(
+                                "no adapter with id {} (the server has {}: see GET /lora-adapters)",
+                                e.id,
+                                self.list.len()
+                            ),
+                        )
+                    })?;
             let scale = e
                 .scale
                 .as_f64()
@@ -159,7 +158,9 @@ mod tests {
     fn request_lists_override_and_unlisted_adapters_are_off() {
         let a = adapters(2);
         assert_eq!(a.for_request(b"{}").unwrap().len(), 2);
-        let set = a.for_request(br#"{"lora": [{"id": 1, "scale": 0.5}]}"#).unwrap();
+        let set = a
+            .for_request(br#"{"lora": [{"id": 1, "scale": 0.5}]}"#)
+            .unwrap();
         assert_eq!(set.len(), 1);
         assert_eq!((set[0].0.name.as_str(), set[0].1), ("a1", 0.5));
         assert!(a.for_request(br#"{"lora": []}"#).unwrap().is_empty());
@@ -168,7 +169,10 @@ mod tests {
     #[test]
     fn post_sets_the_default_scales() {
         let a = adapters(2);
-        assert_eq!(a.set(br#"[{"id": 0, "scale": 0.25}]"#).unwrap(), json!({"success": true}));
+        assert_eq!(
+            a.set(br#"[{"id": 0, "scale": 0.25}]"#).unwrap(),
+            json!({"success": true})
+        );
         let l = a.listing();
         assert_eq!(l[0]["scale"], json!(0.25));
         assert_eq!(l[1]["scale"], json!(0.0));
