@@ -17,6 +17,9 @@ use serde_json::Value as Json;
 use std::collections::BTreeMap;
 use std::path::Path;
 
+/// A base tensor's A and B as read so far, and its (rows, cols).
+type Halves = (Option<Vec<f32>>, Option<Vec<f32>>, [usize; 2]);
+
 /// Largest `adapter_config.json` read.
 const MAX_CONFIG: u64 = 1 << 20;
 
@@ -88,8 +91,7 @@ pub fn read_peft(dir: &Path, n_head: usize, n_head_kv: usize) -> Result<LoraFile
     let tensors =
         cria_import::hf::read_safetensors(&st_path).map_err(|source| Error::Import { source })?;
     let bad = |d: String| Error::format(&st_path, d);
-    let mut halves: BTreeMap<String, (Option<Vec<f32>>, Option<Vec<f32>>, [usize; 2])> =
-        BTreeMap::new();
+    let mut halves: BTreeMap<String, Halves> = BTreeMap::new();
     for t in tensors {
         let (stem, is_a) = match (
             t.name.strip_suffix(".lora_A.weight"),
