@@ -35,8 +35,6 @@ pub struct Scratch {
     inv_freq: Vec<f32>,
     /// (rope_dim / 2) (sin, cos) of one position's angles.
     rope_sc: Vec<(f32, f32)>,
-    /// (rank) scratch of a low-rank delta (see [`crate::lora`]).
-    lora_t: Vec<f32>,
     /// The sequence of each row of logits in a batch's output projection.
     out_seqs: Vec<usize>,
 }
@@ -59,7 +57,6 @@ impl Scratch {
             att_ranges: Vec::new(),
             inv_freq: inverse_frequencies(cfg, w.rope_freqs.as_deref()),
             rope_sc: vec![(0.0, 0.0); cfg.rope_dim / 2],
-            lora_t: Vec::new(),
             out_seqs: Vec::new(),
         }
     }
@@ -244,7 +241,6 @@ pub fn forward_rows(
             matmul(file, &w.output, &scratch.xb[..k * cfg.dim], dst, pool)?;
             let seqs = &scratch.out_seqs;
             let x = &scratch.xb[..k * cfg.dim];
-            let t = &mut scratch.lora_t;
             add_deltas(
                 lora,
                 |i| seqs[i],
@@ -253,7 +249,7 @@ pub fn forward_rows(
                 cfg.dim,
                 dst,
                 cfg.n_vocab,
-                t,
+                pool,
             );
             done += k;
         }
@@ -309,7 +305,6 @@ fn forward_batch(
         )?;
         let seq = |i: usize| rows[i].seq;
         if !lora.is_empty() {
-            let t = &mut s.lora_t;
             let site = |target| Site::Layer(l, target);
             add_deltas(
                 lora,
@@ -319,7 +314,7 @@ fn forward_batch(
                 dim,
                 &mut s.q[..n * qd],
                 qd,
-                t,
+                pool,
             );
             add_deltas(
                 lora,
@@ -329,7 +324,7 @@ fn forward_batch(
                 dim,
                 &mut s.k[..n * kvd],
                 kvd,
-                t,
+                pool,
             );
             add_deltas(
                 lora,
@@ -339,7 +334,7 @@ fn forward_batch(
                 dim,
                 &mut s.v[..n * kvd],
                 kvd,
-                t,
+                pool,
             );
         }
         for (i, r) in rows.iter().enumerate() {
@@ -373,8 +368,17 @@ fn forward_batch(
             }
         }
         matmul(file, &lw.wo, &s.att[..n * qd], &mut s.proj[..n * dim], pool)?;
-        let (att, proj, t) = (&s.att[..n * qd], &mut s.proj[..n * dim], &mut s.lora_t);
-        add_deltas(lora, seq, Site::Layer(l, Target::O), att, qd, proj, dim, t);
+        let (att, proj) = (&s.att[..n * qd], &mut s.proj[..n * dim]);
+        add_deltas(
+            lora,
+            seq,
+            Site::Layer(l, Target::O),
+            att,
+            qd,
+            proj,
+            dim,
+            pool,
+        );
         s.x[..n * dim]
             .iter_mut()
             .zip(&s.proj[..n * dim])
@@ -395,7 +399,6 @@ fn forward_batch(
             pool,
         )?;
         if !lora.is_empty() {
-            let t = &mut s.lora_t;
             let site = |target| Site::Layer(l, target);
             add_deltas(
                 lora,
@@ -405,7 +408,7 @@ fn forward_batch(
                 dim,
                 &mut s.gate[..n * fd],
                 fd,
-                t,
+                pool,
             );
             add_deltas(
                 lora,
@@ -415,7 +418,7 @@ fn forward_batch(
                 dim,
                 &mut s.up[..n * fd],
                 fd,
-                t,
+                pool,
             );
         }
         cria_kernels::silu_mul(&mut s.gate[..n * fd], &s.up[..n * fd]);
@@ -426,7 +429,7 @@ fn forward_batch(
             &mut s.proj[..n * dim],
             pool,
         )?;
-        let (gate, proj, t) = (&s.gate[..n * fd], &mut s.proj[..n * dim], &mut s.lora_t);
+        let (gate, proj) = (&s.gate[..n * fd], &mut s.proj[..n * dim]);
         add_deltas(
             lora,
             seq,
@@ -435,7 +438,7 @@ fn forward_batch(
             fd,
             proj,
             dim,
-            t,
+            pool,
         );
         s.x[..n * dim]
             .iter_mut()

@@ -69,7 +69,7 @@ pub struct LoraDelta {
 }
 
 impl LoraDelta {
-    /// `out (rows) += scale * B (A x)`; `t` is scratch of at least `rank`.
+    /// `out (rows) += scale * B (A x)`; `t` is scratch (rank).
     pub fn add_to(&self, x: &[f32], out: &mut [f32], scale: f32, t: &mut Vec<f32>) {
         t.clear();
         t.extend(
@@ -77,11 +77,17 @@ impl LoraDelta {
                 .chunks_exact(self.cols)
                 .map(|a| cria_kernels::dot(a, &x[..self.cols])),
         );
+        // B's rows are `rank` long (a few to a few dozen): a plain
+        // left-to-right sum, the same on every machine and thread.
         for (o, b) in out[..self.rows]
             .iter_mut()
             .zip(self.b.chunks_exact(self.rank))
         {
-            *o += scale * cria_kernels::dot(b, t);
+            let mut acc = 0f32;
+            for (bk, tk) in b.iter().zip(t.iter()) {
+                acc += bk * tk;
+            }
+            *o += scale * acc;
         }
     }
 
@@ -171,37 +177,61 @@ pub(crate) enum Site {
 }
 
 /// Adds every active adapter's delta to each row of `out` (n, out_dim):
-/// row `i` uses `sets[seqs(i)]`. Nothing happens when `sets` is empty,
-/// so the base model's path costs one branch per product.
+/// row `i` uses `sets[seq_of(i)]`. Nothing happens when `sets` is empty,
+/// so the base model's path costs one branch per product. Rows are shared
+/// among the pool's threads; each row's arithmetic is the same however
+/// they are shared, so a row's result never depends on its batch mates.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn add_deltas(
     sets: &[LoraSet],
-    seq_of: impl Fn(usize) -> usize,
+    seq_of: impl Fn(usize) -> usize + Sync,
     site: Site,
     x: &[f32],
     in_dim: usize,
     out: &mut [f32],
     out_dim: usize,
-    t: &mut Vec<f32>,
+    pool: &cria_kernels::ThreadPool,
 ) {
     if sets.is_empty() {
         return;
     }
     let n = out.len() / out_dim;
-    for i in 0..n {
-        let Some(set) = sets.get(seq_of(i)) else {
-            continue;
-        };
-        for (adapter, s) in set {
-            let d = match site {
-                Site::Layer(l, target) => adapter.delta(l, target),
-                Site::Output => adapter.output.as_ref(),
-            };
-            if let Some(d) = d {
-                let scale = adapter.scale(d, *s);
-                let xr = &x[i * in_dim..(i + 1) * in_dim];
-                d.add_to(xr, &mut out[i * out_dim..(i + 1) * out_dim], scale, t);
+    // Enough rows per task for the threads to share, at least one.
+    let per_task = n.div_ceil(4 * pool.threads().max(1)).max(1);
+    pool.for_each_chunk_mut(out, per_task * out_dim, |task, chunk| {
+        LORA_T.with(|cell| {
+            let t = &mut *cell.borrow_mut();
+            for (k, row) in chunk.chunks_exact_mut(out_dim).enumerate() {
+                let i = task * per_task + k;
+                add_row(
+                    sets,
+                    seq_of(i),
+                    site,
+                    &x[i * in_dim..(i + 1) * in_dim],
+                    row,
+                    t,
+                );
             }
+        })
+    });
+}
+
+thread_local! {
+    /// (rank) scratch of [`add_deltas`]' threads, grown once and reused.
+    static LORA_T: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+fn add_row(sets: &[LoraSet], seq: usize, site: Site, x: &[f32], out: &mut [f32], t: &mut Vec<f32>) {
+    let Some(set) = sets.get(seq) else {
+        return;
+    };
+    for (adapter, s) in set {
+        let d = match site {
+            Site::Layer(l, target) => adapter.delta(l, target),
+            Site::Output => adapter.output.as_ref(),
+        };
+        if let Some(d) = d {
+            d.add_to(x, out, adapter.scale(d, *s), t);
         }
     }
 }
@@ -268,32 +298,15 @@ mod tests {
         let x = vec![0.5f32; 8];
         let mut out = vec![0.0f32; 6];
         let seqs = [1usize, 0];
+        let pool = cria_kernels::ThreadPool::new(2);
         let site = Site::Layer(0, Target::V);
-        add_deltas(
-            &sets,
-            |i| seqs[i],
-            site,
-            &x,
-            4,
-            &mut out,
-            3,
-            &mut Vec::new(),
-        );
+        add_deltas(&sets, |i| seqs[i], site, &x, 4, &mut out, 3, &pool);
         assert!(out[..3].iter().any(|&v| v != 0.0));
         assert!(out[3..].iter().all(|&v| v == 0.0));
         // Another target of the same layer is untouched.
         let mut out2 = vec![0.0f32; 6];
         let site = Site::Layer(0, Target::Q);
-        add_deltas(
-            &sets,
-            |i| seqs[i],
-            site,
-            &x,
-            4,
-            &mut out2,
-            3,
-            &mut Vec::new(),
-        );
+        add_deltas(&sets, |i| seqs[i], site, &x, 4, &mut out2, 3, &pool);
         assert!(out2.iter().all(|&v| v == 0.0));
     }
 }
