@@ -17,6 +17,8 @@
 //!   (architecture, every tensor exists and is a matrix the forward pass
 //!   multiplies, shapes, ranks) and gives the [`cria_model::Adapter`] the
 //!   forward pass applies. [`load`] does all of it for a path.
+//! - [`merge`]: adapters baked into a standalone GGUF (`cria merge`), one
+//!   tensor at a time, requantized with cria-quantize's quantizers.
 //!
 //! Files are hostile: the GGUF side is parsed by cria-gguf (every size
 //! checked against the file), the safetensors side by the `safetensors`

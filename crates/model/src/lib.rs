@@ -4,7 +4,8 @@
 //! and [`Weights`] (tensors located in the memory map, never copied). A
 //! [`Session`] holds what one sequence needs: its [`KvCache`], its position
 //! and preallocated activations. [`Model::forward`] takes tokens and writes
-//! logits.
+//! logits. [`lora`] applies low-rank adapters beside the weight matrices,
+//! per sequence ([`Session::lora`], [`Model::forward_rows_lora`]).
 //!
 //! ```no_run
 //! use cria_model::{Model, Session, Logits, KvType};
