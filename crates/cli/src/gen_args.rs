@@ -157,6 +157,59 @@ impl SpecArgs {
     }
 }
 
+/// `--lora` and `--lora-scaled` (run, chat, serve, perplexity, bench).
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct LoraArgs {
+    /// LoRA adapter: llama.cpp's GGUF adapter file or a PEFT folder
+    /// (adapter_config.json + adapter_model.safetensors), at scale 1 (repeatable)
+    #[arg(long = "lora", value_name = "FILE")]
+    pub lora: Vec<PathBuf>,
+    /// LoRA adapter at a scale: the effective scale is SCALE * alpha / rank, as in
+    /// llama.cpp (repeatable; applied after the --lora ones)
+    #[arg(long = "lora-scaled", value_names = ["FILE", "SCALE"], num_args = 2)]
+    pub lora_scaled: Vec<String>,
+}
+
+impl LoraArgs {
+    /// The adapters in order (every `--lora`, then every `--lora-scaled`),
+    /// each with its user scale, as (path, scale).
+    pub fn list(&self) -> Result<Vec<(PathBuf, f32)>> {
+        let mut out: Vec<(PathBuf, f32)> = self.lora.iter().map(|p| (p.clone(), 1.0)).collect();
+        for pair in self.lora_scaled.chunks(2) {
+            let [file, scale] = pair else {
+                bail!("--lora-scaled takes a file and a scale");
+            };
+            let s: f32 = scale
+                .parse()
+                .ok()
+                .filter(|s: &f32| s.is_finite())
+                .with_context(|| {
+                    format!("--lora-scaled {file} {scale}: the scale must be a number, e.g. 0.5")
+                })?;
+            out.push((PathBuf::from(file), s));
+        }
+        Ok(out)
+    }
+
+    /// Reads every adapter and checks it against `model`; they are listed
+    /// on stderr.
+    pub fn load(&self, model: &cria_model::Model) -> Result<cria_model::LoraSet> {
+        let mut set = Vec::new();
+        for (path, scale) in self.list()? {
+            let a = cria_lora::load(&path, model)
+                .with_context(|| format!("cannot load the adapter {}", path.display()))?;
+            eprintln!(
+                "cria: adapter {} (alpha {}, {} KiB) at scale {scale}",
+                path.display(),
+                a.alpha,
+                a.bytes() / 1024
+            );
+            set.push((std::sync::Arc::new(a), scale));
+        }
+        Ok(set)
+    }
+}
+
 /// `--context-overflow` (run, chat, serve).
 #[derive(clap::Args, Clone, Debug)]
 pub struct OverflowArgs {

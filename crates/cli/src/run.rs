@@ -2,7 +2,7 @@
 //! prompt, or `llama-completion` with --raw).
 
 use crate::gen_args::{
-    ModelArgs, OverflowArgs, PrefixCacheArgs, PromptCacheArgs, SamplingArgs, SpecArgs,
+    LoraArgs, ModelArgs, OverflowArgs, PrefixCacheArgs, PromptCacheArgs, SamplingArgs, SpecArgs,
 };
 use crate::session::Session;
 use anyhow::{bail, Context, Result};
@@ -40,6 +40,8 @@ pub struct Args {
     #[command(flatten)]
     pub model: ModelArgs,
     #[command(flatten)]
+    pub lora: LoraArgs,
+    #[command(flatten)]
     pub sampling: SamplingArgs,
     #[command(flatten)]
     pub overflow: OverflowArgs,
@@ -71,6 +73,7 @@ pub fn run(args: Args) -> Result<()> {
     let mut params = args.sampling.params()?;
     let session = Session::start(
         &args.model,
+        &args.lora,
         args.overflow.context_overflow,
         &args.spec,
         args.prompt_cache.store(&args.prefix_cache),

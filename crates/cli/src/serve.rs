@@ -1,7 +1,7 @@
 //! `cria serve`: the OpenAI-compatible HTTP server (see cria-server).
 
 use crate::default_model;
-use crate::gen_args::{ModelArgs, OverflowArgs, PrefixCacheArgs, SpecArgs};
+use crate::gen_args::{LoraArgs, ModelArgs, OverflowArgs, PrefixCacheArgs, SpecArgs};
 use anyhow::{bail, Context, Result};
 use cria_engine::Fault;
 use cria_server::ServerConfig;
@@ -12,6 +12,8 @@ use std::time::Duration;
 pub struct Args {
     #[command(flatten)]
     pub model: ModelArgs,
+    #[command(flatten)]
+    pub lora: LoraArgs,
     #[command(flatten)]
     pub overflow: OverflowArgs,
     #[command(flatten)]
@@ -158,6 +160,7 @@ pub fn run(args: Args) -> Result<()> {
         rate_limit_tokens: args.rate_limit_tokens,
         pooling: args.pooling,
         webui: !args.no_webui,
+        lora: args.lora.list()?,
         drain_timeout: Duration::from_secs(args.drain_timeout_secs),
         prefix_cache: args.prefix_cache.store(),
         ..ServerConfig::new(model_path)

@@ -2,7 +2,7 @@
 //! engine's one loader, driven by a one-slot engine (the same engine the
 //! server runs), and the summary line printed after an answer.
 
-use crate::gen_args::{ModelArgs, SpecArgs};
+use crate::gen_args::{LoraArgs, ModelArgs, SpecArgs};
 use anyhow::Result;
 use cria_engine::{
     default_ctx_size, truncate_middle, ContextOverflow, Done, Engine, EngineConfig, FinishReason,
@@ -28,6 +28,7 @@ pub struct Session {
 impl Session {
     pub fn start(
         args: &ModelArgs,
+        lora: &LoraArgs,
         overflow: ContextOverflow,
         spec: &SpecArgs,
         prefix_cache: Option<PrefixStore>,
@@ -42,6 +43,7 @@ impl Session {
         };
         let kv = args.kv_type();
         let n_ctx = ctx.unwrap_or_else(|| default_ctx_size(&loaded.model, kv));
+        let lora = lora.load(&loaded.model)?;
         let model = Arc::new(loaded.model);
         let tok = Arc::new(loaded.tokenizer);
         let engine = Engine::start(
@@ -51,6 +53,7 @@ impl Session {
                 overflow,
                 spec,
                 prefix_cache: prefix_cache.map(PrefixCacheConfig::anonymous),
+                lora,
                 ..EngineConfig::single(n_ctx, kv, threads)
             },
         )?;

@@ -36,6 +36,8 @@ pub struct EngineConfig {
     pub overflow: ContextOverflow,
     /// Speculative decoding (see `spec.rs`); `None`: off.
     pub spec: Option<Speculation>,
+    /// Adapters of requests that do not name their own (`--lora`).
+    pub lora: cria_model::LoraSet,
     /// Test hook: panic at a chosen place (see [`Fault`]). `None` in use.
     #[doc(hidden)]
     pub fault: Option<Fault>,
@@ -57,6 +59,7 @@ impl EngineConfig {
             step_tokens: 512,
             overflow: ContextOverflow::Error,
             spec: None,
+            lora: Vec::new(),
             fault: None,
             prefix_cache: None,
         }

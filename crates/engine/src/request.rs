@@ -29,6 +29,9 @@ pub struct Request {
     /// nothing is generated (`params` only need to be valid), and it ends
     /// with [`Event::Embedding`].
     pub embed: Option<EmbedParams>,
+    /// The adapters applied to this request, with their scales; `None`:
+    /// the engine's default ([`crate::EngineConfig::lora`]).
+    pub lora: Option<cria_model::LoraSet>,
 }
 
 impl Request {
@@ -45,6 +48,7 @@ impl Request {
             tenant: 0,
             cancel: None,
             embed: None,
+            lora: None,
         }
     }
 

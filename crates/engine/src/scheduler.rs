@@ -104,6 +104,9 @@ struct Slot<'t> {
     tokens: Vec<u32>,
     /// The tenant whose tokens are in `cache`.
     tenant: u32,
+    /// The adapters `cache` was computed with (a prefix is reused only
+    /// under the same ones).
+    lora: cria_model::LoraSet,
     job: Option<Job<'t>>,
     /// Step at which the slot last held a request (least recently used
     /// wins a tie).
@@ -131,6 +134,9 @@ pub(crate) struct Scheduler<'m> {
     hidden_seqs: Vec<bool>,
     /// (rows, dim): the hidden states of this step's embedding rows.
     hidden: Vec<f32>,
+    /// Per slot: its job's adapters; empty when no slot has any, so the
+    /// forward pass takes the base model's path.
+    lora: Vec<cria_model::LoraSet>,
     step: u64,
     persist: Option<crate::pcache::Persist>,
 }
@@ -162,6 +168,7 @@ impl<'m> Scheduler<'m> {
                 cache: KvCache::new(c.n_layers, config.n_ctx, c.kv_dim(), config.kv),
                 tokens: Vec::new(),
                 tenant: 0,
+                lora: Vec::new(),
                 job: None,
                 last_used: 0,
             })
@@ -191,6 +198,7 @@ impl<'m> Scheduler<'m> {
             logits: Vec::new(),
             hidden_seqs: Vec::new(),
             hidden: Vec::new(),
+            lora: Vec::new(),
             step: 0,
             persist,
         }
@@ -288,15 +296,17 @@ impl<'m> Scheduler<'m> {
                 .filter(|(_, s)| s.job.is_none())
                 .map(|(i, s)| {
                     let next = &self.waiting[0].req;
-                    let common = if s.tenant == next.tenant {
-                        s.tokens
-                            .iter()
-                            .zip(&next.prompt)
-                            .take_while(|(a, b)| a == b)
-                            .count()
-                    } else {
-                        0
-                    };
+                    let lora = next.lora.as_ref().unwrap_or(&self.config.lora);
+                    let common =
+                        if s.tenant == next.tenant && cria_model::lora::same_set(&s.lora, lora) {
+                            s.tokens
+                                .iter()
+                                .zip(&next.prompt)
+                                .take_while(|(a, b)| a == b)
+                                .count()
+                        } else {
+                            0
+                        };
                     (common, std::cmp::Reverse(s.last_used), i)
                 })
                 .max();
@@ -322,8 +332,17 @@ impl<'m> Scheduler<'m> {
                     let slot = &mut self.slots[i];
                     slot.tokens.truncate(job.next);
                     slot.tenant = job.req.tenant;
+                    slot.lora = job
+                        .req
+                        .lora
+                        .clone()
+                        .unwrap_or_else(|| self.config.lora.clone());
                     slot.last_used = self.step;
                     slot.job = Some(job);
+                    self.lora.clear();
+                    if self.slots.iter().any(|s| !s.lora.is_empty()) {
+                        self.lora.extend(self.slots.iter().map(|s| s.lora.clone()));
+                    }
                 }
                 Ok(Err(e)) => {
                     let _ = events.send(Event::Error(e));
@@ -342,14 +361,17 @@ impl<'m> Scheduler<'m> {
 
     /// Extends slot `i`'s `common` tokens of `req`'s prompt with what the
     /// prefix cache on disk holds; the slot then records what its cache
-    /// holds. Embedding requests are not cached.
+    /// holds. Embedding requests are not cached, nor requests with LoRA
+    /// adapters: their keys and values depend on the adapters, which an
+    /// entry's key does not name.
     fn restore(&mut self, i: usize, req: &Request, common: usize) -> crate::pcache::Restored {
         let none = crate::pcache::Restored {
             upto: common,
             save: false,
         };
         let Some(p) = &self.persist else { return none };
-        if req.embed.is_some() {
+        let lora = req.lora.as_ref().unwrap_or(&self.config.lora);
+        if req.embed.is_some() || !lora.is_empty() {
             return none;
         }
         let slot = &mut self.slots[i];
@@ -500,8 +522,9 @@ impl<'m> Scheduler<'m> {
                 hidden_seqs: &self.hidden_seqs,
                 hidden: &mut self.hidden,
             };
+            let (scratch, pool, rows) = (&mut self.scratch, &self.pool, &self.rows);
             self.model
-                .forward_rows_to(&mut self.scratch, &self.pool, &mut caches, &self.rows, out)
+                .forward_rows_lora(scratch, pool, &mut caches, rows, out, &self.lora)
         }));
         self.stats.steps.fetch_add(1, Ordering::Relaxed);
         let failure = match forward {

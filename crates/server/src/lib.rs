@@ -27,6 +27,7 @@ mod embeddings;
 mod error;
 mod guard;
 mod limits;
+mod lora;
 mod metrics;
 mod openai;
 mod prepare;
@@ -108,6 +109,9 @@ pub struct ServerConfig {
     pub pooling: Option<cria_engine::Pooling>,
     /// Serve the chat page at `/`.
     pub webui: bool,
+    /// `--lora` / `--lora-scaled` adapters and their start scales (ids in
+    /// this order; see `lora.rs`).
+    pub lora: Vec<(PathBuf, f32)>,
     /// On SIGTERM, how long requests in flight may take to finish.
     pub drain_timeout: Duration,
     /// `--prefix-cache DIR`: prompt prefixes kept on disk, per tenant.
@@ -143,6 +147,7 @@ impl ServerConfig {
             rate_limit_tokens: None,
             pooling: None,
             webui: true,
+            lora: Vec::new(),
             drain_timeout: Duration::from_secs(30),
             prefix_cache: None,
         }
@@ -369,6 +374,13 @@ fn load(config: &ServerConfig) -> Result<Ready, String> {
         Some(p) => Some(p.load(&tok).map_err(|e| e.to_string())?),
         None => None,
     };
+    let mut adapters = Vec::new();
+    for (p, scale) in &config.lora {
+        let a = cria_lora::load(p, &model)
+            .map_err(|e| format!("cannot load the adapter {}: {e}", p.display()))?;
+        adapters.push((p.display().to_string(), Arc::new(a), *scale));
+    }
+    let n_adapters = adapters.len();
     let model = Arc::new(model);
     let tok = Arc::new(tok);
     let engine = Engine::start(
@@ -383,6 +395,7 @@ fn load(config: &ServerConfig) -> Result<Ready, String> {
             step_tokens: 256,
             overflow: config.overflow,
             spec,
+            lora: Vec::new(),
             fault: config.fault,
             prefix_cache: config
                 .prefix_cache
@@ -404,7 +417,7 @@ fn load(config: &ServerConfig) -> Result<Ready, String> {
         None => String::new(),
     };
     eprintln!(
-        "cria serve: {} ready in {:.2} s: {} slots x {n_ctx} tokens of context, {} threads{spec_note}",
+        "cria serve: {} ready in {:.2} s: {} slots x {n_ctx} tokens of context, {} threads, {n_adapters} adapters{spec_note}",
         model_id,
         loaded.load_time.as_secs_f64(),
         config.parallel.max(1),
@@ -423,5 +436,6 @@ fn load(config: &ServerConfig) -> Result<Ready, String> {
         model_id,
         created: routes::unix_time(),
         pooling,
+        lora: lora::Adapters::new(adapters),
     })
 }
