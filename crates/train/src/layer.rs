@@ -18,7 +18,6 @@ use crate::ops::{axpy, base_backward, gemm_nt, rmsnorm_backward, transpose, Scra
 use cria_gguf::GgufFile;
 use cria_kernels::ThreadPool;
 use cria_model::{LayerWeights, LlamaConfig, Matrix};
-use rand::{Rng, SeedableRng};
 
 /// Sequences of a batch: `(first row, length)` each, rows in order.
 pub type Seqs = [(usize, usize)];
@@ -92,10 +91,19 @@ impl Ctx<'_> {
         let mut xd_buf = Vec::new();
         let xd: &[f32] = match self.dropout {
             Some((p, seed)) if p > 0.0 => {
-                let key = mix(seed ^ mix(((layer as u64) << 8) | t as u64));
-                let mut rng = rand::rngs::StdRng::seed_from_u64(key);
+                // splitmix64 keyed by (seed, layer, target): cheap, and the
+                // same mask when the block is run again for its backward.
+                let mut state = mix(seed ^ mix(((layer as u64) << 8) | t as u64));
                 let keep = 1.0 / (1.0 - p);
-                mask.extend((0..x.len()).map(|_| if rng.gen::<f32>() < p { 0.0 } else { keep }));
+                let cut = (p as f64 * (1u64 << 32) as f64) as u64;
+                mask.extend((0..x.len()).map(|_| {
+                    state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+                    if mix(state) >> 32 < cut {
+                        0.0
+                    } else {
+                        keep
+                    }
+                }));
                 xd_buf.extend(x.iter().zip(&mask).map(|(x, m)| x * m));
                 &xd_buf
             }

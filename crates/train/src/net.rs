@@ -17,7 +17,7 @@ use cria_kernels::ThreadPool;
 use cria_model::Model;
 
 /// Rows of logits computed at once.
-pub const HEAD_ROWS: usize = 64;
+pub const HEAD_ROWS: usize = 256;
 /// Vocabulary rows of the head dequantized at once in its backward.
 pub const HEAD_STRIP: usize = 4096;
 
@@ -141,7 +141,15 @@ fn head(
         let mut part = vec![0.0; k * dim];
         for v0 in (0..nv).step_by(HEAD_STRIP) {
             let v1 = (v0 + HEAD_STRIP).min(nv);
-            dequant_t(model.file(), &w.output, v0, v1, &mut rows_buf, &mut wt)?;
+            dequant_t(
+                model.file(),
+                &w.output,
+                v0,
+                v1,
+                &mut rows_buf,
+                &mut wt,
+                pool,
+            )?;
             dl_strip.clear();
             for row in logits.chunks_exact(nv) {
                 dl_strip.extend_from_slice(&row[v0..v1]);

@@ -42,6 +42,8 @@ pub fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut Vec<f32>) {
 /// Rows `r0..r1` of a frozen base matrix, dequantized from the file to f32
 /// and transposed: `(cols, r1 - r0)`. Quantized weights are expanded only
 /// here, a matrix (or a strip of one) at a time, and dropped after use.
+/// Both passes are split over the pool; each element is written once, so
+/// the result does not depend on the thread count.
 pub fn dequant_t(
     file: &GgufFile,
     m: &Matrix,
@@ -49,20 +51,36 @@ pub fn dequant_t(
     r1: usize,
     rows_buf: &mut Vec<f32>,
     out: &mut Vec<f32>,
+    pool: &ThreadPool,
 ) -> Result<()> {
     let q =
         QMatrix::new(m.ty, m.rows, m.cols, m.bytes(file)).map_err(|e| ErrorKind::ModelDetail {
             detail: format!("tensor {:?}: {e}", m.name),
         })?;
+    let (rows, cols) = (r1 - r0, m.cols);
     rows_buf.clear();
-    rows_buf.resize((r1 - r0) * m.cols, 0.0);
-    for (i, dst) in rows_buf.chunks_exact_mut(m.cols).enumerate() {
-        q.dequantize_row(r0 + i, dst)
-            .map_err(|e| ErrorKind::ModelDetail {
-                detail: format!("tensor {:?}: {e}", m.name),
-            })?;
-    }
-    transpose(rows_buf, r1 - r0, m.cols, out);
+    rows_buf.resize(rows * cols, 0.0);
+    const STRIP: usize = 64;
+    pool.for_each_chunk_mut(rows_buf, STRIP * cols, |i, chunk| {
+        for (j, dst) in chunk.chunks_exact_mut(cols).enumerate() {
+            // In range and of the right length by construction.
+            let _ = q.dequantize_row(r0 + i * STRIP + j, dst);
+        }
+    });
+    out.clear();
+    out.resize(rows * cols, 0.0);
+    let src = &rows_buf[..];
+    // out row c (length `rows`) = column c of src; 16 output rows a task.
+    pool.for_each_chunk_mut(out, 16 * rows, |i, chunk| {
+        let c0 = i * 16;
+        let nc = chunk.len() / rows;
+        for r in 0..rows {
+            let s = &src[r * cols + c0..r * cols + c0 + nc];
+            for (k, &v) in s.iter().enumerate() {
+                chunk[k * rows + r] = v;
+            }
+        }
+    });
     Ok(())
 }
 
@@ -76,7 +94,7 @@ pub fn base_backward(
     pool: &ThreadPool,
     tmp: &mut Scratch2,
 ) -> Result<()> {
-    dequant_t(file, m, 0, m.rows, &mut tmp.a, &mut tmp.b)?;
+    dequant_t(file, m, 0, m.rows, &mut tmp.a, &mut tmp.b, pool)?;
     gemm_nt(dy, &tmp.b, m.rows, dx, pool);
     Ok(())
 }

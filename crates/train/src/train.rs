@@ -229,31 +229,10 @@ fn load_checkpoint(path: &Path, lora: &mut Lora, o: &Options) -> Result<State> {
         .into());
     }
     let n = lora.params.len();
-    let read = |name: &str, dst: &mut [f32]| -> Result<()> {
-        let t = f.require_tensor(name)?;
-        if t.ty != GgmlType::F32 || t.n_elements != dst.len() as u64 {
-            return Err(bad(format!(
-                "tensor {name} has the wrong type or size for this model and rank"
-            ))
-            .into());
-        }
-        for (d, b) in dst.iter_mut().zip(f.tensor_data(t).chunks_exact(4)) {
-            *d = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-        }
-        Ok(())
-    };
     let mut moments = Moments::new(n);
-    read("train.adam_m", &mut moments.m)?;
-    read("train.adam_v", &mut moments.v)?;
-    let slots = lora.slots.clone();
-    let mut params = std::mem::take(&mut lora.params);
-    for s in &slots {
-        let name = s.target.tensor(s.layer);
-        let (a, b) = lora.ab_mut(s, &mut params);
-        read(&format!("{name}.lora_a"), a)?;
-        read(&format!("{name}.lora_b"), b)?;
-    }
-    lora.params = params;
+    adapter_out::read_f32(&f, "train.adam_m", &mut moments.m)?;
+    adapter_out::read_f32(&f, "train.adam_v", &mut moments.v)?;
+    adapter_out::read_params(&f, lora)?;
     let history = serde_json::from_str(m.get_str("train.history")?)
         .map_err(|e| bad(format!("train.history is not a loss history: {e}")))?;
     Ok(State {
