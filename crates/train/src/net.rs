@@ -213,6 +213,25 @@ pub fn log_probs(c: &Ctx, model: &Model, batch: &Batch) -> Result<Vec<Vec<f32>>>
     Ok(out)
 }
 
+/// Log-probabilities (n_vocab) of the token after `tokens` (one sequence).
+pub fn next_log_probs(c: &Ctx, model: &Model, tokens: &[u32]) -> Result<Vec<f32>> {
+    let mut b = Batch::default();
+    b.push(tokens, &vec![false; tokens.len()]);
+    let (x, _) = trunk(c, model, &b, false)?;
+    let dim = model.config.dim;
+    let mut xf = vec![0.0; dim];
+    let last = &x[x.len() - dim..];
+    cria_model::rmsnorm(
+        &mut xf,
+        last,
+        &model.weights.output_norm,
+        model.config.rms_eps,
+    );
+    let mut out = Vec::new();
+    head(model, c.pool, &xf, &[0], None, Some(&mut out))?;
+    Ok(out.pop().unwrap_or_default())
+}
+
 /// Summed negative log-likelihood of the batch's targets; adds the
 /// gradient of `grad_scale * that sum` to `grad` (laid out as
 /// `lora.params`).
