@@ -53,7 +53,7 @@ pub(crate) fn write_file(path: &Path, w: &GgufWriter) -> Result<()> {
     let tmp = path.with_extension("gguf.part");
     let f = std::fs::File::create(&tmp).map_err(io("cannot create", &tmp))?;
     let mut out = std::io::BufWriter::new(f);
-    w.write_to(&mut out).map_err(|e| ErrorKind::Gguf(e))?;
+    w.write_to(&mut out).map_err(ErrorKind::Gguf)?;
     use std::io::Write;
     out.flush().map_err(io("cannot write", &tmp))?;
     std::fs::rename(&tmp, path).map_err(io("cannot rename into place", path))?;

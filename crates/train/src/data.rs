@@ -180,7 +180,7 @@ fn chat(
         let s = template
             .render(&msgs[..upto], gen)
             .map_err(|e| format!("chat template: {}", e.full_message()))?;
-        tokenize_prompt(tok, &s).map_err(|e| format!("{}", e.full_message()))
+        tokenize_prompt(tok, &s).map_err(|e| e.full_message())
     };
     let tokens = render(msgs.len(), false)?;
     fits(tokens.len(), n_ctx, "rendered chat")?;

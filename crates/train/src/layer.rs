@@ -266,7 +266,7 @@ pub fn forward(
     l: usize,
     x: &mut [f32],
     seqs: &Seqs,
-    mut save: Option<&mut Saved>,
+    save: Option<&mut Saved>,
 ) -> Result<()> {
     let cfg = c.cfg;
     let (dim, qd, kvd, fd) = (cfg.dim, cfg.q_dim(), cfg.kv_dim(), cfg.ffn_dim);
@@ -320,7 +320,7 @@ pub fn forward(
         sv.then_some(sd),
     )?;
     axpy(x, 1.0, &proj);
-    if let Some(s) = save.as_deref_mut() {
+    if let Some(s) = save {
         *s = Saved {
             xn1,
             q,

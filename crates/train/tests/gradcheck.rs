@@ -9,7 +9,10 @@ use common::{build, lora, reference_loss};
 use cria_kernels::ThreadPool;
 use cria_train::net::{self, Batch};
 
-fn batch() -> (Batch, Vec<(Vec<u32>, Vec<Option<u32>>)>) {
+/// Sequences as the reference takes them: tokens and each row's target.
+type RefSeqs = Vec<(Vec<u32>, Vec<Option<u32>>)>;
+
+fn batch() -> (Batch, RefSeqs) {
     let seqs: [(Vec<u32>, Vec<bool>); 2] = [
         (
             vec![1, 5, 9, 13, 2, 30, 7],
