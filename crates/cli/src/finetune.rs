@@ -71,6 +71,10 @@ pub struct Args {
     /// Write a checkpoint every N optimizer steps (0: only at the end)
     #[arg(long = "save-every", value_name = "N", default_value_t = 50)]
     pub save_every: u64,
+    /// Stop after optimizer step N (the learning-rate schedule still spans the whole run);
+    /// the checkpoint lets --resume go on from there
+    #[arg(long = "stop-after", value_name = "N")]
+    pub stop_after: Option<u64>,
     /// Checkpoint file (default: OUTPUT with .ckpt.gguf)
     #[arg(long, value_name = "FILE")]
     pub checkpoint: Option<PathBuf>,
@@ -107,6 +111,7 @@ pub fn run(args: Args) -> Result<()> {
         seed: args.seed,
         eval_every: args.eval_every,
         save_every: args.save_every,
+        stop_after: args.stop_after,
         threads,
     };
     opts.check()?;

@@ -2,7 +2,7 @@
 //! records: each record's last assistant message is the expected answer;
 //! the conversation before it is rendered through the model's chat
 //! template and decoded greedily (temperature 0) with the trainer's own
-//! forward pass until an end-of-generation token or 16 tokens. An answer
+//! forward pass until an end-of-generation token or 6 tokens (the answers are one word). An answer
 //! is exact when the decoded text, trimmed, equals the expected one.
 //!
 //! cargo run --release -p cria-train --example exact_answers -- MODEL.gguf VAL.jsonl [ADAPTER.gguf]
@@ -50,7 +50,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let (want, context) = msgs.split_last().ok_or("an empty record")?;
         let mut ids = tokenize_prompt(&tok, &template.render(context, true)?)?;
         let n_prompt = ids.len();
-        for _ in 0..16 {
+        for _ in 0..6 {
             let lp = net::next_log_probs(&c, &model, &ids)?;
             let next = (0..lp.len()).fold(0, |b, i| if lp[i] > lp[b] { i } else { b }) as u32;
             if tok.is_eog(next) {

@@ -44,6 +44,9 @@ pub struct Options {
     pub eval_every: u64,
     /// Write a checkpoint every this many steps (0: only at the end).
     pub save_every: u64,
+    /// Stop after this optimizer step (the schedule still spans the whole
+    /// run), with a checkpoint, so `--resume` goes on from there.
+    pub stop_after: Option<u64>,
     pub threads: usize,
 }
 
@@ -382,7 +385,8 @@ pub fn run(
             total_steps: total,
             tokens_per_sec: run_tokens as f64 / secs.max(1e-9),
         });
-        let last = st.step == total;
+        let stop = o.stop_after.is_some_and(|s| st.step >= s);
+        let last = st.step == total || stop;
         if last || (o.eval_every > 0 && st.step % o.eval_every == 0) {
             val_now(lora, &mut st, &mut report)?;
             write_curves(&st.history, out)?;
