@@ -63,24 +63,31 @@ fn same_seed_same_bits_and_resume_ends_where_a_full_run_does() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("d.jsonl");
     std::fs::write(&data, CHATS).unwrap();
-    let run = |out: &str, extra: &[&str]| {
-        let o = finetune(dir.path(), &data, out, extra);
+    // Each run in its own folder, the adapter always named ad.gguf (the
+    // name is in the file's metadata).
+    let run = |sub: &str, extra: &[&str]| {
+        let d = dir.path().join(sub);
+        std::fs::create_dir_all(&d).unwrap();
+        let o = finetune(&d, &data, "ad.gguf", extra);
         assert!(o.status.success(), "{}", stderr(&o));
-        std::fs::read(dir.path().join(out)).unwrap()
+        std::fs::read(d.join("ad.gguf")).unwrap()
     };
-    let a = run("a.gguf", &["-t", "1"]);
-    let b = run("b.gguf", &["-t", "2"]);
+    let a = run("a", &["-t", "1"]);
+    let b = run("b", &["-t", "2"]);
     assert!(a == b, "1 and 2 threads gave different adapters");
     // 4 steps in all (4 records, 2 a batch, 2 epochs); stop after 1, resume.
-    let _ = run("c.gguf", &["-t", "2", "--stop-after", "1"]);
-    let c = run("c.gguf", &["-t", "2", "--resume"]);
+    let _ = run("c", &["-t", "2", "--stop-after", "1"]);
+    let c = run("c", &["-t", "2", "--resume"]);
     assert!(a == c, "the resumed run ended elsewhere");
-    let csv = std::fs::read_to_string(dir.path().join("a.csv")).unwrap();
+    let other = run("d", &["-t", "2", "--seed", "7"]);
+    assert!(a != other, "another seed gave the same adapter");
+    let dir = dir.path().join("a");
+    let csv = std::fs::read_to_string(dir.join("ad.csv")).unwrap();
     assert_eq!(csv.lines().count(), 5, "{csv}");
-    let png = std::fs::read(dir.path().join("a.png")).unwrap();
+    let png = std::fs::read(dir.join("ad.png")).unwrap();
     assert_eq!(&png[1..4], b"PNG");
     // The adapter is a llama.cpp LoRA file that the trainer reads back.
-    let f = cria_gguf::GgufFile::open(dir.path().join("a.gguf")).unwrap();
+    let f = cria_gguf::GgufFile::open(dir.join("ad.gguf")).unwrap();
     assert_eq!(f.metadata().get_str("general.type").unwrap(), "adapter");
     assert_eq!(f.metadata().get_str("adapter.type").unwrap(), "lora");
     let t = f.require_tensor("blk.0.attn_q.weight.lora_a").unwrap();
