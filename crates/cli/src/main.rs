@@ -9,6 +9,7 @@ mod chat;
 mod convert;
 mod default_model;
 mod embed;
+mod finetune;
 mod gen_args;
 mod imatrix;
 mod inspect;
@@ -80,6 +81,8 @@ enum Command {
     Imatrix(imatrix::Args),
     /// Embed texts (one vector each), through the same engine as the server
     Embed(Box<embed::Args>),
+    /// Train a LoRA adapter on JSONL data over the frozen quantized model (llama.cpp's GGUF adapter out)
+    Finetune(Box<finetune::Args>),
     /// Show the cached models: name, size, type, path (-m NAME finds them)
     List {
         /// Print JSON instead of a table
@@ -119,6 +122,7 @@ fn main() -> ExitCode {
         Command::Merge(args) => merge::run(args),
         Command::Imatrix(args) => imatrix::run(args),
         Command::Embed(args) => embed::run(*args),
+        Command::Finetune(args) => finetune::run(*args),
         Command::List { json } => models::list(json),
         Command::Rm { name } => models::rm(&name),
         Command::Add { file, name } => models::add(&file, name.as_deref()),

@@ -29,10 +29,11 @@ pub use config::{LlamaConfig, RopeScaling, MAX_CONTEXT_LENGTH};
 pub use error::{Error, ErrorKind, Result};
 
 pub use kv_cache::{KvCache, KvType, KvTypes};
+pub use linear::{matmul, matmul_many};
 pub use llama::{inverse_frequencies, rmsnorm, rope, BatchRow, Logits, Outputs, Scratch};
 pub use lora::{Adapter, LoraDelta, LoraSet, Target};
 pub use observe::{set_matmul_observer, MatmulObserver};
-pub use weights::{Matrix, Weights, SUPPORTED};
+pub use weights::{LayerWeights, Matrix, Weights, SUPPORTED};
 
 use cria_gguf::GgufFile;
 use std::path::Path;

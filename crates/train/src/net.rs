@@ -1,0 +1,268 @@
+//! The whole model for training: token embedding, the blocks with their
+//! adapters, the final norm, the output head and cross-entropy, forward and
+//! backward over a batch of sequences.
+//!
+//! Memory: the blocks' inputs are kept (n x dim floats per block); each
+//! block is run again right before its backward (see [`crate::layer`]).
+//! The output head's logits are made only for the rows that have a target,
+//! [`HEAD_ROWS`] rows at a time, and its backward dequantizes the head in
+//! strips of [`HEAD_STRIP`] vocabulary rows: peak memory stays near
+//! inference memory plus the checkpoints.
+
+use crate::error::{ErrorKind, Result};
+use crate::layer::{self, Ctx, Saved};
+use crate::lora::Lora;
+use crate::ops::{axpy, dequant_t, gemm_nt, rmsnorm_backward};
+use cria_kernels::ThreadPool;
+use cria_model::Model;
+
+/// Rows of logits computed at once.
+pub const HEAD_ROWS: usize = 256;
+/// Vocabulary rows of the head dequantized at once in its backward.
+pub const HEAD_STRIP: usize = 4096;
+
+/// A batch: sequences end to end, each with its targets.
+#[derive(Clone, Debug, Default)]
+pub struct Batch {
+    pub tokens: Vec<u32>,
+    /// `(first row, length)` of each sequence.
+    pub seqs: Vec<(usize, usize)>,
+    /// For each row, the token it must predict next (None: no loss there).
+    pub targets: Vec<Option<u32>>,
+}
+
+impl Batch {
+    /// Appends a sequence whose token `i` is a target when `mask[i]`.
+    pub fn push(&mut self, tokens: &[u32], mask: &[bool]) {
+        let s0 = self.tokens.len();
+        self.seqs.push((s0, tokens.len()));
+        self.tokens.extend_from_slice(tokens);
+        for i in 0..tokens.len() {
+            let t = (i + 1 < tokens.len() && mask[i + 1]).then(|| tokens[i + 1]);
+            self.targets.push(t);
+        }
+    }
+
+    pub fn n_targets(&self) -> usize {
+        self.targets.iter().filter(|t| t.is_some()).count()
+    }
+}
+
+/// Builds the per-batch context of the blocks.
+pub fn ctx<'a>(
+    model: &'a Model,
+    lora: &'a Lora,
+    pool: &'a ThreadPool,
+    dropout: Option<(f32, u64)>,
+) -> Ctx<'a> {
+    let inv = cria_model::inverse_frequencies(&model.config, model.weights.rope_freqs.as_deref());
+    Ctx {
+        file: model.file(),
+        cfg: &model.config,
+        lora,
+        pool,
+        neg_inv_freq: inv.iter().map(|f| -f).collect(),
+        inv_freq: inv,
+        dropout,
+    }
+}
+
+fn embed(model: &Model, tokens: &[u32]) -> Result<Vec<f32>> {
+    let (cfg, w) = (&model.config, &model.weights);
+    let e = &w.token_embd;
+    let bytes = e.bytes(model.file());
+    let rb = e.row_bytes();
+    let mut x = vec![0.0; tokens.len() * cfg.dim];
+    for (t, row) in tokens.iter().zip(x.chunks_exact_mut(cfg.dim)) {
+        let t = *t as usize;
+        if t >= cfg.n_vocab {
+            return Err(ErrorKind::BadOption {
+                detail: format!("token id {t} is outside the vocabulary of {}", cfg.n_vocab),
+            }
+            .into());
+        }
+        cria_kernels::dequantize_row(e.ty, &bytes[t * rb..(t + 1) * rb], row).map_err(|e| {
+            ErrorKind::ModelDetail {
+                detail: format!("token_embd.weight: {e}"),
+            }
+        })?;
+    }
+    Ok(x)
+}
+
+/// Per row with a target: its log-probability of the target... the rows'
+/// summed negative log-likelihood, and (with `grad_scale`) the gradient of
+/// `grad_scale * that sum` with respect to the final hidden rows.
+fn head(
+    model: &Model,
+    pool: &ThreadPool,
+    xf: &[f32],
+    targets: &[u32],
+    grad_scale: Option<f32>,
+    mut per_row: Option<&mut Vec<Vec<f32>>>,
+) -> Result<(f64, Vec<f32>)> {
+    let (cfg, w) = (&model.config, &model.weights);
+    let (dim, nv) = (cfg.dim, cfg.n_vocab);
+    let m = targets.len();
+    let mut dxf = vec![0.0; if grad_scale.is_some() { m * dim } else { 0 }];
+    let mut nll = 0.0f64;
+    let (mut rows_buf, mut wt, mut dl_strip) = (Vec::new(), Vec::new(), Vec::new());
+    for c0 in (0..m).step_by(HEAD_ROWS) {
+        let c1 = (c0 + HEAD_ROWS).min(m);
+        let k = c1 - c0;
+        let mut logits = vec![0.0f32; k * nv];
+        cria_model::matmul(
+            model.file(),
+            &w.output,
+            &xf[c0 * dim..c1 * dim],
+            &mut logits,
+            pool,
+        )?;
+        for (i, row) in logits.chunks_exact_mut(nv).enumerate() {
+            let max = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+            let sum: f64 = row.iter().map(|&v| ((v - max) as f64).exp()).sum();
+            let lse = max as f64 + sum.ln();
+            let t = targets[c0 + i] as usize;
+            nll += lse - row[t] as f64;
+            if let Some(pr) = per_row.as_deref_mut() {
+                pr.push(row.iter().map(|&v| (v as f64 - lse) as f32).collect());
+            }
+            if let Some(gs) = grad_scale {
+                for v in row.iter_mut() {
+                    *v = (((*v as f64) - lse).exp() as f32) * gs;
+                }
+                row[t] -= gs;
+            }
+        }
+        if grad_scale.is_none() {
+            continue;
+        }
+        // dxf rows (k, dim) = dlogits (k, nv) * Woutput (nv, dim), in strips.
+        let mut part = vec![0.0; k * dim];
+        for v0 in (0..nv).step_by(HEAD_STRIP) {
+            let v1 = (v0 + HEAD_STRIP).min(nv);
+            dequant_t(
+                model.file(),
+                &w.output,
+                v0,
+                v1,
+                &mut rows_buf,
+                &mut wt,
+                pool,
+            )?;
+            dl_strip.clear();
+            for row in logits.chunks_exact(nv) {
+                dl_strip.extend_from_slice(&row[v0..v1]);
+            }
+            gemm_nt(&dl_strip, &wt, v1 - v0, &mut part, pool);
+            axpy(&mut dxf[c0 * dim..c1 * dim], 1.0, &part);
+        }
+    }
+    Ok((nll, dxf))
+}
+
+/// Runs the blocks and the final norm; returns the final residual rows,
+/// and (when `keep` is set) each block's input.
+fn trunk(c: &Ctx, model: &Model, batch: &Batch, keep: bool) -> Result<(Vec<f32>, Vec<Vec<f32>>)> {
+    let mut x = embed(model, &batch.tokens)?;
+    let mut inputs = Vec::new();
+    for (l, lw) in model.weights.layers.iter().enumerate() {
+        if keep {
+            inputs.push(x.clone());
+        }
+        layer::forward(c, lw, l, &mut x, &batch.seqs, None)?;
+    }
+    Ok((x, inputs))
+}
+
+fn final_rows(model: &Model, x: &[f32], batch: &Batch) -> (Vec<usize>, Vec<u32>, Vec<f32>) {
+    let dim = model.config.dim;
+    let mut rows = Vec::new();
+    let mut tgts = Vec::new();
+    let mut xf = Vec::new();
+    for (i, t) in batch.targets.iter().enumerate() {
+        if let Some(t) = t {
+            rows.push(i);
+            tgts.push(*t);
+            let mut o = vec![0.0; dim];
+            cria_model::rmsnorm(
+                &mut o,
+                &x[i * dim..(i + 1) * dim],
+                &model.weights.output_norm,
+                model.config.rms_eps,
+            );
+            xf.extend_from_slice(&o);
+        }
+    }
+    (rows, tgts, xf)
+}
+
+/// Summed negative log-likelihood of the batch's targets, no gradient.
+pub fn loss(c: &Ctx, model: &Model, batch: &Batch) -> Result<f64> {
+    let (x, _) = trunk(c, model, batch, false)?;
+    let (_, tgts, xf) = final_rows(model, &x, batch);
+    Ok(head(model, c.pool, &xf, &tgts, None, None)?.0)
+}
+
+/// Log-probabilities (n_vocab each) of the rows with targets, in row order.
+pub fn log_probs(c: &Ctx, model: &Model, batch: &Batch) -> Result<Vec<Vec<f32>>> {
+    let (x, _) = trunk(c, model, batch, false)?;
+    let (_, tgts, xf) = final_rows(model, &x, batch);
+    let mut out = Vec::new();
+    head(model, c.pool, &xf, &tgts, None, Some(&mut out))?;
+    Ok(out)
+}
+
+/// Log-probabilities (n_vocab) of the token after `tokens` (one sequence).
+pub fn next_log_probs(c: &Ctx, model: &Model, tokens: &[u32]) -> Result<Vec<f32>> {
+    let mut b = Batch::default();
+    b.push(tokens, &vec![false; tokens.len()]);
+    let (x, _) = trunk(c, model, &b, false)?;
+    let dim = model.config.dim;
+    let mut xf = vec![0.0; dim];
+    let last = &x[x.len() - dim..];
+    cria_model::rmsnorm(
+        &mut xf,
+        last,
+        &model.weights.output_norm,
+        model.config.rms_eps,
+    );
+    let mut out = Vec::new();
+    head(model, c.pool, &xf, &[0], None, Some(&mut out))?;
+    Ok(out.pop().unwrap_or_default())
+}
+
+/// Summed negative log-likelihood of the batch's targets; adds the
+/// gradient of `grad_scale * that sum` to `grad` (laid out as
+/// `lora.params`).
+pub fn loss_and_grad(
+    c: &Ctx,
+    model: &Model,
+    batch: &Batch,
+    grad_scale: f32,
+    grad: &mut [f32],
+) -> Result<f64> {
+    let dim = model.config.dim;
+    let (x, inputs) = trunk(c, model, batch, true)?;
+    let (rows, tgts, xf) = final_rows(model, &x, batch);
+    let (nll, dxf) = head(model, c.pool, &xf, &tgts, Some(grad_scale), None)?;
+    let mut dx = vec![0.0; x.len()];
+    for (j, &i) in rows.iter().enumerate() {
+        let r = i * dim..(i + 1) * dim;
+        rmsnorm_backward(
+            &x[r.clone()],
+            &model.weights.output_norm,
+            &dxf[j * dim..(j + 1) * dim],
+            model.config.rms_eps,
+            &mut dx[r],
+        );
+    }
+    drop(x);
+    let mut saved = Saved::default();
+    for (l, lw) in model.weights.layers.iter().enumerate().rev() {
+        let mut xl = inputs[l].clone();
+        layer::forward(c, lw, l, &mut xl, &batch.seqs, Some(&mut saved))?;
+        layer::backward(c, lw, l, &inputs[l], &saved, &batch.seqs, &mut dx, grad)?;
+    }
+    Ok(nll)
+}
