@@ -5,7 +5,8 @@
 #
 # Targets (fuzz/fuzz_targets/): gguf_parse, model_load, tokenizer_load,
 # chat_template, grammar, import_parse (pickles, tokenizer.model),
-# prefix_cache_entry (a prefix cache entry: header, parse, import). Needs `cargo install cargo-fuzz`; runs on the stable
+# prefix_cache_entry (a prefix cache entry: header, parse, import), lora_load
+# (adapters). Needs `cargo install cargo-fuzz`; runs on the stable
 # toolchain with RUSTC_BOOTSTRAP=1 (cargo-fuzz passes -Z sanitizer flags).
 # Corpora grow in fuzz/corpus/TARGET, seeded by the `seeds` program (a tiny
 # model, tiny vocabularies, real chat templates) and, for gguf_parse, the

@@ -146,6 +146,24 @@ fn main() {
             write("prefix_cache_entry", &format!("{}-{mode}", t.name()), &seed);
         }
     }
+    // lora_load: a rank-2 adapter of the tiny model's q and down.
+    let pair = |base: &str, rows: usize, cols: usize| cria_lora::LoraPair {
+        base: base.into(),
+        rank: 2,
+        rows,
+        cols,
+        a: (0..2 * cols).map(|i| (i % 5) as f32 * 0.25 - 0.5).collect(),
+        b: (0..rows * 2).map(|i| (i % 3) as f32 * 0.5 - 0.5).collect(),
+    };
+    let lora = cria_lora::LoraFile {
+        architecture: "llama".into(),
+        alpha: 4.0,
+        pairs: vec![pair("blk.0.attn_q.weight", 32, 32), pair("blk.1.ffn_down.weight", 32, 64)],
+    };
+    let mut bytes = Vec::new();
+    let out = std::path::Path::new("seed");
+    cria_lora::write_gguf(&lora, GgmlType::F16, &mut bytes, out).unwrap();
+    write("lora_load", "tiny-rank2-f16", &bytes);
 
     // grammar: the first byte picks GBNF (0), Lark (1) or JSON Schema (2).
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../crates/grammar/tests/fixtures/llama.cpp");

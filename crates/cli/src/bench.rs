@@ -13,7 +13,7 @@
 //! - `-ctk`/`-ctv` (or `--cache-type`) set the cache types; the table gains
 //!   llama-bench's `type_k`/`type_v` columns when they are not f16.
 
-use crate::gen_args::{all_cores, ModelArgs};
+use crate::gen_args::{all_cores, LoraArgs, ModelArgs};
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use cria_model::{KvType, Logits, Model, Session};
@@ -23,6 +23,8 @@ use std::time::Instant;
 pub struct Args {
     #[command(flatten)]
     pub model: ModelArgs,
+    #[command(flatten)]
+    pub lora: LoraArgs,
     /// Prompt lengths to test, comma-separated (0 skips the prompt test)
     #[arg(
         short = 'p',
@@ -75,6 +77,7 @@ pub fn run(args: Args) -> Result<()> {
     let kv = args.model.kv_type();
     let loaded = args.model.load()?;
     let (path, model) = (&loaded.path, &loaded.model);
+    let lora = args.lora.load(model)?;
     kv.check(model.config.head_dim)?;
     let load_s = loaded.load_time.as_secs_f64();
     let (size, params, ty) = describe(model);
@@ -103,6 +106,7 @@ pub fn run(args: Args) -> Result<()> {
             )?;
             let n_batch = p.max(512).min(n_ctx);
             let mut session = Session::new(model, n_ctx, kv, n_batch, threads);
+            session.lora = lora.clone();
             let tokens = random_tokens(model.config.n_vocab, d + p.max(n), 42);
             let mut logits = Vec::new();
             if d > 0 {

@@ -1,7 +1,9 @@
 //! `cria chat`: an interactive conversation that keeps its KV cache between
 //! turns, so each turn evaluates only the new messages.
 
-use crate::gen_args::{ModelArgs, OverflowArgs, PrefixCacheArgs, SamplingArgs};
+use crate::gen_args::{
+    LoraArgs, ModelArgs, OverflowArgs, PrefixCacheArgs, SamplingArgs, SpecArgs,
+};
 use crate::session::Session;
 use anyhow::{Context, Result};
 use cria_engine::FinishReason;
@@ -25,9 +27,13 @@ pub struct Args {
     #[command(flatten)]
     pub model: ModelArgs,
     #[command(flatten)]
+    pub lora: LoraArgs,
+    #[command(flatten)]
     pub sampling: SamplingArgs,
     #[command(flatten)]
     pub overflow: OverflowArgs,
+    #[command(flatten)]
+    pub spec: SpecArgs,
     #[command(flatten)]
     pub prefix_cache: PrefixCacheArgs,
 }
@@ -36,7 +42,9 @@ pub fn run(args: Args) -> Result<()> {
     let mut params = args.sampling.params()?;
     let session = Session::start(
         &args.model,
+        &args.lora,
         args.overflow.context_overflow,
+        &args.spec,
         args.prefix_cache.store(),
     )?;
     let tok = &session.tok;

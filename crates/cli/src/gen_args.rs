@@ -4,7 +4,9 @@
 
 use crate::default_model;
 use anyhow::{bail, Context, Result};
-use cria_engine::{ContextOverflow, GenerateParams, Loaded, PrefixStore};
+use cria_engine::{
+    ContextOverflow, GenerateParams, Loaded, PrefixStore, SpecKind, SpecParams, SpecType,
+};
 use cria_grammar::{Constraint, GrammarSpec, Grammars};
 use cria_model::{KvType, KvTypes};
 use cria_sampler::SamplerConfig;
@@ -40,13 +42,18 @@ fn parse_kv_type(s: &str) -> std::result::Result<KvType, String> {
     s.parse::<KvType>().map_err(|e| e.to_string())
 }
 
-/// llama.cpp spells the cache-type flags `-ctk` and `-ctv` (one dash, three
-/// letters), which clap cannot declare: they become `--cache-type-k` and
-/// `--cache-type-v` before parsing (also in the `-ctk=q8_0` form).
+/// llama.cpp spells some flags with one dash and several letters (`-ctk`,
+/// `-ctv`, `-md`), which clap cannot declare: they become `--cache-type-k`,
+/// `--cache-type-v` and `--model-draft` before parsing (also in the
+/// `-ctk=q8_0` form).
 pub fn llama_cpp_spellings(args: impl Iterator<Item = OsString>) -> Vec<OsString> {
     args.map(|a| {
         let Some(s) = a.to_str() else { return a };
-        for (short, long) in [("-ctk", "--cache-type-k"), ("-ctv", "--cache-type-v")] {
+        for (short, long) in [
+            ("-ctk", "--cache-type-k"),
+            ("-ctv", "--cache-type-v"),
+            ("-md", "--model-draft"),
+        ] {
             if s == short {
                 return long.into();
             }
@@ -91,6 +98,115 @@ impl ModelArgs {
     pub fn load(&self) -> Result<Loaded> {
         let path = default_model::resolve(self.model.as_deref())?;
         Ok(Loaded::open(&path)?)
+    }
+}
+
+/// Speculative decoding (run, chat, serve), as llama.cpp spells it (its
+/// older `--draft-max`/`--draft-min` and newer `--spec-draft-n-max`/`-min`).
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct SpecArgs {
+    /// Speculative decoding: ngram (guess the next tokens from earlier occurrences of the
+    /// last ones in the prompt and output; no extra model), draft-simple (with -md), none;
+    /// the output is the same as without it, faster on tasks that copy from their input
+    #[arg(long = "spec-type", value_name = "TYPE")]
+    pub spec_type: Option<SpecType>,
+    /// Speculative decoding with a draft model: a smaller model of the same vocabulary
+    /// guesses the next tokens (also -md); same output as without it
+    #[arg(long = "model-draft", value_name = "FILE", alias = "spec-draft-model")]
+    pub model_draft: Option<PathBuf>,
+    /// Most tokens drafted per step, 1-64 (default 16; the engine adapts the length to
+    /// the acceptance rate)
+    #[arg(long = "draft-max", value_name = "N", aliases = ["draft", "spec-draft-n-max"])]
+    pub draft_max: Option<usize>,
+    /// Fewest tokens a draft must have to be checked (default 0)
+    #[arg(long = "draft-min", value_name = "N", alias = "spec-draft-n-min")]
+    pub draft_min: Option<usize>,
+}
+
+impl SpecArgs {
+    /// What the flags ask for: `None` without `--spec-type` or `-md`.
+    pub fn params(&self) -> Result<Option<SpecParams>> {
+        let kind = match (self.spec_type, &self.model_draft) {
+            (Some(SpecType::Ngram), Some(_)) => {
+                bail!("--spec-type ngram and -md: choose one kind of speculative decoding")
+            }
+            (Some(SpecType::Ngram), None) => SpecKind::Ngram,
+            (Some(SpecType::Draft) | None, Some(path)) => {
+                SpecKind::DraftModel(default_model::resolve(Some(path))?)
+            }
+            (Some(SpecType::Draft), None) => {
+                bail!("--spec-type draft-simple needs a draft model: give -md FILE")
+            }
+            (Some(SpecType::None), Some(_)) => {
+                bail!("--spec-type none and -md: drop one of them")
+            }
+            (Some(SpecType::None) | None, None) => {
+                if self.draft_max.is_some() || self.draft_min.is_some() {
+                    bail!("--draft-max and --draft-min need --spec-type ngram or -md FILE");
+                }
+                return Ok(None);
+            }
+        };
+        let p = SpecParams {
+            kind,
+            draft_max: self.draft_max.unwrap_or(16),
+            draft_min: self.draft_min.unwrap_or(0),
+        };
+        p.check()?;
+        Ok(Some(p))
+    }
+}
+
+/// `--lora` and `--lora-scaled` (run, chat, serve, perplexity, bench).
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct LoraArgs {
+    /// LoRA adapter: llama.cpp's GGUF adapter file or a PEFT folder
+    /// (adapter_config.json + adapter_model.safetensors), at scale 1 (repeatable)
+    #[arg(long = "lora", value_name = "FILE")]
+    pub lora: Vec<PathBuf>,
+    /// LoRA adapter at a scale: the effective scale is SCALE * alpha / rank, as in
+    /// llama.cpp (repeatable; applied after the --lora ones)
+    #[arg(long = "lora-scaled", value_names = ["FILE", "SCALE"], num_args = 2)]
+    pub lora_scaled: Vec<String>,
+}
+
+impl LoraArgs {
+    /// The adapters in order (every `--lora`, then every `--lora-scaled`),
+    /// each with its user scale, as (path, scale).
+    pub fn list(&self) -> Result<Vec<(PathBuf, f32)>> {
+        let mut out: Vec<(PathBuf, f32)> = self.lora.iter().map(|p| (p.clone(), 1.0)).collect();
+        for pair in self.lora_scaled.chunks(2) {
+            let [file, scale] = pair else {
+                bail!("--lora-scaled takes a file and a scale");
+            };
+            let s: f32 = scale
+                .parse()
+                .ok()
+                .filter(|s: &f32| s.is_finite())
+                .with_context(|| {
+                    format!("--lora-scaled {file} {scale}: the scale must be a number, e.g. 0.5")
+                })?;
+            out.push((PathBuf::from(file), s));
+        }
+        Ok(out)
+    }
+
+    /// Reads every adapter and checks it against `model`; they are listed
+    /// on stderr.
+    pub fn load(&self, model: &cria_model::Model) -> Result<cria_model::LoraSet> {
+        let mut set = Vec::new();
+        for (path, scale) in self.list()? {
+            let a = cria_lora::load(&path, model)
+                .with_context(|| format!("cannot load the adapter {}", path.display()))?;
+            eprintln!(
+                "cria: adapter {} (alpha {}, {} KiB) at scale {scale}",
+                path.display(),
+                a.alpha,
+                a.bytes() / 1024
+            );
+            set.push((std::sync::Arc::new(a), scale));
+        }
+        Ok(set)
     }
 }
 
@@ -313,7 +429,17 @@ fn short(s: &str) -> String {
 mod tests {
     #[test]
     fn cache_type_spellings() {
-        let args = ["cria", "run", "-ctk", "q8_0", "-ctv=q4_0", "-ctkx"].map(Into::into);
+        let args = [
+            "cria",
+            "run",
+            "-ctk",
+            "q8_0",
+            "-ctv=q4_0",
+            "-ctkx",
+            "-md",
+            "d.gguf",
+        ]
+        .map(Into::into);
         let want = [
             "cria",
             "run",
@@ -321,6 +447,8 @@ mod tests {
             "q8_0",
             "--cache-type-v=q4_0",
             "-ctkx",
+            "--model-draft",
+            "d.gguf",
         ];
         assert_eq!(
             super::llama_cpp_spellings(args.into_iter()),

@@ -12,6 +12,7 @@ mod embed;
 mod gen_args;
 mod imatrix;
 mod inspect;
+mod merge;
 mod models;
 mod perplexity;
 mod quantize;
@@ -73,6 +74,8 @@ enum Command {
     Pull,
     /// Quantize a GGUF model to another type or mix, as llama-quantize does (same bytes)
     Quantize(quantize::Args),
+    /// Bake LoRA adapters into a standalone model (llama-export-lora's job)
+    Merge(merge::Args),
     /// Collect an importance matrix (llama.cpp's GGUF imatrix) for quantize --imatrix
     Imatrix(imatrix::Args),
     /// Embed texts (one vector each), through the same engine as the server
@@ -113,6 +116,7 @@ fn main() -> ExitCode {
         Command::Convert(args) => convert::run(args),
         Command::Pull => default_model::resolve(None).map(|p| println!("{}", p.display())),
         Command::Quantize(args) => quantize::run(args),
+        Command::Merge(args) => merge::run(args),
         Command::Imatrix(args) => imatrix::run(args),
         Command::Embed(args) => embed::run(*args),
         Command::List { json } => models::list(json),

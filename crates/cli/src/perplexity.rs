@@ -1,7 +1,7 @@
 //! `cria perplexity`: llama-perplexity's protocol, its output, and its
 //! KL-divergence base files, so results compare line for line.
 
-use crate::gen_args::ModelArgs;
+use crate::gen_args::{LoraArgs, ModelArgs};
 use anyhow::{bail, Context, Result};
 use cria_eval::{
     BaseChunk, BaseFileReader, BaseFileWriter, Chunks, KlDivergence, PerplexityAccumulator,
@@ -15,6 +15,8 @@ use std::time::Instant;
 pub struct Args {
     #[command(flatten)]
     pub model: ModelArgs,
+    #[command(flatten)]
+    pub lora: LoraArgs,
     /// Text file to score
     #[arg(short = 'f', long = "file", value_name = "TEXT")]
     pub file: Option<PathBuf>,
@@ -35,12 +37,13 @@ pub fn run(args: Args) -> Result<()> {
     let n_ctx = args.model.ctx_size(2)?.unwrap_or(512);
     let kv = args.model.kv_type();
     let model = args.model.load()?;
+    let lora = args.lora.load(&model.model)?;
     if args.kl_divergence {
         let base = args
             .kl_divergence_base
             .as_ref()
             .context("--kl-divergence needs --kl-divergence-base FILE")?;
-        return kl_divergence(&model.model, &model.tokenizer, base, threads, kv);
+        return kl_divergence(&model.model, &model.tokenizer, base, threads, kv, lora);
     }
     let Some(text_path) = &args.file else {
         bail!("no text to score: pass -f TEXT (or --kl-divergence with --kl-divergence-base FILE)");
@@ -83,6 +86,7 @@ pub fn run(args: Args) -> Result<()> {
     };
     check_memory(m, n_ctx, kv)?;
     let mut session = Session::new(m, n_ctx, kv, n_ctx, threads);
+    session.lora = lora;
     let mut acc = PerplexityAccumulator::new(n_vocab);
     let mut logits = Vec::new();
     let t0 = Instant::now();
@@ -123,6 +127,7 @@ fn kl_divergence(
     base: &std::path::Path,
     threads: usize,
     kv: KvTypes,
+    lora: cria_model::LoraSet,
 ) -> Result<()> {
     let mut reader = BaseFileReader::open(base)?;
     let header = reader.header().clone();
@@ -137,6 +142,7 @@ fn kl_divergence(
     );
     check_memory(model, chunks.n_ctx(), kv)?;
     let mut session = Session::new(model, chunks.n_ctx(), kv, chunks.n_ctx(), threads);
+    session.lora = lora;
     let mut kld = KlDivergence::new(n_vocab);
     let mut stored = BaseChunk::default();
     let mut logits = Vec::new();

@@ -1,7 +1,9 @@
 //! `cria run`: one prompt in, streamed text out (like `ollama run` with a
 //! prompt, or `llama-completion` with --raw).
 
-use crate::gen_args::{ModelArgs, OverflowArgs, PrefixCacheArgs, PromptCacheArgs, SamplingArgs};
+use crate::gen_args::{
+    LoraArgs, ModelArgs, OverflowArgs, PrefixCacheArgs, PromptCacheArgs, SamplingArgs, SpecArgs,
+};
 use crate::session::Session;
 use anyhow::{bail, Context, Result};
 use cria_engine::FinishReason;
@@ -38,9 +40,13 @@ pub struct Args {
     #[command(flatten)]
     pub model: ModelArgs,
     #[command(flatten)]
+    pub lora: LoraArgs,
+    #[command(flatten)]
     pub sampling: SamplingArgs,
     #[command(flatten)]
     pub overflow: OverflowArgs,
+    #[command(flatten)]
+    pub spec: SpecArgs,
     #[command(flatten)]
     pub prefix_cache: PrefixCacheArgs,
     #[command(flatten)]
@@ -67,7 +73,9 @@ pub fn run(args: Args) -> Result<()> {
     let mut params = args.sampling.params()?;
     let session = Session::start(
         &args.model,
+        &args.lora,
         args.overflow.context_overflow,
+        &args.spec,
         args.prompt_cache.store(&args.prefix_cache),
     )?;
     let tok = &session.tok;

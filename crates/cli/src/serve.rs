@@ -1,7 +1,7 @@
 //! `cria serve`: the OpenAI-compatible HTTP server (see cria-server).
 
 use crate::default_model;
-use crate::gen_args::{ModelArgs, OverflowArgs, PrefixCacheArgs};
+use crate::gen_args::{LoraArgs, ModelArgs, OverflowArgs, PrefixCacheArgs, SpecArgs};
 use anyhow::{bail, Context, Result};
 use cria_engine::Fault;
 use cria_server::ServerConfig;
@@ -13,7 +13,11 @@ pub struct Args {
     #[command(flatten)]
     pub model: ModelArgs,
     #[command(flatten)]
+    pub lora: LoraArgs,
+    #[command(flatten)]
     pub overflow: OverflowArgs,
+    #[command(flatten)]
+    pub spec: SpecArgs,
     #[command(flatten)]
     pub prefix_cache: PrefixCacheArgs,
     /// Address to listen on (loopback by default; 0.0.0.0 exposes the server to the network)
@@ -128,6 +132,7 @@ pub fn run(args: Args) -> Result<()> {
     }
     let threads = args.model.threads()?;
     let ctx_size = args.model.ctx_size(16)?;
+    let spec = args.spec.params()?;
     let model_path = default_model::resolve(args.model.model.as_deref())?;
     let config = ServerConfig {
         host: args.host,
@@ -137,6 +142,7 @@ pub fn run(args: Args) -> Result<()> {
         threads,
         kv: args.model.kv_type(),
         overflow: args.overflow.context_overflow,
+        spec,
         max_queue: args.max_queue,
         body_limit: args.max_body,
         chat_template: args.chat_template,
@@ -154,6 +160,7 @@ pub fn run(args: Args) -> Result<()> {
         rate_limit_tokens: args.rate_limit_tokens,
         pooling: args.pooling,
         webui: !args.no_webui,
+        lora: args.lora.list()?,
         drain_timeout: Duration::from_secs(args.drain_timeout_secs),
         prefix_cache: args.prefix_cache.store(),
         ..ServerConfig::new(model_path)

@@ -2,7 +2,7 @@
 //! engine's one loader, driven by a one-slot engine (the same engine the
 //! server runs), and the summary line printed after an answer.
 
-use crate::gen_args::ModelArgs;
+use crate::gen_args::{LoraArgs, ModelArgs, SpecArgs};
 use anyhow::Result;
 use cria_engine::{
     default_ctx_size, truncate_middle, ContextOverflow, Done, Engine, EngineConfig, FinishReason,
@@ -28,14 +28,22 @@ pub struct Session {
 impl Session {
     pub fn start(
         args: &ModelArgs,
+        lora: &LoraArgs,
         overflow: ContextOverflow,
+        spec: &SpecArgs,
         prefix_cache: Option<PrefixStore>,
     ) -> Result<Session> {
         let threads = args.threads()?;
         let ctx = args.ctx_size(2)?;
+        let spec = spec.params()?;
         let loaded = args.load()?;
+        let spec = match spec {
+            Some(p) => Some(p.load(&loaded.tokenizer)?),
+            None => None,
+        };
         let kv = args.kv_type();
         let n_ctx = ctx.unwrap_or_else(|| default_ctx_size(&loaded.model, kv));
+        let lora = lora.load(&loaded.model)?;
         let model = Arc::new(loaded.model);
         let tok = Arc::new(loaded.tokenizer);
         let engine = Engine::start(
@@ -43,7 +51,9 @@ impl Session {
             tok.clone(),
             EngineConfig {
                 overflow,
+                spec,
                 prefix_cache: prefix_cache.map(PrefixCacheConfig::anonymous),
+                lora,
                 ..EngineConfig::single(n_ctx, kv, threads)
             },
         )?;
@@ -107,12 +117,23 @@ impl Session {
             }
         };
         let evaluated = d.prompt_tokens - d.cached_tokens;
+        // Speculation: its acceptance; the generation rate is the
+        // effective one (tokens over wall time).
+        let spec = match d.spec {
+            Some(s) => format!(
+                " | speculative: {} drafted, {} accepted ({:.1}%)",
+                s.drafted,
+                s.accepted,
+                100.0 * s.acceptance()
+            ),
+            None => String::new(),
+        };
         let disk = match d.restored_tokens {
             0 => String::new(),
             n => format!(", {n} from disk"),
         };
         format!(
-            "[prompt {} tokens ({} cached{disk}), {:.1} t/s | generated {} tokens, {:.1} t/s | load {:.2} s | ctx {} | {}]",
+            "[prompt {} tokens ({} cached{disk}), {:.1} t/s | generated {} tokens, {:.1} t/s{spec} | load {:.2} s | ctx {} | {}]",
             d.prompt_tokens,
             d.cached_tokens,
             rate(evaluated, d.prompt_time),

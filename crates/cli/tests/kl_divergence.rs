@@ -2,47 +2,15 @@
 //! on a base file written by llama-perplexity (tests/fixtures/kld).
 
 mod common;
+use common::kld;
 use common::*;
-use std::io::Read;
-
-fn value_after(out: &str, label: &str) -> f64 {
-    let line = out
-        .lines()
-        .find(|l| l.starts_with(label))
-        .unwrap_or_else(|| panic!("no {label:?} in:\n{out}"));
-    let rest = line[label.len()..].trim_start_matches([' ', ':']);
-    rest.split_whitespace()
-        .next()
-        .unwrap()
-        .trim_end_matches('%')
-        .parse()
-        .unwrap()
-}
 
 #[test]
 fn kl_divergence_against_llama_cpp_base_file() {
-    let model = default_model();
-    let mut gz = flate2::read::GzDecoder::new(
-        std::fs::File::open(fixture("tests/fixtures/kld/gpl3-c512-1chunk.kld.gz")).unwrap(),
-    );
-    let mut bytes = Vec::new();
-    gz.read_to_end(&mut bytes).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let base = dir.path().join("base.kld");
-    std::fs::write(&base, bytes).unwrap();
-
-    let o = cria()
-        .args(["perplexity", "--kl-divergence", "--kl-divergence-base"])
-        .arg(&base)
-        .arg("-m")
-        .arg(&model)
-        .output()
-        .unwrap();
-    let out = stdout(&o);
-    assert!(o.status.success(), "{}\n{out}", stderr(&o));
-    let kld = value_after(&out, "Mean    KLD");
-    let top = value_after(&out, "Same top p");
-    let ppl_base = value_after(&out, "Mean PPL(base)");
+    let base = kld::unpack_base("tests/fixtures/kld/gpl3-c512-1chunk.kld.gz", dir.path());
+    let s = kld::score(&default_model(), &base, &[]);
+    let (kld, top, ppl_base) = (s.mean_kld, s.same_top, s.ppl_base);
     eprintln!("mean KLD {kld}, same top {top}%, PPL(base) {ppl_base}");
     assert!(
         (ppl_base - 16.5546).abs() < 1e-3,

@@ -6,27 +6,13 @@
 //! chunk size (tests/fixtures/kld/README.md says how it was measured).
 
 mod common;
+use common::kld;
 use common::*;
 
 /// llama-perplexity -ctk q8_0 -ctv q8_0 -fa on against its f16-cache base
 /// (-fa on), default model, gpl3-head.txt, -c 512: mean KLD 0.004491 ±
 /// 0.000138 (cria measured 0.004306 ± 0.000119 when this was written).
 const LLAMA_CPP_Q8_0_KLD: f64 = 0.004491;
-
-fn mean_kld(out: &str) -> f64 {
-    let line = out
-        .lines()
-        .find(|l| l.starts_with("Mean    KLD"))
-        .unwrap_or_else(|| panic!("no mean KLD in:\n{out}"));
-    line.split(':')
-        .nth(1)
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap()
-}
 
 #[test]
 fn q8_0_cache_kld_is_no_worse_than_llama_cpp() {
@@ -44,26 +30,7 @@ fn q8_0_cache_kld_is_no_worse_than_llama_cpp() {
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
-    let o = cria()
-        .args([
-            "perplexity",
-            "--kl-divergence",
-            "-t",
-            "2",
-            "-ctk",
-            "q8_0",
-            "-ctv",
-            "q8_0",
-        ])
-        .arg("--kl-divergence-base")
-        .arg(&base)
-        .arg("-m")
-        .arg(&model)
-        .output()
-        .unwrap();
-    let out = stdout(&o);
-    assert!(o.status.success(), "{}\n{out}", stderr(&o));
-    let kld = mean_kld(&out);
+    let kld = kld::score(&model, &base, &["-t", "2", "-ctk", "q8_0", "-ctv", "q8_0"]).mean_kld;
     eprintln!("cria q8_0 cache vs f16 cache: mean KLD {kld} (llama.cpp {LLAMA_CPP_Q8_0_KLD})");
     assert!(kld > 0.0, "a quantized cache cannot be exact: {kld}");
     assert!(

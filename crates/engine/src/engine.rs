@@ -8,7 +8,8 @@ use crate::overflow::ContextOverflow;
 use crate::params::GenerateParams;
 use crate::request::{Done, Event, Request};
 use crate::scheduler::Scheduler;
-use cria_model::{KvTypes, Model};
+use crate::spec::Speculation;
+use cria_model::{KvType, KvTypes, Model};
 use cria_tokenizer::Tokenizer;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
@@ -33,6 +34,10 @@ pub struct EngineConfig {
     /// (only [`ContextOverflow::Shift`] changes the engine; truncating a
     /// prompt is its caller's job): see `overflow.rs`.
     pub overflow: ContextOverflow,
+    /// Speculative decoding (see `spec.rs`); `None`: off.
+    pub spec: Option<Speculation>,
+    /// Adapters of requests that do not name their own (`--lora`).
+    pub lora: cria_model::LoraSet,
     /// Test hook: panic at a chosen place (see [`Fault`]). `None` in use.
     #[doc(hidden)]
     pub fault: Option<Fault>,
@@ -53,6 +58,8 @@ impl EngineConfig {
             max_queue: 0,
             step_tokens: 512,
             overflow: ContextOverflow::Error,
+            spec: None,
+            lora: Vec::new(),
             fault: None,
             prefix_cache: None,
         }
@@ -82,6 +89,12 @@ pub struct EngineStats {
     pub steps: AtomicU64,
     /// Requests failed by a panic inside the engine (bugs).
     pub panics: AtomicU64,
+    /// Speculation: tokens drafted, drafts the target confirmed, and steps
+    /// with decoding sequences that did not speculate because the batch
+    /// already filled `Speculation::max_rows`.
+    pub spec_drafted: AtomicU64,
+    pub spec_accepted: AtomicU64,
+    pub spec_off_steps: AtomicU64,
     /// Prefix cache on disk: prompt tokens restored instead of evaluated,
     /// entries written, entries found damaged or made for something else
     /// (never used; deleted), saves dropped (the writer was behind).
@@ -150,13 +163,34 @@ impl Engine {
         config.step_tokens = config.step_tokens.max(config.slots);
         config.n_ctx = config.n_ctx.max(2);
         config.kv.check(model.config.head_dim)?;
+        let mut kv_bytes = crate::memory::kv_bytes(&model, config.n_ctx, config.kv);
+        if let Some(spec) = &mut config.spec {
+            spec.params.check()?;
+            if spec.max_rows == 0 {
+                spec.max_rows = crate::spec::ROWS_PER_THREAD * config.threads.max(1);
+            }
+            if let Some(d) = &spec.draft {
+                if d.config.n_vocab != model.config.n_vocab {
+                    return Err(ErrorKind::Config {
+                        detail: format!(
+                            "the draft model has {} tokens and the model {}: \
+                             give -md a model with the same vocabulary",
+                            d.config.n_vocab, model.config.n_vocab
+                        ),
+                    }
+                    .into());
+                }
+                // The draft model's caches are f16.
+                kv_bytes =
+                    kv_bytes.saturating_add(crate::memory::kv_bytes(d, config.n_ctx, KvType::F16));
+            }
+        }
         crate::memory::fits(
             &format!(
                 "a KV cache of {} slots x {} tokens",
                 config.slots, config.n_ctx
             ),
-            crate::memory::kv_bytes(&model, config.n_ctx, config.kv)
-                .saturating_mul(config.slots as u64),
+            kv_bytes.saturating_mul(config.slots as u64),
             "lower --ctx-size or --parallel",
         )?;
         let (tx, rx) = mpsc::channel();

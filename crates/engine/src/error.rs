@@ -42,6 +42,11 @@ pub enum ErrorKind {
     },
     /// The engine has stopped (shut down, or its thread died).
     Stopped,
+    /// A draft model (`-md`) whose vocabulary is not the target's.
+    DraftVocab {
+        path: std::path::PathBuf,
+        detail: String,
+    },
     Model(cria_model::Error),
     Sampler(cria_sampler::Error),
     /// The output constraint (grammar or schema) failed during generation.
@@ -109,6 +114,13 @@ impl fmt::Display for Error {
             }
             ErrorKind::Config { detail } => f.write_str(detail),
             ErrorKind::Stopped => write!(f, "the engine has stopped"),
+            ErrorKind::DraftVocab { path, detail } => write!(
+                f,
+                "the draft model {} cannot draft for this model: {detail}; \
+                 give -md a model with the target's vocabulary (e.g. a smaller \
+                 quantization of the same model)",
+                path.display()
+            ),
             ErrorKind::Model(e) => write!(f, "{e}"),
             ErrorKind::Sampler(e) => write!(f, "{e}"),
             ErrorKind::Grammar(e) => write!(f, "{e}"),

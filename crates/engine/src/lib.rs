@@ -10,7 +10,9 @@
 //! event receiver, or raising the request's cancel flag, cancels it. A
 //! slot keeps its cache between requests, so a chat's next turn evaluates
 //! only its new messages. A panic inside the engine fails the requests it
-//! touched, not the engine.
+//! touched, not the engine. [`EngineConfig::spec`] turns on speculative
+//! decoding ([`Speculation`]: n-gram lookup or a draft model), whose output
+//! is byte-identical to decoding without it.
 //!
 //! With [`EngineConfig::prefix_cache`], prompt prefixes also persist on
 //! disk (`pcache.rs`, over `cria-prefix-cache`): a restarted server, or
@@ -59,6 +61,7 @@ mod params;
 mod pcache;
 mod request;
 mod scheduler;
+mod spec;
 
 pub use embed::{cosine, l2_normalize, EmbedParams, Embedding, Pooling};
 pub use engine::{Engine, EngineConfig, EngineStats, SubmitError};
@@ -68,4 +71,8 @@ pub use load::Loaded;
 pub use overflow::{shift_discard, shift_keep, truncate_middle, ContextOverflow, OverflowReport};
 pub use params::{default_ctx_size, FinishReason, GenerateParams};
 pub use pcache::{PrefixCacheConfig, PrefixStore};
-pub use request::{Done, Event, Request, TokenEvent};
+pub use request::{Done, Event, Request, SpecReport, TokenEvent};
+pub use spec::{
+    check_vocab, ngram_draft, SpecKind, SpecParams, SpecType, Speculation, DRAFT_P_MIN, NGRAM_MAX,
+    NGRAM_MIN, ROWS_PER_THREAD,
+};

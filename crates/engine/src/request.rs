@@ -29,6 +29,9 @@ pub struct Request {
     /// nothing is generated (`params` only need to be valid), and it ends
     /// with [`Event::Embedding`].
     pub embed: Option<EmbedParams>,
+    /// The adapters applied to this request, with their scales; `None`:
+    /// the engine's default ([`crate::EngineConfig::lora`]).
+    pub lora: Option<cria_model::LoraSet>,
 }
 
 impl Request {
@@ -45,6 +48,7 @@ impl Request {
             tenant: 0,
             cancel: None,
             embed: None,
+            lora: None,
         }
     }
 
@@ -94,4 +98,25 @@ pub struct Done {
     pub generation_time: Duration,
     /// Context shifts done during generation (`--context-overflow shift`).
     pub overflow: Option<crate::OverflowReport>,
+    /// Speculative decoding's counts, when the engine speculates.
+    pub spec: Option<SpecReport>,
+}
+
+/// How speculation went for one request: tokens guessed, and guesses the
+/// target model confirmed (each saved a forward pass).
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct SpecReport {
+    pub drafted: usize,
+    pub accepted: usize,
+}
+
+impl SpecReport {
+    /// Accepted / drafted (0 when nothing was drafted).
+    pub fn acceptance(&self) -> f64 {
+        if self.drafted == 0 {
+            0.0
+        } else {
+            self.accepted as f64 / self.drafted as f64
+        }
+    }
 }

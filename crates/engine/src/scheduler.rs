@@ -20,6 +20,12 @@
 //! restores what the disk holds beyond the slot's own prefix, and a
 //! prompt is written once evaluated.
 //!
+//! Speculation (`spec.rs`): before building a step, each decoding
+//! sequence may get draft tokens, which become rows with logits after its
+//! pending token; after the pass its rows are sampled in order while the
+//! sampled token equals the draft, so the output is the same as without
+//! speculation.
+//!
 //! Supervision: admitting a request, the forward pass and sampling each run
 //! under `catch_unwind`. A panic fails only the requests it touched (an
 //! [`Event::Error`] with [`ErrorKind::Internal`]) and the engine goes on
@@ -32,8 +38,9 @@ use crate::error::{Error, ErrorKind};
 use crate::fault::{Fault, FaultSite};
 use crate::overflow::{ContextOverflow, OverflowReport};
 use crate::params::FinishReason;
-use crate::request::{Done, Event, Request, TokenEvent};
-use cria_model::{BatchRow, KvCache, Model, Outputs};
+use crate::request::{Done, Event, Request, SpecReport, TokenEvent};
+use crate::spec::{Drafter, SpecState};
+use cria_model::{BatchRow, KvCache, KvType, Model, Outputs};
 use cria_sampler::{Sampler, StopOutcome, StopStrings};
 use cria_tokenizer::{Detokenizer, Tokenizer};
 use std::collections::VecDeque;
@@ -41,6 +48,8 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
+
+mod speculate;
 
 /// A request in a slot.
 struct Job<'t> {
@@ -61,6 +70,8 @@ struct Job<'t> {
     embed: Option<Pooler>,
     /// Tokens discarded by context shifts (`--context-overflow shift`).
     shifted: usize,
+    /// Speculation's draft and counts (`n_draft == 0`: off).
+    spec: SpecState,
     /// Prompt tokens restored from the prefix cache on disk.
     restored: usize,
     /// Write the prompt to the prefix cache once it is evaluated.
@@ -93,6 +104,9 @@ struct Slot<'t> {
     tokens: Vec<u32>,
     /// The tenant whose tokens are in `cache`.
     tenant: u32,
+    /// The adapters `cache` was computed with (a prefix is reused only
+    /// under the same ones).
+    lora: cria_model::LoraSet,
     job: Option<Job<'t>>,
     /// Step at which the slot last held a request (least recently used
     /// wins a tie).
@@ -109,11 +123,20 @@ pub(crate) struct Scheduler<'m> {
     scratch: cria_model::Scratch,
     pool: cria_kernels::ThreadPool,
     rows: Vec<BatchRow>,
+    /// Parallel to `rows`: whether the row is a draft token.
+    draft_row: Vec<bool>,
+    /// A draft model's caches, with `-md`.
+    drafter: Option<Drafter>,
+    /// A sequence's tokens with its pending one, for the n-gram drafter.
+    hist: Vec<u32>,
     logits: Vec<f32>,
     /// Per slot: whether its output rows are hidden states (embeddings).
     hidden_seqs: Vec<bool>,
     /// (rows, dim): the hidden states of this step's embedding rows.
     hidden: Vec<f32>,
+    /// Per slot: its job's adapters; empty when no slot has any, so the
+    /// forward pass takes the base model's path.
+    lora: Vec<cria_model::LoraSet>,
     step: u64,
     persist: Option<crate::pcache::Persist>,
 }
@@ -145,13 +168,26 @@ impl<'m> Scheduler<'m> {
                 cache: KvCache::new(c.n_layers, config.n_ctx, c.kv_dim(), config.kv),
                 tokens: Vec::new(),
                 tenant: 0,
+                lora: Vec::new(),
                 job: None,
                 last_used: 0,
             })
             .collect();
+        let drafter = config.spec.as_ref().and_then(|s| s.draft.clone()).map(|d| {
+            Drafter::new(
+                d,
+                config.slots,
+                config.n_ctx,
+                KvType::F16.into(),
+                config.step_tokens,
+            )
+        });
         Scheduler {
             model,
             tok,
+            drafter,
+            draft_row: Vec::new(),
+            hist: Vec::new(),
             scratch: model.scratch(config.step_tokens),
             pool: cria_kernels::ThreadPool::new(config.threads.max(1)),
             config,
@@ -162,6 +198,7 @@ impl<'m> Scheduler<'m> {
             logits: Vec::new(),
             hidden_seqs: Vec::new(),
             hidden: Vec::new(),
+            lora: Vec::new(),
             step: 0,
             persist,
         }
@@ -259,15 +296,17 @@ impl<'m> Scheduler<'m> {
                 .filter(|(_, s)| s.job.is_none())
                 .map(|(i, s)| {
                     let next = &self.waiting[0].req;
-                    let common = if s.tenant == next.tenant {
-                        s.tokens
-                            .iter()
-                            .zip(&next.prompt)
-                            .take_while(|(a, b)| a == b)
-                            .count()
-                    } else {
-                        0
-                    };
+                    let lora = next.lora.as_ref().unwrap_or(&self.config.lora);
+                    let common =
+                        if s.tenant == next.tenant && cria_model::lora::same_set(&s.lora, lora) {
+                            s.tokens
+                                .iter()
+                                .zip(&next.prompt)
+                                .take_while(|(a, b)| a == b)
+                                .count()
+                        } else {
+                            0
+                        };
                     (common, std::cmp::Reverse(s.last_used), i)
                 })
                 .max();
@@ -293,8 +332,17 @@ impl<'m> Scheduler<'m> {
                     let slot = &mut self.slots[i];
                     slot.tokens.truncate(job.next);
                     slot.tenant = job.req.tenant;
+                    slot.lora = job
+                        .req
+                        .lora
+                        .clone()
+                        .unwrap_or_else(|| self.config.lora.clone());
                     slot.last_used = self.step;
                     slot.job = Some(job);
+                    self.lora.clear();
+                    if self.slots.iter().any(|s| !s.lora.is_empty()) {
+                        self.lora.extend(self.slots.iter().map(|s| s.lora.clone()));
+                    }
                 }
                 Ok(Err(e)) => {
                     let _ = events.send(Event::Error(e));
@@ -313,14 +361,17 @@ impl<'m> Scheduler<'m> {
 
     /// Extends slot `i`'s `common` tokens of `req`'s prompt with what the
     /// prefix cache on disk holds; the slot then records what its cache
-    /// holds. Embedding requests are not cached.
+    /// holds. Embedding requests are not cached, nor requests with LoRA
+    /// adapters: their keys and values depend on the adapters, which an
+    /// entry's key does not name.
     fn restore(&mut self, i: usize, req: &Request, common: usize) -> crate::pcache::Restored {
         let none = crate::pcache::Restored {
             upto: common,
             save: false,
         };
         let Some(p) = &self.persist else { return none };
-        if req.embed.is_some() {
+        let lora = req.lora.as_ref().unwrap_or(&self.config.lora);
+        if req.embed.is_some() || !lora.is_empty() {
             return none;
         }
         let slot = &mut self.slots[i];
@@ -377,6 +428,7 @@ impl<'m> Scheduler<'m> {
             first_token: None,
             embed,
             shifted: 0,
+            spec: SpecState::new(self.config.spec.as_ref().map_or(0, |s| s.params.draft_max)),
             restored: 0,
             persist: false,
             req,
@@ -387,17 +439,31 @@ impl<'m> Scheduler<'m> {
     /// One forward pass over every active slot, then sampling.
     fn step(&mut self) {
         self.rows.clear();
+        self.draft_row.clear();
         let budget = self.config.step_tokens;
-        // Decode rows first: one token per generating sequence.
+        self.make_drafts();
+        // Decode rows first: one token per generating sequence, then its
+        // draft tokens, if any.
         for (i, slot) in self.slots.iter().enumerate() {
             if let Some(job) = &slot.job {
                 if let Some(token) = job.pending {
+                    let pos = slot.tokens.len();
                     self.rows.push(BatchRow {
                         seq: i,
                         token,
-                        pos: slot.tokens.len(),
+                        pos,
                         logits: true,
                     });
+                    self.draft_row.push(false);
+                    for (j, &token) in job.spec.draft.iter().enumerate() {
+                        self.rows.push(BatchRow {
+                            seq: i,
+                            token,
+                            pos: pos + 1 + j,
+                            logits: true,
+                        });
+                        self.draft_row.push(true);
+                    }
                 }
             }
         }
@@ -427,6 +493,7 @@ impl<'m> Scheduler<'m> {
                     pos,
                     logits: job.wants_output(job.next + k),
                 });
+                self.draft_row.push(false);
             }
         }
         if self.rows.is_empty() {
@@ -455,8 +522,9 @@ impl<'m> Scheduler<'m> {
                 hidden_seqs: &self.hidden_seqs,
                 hidden: &mut self.hidden,
             };
+            let (scratch, pool, rows) = (&mut self.scratch, &self.pool, &self.rows);
             self.model
-                .forward_rows_to(&mut self.scratch, &self.pool, &mut caches, &self.rows, out)
+                .forward_rows_lora(scratch, pool, &mut caches, rows, out, &self.lora)
         }));
         self.stats.steps.fetch_add(1, Ordering::Relaxed);
         let failure = match forward {
@@ -478,9 +546,10 @@ impl<'m> Scheduler<'m> {
             }
             return;
         }
-        // Record what each slot's cache now holds.
+        // Record what each slot's cache now holds (a draft token only once
+        // it is confirmed, below).
         let mut prompt_rows = 0u64;
-        for r in &self.rows {
+        for (r, _) in self.rows.iter().zip(&self.draft_row).filter(|(_, &d)| !d) {
             let slot = &mut self.slots[r.seq];
             slot.tokens.push(r.token);
             if let Some(job) = &mut slot.job {
@@ -506,15 +575,19 @@ impl<'m> Scheduler<'m> {
         // Sample for every row that asked for logits, in row order; a panic
         // fails that request alone. Embedding rows go to their poolers.
         let (n_vocab, dim) = (self.model.config.n_vocab, self.model.config.dim);
-        let wanted: Vec<(usize, bool)> = self
+        let wanted: Vec<(usize, bool, bool)> = self
             .rows
             .iter()
-            .filter(|r| r.logits)
-            .map(|r| (r.seq, self.hidden_seqs.get(r.seq).copied().unwrap_or(false)))
+            .zip(&self.draft_row)
+            .filter(|(r, _)| r.logits)
+            .map(|(r, &d)| {
+                let hidden = self.hidden_seqs.get(r.seq).copied().unwrap_or(false);
+                (r.seq, hidden, d)
+            })
             .collect();
         let logits = std::mem::take(&mut self.logits);
         let (mut k, mut h) = (0, 0);
-        for (i, hidden) in wanted {
+        for (i, hidden, draft) in wanted {
             if hidden {
                 let row = &self.hidden[h * dim..(h + 1) * dim];
                 h += 1;
@@ -525,12 +598,25 @@ impl<'m> Scheduler<'m> {
             }
             let row = &logits[k * n_vocab..(k + 1) * n_vocab];
             k += 1;
+            // A draft row is sampled only if the token just sampled is
+            // its draft token (and every earlier one was confirmed): then
+            // it holds the logits the next step would compute.
+            if draft && !self.confirm_draft(i) {
+                continue;
+            }
             if catch_unwind(AssertUnwindSafe(|| self.sample_slot(i, row))).is_err() {
                 self.stats.panics.fetch_add(1, Ordering::Relaxed);
                 self.fail_slot(i, "sampling panicked (a bug: please report it)");
             }
         }
         self.logits = logits;
+        if let Some(spec) = &self.config.spec {
+            for slot in &mut self.slots {
+                if let Some(job) = &mut slot.job {
+                    job.spec.adapt(spec.params.draft_max);
+                }
+            }
+        }
         self.persist_prompts(&evaluated);
         self.finish_embeddings();
     }
@@ -719,6 +805,7 @@ fn empty_done(req: &Request) -> Done {
         prompt_time: Duration::ZERO,
         generation_time: Duration::ZERO,
         overflow: None,
+        spec: None,
     }
 }
 
@@ -746,6 +833,10 @@ fn finish_job(mut job: Job<'_>, finish: FinishReason) {
         overflow: (job.shifted > 0).then_some(OverflowReport {
             action: ContextOverflow::Shift,
             dropped_tokens: job.shifted,
+        }),
+        spec: (job.spec.n_draft > 0).then_some(SpecReport {
+            drafted: job.spec.drafted,
+            accepted: job.spec.accepted,
         }),
     };
     job.end(Event::Done(done));

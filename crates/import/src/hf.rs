@@ -208,6 +208,19 @@ pub fn read_safetensors(path: &Path) -> Result<Vec<StTensor>> {
 /// The GGUF name of a Hugging Face LLaMA tensor and the row permutation
 /// it needs; `None` for tensors that carry nothing (`rotary_emb.inv_freq`).
 fn gguf_name(name: &str, h: &HParams) -> Option<std::result::Result<(String, Layout), ()>> {
+    tensor_name(name, h.n_head, h.n_head_kv)
+}
+
+/// [`tensors`]' renaming, for other readers of Hugging Face names (PEFT
+/// adapters): the GGUF name of a LLaMA tensor (`model.layers.3.self_attn.
+/// q_proj.weight` -> `blk.3.attn_q.weight`) and the row permutation its
+/// output rows need (q with `n_head` heads, k with `n_head_kv`). `None`
+/// for tensors that carry nothing, `Some(Err(()))` for unknown names.
+pub fn tensor_name(
+    name: &str,
+    n_head: usize,
+    n_head_kv: usize,
+) -> Option<std::result::Result<(String, Layout), ()>> {
     let plain = |s: String| Some(Ok((s, Layout::Plain)));
     match name {
         "model.embed_tokens.weight" => return plain("token_embd.weight".into()),
@@ -228,13 +241,8 @@ fn gguf_name(name: &str, h: &HParams) -> Option<std::result::Result<(String, Lay
     let (n, layout) = match rest {
         "input_layernorm.weight" => (blk("attn_norm"), Layout::Plain),
         "post_attention_layernorm.weight" => (blk("ffn_norm"), Layout::Plain),
-        "self_attn.q_proj.weight" => (blk("attn_q"), Layout::Permute { n_head: h.n_head }),
-        "self_attn.k_proj.weight" => (
-            blk("attn_k"),
-            Layout::Permute {
-                n_head: h.n_head_kv,
-            },
-        ),
+        "self_attn.q_proj.weight" => (blk("attn_q"), Layout::Permute { n_head }),
+        "self_attn.k_proj.weight" => (blk("attn_k"), Layout::Permute { n_head: n_head_kv }),
         "self_attn.v_proj.weight" => (blk("attn_v"), Layout::Plain),
         "self_attn.o_proj.weight" => (blk("attn_output"), Layout::Plain),
         "mlp.gate_proj.weight" => (blk("ffn_gate"), Layout::Plain),

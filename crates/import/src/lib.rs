@@ -46,7 +46,7 @@ mod tokmeta;
 pub use convert::convert;
 pub use error::{Error, ErrorKind, Result};
 pub use hparams::{HParams, RopeScaling};
-pub use plan::{DType, Layout, OutType, Plan, Source, SrcTensor};
+pub use plan::{to_f32, DType, Layout, OutType, Plan, Source, SrcTensor};
 pub use tokmeta::TokMeta;
 
 use cria_gguf::{GgufFile, Part, TensorBytes};

@@ -4,7 +4,8 @@
 //! and [`Weights`] (tensors located in the memory map, never copied). A
 //! [`Session`] holds what one sequence needs: its [`KvCache`], its position
 //! and preallocated activations. [`Model::forward`] takes tokens and writes
-//! logits.
+//! logits. [`lora`] applies low-rank adapters beside the weight matrices,
+//! per sequence ([`Session::lora`], [`Model::forward_rows_lora`]).
 //!
 //! ```no_run
 //! use cria_model::{Model, Session, Logits, KvType};
@@ -20,6 +21,7 @@ mod error;
 mod kv_cache;
 mod linear;
 mod llama;
+pub mod lora;
 mod observe;
 mod weights;
 
@@ -28,6 +30,7 @@ pub use error::{Error, ErrorKind, Result};
 
 pub use kv_cache::{KvCache, KvType, KvTypes};
 pub use llama::{inverse_frequencies, rmsnorm, rope, BatchRow, Logits, Outputs, Scratch};
+pub use lora::{Adapter, LoraDelta, LoraSet, Target};
 pub use observe::{set_matmul_observer, MatmulObserver};
 pub use weights::{Matrix, Weights, SUPPORTED};
 
@@ -89,9 +92,20 @@ impl Model {
             scratch,
             pool,
             rows,
+            lora,
             ..
         } = session;
-        self.forward_rows(scratch, pool, &mut [cache], rows, out)?;
+        let outputs = Outputs {
+            logits: out,
+            hidden_seqs: &[],
+            hidden: &mut Vec::new(),
+        };
+        let lora: &[LoraSet] = if lora.is_empty() {
+            &[]
+        } else {
+            std::slice::from_ref(lora)
+        };
+        self.forward_rows_lora(scratch, pool, &mut [cache], rows, outputs, lora)?;
         session.n_past += tokens.len();
         Ok(())
     }
@@ -125,6 +139,22 @@ impl Model {
         rows: &[BatchRow],
         out: Outputs<'_>,
     ) -> Result<()> {
+        self.forward_rows_lora(scratch, pool, caches, rows, out, &[])
+    }
+
+    /// [`Model::forward_rows_to`] with adapters: `lora[seq]` are the
+    /// adapters of sequence `seq`'s rows (a sequence past the end of
+    /// `lora`, or with an empty set, uses the base model). The base
+    /// products are shared by all rows; see [`lora`].
+    pub fn forward_rows_lora(
+        &self,
+        scratch: &mut Scratch,
+        pool: &cria_kernels::ThreadPool,
+        caches: &mut [&mut KvCache],
+        rows: &[BatchRow],
+        out: Outputs<'_>,
+        lora: &[LoraSet],
+    ) -> Result<()> {
         llama::forward_rows(
             &self.file,
             &self.config,
@@ -134,6 +164,7 @@ impl Model {
             caches,
             rows,
             out,
+            lora,
         )
     }
 
@@ -176,6 +207,8 @@ pub struct Session {
     pub pool: cria_kernels::ThreadPool,
     scratch: Scratch,
     rows: Vec<BatchRow>,
+    /// Adapters applied to this session's tokens (empty: none).
+    pub lora: LoraSet,
 }
 
 impl Session {
@@ -199,6 +232,7 @@ impl Session {
             pool: cria_kernels::ThreadPool::new(threads),
             scratch: Scratch::new(c, &model.weights, n_batch.clamp(1, n_ctx.max(1))),
             rows: Vec::new(),
+            lora: Vec::new(),
         }
     }
 

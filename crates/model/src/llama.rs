@@ -10,6 +10,7 @@ use crate::config::{LlamaConfig, RopeScaling};
 use crate::error::{ErrorKind, Result};
 use crate::kv_cache::{hadamard, KvCache};
 use crate::linear::{matmul, matmul_many};
+use crate::lora::{add_deltas, LoraSet, Site, Target};
 use crate::weights::{Matrix, Weights};
 use cria_gguf::GgufFile;
 use cria_kernels::ThreadPool;
@@ -34,6 +35,8 @@ pub struct Scratch {
     inv_freq: Vec<f32>,
     /// (rope_dim / 2) (sin, cos) of one position's angles.
     rope_sc: Vec<(f32, f32)>,
+    /// The sequence of each row of logits in a batch's output projection.
+    out_seqs: Vec<usize>,
 }
 
 impl Scratch {
@@ -54,6 +57,7 @@ impl Scratch {
             att_ranges: Vec::new(),
             inv_freq: inverse_frequencies(cfg, w.rope_freqs.as_deref()),
             rope_sc: vec![(0.0, 0.0); cfg.rope_dim / 2],
+            out_seqs: Vec::new(),
         }
     }
 }
@@ -145,7 +149,8 @@ pub struct Outputs<'a> {
 /// Evaluates a batch of rows from any number of sequences in one pass per
 /// `scratch.n_batch` rows: the projections run once over all rows, attention
 /// per row over its own sequence's cache. The rows that ask for output
-/// write it to `out` (see [`Outputs`]).
+/// write it to `out` (see [`Outputs`]). `lora[seq]` are the adapters of
+/// each sequence's rows (empty: none for any).
 #[allow(clippy::too_many_arguments)]
 pub fn forward_rows(
     file: &GgufFile,
@@ -156,6 +161,7 @@ pub fn forward_rows(
     caches: &mut [&mut KvCache],
     rows: &[BatchRow],
     out: Outputs<'_>,
+    lora: &[LoraSet],
 ) -> Result<()> {
     if rows.is_empty() {
         return Err(ErrorKind::BadArgument {
@@ -207,14 +213,18 @@ pub fn forward_rows(
     hidden.resize(n_hidden * cfg.dim, 0.0);
     let (mut done, mut done_hidden) = (0, 0);
     for batch in rows.chunks(scratch.n_batch) {
-        forward_batch(file, cfg, w, scratch, pool, caches, batch)?;
+        forward_batch(file, cfg, w, scratch, pool, caches, batch, lora)?;
         // Final norm only for the rows asked for: hidden states go out as
         // they are, rows for logits are gathered into the first rows of xb
         // for the output projection.
         let mut k = 0;
+        scratch.out_seqs.clear();
         for (i, r) in batch.iter().enumerate() {
             if !r.logits {
                 continue;
+            }
+            if !is_hidden(r) {
+                scratch.out_seqs.push(r.seq);
             }
             let src = &scratch.x[i * cfg.dim..(i + 1) * cfg.dim];
             let dst = if is_hidden(r) {
@@ -229,12 +239,25 @@ pub fn forward_rows(
         if k > 0 {
             let dst = &mut out[done * cfg.n_vocab..(done + k) * cfg.n_vocab];
             matmul(file, &w.output, &scratch.xb[..k * cfg.dim], dst, pool)?;
+            let seqs = &scratch.out_seqs;
+            let x = &scratch.xb[..k * cfg.dim];
+            add_deltas(
+                lora,
+                |i| seqs[i],
+                Site::Output,
+                x,
+                cfg.dim,
+                dst,
+                cfg.n_vocab,
+                pool,
+            );
             done += k;
         }
     }
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)]
 fn forward_batch(
     file: &GgufFile,
     cfg: &LlamaConfig,
@@ -243,6 +266,7 @@ fn forward_batch(
     pool: &ThreadPool,
     caches: &mut [&mut KvCache],
     rows: &[BatchRow],
+    lora: &[LoraSet],
 ) -> Result<()> {
     let n = rows.len();
     let (dim, qd, kvd, fd) = (cfg.dim, cfg.q_dim(), cfg.kv_dim(), cfg.ffn_dim);
@@ -279,6 +303,40 @@ fn forward_batch(
             xb,
             pool,
         )?;
+        let seq = |i: usize| rows[i].seq;
+        if !lora.is_empty() {
+            let site = |target| Site::Layer(l, target);
+            add_deltas(
+                lora,
+                seq,
+                site(Target::Q),
+                xb,
+                dim,
+                &mut s.q[..n * qd],
+                qd,
+                pool,
+            );
+            add_deltas(
+                lora,
+                seq,
+                site(Target::K),
+                xb,
+                dim,
+                &mut s.k[..n * kvd],
+                kvd,
+                pool,
+            );
+            add_deltas(
+                lora,
+                seq,
+                site(Target::V),
+                xb,
+                dim,
+                &mut s.v[..n * kvd],
+                kvd,
+                pool,
+            );
+        }
         for (i, r) in rows.iter().enumerate() {
             rope_angles(r.pos, &s.inv_freq, &mut s.rope_sc);
             let (q, k) = (
@@ -310,6 +368,17 @@ fn forward_batch(
             }
         }
         matmul(file, &lw.wo, &s.att[..n * qd], &mut s.proj[..n * dim], pool)?;
+        let (att, proj) = (&s.att[..n * qd], &mut s.proj[..n * dim]);
+        add_deltas(
+            lora,
+            seq,
+            Site::Layer(l, Target::O),
+            att,
+            qd,
+            proj,
+            dim,
+            pool,
+        );
         s.x[..n * dim]
             .iter_mut()
             .zip(&s.proj[..n * dim])
@@ -329,6 +398,29 @@ fn forward_batch(
             xb,
             pool,
         )?;
+        if !lora.is_empty() {
+            let site = |target| Site::Layer(l, target);
+            add_deltas(
+                lora,
+                seq,
+                site(Target::Gate),
+                xb,
+                dim,
+                &mut s.gate[..n * fd],
+                fd,
+                pool,
+            );
+            add_deltas(
+                lora,
+                seq,
+                site(Target::Up),
+                xb,
+                dim,
+                &mut s.up[..n * fd],
+                fd,
+                pool,
+            );
+        }
         cria_kernels::silu_mul(&mut s.gate[..n * fd], &s.up[..n * fd]);
         matmul(
             file,
@@ -337,6 +429,17 @@ fn forward_batch(
             &mut s.proj[..n * dim],
             pool,
         )?;
+        let (gate, proj) = (&s.gate[..n * fd], &mut s.proj[..n * dim]);
+        add_deltas(
+            lora,
+            seq,
+            Site::Layer(l, Target::Down),
+            gate,
+            fd,
+            proj,
+            dim,
+            pool,
+        );
         s.x[..n * dim]
             .iter_mut()
             .zip(&s.proj[..n * dim])

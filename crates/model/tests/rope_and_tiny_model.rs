@@ -369,3 +369,90 @@ fn shifted_cache_matches_evaluating_the_kept_tokens_afresh() {
         );
     }
 }
+
+/// A rank-`rank` adapter on every matrix of the tiny model's layers.
+fn tiny_adapter(m: &Model, rank: usize, seed: u64) -> cria_model::Adapter {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut v = |n: usize| -> Vec<f32> { (0..n).map(|_| rng.gen_range(-0.3f32..0.3)).collect() };
+    let layers = m
+        .weights
+        .layers
+        .iter()
+        .map(|lw| {
+            let ms = [
+                &lw.wq, &lw.wk, &lw.wv, &lw.wo, &lw.w_gate, &lw.w_up, &lw.w_down,
+            ];
+            ms.map(|w| {
+                Some(cria_model::LoraDelta {
+                    rank,
+                    rows: w.rows,
+                    cols: w.cols,
+                    a: v(rank * w.cols),
+                    b: v(w.rows * rank),
+                })
+            })
+        })
+        .collect();
+    cria_model::Adapter {
+        name: format!("tiny-{seed}"),
+        alpha: 2.0 * rank as f32,
+        layers,
+        output: None,
+    }
+}
+
+#[test]
+fn batches_mixing_adapters_give_each_row_its_own_logits() {
+    use std::sync::Arc;
+    let m = Model::from_file(GgufFile::from_bytes(tiny_model(true)).unwrap()).unwrap();
+    let (a, b) = (
+        Arc::new(tiny_adapter(&m, 4, 1)),
+        Arc::new(tiny_adapter(&m, 2, 2)),
+    );
+    let sets: Vec<cria_model::LoraSet> = vec![
+        vec![(a.clone(), 1.0)],
+        Vec::new(),
+        vec![(a.clone(), 0.5), (b.clone(), -1.0)],
+    ];
+    let prompts: [&[u32]; 3] = [&[1, 2, 3], &[4, 5, 6, 7], &[1, 2, 3]];
+    let alone = |p: &[u32], set: &cria_model::LoraSet| {
+        let mut s = Session::new(&m, 16, KvType::F16, 8, 1);
+        s.lora = set.clone();
+        let mut l = Vec::new();
+        m.forward(&mut s, p, Logits::Last, &mut l).unwrap();
+        l
+    };
+    let c = &m.config;
+    let mut caches: Vec<KvCache> = (0..3)
+        .map(|_| KvCache::new(c.n_layers, 16, c.kv_dim(), KvType::F16))
+        .collect();
+    let mut rows = Vec::new();
+    for (seq, p) in prompts.iter().enumerate() {
+        for (i, &token) in p.iter().enumerate() {
+            rows.push(BatchRow {
+                seq,
+                token,
+                pos: i,
+                logits: i + 1 == p.len(),
+            });
+        }
+    }
+    let mut scratch = m.scratch(4); // smaller than the batch: split inside
+    let mut out = Vec::new();
+    let mut refs: Vec<&mut KvCache> = caches.iter_mut().collect();
+    let outputs = cria_model::Outputs {
+        logits: &mut out,
+        hidden_seqs: &[],
+        hidden: &mut Vec::new(),
+    };
+    let pool = cria_kernels::ThreadPool::new(2);
+    m.forward_rows_lora(&mut scratch, &pool, &mut refs, &rows, outputs, &sets)
+        .unwrap();
+    for (i, (p, set)) in prompts.iter().zip(&sets).enumerate() {
+        assert_eq!(out[i * 16..(i + 1) * 16], alone(p, set)[..], "sequence {i}");
+    }
+    // The adapters change the logits (the same prompt, three ways).
+    let base = alone(prompts[0], &Vec::new());
+    assert_ne!(out[..16], base[..]);
+    assert_ne!(out[32..], out[..16]);
+}

@@ -56,7 +56,8 @@ pub struct Report {
     pub bytes_out: u64,
 }
 
-fn model_info(md: &Metadata) -> Result<ModelInfo> {
+/// The facts of a model the type rules need, from its metadata.
+pub fn model_info(md: &Metadata) -> Result<ModelInfo> {
     let bad = |e: cria_gguf::Error| -> Error {
         ErrorKind::BadModel {
             detail: e.to_string(),
@@ -293,12 +294,10 @@ fn convert(
 ) -> Result<Vec<u8>> {
     let cols = t.dims[0] as usize;
     let n = t.n_elements as usize;
-    let rows = n / cols;
     let rows_per_expert = t.dims.get(1).map_or(1, |&d| d as usize);
     // Weights only where they are the right size (token_embd may not be).
     let w = w.filter(|w| w.len() == cols * t.dims.get(2).map_or(1, |&d| d as usize));
     let src_row = row_bytes(t.ty, cols)?;
-    let dst_row = row_bytes(ty, cols)?;
     let rows_per_task = CHUNK_ELEMENTS.div_ceil(cols).max(1);
     let first_err: Mutex<Option<Error>> = Mutex::new(None);
     let fail = |e: Error| {
@@ -328,6 +327,35 @@ fn convert(
         &owned
     };
 
+    if let Some(e) = first_err.into_inner().ok().flatten() {
+        return Err(e);
+    }
+    quantize_rows(f32s, cols, ty, w, rows_per_expert, pool)
+}
+
+/// Quantizes `x` ((rows, cols) f32) to `ty` row by row on `pool`, with the
+/// kernels' reference quantizers; `w`: importance per column, one block of
+/// `cols` per `rows_per_expert` rows (or `None`). What `quantize_file`
+/// does to each tensor that changes type, for other writers of quantized
+/// tensors (`cria merge`).
+pub fn quantize_rows(
+    x: &[f32],
+    cols: usize,
+    ty: GgmlType,
+    w: Option<&[f32]>,
+    rows_per_expert: usize,
+    pool: &ThreadPool,
+) -> Result<Vec<u8>> {
+    let f32s = x;
+    let rows = x.len() / cols.max(1);
+    let dst_row = row_bytes(ty, cols)?;
+    let rows_per_task = CHUNK_ELEMENTS.div_ceil(cols).max(1);
+    let first_err: Mutex<Option<Error>> = Mutex::new(None);
+    let fail = |e: Error| {
+        if let Ok(mut slot) = first_err.lock() {
+            slot.get_or_insert(e);
+        }
+    };
     let mut out = vec![0u8; rows * dst_row];
     pool.for_each_chunk_mut(&mut out, rows_per_task * dst_row, |i, chunk| {
         let r0 = i * rows_per_task;
@@ -335,7 +363,7 @@ fn convert(
             let r = r0 + k;
             let x = &f32s[r * cols..(r + 1) * cols];
             let wr = w.map(|w| {
-                let e = r / rows_per_expert;
+                let e = r / rows_per_expert.max(1);
                 &w[e * cols..(e + 1) * cols]
             });
             if let Err(e) = quantize_row(ty, x, wr, y) {

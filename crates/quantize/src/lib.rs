@@ -33,7 +33,9 @@ mod imatrix;
 mod mix;
 pub mod rules;
 
-pub use driver::{quantize_file, Params, Report, TensorReport, QUANTIZATION_VERSION};
+pub use driver::{
+    model_info, quantize_file, quantize_rows, Params, Report, TensorReport, QUANTIZATION_VERSION,
+};
 pub use error::{Error, ErrorKind, Result};
 pub use imatrix::{Entry, Imatrix};
 pub use mix::{parse_tensor_type, Mix};

@@ -27,6 +27,7 @@ mod embeddings;
 mod error;
 mod guard;
 mod limits;
+mod lora;
 mod metrics;
 mod openai;
 mod prepare;
@@ -65,6 +66,8 @@ pub struct ServerConfig {
     pub kv: KvTypes,
     /// `--context-overflow`: refuse, cut the prompt's middle, or shift.
     pub overflow: ContextOverflow,
+    /// Speculative decoding (`--spec-type`, `-md`), loaded with the model.
+    pub spec: Option<cria_engine::SpecParams>,
     /// Requests that may wait for a slot before new ones get 429.
     pub max_queue: usize,
     /// Largest request body, bytes.
@@ -106,6 +109,9 @@ pub struct ServerConfig {
     pub pooling: Option<cria_engine::Pooling>,
     /// Serve the chat page at `/`.
     pub webui: bool,
+    /// `--lora` / `--lora-scaled` adapters and their start scales (ids in
+    /// this order; see `lora.rs`).
+    pub lora: Vec<(PathBuf, f32)>,
     /// On SIGTERM, how long requests in flight may take to finish.
     pub drain_timeout: Duration,
     /// `--prefix-cache DIR`: prompt prefixes kept on disk, per tenant.
@@ -123,6 +129,7 @@ impl ServerConfig {
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             kv: KvType::F16.into(),
             overflow: ContextOverflow::Error,
+            spec: None,
             max_queue: 64,
             body_limit: 4 << 20,
             chat_template: None,
@@ -140,6 +147,7 @@ impl ServerConfig {
             rate_limit_tokens: None,
             pooling: None,
             webui: true,
+            lora: Vec::new(),
             drain_timeout: Duration::from_secs(30),
             prefix_cache: None,
         }
@@ -362,6 +370,17 @@ fn load(config: &ServerConfig) -> Result<Ready, String> {
             .map(|f| f.to_string_lossy().trim_end_matches(".gguf").to_string())
             .unwrap_or_else(|| "model".into())
     });
+    let spec = match &config.spec {
+        Some(p) => Some(p.load(&tok).map_err(|e| e.to_string())?),
+        None => None,
+    };
+    let mut adapters = Vec::new();
+    for (p, scale) in &config.lora {
+        let a = cria_lora::load(p, &model)
+            .map_err(|e| format!("cannot load the adapter {}: {e}", p.display()))?;
+        adapters.push((p.display().to_string(), Arc::new(a), *scale));
+    }
+    let n_adapters = adapters.len();
     let model = Arc::new(model);
     let tok = Arc::new(tok);
     let engine = Engine::start(
@@ -375,6 +394,8 @@ fn load(config: &ServerConfig) -> Result<Ready, String> {
             max_queue: config.max_queue,
             step_tokens: 256,
             overflow: config.overflow,
+            spec,
+            lora: Vec::new(),
             fault: config.fault,
             prefix_cache: config
                 .prefix_cache
@@ -383,8 +404,20 @@ fn load(config: &ServerConfig) -> Result<Ready, String> {
         },
     )
     .map_err(|e| e.to_string())?;
+    let spec_note = match &config.spec {
+        Some(p) => format!(
+            ", speculative decoding: {} (draft max {}, min {})",
+            match &p.kind {
+                cria_engine::SpecKind::Ngram => "ngram".to_string(),
+                cria_engine::SpecKind::DraftModel(d) => format!("draft model {}", d.display()),
+            },
+            p.draft_max,
+            p.draft_min
+        ),
+        None => String::new(),
+    };
     eprintln!(
-        "cria serve: {} ready in {:.2} s: {} slots x {n_ctx} tokens of context, {} threads",
+        "cria serve: {} ready in {:.2} s: {} slots x {n_ctx} tokens of context, {} threads, {n_adapters} adapters{spec_note}",
         model_id,
         loaded.load_time.as_secs_f64(),
         config.parallel.max(1),
@@ -403,5 +436,6 @@ fn load(config: &ServerConfig) -> Result<Ready, String> {
         model_id,
         created: routes::unix_time(),
         pooling,
+        lora: lora::Adapters::new(adapters),
     })
 }

@@ -68,6 +68,10 @@ pub struct Metrics {
     /// tenant -> (prompt tokens, cached ones included; completion tokens)
     /// of answered requests.
     tokens: Mutex<BTreeMap<Tenant, (u64, u64)>>,
+    /// Answered requests: tokens after the first, and the microseconds
+    /// they took (the effective generation rate, speculation included).
+    gen_tokens: AtomicU64,
+    gen_us: AtomicU64,
 }
 
 const TTFT_BOUNDS: &[f64] = &[0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
@@ -80,6 +84,8 @@ impl Default for Metrics {
             ttft: Histogram::new(TTFT_BOUNDS),
             token_latency: Histogram::new(TOKEN_BOUNDS),
             tokens: Mutex::new(BTreeMap::new()),
+            gen_tokens: AtomicU64::new(0),
+            gen_us: AtomicU64::new(0),
         }
     }
 }
@@ -97,6 +103,12 @@ impl Metrics {
             t.0 += prompt as u64;
             t.1 += completion as u64;
         }
+    }
+
+    pub fn generation(&self, tokens: usize, time: Duration) {
+        self.gen_tokens.fetch_add(tokens as u64, Ordering::Relaxed);
+        self.gen_us
+            .fetch_add(time.as_micros() as u64, Ordering::Relaxed);
     }
 
     pub fn render(&self, engine: Option<&EngineStats>) -> String {
@@ -166,6 +178,38 @@ impl Metrics {
                 "Requests failed by a panic inside the engine (bugs; the engine went on).",
                 e.panics.load(Ordering::Relaxed),
             );
+            let (drafted, accepted) = (
+                e.spec_drafted.load(Ordering::Relaxed),
+                e.spec_accepted.load(Ordering::Relaxed),
+            );
+            counter(
+                &mut out,
+                "cria_spec_draft_tokens_total",
+                "Speculative decoding: tokens drafted (n-gram lookup or draft model).",
+                drafted,
+            );
+            counter(
+                &mut out,
+                "cria_spec_accepted_tokens_total",
+                "Speculative decoding: drafted tokens the model confirmed.",
+                accepted,
+            );
+            counter(
+                &mut out,
+                "cria_spec_off_steps_total",
+                "Steps that did not speculate because the batch already filled the cores.",
+                e.spec_off_steps.load(Ordering::Relaxed),
+            );
+            let ratio = if drafted > 0 {
+                accepted as f64 / drafted as f64
+            } else {
+                0.0
+            };
+            let _ = writeln!(
+                out,
+                "# HELP cria_spec_acceptance_ratio Speculative decoding: accepted / drafted tokens since start.\n\
+                 # TYPE cria_spec_acceptance_ratio gauge\ncria_spec_acceptance_ratio {ratio}"
+            );
             for (name, help, v) in [
                 (
                     "cria_prefix_cache_restored_tokens_total",
@@ -203,6 +247,23 @@ impl Metrics {
                 e.active.load(Ordering::Relaxed) as u64,
             );
         }
+        let (gt, gus) = (
+            self.gen_tokens.load(Ordering::Relaxed),
+            self.gen_us.load(Ordering::Relaxed),
+        );
+        let rate = if gus > 0 {
+            gt as f64 / (gus as f64 / 1e6)
+        } else {
+            0.0
+        };
+        let _ = writeln!(
+            out,
+            "# HELP cria_generation_seconds_total Generation time of answered requests (after their first token).\n\
+             # TYPE cria_generation_seconds_total counter\ncria_generation_seconds_total {}\n\
+             # HELP cria_effective_tokens_per_second Tokens after the first over their generation time, over answered requests since start (speculation included).\n\
+             # TYPE cria_effective_tokens_per_second gauge\ncria_effective_tokens_per_second {rate:.3}",
+            gus as f64 / 1e6
+        );
         self.ttft.write(
             &mut out,
             "cria_time_to_first_token_seconds",

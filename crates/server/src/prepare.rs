@@ -32,6 +32,8 @@ pub struct Prepared {
     pub include_usage: bool,
     /// The prompt's middle was cut to fit (`--context-overflow truncate-middle`).
     pub overflow: Option<OverflowReport>,
+    /// The request's adapters (its `lora` field, else the server's scales).
+    pub lora: cria_model::LoraSet,
 }
 
 /// Runs preparation jobs on the blocking pool, a bounded number at once.
@@ -128,6 +130,7 @@ fn fit(
 pub fn chat(r: &Ready, body: &[u8]) -> Result<Prepared, ApiError> {
     let req: ChatRequest = openai::parse(body)?;
     let sampling: Sampling = openai::parse(body)?;
+    let lora = r.lora.for_request(body)?;
     let mut messages = req.messages()?;
     let logprobs = req.logprobs()?;
     let b = bounds(r);
@@ -183,6 +186,7 @@ pub fn chat(r: &Ready, body: &[u8]) -> Result<Prepared, ApiError> {
         stream: req.stream,
         include_usage: req.stream_options.as_ref().is_some_and(|o| o.include_usage),
         overflow,
+        lora,
     })
 }
 
@@ -190,6 +194,7 @@ pub fn chat(r: &Ready, body: &[u8]) -> Result<Prepared, ApiError> {
 pub fn completion(r: &Ready, body: &[u8]) -> Result<Prepared, ApiError> {
     let req: CompletionRequest = openai::parse(body)?;
     let sampling: Sampling = openai::parse(body)?;
+    let lora = r.lora.for_request(body)?;
     req.check()?;
     let logprobs = req.logprobs()?;
     let b = bounds(r);
@@ -231,6 +236,7 @@ pub fn completion(r: &Ready, body: &[u8]) -> Result<Prepared, ApiError> {
         stream: req.stream,
         include_usage: req.stream_options.as_ref().is_some_and(|o| o.include_usage),
         overflow,
+        lora,
     })
 }
 

@@ -157,6 +157,10 @@ impl ReplyCtx {
     fn observe_done(&self, d: &Done) {
         self.metrics
             .tokens(self.tenant, d.prompt_tokens, d.completion_tokens);
+        // The first token comes with the prompt; the rest took
+        // generation_time (speculation shortens it).
+        self.metrics
+            .generation(d.completion_tokens.saturating_sub(1), d.generation_time);
     }
 
     /// Charges the tenant's budget, for cancelled requests too: their

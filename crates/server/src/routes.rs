@@ -39,6 +39,8 @@ pub struct Ready {
     /// How embeddings pool (`--pooling`, else the model's), or why the
     /// model's cannot be used.
     pub pooling: Result<cria_engine::Pooling, String>,
+    /// The adapters loaded at start and their current scales.
+    pub lora: crate::lora::Adapters,
 }
 
 impl Ready {
@@ -161,6 +163,7 @@ pub fn router(app: Arc<App>, cors: Option<CorsLayer>) -> Router {
         .route("/v1/models", get(models))
         .route("/models", get(models))
         .route("/metrics", get(metrics))
+        .route("/lora-adapters", get(lora_list).post(lora_set))
         .route("/tokenize", post(tokenize))
         .route("/detokenize", post(detokenize))
         .route_layer(middleware::from_fn(guard::json_only))
@@ -297,6 +300,20 @@ pub(crate) async fn read_body(
     }
 }
 
+async fn lora_list(State(app): Shared) -> Result<Response, ApiError> {
+    Ok(axum::Json(app.ready()?.lora.listing()).into_response())
+}
+
+async fn lora_set(
+    State(app): Shared,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let r = app.ready()?.clone();
+    let body = read_body(&app, &headers, body).await?;
+    Ok(axum::Json(r.lora.set(&body)?).into_response())
+}
+
 async fn tokenize(
     State(app): Shared,
     headers: HeaderMap,
@@ -382,11 +399,13 @@ async fn start(
         stream,
         include_usage,
         overflow,
+        lora,
     } = prepared;
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let req = Request {
         logprobs,
         tenant: tenant.0,
+        lora: Some(lora),
         ..Request::new(prompt, params, tx)
     };
     match r.engine.submit(req) {

@@ -4,7 +4,6 @@
 
 use cria_gguf::{Array, GgufFile, GgufWriter, Value};
 use cria_tokenizer::{ErrorKind, Tokenizer, MAX_TOKEN_BYTES};
-use std::time::{Duration, Instant};
 
 fn spm_vocab(tokens: Vec<String>) -> cria_gguf::Metadata {
     // Longer tokens score higher, so merges build the longest ones.
@@ -22,6 +21,10 @@ fn spm_vocab(tokens: Vec<String>) -> cria_gguf::Metadata {
 /// `MAX_TOKEN_BYTES` bytes (one letter each): 2 MiB of token text. Hashing
 /// every prefix of every token, as loading used to, is 2^36 bytes of work
 /// (13 s in a release build here); one pass over a trie is 2^21 steps.
+/// The test checks what loading and encoding give, not how long they take
+/// (no timed tests: a slow machine must not fail it); a regression to the
+/// quadratic load shows as this test taking seconds instead of
+/// milliseconds.
 fn long_tokens() -> Vec<String> {
     let mut t: Vec<String> = ["<unk>", "<s>", "</s>", "\u{2581}"]
         .map(String::from)
@@ -36,23 +39,17 @@ fn long_tokens() -> Vec<String> {
 }
 
 #[test]
-fn megabytes_of_long_tokens_load_and_tokenize_quickly() {
+fn megabytes_of_long_tokens_load_and_tokenize() {
     let md = spm_vocab(long_tokens());
-    let t = Instant::now();
     let tok = Tokenizer::from_gguf(&md).unwrap();
-    let load = t.elapsed();
-    assert!(load < Duration::from_secs(5), "loading took {load:?}");
 
     let id = |s: &str| tok.token_id(s).unwrap();
     let (space, big) = (id("\u{2581}"), id(&"a".repeat(1 << 15)));
     // Both halves merge up to the 32 KiB token; the cut search between them
     // would need 2^30 trie steps and gives up, which must not change ids.
     let text = format!("{} {}", "a".repeat(1 << 15), "a".repeat(1 << 15));
-    let t = Instant::now();
     let ids = tok.encode(&text, false, false).unwrap();
-    let encode = t.elapsed();
     assert_eq!(ids, [space, big, space, big]);
-    assert!(encode < Duration::from_secs(5), "encoding took {encode:?}");
     let back = tok.decode(&ids, false).unwrap();
     assert!(
         back == text,

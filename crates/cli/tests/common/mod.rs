@@ -47,4 +47,5 @@ pub fn assert_clean_error(o: &Output, needle: &str) {
     );
     assert!(err.contains(needle), "error {err:?} lacks {needle:?}");
 }
+pub mod kld;
 pub mod server;
