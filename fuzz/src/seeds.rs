@@ -139,7 +139,12 @@ fn main() {
         let tokens: Vec<u32> = (0..20).collect();
         let n = cria_model::KvCache::range_bytes(2, 64, kv, 16, 36).expect("size") as usize;
         let payload: Vec<u8> = (0..n).map(|i| (i * 7 % 256) as u8).collect();
-        write("prefix_cache_entry", t.name(), &encode(&meta, &tokens, &payload).1);
+        // The first byte: 0 (as is) and 1 (checksums recomputed).
+        for mode in [0u8, 1] {
+            let mut seed = vec![mode];
+            seed.extend(encode(&meta, &tokens, &payload).1);
+            write("prefix_cache_entry", &format!("{}-{mode}", t.name()), &seed);
+        }
     }
     // lora_load: a rank-2 adapter of the tiny model's q and down.
     let pair = |base: &str, rows: usize, cols: usize| cria_lora::LoraPair {

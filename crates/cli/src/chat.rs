@@ -1,9 +1,7 @@
 //! `cria chat`: an interactive conversation that keeps its KV cache between
 //! turns, so each turn evaluates only the new messages.
 
-use crate::gen_args::{
-    LoraArgs, ModelArgs, OverflowArgs, PrefixCacheArgs, SamplingArgs, SpecArgs,
-};
+use crate::gen_args::{LoraArgs, ModelArgs, OverflowArgs, PrefixCacheArgs, SamplingArgs, SpecArgs};
 use crate::session::Session;
 use anyhow::{Context, Result};
 use cria_engine::FinishReason;
