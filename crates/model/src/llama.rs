@@ -206,6 +206,14 @@ pub fn forward_rows(
         hidden_seqs,
         hidden,
     } = out;
+    // Batches where no row has adapters take the base model's path.
+    let lora = match rows
+        .iter()
+        .any(|r| lora.get(r.seq).is_some_and(|s| !s.is_empty()))
+    {
+        true => lora,
+        false => &[],
+    };
     let is_hidden = |r: &BatchRow| hidden_seqs.get(r.seq).copied().unwrap_or(false);
     let n_hidden = rows.iter().filter(|r| r.logits && is_hidden(r)).count();
     let n_out = rows.iter().filter(|r| r.logits).count() - n_hidden;
