@@ -77,6 +77,12 @@ fn same_seed_same_bits_and_resume_ends_where_a_full_run_does() {
     assert!(a == b, "1 and 2 threads gave different adapters");
     // 4 steps in all (4 records, 2 a batch, 2 epochs); stop after 1, resume.
     let _ = run("c", &["-t", "2", "--stop-after", "1"]);
+    let partial = std::fs::read_to_string(dir.path().join("c/ad.csv")).unwrap();
+    assert_eq!(
+        partial.lines().count(),
+        2,
+        "--stop-after 1 ran on: {partial}"
+    );
     let c = run("c", &["-t", "2", "--resume"]);
     assert!(a == c, "the resumed run ended elsewhere");
     let other = run("d", &["-t", "2", "--seed", "7"]);

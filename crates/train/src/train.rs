@@ -397,6 +397,9 @@ pub fn run(
                 path: &out.checkpoint,
             });
         }
+        if stop {
+            break;
+        }
     }
     let name = out
         .adapter
