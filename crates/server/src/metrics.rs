@@ -68,6 +68,19 @@ pub struct Metrics {
     /// tenant -> (prompt tokens, cached ones included; completion tokens)
     /// of answered requests.
     tokens: Mutex<BTreeMap<Tenant, (u64, u64)>>,
+    /// Answered requests, all tenants: llama-server's counters.
+    done: Mutex<DoneTotals>,
+}
+
+/// Sums over answered requests, for llama-server's metric names.
+#[derive(Default)]
+struct DoneTotals {
+    cached: u64,
+    predicted: u64,
+    prompt_secs: f64,
+    predicted_secs: f64,
+    /// The longest sequence (prompt + completion), tokens.
+    longest: u64,
 }
 
 const TTFT_BOUNDS: &[f64] = &[0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
@@ -80,6 +93,7 @@ impl Default for Metrics {
             ttft: Histogram::new(TTFT_BOUNDS),
             token_latency: Histogram::new(TOKEN_BOUNDS),
             tokens: Mutex::new(BTreeMap::new()),
+            done: Mutex::new(DoneTotals::default()),
         }
     }
 }
@@ -96,6 +110,53 @@ impl Metrics {
             let t = m.entry(tenant).or_insert((0, 0));
             t.0 += prompt as u64;
             t.1 += completion as u64;
+        }
+    }
+
+    /// An answered request's counts and times.
+    pub fn done(&self, d: &cria_engine::Done) {
+        if let Ok(mut t) = self.done.lock() {
+            t.cached += d.cached_tokens as u64;
+            t.predicted += d.completion_tokens as u64;
+            t.prompt_secs += d.prompt_time.as_secs_f64();
+            t.predicted_secs += d.generation_time.as_secs_f64();
+            t.longest = t.longest.max((d.prompt_tokens + d.completion_tokens) as u64);
+        }
+    }
+
+    /// llama-server's metrics (`llamacpp:` names), so its dashboards and
+    /// tests read cria's: from the engine's counters and the answered
+    /// requests. cria has no speculative decoding yet: its counters are 0.
+    fn render_llamacpp(&self, out: &mut String, e: &EngineStats) {
+        let Ok(t) = self.done.lock() else { return };
+        let prompt = e.prompt_tokens.load(Ordering::Relaxed);
+        let steps = e.steps.load(Ordering::Relaxed);
+        let generated = e.generated_tokens.load(Ordering::Relaxed);
+        let ratio = |n: f64, d: f64| if d > 0.0 { n / d } else { 0.0 };
+        let counters: [(&str, &str, f64); 10] = [
+            ("prompt_tokens_total", "Number of prompt tokens processed.", prompt as f64),
+            ("prompt_tokens_cached_total", "Number of prompt tokens taken from a slot's cache.", t.cached as f64),
+            ("prompt_seconds_total", "Prompt process time.", t.prompt_secs),
+            ("tokens_predicted_total", "Number of generation tokens processed.", t.predicted as f64),
+            ("tokens_predicted_seconds_total", "Predict process time.", t.predicted_secs),
+            ("n_decode_total", "Total number of batched forward passes.", steps as f64),
+            ("n_tokens_max", "Largest observed sequence (prompt and completion), tokens.", t.longest as f64),
+            ("spec_decode_num_draft_tokens_total", "Draft tokens proposed (no speculative decoding in cria).", 0.0),
+            ("spec_decode_num_accepted_tokens_total", "Draft tokens accepted (no speculative decoding in cria).", 0.0),
+            ("spec_decode_num_drafts_total", "Drafts made (no speculative decoding in cria).", 0.0),
+        ];
+        for (name, help, v) in counters {
+            let _ = writeln!(out, "# HELP llamacpp:{name} {help}\n# TYPE llamacpp:{name} counter\nllamacpp:{name} {v}");
+        }
+        let gauges: [(&str, &str, f64); 5] = [
+            ("prompt_tokens_seconds", "Average prompt throughput in tokens/s.", ratio(prompt as f64, t.prompt_secs)),
+            ("predicted_tokens_seconds", "Average generation throughput in tokens/s.", ratio(t.predicted as f64, t.predicted_secs)),
+            ("requests_processing", "Number of requests processing.", e.active.load(Ordering::Relaxed) as f64),
+            ("requests_deferred", "Number of requests deferred.", e.queued.load(Ordering::Relaxed) as f64),
+            ("n_busy_slots_per_decode", "Average tokens sampled per batched forward pass.", ratio(generated as f64, steps as f64)),
+        ];
+        for (name, help, v) in gauges {
+            let _ = writeln!(out, "# HELP llamacpp:{name} {help}\n# TYPE llamacpp:{name} gauge\nllamacpp:{name} {v}");
         }
     }
 
@@ -178,6 +239,9 @@ impl Metrics {
                 "Requests in a slot (evaluating the prompt or generating).",
                 e.active.load(Ordering::Relaxed) as u64,
             );
+        }
+        if let Some(e) = engine {
+            self.render_llamacpp(&mut out, e);
         }
         self.ttft.write(
             &mut out,
