@@ -25,7 +25,8 @@ listed; one not listed makes the wrapper fail loudly rather than guess):
       --embedding (cria always serves embeddings) --kv-unified --swa-full
       -fa --verbose --jinja --no-jinja (cria always renders Jinja)
       --reasoning-format --reasoning --no-mmproj --cache-ram
-      --no-cache-idle-slots
+      --no-cache-idle-slots --reranking (the suite starts every preset
+      once; cria has no /rerank, and test_rerank is not in FILES)
   added: --cors '*' when --cors-origins is not given (llama-server's
       default answers every origin; cria's answers none)
   anything else: an error naming the flag (the test then fails, visibly).
@@ -49,7 +50,7 @@ DROP_VALUE = {
 DROP_FLAG = {
     "--offline", "--cont-batching", "--embedding", "--kv-unified",
     "--swa-full", "--verbose", "--jinja", "--no-jinja", "--no-mmproj",
-    "--no-cache-idle-slots",
+    "--no-cache-idle-slots", "--reranking",
 }
 
 

@@ -21,6 +21,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+mod anthropic;
 mod conn;
 mod constrain;
 mod embeddings;

@@ -23,6 +23,8 @@ pub enum Api {
     Completion,
     /// llama-server's `/completion`.
     Native,
+    /// Anthropic's `/v1/messages`.
+    Anthropic,
 }
 
 /// One request's whole answer.
@@ -79,6 +81,8 @@ pub struct ReplyCtx {
     pub native: Option<Vec<NativeReply>>,
     /// llama-server's `timings_per_token`: streamed chunks carry timings.
     pub timings_per_token: bool,
+    /// Prompt tokens (Anthropic's stream reports them first).
+    pub n_prompt: usize,
 }
 
 /// The `x-cria-context-overflow` header: `truncate-middle;
@@ -107,6 +111,21 @@ fn finish_reason(f: FinishReason) -> &'static str {
         }
         FinishReason::Length | FinishReason::ContextFull => "length",
     }
+}
+
+fn anthropic_usage(d: &Done) -> Value {
+    json!({
+        "input_tokens": d.prompt_tokens.saturating_sub(d.cached_tokens),
+        "cache_read_input_tokens": d.cached_tokens,
+        "cache_creation_input_tokens": 0,
+        "output_tokens": d.completion_tokens,
+    })
+}
+
+/// One event of Anthropic's stream (`event: TYPE` and its JSON).
+fn anthropic_event(v: Value) -> SseEvent {
+    let kind = v["type"].as_str().unwrap_or("message").to_string();
+    SseEvent::default().event(kind).data(v.to_string())
 }
 
 fn usage(d: &Done) -> Value {
@@ -236,11 +255,11 @@ impl ReplyCtx {
     fn choice(&self, index: usize, c: &Collected) -> Value {
         let finish = finish_reason(c.done.finish);
         match (self.api, &self.tools) {
-            (Api::Chat, Some(reading)) => {
+            (Api::Chat | Api::Anthropic, Some(reading)) => {
                 let (message, finish) = self.tool_message(reading, &c.text, finish);
                 json!({"index": index, "message": message, "logprobs": null, "finish_reason": finish})
             }
-            (Api::Chat, None) => {
+            (Api::Chat | Api::Anthropic, None) => {
                 let logprobs = self.logprobs.map(|_| {
                     let content: Vec<Value> =
                         c.tokens.iter().map(|t| self.chat_logprob(t)).collect();
@@ -331,8 +350,26 @@ impl ReplyCtx {
             return with_overflow_header(axum::Json(body).into_response(), overflow);
         }
         let choices: Vec<Value> = all.iter().enumerate().map(|(i, c)| self.choice(i, c)).collect();
+        if self.api == Api::Anthropic {
+            let c = &all[0];
+            let message = &choices[0]["message"];
+            let calls = message["tool_calls"].as_array().cloned().unwrap_or_default();
+            let finish = choices[0]["finish_reason"].as_str().unwrap_or("stop");
+            let stop = crate::anthropic::stop_reason(finish, c.done.finish == FinishReason::StopString);
+            let body = json!({
+                "id": self.id,
+                "type": "message",
+                "role": "assistant",
+                "model": self.model,
+                "content": crate::anthropic::content(message["content"].as_str().unwrap_or(""), &calls),
+                "stop_reason": stop,
+                "stop_sequence": null,
+                "usage": anthropic_usage(&c.done),
+            });
+            return with_overflow_header(axum::Json(body).into_response(), overflow);
+        }
         let object = match self.api {
-            Api::Chat => "chat.completion",
+            Api::Chat | Api::Anthropic => "chat.completion",
             Api::Completion | Api::Native => "text_completion",
         };
         let total = sum_done(&all);
@@ -417,7 +454,7 @@ impl ReplyCtx {
     /// One streamed chunk with one choice.
     fn chunk(&self, choice: Value, usage: Option<Value>) -> Value {
         let object = match self.api {
-            Api::Chat => "chat.completion.chunk",
+            Api::Chat | Api::Anthropic => "chat.completion.chunk",
             Api::Completion | Api::Native => "text_completion",
         };
         let mut c = json!({
@@ -442,7 +479,7 @@ impl ReplyCtx {
         finish: Option<&str>,
     ) -> Value {
         match self.api {
-            Api::Chat => {
+            Api::Chat | Api::Anthropic => {
                 let delta = if finish.is_some() && text.is_empty() {
                     json!({})
                 } else {
@@ -533,6 +570,14 @@ impl ReplyCtx {
             );
             out.push_back(SseEvent::default().data(first.to_string()));
         }
+        if self.api == Api::Anthropic {
+            out.push_back(anthropic_event(json!({"type": "message_start", "message": {
+                "id": self.id, "type": "message", "role": "assistant", "model": self.model,
+                "content": [], "stop_reason": null, "stop_sequence": null,
+                "usage": {"input_tokens": self.n_prompt, "output_tokens": 0}}})));
+            out.push_back(anthropic_event(json!({"type": "content_block_start", "index": 0,
+                "content_block": {"type": "text", "text": ""}})));
+        }
         let keep_alive = self.keep_alive;
         let truncated = self.overflow;
         let st = St {
@@ -574,6 +619,13 @@ impl ReplyCtx {
                             st.held.push_str(&t.text);
                             continue;
                         }
+                        if st.ctx.api == Api::Anthropic {
+                            if !t.text.is_empty() {
+                                st.out.push_back(anthropic_event(json!({"type": "content_block_delta",
+                                    "index": 0, "delta": {"type": "text_delta", "text": t.text}})));
+                            }
+                            continue;
+                        }
                         if t.text.is_empty() && st.ctx.logprobs.is_none() {
                             continue;
                         }
@@ -590,6 +642,41 @@ impl ReplyCtx {
                     Some(Event::Done(d)) if d.finish == FinishReason::Cancelled => {
                         st.ctx.charge(&d);
                         st.out.push_back(data(shutting_down().body()));
+                        st.ended = true;
+                    }
+                    Some(Event::Done(d)) if st.ctx.api == Api::Anthropic => {
+                        st.ctx.charge(&d);
+                        st.ctx.observe_done(&d);
+                        let mut finish = finish_reason(d.finish);
+                        let mut text = d.text.clone();
+                        let mut calls = Vec::new();
+                        if let Some(reading) = &st.ctx.tools {
+                            st.held.push_str(&d.text);
+                            let (message, f) = st.ctx.tool_message(reading, &st.held, finish);
+                            finish = f;
+                            text = message["content"].as_str().unwrap_or("").to_string();
+                            calls = message["tool_calls"].as_array().cloned().unwrap_or_default();
+                        }
+                        if !text.is_empty() {
+                            st.out.push_back(anthropic_event(json!({"type": "content_block_delta",
+                                "index": 0, "delta": {"type": "text_delta", "text": text}})));
+                        }
+                        st.out.push_back(anthropic_event(json!({"type": "content_block_stop", "index": 0})));
+                        let blocks = if calls.is_empty() { Vec::new() } else { crate::anthropic::content("", &calls) };
+                        for (i, block) in (1..).zip(blocks) {
+                            let input = block["input"].to_string();
+                            let mut start = block;
+                            start["input"] = json!({});
+                            st.out.push_back(anthropic_event(json!({"type": "content_block_start", "index": i, "content_block": start})));
+                            st.out.push_back(anthropic_event(json!({"type": "content_block_delta", "index": i,
+                                "delta": {"type": "input_json_delta", "partial_json": input}})));
+                            st.out.push_back(anthropic_event(json!({"type": "content_block_stop", "index": i})));
+                        }
+                        let stop = crate::anthropic::stop_reason(finish, d.finish == FinishReason::StopString);
+                        st.out.push_back(anthropic_event(json!({"type": "message_delta",
+                            "delta": {"stop_reason": stop, "stop_sequence": null},
+                            "usage": {"output_tokens": d.completion_tokens}})));
+                        st.out.push_back(anthropic_event(json!({"type": "message_stop"})));
                         st.ended = true;
                     }
                     Some(Event::Done(d)) if st.ctx.api == Api::Native => {

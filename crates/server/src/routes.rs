@@ -157,6 +157,7 @@ pub fn router(app: Arc<App>, cors: Option<CorsLayer>) -> Router {
         .route("/completion", post(native))
         .route("/completions", post(native))
         .route("/infill", post(infill))
+        .route("/v1/messages", post(messages))
         .route("/v1/embeddings", post(crate::embeddings::handler))
         .route("/embeddings", post(crate::embeddings::handler))
         .route_layer(middleware::from_fn_with_state(
@@ -171,6 +172,9 @@ pub fn router(app: Arc<App>, cors: Option<CorsLayer>) -> Router {
         .route("/tokenize", post(tokenize))
         .route("/detokenize", post(detokenize))
         .route("/apply-template", post(apply_template))
+        .route("/v1/messages/count_tokens", post(count_tokens))
+        .route("/chat/completions/input_tokens", post(input_tokens))
+        .route("/v1/chat/completions/input_tokens", post(input_tokens))
         .route("/props", get(props).post(set_props))
         .route("/slots", get(slots))
         .route_layer(middleware::from_fn(guard::json_only))
@@ -384,6 +388,61 @@ async fn completions(
     start(&app, &r, tenant, Api::Completion, id, vec![prepared], "prompt").await
 }
 
+/// Anthropic's `/v1/messages`: translated, then the chat path.
+async fn messages(
+    State(app): Shared,
+    Extension(tenant): Extension<Tenant>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let r = app.ready()?.clone();
+    let body = read_body(&app, &headers, body).await?;
+    let job = {
+        let r = r.clone();
+        move || {
+            let body = crate::anthropic::to_openai(&body)?;
+            prepare::chat(&r, &body)
+        }
+    };
+    let prepared = app.prepare.run(job).await?;
+    let id = app.new_id("msg");
+    start(&app, &r, tenant, Api::Anthropic, id, vec![prepared], "messages").await
+}
+
+/// The prompt tokens of a chat request, without running it: Anthropic's
+/// `/v1/messages/count_tokens` and llama-server's
+/// `/v1/chat/completions/input_tokens`, both `{"input_tokens": N}`.
+async fn count_tokens(
+    State(app): Shared,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let r = app.ready()?.clone();
+    let body = read_body(&app, &headers, body).await?;
+    let n = app
+        .prepare
+        .run(move || {
+            let body = crate::anthropic::to_openai(&body)?;
+            prepare::chat(&r, &body).map(|p| p.prompt.len())
+        })
+        .await?;
+    Ok(axum::Json(json!({ "input_tokens": n })).into_response())
+}
+
+async fn input_tokens(
+    State(app): Shared,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let r = app.ready()?.clone();
+    let body = read_body(&app, &headers, body).await?;
+    let n = app
+        .prepare
+        .run(move || prepare::chat(&r, &body).map(|p| p.prompt.len()))
+        .await?;
+    Ok(axum::Json(json!({ "input_tokens": n })).into_response())
+}
+
 /// llama-server's `/completion` (and `/completions`).
 async fn native(
     State(app): Shared,
@@ -480,6 +539,7 @@ async fn start(
     let mut rxs = Vec::new();
     let mut natives = Vec::new();
     let mut first = None;
+    let mut n_prompt = 0;
     for p in prepared {
         let Prepared {
             tools,
@@ -493,6 +553,7 @@ async fn start(
             native,
             timings_per_token,
         } = p;
+        n_prompt += prompt.len();
         for i in 0..choices.max(1) {
             let mut params = params.clone();
             params.sampler.seed = params.sampler.seed.wrapping_add(i as u64);
@@ -530,6 +591,7 @@ async fn start(
         overflow,
         native: (api == Api::Native).then_some(natives),
         timings_per_token,
+        n_prompt,
     };
     Ok(if stream && rxs.len() == 1 {
         ctx.stream(rxs.swap_remove(0))
