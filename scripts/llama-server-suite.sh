@@ -7,6 +7,8 @@
 #   scripts/llama-server-suite.sh --only cria      # cria alone (no llama.cpp build needed)
 #   FILES="test_tokenize test_basic" scripts/llama-server-suite.sh
 #   scripts/llama-server-suite.sh -k n_probs       # extra arguments go to pytest
+#   TESTS="test_tokenize.py::test_tokenize_detokenize" scripts/llama-server-suite.sh \
+#     --only cria --require-all-pass               # those tests only; exit 1 if one fails
 #
 # The test files are the unmodified copies in tests/fixtures/llama-server-tests
 # (see its README.md for their origin); each server is started by
@@ -39,10 +41,12 @@ EOF
 )
 
 ONLY=""
+STRICT=0
 PYTEST_EXTRA=()
 while [[ $# -gt 0 ]]; do
   case $1 in
     --only) ONLY=$2; shift 2 ;;
+    --require-all-pass) STRICT=1; shift ;;
     -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
     *) PYTEST_EXTRA+=("$1"); shift ;;
   esac
@@ -70,6 +74,12 @@ run_files=()
 for f in $FILES; do
   grep -q "^$f.py"$'\t' <<<"$EXCLUDED" || run_files+=("unit/$f.py")
 done
+# TESTS (pytest node ids under unit/, e.g. "test_tokenize.py::test_tokenize_detokenize")
+# replaces the files: what CI runs (crates/cli/tests/llama_server_suite.rs).
+if [[ -n ${TESTS:-} ]]; then
+  run_files=()
+  for t in $TESTS; do run_files+=("unit/$t"); done
+fi
 
 run() { # target binary port
   local target=$1 bin=$2 port=$3 work="$OUT/$1"
@@ -77,7 +87,7 @@ run() { # target binary port
   rm -rf "$work"; mkdir -p "$work"
   cp -r "$ROOT/tests/fixtures/llama-server-tests/." "$work/"
   echo "== $target: pytest on ${#run_files[@]} files (log: $work/pytest.log)" >&2
-  (cd "$work" && PORT=$port WRAP_TARGET=$target WRAP_MODEL=$MODEL CRIA_BIN=$CRIA_BIN \
+  (cd "$work" && PYTHONDONTWRITEBYTECODE=1 PORT=$port WRAP_TARGET=$target WRAP_MODEL=$MODEL CRIA_BIN=$CRIA_BIN \
     LLAMA_SERVER_BIN=$LLAMA_SERVER_BIN LLAMA_SERVER_BIN_PATH=$ROOT/scripts/llama-server-wrap.py \
     python3 -m pytest -p no:cacheprovider -q --timeout "$TIMEOUT" -o junit_family=xunit1 \
       --junitxml "$OUT/$target.xml" "${deselect[@]}" "${PYTEST_EXTRA[@]}" "${run_files[@]}" \
@@ -95,12 +105,17 @@ for t in "${targets[@]}"; do
   esac
 done
 
-python3 - "$OUT" "${targets[@]}" <<'EOF'
+python3 - "$OUT" "$STRICT" "${targets[@]}" <<'EOF'
 import sys, xml.etree.ElementTree as ET
-out, targets = sys.argv[1], sys.argv[2:]
+out, strict, targets = sys.argv[1], sys.argv[2] == "1", sys.argv[3:]
 def results(t):
     r = {}
-    for tc in ET.parse(f"{out}/{t}.xml").iter("testcase"):
+    try:
+        tree = ET.parse(f"{out}/{t}.xml")
+    except (OSError, ET.ParseError) as e:
+        print(f"{t}: no results ({e}); see {out}/{t}/pytest.log")
+        return {}
+    for tc in tree.iter("testcase"):
         name = f"{tc.get('classname', '').split('.')[-1]}::{tc.get('name')}"
         kids = {c.tag for c in tc}
         r[name] = "skip" if "skipped" in kids else "fail" if kids & {"failure", "error"} else "pass"
@@ -123,5 +138,11 @@ if len(targets) == 2:
     print(f"\n| cria passes, llama-server fails ({len(lf)}) |\n|---|")
     for n in lf:
         print(f"| {n} |")
+if strict:
+    failed = [n for t in targets for n, v in res[t].items() if v == "fail"]
+    for n in failed:
+        print(f"FAILED {n}")
+    if failed or not any(res[t] for t in targets):
+        sys.exit(1)
 EOF
 echo "results and logs: $OUT" >&2

@@ -17,7 +17,7 @@ listed; one not listed makes the wrapper fail loudly rather than guess):
       --metrics --slots --no-slots --cors-origins --pooling
       --lora --model-draft --spec-type --spec-draft-n-max --spec-draft-n-min
   mapped:  --ctx-size N  ->  -c N/parallel (llama-server's is the total of
-               all slots, cria's is per slot)
+               all slots, cria's is per slot); with --kv-unified, -c N
            --context-shift  ->  --context-overflow shift
            --chat-template-file F  ->  --chat-template F
   dropped (no effect on what the suite observes, or nothing to set in cria):
@@ -83,7 +83,9 @@ def pairs(argv):
 
 
 def for_llama_server(argv, model):
-    out, hub = [], False
+    # Threads wait without spinning: on a shared, loaded machine ggml's
+    # busy-polling threads make every test many times slower.
+    out, hub = ["--poll", "0"], False
     for flag, value in pairs(argv):
         if flag in HUB:
             hub = True
@@ -116,7 +118,10 @@ def for_cria(argv, model):
         else:
             die(f"no cria equivalent for the llama-server flag {flag}")
     if ctx is not None:
-        out += ["-c", str(max(ctx // max(parallel, 1), 16))]
+        # A unified cache lets one slot use all of it: cria gives each slot
+        # that much (more memory, the same replies).
+        per_slot = ctx if "--kv-unified" in argv else ctx // max(parallel, 1)
+        out += ["-c", str(max(per_slot, 16))]
     # llama-server answers CORS for any origin unless told otherwise; cria
     # only when told.
     if "--cors-origins" not in argv:

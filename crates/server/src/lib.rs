@@ -251,7 +251,7 @@ async fn serve(config: ServerConfig) -> Result<(), Error> {
     // Each address has its own accept loop (and connection cap).
     let loops: Vec<_> = listeners
         .into_iter()
-        .map(|l| conn::serve(l, router.clone(), limits.clone(), stop_rx.clone()))
+        .map(|l| conn::serve(l, router.clone(), limits, stop_rx.clone()))
         .collect();
     let server = tokio::spawn(async move {
         futures_util::future::join_all(loops).await;

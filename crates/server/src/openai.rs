@@ -206,6 +206,10 @@ pub struct ChatRequest {
     /// Continue the last (assistant) message instead (vLLM's name for
     /// llama-server's prefill).
     pub continue_final_message: Option<bool>,
+    /// llama-server's debugging aid: the reply carries `__verbose.prompt`,
+    /// the rendered prompt.
+    #[serde(default, deserialize_with = "null_is_false")]
+    pub verbose: bool,
 }
 
 #[derive(Deserialize, Debug)]

@@ -41,6 +41,8 @@ pub struct Prepared {
     pub native: Option<crate::reply::NativeReply>,
     /// llama-server's `timings_per_token`.
     pub timings_per_token: bool,
+    /// `verbose`: the rendered prompt, shown in the reply.
+    pub verbose: Option<String>,
 }
 
 /// Runs preparation jobs on the blocking pool, a bounded number at once.
@@ -184,6 +186,16 @@ fn chat_or_render(r: &Ready, body: &[u8], only_render: bool) -> Result<Chat, Api
     // An assistant message last is the start of the answer (a prefill),
     // unless the request asks for a new turn after it.
     let ends_with_assistant = messages.last().is_some_and(|m| m.role == "assistant");
+    if ends_with_assistant
+        && messages.len() >= 2
+        && messages[messages.len() - 2].role == "assistant"
+    {
+        return Err(ApiError::invalid(
+            "messages",
+            "messages: two assistant messages at the end; only the last may be a prefill of \
+             the answer",
+        ));
+    }
     let prefill = match (req.add_generation_prompt, req.continue_final_message) {
         (Some(true), Some(true)) => {
             return Err(ApiError::invalid(
@@ -258,6 +270,7 @@ fn chat_or_render(r: &Ready, body: &[u8], only_render: bool) -> Result<Chat, Api
     }
     let mut prompt = tokenize_prompt(&r.tok, &rendered)
         .map_err(|e| ApiError::invalid("messages", e.full_message()))?;
+    let verbose = req.verbose.then_some(rendered);
     let overflow = fit(r, &mut prompt, &mut params, b, "messages")?;
     if choices > 1 && req.stream {
         return Err(ApiError::unsupported("n", "n > 1 with stream"));
@@ -273,6 +286,7 @@ fn chat_or_render(r: &Ready, body: &[u8], only_render: bool) -> Result<Chat, Api
         choices,
         native: None,
         timings_per_token: options.timings_per_token,
+        verbose,
     })))
 }
 
@@ -329,6 +343,7 @@ pub fn completion(r: &Ready, body: &[u8]) -> Result<Prepared, ApiError> {
         choices,
         native: None,
         timings_per_token: options.timings_per_token,
+        verbose: None,
     })
 }
 
@@ -394,6 +409,7 @@ pub fn native(r: &Ready, body: &[u8]) -> Result<Vec<Prepared>, ApiError> {
                 prompt_text,
             }),
             timings_per_token: options.timings_per_token,
+            verbose: None,
         });
     }
     Ok(out)

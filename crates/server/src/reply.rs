@@ -83,6 +83,8 @@ pub struct ReplyCtx {
     pub timings_per_token: bool,
     /// Prompt tokens (Anthropic's stream reports them first).
     pub n_prompt: usize,
+    /// `verbose`: the rendered prompt, for `__verbose.prompt`.
+    pub verbose: Option<String>,
 }
 
 /// The `x-cria-context-overflow` header: `truncate-middle;
@@ -383,6 +385,9 @@ impl ReplyCtx {
             "usage": usage(&total),
             "timings": crate::native::done_timings(&total),
         });
+        if let Some(prompt) = &self.verbose {
+            body["__verbose"] = json!({"prompt": prompt, "content": all[0].text});
+        }
         if let Some(r) = &overflow {
             body["context_overflow"] = overflow_json(r);
         }

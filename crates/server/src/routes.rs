@@ -552,6 +552,7 @@ async fn start(
             choices,
             native,
             timings_per_token,
+            verbose,
         } = p;
         n_prompt += prompt.len();
         for i in 0..choices.max(1) {
@@ -568,10 +569,11 @@ async fn start(
         }
         natives.extend(native);
         if first.is_none() {
-            first = Some((tools, logprobs, stream, include_usage, overflow, timings_per_token));
+            first = Some((tools, logprobs, stream, include_usage, overflow, timings_per_token, verbose));
         }
     }
-    let Some((tools, logprobs, stream, include_usage, overflow, timings_per_token)) = first else {
+    let Some((tools, logprobs, stream, include_usage, overflow, timings_per_token, verbose)) = first
+    else {
         return Err(ApiError::invalid(prompt_param, "nothing to generate"));
     };
     let ctx = ReplyCtx {
@@ -592,6 +594,7 @@ async fn start(
         native: (api == Api::Native).then_some(natives),
         timings_per_token,
         n_prompt,
+        verbose,
     };
     Ok(if stream && rxs.len() == 1 {
         ctx.stream(rxs.swap_remove(0))
