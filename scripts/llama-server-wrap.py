@@ -82,10 +82,19 @@ def pairs(argv):
             i += 1
 
 
+def threads(argv):
+    """WRAP_THREADS (default 1) threads for both servers unless the suite
+    gives --threads: the suite checks replies, not speed, and on a shared
+    machine fewer threads finish sooner."""
+    if "--threads" in argv:
+        return []
+    return ["--threads", os.environ.get("WRAP_THREADS", "1")]
+
+
 def for_llama_server(argv, model):
     # Threads wait without spinning: on a shared, loaded machine ggml's
     # busy-polling threads make every test many times slower.
-    out, hub = ["--poll", "0"], False
+    out, hub = ["--poll", "0"] + threads(argv), False
     for flag, value in pairs(argv):
         if flag in HUB:
             hub = True
@@ -97,7 +106,7 @@ def for_llama_server(argv, model):
 
 
 def for_cria(argv, model):
-    out = ["serve", "-m", model]
+    out = ["serve", "-m", model] + threads(argv)
     ctx, parallel = None, 1
     for flag, value in pairs(argv):
         if flag == "--parallel":
