@@ -47,7 +47,12 @@ pub struct Args {
     pub seed: Option<u64>,
     /// Tokens to generate when a request gives no max_tokens/n_predict, and
     /// the most a request may ask for (-1: no limit but the context)
-    #[arg(short = 'n', long = "n-predict", value_name = "N", allow_negative_numbers = true)]
+    #[arg(
+        short = 'n',
+        long = "n-predict",
+        value_name = "N",
+        allow_negative_numbers = true
+    )]
     pub n_predict: Option<i64>,
     /// Serve GET /slots (each slot's context and whether it is busy)
     #[arg(long, overrides_with = "no_slots")]
@@ -101,7 +106,12 @@ pub struct Args {
     pub allow_host: Vec<String>,
     /// Let web pages of this origin call the API (repeatable or comma-separated;
     /// scheme://host[:port], localhost for any loopback origin, or * for any)
-    #[arg(long, alias = "cors-origins", value_name = "ORIGIN", value_delimiter = ',')]
+    #[arg(
+        long,
+        alias = "cors-origins",
+        value_name = "ORIGIN",
+        value_delimiter = ','
+    )]
     pub cors: Vec<String>,
 
     // Around the engine.
@@ -163,7 +173,10 @@ pub fn run(args: Args) -> Result<()> {
     aliases.sort();
     aliases.dedup();
     if aliases.iter().any(String::is_empty) {
-        bail!("--alias {:?}: an empty name", args.alias.unwrap_or_default());
+        bail!(
+            "--alias {:?}: an empty name",
+            args.alias.unwrap_or_default()
+        );
     }
     let n_predict = match args.n_predict {
         None | Some(-1) => None,

@@ -238,7 +238,8 @@ fn messages() -> BoxedStrategy<Value> {
 fn anthropic_messages() -> BoxedStrategy<Value> {
     let block = prop_oneof![
         "\\PC{0,20}".prop_map(|t| json!({"type": "text", "text": t})),
-        ("\\PC{0,6}", value()).prop_map(|(n, i)| json!({"type": "tool_use", "id": "t1", "name": n, "input": i})),
+        ("\\PC{0,6}", value())
+            .prop_map(|(n, i)| json!({"type": "tool_use", "id": "t1", "name": n, "input": i})),
         value().prop_map(|c| json!({"type": "tool_result", "tool_use_id": "t1", "content": c})),
         Just(json!({"type": "image", "source": {"type": "base64", "data": "AA=="}})),
         Just(json!({"type": "thinking", "thinking": "hm"})),
@@ -355,11 +356,24 @@ fn in_range(field: &str) -> BoxedStrategy<Value> {
             prop::collection::vec("\\PC{0,8}", 0..20).prop_map(|v| json!(v)),
         ]
         .boxed(),
-        "n_predict" => prop::sample::select(vec![json!(-1), json!(1), json!(3), json!(0), json!(i64::MAX)]).boxed(),
+        "n_predict" => prop::sample::select(vec![
+            json!(-1),
+            json!(1),
+            json!(3),
+            json!(0),
+            json!(i64::MAX),
+        ])
+        .boxed(),
         "n_probs" => (-1..=25i64).prop_map(Value::from).boxed(),
         "id_slot" => (-2..=4i64).prop_map(Value::from).boxed(),
         "response_fields" => prop::collection::vec(
-            prop::sample::select(vec!["content", "generation_settings/n_predict", "timings/x", "", "/"]),
+            prop::sample::select(vec![
+                "content",
+                "generation_settings/n_predict",
+                "timings/x",
+                "",
+                "/",
+            ]),
             0..70,
         )
         .prop_map(|v| json!(v))
@@ -380,7 +394,9 @@ fn in_range(field: &str) -> BoxedStrategy<Value> {
             value(),
         ]
         .boxed(),
-        "stop_sequences" => prop::collection::vec("\\PC{0,8}", 0..=17).prop_map(|v| json!(v)).boxed(),
+        "stop_sequences" => prop::collection::vec("\\PC{0,8}", 0..=17)
+            .prop_map(|v| json!(v))
+            .boxed(),
         "tools_anthropic" => prop::collection::vec(
             (prop::sample::select(vec!["f", "get-x"]), schema())
                 .prop_map(|(n, p)| json!({"name": n, "input_schema": p})),

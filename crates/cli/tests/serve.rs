@@ -359,7 +359,7 @@ fn bad_requests_get_openai_errors() {
     assert_eq!(e["param"], "temperature");
     let e = chat_err(br#"{"messages":[{"role":"user","content":5}]}"#);
     assert_eq!(e["param"], "messages[0].content");
-    let e = chat_err(br#"{"messages":[{"role":"user","content":"hi"}],"n":2}"#);
+    let e = chat_err(br#"{"messages":[{"role":"user","content":"hi"}],"n":17}"#);
     assert_eq!(e["param"], "n");
     let e = chat_err(
         br#"{"messages":[{"role":"user","content":"hi"}],"tools":[{"type":"retrieval"}]}"#,

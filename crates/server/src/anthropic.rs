@@ -31,10 +31,16 @@ fn text_of(v: &Value, param: &str) -> Result<String, ApiError> {
                             .ok_or_else(|| bad(&p, "a text block needs \"text\""))?,
                     ),
                     Some("image") => {
-                        return Err(bad(&p, "images are not supported: this model reads text only"))
+                        return Err(bad(
+                            &p,
+                            "images are not supported: this model reads text only",
+                        ))
                     }
                     other => {
-                        return Err(bad(&p, &format!("a block of type {other:?} is not supported")))
+                        return Err(bad(
+                            &p,
+                            &format!("a block of type {other:?} is not supported"),
+                        ))
                     }
                 }
             }
@@ -70,7 +76,10 @@ pub fn to_openai(body: &[u8]) -> Result<Vec<u8>, ApiError> {
             .and_then(Value::as_str)
             .ok_or_else(|| bad(&format!("{p}.role"), "give \"user\" or \"assistant\""))?;
         if role != "user" && role != "assistant" {
-            return Err(bad(&format!("{p}.role"), &format!("{role:?}: give \"user\" or \"assistant\"")));
+            return Err(bad(
+                &format!("{p}.role"),
+                &format!("{role:?}: give \"user\" or \"assistant\""),
+            ));
         }
         let content = m.get("content").unwrap_or(&Value::Null);
         let blocks = match content {
@@ -79,7 +88,12 @@ pub fn to_openai(body: &[u8]) -> Result<Vec<u8>, ApiError> {
                 continue;
             }
             Value::Array(b) => b,
-            _ => return Err(bad(&format!("{p}.content"), "give a string or an array of blocks")),
+            _ => {
+                return Err(bad(
+                    &format!("{p}.content"),
+                    "give a string or an array of blocks",
+                ))
+            }
         };
         let mut text = String::new();
         let mut calls = Vec::new();
@@ -107,8 +121,10 @@ pub fn to_openai(body: &[u8]) -> Result<Vec<u8>, ApiError> {
                     }));
                 }
                 Some("tool_result") if role == "user" => {
-                    let mut content =
-                        text_of(b.get("content").unwrap_or(&Value::Null), &format!("{bp}.content"))?;
+                    let mut content = text_of(
+                        b.get("content").unwrap_or(&Value::Null),
+                        &format!("{bp}.content"),
+                    )?;
                     if b.get("is_error").and_then(Value::as_bool) == Some(true) {
                         content = format!("Error: {content}");
                     }
@@ -119,9 +135,17 @@ pub fn to_openai(body: &[u8]) -> Result<Vec<u8>, ApiError> {
                     }));
                 }
                 Some("image") | Some("document") => {
-                    return Err(bad(&bp, "images and documents are not supported: this model reads text only"))
+                    return Err(bad(
+                        &bp,
+                        "images and documents are not supported: this model reads text only",
+                    ))
                 }
-                other => return Err(bad(&bp, &format!("a block of type {other:?} is not supported here"))),
+                other => {
+                    return Err(bad(
+                        &bp,
+                        &format!("a block of type {other:?} is not supported here"),
+                    ))
+                }
             }
         }
         // Tool results answer the calls before them; the text after.
@@ -168,8 +192,15 @@ pub fn to_openai(body: &[u8]) -> Result<Vec<u8>, ApiError> {
             Some("auto") => json!("auto"),
             Some("any") => json!("required"),
             Some("none") => json!("none"),
-            Some("tool") => json!({"type": "function", "function": {"name": tc.get("name").cloned().unwrap_or(Value::Null)}}),
-            _ => return Err(bad("tool_choice", "give {\"type\": \"auto\" | \"any\" | \"tool\" | \"none\"}")),
+            Some("tool") => {
+                json!({"type": "function", "function": {"name": tc.get("name").cloned().unwrap_or(Value::Null)}})
+            }
+            _ => {
+                return Err(bad(
+                    "tool_choice",
+                    "give {\"type\": \"auto\" | \"any\" | \"tool\" | \"none\"}",
+                ))
+            }
         };
         out.insert("tool_choice".into(), choice);
     }
@@ -228,23 +259,35 @@ mod tests {
         let m = out["messages"].as_array().unwrap();
         assert_eq!(m[0], json!({"role": "system", "content": "Be brief."}));
         assert_eq!(m[2]["tool_calls"][0]["function"]["arguments"], "{\"a\":1}");
-        assert_eq!(m[3], json!({"role": "tool", "tool_call_id": "t1", "content": "sunny"}));
+        assert_eq!(
+            m[3],
+            json!({"role": "tool", "tool_call_id": "t1", "content": "sunny"})
+        );
         assert_eq!(m[4], json!({"role": "user", "content": "ok"}));
         assert_eq!(out["stop"], json!(["X"]));
         assert_eq!(out["tool_choice"], "required");
-        assert_eq!(out["tools"][0]["function"]["parameters"], json!({"type": "object"}));
+        assert_eq!(
+            out["tools"][0]["function"]["parameters"],
+            json!({"type": "object"})
+        );
     }
 
     #[test]
     fn what_cannot_be_read_is_refused_by_name() {
         for (body, param) in [
             (json!({}), "messages"),
-            (json!({"messages": [{"role": "robot", "content": "x"}]}), "messages[0].role"),
+            (
+                json!({"messages": [{"role": "robot", "content": "x"}]}),
+                "messages[0].role",
+            ),
             (
                 json!({"messages": [{"role": "user", "content": [{"type": "image", "source": {}}]}]}),
                 "messages[0].content[0]",
             ),
-            (json!({"messages": [], "tool_choice": {"type": "x"}}), "tool_choice"),
+            (
+                json!({"messages": [], "tool_choice": {"type": "x"}}),
+                "tool_choice",
+            ),
         ] {
             let e = conv(body.clone()).unwrap_err();
             assert_eq!(e.param.as_deref(), Some(param), "{body}");

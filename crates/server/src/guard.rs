@@ -155,11 +155,7 @@ pub async fn auth(State(app): Shared, mut req: Request, next: Next) -> Response 
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
-            .or_else(|| {
-                req.headers()
-                    .get("x-api-key")
-                    .and_then(|v| v.to_str().ok())
-            })
+            .or_else(|| req.headers().get("x-api-key").and_then(|v| v.to_str().ok()))
             .map(str::trim);
         match given.map(|g| find_key(keys, g)) {
             Some(Some(t)) => t,
@@ -409,7 +405,11 @@ mod tests {
             assert!(cors(&[bad.into()]).is_err(), "{bad}");
         }
         assert!(cors(&["localhost".into()]).unwrap().is_some());
-        for ok in ["http://localhost", "http://127.0.0.1:3000", "https://[::1]:8080"] {
+        for ok in [
+            "http://localhost",
+            "http://127.0.0.1:3000",
+            "https://[::1]:8080",
+        ] {
             assert!(loopback_origin(ok), "{ok}");
         }
         for bad in [

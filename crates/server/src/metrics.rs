@@ -120,7 +120,9 @@ impl Metrics {
             t.predicted += d.completion_tokens as u64;
             t.prompt_secs += d.prompt_time.as_secs_f64();
             t.predicted_secs += d.generation_time.as_secs_f64();
-            t.longest = t.longest.max((d.prompt_tokens + d.completion_tokens) as u64);
+            t.longest = t
+                .longest
+                .max((d.prompt_tokens + d.completion_tokens) as u64);
         }
     }
 
@@ -134,29 +136,92 @@ impl Metrics {
         let generated = e.generated_tokens.load(Ordering::Relaxed);
         let ratio = |n: f64, d: f64| if d > 0.0 { n / d } else { 0.0 };
         let counters: [(&str, &str, f64); 10] = [
-            ("prompt_tokens_total", "Number of prompt tokens processed.", prompt as f64),
-            ("prompt_tokens_cached_total", "Number of prompt tokens taken from a slot's cache.", t.cached as f64),
-            ("prompt_seconds_total", "Prompt process time.", t.prompt_secs),
-            ("tokens_predicted_total", "Number of generation tokens processed.", t.predicted as f64),
-            ("tokens_predicted_seconds_total", "Predict process time.", t.predicted_secs),
-            ("n_decode_total", "Total number of batched forward passes.", steps as f64),
-            ("n_tokens_max", "Largest observed sequence (prompt and completion), tokens.", t.longest as f64),
-            ("spec_decode_num_draft_tokens_total", "Draft tokens proposed (no speculative decoding in cria).", 0.0),
-            ("spec_decode_num_accepted_tokens_total", "Draft tokens accepted (no speculative decoding in cria).", 0.0),
-            ("spec_decode_num_drafts_total", "Drafts made (no speculative decoding in cria).", 0.0),
+            (
+                "prompt_tokens_total",
+                "Number of prompt tokens processed.",
+                prompt as f64,
+            ),
+            (
+                "prompt_tokens_cached_total",
+                "Number of prompt tokens taken from a slot's cache.",
+                t.cached as f64,
+            ),
+            (
+                "prompt_seconds_total",
+                "Prompt process time.",
+                t.prompt_secs,
+            ),
+            (
+                "tokens_predicted_total",
+                "Number of generation tokens processed.",
+                t.predicted as f64,
+            ),
+            (
+                "tokens_predicted_seconds_total",
+                "Predict process time.",
+                t.predicted_secs,
+            ),
+            (
+                "n_decode_total",
+                "Total number of batched forward passes.",
+                steps as f64,
+            ),
+            (
+                "n_tokens_max",
+                "Largest observed sequence (prompt and completion), tokens.",
+                t.longest as f64,
+            ),
+            (
+                "spec_decode_num_draft_tokens_total",
+                "Draft tokens proposed (no speculative decoding in cria).",
+                0.0,
+            ),
+            (
+                "spec_decode_num_accepted_tokens_total",
+                "Draft tokens accepted (no speculative decoding in cria).",
+                0.0,
+            ),
+            (
+                "spec_decode_num_drafts_total",
+                "Drafts made (no speculative decoding in cria).",
+                0.0,
+            ),
         ];
         for (name, help, v) in counters {
             let _ = writeln!(out, "# HELP llamacpp:{name} {help}\n# TYPE llamacpp:{name} counter\nllamacpp:{name} {v}");
         }
         let gauges: [(&str, &str, f64); 5] = [
-            ("prompt_tokens_seconds", "Average prompt throughput in tokens/s.", ratio(prompt as f64, t.prompt_secs)),
-            ("predicted_tokens_seconds", "Average generation throughput in tokens/s.", ratio(t.predicted as f64, t.predicted_secs)),
-            ("requests_processing", "Number of requests processing.", e.active.load(Ordering::Relaxed) as f64),
-            ("requests_deferred", "Number of requests deferred.", e.queued.load(Ordering::Relaxed) as f64),
-            ("n_busy_slots_per_decode", "Average tokens sampled per batched forward pass.", ratio(generated as f64, steps as f64)),
+            (
+                "prompt_tokens_seconds",
+                "Average prompt throughput in tokens/s.",
+                ratio(prompt as f64, t.prompt_secs),
+            ),
+            (
+                "predicted_tokens_seconds",
+                "Average generation throughput in tokens/s.",
+                ratio(t.predicted as f64, t.predicted_secs),
+            ),
+            (
+                "requests_processing",
+                "Number of requests processing.",
+                e.active.load(Ordering::Relaxed) as f64,
+            ),
+            (
+                "requests_deferred",
+                "Number of requests deferred.",
+                e.queued.load(Ordering::Relaxed) as f64,
+            ),
+            (
+                "n_busy_slots_per_decode",
+                "Average tokens sampled per batched forward pass.",
+                ratio(generated as f64, steps as f64),
+            ),
         ];
         for (name, help, v) in gauges {
-            let _ = writeln!(out, "# HELP llamacpp:{name} {help}\n# TYPE llamacpp:{name} gauge\nllamacpp:{name} {v}");
+            let _ = writeln!(
+                out,
+                "# HELP llamacpp:{name} {help}\n# TYPE llamacpp:{name} gauge\nllamacpp:{name} {v}"
+            );
         }
     }
 

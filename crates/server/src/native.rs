@@ -47,7 +47,10 @@ impl<'de> Deserialize<'de> for Elem {
         impl<'de> Visitor<'de> for V {
             type Value = Elem;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                write!(f, "a token id, a text, an array of them, or {{\"prompt_string\": text}}")
+                write!(
+                    f,
+                    "a token id, a text, an array of them, or {{\"prompt_string\": text}}"
+                )
             }
             fn visit_u64<E: de::Error>(self, id: u64) -> Result<Elem, E> {
                 u32::try_from(id)
@@ -318,8 +321,20 @@ pub fn timings(
 ) -> Value {
     let prompt_ms = prompt.as_secs_f64() * 1e3;
     let predicted_ms = generation.as_secs_f64() * 1e3;
-    let per = |ms: f64, n: usize| if n > 0 && ms > 0.0 { ms / n as f64 } else { 0.0 };
-    let rate = |ms: f64, n: usize| if n > 0 && ms > 0.0 { 1e3 / ms * n as f64 } else { 0.0 };
+    let per = |ms: f64, n: usize| {
+        if n > 0 && ms > 0.0 {
+            ms / n as f64
+        } else {
+            0.0
+        }
+    };
+    let rate = |ms: f64, n: usize| {
+        if n > 0 && ms > 0.0 {
+            1e3 / ms * n as f64
+        } else {
+            0.0
+        }
+    };
     let steps = predicted_n.saturating_sub(1);
     json!({
         "cache_n": cache_n,
@@ -523,7 +538,10 @@ mod tests {
         );
         assert_eq!(read("[\"a\", 1]").unwrap(), [vec![t("a"), Part::Id(1)]]);
         // Texts only, or nested: several.
-        assert_eq!(read("[\"a\", \"b\"]").unwrap(), [vec![t("a")], vec![t("b")]]);
+        assert_eq!(
+            read("[\"a\", \"b\"]").unwrap(),
+            [vec![t("a")], vec![t("b")]]
+        );
         assert_eq!(
             read("[[1, 2], \"b\", {\"prompt_string\": \"c\"}]").unwrap(),
             [vec![Part::Id(1), Part::Id(2)], vec![t("b")], vec![t("c")]]
@@ -548,7 +566,11 @@ mod tests {
     #[test]
     fn response_fields_reach_into_objects() {
         let body = json!({"content": "x", "generation_settings": {"n_predict": 3}, "other": 1});
-        let fields = vec!["content".to_string(), "generation_settings/n_predict".into(), "nope".into()];
+        let fields = vec![
+            "content".to_string(),
+            "generation_settings/n_predict".into(),
+            "nope".into(),
+        ];
         assert_eq!(
             pick_fields(body, &fields),
             json!({"content": "x", "generation_settings/n_predict": 3})
@@ -560,7 +582,13 @@ mod tests {
         let t = timings(10, 2, Duration::from_millis(100), 1, Duration::ZERO);
         assert_eq!(t["predicted_per_second"], 0.0);
         assert_eq!(t["prompt_per_token_ms"], 10.0);
-        let t = timings(10, 0, Duration::from_millis(100), 16, Duration::from_millis(300));
+        let t = timings(
+            10,
+            0,
+            Duration::from_millis(100),
+            16,
+            Duration::from_millis(300),
+        );
         assert!((t["predicted_per_second"].as_f64().unwrap() - 50.0).abs() < 1e-9);
     }
 
@@ -569,7 +597,10 @@ mod tests {
         assert!(check_slot(None, 2).is_ok());
         assert!(check_slot(Some(-1), 2).is_ok());
         assert!(check_slot(Some(1), 2).is_ok());
-        assert_eq!(check_slot(Some(2), 2).unwrap_err().param.as_deref(), Some("id_slot"));
+        assert_eq!(
+            check_slot(Some(2), 2).unwrap_err().param.as_deref(),
+            Some("id_slot")
+        );
         assert!(check_slot(Some(-2), 2).is_err());
     }
 }

@@ -6,7 +6,8 @@
 
 use crate::error::ApiError;
 use crate::limits::{
-    LOGIT_BIAS, MAX_CHOICES, MAX_MESSAGES, MAX_TOP_LOGPROBS, PENALTY, PROBABILITY, REPEAT_PENALTY, TEMPERATURE,
+    LOGIT_BIAS, MAX_CHOICES, MAX_MESSAGES, MAX_TOP_LOGPROBS, PENALTY, PROBABILITY, REPEAT_PENALTY,
+    TEMPERATURE,
 };
 use crate::shapes::{AtMost, BiasKey, Content, Given, LogitBias, Prompt, Stop};
 use cria_engine::GenerateParams;
@@ -592,7 +593,7 @@ impl Sampling {
         for (k, v) in entries {
             let param = match k {
                 BiasKey::Id(id) => format!("logit_bias.{id}"),
-                BiasKey::Text(t) => format!("logit_bias.{t:?}"),
+                BiasKey::Text(t) => format!("logit_bias.{t}"),
             };
             let bias = if *v == f64::NEG_INFINITY {
                 f32::NEG_INFINITY

@@ -5,12 +5,12 @@
 //! that also answer /health.
 
 use crate::error::ApiError;
+use crate::limits::MAX_CHOICES;
 use crate::limits::PREPARE_JOBS_PER_CORE;
+use crate::native::{self, Extras};
 use crate::openai::{
     self, ChatRequest, CompletionRequest, DetokenizeRequest, ModelBounds, Sampling, TokenizeRequest,
 };
-use crate::limits::MAX_CHOICES;
-use crate::native::{self, Extras};
 use crate::routes::Ready;
 use crate::shapes::Prompt;
 use crate::tools;
@@ -362,11 +362,17 @@ pub fn native(r: &Ready, body: &[u8]) -> Result<Vec<Prepared>, ApiError> {
     if prompts.len() > MAX_CHOICES {
         return Err(ApiError::invalid(
             "prompt",
-            format!("prompt: {} prompts, at most {MAX_CHOICES} per request", prompts.len()),
+            format!(
+                "prompt: {} prompts, at most {MAX_CHOICES} per request",
+                prompts.len()
+            ),
         ));
     }
     if prompts.len() > 1 && stream {
-        return Err(ApiError::unsupported("prompt", "several prompts with stream"));
+        return Err(ApiError::unsupported(
+            "prompt",
+            "several prompts with stream",
+        ));
     }
     if sampling.choices()? > 1 {
         return Err(ApiError::unsupported(

@@ -351,13 +351,21 @@ impl ReplyCtx {
             };
             return with_overflow_header(axum::Json(body).into_response(), overflow);
         }
-        let choices: Vec<Value> = all.iter().enumerate().map(|(i, c)| self.choice(i, c)).collect();
+        let choices: Vec<Value> = all
+            .iter()
+            .enumerate()
+            .map(|(i, c)| self.choice(i, c))
+            .collect();
         if self.api == Api::Anthropic {
             let c = &all[0];
             let message = &choices[0]["message"];
-            let calls = message["tool_calls"].as_array().cloned().unwrap_or_default();
+            let calls = message["tool_calls"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
             let finish = choices[0]["finish_reason"].as_str().unwrap_or("stop");
-            let stop = crate::anthropic::stop_reason(finish, c.done.finish == FinishReason::StopString);
+            let stop =
+                crate::anthropic::stop_reason(finish, c.done.finish == FinishReason::StopString);
             let body = json!({
                 "id": self.id,
                 "type": "message",
@@ -539,7 +547,11 @@ impl ReplyCtx {
             "id_slot": -1,
             "tokens_predicted": predicted,
         });
-        if self.native.as_ref().is_some_and(|n| n[0].options.n_probs > 0) {
+        if self
+            .native
+            .as_ref()
+            .is_some_and(|n| n[0].options.n_probs > 0)
+        {
             c["completion_probabilities"] = json!([crate::native::probs(&self.tok, t)]);
         }
         if self.timings_per_token {
@@ -576,12 +588,16 @@ impl ReplyCtx {
             out.push_back(SseEvent::default().data(first.to_string()));
         }
         if self.api == Api::Anthropic {
-            out.push_back(anthropic_event(json!({"type": "message_start", "message": {
+            out.push_back(anthropic_event(
+                json!({"type": "message_start", "message": {
                 "id": self.id, "type": "message", "role": "assistant", "model": self.model,
                 "content": [], "stop_reason": null, "stop_sequence": null,
-                "usage": {"input_tokens": self.n_prompt, "output_tokens": 0}}})));
-            out.push_back(anthropic_event(json!({"type": "content_block_start", "index": 0,
-                "content_block": {"type": "text", "text": ""}})));
+                "usage": {"input_tokens": self.n_prompt, "output_tokens": 0}}}),
+            ));
+            out.push_back(anthropic_event(
+                json!({"type": "content_block_start", "index": 0,
+                "content_block": {"type": "text", "text": ""}}),
+            ));
         }
         let keep_alive = self.keep_alive;
         let truncated = self.overflow;
@@ -612,7 +628,8 @@ impl ReplyCtx {
                         st.count += 1;
                         st.first.get_or_insert_with(Instant::now);
                         if st.ctx.api == Api::Native {
-                            let n_probs = st.ctx.native.as_ref().map_or(0, |n| n[0].options.n_probs);
+                            let n_probs =
+                                st.ctx.native.as_ref().map_or(0, |n| n[0].options.n_probs);
                             if !t.text.is_empty() || n_probs > 0 {
                                 let c = st.ctx.native_chunk(&t, st.first, st.count);
                                 st.out.push_back(data(c));
@@ -626,8 +643,10 @@ impl ReplyCtx {
                         }
                         if st.ctx.api == Api::Anthropic {
                             if !t.text.is_empty() {
-                                st.out.push_back(anthropic_event(json!({"type": "content_block_delta",
-                                    "index": 0, "delta": {"type": "text_delta", "text": t.text}})));
+                                st.out.push_back(anthropic_event(
+                                    json!({"type": "content_block_delta",
+                                    "index": 0, "delta": {"type": "text_delta", "text": t.text}}),
+                                ));
                             }
                             continue;
                         }
@@ -660,28 +679,47 @@ impl ReplyCtx {
                             let (message, f) = st.ctx.tool_message(reading, &st.held, finish);
                             finish = f;
                             text = message["content"].as_str().unwrap_or("").to_string();
-                            calls = message["tool_calls"].as_array().cloned().unwrap_or_default();
+                            calls = message["tool_calls"]
+                                .as_array()
+                                .cloned()
+                                .unwrap_or_default();
                         }
                         if !text.is_empty() {
-                            st.out.push_back(anthropic_event(json!({"type": "content_block_delta",
+                            st.out
+                                .push_back(anthropic_event(json!({"type": "content_block_delta",
                                 "index": 0, "delta": {"type": "text_delta", "text": text}})));
                         }
-                        st.out.push_back(anthropic_event(json!({"type": "content_block_stop", "index": 0})));
-                        let blocks = if calls.is_empty() { Vec::new() } else { crate::anthropic::content("", &calls) };
+                        st.out.push_back(anthropic_event(
+                            json!({"type": "content_block_stop", "index": 0}),
+                        ));
+                        let blocks = if calls.is_empty() {
+                            Vec::new()
+                        } else {
+                            crate::anthropic::content("", &calls)
+                        };
                         for (i, block) in (1..).zip(blocks) {
                             let input = block["input"].to_string();
                             let mut start = block;
                             start["input"] = json!({});
                             st.out.push_back(anthropic_event(json!({"type": "content_block_start", "index": i, "content_block": start})));
-                            st.out.push_back(anthropic_event(json!({"type": "content_block_delta", "index": i,
-                                "delta": {"type": "input_json_delta", "partial_json": input}})));
-                            st.out.push_back(anthropic_event(json!({"type": "content_block_stop", "index": i})));
+                            st.out.push_back(anthropic_event(
+                                json!({"type": "content_block_delta", "index": i,
+                                "delta": {"type": "input_json_delta", "partial_json": input}}),
+                            ));
+                            st.out.push_back(anthropic_event(
+                                json!({"type": "content_block_stop", "index": i}),
+                            ));
                         }
-                        let stop = crate::anthropic::stop_reason(finish, d.finish == FinishReason::StopString);
-                        st.out.push_back(anthropic_event(json!({"type": "message_delta",
+                        let stop = crate::anthropic::stop_reason(
+                            finish,
+                            d.finish == FinishReason::StopString,
+                        );
+                        st.out
+                            .push_back(anthropic_event(json!({"type": "message_delta",
                             "delta": {"stop_reason": stop, "stop_sequence": null},
                             "usage": {"output_tokens": d.completion_tokens}})));
-                        st.out.push_back(anthropic_event(json!({"type": "message_stop"})));
+                        st.out
+                            .push_back(anthropic_event(json!({"type": "message_stop"})));
                         st.ended = true;
                     }
                     Some(Event::Done(d)) if st.ctx.api == Api::Native => {

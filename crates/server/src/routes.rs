@@ -274,7 +274,10 @@ async fn metrics(State(app): Shared) -> Response {
     let engine = ready.map(|r| r.engine.stats());
     (
         [
-            (header::CONTENT_TYPE, "text/plain; version=0.0.4".to_string()),
+            (
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4".to_string(),
+            ),
             // llama-server's header: when the process started (Unix seconds).
             (
                 header::HeaderName::from_static("process-start-time-unix"),
@@ -385,7 +388,16 @@ async fn completions(
     };
     let prepared = app.prepare.run(job).await?;
     let id = app.new_id("cmpl");
-    start(&app, &r, tenant, Api::Completion, id, vec![prepared], "prompt").await
+    start(
+        &app,
+        &r,
+        tenant,
+        Api::Completion,
+        id,
+        vec![prepared],
+        "prompt",
+    )
+    .await
 }
 
 /// Anthropic's `/v1/messages`: translated, then the chat path.
@@ -406,7 +418,16 @@ async fn messages(
     };
     let prepared = app.prepare.run(job).await?;
     let id = app.new_id("msg");
-    start(&app, &r, tenant, Api::Anthropic, id, vec![prepared], "messages").await
+    start(
+        &app,
+        &r,
+        tenant,
+        Api::Anthropic,
+        id,
+        vec![prepared],
+        "messages",
+    )
+    .await
 }
 
 /// The prompt tokens of a chat request, without running it: Anthropic's
@@ -569,10 +590,19 @@ async fn start(
         }
         natives.extend(native);
         if first.is_none() {
-            first = Some((tools, logprobs, stream, include_usage, overflow, timings_per_token, verbose));
+            first = Some((
+                tools,
+                logprobs,
+                stream,
+                include_usage,
+                overflow,
+                timings_per_token,
+                verbose,
+            ));
         }
     }
-    let Some((tools, logprobs, stream, include_usage, overflow, timings_per_token, verbose)) = first
+    let Some((tools, logprobs, stream, include_usage, overflow, timings_per_token, verbose)) =
+        first
     else {
         return Err(ApiError::invalid(prompt_param, "nothing to generate"));
     };
@@ -611,15 +641,15 @@ fn submit(app: &App, r: &Ready, req: Request, prompt_param: &str) -> Result<(), 
     match r.engine.submit(req) {
         Ok(()) => Ok(()),
         Err(SubmitError::QueueFull { max_queue }) => Err(ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                format!(
-                    "the server is busy: all {} slots are in use and {max_queue} requests are \
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "the server is busy: all {} slots are in use and {max_queue} requests are \
                      waiting; retry later",
-                    r.engine.config().slots
-                ),
-            )
-            .code("server_busy")
-            .retry_after(1)),
+                r.engine.config().slots
+            ),
+        )
+        .code("server_busy")
+        .retry_after(1)),
         Err(SubmitError::Stopped) => Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             format!("the engine has stopped ({})", app.state()),

@@ -306,7 +306,9 @@ impl<'de> Deserialize<'de> for BiasValue {
             }
             fn visit_bool<E: de::Error>(self, b: bool) -> Result<BiasValue, E> {
                 if b {
-                    Err(E::custom("true is not a bias: give a number, or false to ban"))
+                    Err(E::custom(
+                        "true is not a bias: give a number, or false to ban",
+                    ))
                 } else {
                     Ok(BiasValue(f64::NEG_INFINITY))
                 }
