@@ -277,8 +277,9 @@ pub fn fit_prompt(
         return Err(ApiError::invalid(
             param,
             format!(
-                "{param}: the prompt is {} tokens but the context is {} tokens; shorten the \
-                 prompt below that, or start the server with a larger --ctx-size",
+                "{param}: the prompt is {} tokens, which exceeds the available context size of {} \
+                 tokens; shorten the prompt below that, or start the server with a larger \
+                 --ctx-size",
                 prompt.len(),
                 b.n_ctx
             ),

@@ -298,10 +298,7 @@ fn logit_bias_is_bounded() {
     }
     // llama-server's array of pairs; false bans.
     let p = chat(&with(json!({"logit_bias": [[5, false], [6, 1.5]]}))).unwrap();
-    assert_eq!(
-        p.sampler.logit_bias,
-        [(5, f32::NEG_INFINITY), (6, 1.5)]
-    );
+    assert_eq!(p.sampler.logit_bias, [(5, f32::NEG_INFINITY), (6, 1.5)]);
 }
 
 #[test]

@@ -302,7 +302,12 @@ impl ReplyCtx {
             "generation_settings": n.settings,
             "prompt": n.prompt_text,
             "has_new_line": c.text.contains('\n'),
-            "truncated": self.overflow.or(d.overflow).is_some(),
+            // llama-server's sense: the context was cut or filled.
+            "truncated": self.overflow.or(d.overflow).is_some()
+                || d.finish == FinishReason::ContextFull
+                || n.settings["n_ctx"]
+                    .as_u64()
+                    .is_some_and(|n_ctx| (d.prompt_tokens + d.completion_tokens) as u64 >= n_ctx),
             "stop_type": crate::native::stop_type(d.finish),
             "stopping_word": "",
             "tokens_cached": d.prompt_tokens,
