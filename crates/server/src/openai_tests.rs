@@ -292,7 +292,7 @@ fn logit_bias_is_bounded() {
         (json!({"5": null}), "logit_bias.5"),
         (json!([1, 2]), "logit_bias[0]"),
         (json!([[1, 2, 3]]), "logit_bias[0]"),
-        (json!([[1, true]]), "logit_bias[0]"),
+        (json!([[1, true]]), "logit_bias[0][1]"),
     ] {
         assert_eq!(param_of(&with(json!({ "logit_bias": bias }))), param);
     }
