@@ -45,8 +45,8 @@ pub struct Args {
     /// Seed of requests that give none (default: a fresh one per request)
     #[arg(long, value_name = "N")]
     pub seed: Option<u64>,
-    /// Tokens to generate when a request gives no max_tokens/n_predict, and
-    /// the most a request may ask for (-1: no limit but the context)
+    /// Tokens to generate when a request gives no max_tokens/n_predict
+    /// (-1: until the model stops or the context is full)
     #[arg(
         short = 'n',
         long = "n-predict",

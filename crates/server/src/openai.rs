@@ -30,8 +30,8 @@ pub struct ModelBounds {
 
 /// Request defaults from the server's command line (llama-server's
 /// `--temp`, `--seed` and `--n-predict`), used where a request leaves the
-/// field out. `n_predict` also caps what a request may ask for, as in
-/// llama-server.
+/// field out (as in llama-server, a request's own `n_predict` wins; the
+/// context still bounds it).
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct RequestDefaults {
     pub temperature: Option<f32>,
@@ -546,8 +546,8 @@ impl Sampling {
         if max_completion_tokens.is_some() {
             wish = max_tokens("max_completion_tokens", max_completion_tokens)?;
         }
-        if let Some(cap) = b.defaults.n_predict {
-            wish = Some(wish.map_or(cap, |w| w.min(cap)));
+        if wish.is_none() {
+            wish = b.defaults.n_predict;
         }
         Ok(GenerateParams {
             max_tokens: wish,
