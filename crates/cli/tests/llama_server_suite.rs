@@ -40,6 +40,7 @@ const TESTS: &[&str] = &[
     "test_completion.py::test_completion_with_tokens_input",
     "test_completion.py::test_n_probs",
     "test_completion.py::test_n_probs_stream",
+    "test_completion.py::test_completion_unified",
     "test_chat_completion.py::test_completion_with_json_schema",
     "test_chat_completion.py::test_completion_with_grammar",
     "test_chat_completion.py::test_completion_with_invalid_grammar",
