@@ -38,9 +38,37 @@ pub struct Args {
     /// Jinja chat template to use instead of the model's
     #[arg(long, value_name = "FILE")]
     pub chat_template: Option<PathBuf>,
-    /// Model id reported by /v1/models and in replies (default: the file name)
-    #[arg(long, value_name = "NAME")]
+    /// Model id reported by /v1/models and in replies (default: the file name);
+    /// several names separated by commas are all listed, the first in sorted order is the id
+    #[arg(long, value_name = "NAME[,NAME...]")]
     pub alias: Option<String>,
+    /// Tags listed with the model in /v1/models (comma-separated)
+    #[arg(long, value_name = "TAG[,TAG...]", value_delimiter = ',')]
+    pub tags: Vec<String>,
+    /// Temperature of requests that give none (llama-server's --temp)
+    #[arg(long = "temp", value_name = "T")]
+    pub temperature: Option<f32>,
+    /// Seed of requests that give none (default: a fresh one per request)
+    #[arg(long, value_name = "N")]
+    pub seed: Option<u64>,
+    /// Tokens to generate when a request gives no max_tokens/n_predict
+    /// (-1: until the model stops or the context is full)
+    #[arg(
+        short = 'n',
+        long = "n-predict",
+        value_name = "N",
+        allow_negative_numbers = true
+    )]
+    pub n_predict: Option<i64>,
+    /// Serve GET /slots (each slot's context and whether it is busy)
+    #[arg(long, overrides_with = "no_slots")]
+    pub slots: bool,
+    /// Do not serve GET /slots (the default)
+    #[arg(long, overrides_with = "slots")]
+    pub no_slots: bool,
+    /// Accepted for llama-server's command line: cria always serves /metrics
+    #[arg(long)]
+    pub metrics: bool,
     /// Test hook: panic inside the engine at SITE (admit, step, sample,
     /// thread) for requests with seed SEED, to test supervision
     #[arg(long, value_name = "SITE:SEED", hide = true)]
@@ -82,9 +110,14 @@ pub struct Args {
     /// localhost (repeatable; guards against DNS rebinding)
     #[arg(long, value_name = "NAME")]
     pub allow_host: Vec<String>,
-    /// Let web pages of this origin call the API (repeatable;
-    /// scheme://host[:port], or * for any)
-    #[arg(long, value_name = "ORIGIN")]
+    /// Let web pages of this origin call the API (repeatable or comma-separated;
+    /// scheme://host[:port], localhost for any loopback origin, or * for any)
+    #[arg(
+        long,
+        alias = "cors-origins",
+        value_name = "ORIGIN",
+        value_delimiter = ','
+    )]
     pub cors: Vec<String>,
 
     // Around the engine.
@@ -126,6 +159,8 @@ fn api_keys(args: &Args) -> Result<Vec<String>> {
 }
 
 pub fn run(args: Args) -> Result<()> {
+    // `--metrics` changes nothing: /metrics is always served.
+    let _always_on = args.metrics;
     let api_keys = api_keys(&args)?;
     if args.parallel == 0 {
         bail!("--parallel 0: give at least 1 sequence");
@@ -134,6 +169,32 @@ pub fn run(args: Args) -> Result<()> {
     let ctx_size = args.model.ctx_size(16)?;
     let spec = args.spec.params()?;
     let model_path = default_model::resolve(args.model.model.as_deref())?;
+    // llama-server's `--alias a,b`: every name is listed, the first in
+    // sorted order is the id.
+    let mut aliases: Vec<String> = args
+        .alias
+        .iter()
+        .flat_map(|a| a.split(','))
+        .map(|a| a.trim().to_string())
+        .collect();
+    aliases.sort();
+    aliases.dedup();
+    if aliases.iter().any(String::is_empty) {
+        bail!(
+            "--alias {:?}: an empty name",
+            args.alias.unwrap_or_default()
+        );
+    }
+    let n_predict = match args.n_predict {
+        None | Some(-1) => None,
+        Some(n) if n >= 1 => Some(n as usize),
+        Some(n) => bail!("--n-predict {n}: give at least 1, or -1 for no limit"),
+    };
+    if let Some(t) = args.temperature {
+        if !(0.0..=2.0).contains(&t) {
+            bail!("--temp {t}: give a temperature from 0 to 2");
+        }
+    }
     let config = ServerConfig {
         host: args.host,
         port: args.port,
@@ -146,7 +207,15 @@ pub fn run(args: Args) -> Result<()> {
         max_queue: args.max_queue,
         body_limit: args.max_body,
         chat_template: args.chat_template,
-        alias: args.alias,
+        alias: aliases.first().cloned(),
+        aliases,
+        tags: args.tags,
+        defaults: cria_server::RequestDefaults {
+            temperature: args.temperature,
+            seed: args.seed,
+            n_predict,
+        },
+        slots_endpoint: args.slots && !args.no_slots,
         fault: args.debug_inject_panic,
         api_keys,
         max_connections: args.max_connections as usize,

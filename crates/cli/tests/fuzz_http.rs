@@ -28,13 +28,18 @@ const TIMEOUT: Duration = Duration::from_secs(60);
 
 const CHAT: &str = "/v1/chat/completions";
 const CMPL: &str = "/v1/completions";
-const ENDPOINTS: [&str; 6] = [
+const NATIVE: &str = "/completion";
+const MESSAGES: &str = "/v1/messages";
+const ENDPOINTS: [&str; 9] = [
     CHAT,
     "/chat/completions",
     CMPL,
+    NATIVE,
     "/completions",
     "/tokenize",
     "/detokenize",
+    MESSAGES,
+    "/apply-template",
 ];
 
 const SAMPLING: [&str; 19] = [
@@ -73,13 +78,47 @@ const CHAT_ONLY: [&str; 12] = [
     "prediction",
 ];
 const CMPL_ONLY: [&str; 5] = ["prompt", "logprobs", "echo", "suffix", "best_of"];
+/// llama-server's fields (`/completion`, and on chat where it reads them).
+const LLAMA_SERVER: [&str; 13] = [
+    "n_predict",
+    "post_sampling_probs",
+    "return_tokens",
+    "response_fields",
+    "timings_per_token",
+    "return_progress",
+    "id_slot",
+    "cache_prompt",
+    "add_generation_prompt",
+    "continue_final_message",
+    "verbose",
+    "n_probs",
+    "logit_bias_array",
+];
+const ANTHROPIC: [&str; 12] = [
+    "messages",
+    "system",
+    "max_tokens",
+    "temperature",
+    "top_p",
+    "top_k",
+    "stop_sequences",
+    "stream",
+    "tools_anthropic",
+    "tool_choice_anthropic",
+    "metadata",
+    "thinking",
+];
 
 /// The fields of an endpoint's body.
 fn fields_of(path: &str) -> Vec<&'static str> {
     match path {
         "/tokenize" => vec!["content", "add_special", "parse_special", "with_pieces"],
         "/detokenize" => vec!["tokens"],
-        p if p.contains("chat") => [&SAMPLING[..], &CHAT_ONLY[..]].concat(),
+        MESSAGES => [&ANTHROPIC[..], &["anthropic_messages"][..]].concat(),
+        NATIVE | "/completions" => [&SAMPLING[..], &["prompt"][..], &LLAMA_SERVER[..]].concat(),
+        p if p.contains("chat") || p == "/apply-template" => {
+            [&SAMPLING[..], &CHAT_ONLY[..], &LLAMA_SERVER[..]].concat()
+        }
         _ => [&SAMPLING[..], &CMPL_ONLY[..]].concat(),
     }
 }
@@ -89,9 +128,13 @@ fn base(path: &str) -> Value {
     match path {
         "/tokenize" => json!({"content": "Hello world"}),
         "/detokenize" => json!({"tokens": [1, 2, 3]}),
-        p if p.contains("chat") => {
+        MESSAGES => {
             json!({"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2})
         }
+        p if p.contains("chat") || p == "/apply-template" => {
+            json!({"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2})
+        }
+        NATIVE | "/completions" => json!({"prompt": "Hi", "n_predict": 2}),
         _ => json!({"prompt": "Hi", "max_tokens": 2}),
     }
 }
@@ -190,6 +233,35 @@ fn messages() -> BoxedStrategy<Value> {
     .boxed()
 }
 
+/// Anthropic messages: text and content blocks, tool uses and results,
+/// images (refused), random roles.
+fn anthropic_messages() -> BoxedStrategy<Value> {
+    let block = prop_oneof![
+        "\\PC{0,20}".prop_map(|t| json!({"type": "text", "text": t})),
+        ("\\PC{0,6}", value())
+            .prop_map(|(n, i)| json!({"type": "tool_use", "id": "t1", "name": n, "input": i})),
+        value().prop_map(|c| json!({"type": "tool_result", "tool_use_id": "t1", "content": c})),
+        Just(json!({"type": "image", "source": {"type": "base64", "data": "AA=="}})),
+        Just(json!({"type": "thinking", "thinking": "hm"})),
+        value(),
+    ];
+    let content = prop_oneof![
+        "\\PC{0,40}".prop_map(Value::from),
+        prop::collection::vec(block, 0..4).prop_map(Value::Array),
+        value(),
+    ];
+    let role = prop_oneof![
+        prop::sample::select(vec!["user", "assistant"]).prop_map(Value::from),
+        scalar(),
+    ];
+    prop::collection::vec(
+        (role, content).prop_map(|(r, c)| json!({"role": r, "content": c})),
+        0..4,
+    )
+    .prop_map(Value::Array)
+    .boxed()
+}
+
 /// Large values, built from a size so that shrinking stays cheap.
 fn huge() -> BoxedStrategy<Value> {
     let n = prop::sample::select(vec![17usize, 1_025, 100_000, 500_000]);
@@ -271,11 +343,74 @@ fn in_range(field: &str) -> BoxedStrategy<Value> {
             })
             .boxed(),
         "messages" => messages(),
+        "anthropic_messages" => anthropic_messages(),
         "prompt" => prop_oneof![
             "\\PC{0,60}".prop_map(Value::from),
             ids().prop_map(|v| json!(v)),
             ids().prop_map(|v| json!([v])),
+            // llama-server's shapes: ids and texts mixed, several prompts,
+            // objects.
+            (ids(), "\\PC{0,20}").prop_map(|(v, t)| json!([v[0], t, v])),
+            (ids(), "\\PC{0,20}").prop_map(|(v, t)| json!([v, t, {"prompt_string": t}])),
+            "\\PC{0,20}".prop_map(|t| json!({"prompt_string": t, "multimodal_data": ["AA=="]})),
+            prop::collection::vec("\\PC{0,8}", 0..20).prop_map(|v| json!(v)),
         ]
+        .boxed(),
+        "n_predict" => prop::sample::select(vec![
+            json!(-1),
+            json!(1),
+            json!(3),
+            json!(0),
+            json!(i64::MAX),
+        ])
+        .boxed(),
+        "n_probs" => (-1..=25i64).prop_map(Value::from).boxed(),
+        "id_slot" => (-2..=4i64).prop_map(Value::from).boxed(),
+        "response_fields" => prop::collection::vec(
+            prop::sample::select(vec![
+                "content",
+                "generation_settings/n_predict",
+                "timings/x",
+                "",
+                "/",
+            ]),
+            0..70,
+        )
+        .prop_map(|v| json!(v))
+        .boxed(),
+        "logit_bias_array" => prop::collection::vec(
+            prop_oneof![
+                (0..N_VOCAB, -100.0..=100.0f64).prop_map(|(k, v)| json!([k, v])),
+                ("\\PC{0,8}", any::<bool>()).prop_map(|(k, v)| json!([k, v])),
+                value(),
+            ],
+            0..=1030,
+        )
+        .prop_map(|v| json!(v))
+        .boxed(),
+        "system" => prop_oneof![
+            "\\PC{0,40}".prop_map(Value::from),
+            "\\PC{0,40}".prop_map(|t| json!([{"type": "text", "text": t}])),
+            value(),
+        ]
+        .boxed(),
+        "stop_sequences" => prop::collection::vec("\\PC{0,8}", 0..=17)
+            .prop_map(|v| json!(v))
+            .boxed(),
+        "tools_anthropic" => prop::collection::vec(
+            (prop::sample::select(vec!["f", "get-x"]), schema())
+                .prop_map(|(n, p)| json!({"name": n, "input_schema": p})),
+            0..=3,
+        )
+        .prop_map(|v| json!(v))
+        .boxed(),
+        "tool_choice_anthropic" => prop::sample::select(vec![
+            json!({"type": "auto"}),
+            json!({"type": "any"}),
+            json!({"type": "tool", "name": "f"}),
+            json!({"type": "none"}),
+            json!({"type": "other"}),
+        ])
         .boxed(),
         "tokens" => prop::collection::vec(0..N_VOCAB, 0..60)
             .prop_map(|v| json!(v))
@@ -341,6 +476,18 @@ fn schema() -> BoxedStrategy<Value> {
     .boxed()
 }
 
+/// The JSON name of a generator's field (some fields have two shapes,
+/// generated apart).
+fn wire_name(f: &str) -> &str {
+    match f {
+        "logit_bias_array" => "logit_bias",
+        "tools_anthropic" => "tools",
+        "tool_choice_anthropic" => "tool_choice",
+        "anthropic_messages" => "messages",
+        f => f,
+    }
+}
+
 /// A valid body with one to five fields set to random values (`valid`:
 /// values inside each field's range).
 fn fields(valid: bool) -> impl Strategy<Value = Shot> {
@@ -374,7 +521,7 @@ fn fields(valid: bool) -> impl Strategy<Value = Shot> {
         edits.prop_map(move |edits| {
             let mut body = base(path);
             for (f, v) in edits {
-                body[f] = v;
+                body[wire_name(f)] = v;
             }
             post(path, body.to_string().into_bytes())
         })
@@ -400,7 +547,7 @@ fn extreme() -> impl Strategy<Value = Shot> {
     prop::sample::select(ENDPOINTS.to_vec()).prop_flat_map(move |path| {
         (prop::sample::select(fields_of(path)), v.clone()).prop_map(move |(f, v)| {
             let mut body = base(path);
-            body[f] = v;
+            body[wire_name(f)] = v;
             post(path, body.to_string().into_bytes())
         })
     })
@@ -532,7 +679,14 @@ fn check(s: &Server, shot: &Shot) -> Result<(u16, Option<String>), String> {
     if r.header("content-type") == Some("text/event-stream") {
         // Accepted and streamed: the engine must finish it cleanly.
         let events = r.sse();
-        if events.last().is_none_or(|e| e != "[DONE]")
+        // How each API ends a stream: OpenAI's [DONE], llama-server's last
+        // chunk with "stop": true, Anthropic's message_stop.
+        let ended = |e: &String| match shot.path.as_str() {
+            NATIVE | "/completions" => e.contains("\"stop\":true"),
+            MESSAGES => e.contains("\"message_stop\""),
+            _ => e == "[DONE]",
+        };
+        if events.last().is_none_or(|e| !ended(e))
             || events.iter().any(|e| e.starts_with("{\"error\""))
         {
             return Err(format!("the stream failed: {events:?}"));

@@ -359,7 +359,7 @@ fn bad_requests_get_openai_errors() {
     assert_eq!(e["param"], "temperature");
     let e = chat_err(br#"{"messages":[{"role":"user","content":5}]}"#);
     assert_eq!(e["param"], "messages[0].content");
-    let e = chat_err(br#"{"messages":[{"role":"user","content":"hi"}],"n":2}"#);
+    let e = chat_err(br#"{"messages":[{"role":"user","content":"hi"}],"n":17}"#);
     assert_eq!(e["param"], "n");
     let e = chat_err(
         br#"{"messages":[{"role":"user","content":"hi"}],"tools":[{"type":"retrieval"}]}"#,
@@ -371,7 +371,8 @@ fn bad_requests_get_openai_errors() {
     assert_eq!(e["param"], "response_format.type");
     let e = chat_err(br#"{"messages":[{"role":"user","content":"hi"}],"temperature":7}"#);
     assert_eq!(e["param"], "temperature");
-    let e = chat_err(br#"{"messages":[{"role":"user","content":"hi"}],"logit_bias":{"abc":1}}"#);
+    // A key that is not a token id is a text (llama-server's reading).
+    let e = chat_err(br#"{"messages":[{"role":"user","content":"hi"}],"logit_bias":{"abc":500}}"#);
     assert_eq!(e["param"], "logit_bias.abc");
     let e = chat_err(br#"{"messages":[]}"#);
     assert_eq!(e["param"], "messages");

@@ -179,6 +179,10 @@ async fn connection(
         // connection waits for a request, so it would also be the idle
         // limit).
         .header_read_timeout(None)
+        // Header names go out as `Content-Type`, as llama-server sends
+        // them: case does not matter in HTTP, but some clients (and
+        // llama.cpp's tests) look names up in a plain dictionary.
+        .title_case_headers(true)
         .serve_connection(io, service);
     tokio::pin!(conn);
     let mut stopping = false;

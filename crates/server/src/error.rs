@@ -17,6 +17,10 @@ pub struct ApiError {
     pub code: Option<&'static str>,
     /// Seconds, for 429 and 503.
     pub retry_after: Option<u32>,
+    /// A prompt longer than the context: (prompt tokens, context). The
+    /// error's `type` is then llama-server's `exceed_context_size_error`,
+    /// with both numbers as `n_prompt_tokens` and `n_ctx`.
+    pub exceeded: Option<(usize, usize)>,
 }
 
 impl ApiError {
@@ -27,7 +31,15 @@ impl ApiError {
             param: None,
             code: None,
             retry_after: None,
+            exceeded: None,
         }
+    }
+
+    /// A prompt of `n_prompt` tokens does not fit a context of `n_ctx`.
+    pub fn exceeded(mut self, n_prompt: usize, n_ctx: usize) -> ApiError {
+        self.code = Some("context_length_exceeded");
+        self.exceeded = Some((n_prompt, n_ctx));
+        self
     }
 
     /// 400 about one field.
@@ -58,6 +70,9 @@ impl ApiError {
 
     /// OpenAI's `type` for a status.
     pub fn kind(&self) -> &'static str {
+        if self.exceeded.is_some() {
+            return "exceed_context_size_error";
+        }
         match self.status {
             StatusCode::UNAUTHORIZED => "authentication_error",
             StatusCode::NOT_FOUND => "not_found_error",
@@ -69,14 +84,19 @@ impl ApiError {
     }
 
     pub fn body(&self) -> serde_json::Value {
-        json!({
+        let mut body = json!({
             "error": {
                 "message": self.message,
                 "type": self.kind(),
                 "param": self.param,
                 "code": self.code,
             }
-        })
+        });
+        if let Some((n_prompt, n_ctx)) = self.exceeded {
+            body["error"]["n_prompt_tokens"] = json!(n_prompt);
+            body["error"]["n_ctx"] = json!(n_ctx);
+        }
+        body
     }
 }
 

@@ -72,17 +72,47 @@ pub fn host_allowed(host: &str, allow: &[String]) -> bool {
             || allow.iter().any(|a| a.eq_ignore_ascii_case(name)))
 }
 
-/// The CORS layer for `--cors` origins (`*` for any), `None` without them:
-/// then browsers keep pages of other origins from reading replies.
+/// `http(s)://` and a loopback host (localhost, 127.0.0.1, [::1]), any port.
+fn loopback_origin(o: &str) -> bool {
+    let Some(rest) = o
+        .strip_prefix("http://")
+        .or_else(|| o.strip_prefix("https://"))
+    else {
+        return false;
+    };
+    let host = match rest.strip_prefix('[') {
+        Some(v6) => match v6.split_once(']') {
+            Some((ip, tail)) => (ip == "::1").then_some(tail),
+            None => None,
+        },
+        None => {
+            let (name, tail) = rest.split_at(rest.find(':').unwrap_or(rest.len()));
+            (name.eq_ignore_ascii_case("localhost") || name == "127.0.0.1").then_some(tail)
+        }
+    };
+    host.is_some_and(|tail| {
+        tail.is_empty()
+            || tail
+                .strip_prefix(':')
+                .is_some_and(|p| p.parse::<u16>().is_ok())
+    })
+}
+
+/// The CORS layer for `--cors` origins (`*` for any, `localhost` for any
+/// loopback origin), `None` without them: then browsers keep pages of
+/// other origins from reading replies. An allowed origin is answered with
+/// itself.
 pub fn cors(origins: &[String]) -> Result<Option<CorsLayer>, String> {
     if origins.is_empty() {
         return Ok(None);
     }
     let allow = if origins.iter().any(|o| o == "*") {
-        AllowOrigin::any()
+        // The origin itself rather than `*`, as llama-server answers.
+        AllowOrigin::mirror_request()
     } else {
         let mut list = Vec::new();
-        for o in origins {
+        let loopback = origins.iter().any(|o| o == "localhost");
+        for o in origins.iter().filter(|o| *o != "localhost") {
             let well_formed = o.split_once("://").is_some_and(|(scheme, rest)| {
                 !scheme.is_empty() && !rest.is_empty() && !rest.contains('/')
             });
@@ -97,7 +127,9 @@ pub fn cors(origins: &[String]) -> Result<Option<CorsLayer>, String> {
                 })?;
             list.push(v);
         }
-        AllowOrigin::list(list)
+        AllowOrigin::predicate(move |origin: &HeaderValue, _| {
+            list.contains(origin) || (loopback && origin.to_str().is_ok_and(loopback_origin))
+        })
     };
     Ok(Some(
         CorsLayer::new()
@@ -117,11 +149,13 @@ pub async fn auth(State(app): Shared, mut req: Request, next: Next) -> Response 
     let tenant = if keys.is_empty() {
         Tenant(0)
     } else {
+        // `Authorization: Bearer KEY`, or Anthropic's `X-Api-Key: KEY`.
         let given = req
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
+            .or_else(|| req.headers().get("x-api-key").and_then(|v| v.to_str().ok()))
             .map(str::trim);
         match given.map(|g| find_key(keys, g)) {
             Some(Some(t)) => t,
@@ -369,6 +403,24 @@ mod tests {
         assert!(cors(&["*".into()]).unwrap().is_some());
         for bad in ["app.example", "https://app.example/", "https://", "://x"] {
             assert!(cors(&[bad.into()]).is_err(), "{bad}");
+        }
+        assert!(cors(&["localhost".into()]).unwrap().is_some());
+        for ok in [
+            "http://localhost",
+            "http://127.0.0.1:3000",
+            "https://[::1]:8080",
+        ] {
+            assert!(loopback_origin(ok), "{ok}");
+        }
+        for bad in [
+            "http://localhost.evil.com",
+            "http://notlocalhost",
+            "http://evil.com",
+            "localhost",
+            "http://127.0.0.1:x",
+            "http://[::2]",
+        ] {
+            assert!(!loopback_origin(bad), "{bad}");
         }
     }
 

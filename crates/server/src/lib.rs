@@ -21,6 +21,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+mod anthropic;
 mod conn;
 mod constrain;
 mod embeddings;
@@ -29,6 +30,7 @@ mod guard;
 mod limits;
 mod lora;
 mod metrics;
+mod native;
 mod openai;
 mod prepare;
 mod reply;
@@ -38,6 +40,7 @@ mod tools;
 mod webui;
 
 pub use error::{ApiError, Error, ErrorKind};
+pub use openai::RequestDefaults;
 
 use cria_engine::{ContextOverflow, Engine, EngineConfig};
 use cria_model::{KvType, KvTypes};
@@ -55,6 +58,7 @@ pub const FINGERPRINT: &str = concat!("cria-", env!("CARGO_PKG_VERSION"));
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
     pub model_path: PathBuf,
+    /// One address, or several separated by commas (`127.0.0.1,::1`).
     pub host: String,
     /// 0 picks a free port (the address is printed on stdout).
     pub port: u16,
@@ -75,6 +79,14 @@ pub struct ServerConfig {
     pub chat_template: Option<PathBuf>,
     /// The model's id in replies; `None`: the file name without `.gguf`.
     pub alias: Option<String>,
+    /// Every name of the model (`--alias a,b`), listed in `/v1/models`.
+    pub aliases: Vec<String>,
+    /// `--tags`, listed in `/v1/models`.
+    pub tags: Vec<String>,
+    /// Request defaults (`--temp`, `--seed`, `--n-predict`).
+    pub defaults: RequestDefaults,
+    /// Serve `GET /slots` (`--slots`).
+    pub slots_endpoint: bool,
     /// Test hook passed to the engine (`--debug-inject-panic`).
     pub fault: Option<cria_engine::Fault>,
 
@@ -134,6 +146,10 @@ impl ServerConfig {
             body_limit: 4 << 20,
             chat_template: None,
             alias: None,
+            aliases: Vec::new(),
+            tags: Vec::new(),
+            defaults: RequestDefaults::default(),
+            slots_endpoint: false,
             fault: None,
             api_keys: Vec::new(),
             max_connections: 512,
@@ -168,6 +184,12 @@ impl ServerConfig {
                     i + 1
                 ));
             }
+        }
+        if self.host.split(',').any(|h| h.trim().is_empty()) {
+            return Err(format!(
+                "--host {:?}: an empty address; give one, or several separated by commas",
+                self.host
+            ));
         }
         for h in &self.allow_hosts {
             if h.is_empty() || h.contains([':', '/', '[', ' ']) {
@@ -206,19 +228,28 @@ pub fn run(config: ServerConfig) -> Result<(), Error> {
 async fn serve(config: ServerConfig) -> Result<(), Error> {
     config.check().map_err(ErrorKind::Config)?;
     let cors = guard::cors(&config.cors_origins).map_err(ErrorKind::Config)?;
-    let addr = format!("{}:{}", config.host, config.port);
-    let listener = tokio::net::TcpListener::bind(&addr)
-        .await
-        .map_err(|source| ErrorKind::Bind {
-            addr: addr.clone(),
-            source,
-        })?;
-    let local = listener.local_addr().map_err(ErrorKind::Serve)?;
-    {
-        // Tests and scripts wait for this line to learn the port.
-        let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "cria serve: listening on http://{local}");
-        let _ = out.flush();
+    let mut listeners = Vec::new();
+    for host in config.host.split(',').map(str::trim) {
+        // An IPv6 address takes brackets before the port.
+        let addr = if host.contains(':') && !host.starts_with('[') {
+            format!("[{host}]:{}", config.port)
+        } else {
+            format!("{host}:{}", config.port)
+        };
+        let listener = tokio::net::TcpListener::bind(&addr)
+            .await
+            .map_err(|source| ErrorKind::Bind {
+                addr: addr.clone(),
+                source,
+            })?;
+        let local = listener.local_addr().map_err(ErrorKind::Serve)?;
+        {
+            // Tests and scripts wait for this line to learn the port.
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "cria serve: listening on http://{local}");
+            let _ = out.flush();
+        }
+        listeners.push(listener);
     }
     let app = Arc::new(App::new(config.clone()));
     let router = routes::router(app.clone(), cors);
@@ -228,7 +259,14 @@ async fn serve(config: ServerConfig) -> Result<(), Error> {
         timeout_header: config.timeout_header,
         timeout_idle: config.timeout_idle,
     };
-    let server = tokio::spawn(conn::serve(listener, router, limits, stop_rx));
+    // Each address has its own accept loop (and connection cap).
+    let loops: Vec<_> = listeners
+        .into_iter()
+        .map(|l| conn::serve(l, router.clone(), limits, stop_rx.clone()))
+        .collect();
+    let server = tokio::spawn(async move {
+        futures_util::future::join_all(loops).await;
+    });
 
     let loader = {
         let app = app.clone();
@@ -437,5 +475,6 @@ fn load(config: &ServerConfig) -> Result<Ready, String> {
         created: routes::unix_time(),
         pooling,
         lora: lora::Adapters::new(adapters),
+        defaults: config.defaults,
     })
 }

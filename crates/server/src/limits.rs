@@ -27,6 +27,9 @@ pub const MAX_STOP: usize = 16;
 pub const MAX_STOP_BYTES: usize = 256;
 /// `top_logprobs` (chat) and `logprobs` (completions): OpenAI's 20.
 pub const MAX_TOP_LOGPROBS: i64 = 20;
+/// Choices per request (`n`), and prompts per `/completion` request:
+/// each is a sequence of its own in the engine.
+pub const MAX_CHOICES: usize = 16;
 /// `messages` per chat request.
 pub const MAX_MESSAGES: usize = 1024;
 /// Content parts in one message.

@@ -72,6 +72,19 @@ pub struct Metrics {
     /// they took (the effective generation rate, speculation included).
     gen_tokens: AtomicU64,
     gen_us: AtomicU64,
+    /// Answered requests, all tenants: llama-server's counters.
+    done: Mutex<DoneTotals>,
+}
+
+/// Sums over answered requests, for llama-server's metric names.
+#[derive(Default)]
+struct DoneTotals {
+    cached: u64,
+    predicted: u64,
+    prompt_secs: f64,
+    predicted_secs: f64,
+    /// The longest sequence (prompt + completion), tokens.
+    longest: u64,
 }
 
 const TTFT_BOUNDS: &[f64] = &[0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
@@ -86,6 +99,7 @@ impl Default for Metrics {
             tokens: Mutex::new(BTreeMap::new()),
             gen_tokens: AtomicU64::new(0),
             gen_us: AtomicU64::new(0),
+            done: Mutex::new(DoneTotals::default()),
         }
     }
 }
@@ -109,6 +123,113 @@ impl Metrics {
         self.gen_tokens.fetch_add(tokens as u64, Ordering::Relaxed);
         self.gen_us
             .fetch_add(time.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// An answered request's counts and times.
+    pub fn done(&self, d: &cria_engine::Done) {
+        if let Ok(mut t) = self.done.lock() {
+            t.cached += d.cached_tokens as u64;
+            t.predicted += d.completion_tokens as u64;
+            t.prompt_secs += d.prompt_time.as_secs_f64();
+            t.predicted_secs += d.generation_time.as_secs_f64();
+            t.longest = t
+                .longest
+                .max((d.prompt_tokens + d.completion_tokens) as u64);
+        }
+    }
+
+    /// llama-server's metrics (`llamacpp:` names), so its dashboards and
+    /// tests read cria's: from the engine's counters and the answered
+    /// requests.
+    fn render_llamacpp(&self, out: &mut String, e: &EngineStats) {
+        let Ok(t) = self.done.lock() else { return };
+        let prompt = e.prompt_tokens.load(Ordering::Relaxed);
+        let steps = e.steps.load(Ordering::Relaxed);
+        let generated = e.generated_tokens.load(Ordering::Relaxed);
+        let ratio = |n: f64, d: f64| if d > 0.0 { n / d } else { 0.0 };
+        let counters: [(&str, &str, f64); 9] = [
+            (
+                "prompt_tokens_total",
+                "Number of prompt tokens processed.",
+                prompt as f64,
+            ),
+            (
+                "prompt_tokens_cached_total",
+                "Number of prompt tokens taken from a slot's cache.",
+                t.cached as f64,
+            ),
+            (
+                "prompt_seconds_total",
+                "Prompt process time.",
+                t.prompt_secs,
+            ),
+            (
+                "tokens_predicted_total",
+                "Number of generation tokens processed.",
+                t.predicted as f64,
+            ),
+            (
+                "tokens_predicted_seconds_total",
+                "Predict process time.",
+                t.predicted_secs,
+            ),
+            (
+                "n_decode_total",
+                "Total number of batched forward passes.",
+                steps as f64,
+            ),
+            (
+                "n_tokens_max",
+                "Largest observed sequence (prompt and completion), tokens.",
+                t.longest as f64,
+            ),
+            (
+                "spec_decode_num_draft_tokens_total",
+                "Draft tokens proposed (speculative decoding).",
+                e.spec_drafted.load(Ordering::Relaxed) as f64,
+            ),
+            (
+                "spec_decode_num_accepted_tokens_total",
+                "Draft tokens accepted (speculative decoding).",
+                e.spec_accepted.load(Ordering::Relaxed) as f64,
+            ),
+        ];
+        for (name, help, v) in counters {
+            let _ = writeln!(out, "# HELP llamacpp:{name} {help}\n# TYPE llamacpp:{name} counter\nllamacpp:{name} {v}");
+        }
+        let gauges: [(&str, &str, f64); 5] = [
+            (
+                "prompt_tokens_seconds",
+                "Average prompt throughput in tokens/s.",
+                ratio(prompt as f64, t.prompt_secs),
+            ),
+            (
+                "predicted_tokens_seconds",
+                "Average generation throughput in tokens/s.",
+                ratio(t.predicted as f64, t.predicted_secs),
+            ),
+            (
+                "requests_processing",
+                "Number of requests processing.",
+                e.active.load(Ordering::Relaxed) as f64,
+            ),
+            (
+                "requests_deferred",
+                "Number of requests deferred.",
+                e.queued.load(Ordering::Relaxed) as f64,
+            ),
+            (
+                "n_busy_slots_per_decode",
+                "Average tokens sampled per batched forward pass.",
+                ratio(generated as f64, steps as f64),
+            ),
+        ];
+        for (name, help, v) in gauges {
+            let _ = writeln!(
+                out,
+                "# HELP llamacpp:{name} {help}\n# TYPE llamacpp:{name} gauge\nllamacpp:{name} {v}"
+            );
+        }
     }
 
     pub fn render(&self, engine: Option<&EngineStats>) -> String {
@@ -264,6 +385,9 @@ impl Metrics {
              # TYPE cria_effective_tokens_per_second gauge\ncria_effective_tokens_per_second {rate:.3}",
             gus as f64 / 1e6
         );
+        if let Some(e) = engine {
+            self.render_llamacpp(&mut out, e);
+        }
         self.ttft.write(
             &mut out,
             "cria_time_to_first_token_seconds",

@@ -6,9 +6,10 @@
 
 use crate::error::ApiError;
 use crate::limits::{
-    LOGIT_BIAS, MAX_MESSAGES, MAX_TOP_LOGPROBS, PENALTY, PROBABILITY, REPEAT_PENALTY, TEMPERATURE,
+    LOGIT_BIAS, MAX_CHOICES, MAX_MESSAGES, MAX_TOP_LOGPROBS, PENALTY, PROBABILITY, REPEAT_PENALTY,
+    TEMPERATURE,
 };
-use crate::shapes::{AtMost, Content, Given, LogitBias, Prompt, Stop};
+use crate::shapes::{AtMost, BiasKey, Content, Given, LogitBias, Prompt, Stop};
 use cria_engine::GenerateParams;
 use cria_prompt::Message;
 use cria_sampler::SamplerConfig;
@@ -18,12 +19,24 @@ use serde_json::error::Category;
 use serde_json::Number;
 use std::ops::RangeInclusive;
 
-/// The bounds that come from the loaded model.
+/// The bounds that come from the loaded model, and the server's defaults.
 #[derive(Clone, Copy, Debug)]
 pub struct ModelBounds {
     pub n_vocab: usize,
     /// Tokens of context per sequence: prompt and reply together.
     pub n_ctx: usize,
+    pub defaults: RequestDefaults,
+}
+
+/// Request defaults from the server's command line (llama-server's
+/// `--temp`, `--seed` and `--n-predict`), used where a request leaves the
+/// field out (as in llama-server, a request's own `n_predict` wins; the
+/// context still bounds it).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct RequestDefaults {
+    pub temperature: Option<f32>,
+    pub seed: Option<u64>,
+    pub n_predict: Option<usize>,
 }
 
 /// Parses one view of a body (several types read the same body, since
@@ -164,6 +177,9 @@ pub struct Sampling {
     pub logit_bias: Option<LogitBias>,
     pub stop: Option<Stop>,
     pub max_tokens: Option<i64>,
+    /// llama-server's name for `max_tokens` (it wins when both are given).
+    pub n_predict: Option<i64>,
+    /// Choices per request (see [`Sampling::choices`]).
     pub n: Option<i64>,
     #[serde(default, deserialize_with = "null_is_false")]
     pub ignore_eos: bool,
@@ -186,6 +202,15 @@ pub struct ChatRequest {
     pub function_call: Option<Given>,
     pub audio: Option<Given>,
     pub prediction: Option<Given>,
+    /// Open the assistant's turn after the messages (default true).
+    pub add_generation_prompt: Option<bool>,
+    /// Continue the last (assistant) message instead (vLLM's name for
+    /// llama-server's prefill).
+    pub continue_final_message: Option<bool>,
+    /// llama-server's debugging aid: the reply carries `__verbose.prompt`,
+    /// the rendered prompt.
+    #[serde(default, deserialize_with = "null_is_false")]
+    pub verbose: bool,
 }
 
 #[derive(Deserialize, Debug)]
@@ -252,13 +277,14 @@ pub fn fit_prompt(
         return Err(ApiError::invalid(
             param,
             format!(
-                "{param}: the prompt is {} tokens but the context is {} tokens; shorten the \
-                 prompt below that, or start the server with a larger --ctx-size",
+                "{param}: the prompt is {} tokens, which exceeds the available context size of {} \
+                 tokens; shorten the prompt below that, or start the server with a larger \
+                 --ctx-size",
                 prompt.len(),
                 b.n_ctx
             ),
         )
-        .code("context_length_exceeded"));
+        .exceeded(prompt.len(), b.n_ctx));
     }
     let room = b.n_ctx - prompt.len();
     params.max_tokens = Some(params.max_tokens.map_or(room, |m| m.min(room)));
@@ -443,23 +469,23 @@ impl Sampling {
     /// (chat's `max_completion_tokens` wins over it); call [`fit_prompt`]
     /// once the prompt is tokenized to fit it to the context. The sampler
     /// checks again, but never has to.
+    /// `tok` reads `logit_bias` keys that are text (llama-server's
+    /// `[["hello", -1]]` and `{"hello": -1}`): every token of the text is
+    /// biased. Without it, such keys are an error.
     pub fn params(
         &self,
         max_completion_tokens: Option<i64>,
         b: ModelBounds,
+        tok: Option<&cria_tokenizer::Tokenizer>,
     ) -> Result<GenerateParams, ApiError> {
-        match self.n {
-            None | Some(1) => {}
-            Some(n) if n < 1 => return Err(out_of_range("n", n, "1")),
-            Some(n) => {
-                return Err(ApiError::unsupported(
-                    "n",
-                    &format!("n = {n} (more than one choice per request)"),
-                ))
-            }
-        }
+        self.choices()?;
         let d = SamplerConfig::default();
-        let temperature = float("temperature", self.temperature, d.temperature, TEMPERATURE)?;
+        let temperature = float(
+            "temperature",
+            self.temperature,
+            b.defaults.temperature.unwrap_or(d.temperature),
+            TEMPERATURE,
+        )?;
         let top_p = float("top_p", self.top_p, d.top_p, PROBABILITY)?;
         let min_p = float("min_p", self.min_p, d.min_p, PROBABILITY)?;
         let presence_penalty = float("presence_penalty", self.presence_penalty, 0.0, PENALTY)?;
@@ -494,7 +520,7 @@ impl Sampling {
                 ))
             }
         };
-        let logit_bias = self.logit_bias(b.n_vocab)?;
+        let logit_bias = self.logit_bias(b.n_vocab, tok)?;
         let seed = match &self.seed {
             // Negative seeds are as good as any: their bits are the seed.
             Some(s) => match (s.as_u64(), s.as_i64()) {
@@ -507,13 +533,21 @@ impl Sampling {
                     ))
                 }
             },
-            None => std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos() as u64),
+            None => b.defaults.seed.unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos() as u64)
+            }),
         };
         let mut wish = max_tokens("max_tokens", self.max_tokens)?;
+        if self.n_predict.is_some() {
+            wish = max_tokens("n_predict", self.n_predict)?;
+        }
         if max_completion_tokens.is_some() {
             wish = max_tokens("max_completion_tokens", max_completion_tokens)?;
+        }
+        if wish.is_none() {
+            wish = b.defaults.n_predict;
         }
         Ok(GenerateParams {
             max_tokens: wish,
@@ -535,45 +569,73 @@ impl Sampling {
         })
     }
 
-    /// `logit_bias`: token ids of the vocabulary (at most
-    /// [`MAX_LOGIT_BIAS`], counted while parsing), each to a number in
-    /// [`LOGIT_BIAS`].
-    fn logit_bias(&self, n_vocab: usize) -> Result<Vec<(u32, f32)>, ApiError> {
+    /// How many choices (`n`): 1 to [`MAX_CHOICES`], each generated as
+    /// its own request (seed, seed + 1, ...).
+    pub fn choices(&self) -> Result<usize, ApiError> {
+        match self.n {
+            None => Ok(1),
+            Some(n) if (1..=MAX_CHOICES as i64).contains(&n) => Ok(n as usize),
+            Some(n) => Err(out_of_range("n", n, &format!("1 to {MAX_CHOICES}"))),
+        }
+    }
+
+    /// `logit_bias`: token ids of the vocabulary, or texts (each of their
+    /// tokens), at most [`MAX_LOGIT_BIAS`] entries (counted while
+    /// parsing), each to a number in [`LOGIT_BIAS`] or `false` (banned).
+    fn logit_bias(
+        &self,
+        n_vocab: usize,
+        tok: Option<&cria_tokenizer::Tokenizer>,
+    ) -> Result<Vec<(u32, f32)>, ApiError> {
         let Some(LogitBias(entries)) = &self.logit_bias else {
             return Ok(Vec::new());
         };
         let mut out = Vec::with_capacity(entries.len());
         for (k, v) in entries {
-            let param = format!("logit_bias.{k}");
-            let id: u32 = k.parse().map_err(|_| {
-                ApiError::invalid(&param, format!("{param}: {k:?} is not a token id"))
-            })?;
-            if id as usize >= n_vocab {
-                return Err(ApiError::invalid(
-                    &param,
-                    format!("{param}: token {id} is not in the vocabulary of {n_vocab}"),
-                ));
-            }
-            if !LOGIT_BIAS.contains(v) {
+            let param = match k {
+                BiasKey::Id(id) => format!("logit_bias.{id}"),
+                BiasKey::Text(t) => format!("logit_bias.{t}"),
+            };
+            let bias = if *v == f64::NEG_INFINITY {
+                f32::NEG_INFINITY
+            } else if !LOGIT_BIAS.contains(v) {
                 return Err(ApiError::invalid(
                     &param,
                     format!(
-                        "{param}: {v} is out of range ({} to {})",
+                        "{param}: {v} is out of range ({} to {}, or false to ban)",
                         LOGIT_BIAS.start(),
                         LOGIT_BIAS.end()
                     ),
                 ));
-            }
-            let bias = *v as f32;
-            // OpenAI: -100 bans the token.
-            out.push((
-                id,
-                if bias <= -100.0 {
-                    f32::NEG_INFINITY
-                } else {
-                    bias
+            } else if *v <= -100.0 {
+                // OpenAI: -100 bans the token.
+                f32::NEG_INFINITY
+            } else {
+                *v as f32
+            };
+            let ids = match k {
+                BiasKey::Id(id) => vec![*id],
+                BiasKey::Text(t) => match tok {
+                    Some(tok) => tok
+                        .encode(t, false, false)
+                        .map_err(|e| ApiError::invalid(&param, format!("{param}: {e}")))?,
+                    None => {
+                        return Err(ApiError::invalid(
+                            &param,
+                            format!("{param}: {t:?} is not a token id"),
+                        ))
+                    }
                 },
-            ));
+            };
+            for id in ids {
+                if id as usize >= n_vocab {
+                    return Err(ApiError::invalid(
+                        &param,
+                        format!("{param}: token {id} is not in the vocabulary of {n_vocab}"),
+                    ));
+                }
+                out.push((id, bias));
+            }
         }
         Ok(out)
     }

@@ -8,6 +8,11 @@ use serde_json::{json, Value};
 const B: ModelBounds = ModelBounds {
     n_vocab: 1000,
     n_ctx: 64,
+    defaults: RequestDefaults {
+        temperature: None,
+        seed: None,
+        n_predict: None,
+    },
 };
 
 /// What `prepare::chat` checks before the template: the param of the first
@@ -17,7 +22,7 @@ fn chat(body: &Value) -> Result<GenerateParams, ApiError> {
     let sampling: Sampling = from(body)?;
     req.messages()?;
     req.logprobs()?;
-    sampling.params(req.max_completion_tokens, B)
+    sampling.params(req.max_completion_tokens, B, None)
 }
 
 fn from<T: DeserializeOwned>(body: &Value) -> Result<T, ApiError> {
@@ -87,7 +92,8 @@ fn deep_nesting_is_a_400_not_a_stack_overflow() {
 
 #[test]
 fn n_and_deprecated_functions_refused() {
-    assert_eq!(param_of(&with(json!({"n": 2}))), "n");
+    assert_eq!(param_of(&with(json!({"n": 17}))), "n");
+    assert!(chat(&with(json!({"n": 16}))).is_ok());
     assert_eq!(param_of(&with(json!({"n": 0}))), "n");
     assert_eq!(param_of(&with(json!({"n": 1e308}))), "n");
     assert!(chat(&with(json!({"n": 1}))).is_ok());
@@ -284,10 +290,15 @@ fn logit_bias_is_bounded() {
         (json!({"5": 101}), "logit_bias.5"),
         (json!({"5": "1"}), "logit_bias.5"),
         (json!({"5": null}), "logit_bias.5"),
-        (json!([1, 2]), "logit_bias"),
+        (json!([1, 2]), "logit_bias[0]"),
+        (json!([[1, 2, 3]]), "logit_bias[0]"),
+        (json!([[1, true]]), "logit_bias[0][1]"),
     ] {
         assert_eq!(param_of(&with(json!({ "logit_bias": bias }))), param);
     }
+    // llama-server's array of pairs; false bans.
+    let p = chat(&with(json!({"logit_bias": [[5, false], [6, 1.5]]}))).unwrap();
+    assert_eq!(p.sampler.logit_bias, [(5, f32::NEG_INFINITY), (6, 1.5)]);
 }
 
 #[test]

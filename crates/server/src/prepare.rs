@@ -5,7 +5,9 @@
 //! that also answer /health.
 
 use crate::error::ApiError;
+use crate::limits::MAX_CHOICES;
 use crate::limits::PREPARE_JOBS_PER_CORE;
+use crate::native::{self, Extras};
 use crate::openai::{
     self, ChatRequest, CompletionRequest, DetokenizeRequest, ModelBounds, Sampling, TokenizeRequest,
 };
@@ -34,6 +36,15 @@ pub struct Prepared {
     pub overflow: Option<OverflowReport>,
     /// The request's adapters (its `lora` field, else the server's scales).
     pub lora: cria_model::LoraSet,
+    /// Answers wanted (`n`): the request runs this many times side by side,
+    /// with seeds seed, seed + 1, ...
+    pub choices: usize,
+    /// `/completion`: what its reply shows besides the answer.
+    pub native: Option<crate::reply::NativeReply>,
+    /// llama-server's `timings_per_token`.
+    pub timings_per_token: bool,
+    /// `verbose`: the rendered prompt, shown in the reply.
+    pub verbose: Option<String>,
 }
 
 /// Runs preparation jobs on the blocking pool, a bounded number at once.
@@ -85,7 +96,22 @@ fn bounds(r: &Ready) -> ModelBounds {
     ModelBounds {
         n_vocab: r.model.config.n_vocab,
         n_ctx: r.engine.config().n_ctx,
+        defaults: r.defaults,
     }
+}
+
+/// The llama-server fields of a request that cria refuses rather than
+/// ignores, and the ones every generating route reads.
+fn extras(r: &Ready, body: &[u8]) -> Result<(Extras, native::Options), ApiError> {
+    let extras: Extras = openai::parse(body)?;
+    let options = extras.options(r.engine.config().slots)?;
+    if options.return_progress {
+        return Err(ApiError::unsupported(
+            "return_progress",
+            "return_progress (the engine does not report prompt progress per batch yet)",
+        ));
+    }
+    Ok((extras, options))
 }
 
 /// Compiles the grammar or schema the body asks for, if any.
@@ -128,13 +154,75 @@ fn fit(
 /// `/v1/chat/completions`: checks, renders the template (with the tools,
 /// in the model's own format), tokenizes.
 pub fn chat(r: &Ready, body: &[u8]) -> Result<Prepared, ApiError> {
+    match chat_or_render(r, body, false)? {
+        Chat::Prepared(p) => Ok(*p),
+        Chat::Rendered(_) => Err(internal(&"a chat request was only rendered")),
+    }
+}
+
+/// `/apply-template`: `{"prompt": text}`, the chat request's prompt as the
+/// template renders it (prefill and tools included), not tokenized.
+pub fn apply_template(r: &Ready, body: &[u8]) -> Result<Vec<u8>, ApiError> {
+    match chat_or_render(r, body, true)? {
+        Chat::Rendered(text) => {
+            serde_json::to_vec(&json!({ "prompt": text })).map_err(|e| internal(&e))
+        }
+        Chat::Prepared(_) => Err(internal(&"a template request was prepared")),
+    }
+}
+
+enum Chat {
+    Prepared(Box<Prepared>),
+    Rendered(String),
+}
+
+fn chat_or_render(r: &Ready, body: &[u8], only_render: bool) -> Result<Chat, ApiError> {
     let req: ChatRequest = openai::parse(body)?;
     let sampling: Sampling = openai::parse(body)?;
     let lora = r.lora.for_request(body)?;
+    let (_, options) = extras(r, body)?;
     let mut messages = req.messages()?;
     let logprobs = req.logprobs()?;
     let b = bounds(r);
-    let mut params = sampling.params(req.max_completion_tokens, b)?;
+    let choices = sampling.choices()?;
+    let mut params = sampling.params(req.max_completion_tokens, b, Some(&r.tok))?;
+    // An assistant message last is the start of the answer (a prefill),
+    // unless the request asks for a new turn after it.
+    let ends_with_assistant = messages.last().is_some_and(|m| m.role == "assistant");
+    if ends_with_assistant
+        && messages.len() >= 2
+        && messages[messages.len() - 2].role == "assistant"
+    {
+        return Err(ApiError::invalid(
+            "messages",
+            "messages: two assistant messages at the end; only the last may be a prefill of \
+             the answer",
+        ));
+    }
+    let prefill = match (req.add_generation_prompt, req.continue_final_message) {
+        (Some(true), Some(true)) => {
+            return Err(ApiError::invalid(
+                "continue_final_message",
+                "continue_final_message and add_generation_prompt cannot both be true: \
+                 continue the last message, or open a new turn",
+            ))
+        }
+        (_, Some(true)) if !ends_with_assistant => {
+            return Err(ApiError::invalid(
+                "continue_final_message",
+                "continue_final_message: the last message is not an assistant's",
+            ))
+        }
+        (_, Some(true)) => true,
+        (Some(true), _) => false,
+        _ => ends_with_assistant,
+    };
+    let add_generation_prompt = req.add_generation_prompt.unwrap_or(true);
+    let prefilled = if prefill {
+        messages.pop().map(|m| m.content)
+    } else {
+        None
+    };
     constrain(r, body, &mut params)?;
     let template = r.template.as_ref().map_err(|e| {
         ApiError::new(
@@ -149,8 +237,9 @@ pub fn chat(r: &Ready, body: &[u8]) -> Result<Prepared, ApiError> {
     )?
     .filter(|t| t.choice != tools::Choice::None);
     let mut reading = None;
+    let open_turn = add_generation_prompt || prefilled.is_some();
     let rendered = match &tools {
-        None => template.render(&messages, true),
+        None => template.render(&messages, open_turn),
         Some(t) => {
             let format = tools::Format::of(template.source());
             if let Some(spec) = t.grammar(format) {
@@ -168,17 +257,28 @@ pub fn chat(r: &Ready, body: &[u8]) -> Result<Prepared, ApiError> {
             });
             if format == tools::Format::Generic {
                 t.instruct_generic(&mut messages);
-                template.render(&messages, true)
+                template.render(&messages, open_turn)
             } else {
-                template.render_with_tools(&messages, Some(&t.openai_list()), true)
+                template.render_with_tools(&messages, Some(&t.openai_list()), open_turn)
             }
         }
     }
     .map_err(|e| ApiError::invalid("messages", e.full_message()))?;
+    let rendered = match prefilled {
+        Some(p) => rendered + &p,
+        None => rendered,
+    };
+    if only_render {
+        return Ok(Chat::Rendered(rendered));
+    }
     let mut prompt = tokenize_prompt(&r.tok, &rendered)
         .map_err(|e| ApiError::invalid("messages", e.full_message()))?;
+    let verbose = req.verbose.then_some(rendered);
     let overflow = fit(r, &mut prompt, &mut params, b, "messages")?;
-    Ok(Prepared {
+    if choices > 1 && req.stream {
+        return Err(ApiError::unsupported("n", "n > 1 with stream"));
+    }
+    Ok(Chat::Prepared(Box::new(Prepared {
         tools: reading,
         prompt,
         params,
@@ -187,7 +287,11 @@ pub fn chat(r: &Ready, body: &[u8]) -> Result<Prepared, ApiError> {
         include_usage: req.stream_options.as_ref().is_some_and(|o| o.include_usage),
         overflow,
         lora,
-    })
+        choices,
+        native: None,
+        timings_per_token: options.timings_per_token,
+        verbose,
+    })))
 }
 
 /// `/v1/completions`: checks and tokenizes the prompt.
@@ -196,9 +300,11 @@ pub fn completion(r: &Ready, body: &[u8]) -> Result<Prepared, ApiError> {
     let sampling: Sampling = openai::parse(body)?;
     let lora = r.lora.for_request(body)?;
     req.check()?;
+    let (_, options) = extras(r, body)?;
     let logprobs = req.logprobs()?;
     let b = bounds(r);
-    let mut params = sampling.params(None, b)?;
+    let choices = sampling.choices()?;
+    let mut params = sampling.params(None, b, Some(&r.tok))?;
     constrain(r, body, &mut params)?;
     let one = |n: usize| {
         if n == 1 {
@@ -228,6 +334,9 @@ pub fn completion(r: &Ready, body: &[u8]) -> Result<Prepared, ApiError> {
         }
     };
     let overflow = fit(r, &mut prompt, &mut params, b, "prompt")?;
+    if choices > 1 && req.stream {
+        return Err(ApiError::unsupported("n", "n > 1 with stream"));
+    }
     Ok(Prepared {
         tools: None,
         prompt,
@@ -237,7 +346,87 @@ pub fn completion(r: &Ready, body: &[u8]) -> Result<Prepared, ApiError> {
         include_usage: req.stream_options.as_ref().is_some_and(|o| o.include_usage),
         overflow,
         lora,
+        choices,
+        native: None,
+        timings_per_token: options.timings_per_token,
+        verbose: None,
     })
+}
+
+/// llama-server's `/completion`: one prepared request per prompt (a batch
+/// of prompts is answered as a list).
+pub fn native(r: &Ready, body: &[u8]) -> Result<Vec<Prepared>, ApiError> {
+    #[derive(serde::Deserialize)]
+    struct Req {
+        prompt: native::Prompts,
+    }
+    let req: Req = openai::parse(body)?;
+    let sampling: Sampling = openai::parse(body)?;
+    let (extras, options) = extras(r, body)?;
+    let lora = r.lora.for_request(body)?;
+    let stream = extras.stream.unwrap_or(false);
+    let prompts = req.prompt.0;
+    if prompts.len() > MAX_CHOICES {
+        return Err(ApiError::invalid(
+            "prompt",
+            format!(
+                "prompt: {} prompts, at most {MAX_CHOICES} per request",
+                prompts.len()
+            ),
+        ));
+    }
+    if prompts.len() > 1 && stream {
+        return Err(ApiError::unsupported(
+            "prompt",
+            "several prompts with stream",
+        ));
+    }
+    if sampling.choices()? > 1 {
+        return Err(ApiError::unsupported(
+            "n",
+            "n on /completion (send the prompt several times in `prompt`)",
+        ));
+    }
+    let b = bounds(r);
+    let mut params = sampling.params(None, b, Some(&r.tok))?;
+    constrain(r, body, &mut params)?;
+    let logprobs = (options.n_probs > 0).then_some(options.n_probs);
+    let mut out = Vec::with_capacity(prompts.len());
+    for (i, parts) in prompts.iter().enumerate() {
+        let param = if prompts.len() == 1 {
+            "prompt".to_string()
+        } else {
+            format!("prompt[{i}]")
+        };
+        let mut prompt = native::tokenize(&r.tok, parts, &param)?;
+        let mut params = params.clone();
+        let n_predict = params.max_tokens;
+        let overflow = fit(r, &mut prompt, &mut params, b, &param)?;
+        let settings = native::settings(r, &params, n_predict, options.n_probs, stream);
+        let prompt_text = r
+            .tok
+            .decode(&prompt, true)
+            .map_err(|e| ApiError::invalid(&param, format!("{param}: {e}")))?;
+        out.push(Prepared {
+            tools: None,
+            prompt,
+            params,
+            logprobs,
+            stream,
+            include_usage: false,
+            overflow,
+            lora: lora.clone(),
+            choices: 1,
+            native: Some(crate::reply::NativeReply {
+                options: options.clone(),
+                settings,
+                prompt_text,
+            }),
+            timings_per_token: options.timings_per_token,
+            verbose: None,
+        });
+    }
+    Ok(out)
 }
 
 /// `/tokenize`: `{"tokens": [id, ...]}`, or `[{"id", "piece"}, ...]` with

@@ -21,6 +21,40 @@ use tokio::sync::mpsc::UnboundedReceiver;
 pub enum Api {
     Chat,
     Completion,
+    /// llama-server's `/completion`.
+    Native,
+    /// Anthropic's `/v1/messages`.
+    Anthropic,
+}
+
+/// One request's whole answer.
+struct Collected {
+    text: String,
+    tokens: Vec<TokenEvent>,
+    done: Done,
+}
+
+/// What a `/completion` reply for one prompt shows besides the answer.
+#[derive(Clone, Debug)]
+pub struct NativeReply {
+    pub options: crate::native::Options,
+    /// `generation_settings`.
+    pub settings: Value,
+    /// The prompt as text (its tokens decoded, special ones included).
+    pub prompt_text: String,
+}
+
+/// The answers' token counts and times added up (times: the longest).
+fn sum_done(all: &[Collected]) -> Done {
+    let mut total = all[0].done.clone();
+    for c in &all[1..] {
+        total.prompt_tokens += c.done.prompt_tokens;
+        total.cached_tokens += c.done.cached_tokens;
+        total.completion_tokens += c.done.completion_tokens;
+        total.prompt_time = total.prompt_time.max(c.done.prompt_time);
+        total.generation_time = total.generation_time.max(c.done.generation_time);
+    }
+    total
 }
 
 /// What a reply needs besides the events.
@@ -43,6 +77,14 @@ pub struct ReplyCtx {
     pub accepted: Instant,
     /// The prompt was cut to fit (`--context-overflow truncate-middle`).
     pub overflow: Option<OverflowReport>,
+    /// `/completion`: per prompt, what its reply shows.
+    pub native: Option<Vec<NativeReply>>,
+    /// llama-server's `timings_per_token`: streamed chunks carry timings.
+    pub timings_per_token: bool,
+    /// Prompt tokens (Anthropic's stream reports them first).
+    pub n_prompt: usize,
+    /// `verbose`: the rendered prompt, for `__verbose.prompt`.
+    pub verbose: Option<String>,
 }
 
 /// The `x-cria-context-overflow` header: `truncate-middle;
@@ -71,6 +113,21 @@ fn finish_reason(f: FinishReason) -> &'static str {
         }
         FinishReason::Length | FinishReason::ContextFull => "length",
     }
+}
+
+fn anthropic_usage(d: &Done) -> Value {
+    json!({
+        "input_tokens": d.prompt_tokens.saturating_sub(d.cached_tokens),
+        "cache_read_input_tokens": d.cached_tokens,
+        "cache_creation_input_tokens": 0,
+        "output_tokens": d.completion_tokens,
+    })
+}
+
+/// One event of Anthropic's stream (`event: TYPE` and its JSON).
+fn anthropic_event(v: Value) -> SseEvent {
+    let kind = v["type"].as_str().unwrap_or("message").to_string();
+    SseEvent::default().event(kind).data(v.to_string())
 }
 
 fn usage(d: &Done) -> Value {
@@ -155,6 +212,7 @@ impl ReplyCtx {
 
     /// Counts an answered request's tokens.
     fn observe_done(&self, d: &Done) {
+        self.metrics.done(d);
         self.metrics
             .tokens(self.tenant, d.prompt_tokens, d.completion_tokens);
         // The first token comes with the prompt; the rest took
@@ -170,8 +228,8 @@ impl ReplyCtx {
             .charge(self.tenant, d.prompt_tokens + d.completion_tokens);
     }
 
-    /// Waits for the whole answer and replies with one JSON object.
-    pub async fn whole(self, mut rx: UnboundedReceiver<Event>) -> Response {
+    /// Waits for one request's whole answer.
+    async fn collect(&self, rx: &mut UnboundedReceiver<Event>) -> Result<Collected, ApiError> {
         let mut text = String::new();
         let mut tokens = Vec::new();
         let mut last = None;
@@ -180,63 +238,173 @@ impl ReplyCtx {
                 Some(Event::Token(t)) => {
                     self.observe_token(&mut last);
                     text.push_str(&t.text);
-                    if self.logprobs.is_some() {
-                        tokens.push(t);
-                    }
+                    tokens.push(t);
                 }
                 Some(Event::Done(d)) => {
                     self.charge(&d);
                     break d;
                 }
-                Some(Event::Error(e)) => return engine_error(&e).into_response(),
-                Some(Event::Embedding(_)) => return not_generated().into_response(),
-                None => return shutting_down().into_response(),
+                Some(Event::Error(e)) => return Err(engine_error(&e)),
+                Some(Event::Embedding(_)) => return Err(not_generated()),
+                None => return Err(shutting_down()),
             }
         };
         if done.finish == FinishReason::Cancelled {
-            return shutting_down().into_response();
+            return Err(shutting_down());
         }
         self.observe_done(&done);
         text.push_str(&done.text);
-        let finish = finish_reason(done.finish);
-        let choice = match (self.api, &self.tools) {
-            (Api::Chat, Some(reading)) => {
-                let (message, finish) = self.tool_message(reading, &text, finish);
-                json!({"index": 0, "message": message, "logprobs": null, "finish_reason": finish})
+        Ok(Collected { text, tokens, done })
+    }
+
+    /// One choice of an OpenAI reply.
+    fn choice(&self, index: usize, c: &Collected) -> Value {
+        let finish = finish_reason(c.done.finish);
+        match (self.api, &self.tools) {
+            (Api::Chat | Api::Anthropic, Some(reading)) => {
+                let (message, finish) = self.tool_message(reading, &c.text, finish);
+                json!({"index": index, "message": message, "logprobs": null, "finish_reason": finish})
             }
-            (Api::Chat, None) => {
+            (Api::Chat | Api::Anthropic, None) => {
                 let logprobs = self.logprobs.map(|_| {
-                    let content: Vec<Value> = tokens.iter().map(|t| self.chat_logprob(t)).collect();
+                    let content: Vec<Value> =
+                        c.tokens.iter().map(|t| self.chat_logprob(t)).collect();
                     json!({"content": content, "refusal": null})
                 });
                 json!({
-                    "index": 0,
-                    "message": {"role": "assistant", "content": text, "refusal": null},
+                    "index": index,
+                    "message": {"role": "assistant", "content": c.text, "refusal": null},
                     "logprobs": logprobs,
                     "finish_reason": finish,
                 })
             }
-            (Api::Completion, _) => json!({
-                "index": 0,
-                "text": text,
-                "logprobs": self.logprobs.map(|_| self.completion_logprobs(&tokens, 0)),
+            (Api::Completion | Api::Native, _) => json!({
+                "index": index,
+                "text": c.text,
+                "logprobs": self.logprobs.map(|_| self.completion_logprobs(&c.tokens, 0)),
                 "finish_reason": finish,
             }),
-        };
+        }
+    }
+
+    /// llama-server's `/completion` reply for one prompt.
+    fn native_body(&self, index: usize, c: &Collected, n: &NativeReply) -> Value {
+        let d = &c.done;
+        let mut body = json!({
+            "index": index,
+            "content": c.text,
+            "tokens": if n.options.return_tokens {
+                c.tokens.iter().map(|t| t.id).collect::<Vec<u32>>()
+            } else {
+                Vec::new()
+            },
+            "id_slot": -1,
+            "stop": true,
+            "model": self.model,
+            "tokens_predicted": d.completion_tokens,
+            "tokens_evaluated": d.prompt_tokens,
+            "generation_settings": n.settings,
+            "prompt": n.prompt_text,
+            "has_new_line": c.text.contains('\n'),
+            // llama-server's sense: the context was cut or filled.
+            "truncated": self.overflow.or(d.overflow).is_some()
+                || d.finish == FinishReason::ContextFull
+                || n.settings["n_ctx"]
+                    .as_u64()
+                    .is_some_and(|n_ctx| (d.prompt_tokens + d.completion_tokens) as u64 >= n_ctx),
+            "stop_type": crate::native::stop_type(d.finish),
+            "stopping_word": "",
+            "tokens_cached": d.prompt_tokens,
+            "timings": crate::native::done_timings(d),
+        });
+        if n.options.n_probs > 0 {
+            body["completion_probabilities"] = c
+                .tokens
+                .iter()
+                .map(|t| crate::native::probs(&self.tok, t))
+                .collect();
+        }
+        if let Some(r) = &self.overflow.or(d.overflow) {
+            body["context_overflow"] = overflow_json(r);
+        }
+        crate::native::pick_fields(body, &n.options.response_fields)
+    }
+
+    /// Waits for the whole answers (one per choice or prompt, generated
+    /// side by side in the engine) and replies with one JSON object (a
+    /// list for several native prompts).
+    pub async fn whole(self, mut rxs: Vec<UnboundedReceiver<Event>>) -> Response {
+        if rxs.is_empty() {
+            return not_generated().into_response();
+        }
+        let mut all = Vec::with_capacity(rxs.len());
+        for rx in &mut rxs {
+            match self.collect(rx).await {
+                Ok(c) => all.push(c),
+                Err(e) => return e.into_response(),
+            }
+        }
+        let overflow = self
+            .overflow
+            .or_else(|| all.iter().find_map(|c| c.done.overflow));
+        if let Some(n) = &self.native {
+            let mut bodies: Vec<Value> = all
+                .iter()
+                .enumerate()
+                .map(|(i, c)| self.native_body(i, c, &n[i.min(n.len() - 1)]))
+                .collect();
+            let body = if bodies.len() == 1 {
+                bodies.swap_remove(0)
+            } else {
+                Value::Array(bodies)
+            };
+            return with_overflow_header(axum::Json(body).into_response(), overflow);
+        }
+        let choices: Vec<Value> = all
+            .iter()
+            .enumerate()
+            .map(|(i, c)| self.choice(i, c))
+            .collect();
+        if self.api == Api::Anthropic {
+            let c = &all[0];
+            let message = &choices[0]["message"];
+            let calls = message["tool_calls"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            let finish = choices[0]["finish_reason"].as_str().unwrap_or("stop");
+            let stop =
+                crate::anthropic::stop_reason(finish, c.done.finish == FinishReason::StopString);
+            let body = json!({
+                "id": self.id,
+                "type": "message",
+                "role": "assistant",
+                "model": self.model,
+                "content": crate::anthropic::content(message["content"].as_str().unwrap_or(""), &calls),
+                "stop_reason": stop,
+                "stop_sequence": null,
+                "usage": anthropic_usage(&c.done),
+            });
+            return with_overflow_header(axum::Json(body).into_response(), overflow);
+        }
         let object = match self.api {
-            Api::Chat => "chat.completion",
-            Api::Completion => "text_completion",
+            Api::Chat | Api::Anthropic => "chat.completion",
+            Api::Completion | Api::Native => "text_completion",
         };
+        let total = sum_done(&all);
         let mut body = json!({
             "id": self.id,
             "object": object,
             "created": self.created,
             "model": self.model,
             "system_fingerprint": crate::FINGERPRINT,
-            "choices": [choice],
-            "usage": usage(&done),
+            "choices": choices,
+            "usage": usage(&total),
+            "timings": crate::native::done_timings(&total),
         });
-        let overflow = self.overflow.or(done.overflow);
+        if let Some(prompt) = &self.verbose {
+            body["__verbose"] = json!({"prompt": prompt, "content": all[0].text});
+        }
         if let Some(r) = &overflow {
             body["context_overflow"] = overflow_json(r);
         }
@@ -308,8 +476,8 @@ impl ReplyCtx {
     /// One streamed chunk with one choice.
     fn chunk(&self, choice: Value, usage: Option<Value>) -> Value {
         let object = match self.api {
-            Api::Chat => "chat.completion.chunk",
-            Api::Completion => "text_completion",
+            Api::Chat | Api::Anthropic => "chat.completion.chunk",
+            Api::Completion | Api::Native => "text_completion",
         };
         let mut c = json!({
             "id": self.id,
@@ -333,7 +501,7 @@ impl ReplyCtx {
         finish: Option<&str>,
     ) -> Value {
         match self.api {
-            Api::Chat => {
+            Api::Chat | Api::Anthropic => {
                 let delta = if finish.is_some() && text.is_empty() {
                     json!({})
                 } else {
@@ -345,7 +513,7 @@ impl ReplyCtx {
                 });
                 json!({"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish})
             }
-            Api::Completion => {
+            Api::Completion | Api::Native => {
                 let logprobs = self
                     .logprobs
                     .filter(|_| !tokens.is_empty())
@@ -353,6 +521,52 @@ impl ReplyCtx {
                 json!({"index": 0, "text": text, "logprobs": logprobs, "finish_reason": finish})
             }
         }
+    }
+
+    /// Timings while a request runs (`timings_per_token`): the prompt's
+    /// time is until the first token; the counts of cached prompt tokens
+    /// are known only at the end, so they are left out here.
+    fn running_timings(&self, first: Option<Instant>, predicted: usize) -> Value {
+        let now = Instant::now();
+        let first = first.unwrap_or(now);
+        let prompt_ms = (first - self.accepted).as_secs_f64() * 1e3;
+        let predicted_ms = (now - first).as_secs_f64() * 1e3;
+        let steps = predicted.saturating_sub(1);
+        let rate = if steps > 0 && predicted_ms > 0.0 {
+            1e3 / predicted_ms * steps as f64
+        } else {
+            0.0
+        };
+        json!({
+            "prompt_ms": prompt_ms,
+            "predicted_n": predicted,
+            "predicted_ms": predicted_ms,
+            "predicted_per_token_ms": if steps > 0 { predicted_ms / steps as f64 } else { 0.0 },
+            "predicted_per_second": rate,
+        })
+    }
+
+    /// A streamed `/completion` chunk for one token.
+    fn native_chunk(&self, t: &TokenEvent, st_first: Option<Instant>, predicted: usize) -> Value {
+        let mut c = json!({
+            "index": 0,
+            "content": t.text,
+            "tokens": [t.id],
+            "stop": false,
+            "id_slot": -1,
+            "tokens_predicted": predicted,
+        });
+        if self
+            .native
+            .as_ref()
+            .is_some_and(|n| n[0].options.n_probs > 0)
+        {
+            c["completion_probabilities"] = json!([crate::native::probs(&self.tok, t)]);
+        }
+        if self.timings_per_token {
+            c["timings"] = self.running_timings(st_first, predicted);
+        }
+        c
     }
 
     /// Streams the answer as server-sent events. Dropping the stream (the
@@ -367,15 +581,32 @@ impl ReplyCtx {
             sent: usize,
             /// With tools, the reply is held until it can be read for calls.
             held: String,
+            /// Tokens so far, and when the first came.
+            count: usize,
+            first: Option<Instant>,
+            /// `/completion`: the tokens, for the last chunk's summary.
+            collected: Vec<TokenEvent>,
             ended: bool,
         }
         let mut out = VecDeque::new();
         if self.api == Api::Chat {
             let first = self.chunk(
-                json!({"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": null, "finish_reason": null}),
+                json!({"index": 0, "delta": {"role": "assistant", "content": null}, "logprobs": null, "finish_reason": null}),
                 None,
             );
             out.push_back(SseEvent::default().data(first.to_string()));
+        }
+        if self.api == Api::Anthropic {
+            out.push_back(anthropic_event(
+                json!({"type": "message_start", "message": {
+                "id": self.id, "type": "message", "role": "assistant", "model": self.model,
+                "content": [], "stop_reason": null, "stop_sequence": null,
+                "usage": {"input_tokens": self.n_prompt, "output_tokens": 0}}}),
+            ));
+            out.push_back(anthropic_event(
+                json!({"type": "content_block_start", "index": 0,
+                "content_block": {"type": "text", "text": ""}}),
+            ));
         }
         let keep_alive = self.keep_alive;
         let truncated = self.overflow;
@@ -386,6 +617,9 @@ impl ReplyCtx {
             last: None,
             sent: 0,
             held: String::new(),
+            count: 0,
+            first: None,
+            collected: Vec::new(),
             ended: false,
         };
         let stream = futures_util::stream::unfold(st, |mut st| async move {
@@ -400,8 +634,29 @@ impl ReplyCtx {
                 match st.rx.recv().await {
                     Some(Event::Token(t)) => {
                         st.ctx.observe_token(&mut st.last);
+                        st.count += 1;
+                        st.first.get_or_insert_with(Instant::now);
+                        if st.ctx.api == Api::Native {
+                            let n_probs =
+                                st.ctx.native.as_ref().map_or(0, |n| n[0].options.n_probs);
+                            if !t.text.is_empty() || n_probs > 0 {
+                                let c = st.ctx.native_chunk(&t, st.first, st.count);
+                                st.out.push_back(data(c));
+                            }
+                            st.collected.push(t);
+                            continue;
+                        }
                         if st.ctx.tools.is_some() {
                             st.held.push_str(&t.text);
+                            continue;
+                        }
+                        if st.ctx.api == Api::Anthropic {
+                            if !t.text.is_empty() {
+                                st.out.push_back(anthropic_event(
+                                    json!({"type": "content_block_delta",
+                                    "index": 0, "delta": {"type": "text_delta", "text": t.text}}),
+                                ));
+                            }
                             continue;
                         }
                         if t.text.is_empty() && st.ctx.logprobs.is_none() {
@@ -411,11 +666,95 @@ impl ReplyCtx {
                             .ctx
                             .delta(&t.text, std::slice::from_ref(&t), st.sent, None);
                         st.sent += t.text.len();
-                        st.out.push_back(data(st.ctx.chunk(choice, None)));
+                        let mut c = st.ctx.chunk(choice, None);
+                        if st.ctx.timings_per_token {
+                            c["timings"] = st.ctx.running_timings(st.first, st.count);
+                        }
+                        st.out.push_back(data(c));
                     }
                     Some(Event::Done(d)) if d.finish == FinishReason::Cancelled => {
                         st.ctx.charge(&d);
                         st.out.push_back(data(shutting_down().body()));
+                        st.ended = true;
+                    }
+                    Some(Event::Done(d)) if st.ctx.api == Api::Anthropic => {
+                        st.ctx.charge(&d);
+                        st.ctx.observe_done(&d);
+                        let mut finish = finish_reason(d.finish);
+                        let mut text = d.text.clone();
+                        let mut calls = Vec::new();
+                        if let Some(reading) = &st.ctx.tools {
+                            st.held.push_str(&d.text);
+                            let (message, f) = st.ctx.tool_message(reading, &st.held, finish);
+                            finish = f;
+                            text = message["content"].as_str().unwrap_or("").to_string();
+                            calls = message["tool_calls"]
+                                .as_array()
+                                .cloned()
+                                .unwrap_or_default();
+                        }
+                        if !text.is_empty() {
+                            st.out
+                                .push_back(anthropic_event(json!({"type": "content_block_delta",
+                                "index": 0, "delta": {"type": "text_delta", "text": text}})));
+                        }
+                        st.out.push_back(anthropic_event(
+                            json!({"type": "content_block_stop", "index": 0}),
+                        ));
+                        let blocks = if calls.is_empty() {
+                            Vec::new()
+                        } else {
+                            crate::anthropic::content("", &calls)
+                        };
+                        for (i, block) in (1..).zip(blocks) {
+                            let input = block["input"].to_string();
+                            let mut start = block;
+                            start["input"] = json!({});
+                            st.out.push_back(anthropic_event(json!({"type": "content_block_start", "index": i, "content_block": start})));
+                            st.out.push_back(anthropic_event(
+                                json!({"type": "content_block_delta", "index": i,
+                                "delta": {"type": "input_json_delta", "partial_json": input}}),
+                            ));
+                            st.out.push_back(anthropic_event(
+                                json!({"type": "content_block_stop", "index": i}),
+                            ));
+                        }
+                        let stop = crate::anthropic::stop_reason(
+                            finish,
+                            d.finish == FinishReason::StopString,
+                        );
+                        st.out
+                            .push_back(anthropic_event(json!({"type": "message_delta",
+                            "delta": {"stop_reason": stop, "stop_sequence": null},
+                            "usage": {"output_tokens": d.completion_tokens}})));
+                        st.out
+                            .push_back(anthropic_event(json!({"type": "message_stop"})));
+                        st.ended = true;
+                    }
+                    Some(Event::Done(d)) if st.ctx.api == Api::Native => {
+                        st.ctx.charge(&d);
+                        st.ctx.observe_done(&d);
+                        if !d.text.is_empty() {
+                            let c = json!({"index": 0, "content": d.text, "tokens": [], "stop": false,
+                                           "id_slot": -1, "tokens_predicted": st.count});
+                            st.out.push_back(data(c));
+                        }
+                        let c = Collected {
+                            text: String::new(),
+                            tokens: std::mem::take(&mut st.collected),
+                            done: d,
+                        };
+                        if let Some(n) = &st.ctx.native {
+                            let mut last = st.ctx.native_body(0, &c, &n[0]);
+                            if last.is_object() {
+                                last["stop"] = json!(true);
+                                last["tokens"] = json!([]);
+                                if last.get("completion_probabilities").is_some() {
+                                    last["completion_probabilities"] = json!([]);
+                                }
+                            }
+                            st.out.push_back(data(last));
+                        }
                         st.ended = true;
                     }
                     Some(Event::Done(d)) => {
@@ -442,8 +781,9 @@ impl ReplyCtx {
                         }
                         st.out.push_back(data(last));
                         if st.ctx.include_usage {
-                            st.out
-                                .push_back(data(st.ctx.chunk(Value::Null, Some(usage(&d)))));
+                            let mut c = st.ctx.chunk(Value::Null, Some(usage(&d)));
+                            c["timings"] = crate::native::done_timings(&d);
+                            st.out.push_back(data(c));
                         }
                         st.out.push_back(SseEvent::default().data("[DONE]"));
                         st.ended = true;

@@ -41,6 +41,8 @@ pub struct Ready {
     pub pooling: Result<cria_engine::Pooling, String>,
     /// The adapters loaded at start and their current scales.
     pub lora: crate::lora::Adapters,
+    /// Request defaults from the command line (`--temp`, `--seed`, `--n-predict`).
+    pub defaults: crate::openai::RequestDefaults,
 }
 
 impl Ready {
@@ -70,6 +72,8 @@ pub struct App {
     /// Parsing, templates and tokenizing, off the async workers.
     pub prepare: Prepare,
     next_id: AtomicU64,
+    /// When the server started, Unix seconds.
+    pub started: u64,
 }
 
 impl App {
@@ -84,6 +88,7 @@ impl App {
             shutting_down: AtomicBool::new(false),
             prepare: Prepare::new(),
             next_id: AtomicU64::new(1),
+            started: unix_time(),
             config,
         }
     }
@@ -151,7 +156,10 @@ pub fn router(app: Arc<App>, cors: Option<CorsLayer>) -> Router {
         .route("/v1/chat/completions", post(chat))
         .route("/chat/completions", post(chat))
         .route("/v1/completions", post(completions))
-        .route("/completions", post(completions))
+        .route("/completion", post(native))
+        .route("/completions", post(native))
+        .route("/infill", post(infill))
+        .route("/v1/messages", post(messages))
         .route("/v1/embeddings", post(crate::embeddings::handler))
         .route("/embeddings", post(crate::embeddings::handler))
         .route_layer(middleware::from_fn_with_state(
@@ -166,6 +174,12 @@ pub fn router(app: Arc<App>, cors: Option<CorsLayer>) -> Router {
         .route("/lora-adapters", get(lora_list).post(lora_set))
         .route("/tokenize", post(tokenize))
         .route("/detokenize", post(detokenize))
+        .route("/apply-template", post(apply_template))
+        .route("/v1/messages/count_tokens", post(count_tokens))
+        .route("/chat/completions/input_tokens", post(input_tokens))
+        .route("/v1/chat/completions/input_tokens", post(input_tokens))
+        .route("/props", get(props).post(set_props))
+        .route("/slots", get(slots))
         .route_layer(middleware::from_fn(guard::json_only))
         .route_layer(middleware::from_fn_with_state(app.clone(), guard::auth));
     let mut router = Router::new()
@@ -246,6 +260,8 @@ async fn models(State(app): Shared) -> Result<Response, ApiError> {
             "object": "model",
             "created": r.created,
             "owned_by": "cria",
+            "aliases": if app.config.aliases.is_empty() { vec![r.model_id.clone()] } else { app.config.aliases.clone() },
+            "tags": app.config.tags,
             "meta": {
                 "n_ctx": r.engine.config().n_ctx,
                 "n_vocab": r.model.config.n_vocab,
@@ -257,9 +273,20 @@ async fn models(State(app): Shared) -> Result<Response, ApiError> {
 }
 
 async fn metrics(State(app): Shared) -> Response {
-    let engine = app.ready.get().map(|r| r.engine.stats());
+    let ready = app.ready.get();
+    let engine = ready.map(|r| r.engine.stats());
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        [
+            (
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4".to_string(),
+            ),
+            // llama-server's header: when the process started (Unix seconds).
+            (
+                header::HeaderName::from_static("process-start-time-unix"),
+                app.started.to_string(),
+            ),
+        ],
         app.metrics.render(engine),
     )
         .into_response()
@@ -361,7 +388,7 @@ async fn chat(
     };
     let prepared = app.prepare.run(job).await?;
     let id = app.new_id("chatcmpl");
-    start(&app, &r, tenant, Api::Chat, id, prepared, "messages").await
+    start(&app, &r, tenant, Api::Chat, id, vec![prepared], "messages").await
 }
 
 async fn completions(
@@ -378,7 +405,161 @@ async fn completions(
     };
     let prepared = app.prepare.run(job).await?;
     let id = app.new_id("cmpl");
-    start(&app, &r, tenant, Api::Completion, id, prepared, "prompt").await
+    start(
+        &app,
+        &r,
+        tenant,
+        Api::Completion,
+        id,
+        vec![prepared],
+        "prompt",
+    )
+    .await
+}
+
+/// Anthropic's `/v1/messages`: translated, then the chat path.
+async fn messages(
+    State(app): Shared,
+    Extension(tenant): Extension<Tenant>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let r = app.ready()?.clone();
+    let body = read_body(&app, &headers, body).await?;
+    let job = {
+        let r = r.clone();
+        move || {
+            let body = crate::anthropic::to_openai(&body)?;
+            prepare::chat(&r, &body)
+        }
+    };
+    let prepared = app.prepare.run(job).await?;
+    let id = app.new_id("msg");
+    start(
+        &app,
+        &r,
+        tenant,
+        Api::Anthropic,
+        id,
+        vec![prepared],
+        "messages",
+    )
+    .await
+}
+
+/// The prompt tokens of a chat request, without running it: Anthropic's
+/// `/v1/messages/count_tokens` and llama-server's
+/// `/v1/chat/completions/input_tokens`, both `{"input_tokens": N}`.
+async fn count_tokens(
+    State(app): Shared,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let r = app.ready()?.clone();
+    let body = read_body(&app, &headers, body).await?;
+    let n = app
+        .prepare
+        .run(move || {
+            let body = crate::anthropic::to_openai(&body)?;
+            prepare::chat(&r, &body).map(|p| p.prompt.len())
+        })
+        .await?;
+    Ok(axum::Json(json!({ "input_tokens": n })).into_response())
+}
+
+async fn input_tokens(
+    State(app): Shared,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let r = app.ready()?.clone();
+    let body = read_body(&app, &headers, body).await?;
+    let n = app
+        .prepare
+        .run(move || prepare::chat(&r, &body).map(|p| p.prompt.len()))
+        .await?;
+    Ok(axum::Json(json!({ "input_tokens": n })).into_response())
+}
+
+/// llama-server's `/completion` (and `/completions`).
+async fn native(
+    State(app): Shared,
+    Extension(tenant): Extension<Tenant>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let r = app.ready()?.clone();
+    let body = read_body(&app, &headers, body).await?;
+    let job = {
+        let r = r.clone();
+        move || prepare::native(&r, &body)
+    };
+    let prepared = app.prepare.run(job).await?;
+    let id = app.new_id("cmpl");
+    start(&app, &r, tenant, Api::Native, id, prepared, "prompt").await
+}
+
+/// `/infill`: fill in the middle needs the model's FIM tokens.
+async fn infill(State(app): Shared) -> Result<Response, ApiError> {
+    let r = app.ready()?;
+    let fim = ["<fim_prefix>", "<fim_suffix>", "<fim_middle>"]
+        .iter()
+        .all(|t| r.tok.token_id(t).is_some());
+    Err(ApiError::new(
+        StatusCode::NOT_IMPLEMENTED,
+        if fim {
+            "/infill is not implemented by cria yet; send the prompt with the model's FIM \
+             tokens (<fim_prefix>..<fim_suffix>..<fim_middle>) to /completion"
+        } else {
+            "this model has no fill-in-the-middle tokens, so /infill cannot work with it; \
+             use /completion"
+        },
+    )
+    .code("not_supported"))
+}
+
+/// `/apply-template`: the chat template's rendering of `messages`, as
+/// `/v1/chat/completions` would send it to the model.
+async fn apply_template(
+    State(app): Shared,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let r = app.ready()?.clone();
+    let body = read_body(&app, &headers, body).await?;
+    let reply = app
+        .prepare
+        .run(move || prepare::apply_template(&r, &body))
+        .await?;
+    Ok(json_bytes(reply))
+}
+
+async fn props(State(app): Shared) -> Result<Response, ApiError> {
+    let r = app.ready()?;
+    Ok(axum::Json(crate::native::props(r, &app.config)).into_response())
+}
+
+/// llama-server changes settings with `POST /props` only when started
+/// with `--props`; cria's settings are fixed at start.
+async fn set_props() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_IMPLEMENTED,
+        "the server's settings are fixed when it starts: POST /props is not supported (restart \
+         it with other flags)",
+    )
+    .code("not_supported")
+}
+
+async fn slots(State(app): Shared) -> Result<Response, ApiError> {
+    if !app.config.slots_endpoint {
+        return Err(ApiError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "the /slots endpoint is off: start the server with --slots",
+        )
+        .code("not_supported"));
+    }
+    let r = app.ready()?;
+    Ok(axum::Json(crate::native::slots(r)).into_response())
 }
 
 /// Submits a request to the engine and replies, streamed or whole.
@@ -388,55 +569,62 @@ async fn start(
     tenant: Tenant,
     api: Api,
     id: String,
-    prepared: Prepared,
+    prepared: Vec<Prepared>,
     prompt_param: &str,
 ) -> Result<Response, ApiError> {
-    let Prepared {
-        tools,
-        prompt,
-        params,
-        logprobs,
-        stream,
-        include_usage,
-        overflow,
-        lora,
-    } = prepared;
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    let req = Request {
-        logprobs,
-        tenant: tenant.0,
-        lora: Some(lora),
-        ..Request::new(prompt, params, tx)
-    };
-    match r.engine.submit(req) {
-        Ok(()) => {}
-        Err(SubmitError::QueueFull { max_queue }) => {
-            return Err(ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                format!(
-                    "the server is busy: all {} slots are in use and {max_queue} requests are \
-                     waiting; retry later",
-                    r.engine.config().slots
-                ),
-            )
-            .code("server_busy")
-            .retry_after(1))
+    // Several prompts or choices are several requests, submitted together
+    // (dropping the receivers cancels those already in).
+    let mut rxs = Vec::new();
+    let mut natives = Vec::new();
+    let mut first = None;
+    let mut n_prompt = 0;
+    for p in prepared {
+        let Prepared {
+            tools,
+            prompt,
+            params,
+            logprobs,
+            stream,
+            include_usage,
+            overflow,
+            lora,
+            choices,
+            native,
+            timings_per_token,
+            verbose,
+        } = p;
+        n_prompt += prompt.len();
+        for i in 0..choices.max(1) {
+            let mut params = params.clone();
+            params.sampler.seed = params.sampler.seed.wrapping_add(i as u64);
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            let req = Request {
+                logprobs,
+                tenant: tenant.0,
+                lora: Some(lora.clone()),
+                ..Request::new(prompt.clone(), params, tx)
+            };
+            submit(app, r, req, prompt_param)?;
+            rxs.push(rx);
         }
-        Err(SubmitError::Stopped) => {
-            return Err(ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("the engine has stopped ({})", app.state()),
-            ))
-        }
-        Err(SubmitError::Invalid(e)) => {
-            let err = ApiError::invalid(prompt_param, e.to_string());
-            return Err(match e.kind() {
-                cria_engine::ErrorKind::PromptTooLong { .. } => err.code("context_length_exceeded"),
-                cria_engine::ErrorKind::Sampler(_) => ApiError::invalid("body", e.to_string()),
-                _ => err,
-            });
+        natives.extend(native);
+        if first.is_none() {
+            first = Some((
+                tools,
+                logprobs,
+                stream,
+                include_usage,
+                overflow,
+                timings_per_token,
+                verbose,
+            ));
         }
     }
+    let Some((tools, logprobs, stream, include_usage, overflow, timings_per_token, verbose)) =
+        first
+    else {
+        return Err(ApiError::invalid(prompt_param, "nothing to generate"));
+    };
     let ctx = ReplyCtx {
         tools,
         api,
@@ -452,12 +640,48 @@ async fn start(
         keep_alive: app.config.sse_keepalive,
         accepted: Instant::now(),
         overflow,
+        native: (api == Api::Native).then_some(natives),
+        timings_per_token,
+        n_prompt,
+        verbose,
     };
-    Ok(if stream {
-        ctx.stream(rx)
+    Ok(if stream && rxs.len() == 1 {
+        ctx.stream(rxs.swap_remove(0))
     } else {
         // This future belongs to the connection: if the client goes away,
-        // hyper drops it, `rx` goes with it and the engine cancels.
-        ctx.whole(rx).await
+        // hyper drops it, the receivers go with it and the engine cancels.
+        ctx.whole(rxs).await
     })
+}
+
+/// Hands one request to the engine.
+fn submit(app: &App, r: &Ready, req: Request, prompt_param: &str) -> Result<(), ApiError> {
+    let n_prompt = req.prompt.len();
+    match r.engine.submit(req) {
+        Ok(()) => Ok(()),
+        Err(SubmitError::QueueFull { max_queue }) => Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "the server is busy: all {} slots are in use and {max_queue} requests are \
+                     waiting; retry later",
+                r.engine.config().slots
+            ),
+        )
+        .code("server_busy")
+        .retry_after(1)),
+        Err(SubmitError::Stopped) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the engine has stopped ({})", app.state()),
+        )),
+        Err(SubmitError::Invalid(e)) => {
+            let err = ApiError::invalid(prompt_param, e.to_string());
+            Err(match e.kind() {
+                cria_engine::ErrorKind::PromptTooLong { .. } => {
+                    err.exceeded(n_prompt, r.engine.config().n_ctx)
+                }
+                cria_engine::ErrorKind::Sampler(_) => ApiError::invalid("body", e.to_string()),
+                _ => err,
+            })
+        }
+    }
 }

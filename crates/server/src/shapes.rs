@@ -278,10 +278,89 @@ impl<'de> Deserialize<'de> for Given {
     }
 }
 
-/// `logit_bias`: at most [`MAX_LOGIT_BIAS`] entries of a key (a token id,
-/// checked later against the vocabulary) and a number.
+/// A `logit_bias` key: a token id, or a text whose tokens are all biased.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BiasKey {
+    Id(u32),
+    Text(String),
+}
+
+/// `logit_bias`: at most [`MAX_LOGIT_BIAS`] entries, as OpenAI's object
+/// (`{"15043": -1}`; a key that is not a number is a text) or
+/// llama-server's array of pairs (`[[15043, -1], ["hello", false]]`). A
+/// value is a number or `false` (banned: minus infinity); the ids and
+/// ranges are checked later against the vocabulary.
 #[derive(Debug, Default)]
-pub struct LogitBias(pub Vec<(String, f64)>);
+pub struct LogitBias(pub Vec<(BiasKey, f64)>);
+
+/// A bias value: a number, or `false` for a ban.
+struct BiasValue(f64);
+
+impl<'de> Deserialize<'de> for BiasValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = BiasValue;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                write!(f, "a number, or false to ban the token")
+            }
+            fn visit_bool<E: de::Error>(self, b: bool) -> Result<BiasValue, E> {
+                if b {
+                    Err(E::custom(
+                        "true is not a bias: give a number, or false to ban",
+                    ))
+                } else {
+                    Ok(BiasValue(f64::NEG_INFINITY))
+                }
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<BiasValue, E> {
+                Ok(BiasValue(v as f64))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<BiasValue, E> {
+                Ok(BiasValue(v as f64))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<BiasValue, E> {
+                Ok(BiasValue(v))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// One `[key, value]` pair of the array form.
+struct BiasPair(BiasKey, f64);
+
+impl<'de> Deserialize<'de> for BiasPair {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = BiasPair;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                write!(f, "a pair [token id or text, bias]")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<BiasPair, A::Error> {
+                let key: First = seq
+                    .next_element()?
+                    .ok_or_else(|| de::Error::custom("an empty pair: give [token, bias]"))?;
+                let key = match key {
+                    First::Id(id) => BiasKey::Id(id),
+                    First::Text(t) => BiasKey::Text(t),
+                    First::Ids(_) => {
+                        return Err(de::Error::custom("a pair's key is a token id or a text"))
+                    }
+                };
+                let BiasValue(v) = seq
+                    .next_element()?
+                    .ok_or_else(|| de::Error::custom("a pair without its bias"))?;
+                if seq.next_element::<IgnoredAny>()?.is_some() {
+                    return Err(de::Error::custom("a pair has two elements"));
+                }
+                Ok(BiasPair(key, v))
+            }
+        }
+        d.deserialize_seq(V)
+    }
+}
 
 impl<'de> Deserialize<'de> for LogitBias {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -291,7 +370,8 @@ impl<'de> Deserialize<'de> for LogitBias {
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 write!(
                     f,
-                    "an object of at most {MAX_LOGIT_BIAS} token ids to numbers"
+                    "an object of at most {MAX_LOGIT_BIAS} token ids to numbers, or an array of \
+                     [token, bias] pairs"
                 )
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<LogitBias, A::Error> {
@@ -307,13 +387,21 @@ impl<'de> Deserialize<'de> for LogitBias {
                             "{n} entries, at most {MAX_LOGIT_BIAS}"
                         )));
                     }
-                    let v: f64 = map.next_value()?;
-                    out.push((k, v));
+                    let BiasValue(v) = map.next_value()?;
+                    let key = match k.parse::<u32>() {
+                        Ok(id) => BiasKey::Id(id),
+                        Err(_) => BiasKey::Text(k),
+                    };
+                    out.push((key, v));
                 }
                 Ok(LogitBias(out))
             }
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<LogitBias, A::Error> {
+                let pairs: Vec<BiasPair> = bounded(seq, MAX_LOGIT_BIAS, "entries")?;
+                Ok(LogitBias(pairs.into_iter().map(|p| (p.0, p.1)).collect()))
+            }
         }
-        d.deserialize_map(V)
+        d.deserialize_any(V)
     }
 }
 

@@ -67,8 +67,8 @@ assert streamed == c.choices[0].text, (streamed, c.choices[0].text)
 
 # Errors surface as the client's exception types.
 try:
-    client.chat.completions.create(model=model, messages=[{"role": "user", "content": "x"}], n=2)
-    raise AssertionError("n=2 accepted")
+    client.chat.completions.create(model=model, messages=[{"role": "user", "content": "x"}], n=17)
+    raise AssertionError("n=17 accepted")
 except openai.BadRequestError as e:
     assert e.body["param"] == "n", e.body
 try:
