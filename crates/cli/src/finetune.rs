@@ -133,10 +133,12 @@ pub fn run(args: Args) -> Result<()> {
     }
     let loaded = args.model.load()?;
     let (model, tok) = (&loaded.model, &loaded.tokenizer);
-    let template = cria_prompt::ChatTemplate::load(model.file().metadata(), tok, None).ok();
-    let train_set = data::load(&args.data, tok, template.as_ref(), n_ctx)?;
+    let template = cria_prompt::ChatTemplate::load(model.file().metadata(), tok, None)
+        .map_err(|e| e.full_message());
+    let template = template.as_ref().map_err(String::as_str);
+    let train_set = data::load(&args.data, tok, template, n_ctx)?;
     let val_set = match &args.val {
-        Some(p) => data::load(p, tok, template.as_ref(), n_ctx)?,
+        Some(p) => data::load(p, tok, template, n_ctx)?,
         None => Vec::new(),
     };
     let count = |d: &[data::Example]| -> (usize, usize) {

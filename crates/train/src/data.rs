@@ -33,11 +33,12 @@ impl Example {
 }
 
 /// Reads and tokenizes a JSONL file. `template` is needed only for chat
-/// records (None: a chat record is an error saying the model has none).
+/// records (an `Err` says why the model has none usable: a chat record is
+/// then an error quoting it).
 pub fn load(
     path: &Path,
     tok: &Tokenizer,
-    template: Option<&ChatTemplate>,
+    template: std::result::Result<&ChatTemplate, &str>,
     n_ctx: usize,
 ) -> Result<Vec<Example>> {
     let text = std::fs::read_to_string(path).map_err(io("cannot read data file", path))?;
@@ -102,7 +103,7 @@ fn fits(len: usize, n_ctx: usize, what: &str) -> std::result::Result<(), String>
 pub fn record(
     v: &Value,
     tok: &Tokenizer,
-    template: Option<&ChatTemplate>,
+    template: std::result::Result<&ChatTemplate, &str>,
     n_ctx: usize,
 ) -> std::result::Result<Vec<Example>, String> {
     let Value::Object(obj) = v else {
@@ -151,7 +152,7 @@ pub fn record(
 fn chat(
     v: &Value,
     tok: &Tokenizer,
-    template: Option<&ChatTemplate>,
+    template: std::result::Result<&ChatTemplate, &str>,
     n_ctx: usize,
 ) -> std::result::Result<Example, String> {
     let Some(Value::Array(items)) = v.get("messages") else {
@@ -171,11 +172,8 @@ fn chat(
     if !msgs.iter().any(|m| m.role == "assistant") {
         return Err("no assistant message: nothing to train on".into());
     }
-    let Some(template) = template else {
-        return Err(
-            "a chat record needs the model's chat template, and this model has none".into(),
-        );
-    };
+    let template =
+        template.map_err(|e| format!("a chat record needs the model's chat template: {e}"))?;
     let render = |upto: usize, gen: bool| -> std::result::Result<Vec<u32>, String> {
         let s = template
             .render(&msgs[..upto], gen)
