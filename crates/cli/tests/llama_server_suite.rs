@@ -4,7 +4,7 @@
 //! scripts/llama-server-wrap.py, by scripts/llama-server-suite.sh. Only
 //! the default model is needed, never llama.cpp; the Python packages the
 //! suite imports are installed with pip when missing. The whole table
-//! against llama-server is the script's job (notes/serve16.README.md).
+//! against llama-server is the script's job (README, "llama.cpp's server tests").
 
 mod common;
 
