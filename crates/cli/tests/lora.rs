@@ -3,58 +3,28 @@
 //! broken adapter files. Fixtures: tests/fixtures/lora (README there).
 
 mod common;
+use common::kld;
 use common::*;
-use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-fn value_after(out: &str, label: &str) -> f64 {
-    let line = out
-        .lines()
-        .find(|l| l.starts_with(label))
-        .unwrap_or_else(|| panic!("no {label:?} in:\n{out}"));
-    let rest = line[label.len()..].trim_start_matches([' ', ':']);
-    rest.split_whitespace()
-        .next()
-        .unwrap()
-        .trim_end_matches('%')
-        .parse()
-        .unwrap()
-}
-
-fn lora_base(dir: &Path) -> PathBuf {
-    let mut gz = flate2::read::GzDecoder::new(
-        std::fs::File::open(fixture("tests/fixtures/lora/gpl3-c512-1chunk-lora.kld.gz")).unwrap(),
-    );
-    let mut bytes = Vec::new();
-    gz.read_to_end(&mut bytes).unwrap();
-    let base = dir.join("lora.kld");
-    std::fs::write(&base, bytes).unwrap();
-    base
-}
-
-/// (mean KLD, same top %) of cria with `extra` flags against `base`.
-fn kld(base: &Path, extra: &[&Path]) -> (f64, f64) {
-    let mut c = cria();
-    c.args(["perplexity", "--kl-divergence", "--kl-divergence-base"])
-        .arg(base)
-        .arg("-m")
-        .arg(default_model());
-    for a in extra {
-        c.arg("--lora").arg(a);
+/// (mean KLD, same top %) of cria with these adapters against `base`.
+fn kld(base: &Path, adapters: &[&Path]) -> (f64, f64) {
+    let mut extra = Vec::new();
+    for a in adapters {
+        extra.push("--lora");
+        extra.push(a.to_str().unwrap());
     }
-    let o = c.output().unwrap();
-    let out = stdout(&o);
-    assert!(o.status.success(), "{}\n{out}", stderr(&o));
-    (
-        value_after(&out, "Mean    KLD"),
-        value_after(&out, "Same top p"),
-    )
+    let s = kld::score(&default_model(), base, &extra);
+    (s.mean_kld, s.same_top)
 }
 
 #[test]
 fn adapter_matches_llama_cpp_and_peft_matches_its_gguf() {
     let dir = tempfile::tempdir().unwrap();
-    let base = lora_base(dir.path());
+    let base = kld::unpack_base(
+        "tests/fixtures/lora/gpl3-c512-1chunk-lora.kld.gz",
+        dir.path(),
+    );
     let gguf = fixture("tests/fixtures/lora/adapter-f16.gguf");
     let peft = fixture("tests/fixtures/lora/peft");
 
@@ -155,16 +125,7 @@ fn merged_model_matches_the_runtime_adapter() {
         "{}",
         stderr(&o)
     );
-    let o = cria()
-        .args(["perplexity", "--kl-divergence", "--kl-divergence-base"])
-        .arg(&runtime)
-        .arg("-m")
-        .arg(&merged)
-        .output()
-        .unwrap();
-    let out = stdout(&o);
-    assert!(o.status.success(), "{}\n{out}", stderr(&o));
-    let k = value_after(&out, "Mean    KLD");
+    let k = kld::score(&merged, &runtime, &[]).mean_kld;
     eprintln!("merged vs runtime adapter: mean KLD {k}");
     assert!(k <= 0.01, "mean KLD {k} > 0.01");
 }
