@@ -6,7 +6,7 @@ use crate::gen_args::ModelArgs;
 use anyhow::{bail, Context, Result};
 use cria_train::data;
 use cria_train::train::{self, Event, Options, Outputs};
-use cria_train::{Lora, Target};
+use cria_train::Lora;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
 
@@ -95,7 +95,7 @@ pub struct Args {
 pub fn run(args: Args) -> Result<()> {
     let threads = args.model.threads()?;
     let n_ctx = args.model.ctx_size(2)?.unwrap_or(512);
-    let targets = Target::parse_list(&args.targets)?;
+    let targets = cria_train::parse_targets(&args.targets)?;
     let opts = Options {
         targets: targets.clone(),
         rank: args.rank,

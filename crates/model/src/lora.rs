@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 /// The matrices of a layer an adapter can change, in [`Adapter::layers`]
 /// order.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Target {
     Q = 0,
     K = 1,
@@ -38,6 +38,30 @@ impl Target {
         Target::Up,
         Target::Down,
     ];
+
+    /// The short name (`q`, `k`, ..., `down`), as `--lora-targets` takes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Target::Q => "q",
+            Target::K => "k",
+            Target::V => "v",
+            Target::O => "o",
+            Target::Gate => "gate",
+            Target::Up => "up",
+            Target::Down => "down",
+        }
+    }
+
+    /// (out, in) of the base matrix.
+    pub fn shape(self, c: &crate::LlamaConfig) -> (usize, usize) {
+        match self {
+            Target::Q => (c.q_dim(), c.dim),
+            Target::K | Target::V => (c.kv_dim(), c.dim),
+            Target::O => (c.dim, c.q_dim()),
+            Target::Gate | Target::Up => (c.ffn_dim, c.dim),
+            Target::Down => (c.dim, c.ffn_dim),
+        }
+    }
 
     /// The GGUF name of this matrix in layer `l` (`blk.L.attn_q.weight`).
     pub fn tensor_name(self, l: usize) -> String {

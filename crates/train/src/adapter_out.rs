@@ -22,7 +22,7 @@ pub fn add_to<'a>(w: &mut GgufWriter<'a>, lora: &Lora, params: &'a [f32]) -> Res
     w.add_metadata("adapter.lora.alpha", Value::F32(lora.alpha));
     for s in &lora.slots {
         let (a, b) = lora.ab(s, params);
-        let name = s.target.tensor(s.layer);
+        let name = s.target.tensor_name(s.layer);
         let r = lora.rank as u64;
         w.add_tensor(
             &format!("{name}.lora_a"),
@@ -74,12 +74,12 @@ pub fn read(cfg: &cria_model::LlamaConfig, f: &cria_gguf::GgufFile) -> Result<Lo
     let targets: Vec<Target> = Target::ALL
         .iter()
         .copied()
-        .filter(|t| f.tensor(&format!("{}.lora_a", t.tensor(0))).is_some())
+        .filter(|t| f.tensor(&format!("{}.lora_a", t.tensor_name(0))).is_some())
         .collect();
     let Some(first) = targets.first() else {
         return Err(bad("the adapter has no blk.0 pair this trainer knows".into()).into());
     };
-    let a0 = f.require_tensor(&format!("{}.lora_a", first.tensor(0)))?;
+    let a0 = f.require_tensor(&format!("{}.lora_a", first.tensor_name(0)))?;
     let rank = *a0.dims.get(1).unwrap_or(&0) as usize;
     let mut lora = Lora::new(cfg, &targets, rank, alpha, 0)?;
     read_params(f, &mut lora)?;
@@ -93,7 +93,7 @@ pub fn read_params(f: &cria_gguf::GgufFile, lora: &mut Lora) -> Result<()> {
     let slots = lora.slots.clone();
     let mut result = Ok(());
     for s in &slots {
-        let name = s.target.tensor(s.layer);
+        let name = s.target.tensor_name(s.layer);
         let (a, b) = lora.ab_mut(s, &mut params);
         result = read_f32(f, &format!("{name}.lora_a"), a)
             .and_then(|_| read_f32(f, &format!("{name}.lora_b"), b));

@@ -28,5 +28,5 @@ pub mod plot;
 pub mod train;
 
 pub use error::{Error, ErrorKind, Result};
-pub use lora::{Lora, Target};
+pub use lora::{parse_targets, Lora, Target};
 pub use net::Batch;

@@ -12,95 +12,36 @@ use crate::error::{ErrorKind, Result};
 use cria_model::LlamaConfig;
 use rand::{Rng, SeedableRng};
 
-/// A base matrix of a block that can carry an adapter.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Target {
-    Q,
-    K,
-    V,
-    O,
-    Gate,
-    Up,
-    Down,
-}
+pub use cria_model::lora::Target;
 
-impl Target {
-    pub const ALL: [Target; 7] = [
-        Target::Q,
-        Target::K,
-        Target::V,
-        Target::O,
-        Target::Gate,
-        Target::Up,
-        Target::Down,
-    ];
-
-    /// The short name used on the command line.
-    pub fn name(self) -> &'static str {
-        match self {
-            Target::Q => "q",
-            Target::K => "k",
-            Target::V => "v",
-            Target::O => "o",
-            Target::Gate => "gate",
-            Target::Up => "up",
-            Target::Down => "down",
+/// Parses a comma-separated list of LoRA targets such as `q,k,v,o` or
+/// `all`.
+pub fn parse_targets(s: &str) -> Result<Vec<Target>> {
+    let mut out = Vec::new();
+    for part in s.split(',').map(str::trim) {
+        if part == "all" {
+            out.extend(Target::ALL);
+            continue;
         }
-    }
-
-    /// The base tensor's GGUF name in block `layer`.
-    pub fn tensor(self, layer: usize) -> String {
-        let t = match self {
-            Target::Q => "attn_q",
-            Target::K => "attn_k",
-            Target::V => "attn_v",
-            Target::O => "attn_output",
-            Target::Gate => "ffn_gate",
-            Target::Up => "ffn_up",
-            Target::Down => "ffn_down",
-        };
-        format!("blk.{layer}.{t}.weight")
-    }
-
-    /// (out, in) of the base matrix.
-    pub fn shape(self, c: &LlamaConfig) -> (usize, usize) {
-        match self {
-            Target::Q => (c.q_dim(), c.dim),
-            Target::K | Target::V => (c.kv_dim(), c.dim),
-            Target::O => (c.dim, c.q_dim()),
-            Target::Gate | Target::Up => (c.ffn_dim, c.dim),
-            Target::Down => (c.dim, c.ffn_dim),
-        }
-    }
-
-    /// Parses a comma-separated list such as `q,k,v,o` or `all`.
-    pub fn parse_list(s: &str) -> Result<Vec<Target>> {
-        let mut out = Vec::new();
-        for part in s.split(',').map(str::trim) {
-            if part == "all" {
-                out.extend(Target::ALL);
-                continue;
-            }
-            let Some(t) = Target::ALL.iter().find(|t| t.name() == part) else {
-                return Err(ErrorKind::BadOption {
+        let Some(t) = Target::ALL.iter().find(|t| t.name() == part) else {
+            return Err(ErrorKind::BadOption {
                     detail: format!(
                         "unknown LoRA target {part:?}: use a comma-separated list of q, k, v, o, gate, up, down (or all)"
                     ),
                 }
                 .into());
-            };
-            out.push(*t);
-        }
-        out.sort();
-        out.dedup();
-        if out.is_empty() {
-            return Err(ErrorKind::BadOption {
-                detail: "no LoRA target given".into(),
-            }
-            .into());
-        }
-        Ok(out)
+        };
+        out.push(*t);
     }
+    out.sort();
+    out.dedup();
+    if out.is_empty() {
+        return Err(ErrorKind::BadOption {
+            detail: "no LoRA target given".into(),
+        }
+        .into());
+    }
+    Ok(out)
 }
 
 /// Where one pair lives in the flat parameter vector.
@@ -159,7 +100,7 @@ impl Lora {
                     return Err(ErrorKind::BadOption {
                         detail: format!(
                             "--lora-rank {rank} is larger than the {rows} x {cols} matrix {}",
-                            target.tensor(layer)
+                            target.tensor_name(layer)
                         ),
                     }
                     .into());

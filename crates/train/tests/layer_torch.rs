@@ -57,7 +57,7 @@ fn block_gradients_match_torch() {
         close("dx", &dx, &tensor(&f, "golden.dx"));
         for s in &lora.slots {
             let (ga, gb) = lora.ab(s, &grad);
-            let name = s.target.tensor(0);
+            let name = s.target.tensor_name(0);
             let base = name
                 .trim_start_matches("blk.0.")
                 .trim_end_matches(".weight");
