@@ -89,9 +89,11 @@ pub struct EngineStats {
     pub steps: AtomicU64,
     /// Requests failed by a panic inside the engine (bugs).
     pub panics: AtomicU64,
-    /// Speculation: tokens drafted, drafts the target confirmed, and steps
-    /// with decoding sequences that did not speculate because the batch
-    /// already filled `Speculation::max_rows`.
+    /// Speculation: drafts made (a draft is the tokens guessed for one
+    /// sequence in one step), tokens drafted, drafts the target confirmed,
+    /// and steps with decoding sequences that did not speculate because
+    /// the batch already filled `Speculation::max_rows`.
+    pub spec_drafts: AtomicU64,
     pub spec_drafted: AtomicU64,
     pub spec_accepted: AtomicU64,
     pub spec_off_steps: AtomicU64,

@@ -147,7 +147,7 @@ impl Metrics {
         let steps = e.steps.load(Ordering::Relaxed);
         let generated = e.generated_tokens.load(Ordering::Relaxed);
         let ratio = |n: f64, d: f64| if d > 0.0 { n / d } else { 0.0 };
-        let counters: [(&str, &str, f64); 9] = [
+        let counters: [(&str, &str, f64); 10] = [
             (
                 "prompt_tokens_total",
                 "Number of prompt tokens processed.",
@@ -192,6 +192,11 @@ impl Metrics {
                 "spec_decode_num_accepted_tokens_total",
                 "Draft tokens accepted (speculative decoding).",
                 e.spec_accepted.load(Ordering::Relaxed) as f64,
+            ),
+            (
+                "spec_decode_num_drafts_total",
+                "Drafts made (speculative decoding).",
+                e.spec_drafts.load(Ordering::Relaxed) as f64,
             ),
         ];
         for (name, help, v) in counters {

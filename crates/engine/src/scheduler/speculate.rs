@@ -121,6 +121,9 @@ impl Scheduler<'_> {
                 }
                 let n = job.spec.draft.len();
                 job.spec.drafted += n;
+                if n > 0 {
+                    self.stats.spec_drafts.fetch_add(1, Ordering::Relaxed);
+                }
                 self.stats
                     .spec_drafted
                     .fetch_add(n as u64, Ordering::Relaxed);
