@@ -233,6 +233,24 @@ pub fn content(text: &str, calls: &[Value]) -> Vec<Value> {
     out
 }
 
+/// Anthropic's `usage` of an answered request.
+pub fn usage(d: &cria_engine::Done) -> Value {
+    json!({
+        "input_tokens": d.prompt_tokens.saturating_sub(d.cached_tokens),
+        "cache_read_input_tokens": d.cached_tokens,
+        "cache_creation_input_tokens": 0,
+        "output_tokens": d.completion_tokens,
+    })
+}
+
+/// One event of Anthropic's stream (`event: TYPE` and its JSON).
+pub fn sse_event(v: serde_json::Value) -> axum::response::sse::Event {
+    let kind = v["type"].as_str().unwrap_or("message").to_string();
+    axum::response::sse::Event::default()
+        .event(kind)
+        .data(v.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

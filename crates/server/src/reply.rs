@@ -16,6 +16,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc::UnboundedReceiver;
 
+mod native_shape;
+
 /// Which API shape the reply takes.
 #[derive(Copy, Clone, PartialEq, Eq, Debug)]
 pub enum Api {
@@ -113,21 +115,6 @@ fn finish_reason(f: FinishReason) -> &'static str {
         }
         FinishReason::Length | FinishReason::ContextFull => "length",
     }
-}
-
-fn anthropic_usage(d: &Done) -> Value {
-    json!({
-        "input_tokens": d.prompt_tokens.saturating_sub(d.cached_tokens),
-        "cache_read_input_tokens": d.cached_tokens,
-        "cache_creation_input_tokens": 0,
-        "output_tokens": d.completion_tokens,
-    })
-}
-
-/// One event of Anthropic's stream (`event: TYPE` and its JSON).
-fn anthropic_event(v: Value) -> SseEvent {
-    let kind = v["type"].as_str().unwrap_or("message").to_string();
-    SseEvent::default().event(kind).data(v.to_string())
 }
 
 fn usage(d: &Done) -> Value {
@@ -287,49 +274,6 @@ impl ReplyCtx {
         }
     }
 
-    /// llama-server's `/completion` reply for one prompt.
-    fn native_body(&self, index: usize, c: &Collected, n: &NativeReply) -> Value {
-        let d = &c.done;
-        let mut body = json!({
-            "index": index,
-            "content": c.text,
-            "tokens": if n.options.return_tokens {
-                c.tokens.iter().map(|t| t.id).collect::<Vec<u32>>()
-            } else {
-                Vec::new()
-            },
-            "id_slot": -1,
-            "stop": true,
-            "model": self.model,
-            "tokens_predicted": d.completion_tokens,
-            "tokens_evaluated": d.prompt_tokens,
-            "generation_settings": n.settings,
-            "prompt": n.prompt_text,
-            "has_new_line": c.text.contains('\n'),
-            // llama-server's sense: the context was cut or filled.
-            "truncated": self.overflow.or(d.overflow).is_some()
-                || d.finish == FinishReason::ContextFull
-                || n.settings["n_ctx"]
-                    .as_u64()
-                    .is_some_and(|n_ctx| (d.prompt_tokens + d.completion_tokens) as u64 >= n_ctx),
-            "stop_type": crate::native::stop_type(d.finish),
-            "stopping_word": "",
-            "tokens_cached": d.prompt_tokens,
-            "timings": crate::native::done_timings(d),
-        });
-        if n.options.n_probs > 0 {
-            body["completion_probabilities"] = c
-                .tokens
-                .iter()
-                .map(|t| crate::native::probs(&self.tok, t))
-                .collect();
-        }
-        if let Some(r) = &self.overflow.or(d.overflow) {
-            body["context_overflow"] = overflow_json(r);
-        }
-        crate::native::pick_fields(body, &n.options.response_fields)
-    }
-
     /// Waits for the whole answers (one per choice or prompt, generated
     /// side by side in the engine) and replies with one JSON object (a
     /// list for several native prompts).
@@ -383,7 +327,7 @@ impl ReplyCtx {
                 "content": crate::anthropic::content(message["content"].as_str().unwrap_or(""), &calls),
                 "stop_reason": stop,
                 "stop_sequence": null,
-                "usage": anthropic_usage(&c.done),
+                "usage": crate::anthropic::usage(&c.done),
             });
             return with_overflow_header(axum::Json(body).into_response(), overflow);
         }
@@ -523,52 +467,6 @@ impl ReplyCtx {
         }
     }
 
-    /// Timings while a request runs (`timings_per_token`): the prompt's
-    /// time is until the first token; the counts of cached prompt tokens
-    /// are known only at the end, so they are left out here.
-    fn running_timings(&self, first: Option<Instant>, predicted: usize) -> Value {
-        let now = Instant::now();
-        let first = first.unwrap_or(now);
-        let prompt_ms = (first - self.accepted).as_secs_f64() * 1e3;
-        let predicted_ms = (now - first).as_secs_f64() * 1e3;
-        let steps = predicted.saturating_sub(1);
-        let rate = if steps > 0 && predicted_ms > 0.0 {
-            1e3 / predicted_ms * steps as f64
-        } else {
-            0.0
-        };
-        json!({
-            "prompt_ms": prompt_ms,
-            "predicted_n": predicted,
-            "predicted_ms": predicted_ms,
-            "predicted_per_token_ms": if steps > 0 { predicted_ms / steps as f64 } else { 0.0 },
-            "predicted_per_second": rate,
-        })
-    }
-
-    /// A streamed `/completion` chunk for one token.
-    fn native_chunk(&self, t: &TokenEvent, st_first: Option<Instant>, predicted: usize) -> Value {
-        let mut c = json!({
-            "index": 0,
-            "content": t.text,
-            "tokens": [t.id],
-            "stop": false,
-            "id_slot": -1,
-            "tokens_predicted": predicted,
-        });
-        if self
-            .native
-            .as_ref()
-            .is_some_and(|n| n[0].options.n_probs > 0)
-        {
-            c["completion_probabilities"] = json!([crate::native::probs(&self.tok, t)]);
-        }
-        if self.timings_per_token {
-            c["timings"] = self.running_timings(st_first, predicted);
-        }
-        c
-    }
-
     /// Streams the answer as server-sent events. Dropping the stream (the
     /// client went away) drops `rx`, which cancels the request.
     pub fn stream(self, rx: UnboundedReceiver<Event>) -> Response {
@@ -597,13 +495,13 @@ impl ReplyCtx {
             out.push_back(SseEvent::default().data(first.to_string()));
         }
         if self.api == Api::Anthropic {
-            out.push_back(anthropic_event(
+            out.push_back(crate::anthropic::sse_event(
                 json!({"type": "message_start", "message": {
                 "id": self.id, "type": "message", "role": "assistant", "model": self.model,
                 "content": [], "stop_reason": null, "stop_sequence": null,
                 "usage": {"input_tokens": self.n_prompt, "output_tokens": 0}}}),
             ));
-            out.push_back(anthropic_event(
+            out.push_back(crate::anthropic::sse_event(
                 json!({"type": "content_block_start", "index": 0,
                 "content_block": {"type": "text", "text": ""}}),
             ));
@@ -652,7 +550,7 @@ impl ReplyCtx {
                         }
                         if st.ctx.api == Api::Anthropic {
                             if !t.text.is_empty() {
-                                st.out.push_back(anthropic_event(
+                                st.out.push_back(crate::anthropic::sse_event(
                                     json!({"type": "content_block_delta",
                                     "index": 0, "delta": {"type": "text_delta", "text": t.text}}),
                                 ));
@@ -694,11 +592,12 @@ impl ReplyCtx {
                                 .unwrap_or_default();
                         }
                         if !text.is_empty() {
-                            st.out
-                                .push_back(anthropic_event(json!({"type": "content_block_delta",
-                                "index": 0, "delta": {"type": "text_delta", "text": text}})));
+                            st.out.push_back(crate::anthropic::sse_event(
+                                json!({"type": "content_block_delta",
+                                "index": 0, "delta": {"type": "text_delta", "text": text}}),
+                            ));
                         }
-                        st.out.push_back(anthropic_event(
+                        st.out.push_back(crate::anthropic::sse_event(
                             json!({"type": "content_block_stop", "index": 0}),
                         ));
                         let blocks = if calls.is_empty() {
@@ -710,12 +609,12 @@ impl ReplyCtx {
                             let input = block["input"].to_string();
                             let mut start = block;
                             start["input"] = json!({});
-                            st.out.push_back(anthropic_event(json!({"type": "content_block_start", "index": i, "content_block": start})));
-                            st.out.push_back(anthropic_event(
+                            st.out.push_back(crate::anthropic::sse_event(json!({"type": "content_block_start", "index": i, "content_block": start})));
+                            st.out.push_back(crate::anthropic::sse_event(
                                 json!({"type": "content_block_delta", "index": i,
                                 "delta": {"type": "input_json_delta", "partial_json": input}}),
                             ));
-                            st.out.push_back(anthropic_event(
+                            st.out.push_back(crate::anthropic::sse_event(
                                 json!({"type": "content_block_stop", "index": i}),
                             ));
                         }
@@ -723,12 +622,14 @@ impl ReplyCtx {
                             finish,
                             d.finish == FinishReason::StopString,
                         );
-                        st.out
-                            .push_back(anthropic_event(json!({"type": "message_delta",
+                        st.out.push_back(crate::anthropic::sse_event(
+                            json!({"type": "message_delta",
                             "delta": {"stop_reason": stop, "stop_sequence": null},
-                            "usage": {"output_tokens": d.completion_tokens}})));
-                        st.out
-                            .push_back(anthropic_event(json!({"type": "message_stop"})));
+                            "usage": {"output_tokens": d.completion_tokens}}),
+                        ));
+                        st.out.push_back(crate::anthropic::sse_event(
+                            json!({"type": "message_stop"}),
+                        ));
                         st.ended = true;
                     }
                     Some(Event::Done(d)) if st.ctx.api == Api::Native => {
