@@ -42,7 +42,8 @@ const ENDPOINTS: [&str; 9] = [
     "/apply-template",
 ];
 
-const SAMPLING: [&str; 19] = [
+const SAMPLING: [&str; 20] = [
+    "lora",
     "temperature",
     "top_p",
     "top_k",
@@ -453,6 +454,24 @@ fn in_range(field: &str) -> BoxedStrategy<Value> {
             json!("required"),
             json!({"type": "function", "function": {"name": "f"}}),
         ])
+        .boxed(),
+        // Per-request adapters (the test server loads none, so every id
+        // is unknown): ids of every sign and type, scales of every kind.
+        "lora" => prop_oneof![
+            prop::collection::vec(
+                (
+                    prop_oneof![(-2i64..=3).prop_map(Value::from), Just(json!("0"))],
+                    number()
+                ),
+                0..4
+            )
+            .prop_map(|v| json!(v
+                .into_iter()
+                .map(|(id, scale)| json!({"id": id, "scale": scale}))
+                .collect::<Vec<_>>())),
+            Just(json!({"id": 0})),
+            Just(json!([{"scale": 1.0}])),
+        ]
         .boxed(),
         _ => any::<bool>().prop_map(Value::from).boxed(),
     }
