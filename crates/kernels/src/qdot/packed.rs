@@ -1,6 +1,6 @@
 //! Weights repacked once at load into 8-row interleaved panels (Q4_0,
-//! Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K on AVX-512 VNNI), about the size of the
-//! original blocks, so
+//! Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL, Q4_K, Q5_K, Q6_K, IQ4_XS on AVX-512
+//! VNNI), about the size of the original blocks, so
 //! that one broadcast of 4 activation bytes feeds 8 weight rows through one
 //! `vpdpbusd` and one vector fma scales 8 rows. Mat-vec (one activation
 //! row) and the prompt GEMM (8 at a time) run the same kernel.
@@ -14,6 +14,9 @@
 //! - Q5_0 / Q5_1: the nibbles as Q4_0's, then one vector of high bits (bit
 //!   `f` of row k's byte `4k + e` is the high bit of element `4f + e`), then
 //!   `d` (and `m`). 176 / 192 bytes.
+//! - IQ4_NL: Q4_0's layout (144 bytes); the kernel maps each nibble to its
+//!   codebook value plus 128 with one byte shuffle, so the products are
+//!   unsigned x signed as for Q8_0.
 //! - Q8_0: 8 x 32 bytes, vector `s` holding elements `4s..4s + 4` of each
 //!   row as `q + 128` (unsigned), then 8 f16 `d`. 272 bytes.
 //! - K-quants (blocks of 256, as 8 units of 32 elements), in the order the
@@ -29,11 +32,14 @@
 //!   signed). After the 8 units, Q4_K/Q5_K's mins, 16 bytes per pair of
 //!   sub-blocks (row k at `2k`, `2k + 1`); then 8 f16 `d` and (Q4_K/Q5_K)
 //!   8 f16 `dmin`. 1184 / 1440 / 1680 bytes (Q4_K/Q5_K grow by 2.8% /
-//!   2.3%; Q6_K keeps its size).
+//!   2.3%; Q6_K keeps its size). IQ4_XS: per unit the nibbles (as Q4_K's,
+//!   mapped through the codebook as IQ4_NL's) and one signed byte per row,
+//!   its sub-block scale `ls - 32`; then 8 f16 `d`. 1104 bytes (the
+//!   original 8 x 136 = 1088).
 //!
 //! Per block and output the arithmetic is exactly `dot32`'s: the exact
 //! integer `isum = sum(u * x) - off * sum(x) = sum(q * x)` (off 8 for
-//! Q4_0, 128 for Q8_0), `acc = fma(isum, dw * dx, acc)`, then for Q4_1
+//! Q4_0, 128 for Q8_0 and the IQ4 codebook), `acc = fma(isum, dw * dx, acc)`, then for Q4_1
 //! `acc = fma(mw, sx, acc)`; f16 to f32 is exact. So results are
 //! bit-identical to the unpacked tiles, the GEMM and the reference. The
 //! K-quants likewise follow their reference step for step: exact integer
@@ -57,6 +63,18 @@ const Q5K: u8 = 4;
 const Q6K: u8 = 5;
 const Q5_0: u8 = 6;
 const Q5_1: u8 = 7;
+const IQ4NL: u8 = 8;
+const IQ4XS: u8 = 9;
+
+/// The IQ4 codebook plus 128 (as unsigned bytes), twice: the table of the
+/// byte shuffle that turns nibbles into `vpdpbusd`'s unsigned operand.
+fn iq4_lut() -> [u8; 32] {
+    let mut t = [0u8; 32];
+    for (i, v) in t.iter_mut().enumerate() {
+        *v = (crate::quant::KVALUES_IQ4NL[i % 16] as i32 + 128) as u8;
+    }
+    t
+}
 
 /// The layout of a packed K-quant block (8 rows of one super-block), in
 /// the order the kernel reads it: 8 units of (nibbles, high bits, scales),
@@ -66,6 +84,7 @@ const fn k_layout(t: u8) -> (usize, usize, usize, usize, usize) {
     match t {
         Q4K => (136, 128, 1088, 1152, 1184),
         Q5K => (168, 160, 1344, 1408, 1440),
+        IQ4XS => (136, 128, 1088, 1088, 1104),
         _ => (208, 192, 1664, 1664, 1680),
     }
 }
@@ -75,6 +94,7 @@ fn k_code(ty: GgmlType) -> Option<u8> {
         GgmlType::Q4_K => Some(Q4K),
         GgmlType::Q5_K => Some(Q5K),
         GgmlType::Q6_K => Some(Q6K),
+        GgmlType::IQ4_XS => Some(IQ4XS),
         _ => None,
     }
 }
@@ -82,8 +102,10 @@ fn k_code(ty: GgmlType) -> Option<u8> {
 /// Whether `ty` can be packed on this machine.
 pub(crate) fn available(ty: GgmlType) -> bool {
     use GgmlType::*;
-    matches!(ty, Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | Q4_K | Q5_K | Q6_K)
-        && is_x86_feature_detected!("avx512vnni")
+    matches!(
+        ty,
+        Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | IQ4_NL | Q4_K | Q5_K | Q6_K | IQ4_XS
+    ) && is_x86_feature_detected!("avx512vnni")
         && is_x86_feature_detected!("avx512bw")
         && is_x86_feature_detected!("avx512vl")
         && is_x86_feature_detected!("avx512f")
@@ -95,7 +117,7 @@ pub(crate) fn available(ty: GgmlType) -> bool {
 /// bytes of one packed block).
 fn geometry(ty: GgmlType) -> (usize, usize, usize) {
     match ty {
-        GgmlType::Q4_0 => (16, 2, 128 + 16),
+        GgmlType::Q4_0 | GgmlType::IQ4_NL => (16, 2, 128 + 16),
         GgmlType::Q4_1 => (16, 4, 128 + 32),
         GgmlType::Q5_0 => (16, 6, 128 + 32 + 16),
         GgmlType::Q5_1 => (16, 8, 128 + 32 + 32),
@@ -213,6 +235,20 @@ fn decode_k(t: u8, blk: &[u8]) -> ([u8; 256], [u8; 16], [u8; 8], [u8; 4]) {
         }
         sc.copy_from_slice(&blk[192..208]);
         dd[..2].copy_from_slice(&blk[208..210]);
+    } else if t == IQ4XS {
+        // Sub-block s: 16 bytes, low nibbles elements 0..16, high 16..32;
+        // its 6-bit scale from 4 low bits and 2 high bits, less 32.
+        let sh = u16::from_le_bytes([blk[2], blk[3]]);
+        for s in 0..8 {
+            let ls = ((blk[4 + s / 2] >> (4 * (s % 2))) & 0xF) | (((sh >> (2 * s)) & 3) as u8) << 4;
+            sc[s] = (ls as i8 - 32) as u8;
+            for l in 0..16 {
+                let v = blk[8 + 16 * s + l];
+                q[32 * s + l] = v & 0x0F;
+                q[32 * s + l + 16] = v >> 4;
+            }
+        }
+        dd[..2].copy_from_slice(&blk[0..2]);
     } else {
         let five = t == Q5K;
         let (s8, m8) = super::scale_min_k4(&blk[4..16]);
@@ -239,6 +275,7 @@ fn pack_k(t: u8, src: &[u8], rows: usize, rb: usize, nb: usize, out: &mut [u8]) 
     let bb = match t {
         Q4K => 144,
         Q5K => 176,
+        IQ4XS => 136,
         _ => 210,
     };
     let (us, sci, mno, dof, pb) = k_layout(t);
@@ -289,7 +326,7 @@ fn pack_k(t: u8, src: &[u8], rows: usize, rb: usize, nb: usize, out: &mut [u8]) 
                 let (u, i) = if t == Q6K { (s / 2, s % 2) } else { (s, 0) };
                 dst[us * u + sci + 8 * i + k] = v;
             }
-            if t != Q6K {
+            if t == Q4K || t == Q5K {
                 for s in 0..8 {
                     dst[mno + 16 * (s / 2) + 2 * k + s % 2] = mn[s];
                 }
@@ -326,6 +363,8 @@ pub(crate) unsafe fn panel_dot<const N: usize>(
         GgmlType::Q4_K => kernel_k::<N, Q4K>(panel, nb, a, j0, out),
         GgmlType::Q5_K => kernel_k::<N, Q5K>(panel, nb, a, j0, out),
         GgmlType::Q6_K => kernel_k::<N, Q6K>(panel, nb, a, j0, out),
+        GgmlType::IQ4_NL => kernel::<N, IQ4NL>(panel, nb, a, j0, out),
+        GgmlType::IQ4_XS => kernel_k::<N, IQ4XS>(panel, nb, a, j0, out),
         _ => kernel::<N, Q8_0>(panel, nb, a, j0, out),
     }
 }
@@ -346,6 +385,18 @@ unsafe fn nibbles(p: *const u8) -> [__m256i; 8] {
         wv[4 + s] = _mm256_and_si256(_mm256_srli_epi16::<4>(v), mask);
     }
     wv
+}
+
+/// Maps the sources' nibbles to the IQ4 codebook values plus 128.
+///
+/// # Safety
+/// AVX2.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn codebook(wv: &mut [__m256i; 8], lut: __m256i) {
+    for w in wv.iter_mut() {
+        *w = _mm256_shuffle_epi8(lut, *w);
+    }
 }
 
 /// ORs the fifth bit into the sources from the Q5_0/Q5_1/Q5_K high-bit
@@ -386,7 +437,7 @@ unsafe fn kernel<const N: usize, const T: u8>(
     let cols = a.cols;
     let (xq, xd, xs, xsum) = (a.qs.as_ptr(), a.d.as_ptr(), a.s.as_ptr(), a.qsum.as_ptr());
     let (pb, sc) = match T {
-        Q4_0 => (144, 128),
+        Q4_0 | IQ4NL => (144, 128),
         Q4_1 => (160, 128),
         Q5_0 => (176, 160),
         Q5_1 => (192, 160),
@@ -399,6 +450,7 @@ unsafe fn kernel<const N: usize, const T: u8>(
         _ => 128,
     };
     let min = matches!(T, Q4_1 | Q5_1);
+    let lut = _mm256_loadu_si256(iq4_lut().as_ptr() as *const __m256i);
     let mut acc = [_mm256_setzero_ps(); N];
     for b in 0..nb {
         let p = panel.add(b * pb);
@@ -411,6 +463,9 @@ unsafe fn kernel<const N: usize, const T: u8>(
             wv = nibbles(p);
             if matches!(T, Q5_0 | Q5_1) {
                 high_bit(&mut wv, p.add(128));
+            }
+            if T == IQ4NL {
+                codebook(&mut wv, lut);
             }
         }
         let dv = _mm256_cvtph_ps(_mm_loadu_si128(p.add(sc) as *const __m128i));
@@ -463,6 +518,7 @@ unsafe fn kernel_k<const N: usize, const T: u8>(
     let (xbs, xbp) = (a.bsums.as_ptr(), a.bpairs.as_ptr());
     let (us, sci, mno, dof, pb) = k_layout(T);
     let b30 = _mm256_set1_epi8(0x30);
+    let lut = _mm256_loadu_si256(iq4_lut().as_ptr() as *const __m256i);
     let mut acc = [_mm256_setzero_ps(); N];
     for b in 0..nb {
         let p = panel.add(b * pb);
@@ -472,6 +528,9 @@ unsafe fn kernel_k<const N: usize, const T: u8>(
             let mut wv = nibbles(q);
             if T == Q5K {
                 high_bit(&mut wv, q.add(128));
+            }
+            if T == IQ4XS {
+                codebook(&mut wv, lut);
             }
             if T == Q6K {
                 for h in 0..2 {
@@ -494,6 +553,9 @@ unsafe fn kernel_k<const N: usize, const T: u8>(
                     _mm256_cvtepi8_epi32(_mm_loadl_epi64(sc as *const __m128i)),
                     _mm256_cvtepi8_epi32(_mm_loadl_epi64(sc.add(8) as *const __m128i)),
                 )
+            } else if T == IQ4XS {
+                let v = _mm256_cvtepi8_epi32(_mm_loadl_epi64(sc as *const __m128i));
+                (v, v)
             } else {
                 let v = _mm256_cvtepu8_epi32(_mm_loadl_epi64(sc as *const __m128i));
                 (v, v)
@@ -502,13 +564,16 @@ unsafe fn kernel_k<const N: usize, const T: u8>(
             // independent chains interleaved (exact, so order is free).
             let mut s0 = [_mm256_setzero_si256(); N];
             let mut s1 = [_mm256_setzero_si256(); N];
-            if T == Q6K {
+            if T == Q6K || T == IQ4XS {
                 // Sub-blocks 2u and 2u + 1 (16 elements each), each chain
-                // started at -32 * sum(x) for the -32 offset.
+                // started at -32 * sum(x) for the -32 offset; IQ4_XS: its
+                // one sub-block's chains at -128 * the sums of its halves
+                // (the codebook's + 128).
+                let off = if T == Q6K { -32 } else { -128 };
                 for j in 0..N {
                     let bs = xbs.add((j0 + j) * cols / 16 + 16 * b + 2 * u);
-                    s0[j] = _mm256_set1_epi32(-32 * *bs as i32);
-                    s1[j] = _mm256_set1_epi32(-32 * *bs.add(1) as i32);
+                    s0[j] = _mm256_set1_epi32(off * *bs as i32);
+                    s1[j] = _mm256_set1_epi32(off * *bs.add(1) as i32);
                 }
             }
             // Q6_K: sources t and 4 + t are elements 4t.. and 16 + 4t..,
@@ -535,7 +600,7 @@ unsafe fn kernel_k<const N: usize, const T: u8>(
             }
         }
         let dv = _mm256_cvtph_ps(_mm_loadu_si128(p.add(dof) as *const __m128i));
-        let (mv, mn) = if T == Q6K {
+        let (mv, mn) = if T == Q6K || T == IQ4XS {
             (_mm256_setzero_ps(), [_mm256_setzero_si256(); 4])
         } else {
             let mv = _mm256_cvtph_ps(_mm_loadu_si128(p.add(dof + 16) as *const __m128i));
@@ -550,7 +615,7 @@ unsafe fn kernel_k<const N: usize, const T: u8>(
             let row = j0 + j;
             let dx = _mm256_set1_ps(*xd.add(row * nb + b));
             acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[j]), _mm256_mul_ps(dv, dx), acc[j]);
-            if T != Q6K {
+            if T == Q4K || T == Q5K {
                 let bp = xbp.add(row * cols / 64 + 4 * b);
                 let mut m = _mm256_setzero_si256();
                 for t in 0..4 {
@@ -576,7 +641,9 @@ mod tests {
     fn packed_matches_reference() {
         use GgmlType::*;
         let mut rng = rand::rngs::StdRng::seed_from_u64(37);
-        for ty in [Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K] {
+        for ty in [
+            Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL, Q4_K, Q5_K, Q6_K, IQ4_XS,
+        ] {
             if !available(ty) {
                 return;
             }
