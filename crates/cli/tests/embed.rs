@@ -131,7 +131,10 @@ fn f16_weights_match_llama_embedding_to_seven_decimals() {
         assert_eq!(ours.len(), theirs.len());
         for (i, (a, b)) in ours.iter().zip(&theirs).enumerate() {
             let c = cosine(a, b);
-            assert!(c >= 0.99999, "F16 {pooling}: vector {i}: cosine {c:.8} < 0.99999");
+            assert!(
+                c >= 0.99999,
+                "F16 {pooling}: vector {i}: cosine {c:.8} < 0.99999"
+            );
         }
     }
 }
