@@ -107,7 +107,17 @@ fn every_family_matches_transformers() {
         common::write_family_folder(name, &dir);
         let file = cria_import::open(&dir).unwrap_or_else(|e| panic!("{name}: {e}"));
 
-        let tok = cria_tokenizer::Tokenizer::from_gguf(file.metadata()).unwrap();
+        let md = file.metadata();
+        // transformers 5 writes SentencePiece vocabularies with a Metaspace
+        // pre-tokenizer (prepend_scheme "first"); the hub's Llama 1/2 files
+        // (here llama1, llama2) with llama.cpp's Prepend normalizer.
+        let scheme = md.try_str(cria_tokenizer::PREPEND_SCHEME_KEY).unwrap();
+        let metaspace = ["mistral-v0.1", "mistral-v0.2", "tinyllama"].contains(&name);
+        assert_eq!(scheme, metaspace.then_some("first"), "{name}");
+        let window = md.try_u32("llama.attention.sliding_window").unwrap();
+        assert_eq!(window, (name == "mistral-v0.1").then_some(16), "{name}");
+
+        let tok = cria_tokenizer::Tokenizer::from_gguf(md).unwrap();
         for h in g["held_out"].as_array().unwrap() {
             let text = h["text"].as_str().unwrap();
             for (special, key) in [(false, "file_ids"), (true, "file_ids_special")] {
