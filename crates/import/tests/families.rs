@@ -171,3 +171,36 @@ fn every_family_matches_transformers() {
     eprintln!("{}", report.join("\n"));
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// The same config in the layout of the hub's files (transformers 4:
+/// `rope_theta` and `rope_scaling` at the top) reads to the same model as
+/// transformers 5's `rope_parameters`.
+#[test]
+fn hub_config_layout_reads_the_same() {
+    let tmp = tempfile::tempdir().unwrap();
+    for name in ["llama3.1", "llama3.2", "mistral-v0.2"] {
+        let dir = tmp.path().join(name);
+        common::write_family_folder(name, &dir);
+        let new = cria_import::open(&dir).unwrap();
+        let path = dir.join("config.json");
+        let mut c: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let mut rope = c["rope_parameters"].take();
+        c.as_object_mut().unwrap().remove("rope_parameters");
+        c["rope_theta"] = rope["rope_theta"].take();
+        rope.as_object_mut().unwrap().remove("rope_theta");
+        if rope["rope_type"] != "default" {
+            c["rope_scaling"] = rope;
+        }
+        std::fs::write(&path, serde_json::to_string(&c).unwrap()).unwrap();
+        let old = cria_import::open(&dir).unwrap();
+        let key = "llama.rope.freq_base";
+        let base = |f: &cria_gguf::GgufFile| f.metadata().get_f32(key).unwrap();
+        assert_eq!(base(&new), base(&old), "{name}");
+        let freqs = |f: &cria_gguf::GgufFile| {
+            f.tensor("rope_freqs.weight")
+                .map(|t| f.tensor_data(t).to_vec())
+        };
+        assert_eq!(freqs(&new), freqs(&old), "{name}");
+        assert_eq!(freqs(&new).is_some(), name != "mistral-v0.2", "{name}");
+    }
+}
