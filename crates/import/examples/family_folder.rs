@@ -4,7 +4,6 @@
 //!
 //!     cargo run --release -p cria-import --example family_folder -- llama3.1 /tmp/f/llama3.1
 
-#[allow(dead_code)]
 #[path = "../tests/common/mod.rs"]
 mod common;
 
@@ -15,7 +14,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     tests/fixtures/import/families)"
             .into());
     };
-    if !common::families_dir().join(name).join("weights.json").is_file() {
+    if !common::families_dir()
+        .join(name)
+        .join("weights.json")
+        .is_file()
+    {
         return Err(format!("no family {name:?} in {}", common::families_dir().display()).into());
     }
     common::write_family_folder(name, std::path::Path::new(out));
