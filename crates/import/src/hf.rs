@@ -68,7 +68,7 @@ pub fn hparams(dir: &Path) -> Result<HParams> {
             }
         }
     };
-    let h = HParams {
+    let mut h = HParams {
         name: dir
             .file_name()
             .map_or("model".into(), |n| n.to_string_lossy().into_owned()),
@@ -83,7 +83,15 @@ pub fn hparams(dir: &Path) -> Result<HParams> {
         rope_theta,
         rms_eps: c.opt_f32("rms_norm_eps")?.unwrap_or(1e-6),
         rope_scaling,
+        sliding_window: None,
     };
+    // Mistral's window; `use_sliding_window: false` (Qwen2-style configs)
+    // turns a stated window off. A window as long as the context is none.
+    if c.opt_bool("use_sliding_window")? != Some(false) {
+        h.sliding_window = c
+            .opt_usize("sliding_window")?
+            .filter(|&w| w > 0 && w < h.context_length);
+    }
     if h.n_head == 0
         || h.n_head_kv == 0
         || !h.n_head.is_multiple_of(h.n_head_kv)

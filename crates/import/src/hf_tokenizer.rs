@@ -26,7 +26,11 @@ enum Step {
     Regex(String),
     Digits,
     ByteLevel,
-    Metaspace { prefix: bool },
+    /// Hugging Face's Metaspace: spaces become `▁`, and `▁` goes before
+    /// text by `prepend_scheme` ("always", "first"; `None` for "never").
+    Metaspace {
+        scheme: Option<&'static str>,
+    },
 }
 
 fn steps(path: &Path, v: &Value, out: &mut Vec<Step>, depth: usize) -> Result<()> {
@@ -79,13 +83,28 @@ fn steps(path: &Path, v: &Value, out: &mut Vec<Step>, depth: usize) -> Result<()
             out.push(Step::Digits);
         }
         "Metaspace" => {
-            let scheme = o.opt_str("prepend_scheme")?;
-            let prefix = match scheme.as_deref() {
-                Some("never") => false,
-                Some(_) => true,
-                None => o.opt_bool("add_prefix_space")?.unwrap_or(true),
+            if o.opt_str("replacement")?.is_some_and(|r| r != "▁") {
+                return unsupported(format!("a Metaspace pre-tokenizer {}", short(v)));
+            }
+            // Without `split` (tokenizers before 0.19) Metaspace splits on
+            // every `▁`, so no merge crosses a word: SentencePiece's BPE
+            // (and cria's) merges across them.
+            if o.opt_bool("split")? != Some(false) {
+                return unsupported(format!(
+                    "a Metaspace pre-tokenizer that splits words at \"▁\" ({}); cria's \
+                     SentencePiece-style BPE reads `split: false` only",
+                    short(v)
+                ));
+            }
+            let scheme = match o.opt_str("prepend_scheme")?.as_deref() {
+                Some("never") => None,
+                Some("first") => Some("first"),
+                Some("always") => Some("always"),
+                None if o.opt_bool("add_prefix_space")? == Some(false) => None,
+                None => Some("always"),
+                Some(other) => return unsupported(format!("a Metaspace prepend_scheme {other:?}")),
             };
-            out.push(Step::Metaspace { prefix });
+            out.push(Step::Metaspace { scheme });
         }
         other => return unsupported(format!("the {other:?} pre-tokenizer")),
     }
@@ -245,7 +264,9 @@ pub fn read(dir: &Path, n_vocab: usize) -> Result<TokMeta> {
     let normalizer = tj.get("normalizer").cloned();
     if byte_fallback {
         t.model = "llama".into();
-        t.add_space_prefix = Some(spm_prefix(&path, normalizer.as_ref(), &pre_steps)?);
+        let (prefix, scheme) = spm_prefix(&path, normalizer.as_ref(), &pre_steps)?;
+        t.add_space_prefix = Some(prefix);
+        t.prepend_scheme = scheme;
         t.scores = Some(spm_scores(&t, &merges));
     } else {
         if let Some(nz) = &normalizer {
@@ -351,10 +372,27 @@ fn spm_scores(t: &TokMeta, merges: &[(String, String)]) -> Vec<f32> {
         .collect()
 }
 
-/// Whether a SentencePiece-style tokenizer.json puts `▁` before the text.
-fn spm_prefix(path: &Path, normalizer: Option<&Value>, steps: &[Step]) -> Result<bool> {
+/// Whether a SentencePiece-style tokenizer.json puts `▁` before the text,
+/// and where (`Some` Metaspace scheme; `None` for the Prepend normalizer,
+/// which is llama.cpp's dummy prefix).
+fn spm_prefix(
+    path: &Path,
+    normalizer: Option<&Value>,
+    steps: &[Step],
+) -> Result<(bool, Option<&'static str>)> {
     match steps.first() {
-        Some(Step::Metaspace { prefix }) if steps.len() == 1 => return Ok(*prefix),
+        Some(Step::Metaspace { scheme }) if steps.len() == 1 => {
+            if let Some(nz) = normalizer {
+                return Err(Error::unsupported(
+                    path,
+                    format!(
+                        "a normalizer before a Metaspace pre-tokenizer {}",
+                        short(nz)
+                    ),
+                ));
+            }
+            return Ok((scheme.is_some(), *scheme));
+        }
         Some(s) => {
             return Err(Error::unsupported(
                 path,
@@ -364,7 +402,7 @@ fn spm_prefix(path: &Path, normalizer: Option<&Value>, steps: &[Step]) -> Result
         None => {}
     }
     let Some(nz) = normalizer else {
-        return Ok(false);
+        return Ok((false, None));
     };
     // Llama 2's: Sequence[Prepend("▁"), Replace(" " -> "▁")].
     let list = match nz.get("type").and_then(Value::as_str) {
@@ -384,7 +422,7 @@ fn spm_prefix(path: &Path, normalizer: Option<&Value>, steps: &[Step]) -> Result
             }
         }
     }
-    Ok(prefix)
+    Ok((prefix, None))
 }
 
 /// add_bos / add_eos implied by a TemplateProcessing post-processor.

@@ -35,6 +35,9 @@ pub struct HParams {
     pub rope_theta: f32,
     pub rms_eps: f32,
     pub rope_scaling: RopeScaling,
+    /// Attention over the last this-many positions only (Mistral 7B v0.1's
+    /// `sliding_window`), when shorter than the context.
+    pub sliding_window: Option<usize>,
 }
 
 impl HParams {
@@ -114,6 +117,11 @@ pub fn model_metadata(h: &HParams, out: OutType, plan: &mut Plan) {
     plan.set("general.file_type", Value::U32(out.file_type(source)));
     plan.set("llama.vocab_size", u(h.n_vocab));
     plan.set("llama.rope.dimension_count", u(h.head_dim));
+    if let Some(w) = h.sliding_window {
+        // llama.cpp ignores this key for llama (it attends to the whole
+        // context, which is the same up to `w` positions); cria applies it.
+        plan.set("llama.attention.sliding_window", u(w));
+    }
     if let RopeScaling::Linear { factor } = h.rope_scaling {
         plan.set("llama.rope.scaling.type", Value::String("linear".into()));
         plan.set("llama.rope.scaling.factor", Value::F32(factor));

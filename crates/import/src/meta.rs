@@ -247,6 +247,7 @@ pub fn plan(dir: &Path, out: OutType) -> Result<Plan> {
         } else {
             RopeScaling::None
         },
+        sliding_window: None,
     };
     if n_head == 0 || dim % n_head != 0 || h.n_head_kv == 0 || n_head % h.n_head_kv != 0 {
         return Err(Error::bad(

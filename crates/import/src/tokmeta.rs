@@ -12,6 +12,10 @@ pub const USER_DEFINED: i32 = 4;
 pub const UNUSED: i32 = 5;
 pub const BYTE: i32 = 6;
 
+/// cria's GGUF key for a Metaspace prefix (`cria_tokenizer::PREPEND_SCHEME_KEY`,
+/// which reads it; llama.cpp ignores it and uses its own dummy prefix).
+pub const PREPEND_SCHEME_KEY: &str = "tokenizer.cria.prepend_scheme";
+
 /// Most tokens accepted from any tokenizer file.
 pub const MAX_TOKENS: usize = 1 << 22;
 
@@ -33,6 +37,9 @@ pub struct TokMeta {
     pub add_bos: Option<bool>,
     pub add_eos: Option<bool>,
     pub add_space_prefix: Option<bool>,
+    /// A Metaspace pre-tokenizer's `prepend_scheme` ("always", "first"),
+    /// whose prefix differs from llama.cpp's; written as [`PREPEND_SCHEME_KEY`].
+    pub prepend_scheme: Option<&'static str>,
     pub chat_template: Option<String>,
 }
 
@@ -70,6 +77,10 @@ impl TokMeta {
         }
         if let Some(v) = self.add_space_prefix {
             put("ggml.add_space_prefix", Value::Bool(v));
+        }
+        if let Some(s) = self.prepend_scheme {
+            let key = PREPEND_SCHEME_KEY.trim_start_matches("tokenizer.");
+            put(key, Value::String(s.into()));
         }
         for (k, v) in [
             ("bos", self.bos),

@@ -45,6 +45,10 @@ pub struct LlamaConfig {
     /// How many dimensions of each head are rotated (usually all).
     pub rope_dim: usize,
     pub rope_scaling: RopeScaling,
+    /// Mistral 7B v0.1's sliding window (`attention.sliding_window`): a
+    /// token attends to the last this-many positions, itself included.
+    /// `None`: every earlier position.
+    pub sliding_window: Option<usize>,
 }
 
 /// `key = value: reason`, the error for a hyperparameter that is out of
@@ -298,6 +302,14 @@ impl LlamaConfig {
                 .into())
             }
         };
+        // llama.cpp writes this key for other architectures and ignores it
+        // for llama; cria's import writes it for a config.json
+        // `sliding_window` shorter than the context. 0 is no window.
+        let sliding_window = match opt("attention.sliding_window")? {
+            None | Some(0) => None,
+            Some(w) if w < n_ctx_train => Some(w as usize),
+            Some(_) => None,
+        };
         let rope_base = positive(
             "rope.freq_base",
             m.try_f32(&key("rope.freq_base"))?.unwrap_or(10000.0),
@@ -323,6 +335,7 @@ impl LlamaConfig {
             rope_base,
             rope_dim: us(rope_dim),
             rope_scaling,
+            sliding_window,
         })
     }
 

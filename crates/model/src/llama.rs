@@ -547,7 +547,8 @@ fn plan_attention(
 }
 
 /// Causal attention of every (row, head) over its sequence's cache,
-/// positions `0..=pos`, for layer `l`, as planned by [`plan_attention`].
+/// positions `0..=pos` (the last `sliding_window` of them, when the model
+/// has one), for layer `l`, as planned by [`plan_attention`].
 /// Writes `s.att`.
 fn attention(
     cfg: &LlamaConfig,
@@ -612,7 +613,9 @@ fn attend_task(
             b.out.resize(b.q.len(), 0.0);
             let (keys, values) = cache.head(l, kvh * hd, hd);
             let s = &mut b.scratch;
-            cria_kernels::attend(&b.q, &b.last, keys, values, scale, s, &mut b.out);
+            let window = cfg.sliding_window.unwrap_or(usize::MAX);
+            let (q, last, o) = (&b.q, &b.last, &mut b.out);
+            cria_kernels::attend_window(q, last, window, keys, values, scale, s, o);
             let w = (he - h) * hd;
             for (j, src) in b.out.chunks_exact(w).enumerate() {
                 let at = (t.r0 + j) * qd + h * hd - base;

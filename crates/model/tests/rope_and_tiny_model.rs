@@ -25,6 +25,7 @@ fn config(rope_dim: usize, scaling: RopeScaling) -> LlamaConfig {
         rope_base: 500000.0,
         rope_dim,
         rope_scaling: scaling,
+        sliding_window: None,
     }
 }
 

@@ -156,6 +156,12 @@ impl ChatTemplate {
         limits: Limits,
     ) -> Result<ChatTemplate> {
         let mut env = Environment::new();
+        // transformers renders chat templates with trim_blocks and
+        // lstrip_blocks (its ImmutableSandboxedEnvironment), and so does
+        // llama.cpp: templates written with a newline after each block tag
+        // (TinyLlama's, Zephyr's) rely on it.
+        env.set_trim_blocks(true);
+        env.set_lstrip_blocks(true);
         limits::install(&mut env, &limits);
         // Python string methods (.strip(), .startswith(), ...) that HF
         // templates use.
@@ -346,6 +352,20 @@ mod tests {
             out,
             "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
         );
+    }
+
+    #[test]
+    fn block_tags_trim_their_line_as_transformers_does() {
+        // Zephyr's (TinyLlama's) template: a newline after every block tag
+        // and indented tags, which trim_blocks and lstrip_blocks remove.
+        let src = "{% for message in messages %}\n{% if message['role'] == 'user' %}\n\
+            {{ '<|user|>\n' + message['content'] + eos_token }}\n    {% endif %}\n\
+            {% if loop.last and add_generation_prompt %}\n{{ '<|assistant|>' }}\n{% endif %}\n\
+            {% endfor %}";
+        let t = ChatTemplate::new(src.into(), "<s>".into(), "</s>".into()).unwrap();
+        let out = t.render(&[Message::new("user", "hi")], true).unwrap();
+        // What transformers' apply_chat_template renders.
+        assert_eq!(out, "<|user|>\nhi</s>\n<|assistant|>\n");
     }
 
     #[test]

@@ -60,7 +60,7 @@ mod vocab;
 pub use decode::Detokenizer;
 pub use error::{Error, ErrorKind, Result};
 pub use pretok::PreTokenizer;
-pub use vocab::{ModelKind, MAX_TOKENS, MAX_TOKEN_BYTES};
+pub use vocab::{ModelKind, SpacePrefix, MAX_TOKENS, MAX_TOKEN_BYTES, PREPEND_SCHEME_KEY};
 
 use bpe::{Bpe, BpeScratch};
 use cria_gguf::Metadata;
@@ -206,13 +206,20 @@ impl Tokenizer {
                 let mut sc = SpmScratch::default();
                 let mut buf = Vec::new();
                 // A space is added before text at the start or after a
-                // special token, like SentencePiece's dummy prefix.
+                // special token, like SentencePiece's dummy prefix (or as a
+                // Metaspace pre-tokenizer says: see `SpacePrefix`).
                 let mut prev_special = true;
                 for f in frags {
                     match f {
                         Fragment::Text(a, b) => {
                             buf.clear();
-                            if v.add_space_prefix && prev_special {
+                            let starts_with_space = text.get(a) == Some(&b' ');
+                            let prefix = match v.space_prefix {
+                                SpacePrefix::Always => prev_special,
+                                SpacePrefix::MetaspaceAlways => prev_special && !starts_with_space,
+                                SpacePrefix::MetaspaceFirst => a == 0 && !starts_with_space,
+                            };
+                            if v.add_space_prefix && prefix {
                                 buf.extend_from_slice("\u{2581}".as_bytes());
                             }
                             for &c in &text[a..b] {

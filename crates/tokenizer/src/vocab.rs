@@ -43,7 +43,30 @@ pub(crate) struct Vocab {
     pub add_bos: bool,
     pub add_eos: bool,
     pub add_space_prefix: bool,
+    /// Where the space prefix goes (with `add_space_prefix`).
+    pub space_prefix: SpacePrefix,
 }
+
+/// Where a SentencePiece-style vocabulary puts `▁` before text, when
+/// `add_space_prefix` is set.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum SpacePrefix {
+    /// llama.cpp's and SentencePiece's dummy prefix (and Hugging Face's
+    /// `Prepend("▁")` normalizer): before text at the start of the input
+    /// and after every special token.
+    Always,
+    /// Hugging Face's Metaspace pre-tokenizer, `prepend_scheme: "always"`:
+    /// the same places, unless the text there already starts with a space.
+    MetaspaceAlways,
+    /// Metaspace with `prepend_scheme: "first"`: only before text at the
+    /// very start of the input, unless it starts with a space.
+    MetaspaceFirst,
+}
+
+/// The GGUF key (cria's own; llama.cpp knows only `add_space_prefix`) that
+/// selects a Metaspace [`SpacePrefix`]: `"always"` or `"first"`. Absent,
+/// the prefix is llama.cpp's.
+pub const PREPEND_SCHEME_KEY: &str = "tokenizer.cria.prepend_scheme";
 
 /// Flags that depend on the model kind and pre-tokenizer, set by the caller.
 pub(crate) struct Defaults {
@@ -211,10 +234,22 @@ impl Vocab {
             add_bos: d.add_bos,
             add_eos: false,
             add_space_prefix: spm,
+            space_prefix: SpacePrefix::Always,
         };
         if let Some(b) = md.try_bool("tokenizer.ggml.add_space_prefix")? {
             v.add_space_prefix = b;
         }
+        v.space_prefix = match md.try_str(PREPEND_SCHEME_KEY)? {
+            None => SpacePrefix::Always,
+            Some("always") => SpacePrefix::MetaspaceAlways,
+            Some("first") => SpacePrefix::MetaspaceFirst,
+            Some(other) => {
+                return Err(bad(format!(
+                    "{PREPEND_SCHEME_KEY} is {other:?}; it is \"always\" or \"first\" \
+                     (or absent, for llama.cpp's dummy prefix)"
+                )))
+            }
+        };
 
         // An id key past the vocabulary is ignored (llama.cpp warns and
         // keeps the default).

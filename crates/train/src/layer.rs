@@ -228,6 +228,7 @@ fn attention(
     let (hd, nh, qd, kvd) = (cfg.head_dim, cfg.n_heads, cfg.q_dim(), cfg.kv_dim());
     let per = nh / cfg.n_kv_heads;
     let scale = 1.0 / (hd as f32).sqrt();
+    let window = cfg.sliding_window.unwrap_or(usize::MAX);
     let mut work: Vec<HeadWork> = (0..nh).map(|_| HeadWork::default()).collect();
     pool.for_each_chunk_mut(&mut work, 1, |h, w| {
         let w = &mut w[0];
@@ -247,7 +248,11 @@ fn attention(
                 for (j, s) in row.iter_mut().enumerate() {
                     *s = cria_kernels::dot(qi, &kh[(s0 + j) * hd..(s0 + j + 1) * hd]) * scale;
                 }
-                cria_kernels::softmax(row);
+                // A sliding window (Mistral 7B v0.1) gives earlier keys
+                // probability 0, which also zeroes their gradients.
+                let first = cria_kernels::window_start(i, window);
+                row[..first].fill(0.0);
+                cria_kernels::softmax(&mut row[first..]);
                 let o = &mut w.o[(s0 + i) * hd..(s0 + i + 1) * hd];
                 for (j, &p) in row.iter().enumerate() {
                     axpy(o, p, &vh[(s0 + j) * hd..(s0 + j + 1) * hd]);

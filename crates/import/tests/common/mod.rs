@@ -437,3 +437,78 @@ pub fn tiktoken_text(tokens: &[String]) -> String {
 pub fn metadata_value<'a>(f: &'a GgufFile, key: &str) -> Option<&'a Value> {
     f.metadata().get(key)
 }
+
+/// make_families.py's `synth_values`: uniform [-1, 1) from splitmix64 of
+/// (fnv1a64(name) + k + 1), times `scale`, plus `offset`, in f32, so the
+/// tests write the same weights transformers ran without committing them.
+pub fn synth_values(name: &str, n: usize, scale: f32, offset: f32) -> Vec<f32> {
+    let mut h: u64 = 0xCBF29CE484222325;
+    for &b in name.as_bytes() {
+        h = (h ^ b as u64).wrapping_mul(0x100000001B3);
+    }
+    (0..n as u64)
+        .map(|k| {
+            let mut z = h.wrapping_add((k + 1).wrapping_mul(0x9E3779B97F4A7C15));
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58476D1CE4E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D049BB133111EB);
+            z ^= z >> 31;
+            let u = (z >> 40) as f32 * (2.0 / (1u64 << 24) as f32) - 1.0;
+            let v = u * scale;
+            if offset != 0.0 {
+                v + offset
+            } else {
+                v
+            }
+        })
+        .collect()
+}
+
+/// tests/fixtures/import/families/NAME as a complete Hugging Face folder
+/// in `dir`: the committed files, the shared tokenizer.json, and
+/// model.safetensors written from weights.json.
+pub fn write_family_folder(name: &str, dir: &Path) {
+    let root = families_dir();
+    let src = root.join(name);
+    std::fs::create_dir_all(dir).unwrap();
+    for f in [
+        "config.json",
+        "generation_config.json",
+        "tokenizer_config.json",
+        "chat_template.jinja",
+    ] {
+        if src.join(f).is_file() {
+            std::fs::copy(src.join(f), dir.join(f)).unwrap();
+        }
+    }
+    let w: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(src.join("weights.json")).unwrap()).unwrap();
+    let kind = w["tokenizer"].as_str().unwrap();
+    std::fs::copy(
+        root.join("tokenizers").join(format!("{kind}.json")),
+        dir.join("tokenizer.json"),
+    )
+    .unwrap();
+    let tensors: Vec<(String, Vec<usize>, Vec<f32>)> = w["tensors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            let name = t["name"].as_str().unwrap().to_string();
+            let shape: Vec<usize> = t["shape"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|d| d.as_u64().unwrap() as usize)
+                .collect();
+            let n = shape.iter().product();
+            let (scale, offset) = (t["scale"].as_f64().unwrap(), t["offset"].as_f64().unwrap());
+            let v = synth_values(&name, n, scale as f32, offset as f32);
+            (name, shape, v)
+        })
+        .collect();
+    write_safetensors(&dir.join("model.safetensors"), &tensors);
+}
+
+pub fn families_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/import/families")
+}

@@ -5,7 +5,9 @@
 //! [`crate::softmax`], then the values' sum (by the value type).
 
 use super::quant::{pv_q, scores_q, QIsa, QKeys, QQueries, QValues, QBLOCK};
-use super::{attend_f16, attend_scalar, axpy_f16_rows, scores_with, KvHead};
+use super::{
+    attend_f16_window, attend_scalar_window, axpy_f16_rows, scores_with, softmax_window, KvHead,
+};
 use crate::simd::{Cpu, Isa};
 use half::f16;
 use std::sync::OnceLock;
@@ -58,6 +60,23 @@ pub fn attend(
     s: &mut AttScratch,
     out: &mut [f32],
 ) {
+    attend_window(q, last, usize::MAX, keys, values, scale, s, out)
+}
+
+/// [`attend`] with a sliding window: query `j` sees positions
+/// `window_start(last[j], window)..=last[j]` ([`super::window_start`];
+/// `usize::MAX` is no window).
+#[allow(clippy::too_many_arguments)]
+pub fn attend_window(
+    q: &[f32],
+    last: &[usize],
+    window: usize,
+    keys: Keys,
+    values: Values,
+    scale: f32,
+    s: &mut AttScratch,
+    out: &mut [f32],
+) {
     match (keys, values) {
         (Keys::F16 { k, k_block }, Values::F16 { v, v_row }) => {
             let kv = KvHead {
@@ -66,7 +85,7 @@ pub fn attend(
                 v,
                 v_row,
             };
-            return attend_f16(q, last, kv, scale, &mut s.scores, out);
+            return attend_f16_window(q, last, window, kv, scale, &mut s.scores, out);
         }
         (Keys::F32 { k, k_block }, Values::F32 { v, v_row }) => {
             let kv = KvHead {
@@ -75,7 +94,7 @@ pub fn attend(
                 v,
                 v_row,
             };
-            return attend_scalar(q, last, kv, scale, &mut s.scores, out);
+            return attend_scalar_window(q, last, window, kv, scale, &mut s.scores, out);
         }
         _ => {}
     }
@@ -127,7 +146,7 @@ pub fn attend(
         }
     }
     for (j, &lj) in last.iter().enumerate() {
-        crate::softmax(&mut sc[j * np..j * np + lj + 1]);
+        softmax_window(&mut sc[j * np..j * np + lj + 1], window);
     }
     match values {
         Values::F16 { v, v_row } => {

@@ -124,6 +124,20 @@ pub fn attend_f16(
     scores: &mut Vec<f32>,
     out: &mut [f32],
 ) {
+    attend_f16_window(q, last, usize::MAX, kv, scale, scores, out)
+}
+
+/// [`attend_f16`] with a sliding window: query `j` sees only the last
+/// `window` positions up to `last[j]` ([`window_start`]).
+pub fn attend_f16_window(
+    q: &[f32],
+    last: &[usize],
+    window: usize,
+    kv: KvHead<f16>,
+    scale: f32,
+    scores: &mut Vec<f32>,
+    out: &mut [f32],
+) {
     let Some((d, np)) = check_attend(q, last, &kv, out) else {
         return;
     };
@@ -131,7 +145,7 @@ pub fn attend_f16(
     scores.resize(last.len() * np, 0.0);
     scores_with(Cpu::get(), q, last, &kv, scale, np, scores);
     for (j, &lj) in last.iter().enumerate() {
-        crate::softmax(&mut scores[j * np..j * np + lj + 1]);
+        softmax_window(&mut scores[j * np..j * np + lj + 1], window);
     }
     #[cfg(target_arch = "x86_64")]
     if d.is_multiple_of(16) && has_f16_simd() && Cpu::get().isa() == Isa::Avx512 {
@@ -191,6 +205,19 @@ pub fn attend_scalar<T: Copy + Into<f32>>(
     scores: &mut Vec<f32>,
     out: &mut [f32],
 ) {
+    attend_scalar_window(q, last, usize::MAX, kv, scale, scores, out)
+}
+
+/// [`attend_scalar`] with a sliding window ([`window_start`]).
+pub fn attend_scalar_window<T: Copy + Into<f32>>(
+    q: &[f32],
+    last: &[usize],
+    window: usize,
+    kv: KvHead<T>,
+    scale: f32,
+    scores: &mut Vec<f32>,
+    out: &mut [f32],
+) {
     let Some((d, _)) = check_attend(q, last, &kv, out) else {
         return;
     };
@@ -202,7 +229,7 @@ pub fn attend_scalar<T: Copy + Into<f32>>(
             });
             dot * scale
         }));
-        crate::softmax(scores);
+        softmax_window(scores, window);
         oj.fill(0.0);
         for (t, &p) in scores.iter().enumerate() {
             let vt = &kv.v[t * kv.v_row..t * kv.v_row + d];
@@ -211,6 +238,24 @@ pub fn attend_scalar<T: Copy + Into<f32>>(
             }
         }
     }
+}
+
+/// The first position a query at `last` sees with a sliding window of
+/// `window` positions: `last + 1 - window`, or 0. A key at `t` is seen when
+/// `last - t < window` (Mistral's window, as transformers applies it).
+pub fn window_start(last: usize, window: usize) -> usize {
+    (last + 1).saturating_sub(window)
+}
+
+/// Softmax of one query's scores over positions `0..=last` (`row`), with
+/// the positions before the window given weight 0. The values' sums then
+/// add `0 * v` for them, which leaves every partial sum's bits unchanged,
+/// so without a window (or inside it) the output is bit-identical.
+pub(crate) fn softmax_window(row: &mut [f32], window: usize) {
+    let first = window_start(row.len().saturating_sub(1), window);
+    let (before, seen) = row.split_at_mut(first);
+    before.fill(0.0);
+    crate::softmax(seen);
 }
 
 /// The head size of an attention call and its score rows' stride (`None`:
@@ -276,7 +321,7 @@ mod quant_x86;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
-pub use kv::{attend, AttScratch, Keys, Values};
+pub use kv::{attend, attend_window, AttScratch, Keys, Values};
 
 #[cfg(test)]
 mod quant_tests;
@@ -347,6 +392,101 @@ mod tests {
         let k = random_f16(rng, n_keys.next_multiple_of(16) * (d + extra));
         let v = random_f16(rng, n_keys * (d + extra));
         (k, v)
+    }
+
+    /// Softmax over positions `first..=last` only, in f64: the reference
+    /// for sliding-window attention.
+    fn window_reference(q: &[f32], last: usize, first: usize, kv: &KvHead<f16>) -> Vec<f64> {
+        let d = q.len();
+        let s: Vec<f64> = (first..=last)
+            .map(|t| {
+                let dot: f64 = (0..d)
+                    .map(|i| q[i] as f64 * kv.k[kv.key_index(t, i)].to_f64())
+                    .sum();
+                dot * 0.125
+            })
+            .collect();
+        let m = s.iter().cloned().fold(f64::MIN, f64::max);
+        let z: f64 = s.iter().map(|x| (x - m).exp()).sum();
+        let mut out = vec![0f64; d];
+        for (k, t) in (first..=last).enumerate() {
+            let p = (s[k] - m).exp() / z;
+            for (i, o) in out.iter_mut().enumerate() {
+                *o += p * kv.v[t * kv.v_row + i].to_f64();
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn sliding_window_attends_to_the_last_positions_only() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(9);
+        let mut sc = Vec::new();
+        let mut att = super::kv::AttScratch::default();
+        let (d, n_keys) = (32, 70);
+        let (k, v) = head(&mut rng, d, n_keys, 0);
+        let kv = KvHead {
+            k: &k,
+            k_block: 16 * d,
+            v: &v,
+            v_row: d,
+        };
+        let last = [0, 5, 15, 16, 17, 40, 69];
+        let q: Vec<f32> = (0..last.len() * d)
+            .map(|_| rng.gen_range(-2.0..2.0))
+            .collect();
+        for window in [1, 2, 16, 17, 50, 70, 71, usize::MAX] {
+            let n = q.len();
+            let (mut f16_out, mut scalar_out, mut any_out) =
+                (vec![0f32; n], vec![0f32; n], vec![0f32; n]);
+            attend_f16_window(&q, &last, window, kv, 0.125, &mut sc, &mut f16_out);
+            attend_scalar_window(&q, &last, window, kv, 0.125, &mut sc, &mut scalar_out);
+            // f32 keys with f16 values: the mixed path of `attend_window`.
+            let k32: Vec<f32> = k.iter().map(|x| x.to_f32()).collect();
+            let keys = super::Keys::F32 {
+                k: &k32,
+                k_block: 16 * d,
+            };
+            let values = super::Values::F16 { v: &v, v_row: d };
+            super::attend_window(
+                &q,
+                &last,
+                window,
+                keys,
+                values,
+                0.125,
+                &mut att,
+                &mut any_out,
+            );
+            for (j, &lj) in last.iter().enumerate() {
+                let first = window_start(lj, window);
+                assert_eq!(first, (lj + 1).saturating_sub(window));
+                let want = window_reference(&q[j * d..(j + 1) * d], lj, first, &kv);
+                for (name, out) in [
+                    ("f16", &f16_out),
+                    ("scalar", &scalar_out),
+                    ("mixed", &any_out),
+                ] {
+                    for i in 0..d {
+                        let got = out[j * d + i] as f64;
+                        assert!(
+                            (got - want[i]).abs() < 1e-5,
+                            "{name}: window {window}, last {lj}, lane {i}: {got} vs {}",
+                            want[i]
+                        );
+                    }
+                }
+            }
+            if window > n_keys {
+                // No window in reach: the bits of plain attention.
+                let mut plain = vec![0f32; n];
+                attend_f16(&q, &last, kv, 0.125, &mut sc, &mut plain);
+                assert!(plain
+                    .iter()
+                    .zip(&f16_out)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()));
+            }
+        }
     }
 
     #[test]
