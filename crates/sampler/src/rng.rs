@@ -85,6 +85,8 @@ mod tests {
     /// for (int i = 0; i < 4; i++) printf(" %.17g", dist(rng));
     /// ```
     #[test]
+    // The values as C++ printed them (17 digits), not shortened.
+    #[allow(clippy::excessive_precision)]
     fn uniform_numbers_are_libstdcxx_ones() {
         let golden: [(u64, [f64; 4]); 6] = [
             (
