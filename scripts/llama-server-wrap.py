@@ -27,6 +27,8 @@ listed; one not listed makes the wrapper fail loudly rather than guess):
       --reasoning-format --reasoning --no-mmproj --cache-ram
       --no-cache-idle-slots --reranking (the suite starts every preset
       once; cria has no /rerank, and test_rerank is not in FILES)
+      --backend_sampling (llama.cpp's sampling on the GPU backend; cria
+      samples on the CPU, where the chain is the same: nothing to switch)
   added: --cors '*' when --cors-origins is not given (llama-server's
       default answers every origin; cria's answers none)
   anything else: an error naming the flag (the test then fails, visibly).
@@ -51,6 +53,8 @@ DROP_FLAG = {
     "--offline", "--cont-batching", "--embedding", "--kv-unified",
     "--swa-full", "--verbose", "--jinja", "--no-jinja", "--no-mmproj",
     "--no-cache-idle-slots", "--reranking",
+    # GPU-side sampling in llama.cpp: no meaning on a CPU engine.
+    "--backend_sampling",
 }
 
 

@@ -147,7 +147,7 @@ fn embed_all(engine: &Engine, ids: Vec<Vec<u32>>, params: EmbedParams) -> Result
                     out.push(e);
                     break;
                 }
-                Some(Event::Token(_)) => continue,
+                Some(Event::Token(_) | Event::Progress(_)) => continue,
                 Some(Event::Error(e)) => return Err(e).context(format!("input {i}")),
                 Some(Event::Done(_)) | None => bail!("input {i}: the engine stopped"),
             }

@@ -53,6 +53,14 @@ const TESTS: &[&str] = &[
     "test_compat_anthropic.py::test_anthropic_messages_basic",
     "test_compat_anthropic.py::test_anthropic_messages_streaming",
     "test_compat_anthropic.py::test_anthropic_count_tokens",
+    // Seeded draws as llama.cpp's, post-sampling probabilities and prompt
+    // progress (the other case of test_return_progress fails on
+    // llama-server too: it counts stories260K's batches).
+    "test_completion.py::test_completion_parallel_slots",
+    "test_completion.py::test_n_probs_post_sampling",
+    "test_completion.py::test_n_probs_post_backend_sampling",
+    "test_metrics.py::test_metrics_timings_on_prompt_progress",
+    "test_chat_completion.py::test_return_progress[64-2-True]",
 ];
 
 fn free_port() -> u16 {

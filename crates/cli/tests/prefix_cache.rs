@@ -81,7 +81,9 @@ impl Fixture {
                     return (text, d);
                 }
                 cria_engine::Event::Error(e) => panic!("{e}"),
-                cria_engine::Event::Embedding(_) => unreachable!(),
+                cria_engine::Event::Embedding(_) | cria_engine::Event::Progress(_) => {
+                    unreachable!()
+                }
             }
         }
     }

@@ -556,3 +556,50 @@ fn server_batches_speculative_sequences_and_reports_metrics() {
     assert!(spec.metric("cria_effective_tokens_per_second") > 0.0);
     assert_eq!(plain.metric("cria_spec_draft_tokens_total"), 0.0);
 }
+
+/// Issue 16: the probabilities after the sampler chain
+/// (`post_sampling_probs`) are the same with speculation, to the bit: a
+/// draft row's pick runs the same chain on the same logits.
+#[test]
+fn post_sampling_probabilities_match_without_speculation() {
+    let kv = KvType::F16.into();
+    let (off, ngram) = (
+        engine(Mode::Off, 1, 1024, kv, 1),
+        engine(Mode::Ngram, 1, 1024, kv, 1),
+    );
+    let probs = |e: &Engine, p: GenerateParams| {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let req = Request {
+            logprobs: Some(5),
+            post_sampling_probs: true,
+            ..Request::new(prompt(TASKS[0]), p, tx)
+        };
+        e.submit(req).map_err(|e| format!("{e:?}")).unwrap();
+        let mut out = Vec::new();
+        loop {
+            match rx.blocking_recv() {
+                Some(Event::Token(t)) => {
+                    assert!(t.logprob.is_none() && t.top_logprobs.is_empty());
+                    let top: Vec<(u32, u32)> = t
+                        .top_probs
+                        .iter()
+                        .map(|&(id, p)| (id, p.to_bits()))
+                        .collect();
+                    out.push((t.id, t.prob.unwrap().to_bits(), top));
+                }
+                Some(Event::Done(d)) => return (out, d),
+                other => panic!("unexpected event {other:?}"),
+            }
+        }
+    };
+    for (temp, seed) in [(0.0, 1), (1.0, 42)] {
+        let (base, _) = probs(&off, params(temp, seed, 48));
+        let (spec, done) = probs(&ngram, params(temp, seed, 48));
+        assert_eq!(base, spec, "temp {temp}");
+        let s = done.spec.expect("a speculative run reports its counts");
+        assert!(s.accepted > 0, "temp {temp}: nothing accepted");
+        assert!(base.iter().all(|(_, p, top)| *p > 0
+            && !top.is_empty()
+            && top.iter().all(|&(_, q)| f32::from_bits(q) > 0.0)));
+    }
+}

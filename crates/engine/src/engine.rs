@@ -82,6 +82,8 @@ pub enum SubmitError {
 pub struct EngineStats {
     /// Requests accepted but not yet in a slot.
     pub queued: AtomicUsize,
+    /// Requests in a slot; a request leaves the count before its last
+    /// event is sent.
     pub active: AtomicUsize,
     /// Prompt tokens evaluated (cached ones not counted).
     pub prompt_tokens: AtomicU64,
@@ -115,6 +117,26 @@ pub(crate) struct Ticket(Arc<AtomicUsize>);
 impl Drop for Ticket {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Counts a request in a slot as busy (`EngineStats::active`, which
+/// `/slots` and the metrics read), from admission until its job ends.
+/// Like the ticket, it is dropped before the request's last event is sent,
+/// so a client that reads `/slots` as soon as it has its reply sees the
+/// slot idle.
+pub(crate) struct Busy(Arc<EngineStats>);
+
+impl Busy {
+    pub(crate) fn new(stats: Arc<EngineStats>) -> Busy {
+        stats.active.fetch_add(1, Ordering::SeqCst);
+        Busy(stats)
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -360,6 +382,7 @@ impl Engine {
         loop {
             match rx.blocking_recv() {
                 Some(Event::Token(t)) => on_text(&t.text),
+                Some(Event::Progress(_)) => {}
                 Some(Event::Done(d)) => {
                     on_text(&d.text);
                     return Ok(d);

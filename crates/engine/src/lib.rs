@@ -43,6 +43,7 @@
 //!         Event::Done(d) => { println!("{}", d.text); break }
 //!         Event::Error(e) => return Err(e.into()),
 //!         Event::Embedding(_) => unreachable!("only embedding requests get one"),
+//!         Event::Progress(_) => unreachable!("only requests that ask get it"),
 //!     }
 //! }
 //! # Ok(()) }
@@ -71,7 +72,7 @@ pub use load::Loaded;
 pub use overflow::{shift_discard, shift_keep, truncate_middle, ContextOverflow, OverflowReport};
 pub use params::{default_ctx_size, FinishReason, GenerateParams};
 pub use pcache::{PrefixCacheConfig, PrefixStore};
-pub use request::{Done, Event, Request, SpecReport, TokenEvent};
+pub use request::{Done, Event, PromptProgress, Request, SpecReport, TokenEvent};
 pub use spec::{
     check_vocab, ngram_draft, SpecKind, SpecParams, SpecType, Speculation, DRAFT_P_MIN, NGRAM_MAX,
     NGRAM_MIN, ROWS_PER_THREAD,

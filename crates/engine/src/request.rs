@@ -32,6 +32,13 @@ pub struct Request {
     /// The adapters applied to this request, with their scales; `None`:
     /// the engine's default ([`crate::EngineConfig::lora`]).
     pub lora: Option<cria_model::LoraSet>,
+    /// With `logprobs`: report the probabilities after the sampler chain
+    /// ([`TokenEvent::prob`], [`TokenEvent::top_probs`]) instead of the
+    /// model's raw log-probabilities (llama-server's `post_sampling_probs`).
+    pub post_sampling_probs: bool,
+    /// Send [`Event::Progress`] as the prompt is evaluated (llama-server's
+    /// `return_progress`).
+    pub progress: bool,
 }
 
 impl Request {
@@ -49,6 +56,8 @@ impl Request {
             cancel: None,
             embed: None,
             lora: None,
+            post_sampling_probs: false,
+            progress: false,
         }
     }
 
@@ -63,6 +72,9 @@ impl Request {
 
 #[derive(Debug)]
 pub enum Event {
+    /// How far the prompt is evaluated; only when [`Request::progress`]
+    /// asks, before the first token.
+    Progress(PromptProgress),
     Token(TokenEvent),
     Done(Done),
     Error(Error),
@@ -80,6 +92,29 @@ pub struct TokenEvent {
     /// top alternatives (most likely first), when asked for.
     pub logprob: Option<f32>,
     pub top_logprobs: Vec<(u32, f32)>,
+    /// With [`Request::post_sampling_probs`] (instead of the two above):
+    /// the probability of `id` after the sampler chain, and the most
+    /// likely tokens that survived the chain (most likely first, none of
+    /// probability 0). A greedy pick has probability 1.
+    pub prob: Option<f32>,
+    pub top_probs: Vec<(u32, f32)>,
+}
+
+/// How far a request's prompt is evaluated (llama-server's
+/// `prompt_progress`): sent once when the request takes its slot
+/// (`processed == cache`), then after every step that evaluated some of
+/// the prompt, the last with `processed == total`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PromptProgress {
+    /// Prompt tokens in all.
+    pub total: usize,
+    /// Found in the slot's cache (or restored from disk), not evaluated.
+    pub cache: usize,
+    /// Prompt tokens in the cache so far, the cached ones included.
+    pub processed: usize,
+    /// From admission to the end of the step that got this far; zero in
+    /// the first report.
+    pub elapsed: Duration,
 }
 
 #[derive(Clone, Debug)]

@@ -33,11 +33,11 @@
 //! so and every waiting request's channel closes.
 
 use crate::embed::{Pooler, Pooling};
-use crate::engine::{EngineConfig, EngineStats, Msg, Queued, Ticket};
+use crate::engine::{Busy, EngineConfig, EngineStats, Msg, Queued, Ticket};
 use crate::error::{Error, ErrorKind};
 use crate::fault::{Fault, FaultSite};
 use crate::params::FinishReason;
-use crate::request::{Done, Event, Request};
+use crate::request::{Done, Event, PromptProgress, Request};
 use crate::spec::{Drafter, SpecState};
 use cria_model::{BatchRow, KvCache, KvType, Model, Outputs};
 use cria_sampler::{Sampler, StopStrings};
@@ -57,6 +57,8 @@ use sample::finish_job;
 struct Job<'t> {
     req: Request,
     ticket: Ticket,
+    /// Counts the job in `EngineStats::active` while it lives.
+    busy: Busy,
     /// Index in `req.prompt` of the next prompt token to evaluate.
     next: usize,
     cached: usize,
@@ -92,10 +94,26 @@ impl Job<'_> {
         }
     }
 
-    /// Ends the request with its last event; the ticket goes first.
+    /// Reports how far the prompt is evaluated, if the request asks.
+    fn progress(&self, elapsed: Duration) {
+        if self.req.progress {
+            let _ = self.req.events.send(Event::Progress(PromptProgress {
+                total: self.req.prompt.len(),
+                cache: self.cached,
+                processed: self.next,
+                elapsed,
+            }));
+        }
+    }
+
+    /// Ends the request with its last event; the ticket and the busy
+    /// count go first, so whoever has the event sees the slot free.
     fn end(self, event: Event) {
-        let Job { req, ticket, .. } = self;
+        let Job {
+            req, ticket, busy, ..
+        } = self;
         drop(ticket);
+        drop(busy);
         let _ = req.events.send(event);
     }
 }
@@ -254,10 +272,6 @@ impl<'m> Scheduler<'m> {
             if self.slots.iter().any(|s| s.job.is_some()) {
                 self.step();
             }
-            self.stats.active.store(
-                self.slots.iter().filter(|s| s.job.is_some()).count(),
-                Ordering::SeqCst,
-            );
         }
     }
 
@@ -340,6 +354,7 @@ impl<'m> Scheduler<'m> {
                         .clone()
                         .unwrap_or_else(|| self.config.lora.clone());
                     slot.last_used = self.step;
+                    job.progress(Duration::ZERO);
                     slot.job = Some(job);
                     self.lora.clear();
                     if self.slots.iter().any(|s| !s.lora.is_empty()) {
@@ -433,6 +448,7 @@ impl<'m> Scheduler<'m> {
             spec: SpecState::new(self.config.spec.as_ref().map_or(0, |s| s.params.draft_max)),
             restored: 0,
             persist: false,
+            busy: Busy::new(self.stats.clone()),
             req,
             ticket,
         })
@@ -551,6 +567,7 @@ impl<'m> Scheduler<'m> {
         // Record what each slot's cache now holds (a draft token only once
         // it is confirmed, below).
         let mut prompt_rows = 0u64;
+        let mut prompted = vec![false; self.slots.len()];
         for (r, _) in self.rows.iter().zip(&self.draft_row).filter(|(_, &d)| !d) {
             let slot = &mut self.slots[r.seq];
             slot.tokens.push(r.token);
@@ -558,12 +575,19 @@ impl<'m> Scheduler<'m> {
                 if job.pending.take().is_none() {
                     job.next += 1;
                     prompt_rows += 1;
+                    prompted[r.seq] = true;
                 }
             }
         }
         self.stats
             .prompt_tokens
             .fetch_add(prompt_rows, Ordering::Relaxed);
+        // Progress goes out before the step's first token.
+        for (slot, _) in self.slots.iter().zip(&prompted).filter(|(_, &p)| p) {
+            if let Some(job) = &slot.job {
+                job.progress(job.admitted.elapsed());
+            }
+        }
         // Prompts evaluated in full by this step, to write to disk.
         let mut evaluated = Vec::new();
         for (i, slot) in self.slots.iter_mut().enumerate() {
@@ -664,7 +688,6 @@ impl<'m> Scheduler<'m> {
             drop(ticket);
             let _ = req.events.send(Event::Done(empty_done(&req)));
         }
-        self.stats.active.store(0, Ordering::SeqCst);
     }
 }
 

@@ -4,11 +4,19 @@
 //! logit bias -> repetition/frequency/presence penalties -> top-k -> top-p
 //! -> min-p -> temperature -> a seeded random draw (or the argmax when
 //! `temperature <= 0`). [`SamplerConfig`] holds the settings, with
-//! llama.cpp's defaults, and is validated by [`Sampler::new`]. The RNG is
-//! ChaCha8 seeded from `SamplerConfig::seed`, so a seed and a sequence of
-//! logits give the same ids on every platform (as far as the platform's
-//! `expf` agrees to the last bit, which mainstream libms do for the values
-//! a draw depends on; `tests.rs` pins a golden sequence).
+//! llama.cpp's defaults, and is validated by [`Sampler::new`].
+//!
+//! A seed draws as llama.cpp's does: the random pick is llama.cpp's `dist`
+//! (an `std::mt19937` seeded with `SamplerConfig::seed`, one libstdc++
+//! `uniform_real_distribution<double>` number per pick, a cumulative walk
+//! over the candidates in the order llama.cpp leaves them; `rng.rs`), so
+//! with the same seed, chain and probabilities (up to float rounding) cria
+//! picks the token llama.cpp picks. A seed and a sequence of logits give
+//! the same ids on every platform (as far as the platform's `expf` agrees
+//! to the last bit, which mainstream libms do for the values a draw
+//! depends on; `tests.rs` pins a golden sequence). [`Sampler::post_sampling_probs`]
+//! gives the probabilities after the chain (llama-server's
+//! `post_sampling_probs`).
 //!
 //! [`top_logprobs`] gives the most likely tokens of the raw distribution (for
 //! OpenAI-style `logprobs`), and [`StopStrings`] decides how much streamed
@@ -37,6 +45,7 @@
 
 mod config;
 mod error;
+mod rng;
 mod sampler;
 mod stages;
 mod stop;

@@ -3,11 +3,9 @@
 
 use std::collections::VecDeque;
 
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
-
 use crate::config::SamplerConfig;
 use crate::error::{ErrorKind, Result};
+use crate::rng::Draws;
 use crate::stages::{self, Candidate};
 
 /// Turns one logits row into a token id. Build it once per sequence; it keeps
@@ -26,7 +24,11 @@ pub struct Sampler {
     counts: Vec<u32>,
     /// (n_vocab) scratch for the penalty stage, all false between calls.
     seen: Vec<bool>,
-    rng: ChaCha8Rng,
+    rng: Draws,
+    /// Index in `cands` of the last random pick.
+    picked: usize,
+    /// The last pick when it was greedy (then `cands` is empty).
+    greedy_pick: Option<u32>,
 }
 
 impl Sampler {
@@ -35,7 +37,9 @@ impl Sampler {
         config.validate(n_vocab)?;
         let penalties = !config.penalties_disabled();
         Ok(Sampler {
-            rng: ChaCha8Rng::seed_from_u64(config.seed),
+            rng: Draws::new(config.seed),
+            picked: 0,
+            greedy_pick: None,
             work: vec![0.0; n_vocab],
             cands: Vec::with_capacity(n_vocab),
             // The window fills as tokens are accepted; it is never sized
@@ -112,13 +116,17 @@ impl Sampler {
         }
         // top-k/p, min-p and temperature never move the argmax, so greedy
         // can skip them (llama.cpp's temp <= 0 masks all but the max).
+        self.cands.clear();
+        self.greedy_pick = None;
         if c.temperature <= 0.0 {
             return match stages::argmax(&self.work) {
-                Some(i) => Ok(i as u32),
+                Some(i) => {
+                    self.greedy_pick = Some(i as u32);
+                    Ok(i as u32)
+                }
                 None => Err(ErrorKind::NoCandidates.into()),
             };
         }
-        self.cands.clear();
         for (id, &logit) in self.work.iter().enumerate() {
             // -inf tokens have probability 0 in every later stage; dropping
             // them now only saves work.
@@ -137,14 +145,38 @@ impl Sampler {
         stages::top_p(&mut self.cands, c.top_p);
         stages::min_p(&mut self.cands, c.min_p);
         stages::temperature(&mut self.cands, c.temperature);
-        let i = stages::dist(&mut self.cands, &mut self.rng);
+        // One uniform number per pick, even when one candidate is left
+        // (llama.cpp draws then too, so the streams stay aligned).
+        let i = stages::dist(&mut self.cands, self.rng.uniform());
+        self.picked = i;
         Ok(self.cands[i].id)
     }
 
     /// The candidates that survived the last random draw, with their final
-    /// probabilities (after temperature). Empty after a greedy pick.
+    /// probabilities (after temperature, normalized over the survivors), in
+    /// the order the draw walked them. Empty after a greedy pick.
     pub fn last_candidates(&self) -> &[Candidate] {
         &self.cands
+    }
+
+    /// llama-server's `post_sampling_probs` for the last pick: the
+    /// probability of the picked token after the whole chain, and the `n`
+    /// most likely survivors (most likely first, ties by lower id, tokens
+    /// of probability 0 left out). A greedy pick is certain: its token with
+    /// probability 1, alone.
+    pub fn post_sampling_probs(&self, n: usize) -> (f32, Vec<(u32, f32)>) {
+        if self.cands.is_empty() {
+            let top = match self.greedy_pick {
+                Some(id) if n > 0 => vec![(id, 1.0)],
+                _ => Vec::new(),
+            };
+            return (1.0, top);
+        }
+        let p = self.cands.get(self.picked).map_or(0.0, |c| c.p);
+        let mut top: Vec<Candidate> = self.cands.iter().copied().filter(|c| c.p > 0.0).collect();
+        top.sort_unstable_by(|a, b| b.p.total_cmp(&a.p).then(a.id.cmp(&b.id)));
+        top.truncate(n);
+        (p, top.iter().map(|c| (c.id, c.p)).collect())
     }
 
     /// Records a generated (or prompt) token for the penalties' window.
@@ -178,7 +210,8 @@ impl Sampler {
         }
         self.history.clear();
         self.cands.clear();
-        self.rng = ChaCha8Rng::seed_from_u64(self.config.seed);
+        self.greedy_pick = None;
+        self.rng = Draws::new(self.config.seed);
     }
 
     /// See [`top_logprobs`]; a method for convenience.

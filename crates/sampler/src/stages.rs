@@ -1,14 +1,14 @@
 //! The stages of the chain, each a small function over the candidate list.
 //!
 //! Semantics follow llama.cpp's `src/llama-sampler.cpp` (default chain:
-//! logit bias -> penalties -> top-k -> top-p -> min-p -> temperature -> dist).
-//! Where llama.cpp leaves ties to its sort, we break them by token id so the
-//! result never depends on the sort algorithm or platform.
+//! logit bias -> penalties -> top-k -> top-p -> min-p -> temperature -> dist),
+//! down to the order the candidates are in when `dist` walks them and the
+//! float types of each sum, so that the same uniform number picks the same
+//! token. Where llama.cpp leaves ties to its sort, we break them by token id
+//! so the result never depends on the sort algorithm or platform.
 
 use std::cmp::Ordering;
 use std::collections::VecDeque;
-
-use rand::Rng;
 
 /// One token still in the running: its id, current logit and (after a
 /// softmax stage) probability.
@@ -73,14 +73,17 @@ pub(crate) fn apply_penalties(
     }
 }
 
-/// Keeps the `k` highest logits, sorted; `k == 0` or `k >= len` keeps all
-/// (and leaves the order alone, like llama.cpp when k covers everything).
+/// Keeps the `k` highest logits, sorted; `k == 0` keeps all in their order.
+/// A `k >= len` keeps all but still sorts them, as llama.cpp does (the
+/// order is the order `dist` walks, so it decides which token a draw picks).
 pub(crate) fn top_k(cands: &mut Vec<Candidate>, k: usize) {
-    if k == 0 || k >= cands.len() {
+    if k == 0 {
         return;
     }
-    cands.select_nth_unstable_by(k - 1, by_logit_desc);
-    cands.truncate(k);
+    if k < cands.len() {
+        cands.select_nth_unstable_by(k - 1, by_logit_desc);
+        cands.truncate(k);
+    }
     cands.sort_unstable_by(by_logit_desc);
 }
 
@@ -154,10 +157,13 @@ pub(crate) fn temperature(cands: &mut [Candidate], t: f32) {
     }
 }
 
-/// Draws one candidate with probability proportional to `exp(logit)`, as
-/// llama.cpp's `dist`: f32 weights, f64 running sum, one uniform f64 in
-/// [0, 1) per draw. Returns the index into `cands`, which must be non-empty.
-pub(crate) fn dist<R: Rng>(cands: &mut [Candidate], rng: &mut R) -> usize {
+/// Picks one candidate with probability proportional to `exp(logit)` using
+/// the uniform number `u` in [0, 1), as llama.cpp's `dist`: f32 weights
+/// `exp(logit - max)`, an f64 total, and the first candidate (in list
+/// order) where the f64 running sum reaches `total * u`. Leaves each
+/// candidate's `p` normalized (the post-sampling probabilities). Returns
+/// the index into `cands`, which must be non-empty.
+pub(crate) fn dist(cands: &mut [Candidate], u: f64) -> usize {
     let max = cands
         .iter()
         .map(|c| c.logit)
@@ -167,21 +173,26 @@ pub(crate) fn dist<R: Rng>(cands: &mut [Candidate], rng: &mut R) -> usize {
         c.p = exp_shifted(c.logit, max);
         sum += c.p as f64;
     }
-    let target = sum * rng.gen::<f64>();
+    let target = sum * u;
     let mut run = 0.0f64;
+    let mut picked = None;
     let mut last_nonzero = 0;
     for (i, c) in cands.iter().enumerate() {
         if c.p > 0.0 {
             last_nonzero = i;
         }
         run += c.p as f64;
-        // Strict `>` so that a draw of exactly 0 never picks a weight-0 token.
-        if run > target {
-            return i;
+        // llama.cpp's `>=`; a weight-0 token is never picked (llama.cpp
+        // would take one for u == 0 exactly, a 2^-64 chance).
+        if picked.is_none() && run >= target && c.p > 0.0 {
+            picked = Some(i);
         }
     }
-    // Only reachable through rounding in the running sum.
-    last_nonzero
+    for c in cands.iter_mut() {
+        c.p = (c.p as f64 / sum) as f32;
+    }
+    // `None` only through rounding in the running sum.
+    picked.unwrap_or(last_nonzero)
 }
 
 /// Index of the largest value that is not -inf; ties go to the lowest index.

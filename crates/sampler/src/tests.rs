@@ -2,9 +2,7 @@
 
 use std::collections::VecDeque;
 
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
-
+use crate::rng::Draws;
 use crate::stages::{self, Candidate};
 use crate::*;
 
@@ -48,11 +46,14 @@ fn top_k_keeps_highest_sorted_and_clamps() {
     stages::top_k(&mut c, 2);
     assert_eq!(ids(&c), vec![1, 3]);
 
+    // k past the end keeps all, sorted (llama.cpp sorts too: the order is
+    // the order a draw walks); k = 0 keeps the order.
     let mut c = cands(&[1.0, 5.0, 3.0]);
     stages::top_k(&mut c, 10);
-    assert_eq!(c.len(), 3);
+    assert_eq!(ids(&c), vec![1, 2, 0]);
+    let mut c = cands(&[1.0, 5.0, 3.0]);
     stages::top_k(&mut c, 0);
-    assert_eq!(c.len(), 3);
+    assert_eq!(ids(&c), vec![0, 1, 2]);
 
     // Ties broken by id, whatever the sort does.
     let mut c = cands(&[1.0, 1.0, 1.0, 1.0]);
@@ -114,12 +115,12 @@ fn softmax_sums_to_one() {
 #[test]
 fn dist_frequencies_follow_probabilities() {
     let logits = ln_probs(&[0.5, 0.3, 0.2]);
-    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    let mut rng = Draws::new(7);
     let mut hits = [0usize; 3];
     let n = 20_000;
     for _ in 0..n {
         let mut c = cands(&logits);
-        hits[stages::dist(&mut c, &mut rng)] += 1;
+        hits[stages::dist(&mut c, rng.uniform())] += 1;
     }
     for (h, p) in hits.iter().zip([0.5, 0.3, 0.2]) {
         let f = *h as f64 / n as f64;
@@ -130,11 +131,14 @@ fn dist_frequencies_follow_probabilities() {
 #[test]
 fn dist_never_picks_zero_weight() {
     // exp(-200) underflows to 0 in f32: such a token must never be drawn.
-    let mut rng = ChaCha8Rng::seed_from_u64(1);
+    let mut rng = Draws::new(1);
     for _ in 0..1000 {
         let mut c = cands(&[-200.0, 0.0]);
-        assert_eq!(stages::dist(&mut c, &mut rng), 1);
+        assert_eq!(stages::dist(&mut c, rng.uniform()), 1);
     }
+    // Not even for a draw of exactly 0 (llama.cpp's walk would take it).
+    let mut c = cands(&[-200.0, 0.0]);
+    assert_eq!(stages::dist(&mut c, 0.0), 1);
 }
 
 #[test]
@@ -256,8 +260,10 @@ fn same_seed_same_ids_and_reset_replays() {
     assert_eq!(first, again);
 }
 
-/// ChaCha8 and rand's f64 conversion are specified exactly, so these ids must
-/// be the same on every platform; a change here breaks seeded reproducibility.
+/// MT19937 and the uniform number made from it are specified exactly, so
+/// these ids must be the same on every platform; a change here breaks
+/// seeded reproducibility. (Regenerated when the draw became llama.cpp's
+/// mt19937 one; they were ChaCha8's before.)
 #[test]
 fn seeded_ids_are_a_fixed_golden() {
     let config = SamplerConfig {
@@ -268,7 +274,7 @@ fn seeded_ids_are_a_fixed_golden() {
     assert_eq!(got, GOLDEN_SEED_42);
 }
 
-const GOLDEN_SEED_42: [u32; 16] = [31, 34, 4, 42, 46, 41, 33, 39, 37, 18, 33, 10, 48, 15, 4, 37];
+const GOLDEN_SEED_42: [u32; 16] = [2, 38, 41, 19, 43, 18, 30, 28, 26, 9, 16, 45, 2, 1, 3, 28];
 
 #[test]
 fn all_masked_logits_are_an_error() {
@@ -540,4 +546,155 @@ fn mask_removes_disallowed_tokens_before_every_stage() {
     }
     // A mask that allows nothing is an error, not a pick.
     assert!(s.sample_allowed(&logits, Some(&[0, 0])).is_err());
+}
+
+/// llama.cpp's own chain (libllama's top_k, top_p, min_p, temp and dist
+/// samplers, in that order, min_keep 0), run on the same synthetic logits
+/// with the same seed: the ids it picked. Produced by
+/// `tests/fixtures/llama-cpp-sampler/chain.cpp` (its README says how); the
+/// logits are exact in f32 and have no ties, so nothing but the procedure
+/// decides the picks. Covers the sorted walk (top-k), the unsorted ones
+/// (top-k off: top-p's sort, min-p's id order) and a k above the vocabulary.
+#[test]
+fn seeded_picks_are_llama_cpp_picks() {
+    #[allow(clippy::type_complexity)]
+    let cases: [(usize, usize, f32, f32, f32, u64, [u32; 24]); 6] = [
+        (
+            1000,
+            40,
+            0.95,
+            0.05,
+            0.8,
+            42,
+            [
+                996, 283, 421, 563, 562, 276, 701, 557, 556, 123, 124, 976, 687, 690, 540, 112,
+                396, 254, 395, 248, 961, 675, 811, 242,
+            ],
+        ),
+        (
+            1000,
+            40,
+            0.95,
+            0.05,
+            1.0,
+            4242,
+            [
+                853, 997, 137, 850, 849, 415, 415, 698, 413, 407, 124, 406, 403, 688, 973, 542,
+                684, 825, 676, 107, 390, 672, 240, 100,
+            ],
+        ),
+        (
+            1000,
+            0,
+            0.95,
+            0.05,
+            1.0,
+            7,
+            [
+                712, 709, 972, 132, 275, 988, 988, 268, 985, 834, 394, 976, 402, 395, 536, 248,
+                538, 663, 821, 239, 246, 803, 386, 373,
+            ],
+        ),
+        (
+            1000,
+            0,
+            1.0,
+            0.05,
+            1.5,
+            7,
+            [
+                280, 414, 995, 548, 401, 274, 126, 415, 108, 551, 960, 394, 403, 686, 685, 686,
+                389, 961, 250, 806, 246, 818, 231, 808,
+            ],
+        ),
+        (
+            3000,
+            0,
+            0.9,
+            0.0,
+            2.0,
+            123,
+            [
+                1702, 1706, 413, 2982, 2985, 1691, 1697, 1692, 1269, 1263, 2114, 832, 1260, 2964,
+                393, 1676, 1678, 1253, 1240, 1244, 2530, 382, 2089, 2952,
+            ],
+        ),
+        (
+            1000,
+            2000,
+            1.0,
+            0.0,
+            1.0,
+            99,
+            [
+                131, 696, 127, 269, 562, 956, 838, 266, 539, 836, 407, 113, 400, 972, 108, 968,
+                538, 245, 670, 961, 958, 806, 805, 97,
+            ],
+        ),
+    ];
+    for (n_vocab, top_k, top_p, min_p, temperature, seed, want) in cases {
+        let config = SamplerConfig {
+            top_k,
+            top_p,
+            min_p,
+            temperature,
+            seed,
+            ..SamplerConfig::default()
+        };
+        let mut s = Sampler::new(config, n_vocab).unwrap();
+        let got: Vec<u32> = (0..want.len())
+            .map(|step| {
+                // A permutation of 0..n_vocab per step: k / 64 - 8 is exact.
+                let logits: Vec<f32> = (0..n_vocab)
+                    .map(|i| ((i * 7 + step * 13) % n_vocab) as f32 / 64.0 - 8.0)
+                    .collect();
+                let id = s.sample(&logits).unwrap();
+                s.accept(id).unwrap();
+                id
+            })
+            .collect();
+        assert_eq!(got, want, "n_vocab {n_vocab} top_k {top_k} top_p {top_p} min_p {min_p} temp {temperature} seed {seed}");
+    }
+}
+
+#[test]
+fn the_walk_takes_the_first_candidate_reaching_the_target() {
+    // Four equal weights (exactly 1 each, total 4): u * 4 is the target.
+    let mut c = cands(&[0.0; 4]);
+    assert_eq!(stages::dist(&mut c, 0.25), 0, "1.0 >= 1.0: llama.cpp's >=");
+    assert_eq!(stages::dist(&mut c, 0.250_000_1), 1);
+    assert_eq!(stages::dist(&mut c, 0.75), 2);
+    assert_eq!(stages::dist(&mut c, 0.999), 3);
+    // The probabilities are left normalized.
+    assert!(c.iter().all(|c| c.p == 0.25));
+}
+
+#[test]
+fn post_sampling_probs_are_over_the_survivors() {
+    let config = SamplerConfig {
+        top_k: 3,
+        top_p: 1.0,
+        min_p: 0.0,
+        temperature: 1.0,
+        seed: 5,
+        ..SamplerConfig::default()
+    };
+    let mut s = Sampler::new(config, 5).unwrap();
+    let logits = ln_probs(&[0.1, 0.4, 0.05, 0.25, 0.2]);
+    let id = s.sample(&logits).unwrap();
+    let (p, top) = s.post_sampling_probs(10);
+    // Top-k 3 leaves 1, 3, 4 (0.4, 0.25, 0.2), renormalized over 0.85.
+    assert_eq!(top.iter().map(|t| t.0).collect::<Vec<_>>(), vec![1, 3, 4]);
+    for ((_, got), want) in top.iter().zip([0.4 / 0.85, 0.25 / 0.85, 0.2 / 0.85]) {
+        assert!((got - want).abs() < 1e-6, "{top:?}");
+    }
+    let picked = top.iter().find(|t| t.0 == id).unwrap();
+    assert_eq!(p, picked.1);
+    assert_eq!(s.post_sampling_probs(2).1.len(), 2);
+    assert!(s.post_sampling_probs(0).1.is_empty());
+
+    // Greedy: the pick is certain.
+    let mut g = Sampler::new(SamplerConfig::greedy(), 5).unwrap();
+    assert_eq!(g.sample(&logits).unwrap(), 1);
+    assert_eq!(g.post_sampling_probs(10), (1.0, vec![(1, 1.0)]));
 }

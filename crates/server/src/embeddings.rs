@@ -330,7 +330,7 @@ async fn wait(rx: &mut UnboundedReceiver<Event>, state: &str) -> Result<Embeddin
     loop {
         match rx.recv().await {
             Some(Event::Embedding(e)) => return Ok(e),
-            Some(Event::Token(_)) => continue,
+            Some(Event::Token(_) | Event::Progress(_)) => continue,
             Some(Event::Error(e)) => return Err(crate::reply::engine_error(&e)),
             Some(Event::Done(_)) | None => return Err(stopped(state).retry_after(5)),
         }

@@ -247,6 +247,9 @@ pub struct Options {
     pub response_fields: Vec<String>,
     pub timings_per_token: bool,
     pub return_progress: bool,
+    /// Probabilities after the sampler chain (`prob`, `top_probs`) instead
+    /// of the model's log-probabilities.
+    pub post_sampling_probs: bool,
 }
 
 impl Extras {
@@ -261,13 +264,6 @@ impl Extras {
                 ))
             }
         };
-        if self.post_sampling_probs == Some(true) {
-            return Err(ApiError::unsupported(
-                "post_sampling_probs",
-                "probabilities after the sampler chain (cria reports the model's own \
-                 distribution: leave post_sampling_probs out)",
-            ));
-        }
         check_slot(self.id_slot, slots)?;
         Ok(Options {
             n_probs,
@@ -278,6 +274,7 @@ impl Extras {
                 .map_or(Vec::new(), |f| f.0.clone()),
             timings_per_token: self.timings_per_token.unwrap_or(false),
             return_progress: self.return_progress.unwrap_or(false),
+            post_sampling_probs: self.post_sampling_probs.unwrap_or(false),
         })
     }
 }
@@ -367,9 +364,10 @@ pub fn settings(
     r: &Ready,
     p: &GenerateParams,
     n_predict: Option<usize>,
-    n_probs: usize,
+    options: &Options,
     stream: bool,
 ) -> Value {
+    let n_probs = options.n_probs;
     let s = &p.sampler;
     let bias: Vec<Value> = s
         .logit_bias
@@ -422,22 +420,29 @@ pub fn settings(
         "n_probs": n_probs,
         "min_keep": 0,
         "grammar": "",
-        "post_sampling_probs": false,
+        "post_sampling_probs": options.post_sampling_probs,
     })
 }
 
-/// One token's entry of `completion_probabilities`.
+/// One token's entry of `completion_probabilities` (and, as llama-server,
+/// of chat `logprobs.content` with `post_sampling_probs`): `logprob` and
+/// `top_logprobs` of the model's distribution, or with
+/// `post_sampling_probs` `prob` and `top_probs` after the sampler chain.
 pub fn probs(tok: &Tokenizer, t: &TokenEvent) -> Value {
-    let entry = |id: u32, lp: f32| {
+    let post = t.prob.is_some();
+    let key = if post { "prob" } else { "logprob" };
+    let entry = |id: u32, v: f32| {
         let bytes = tok.token_to_piece(id, true);
-        json!({"id": id, "token": String::from_utf8_lossy(&bytes), "bytes": bytes, "logprob": lp})
+        json!({"id": id, "token": String::from_utf8_lossy(&bytes), "bytes": bytes, key: v})
     };
-    let mut v = entry(t.id, t.logprob.unwrap_or(0.0));
-    v["top_logprobs"] = t
-        .top_logprobs
-        .iter()
-        .map(|&(id, lp)| entry(id, lp))
-        .collect();
+    let (p, top) = if post {
+        (t.prob.unwrap_or(0.0), &t.top_probs)
+    } else {
+        (t.logprob.unwrap_or(0.0), &t.top_logprobs)
+    };
+    let mut v = entry(t.id, p);
+    v[if post { "top_probs" } else { "top_logprobs" }] =
+        top.iter().map(|&(id, x)| entry(id, x)).collect();
     v
 }
 

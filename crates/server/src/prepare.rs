@@ -45,6 +45,10 @@ pub struct Prepared {
     pub timings_per_token: bool,
     /// `verbose`: the rendered prompt, shown in the reply.
     pub verbose: Option<String>,
+    /// `post_sampling_probs`: the probabilities after the sampler chain.
+    pub post_sampling_probs: bool,
+    /// `return_progress` on a stream: prompt progress chunks.
+    pub progress: bool,
 }
 
 /// Runs preparation jobs on the blocking pool, a bounded number at once.
@@ -105,12 +109,6 @@ fn bounds(r: &Ready) -> ModelBounds {
 fn extras(r: &Ready, body: &[u8]) -> Result<(Extras, native::Options), ApiError> {
     let extras: Extras = openai::parse(body)?;
     let options = extras.options(r.engine.config().slots)?;
-    if options.return_progress {
-        return Err(ApiError::unsupported(
-            "return_progress",
-            "return_progress (the engine does not report prompt progress per batch yet)",
-        ));
-    }
     Ok((extras, options))
 }
 
@@ -291,6 +289,8 @@ fn chat_or_render(r: &Ready, body: &[u8], only_render: bool) -> Result<Chat, Api
         native: None,
         timings_per_token: options.timings_per_token,
         verbose,
+        post_sampling_probs: options.post_sampling_probs,
+        progress: options.return_progress && req.stream,
     })))
 }
 
@@ -301,6 +301,14 @@ pub fn completion(r: &Ready, body: &[u8]) -> Result<Prepared, ApiError> {
     let lora = r.lora.for_request(body)?;
     req.check()?;
     let (_, options) = extras(r, body)?;
+    if options.post_sampling_probs {
+        // The legacy shape has no place for probabilities (its
+        // `token_logprobs` are logarithms).
+        return Err(ApiError::unsupported(
+            "post_sampling_probs",
+            "post_sampling_probs on /v1/completions (use /completion or /v1/chat/completions)",
+        ));
+    }
     let logprobs = req.logprobs()?;
     let b = bounds(r);
     let choices = sampling.choices()?;
@@ -350,6 +358,8 @@ pub fn completion(r: &Ready, body: &[u8]) -> Result<Prepared, ApiError> {
         native: None,
         timings_per_token: options.timings_per_token,
         verbose: None,
+        post_sampling_probs: false,
+        progress: options.return_progress && req.stream,
     })
 }
 
@@ -402,7 +412,7 @@ pub fn native(r: &Ready, body: &[u8]) -> Result<Vec<Prepared>, ApiError> {
         let mut params = params.clone();
         let n_predict = params.max_tokens;
         let overflow = fit(r, &mut prompt, &mut params, b, &param)?;
-        let settings = native::settings(r, &params, n_predict, options.n_probs, stream);
+        let settings = native::settings(r, &params, n_predict, &options, stream);
         let prompt_text = r
             .tok
             .decode(&prompt, true)
@@ -424,6 +434,8 @@ pub fn native(r: &Ready, body: &[u8]) -> Result<Vec<Prepared>, ApiError> {
             }),
             timings_per_token: options.timings_per_token,
             verbose: None,
+            post_sampling_probs: options.post_sampling_probs,
+            progress: options.return_progress && stream,
         });
     }
     Ok(out)

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 mod native_shape;
+mod progress;
 
 /// Which API shape the reply takes.
 #[derive(Copy, Clone, PartialEq, Eq, Debug)]
@@ -151,8 +152,12 @@ impl ReplyCtx {
         (String::from_utf8_lossy(&bytes).into_owned(), bytes)
     }
 
-    /// One token's entry of chat `logprobs.content`.
+    /// One token's entry of chat `logprobs.content` (llama-server's shape,
+    /// `prob` and `top_probs`, with `post_sampling_probs`).
     fn chat_logprob(&self, t: &TokenEvent) -> Value {
+        if t.prob.is_some() {
+            return crate::native::probs(&self.tok, t);
+        }
         let (token, bytes) = self.piece(t.id);
         let top: Vec<Value> = t
             .top_logprobs
@@ -233,6 +238,8 @@ impl ReplyCtx {
                 }
                 Some(Event::Error(e)) => return Err(engine_error(&e)),
                 Some(Event::Embedding(_)) => return Err(not_generated()),
+                // Prompt progress is streamed only.
+                Some(Event::Progress(_)) => {}
                 None => return Err(shutting_down()),
             }
         };
@@ -530,6 +537,11 @@ impl ReplyCtx {
                 }
                 let data = |v: Value| SseEvent::default().data(v.to_string());
                 match st.rx.recv().await {
+                    Some(Event::Progress(p)) => {
+                        if let Some(c) = st.ctx.progress_chunk(&p) {
+                            st.out.push_back(data(c));
+                        }
+                    }
                     Some(Event::Token(t)) => {
                         st.ctx.observe_token(&mut st.last);
                         st.count += 1;

@@ -592,6 +592,8 @@ async fn start(
             native,
             timings_per_token,
             verbose,
+            post_sampling_probs,
+            progress,
         } = p;
         n_prompt += prompt.len();
         for i in 0..choices.max(1) {
@@ -602,6 +604,8 @@ async fn start(
                 logprobs,
                 tenant: tenant.0,
                 lora: Some(lora.clone()),
+                post_sampling_probs,
+                progress,
                 ..Request::new(prompt.clone(), params, tx)
             };
             submit(app, r, req, prompt_param)?;

@@ -52,16 +52,21 @@ impl Scheduler<'_> {
             if job.first_token.is_none() {
                 job.first_token = Some(Instant::now());
             }
-            let (logprob, top_logprobs) = match job.req.logprobs {
+            let (mut logprob, mut top_logprobs) = (None, Vec::new());
+            let (mut prob, mut top_probs) = (None, Vec::new());
+            match job.req.logprobs {
+                Some(n) if job.req.post_sampling_probs => {
+                    let (p, top) = job.sampler.post_sampling_probs(n);
+                    prob = Some(p);
+                    top_probs = top;
+                }
                 Some(n) => {
                     let lsm = cria_kernels::LogSoftmax::new(row);
-                    (
-                        Some(lsm.of(row[id as usize]) as f32),
-                        cria_sampler::top_logprobs(row, n),
-                    )
+                    logprob = Some(lsm.of(row[id as usize]) as f32);
+                    top_logprobs = cria_sampler::top_logprobs(row, n);
                 }
-                None => (None, Vec::new()),
-            };
+                None => {}
+            }
             if tok.is_eog(id) && (!job.req.params.ignore_eos || job.req.params.constraint.is_some())
             {
                 break 'f Some(FinishReason::EndOfGeneration);
@@ -75,6 +80,8 @@ impl Scheduler<'_> {
                 text,
                 logprob,
                 top_logprobs,
+                prob,
+                top_probs,
             }));
             if stopped {
                 break 'f Some(FinishReason::StopString);
