@@ -9,6 +9,7 @@
 //! output bytes, recursion, wall time); `limits.rs` says what each stops.
 #![forbid(unsafe_code)]
 
+pub mod builtin;
 mod cycles;
 mod limits;
 
@@ -113,8 +114,9 @@ struct Inner {
 }
 
 impl ChatTemplate {
-    /// The template from `override_file` if given, else the model's own.
-    /// A model without one is an error: no silent fallback format.
+    /// The template given on the command line if any (see
+    /// [`ChatTemplate::resolve`]), else the model's own. A model without
+    /// one is an error: no silent fallback format.
     pub fn load(
         metadata: &cria_gguf::Metadata,
         tok: &Tokenizer,
@@ -122,9 +124,7 @@ impl ChatTemplate {
     ) -> Result<ChatTemplate> {
         let source =
             match override_file {
-                Some(p) => std::fs::read_to_string(p).map_err(|e| {
-                    TemplateError::with(format!("cannot read chat template {}", p.display()), e)
-                })?,
+                Some(p) => ChatTemplate::resolve(p)?,
                 None => match metadata.try_str("tokenizer.chat_template") {
                     Ok(Some(s)) => s.to_string(),
                     Ok(None) => return Err(TemplateError::new(
@@ -142,6 +142,36 @@ impl ChatTemplate {
         let token_text =
             |id: Option<u32>| id.and_then(|i| tok.token_text(i)).unwrap_or("").to_string();
         ChatTemplate::new(source, token_text(tok.bos()), token_text(tok.eos()))
+    }
+
+    /// The Jinja source `--chat-template` names: a file if one is there,
+    /// else one of llama.cpp's built-in names ([`builtin::NAMES`]), else
+    /// the text itself if it is Jinja (has `{{` or `{%`, as llama-server
+    /// takes a template on its command line). Anything else is an error
+    /// that lists the names.
+    pub fn resolve(given: &std::path::Path) -> Result<String> {
+        match std::fs::read_to_string(given) {
+            Ok(s) => return Ok(s),
+            Err(e) if given.exists() => {
+                return Err(TemplateError::with(
+                    format!("cannot read chat template {}", given.display()),
+                    e,
+                ))
+            }
+            Err(_) => {}
+        }
+        let text = given.to_string_lossy();
+        if let Some(s) = builtin::source(&text) {
+            return Ok(s);
+        }
+        if text.contains("{{") || text.contains("{%") {
+            return Ok(text.into_owned());
+        }
+        Err(TemplateError::new(format!(
+            "no file {text:?}, and not a built-in template name: give a Jinja file, Jinja text, \
+             or one of {}",
+            builtin::NAMES.join(", ")
+        )))
     }
 
     pub fn new(source: String, bos: String, eos: String) -> Result<ChatTemplate> {
@@ -166,6 +196,8 @@ impl ChatTemplate {
                 Err(JinjaError::new(JinjaErrorKind::InvalidOperation, msg))
             },
         );
+        // llama.cpp's trim, for the built-in templates (builtin.rs).
+        env.add_filter("llama_trim", builtin::llama_trim);
         env.add_function("strftime_now", |_fmt: String| -> String {
             // Templates use it to print today's date; a fixed format keeps
             // prompts reproducible across runs of the same day.
@@ -354,6 +386,35 @@ mod tests {
         let t = ChatTemplate::new(src.into(), String::new(), String::new()).unwrap();
         let e = t.render(&[], true).unwrap_err().full_message();
         assert!(e.contains("only user and assistant roles"), "{e}");
+    }
+
+    #[test]
+    fn chat_template_is_a_file_a_name_or_jinja_text() {
+        use std::path::Path;
+        let dir = std::env::temp_dir().join(format!("cria-prompt-resolve-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("t.jinja");
+        std::fs::write(&file, CHATML).unwrap();
+        assert_eq!(ChatTemplate::resolve(&file).unwrap(), CHATML);
+        assert_eq!(
+            ChatTemplate::resolve(Path::new("llama3")).unwrap(),
+            builtin::source("llama3").unwrap()
+        );
+        assert_eq!(
+            ChatTemplate::resolve(Path::new("{{ messages[0].content }}")).unwrap(),
+            "{{ messages[0].content }}"
+        );
+        let e = ChatTemplate::resolve(Path::new("llama-3"))
+            .unwrap_err()
+            .full_message();
+        assert!(
+            e.contains("\"llama-3\"") && e.contains("chatml, llama2,"),
+            "{e}"
+        );
+        // A folder is there but cannot be read as a template.
+        let e = ChatTemplate::resolve(&dir).unwrap_err().full_message();
+        assert!(e.contains("cannot read chat template"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
