@@ -9,6 +9,8 @@
 #   scripts/llama-server-suite.sh -k n_probs       # extra arguments go to pytest
 #   TESTS="test_tokenize.py::test_tokenize_detokenize" scripts/llama-server-suite.sh \
 #     --only cria --require-all-pass               # those tests only; exit 1 if one fails
+#   LLAMA_RESULTS=/tmp/suite-llama scripts/llama-server-suite.sh --only cria
+#                                                  # compare with llama-server's saved results
 #
 # The test files are the unmodified copies in tests/fixtures/llama-server-tests
 # (see its README.md for their origin); each server is started by
@@ -20,7 +22,19 @@
 # Environment: MODEL (default: the cached default model), CRIA_BIN (default:
 # target/release/cria), LLAMA_SERVER_BIN (default: the anchor build),
 # OUT (results folder, default: a fresh temporary one), TIMEOUT (seconds per
-# test, default 300).
+# test, default 300), LLAMA_CPP_SRC (llama.cpp's source tree, default: the
+# anchor's; only its models/templates folder is used, by the tests that start
+# a server with --chat-template-file ../../../models/templates/X.jinja: without
+# it those tests fail on both servers), LLAMA_RESULTS (a folder of JUnit XML
+# files from earlier llama-server runs, e.g. $OUT/llama-server.xml copied
+# there: with --only cria, cria's results are compared against them, on the
+# tests cria ran).
+#
+# Files the suite downloads (download_file: a LoRA adapter and a draft model
+# from the hub) are put in its ./tmp beforehand, so nothing is fetched:
+# moe_shakespeare15M.gguf is tests/fixtures/lora/adapter-f16.gguf (an
+# adapter for the default model) and stories15M-q4_0.gguf (the draft model)
+# is MODEL itself.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 
@@ -37,7 +51,6 @@ FILES=${FILES:-"test_tokenize test_ignore_eos test_security test_basic test_metr
 EXCLUDED=$(cat <<'EOF'
 test_basic.py::test_load_split_model	downloads a split model from the hub; the wrapper only knows MODEL
 test_completion.py::test_completion_stream_with_openai_library_stops	slow test of Phi-3.5 from the hub (skipped by the suite itself)
-test_embedding.py	bert-bge-small embeddings: expects its 384 dimensions and values (MODEL is a decoder; embeddings are compared in crates/cli/tests/embed.rs instead)
 EOF
 )
 
@@ -55,7 +68,9 @@ done
 
 MODEL=${MODEL:-$HOME/.cache/cria/models/SmolLM2-135M-Instruct.Q4_1.gguf}
 CRIA_BIN=${CRIA_BIN:-$ROOT/target/release/cria}
-LLAMA_SERVER_BIN=${LLAMA_SERVER_BIN:-$HOME/.cache/cria-anchor/llama_cpp_python-0.3.36/vendor/llama.cpp/build/bin/llama-server}
+LLAMA_CPP_SRC=${LLAMA_CPP_SRC:-$HOME/.cache/cria-anchor/llama_cpp_python-0.3.36/vendor/llama.cpp}
+LLAMA_SERVER_BIN=${LLAMA_SERVER_BIN:-$LLAMA_CPP_SRC/build/bin/llama-server}
+LORA_FILE=${LORA_FILE:-$ROOT/tests/fixtures/lora/adapter-f16.gguf}
 TIMEOUT=${TIMEOUT:-300}
 OUT=${OUT:-$(mktemp -d -t llama-server-suite.XXXXXX)}
 mkdir -p "$OUT"
@@ -66,6 +81,10 @@ for m in pytest:pytest requests:requests openai:openai wget:wget filelock:filelo
   python3 -c "import ${m%%:*}" 2>/dev/null || python3 -m pip install -q "${m#*:}"
 done
 
+# As llama.cpp's tests.sh: the tests marked slow (real models of 1-8 B
+# parameters from the hub) only with SLOW_TESTS=1.
+slow=(-m "not slow")
+[[ ${SLOW_TESTS:-0} == 1 ]] && slow=()
 deselect=()
 while IFS=$'\t' read -r id _reason; do
   [[ -n $id ]] && deselect+=(--deselect "unit/$id")
@@ -83,17 +102,26 @@ if [[ -n ${TESTS:-} ]]; then
 fi
 
 run() { # target binary port
-  local target=$1 bin=$2 port=$3 work="$OUT/$1"
+  # The tests run in $OUT/TARGET/tools/server/tests, as in llama.cpp's tree,
+  # so that ../../../models/templates is $OUT/TARGET/models/templates.
+  local target=$1 bin=$2 port=$3 work="$OUT/$1/tools/server/tests" log="$OUT/$1/pytest.log"
   [[ -x $bin ]] || { echo "$target: no binary at $bin" >&2; return 1; }
-  rm -rf "$work"; mkdir -p "$work"
+  rm -rf "${OUT:?}/$target"; mkdir -p "$work/tmp" "$OUT/$target/models"
   cp -r "$ROOT/tests/fixtures/llama-server-tests/." "$work/"
-  echo "== $target: pytest on ${#run_files[@]} files (log: $work/pytest.log)" >&2
+  if [[ -d $LLAMA_CPP_SRC/models/templates ]]; then
+    ln -s "$LLAMA_CPP_SRC/models/templates" "$OUT/$target/models/templates"
+  else
+    echo "$target: no $LLAMA_CPP_SRC/models/templates: the tests that load a template file will fail" >&2
+  fi
+  ln -s "$LORA_FILE" "$work/tmp/moe_shakespeare15M.gguf"
+  ln -s "$MODEL" "$work/tmp/stories15M-q4_0.gguf"
+  echo "== $target: pytest on ${#run_files[@]} files (log: $log)" >&2
   (cd "$work" && PYTHONDONTWRITEBYTECODE=1 PORT=$port WRAP_TARGET=$target WRAP_MODEL=$MODEL CRIA_BIN=$CRIA_BIN \
     LLAMA_SERVER_BIN=$LLAMA_SERVER_BIN LLAMA_SERVER_BIN_PATH=$ROOT/scripts/llama-server-wrap.py \
-    python3 -m pytest -p no:cacheprovider -q --timeout "$TIMEOUT" -o junit_family=xunit1 \
+    python3 -m pytest -p no:cacheprovider -q --timeout "$TIMEOUT" -o junit_family=xunit1 "${slow[@]}" \
       --junitxml "$OUT/$target.xml" "${deselect[@]}" "${PYTEST_EXTRA[@]}" "${run_files[@]}" \
-      >"$work/pytest.log" 2>&1) || true
-  tail -1 "$work/pytest.log" >&2
+      >"$log" 2>&1) || true
+  tail -1 "$log" >&2
 }
 
 targets=(cria llama-server)
@@ -106,22 +134,39 @@ for t in "${targets[@]}"; do
   esac
 done
 
-python3 - "$OUT" "$STRICT" "${targets[@]}" <<'EOF'
-import sys, xml.etree.ElementTree as ET
-out, strict, targets = sys.argv[1], sys.argv[2] == "1", sys.argv[3:]
-def results(t):
+python3 - "$OUT" "$STRICT" "${LLAMA_RESULTS:-}" "${targets[@]}" <<'EOF'
+import glob, sys, xml.etree.ElementTree as ET
+out, strict, saved, targets = sys.argv[1], sys.argv[2] == "1", sys.argv[3], sys.argv[4:]
+def results(t, paths=None):
     r = {}
-    try:
-        tree = ET.parse(f"{out}/{t}.xml")
-    except (OSError, ET.ParseError) as e:
-        print(f"{t}: no results ({e}); see {out}/{t}/pytest.log")
-        return {}
+    for path in paths or [f"{out}/{t}.xml"]:
+        try:
+            tree = ET.parse(path)
+        except (OSError, ET.ParseError) as e:
+            print(f"{t}: no results ({e}); see {out}/{t}/pytest.log")
+            continue
+        r.update(parse(tree))
+    return r
+def parse(tree):
+    r = {}
     for tc in tree.iter("testcase"):
         name = f"{tc.get('classname', '').split('.')[-1]}::{tc.get('name')}"
         kids = {c.tag for c in tc}
         r[name] = "skip" if "skipped" in kids else "fail" if kids & {"failure", "error"} else "pass"
     return r
 res = {t: results(t) for t in targets}
+ran = list(targets)
+if saved and targets == ["cria"]:
+    # llama-server's saved results, on the tests cria ran.
+    paths = sorted(glob.glob(f"{saved}/*.xml"))
+    if not paths:
+        sys.exit(f"LLAMA_RESULTS={saved}: no JUnit XML files there")
+    everything = results("llama-server", paths)
+    res["llama-server"] = {n: v for n, v in everything.items() if n in res["cria"]}
+    missing = [n for n in res["cria"] if n not in everything]
+    print(f"llama-server: saved results from {len(paths)} files in {saved}"
+          + (f"; {len(missing)} tests cria ran have none (counted as not passed there)" if missing else ""))
+    targets = ["cria", "llama-server"]
 for t in targets:
     r = res[t]
     print(f"{t}: {sum(v == 'pass' for v in r.values())} passed of {sum(v != 'skip' for v in r.values())} run ({sum(v == 'skip' for v in r.values())} skipped)")
@@ -140,10 +185,10 @@ if len(targets) == 2:
     for n in lf:
         print(f"| {n} |")
 if strict:
-    failed = [n for t in targets for n, v in res[t].items() if v == "fail"]
+    failed = [n for t in ran for n, v in res[t].items() if v == "fail"]
     for n in failed:
         print(f"FAILED {n}")
-    if failed or not any(res[t] for t in targets):
+    if failed or not any(res[t] for t in ran):
         sys.exit(1)
 EOF
 echo "results and logs: $OUT" >&2

@@ -20,6 +20,7 @@ listed; one not listed makes the wrapper fail loudly rather than guess):
                all slots, cria's is per slot); with --kv-unified, -c N
            --context-shift  ->  --context-overflow shift
            --chat-template-file F  ->  --chat-template F
+           --chat-template NAME  ->  --chat-template NAME
   dropped (no effect on what the suite observes, or nothing to set in cria):
       --offline --batch-size --ubatch-size --n-gpu-layers --cont-batching
       --embedding (cria always serves embeddings) --kv-unified --swa-full
@@ -30,7 +31,9 @@ listed; one not listed makes the wrapper fail loudly rather than guess):
       --backend_sampling (llama.cpp's sampling on the GPU backend; cria
       samples on the CPU, where the chain is the same: nothing to switch)
   added: --cors '*' when --cors-origins is not given (llama-server's
-      default answers every origin; cria's answers none)
+      default answers every origin; cria's answers none);
+      --no-metrics when --metrics is not given (llama-server serves
+      /metrics only with --metrics; cria by default)
   anything else: an error naming the flag (the test then fails, visibly).
 """
 
@@ -126,7 +129,9 @@ def for_cria(argv, model):
             ctx = int(value)
         elif flag == "--context-shift":
             out += ["--context-overflow", "shift"]
-        elif flag == "--chat-template-file":
+        elif flag in ("--chat-template-file", "--chat-template"):
+            # cria's --chat-template takes a file, Jinja text or a
+            # built-in name (llama.cpp's names).
             out += ["--chat-template", value]
         else:
             die(f"no cria equivalent for the llama-server flag {flag}")
@@ -139,6 +144,8 @@ def for_cria(argv, model):
     # only when told.
     if "--cors-origins" not in argv:
         out += ["--cors", "*"]
+    if "--metrics" not in argv:
+        out.append("--no-metrics")
     return out
 
 

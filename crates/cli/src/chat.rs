@@ -16,8 +16,9 @@ pub struct Args {
     /// System message that starts the conversation
     #[arg(long, value_name = "TEXT")]
     pub system: Option<String>,
-    /// Jinja chat template to use instead of the model's
-    #[arg(long, value_name = "FILE")]
+    /// Chat template instead of the model's: a Jinja file, Jinja text, or
+    /// one of llama.cpp's built-in names (chatml, llama3, mistral-v7, ...)
+    #[arg(long, value_name = "FILE|NAME")]
     pub chat_template: Option<PathBuf>,
     /// Print a summary line on stderr after each answer
     #[arg(short, long)]

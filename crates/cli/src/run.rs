@@ -31,8 +31,9 @@ pub struct Args {
     /// System message (chat models)
     #[arg(long, value_name = "TEXT", conflicts_with = "raw")]
     pub system: Option<String>,
-    /// Jinja chat template to use instead of the model's
-    #[arg(long, value_name = "FILE", conflicts_with = "raw")]
+    /// Chat template instead of the model's: a Jinja file, Jinja text, or
+    /// one of llama.cpp's built-in names (chatml, llama3, mistral-v7, ...)
+    #[arg(long, value_name = "FILE|NAME", conflicts_with = "raw")]
     pub chat_template: Option<PathBuf>,
     /// Print no summary line on stderr
     #[arg(short, long)]

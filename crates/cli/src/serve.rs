@@ -35,8 +35,9 @@ pub struct Args {
     /// Largest request body in bytes
     #[arg(long, default_value_t = 4 << 20, value_name = "BYTES")]
     pub max_body: usize,
-    /// Jinja chat template to use instead of the model's
-    #[arg(long, value_name = "FILE")]
+    /// Chat template instead of the model's: a Jinja file, Jinja text, or
+    /// one of llama.cpp's built-in names (chatml, llama3, mistral-v7, ...)
+    #[arg(long, value_name = "FILE|NAME")]
     pub chat_template: Option<PathBuf>,
     /// Model id reported by /v1/models and in replies (default: the file name);
     /// several names separated by commas are all listed, the first in sorted order is the id
@@ -66,9 +67,13 @@ pub struct Args {
     /// Do not serve GET /slots (the default)
     #[arg(long, overrides_with = "slots")]
     pub no_slots: bool,
-    /// Accepted for llama-server's command line: cria always serves /metrics
-    #[arg(long)]
+    /// Serve GET /metrics, Prometheus text (the default; accepted for
+    /// llama-server's command line, where it is off unless given)
+    #[arg(long, overrides_with = "no_metrics")]
     pub metrics: bool,
+    /// Do not serve GET /metrics (it answers 501)
+    #[arg(long, overrides_with = "metrics")]
+    pub no_metrics: bool,
     /// Test hook: panic inside the engine at SITE (admit, step, sample,
     /// thread) for requests with seed SEED, to test supervision
     #[arg(long, value_name = "SITE:SEED", hide = true)]
@@ -159,8 +164,6 @@ fn api_keys(args: &Args) -> Result<Vec<String>> {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    // `--metrics` changes nothing: /metrics is always served.
-    let _always_on = args.metrics;
     let api_keys = api_keys(&args)?;
     if args.parallel == 0 {
         bail!("--parallel 0: give at least 1 sequence");
@@ -229,6 +232,8 @@ pub fn run(args: Args) -> Result<()> {
         rate_limit_tokens: args.rate_limit_tokens,
         pooling: args.pooling,
         webui: !args.no_webui,
+        // On unless --no-metrics is the last of the two.
+        metrics_endpoint: args.metrics || !args.no_metrics,
         lora: args.lora.list()?,
         drain_timeout: Duration::from_secs(args.drain_timeout_secs),
         prefix_cache: args.prefix_cache.store(),

@@ -363,18 +363,27 @@ fn cors_only_for_listed_origins() {
         r.header("access-control-allow-origin"),
         Some("http://ui.example")
     );
-    let methods = r.header("access-control-allow-methods").unwrap_or_default();
-    assert!(methods.contains("POST"), "{methods}");
-    let headers = r
-        .header("access-control-allow-headers")
-        .unwrap_or_default()
-        .to_ascii_lowercase();
-    assert!(
-        headers.contains("authorization") && headers.contains("content-type"),
-        "{headers}"
+    // llama-server's list, spelled as it spells it.
+    assert_eq!(
+        r.header("access-control-allow-methods"),
+        Some("GET, POST, DELETE, OPTIONS")
+    );
+    // The requested headers, mirrored (`*` would not cover Authorization).
+    assert_eq!(
+        r.header("access-control-allow-headers"),
+        Some("authorization, content-type")
+    );
+    assert_eq!(r.header("access-control-allow-credentials"), Some("true"));
+    let mut only_key = preflight("http://ui.example");
+    only_key[2].1 = "Authorization".into();
+    let r = send(&s, &only_key);
+    assert_eq!(
+        r.header("access-control-allow-headers"),
+        Some("Authorization")
     );
     let r = send(&s, &preflight("http://evil.example"));
     assert!(r.header("access-control-allow-origin").is_none());
+    assert!(r.header("access-control-allow-credentials").is_none());
     let r = get(
         &s,
         "/v1/models",

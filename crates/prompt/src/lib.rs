@@ -9,6 +9,7 @@
 //! output bytes, recursion, wall time); `limits.rs` says what each stops.
 #![forbid(unsafe_code)]
 
+pub mod builtin;
 mod cycles;
 mod limits;
 
@@ -113,8 +114,9 @@ struct Inner {
 }
 
 impl ChatTemplate {
-    /// The template from `override_file` if given, else the model's own.
-    /// A model without one is an error: no silent fallback format.
+    /// The template given on the command line if any (see
+    /// [`ChatTemplate::resolve`]), else the model's own. A model without
+    /// one is an error: no silent fallback format.
     pub fn load(
         metadata: &cria_gguf::Metadata,
         tok: &Tokenizer,
@@ -122,9 +124,7 @@ impl ChatTemplate {
     ) -> Result<ChatTemplate> {
         let source =
             match override_file {
-                Some(p) => std::fs::read_to_string(p).map_err(|e| {
-                    TemplateError::with(format!("cannot read chat template {}", p.display()), e)
-                })?,
+                Some(p) => ChatTemplate::resolve(p)?,
                 None => match metadata.try_str("tokenizer.chat_template") {
                     Ok(Some(s)) => s.to_string(),
                     Ok(None) => return Err(TemplateError::new(
@@ -142,6 +142,36 @@ impl ChatTemplate {
         let token_text =
             |id: Option<u32>| id.and_then(|i| tok.token_text(i)).unwrap_or("").to_string();
         ChatTemplate::new(source, token_text(tok.bos()), token_text(tok.eos()))
+    }
+
+    /// The Jinja source `--chat-template` names: a file if one is there,
+    /// else one of llama.cpp's built-in names ([`builtin::NAMES`]), else
+    /// the text itself if it is Jinja (has `{{` or `{%`, as llama-server
+    /// takes a template on its command line). Anything else is an error
+    /// that lists the names.
+    pub fn resolve(given: &std::path::Path) -> Result<String> {
+        match std::fs::read_to_string(given) {
+            Ok(s) => return Ok(s),
+            Err(e) if given.exists() => {
+                return Err(TemplateError::with(
+                    format!("cannot read chat template {}", given.display()),
+                    e,
+                ))
+            }
+            Err(_) => {}
+        }
+        let text = given.to_string_lossy();
+        if let Some(s) = builtin::source(&text) {
+            return Ok(s);
+        }
+        if text.contains("{{") || text.contains("{%") {
+            return Ok(text.into_owned());
+        }
+        Err(TemplateError::new(format!(
+            "no file {text:?}, and not a built-in template name: give a Jinja file, Jinja text, \
+             or one of {}",
+            builtin::NAMES.join(", ")
+        )))
     }
 
     pub fn new(source: String, bos: String, eos: String) -> Result<ChatTemplate> {
@@ -172,14 +202,17 @@ impl ChatTemplate {
                 Err(JinjaError::new(JinjaErrorKind::InvalidOperation, msg))
             },
         );
-        env.add_function("strftime_now", |_fmt: String| -> String {
-            // Templates use it to print today's date; a fixed format keeps
-            // prompts reproducible across runs of the same day.
-            let secs = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
-            civil_date(secs as i64)
-        });
+        // llama.cpp's trim, for the built-in templates (builtin.rs).
+        env.add_filter("llama_trim", builtin::llama_trim);
+        // Today's date as the template asks for it (Python's strftime
+        // directives; templates print the date in the system prompt).
+        env.add_function(
+            "strftime_now",
+            |fmt: String| -> std::result::Result<String, JinjaError> {
+                strftime(&fmt, now_secs())
+                    .map_err(|e| JinjaError::new(JinjaErrorKind::InvalidOperation, e))
+            },
+        );
         if source.len() > limits::MAX_SOURCE_BYTES {
             return Err(TemplateError::new(format!(
                 "the chat template is {} bytes; templates may have at most {}",
@@ -291,6 +324,10 @@ impl Inner {
                 add_generation_prompt => add_generation_prompt,
                 bos_token => self.bos,
                 eos_token => self.eos,
+                // As llama.cpp gives them (Llama 3.x and firefunction
+                // templates print them): today, two ways.
+                date_string => strftime("%d %b %Y", now_secs()).unwrap_or_default(),
+                datetime => strftime("%b %d %Y", now_secs()).unwrap_or_default(),
             },
             &mut out,
         );
@@ -318,9 +355,43 @@ pub fn tokenize_prompt(tok: &Tokenizer, rendered: &str) -> Result<Vec<u32>> {
         .map_err(|e| TemplateError::with("cannot tokenize the rendered chat prompt", e))
 }
 
-/// "27 Nov 2026" for a Unix time (days-from-civil, proleptic Gregorian).
-fn civil_date(secs: i64) -> String {
+fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// Python's `strftime` for a Unix time in UTC, with the directives chat
+/// templates use: `%d %e %m %y %Y %b %B %a %A %j %H %I %M %S %p %%`.
+/// Another directive is an error naming it (not printed as is).
+/// Hand-written: a dozen lines of calendar arithmetic (days-from-civil,
+/// proleptic Gregorian) instead of a date crate for one function.
+fn strftime(fmt: &str, secs: i64) -> std::result::Result<String, String> {
+    const MONTHS: [&str; 12] = [
+        "January",
+        "February",
+        "March",
+        "April",
+        "May",
+        "June",
+        "July",
+        "August",
+        "September",
+        "October",
+        "November",
+        "December",
+    ];
+    const DAYS: [&str; 7] = [
+        "Sunday",
+        "Monday",
+        "Tuesday",
+        "Wednesday",
+        "Thursday",
+        "Friday",
+        "Saturday",
+    ];
     let days = secs.div_euclid(86_400);
+    let of_day = secs.rem_euclid(86_400);
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z - era * 146_097;
@@ -330,10 +401,47 @@ fn civil_date(secs: i64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    format!("{d:02} {} {y}", MONTHS[(m - 1) as usize])
+    let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    const BEFORE: [i64; 12] = [0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334];
+    let yday = BEFORE[(m - 1) as usize] + d + i64::from(leap && m > 2);
+    // 1 Jan 1970 was a Thursday.
+    let wday = (days + 4).rem_euclid(7) as usize;
+    let month = MONTHS[(m - 1) as usize];
+    let (h, min, sec) = (of_day / 3600, of_day / 60 % 60, of_day % 60);
+    let mut out = String::new();
+    let mut chars = fmt.chars();
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('d') => out.push_str(&format!("{d:02}")),
+            Some('e') => out.push_str(&format!("{d:>2}")),
+            Some('m') => out.push_str(&format!("{m:02}")),
+            Some('y') => out.push_str(&format!("{:02}", y.rem_euclid(100))),
+            Some('Y') => out.push_str(&y.to_string()),
+            Some('b') => out.push_str(&month[..3]),
+            Some('B') => out.push_str(month),
+            Some('a') => out.push_str(&DAYS[wday][..3]),
+            Some('A') => out.push_str(DAYS[wday]),
+            Some('j') => out.push_str(&format!("{yday:03}")),
+            Some('H') => out.push_str(&format!("{h:02}")),
+            Some('I') => out.push_str(&format!("{:02}", (h + 11) % 12 + 1)),
+            Some('M') => out.push_str(&format!("{min:02}")),
+            Some('S') => out.push_str(&format!("{sec:02}")),
+            Some('p') => out.push_str(if h < 12 { "AM" } else { "PM" }),
+            Some('%') => out.push('%'),
+            Some(other) => {
+                return Err(format!(
+                    "strftime_now: the directive %{other} is not supported (supported: \
+                     %d %e %m %y %Y %b %B %a %A %j %H %I %M %S %p %%)"
+                ))
+            }
+            None => return Err("strftime_now: the format ends with a lone %".into()),
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -377,9 +485,62 @@ mod tests {
     }
 
     #[test]
+    fn chat_template_is_a_file_a_name_or_jinja_text() {
+        use std::path::Path;
+        let dir = std::env::temp_dir().join(format!("cria-prompt-resolve-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("t.jinja");
+        std::fs::write(&file, CHATML).unwrap();
+        assert_eq!(ChatTemplate::resolve(&file).unwrap(), CHATML);
+        assert_eq!(
+            ChatTemplate::resolve(Path::new("llama3")).unwrap(),
+            builtin::source("llama3").unwrap()
+        );
+        assert_eq!(
+            ChatTemplate::resolve(Path::new("{{ messages[0].content }}")).unwrap(),
+            "{{ messages[0].content }}"
+        );
+        let e = ChatTemplate::resolve(Path::new("llama-3"))
+            .unwrap_err()
+            .full_message();
+        assert!(
+            e.contains("\"llama-3\"") && e.contains("chatml, llama2,"),
+            "{e}"
+        );
+        // A folder is there but cannot be read as a template.
+        let e = ChatTemplate::resolve(&dir).unwrap_err().full_message();
+        assert!(e.contains("cannot read chat template"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn dates() {
-        assert_eq!(civil_date(0), "01 Jan 1970");
-        assert_eq!(civil_date(1_795_737_600), "27 Nov 2026");
+        assert_eq!(strftime("%d %b %Y", 0).unwrap(), "01 Jan 1970");
+        assert_eq!(strftime("%d %b %Y", 1_795_737_600).unwrap(), "27 Nov 2026");
+        // 29 Feb 2024 13:05:09 UTC, a Thursday.
+        let t = 1_709_211_909;
+        assert_eq!(
+            strftime("%A %a %B %b %e|%d/%m/%y %j %H:%M:%S %I%p %%", t).unwrap(),
+            "Thursday Thu February Feb 29|29/02/24 060 13:05:09 01PM %"
+        );
+        assert_eq!(strftime("%b %d %Y", t).unwrap(), "Feb 29 2024");
+        assert!(strftime("%Z", t).unwrap_err().contains("%Z"));
+        assert!(strftime("50%", t).is_err());
+    }
+
+    #[test]
+    fn templates_see_todays_date() {
+        let src = "{{ date_string }}|{{ datetime }}|{{ strftime_now('%Y') }}";
+        let t = ChatTemplate::new(src.into(), String::new(), String::new()).unwrap();
+        let out = t.render(&[], false).unwrap();
+        let now = now_secs();
+        let want = format!(
+            "{}|{}|{}",
+            strftime("%d %b %Y", now).unwrap(),
+            strftime("%b %d %Y", now).unwrap(),
+            strftime("%Y", now).unwrap()
+        );
+        assert_eq!(out, want);
     }
 }
 

@@ -14,6 +14,24 @@ fn bad(param: &str, msg: &str) -> ApiError {
     ApiError::invalid(param, format!("{param}: {msg}"))
 }
 
+/// An image block: refused, with llama-server's status and words for a
+/// model without a vision projector (a 500 whose message says "image
+/// input is not supported", which clients of llama-server look for).
+/// Nothing of the image is read.
+fn no_images(param: &str) -> ApiError {
+    ApiError {
+        param: Some(param.to_string()),
+        ..ApiError::new(
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            format!(
+                "{param}: image input is not supported: this model reads text only \
+                 (cria serves no vision model)"
+            ),
+        )
+        .code("not_supported")
+    }
+}
+
 /// The text of a `system` field or a `tool_result`'s `content`: a string,
 /// or text blocks (joined).
 fn text_of(v: &Value, param: &str) -> Result<String, ApiError> {
@@ -30,12 +48,7 @@ fn text_of(v: &Value, param: &str) -> Result<String, ApiError> {
                             .and_then(Value::as_str)
                             .ok_or_else(|| bad(&p, "a text block needs \"text\""))?,
                     ),
-                    Some("image") => {
-                        return Err(bad(
-                            &p,
-                            "images are not supported: this model reads text only",
-                        ))
-                    }
+                    Some("image") => return Err(no_images(&p)),
                     other => {
                         return Err(bad(
                             &p,
@@ -134,10 +147,11 @@ pub fn to_openai(body: &[u8]) -> Result<Vec<u8>, ApiError> {
                         "content": content,
                     }));
                 }
-                Some("image") | Some("document") => {
+                Some("image") => return Err(no_images(&bp)),
+                Some("document") => {
                     return Err(bad(
                         &bp,
-                        "images and documents are not supported: this model reads text only",
+                        "documents are not supported: send their text as a text block",
                     ))
                 }
                 other => {
@@ -310,5 +324,32 @@ mod tests {
             let e = conv(body.clone()).unwrap_err();
             assert_eq!(e.param.as_deref(), Some(param), "{body}");
         }
+    }
+
+    #[test]
+    fn images_get_llama_servers_refusal_and_empty_messages_pass() {
+        let image = json!({"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AAAA"}});
+        for (body, param) in [
+            (
+                json!({"messages": [{"role": "user", "content": [image.clone(), {"type": "text", "text": "?"}]}]}),
+                "messages[0].content[0]",
+            ),
+            (
+                json!({"messages": [{"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t", "content": [{"type": "text", "text": "f"}, image]}]}]}),
+                "messages[0].content[0].content[1]",
+            ),
+        ] {
+            let e = conv(body.clone()).unwrap_err();
+            assert_eq!(e.status.as_u16(), 500, "{body}");
+            assert_eq!(e.param.as_deref(), Some(param), "{body}");
+            assert!(
+                e.message.contains("image input is not supported"),
+                "{}",
+                e.message
+            );
+        }
+        // No turn at all: the chat path renders the assistant's opening.
+        let out = conv(json!({"messages": [], "max_tokens": 5})).unwrap();
+        assert_eq!(out["messages"], json!([]));
     }
 }

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::cors::{AllowCredentials, AllowHeaders, AllowOrigin, CorsLayer};
 
 /// Who sent a request: 1..=N for the server's N API keys in the order they
 /// were given; 0 when the server has no keys (and for requests that never
@@ -100,45 +100,77 @@ fn loopback_origin(o: &str) -> bool {
 
 /// The CORS layer for `--cors` origins (`*` for any, `localhost` for any
 /// loopback origin), `None` without them: then browsers keep pages of
-/// other origins from reading replies. An allowed origin is answered with
-/// itself.
+/// other origins from reading replies. A preflight from an allowed origin
+/// is answered as llama-server answers it: the origin itself, its methods,
+/// `Allow-Credentials: true`, and the headers the page asked for.
 pub fn cors(origins: &[String]) -> Result<Option<CorsLayer>, String> {
     if origins.is_empty() {
         return Ok(None);
     }
-    let allow = if origins.iter().any(|o| o == "*") {
-        // The origin itself rather than `*`, as llama-server answers.
-        AllowOrigin::mirror_request()
-    } else {
-        let mut list = Vec::new();
-        let loopback = origins.iter().any(|o| o == "localhost");
-        for o in origins.iter().filter(|o| *o != "localhost") {
-            let well_formed = o.split_once("://").is_some_and(|(scheme, rest)| {
-                !scheme.is_empty() && !rest.is_empty() && !rest.contains('/')
-            });
-            let v = HeaderValue::from_str(o)
-                .ok()
-                .filter(|_| well_formed)
-                .ok_or_else(|| {
-                    format!(
+    let allowed: Arc<dyn Fn(&HeaderValue) -> bool + Send + Sync> =
+        if origins.iter().any(|o| o == "*") {
+            // The origin itself rather than `*`, as llama-server answers.
+            Arc::new(|_| true)
+        } else {
+            let mut list = Vec::new();
+            let loopback = origins.iter().any(|o| o == "localhost");
+            for o in origins.iter().filter(|o| *o != "localhost") {
+                let well_formed = o.split_once("://").is_some_and(|(scheme, rest)| {
+                    !scheme.is_empty() && !rest.is_empty() && !rest.contains('/')
+                });
+                let v = HeaderValue::from_str(o)
+                    .ok()
+                    .filter(|_| well_formed)
+                    .ok_or_else(|| {
+                        format!(
                         "--cors {o:?}: give an origin as browsers send it, scheme://host[:port] \
                      without a path (https://app.example), or *"
                     )
-                })?;
-            list.push(v);
-        }
-        AllowOrigin::predicate(move |origin: &HeaderValue, _| {
-            list.contains(origin) || (loopback && origin.to_str().is_ok_and(loopback_origin))
-        })
-    };
+                    })?;
+                list.push(v);
+            }
+            Arc::new(move |origin: &HeaderValue| {
+                list.contains(origin) || (loopback && origin.to_str().is_ok_and(loopback_origin))
+            })
+        };
+    let for_credentials = allowed.clone();
     Ok(Some(
         CorsLayer::new()
-            .allow_origin(allow)
-            .allow_methods([Method::GET, Method::POST])
-            .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+            .allow_origin(AllowOrigin::predicate(move |o: &HeaderValue, _| allowed(o)))
+            // llama-server's list (DELETE included: cria serves none, a
+            // DELETE then gets 405 as from any other client).
+            .allow_methods([Method::GET, Method::POST, Method::DELETE, Method::OPTIONS])
+            // The headers the preflight asks for: `*` would not cover
+            // `Authorization` in browsers, and with credentials it is
+            // no wildcard at all.
+            .allow_headers(AllowHeaders::mirror_request())
+            // As llama-server: pages may send credentials. cria sets and
+            // reads no cookies, so this lets a page send only what it
+            // could send anyway (its API key goes in `Authorization`).
+            .allow_credentials(AllowCredentials::predicate(move |o: &HeaderValue, _| {
+                for_credentials(o)
+            }))
             .expose_headers([header::RETRY_AFTER])
             .max_age(Duration::from_secs(600)),
     ))
+}
+
+/// `Access-Control-Allow-Methods` as llama-server spells it, `GET, POST`
+/// rather than tower-http's `GET,POST` (the same list; clients that
+/// compare the text see llama-server's).
+pub async fn cors_methods_spelling(req: Request, next: Next) -> Response {
+    let mut resp = next.run(req).await;
+    let name = header::ACCESS_CONTROL_ALLOW_METHODS;
+    let spelled = resp
+        .headers()
+        .get(&name)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split(',').map(str::trim).collect::<Vec<_>>().join(", "))
+        .and_then(|v| HeaderValue::from_str(&v).ok());
+    if let Some(v) = spelled {
+        resp.headers_mut().insert(name, v);
+    }
+    resp
 }
 
 /// `Authorization: Bearer KEY` when the server has keys; the key found

@@ -121,6 +121,10 @@ pub struct ServerConfig {
     pub pooling: Option<cria_engine::Pooling>,
     /// Serve the chat page at `/`.
     pub webui: bool,
+    /// Serve `GET /metrics` (on by default; `--no-metrics` turns it off,
+    /// and the endpoint then answers 501 as llama-server's does without
+    /// `--metrics`).
+    pub metrics_endpoint: bool,
     /// `--lora` / `--lora-scaled` adapters and their start scales (ids in
     /// this order; see `lora.rs`).
     pub lora: Vec<(PathBuf, f32)>,
@@ -163,6 +167,7 @@ impl ServerConfig {
             rate_limit_tokens: None,
             pooling: None,
             webui: true,
+            metrics_endpoint: true,
             lora: Vec::new(),
             drain_timeout: Duration::from_secs(30),
             prefix_cache: None,

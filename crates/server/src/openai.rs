@@ -354,13 +354,20 @@ impl ChatRequest {
         if present(&self.prediction) {
             return Err(ApiError::unsupported("prediction", "predicted output"));
         }
-        let messages = &self.messages.0;
-        if messages.is_empty() {
+        if self.messages.0.is_empty() {
             return Err(ApiError::invalid(
                 "messages",
                 "messages: give at least one message",
             ));
         }
+        self.messages_maybe_none()
+    }
+
+    /// [`ChatRequest::messages`] that lets the list be empty (Anthropic's
+    /// endpoint, as llama-server's: the template then renders no turn,
+    /// only the assistant's opening).
+    pub fn messages_maybe_none(&self) -> Result<Vec<Message>, ApiError> {
+        let messages = &self.messages.0;
         let mut out = Vec::with_capacity(messages.len());
         for (i, m) in messages.iter().enumerate() {
             let role = match m.role {

@@ -152,7 +152,17 @@ fn fit(
 /// `/v1/chat/completions`: checks, renders the template (with the tools,
 /// in the model's own format), tokenizes.
 pub fn chat(r: &Ready, body: &[u8]) -> Result<Prepared, ApiError> {
-    match chat_or_render(r, body, false)? {
+    match chat_or_render(r, body, false, false)? {
+        Chat::Prepared(p) => Ok(*p),
+        Chat::Rendered(_) => Err(internal(&"a chat request was only rendered")),
+    }
+}
+
+/// [`chat`] for Anthropic's `/v1/messages` (translated to a chat body):
+/// as llama-server, an empty `messages` is let through, and the template
+/// renders the assistant's opening alone.
+pub fn anthropic_chat(r: &Ready, body: &[u8]) -> Result<Prepared, ApiError> {
+    match chat_or_render(r, body, false, true)? {
         Chat::Prepared(p) => Ok(*p),
         Chat::Rendered(_) => Err(internal(&"a chat request was only rendered")),
     }
@@ -161,7 +171,7 @@ pub fn chat(r: &Ready, body: &[u8]) -> Result<Prepared, ApiError> {
 /// `/apply-template`: `{"prompt": text}`, the chat request's prompt as the
 /// template renders it (prefill and tools included), not tokenized.
 pub fn apply_template(r: &Ready, body: &[u8]) -> Result<Vec<u8>, ApiError> {
-    match chat_or_render(r, body, true)? {
+    match chat_or_render(r, body, true, false)? {
         Chat::Rendered(text) => {
             serde_json::to_vec(&json!({ "prompt": text })).map_err(|e| internal(&e))
         }
@@ -174,12 +184,21 @@ enum Chat {
     Rendered(String),
 }
 
-fn chat_or_render(r: &Ready, body: &[u8], only_render: bool) -> Result<Chat, ApiError> {
+fn chat_or_render(
+    r: &Ready,
+    body: &[u8],
+    only_render: bool,
+    empty_ok: bool,
+) -> Result<Chat, ApiError> {
     let req: ChatRequest = openai::parse(body)?;
     let sampling: Sampling = openai::parse(body)?;
     let lora = r.lora.for_request(body)?;
     let (_, options) = extras(r, body)?;
-    let mut messages = req.messages()?;
+    let mut messages = if empty_ok {
+        req.messages_maybe_none()?
+    } else {
+        req.messages()?
+    };
     let logprobs = req.logprobs()?;
     let b = bounds(r);
     let choices = sampling.choices()?;

@@ -192,7 +192,9 @@ pub fn router(app: Arc<App>, cors: Option<CorsLayer>) -> Router {
         router = router.merge(crate::webui::routes());
     }
     if let Some(cors) = cors {
-        router = router.layer(cors);
+        router = router
+            .layer(cors)
+            .layer(middleware::from_fn(guard::cors_methods_spelling));
     }
     router
         .layer(middleware::from_fn_with_state(app.clone(), guard::host))
@@ -273,6 +275,14 @@ async fn models(State(app): Shared) -> Result<Response, ApiError> {
 }
 
 async fn metrics(State(app): Shared) -> Response {
+    if !app.config.metrics_endpoint {
+        return ApiError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "the /metrics endpoint is off (--no-metrics): start the server without it",
+        )
+        .code("not_supported")
+        .into_response();
+    }
     let ready = app.ready.get();
     let engine = ready.map(|r| r.engine.stats());
     (
@@ -430,7 +440,7 @@ async fn messages(
         let r = r.clone();
         move || {
             let body = crate::anthropic::to_openai(&body)?;
-            prepare::chat(&r, &body)
+            prepare::anthropic_chat(&r, &body)
         }
     };
     let prepared = app.prepare.run(job).await?;
@@ -461,7 +471,7 @@ async fn count_tokens(
         .prepare
         .run(move || {
             let body = crate::anthropic::to_openai(&body)?;
-            prepare::chat(&r, &body).map(|p| p.prompt.len())
+            prepare::anthropic_chat(&r, &body).map(|p| p.prompt.len())
         })
         .await?;
     Ok(axum::Json(json!({ "input_tokens": n })).into_response())
