@@ -12,12 +12,17 @@
 //!   t/s is reported as mean ± sample standard deviation over them.
 //! - `-ctk`/`-ctv` (or `--cache-type`) set the cache types; the table gains
 //!   llama-bench's `type_k`/`type_v` columns when they are not f16.
+//! - `-npl B` (sequences decoding together) switches to
+//!   llama-batched-bench's PP/TG/B table instead, through the server's
+//!   engine: see `bench/batched.rs`.
 
 use crate::gen_args::{all_cores, LoraArgs, ModelArgs};
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use cria_model::{KvType, Logits, Model, Session};
 use std::time::Instant;
+
+mod batched;
 
 #[derive(Parser)]
 pub struct Args {
@@ -55,6 +60,11 @@ pub struct Args {
     /// Print JSON (one object per test) instead of a markdown table
     #[arg(long)]
     pub json: bool,
+    /// Sequences decoding together, comma-separated (also -npl): prints
+    /// llama-batched-bench's PP/TG/B table for each -p, -n and B, every
+    /// sequence a request through the server's engine (sampling included)
+    #[arg(long = "n-parallel", value_name = "B", value_delimiter = ',')]
+    pub n_parallel: Vec<usize>,
 }
 
 struct Row {
@@ -76,6 +86,9 @@ pub fn run(args: Args) -> Result<()> {
     };
     let kv = args.model.kv_type();
     let loaded = args.model.load()?;
+    if !args.n_parallel.is_empty() {
+        return batched::run(&args, loaded, &thread_counts);
+    }
     let (path, model) = (&loaded.path, &loaded.model);
     let lora = args.lora.load(model)?;
     kv.check(model.config.head_dim)?;

@@ -43,9 +43,9 @@ fn parse_kv_type(s: &str) -> std::result::Result<KvType, String> {
 }
 
 /// llama.cpp spells some flags with one dash and several letters (`-ctk`,
-/// `-ctv`, `-md`), which clap cannot declare: they become `--cache-type-k`,
-/// `--cache-type-v` and `--model-draft` before parsing (also in the
-/// `-ctk=q8_0` form).
+/// `-ctv`, `-md`, `-npl`), which clap cannot declare: they become
+/// `--cache-type-k`, `--cache-type-v`, `--model-draft` and `--n-parallel`
+/// before parsing (also in the `-ctk=q8_0` form).
 pub fn llama_cpp_spellings(args: impl Iterator<Item = OsString>) -> Vec<OsString> {
     args.map(|a| {
         let Some(s) = a.to_str() else { return a };
@@ -53,6 +53,7 @@ pub fn llama_cpp_spellings(args: impl Iterator<Item = OsString>) -> Vec<OsString
             ("-ctk", "--cache-type-k"),
             ("-ctv", "--cache-type-v"),
             ("-md", "--model-draft"),
+            ("-npl", "--n-parallel"),
         ] {
             if s == short {
                 return long.into();
@@ -438,6 +439,8 @@ mod tests {
             "-ctkx",
             "-md",
             "d.gguf",
+            "-npl",
+            "1,8",
         ]
         .map(Into::into);
         let want = [
@@ -449,6 +452,8 @@ mod tests {
             "-ctkx",
             "--model-draft",
             "d.gguf",
+            "--n-parallel",
+            "1,8",
         ];
         assert_eq!(
             super::llama_cpp_spellings(args.into_iter()),

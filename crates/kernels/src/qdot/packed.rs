@@ -55,6 +55,10 @@ use std::arch::x86_64::*;
 /// Weight rows per panel.
 pub(crate) const PANEL: usize = 8;
 
+/// Bytes ahead of the block being read that the 32-element panel kernel
+/// prefetches when it serves 4 or more activation rows (see `kernel`).
+const BATCH_PREFETCH: usize = 1536;
+
 const Q4_0: u8 = 0;
 const Q4_1: u8 = 1;
 const Q8_0: u8 = 2;
@@ -454,6 +458,19 @@ unsafe fn kernel<const N: usize, const T: u8>(
     let mut acc = [_mm256_setzero_ps(); N];
     for b in 0..nb {
         let p = panel.add(b * pb);
+        if N >= 4 {
+            // Several activation rows (a batch of decoding sequences)
+            // consume a panel more slowly than a mat-vec, and the hardware
+            // prefetcher then falls behind on weights read once per step:
+            // fetch ahead (measured on the default model's shapes, 8 rows,
+            // 1 thread, CPU time per token: 2.1-2.9 ms without, 1.4-1.8 ms
+            // at 1536 bytes ahead, 1.7-2.4 at 1024, 1.7-2.1 at 2048-4096;
+            // 1.07 with the weights in cache). A prompt's panels are in
+            // cache after its first 8 rows: there it costs nothing.
+            for l in (0..pb).step_by(64) {
+                _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(BATCH_PREFETCH + l) as *const i8);
+            }
+        }
         let mut wv = [_mm256_setzero_si256(); 8];
         if T == Q8_0 {
             for t in 0..8 {
