@@ -32,7 +32,8 @@ pub struct SamplerConfig {
     /// `(token id, delta)` added to the raw logits; `f32::NEG_INFINITY` bans a token.
     /// Entries with the same id add up.
     pub logit_bias: Vec<(u32, f32)>,
-    /// Seed of the ChaCha RNG used by the random draw.
+    /// Seed of the random draw: an `std::mt19937` as llama.cpp's (seeds
+    /// below 2^32 are llama.cpp's seeds; see `rng.rs` for larger ones).
     pub seed: u64,
 }
 
