@@ -14,7 +14,7 @@ Mapping for cria (every llama-server flag the suite's utils.py passes is
 listed; one not listed makes the wrapper fail loudly rather than guess):
   same meaning, passed on:  --port --host --temp --seed --n-predict
       --parallel -ctk -ctv --threads --alias --tags --api-key --no-ui
-      --metrics --slots --no-slots --cors-origins --pooling
+      --metrics --slots --no-slots --cors-origins --pooling --reasoning
       --lora --model-draft --spec-type --spec-draft-n-max --spec-draft-n-min
   mapped:  --ctx-size N  ->  -c N/parallel (llama-server's is the total of
                all slots, cria's is per slot); with --kv-unified, -c N
@@ -25,7 +25,7 @@ listed; one not listed makes the wrapper fail loudly rather than guess):
       --offline --batch-size --ubatch-size --n-gpu-layers --cont-batching
       --embedding (cria always serves embeddings) --kv-unified --swa-full
       -fa --verbose --jinja --no-jinja (cria always renders Jinja)
-      --reasoning-format --reasoning --no-mmproj --cache-ram
+      --reasoning-format --no-mmproj --cache-ram
       --no-cache-idle-slots --reranking (the suite starts every preset
       once; cria has no /rerank, and test_rerank is not in FILES)
       --backend_sampling (llama.cpp's sampling on the GPU backend; cria
@@ -45,12 +45,12 @@ PASS_VALUE = {
     "--port", "--host", "--temp", "--seed", "--n-predict", "--parallel",
     "-ctk", "-ctv", "--threads", "--alias", "--tags", "--api-key",
     "--cors-origins", "--pooling", "--lora", "--model-draft", "--spec-type",
-    "--spec-draft-n-max", "--spec-draft-n-min",
+    "--spec-draft-n-max", "--spec-draft-n-min", "--reasoning",
 }
 PASS_FLAG = {"--no-ui", "--metrics", "--slots", "--no-slots"}
 DROP_VALUE = {
     "--batch-size", "--ubatch-size", "--n-gpu-layers", "-fa",
-    "--reasoning-format", "--reasoning", "--cache-ram",
+    "--reasoning-format", "--cache-ram",
 }
 DROP_FLAG = {
     "--offline", "--cont-batching", "--embedding", "--kv-unified",

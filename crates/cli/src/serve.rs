@@ -39,6 +39,10 @@ pub struct Args {
     /// one of llama.cpp's built-in names (chatml, llama3, mistral-v7, ...)
     #[arg(long, value_name = "FILE|NAME")]
     pub chat_template: Option<PathBuf>,
+    /// Reasoning templates: on or auto opens the model's thinking block
+    /// (the default), off closes it (the template's `enable_thinking`)
+    #[arg(long, value_name = "on|off|auto", value_parser = ["on", "off", "auto"])]
+    pub reasoning: Option<String>,
     /// Model id reported by /v1/models and in replies (default: the file name);
     /// several names separated by commas are all listed, the first in sorted order is the id
     #[arg(long, value_name = "NAME[,NAME...]")]
@@ -234,6 +238,7 @@ pub fn run(args: Args) -> Result<()> {
         webui: !args.no_webui,
         // On unless --no-metrics is the last of the two.
         metrics_endpoint: args.metrics || !args.no_metrics,
+        enable_thinking: args.reasoning.as_deref() != Some("off"),
         lora: args.lora.list()?,
         drain_timeout: Duration::from_secs(args.drain_timeout_secs),
         prefix_cache: args.prefix_cache.store(),

@@ -24,6 +24,13 @@ const TESTS: &[&str] = &[
     "test_security.py::test_correct_api_key_anthropic_header",
     "test_security.py::test_cors_origins_localhost_reflects",
     "test_security.py::test_cors_origins_localhost_rejects",
+    // Three of its five cases: one wants `Allow-Headers: *`, which cria
+    // does not send (README, "llama.cpp's server tests"); the Allow-Methods
+    // case has spaces in its id, which TESTS cannot carry (serve_conn.rs
+    // checks that header).
+    "test_security.py::test_cors_options[localhost-Access-Control-Allow-Origin-localhost]",
+    "test_security.py::test_cors_options[web.mydomain.fr-Access-Control-Allow-Origin-web.mydomain.fr]",
+    "test_security.py::test_cors_options[origin-Access-Control-Allow-Credentials-true]",
     "test_basic.py::test_server_start_simple",
     "test_basic.py::test_server_props",
     "test_basic.py::test_server_models",
@@ -34,6 +41,7 @@ const TESTS: &[&str] = &[
     "test_metrics.py::test_metrics_generation_rate_excludes_first_token",
     "test_metrics.py::test_metrics_timings_are_finite",
     "test_metrics.py::test_metrics_slots_idle_after_completion",
+    "test_metrics.py::test_metrics_disabled",
     "test_completion.py::test_completion_stream_vs_non_stream",
     "test_completion.py::test_json_prompt_no_mtmd",
     "test_completion.py::test_json_prompt_mtm_error_when_not_supported",
@@ -55,6 +63,8 @@ const TESTS: &[&str] = &[
     "test_chat_completion.py::test_context_size_exceeded_stream",
     "test_chat_completion.py::test_chat_completions_multiple_choices",
     "test_chat_completion.py::test_chat_completions_token_count",
+    "test_chat_completion.py::test_apply_chat_template",
+    "test_chat_completion.py::test_chat_template_continue_final_message_mutual_exclusion",
     "test_compat_anthropic.py::test_anthropic_messages_basic",
     "test_compat_anthropic.py::test_anthropic_messages_streaming",
     "test_compat_anthropic.py::test_anthropic_count_tokens",
@@ -66,6 +76,9 @@ const TESTS: &[&str] = &[
     "test_completion.py::test_n_probs_post_backend_sampling",
     "test_metrics.py::test_metrics_timings_on_prompt_progress",
     "test_chat_completion.py::test_return_progress[64-2-True]",
+    "test_compat_anthropic.py::test_anthropic_empty_messages",
+    "test_compat_anthropic.py::test_anthropic_tool_result_with_image",
+    "test_compat_anthropic.py::test_anthropic_vision_format_accepted",
 ];
 
 fn free_port() -> u16 {

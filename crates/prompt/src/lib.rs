@@ -111,6 +111,9 @@ struct Inner {
     bos: String,
     eos: String,
     limits: Limits,
+    /// `enable_thinking` in the template's context (llama.cpp's name:
+    /// reasoning templates open or close their thinking block with it).
+    enable_thinking: bool,
 }
 
 impl ChatTemplate {
@@ -240,7 +243,32 @@ impl ChatTemplate {
                 bos,
                 eos,
                 limits,
+                enable_thinking: true,
             }),
+        })
+    }
+
+    /// The same template with `enable_thinking` set for every render
+    /// (true unless changed, as llama.cpp's default `--reasoning auto`;
+    /// false closes the thinking block of templates that read it).
+    pub fn with_thinking(self, on: bool) -> Result<ChatTemplate> {
+        let inner = match Arc::try_unwrap(self.inner) {
+            Ok(mut inner) => {
+                inner.enable_thinking = on;
+                inner
+            }
+            Err(shared) => {
+                let fresh = ChatTemplate::with_limits(
+                    shared.source.clone(),
+                    shared.bos.clone(),
+                    shared.eos.clone(),
+                    shared.limits.clone(),
+                )?;
+                return fresh.with_thinking(on);
+            }
+        };
+        Ok(ChatTemplate {
+            inner: Arc::new(inner),
         })
     }
 
@@ -324,6 +352,7 @@ impl Inner {
                 add_generation_prompt => add_generation_prompt,
                 bos_token => self.bos,
                 eos_token => self.eos,
+                enable_thinking => self.enable_thinking,
                 // As llama.cpp gives them (Llama 3.x and firefunction
                 // templates print them): today, two ways.
                 date_string => strftime("%d %b %Y", now_secs()).unwrap_or_default(),
@@ -526,6 +555,19 @@ mod tests {
         assert_eq!(strftime("%b %d %Y", t).unwrap(), "Feb 29 2024");
         assert!(strftime("%Z", t).unwrap_err().contains("%Z"));
         assert!(strftime("50%", t).is_err());
+    }
+
+    #[test]
+    fn thinking_is_on_unless_turned_off() {
+        let src = "{% if enable_thinking %}on{% else %}off{% endif %}";
+        let t = ChatTemplate::new(src.into(), String::new(), String::new()).unwrap();
+        assert_eq!(t.render(&[], true).unwrap(), "on");
+        let t = t.with_thinking(false).unwrap();
+        assert_eq!(t.render(&[], true).unwrap(), "off");
+        assert_eq!(
+            t.with_thinking(true).unwrap().render(&[], true).unwrap(),
+            "on"
+        );
     }
 
     #[test]

@@ -121,6 +121,8 @@ pub struct ServerConfig {
     pub pooling: Option<cria_engine::Pooling>,
     /// Serve the chat page at `/`.
     pub webui: bool,
+    /// `enable_thinking` for the chat template (`--reasoning off`: false).
+    pub enable_thinking: bool,
     /// Serve `GET /metrics` (on by default; `--no-metrics` turns it off,
     /// and the endpoint then answers 501 as llama-server's does without
     /// `--metrics`).
@@ -168,6 +170,7 @@ impl ServerConfig {
             pooling: None,
             webui: true,
             metrics_endpoint: true,
+            enable_thinking: true,
             lora: Vec::new(),
             drain_timeout: Duration::from_secs(30),
             prefix_cache: None,
@@ -398,6 +401,7 @@ fn load(config: &ServerConfig) -> Result<Ready, String> {
         &tok,
         config.chat_template.as_deref(),
     )
+    .and_then(|t| t.with_thinking(config.enable_thinking))
     .map_err(|e| e.full_message());
     if let (Some(p), Err(e)) = (&config.chat_template, &template) {
         return Err(format!("--chat-template {}: {e}", p.display()));
