@@ -1,9 +1,12 @@
 //! Writes a Hugging Face folder of a real model's shape with arbitrary
 //! weights, for timing `cria convert` (its speed does not depend on the
 //! values). BF16 safetensors in 5 GB shards, config.json and a byte-level
-//! tokenizer.json.
+//! tokenizer.json (for `llama3.2-1b`: tied embeddings, rope_scaling llama3,
+//! and the LLaMA 3 tokenizer.json of the family fixtures, so llama.cpp's
+//! convert_hf_to_gguf.py recognises it too).
 //!
 //!     cargo run --release -p cria-import --example synth_hf -- llama2-7b /tmp/l7b-hf
+//!     cargo run --release -p cria-import --example synth_hf -- llama3.2-1b /tmp/l1b-hf
 
 use serde_json::json;
 use std::io::Write;
@@ -13,11 +16,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     let (preset, out) = match args.as_slice() {
         [_, p, o] => (p.as_str(), Path::new(o)),
-        _ => return Err("usage: synth_hf PRESET OUT_DIR (presets: llama2-7b, tiny)".into()),
+        _ => {
+            return Err(
+                "usage: synth_hf PRESET OUT_DIR (presets: llama2-7b, llama3.2-1b, tiny)".into(),
+            )
+        }
     };
     // dim, layers, heads, kv heads, ffn, vocab
     let (dim, n_layers, n_head, n_kv, ffn, n_vocab) = match preset {
         "llama2-7b" => (4096usize, 32usize, 32usize, 32usize, 11008usize, 32000usize),
+        "llama3.2-1b" => (2048, 16, 32, 8, 8192, 128256),
         "tiny" => (256, 2, 4, 2, 512, 512),
         p => return Err(format!("unknown preset {p}").into()),
     };
@@ -40,7 +48,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ]);
     }
     tensors.push(("model.norm.weight".into(), vec![dim]));
-    tensors.push(("lm_head.weight".into(), vec![n_vocab, dim]));
+    let llama3 = preset == "llama3.2-1b";
+    if !llama3 {
+        // LLaMA 3.2 ties the output to the embedding.
+        tensors.push(("lm_head.weight".into(), vec![n_vocab, dim]));
+    }
 
     // Shards of at most 5 GB, as transformers writes them.
     let mut shards: Vec<Vec<(String, Vec<usize>)>> = vec![Vec::new()];
@@ -100,14 +112,34 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         out.join("model.safetensors.index.json"),
         json!({"metadata": {}, "weight_map": weight_map}).to_string(),
     )?;
-    std::fs::write(
-        out.join("config.json"),
-        json!({"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": dim,
-            "intermediate_size": ffn, "num_hidden_layers": n_layers, "num_attention_heads": n_head,
-            "num_key_value_heads": n_kv, "max_position_embeddings": 4096, "rms_norm_eps": 1e-5,
-            "rope_theta": 10000.0, "vocab_size": n_vocab, "torch_dtype": "bfloat16"})
-        .to_string(),
-    )?;
+    let mut config = json!({"architectures": ["LlamaForCausalLM"], "model_type": "llama",
+        "hidden_size": dim, "intermediate_size": ffn, "num_hidden_layers": n_layers,
+        "num_attention_heads": n_head, "num_key_value_heads": n_kv,
+        "max_position_embeddings": 4096, "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
+        "vocab_size": n_vocab, "torch_dtype": "bfloat16", "hidden_act": "silu"});
+    if llama3 {
+        config["max_position_embeddings"] = json!(131072);
+        config["rope_theta"] = json!(500000.0);
+        config["tie_word_embeddings"] = json!(true);
+        config["rope_scaling"] = json!({"rope_type": "llama3", "factor": 32.0,
+            "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+            "original_max_position_embeddings": 8192});
+        config["bos_token_id"] = json!(128000);
+        config["eos_token_id"] = json!(128001);
+        let fixtures =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/import/families");
+        std::fs::copy(
+            fixtures.join("tokenizers/llama3.json"),
+            out.join("tokenizer.json"),
+        )?;
+        std::fs::copy(
+            fixtures.join("llama3.2/tokenizer_config.json"),
+            out.join("tokenizer_config.json"),
+        )?;
+        std::fs::write(out.join("config.json"), config.to_string())?;
+        return Ok(());
+    }
+    std::fs::write(out.join("config.json"), config.to_string())?;
     // Byte-level BPE: the 256 byte characters, then filler tokens.
     let mut vocab = serde_json::Map::new();
     let mut k = 0u32;

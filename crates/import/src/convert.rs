@@ -33,7 +33,13 @@ pub fn convert(
             &infos,
         )?;
         let total = plan.tensors.len();
+        if let Some(t) = plan.tensors.first() {
+            t.prefetch_source();
+        }
         for (i, (t, (_, ty, _))) in plan.tensors.iter().zip(&infos).enumerate() {
+            if let Some(next) = plan.tensors.get(i + 1) {
+                next.prefetch_source();
+            }
             let bytes = encode(t.dtype(), t.raw()?, *ty);
             w.write_tensor(&t.name, &bytes)?;
             drop(bytes);
