@@ -204,3 +204,20 @@ fn hub_config_layout_reads_the_same() {
         assert_eq!(freqs(&new).is_some(), name != "mistral-v0.2", "{name}");
     }
 }
+
+/// A Metaspace pre-tokenizer that splits words at "▁" (tokenizers before
+/// 0.19: no `split` field) tokenizes differently from SentencePiece's BPE:
+/// refused with an error naming it, never read as the nearest scheme.
+#[test]
+fn splitting_metaspace_is_refused_by_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("tinyllama");
+    common::write_family_folder("tinyllama", &dir);
+    let path = dir.join("tokenizer.json");
+    let mut t: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    t["pre_tokenizer"].as_object_mut().unwrap().remove("split");
+    std::fs::write(&path, serde_json::to_string(&t).unwrap()).unwrap();
+    let e = cria_import::open(&dir).err().expect("refused").to_string();
+    assert!(e.contains("Metaspace") && e.contains("splits words"), "{e}");
+    assert!(e.contains("tokenizer.json"), "{e}");
+}

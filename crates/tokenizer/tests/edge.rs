@@ -204,3 +204,46 @@ fn tiny_bpe_merges_and_drops_unknown_bytes() {
     // 'c' has no token and no byte token: llama.cpp drops it.
     assert_eq!(tok.encode("abc", false, false).unwrap(), [2]);
 }
+
+/// LLaMA's SentencePiece vocabulary with `tokenizer.cria.prepend_scheme`
+/// set to `scheme` (what cria's import writes for a Metaspace
+/// pre-tokenizer in tokenizer.json).
+fn spm_with_scheme(scheme: &str) -> cria_tokenizer::Result<Tokenizer> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(SPM);
+    let f = GgufFile::open(path).unwrap();
+    let mut w = GgufWriter::new();
+    for (k, v) in f.metadata().iter() {
+        w.add_metadata(k, v.clone());
+    }
+    w.add_metadata(
+        cria_tokenizer::PREPEND_SCHEME_KEY,
+        Value::String(scheme.into()),
+    );
+    let mut bytes = Vec::new();
+    w.write_to(&mut bytes).unwrap();
+    Tokenizer::from_gguf(GgufFile::from_bytes(bytes).unwrap().metadata())
+}
+
+#[test]
+fn metaspace_prefix_schemes_place_the_space_as_hugging_face_does() {
+    let dummy = load(SPM);
+    let always = spm_with_scheme("always").unwrap();
+    let first = spm_with_scheme("first").unwrap();
+    let enc = |t: &Tokenizer, s: &str| t.encode(s, false, true).unwrap();
+    // Plain text: the same everywhere.
+    assert_eq!(enc(&dummy, "Hello world"), enc(&first, "Hello world"));
+    // Leading space: llama.cpp adds a second "▁" ("▁" + "▁Hello" by this
+    // file's SentencePiece scores); Metaspace does not.
+    assert_eq!(enc(&dummy, " Hello world"), [29871, 15043, 3186]);
+    assert_eq!(enc(&always, " Hello world"), [15043, 3186]);
+    assert_eq!(enc(&first, " Hello world"), [15043, 3186]);
+    // After a special token: "first" adds nothing, "always" does.
+    assert_eq!(enc(&first, "a</s>b"), [263, 2, 29890]);
+    assert_eq!(enc(&always, "a</s>b"), [263, 2, 289]);
+    assert_eq!(enc(&dummy, "a</s>b"), [263, 2, 289]);
+
+    let err = spm_with_scheme("sometimes").err().expect("refused");
+    assert!(err.to_string().contains("sometimes"), "{err}");
+}
