@@ -38,11 +38,10 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 
-# The test files to run: add a file here once cria has its feature (the
-# fixtures also hold test_tool_call, test_template, test_infill,
-# test_embedding, test_speculative and test_lora, not measured yet).
+# The test files to run (every file of the fixtures).
 FILES=${FILES:-"test_tokenize test_ignore_eos test_security test_basic test_metrics
-  test_completion test_chat_completion test_compat_anthropic test_ctx_shift test_stream"}
+  test_completion test_chat_completion test_compat_anthropic test_ctx_shift test_stream
+  test_tool_call test_template test_infill test_embedding test_speculative test_lora"}
 
 # Tests left out of both runs because they measure the model, not the
 # server (the suite is written for stories260K, a 260K-parameter model that
