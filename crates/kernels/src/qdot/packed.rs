@@ -463,10 +463,11 @@ unsafe fn kernel<const N: usize, const T: u8>(
             // consume a panel more slowly than a mat-vec, and the hardware
             // prefetcher then falls behind on weights read once per step:
             // fetch ahead (measured on the default model's shapes, 8 rows,
-            // 1 thread, CPU time per token: 2.1-2.9 ms without, 1.4-1.8 ms
-            // at 1536 bytes ahead, 1.7-2.4 at 1024, 1.7-2.1 at 2048-4096;
-            // 1.07 with the weights in cache). A prompt's panels are in
-            // cache after its first 8 rows: there it costs nothing.
+            // 1 thread, CPU time per token: 2.1-2.9 ms without, 1.4-2.2 ms
+            // (median 1.66) at 1536 bytes ahead, 1.7-2.4 at 1024, 1.7-2.1
+            // at 2048-4096; 1.0-1.1 with the weights in cache). A prompt's
+            // panels are in cache after its first 8 rows: there it costs
+            // nothing.
             for l in (0..pb).step_by(64) {
                 _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(BATCH_PREFETCH + l) as *const i8);
             }
