@@ -239,6 +239,8 @@ fn one_run(
                                 return Ok((first.unwrap_or(end), end));
                             }
                             Some(Event::Error(e)) => return Err(e.into()),
+                            // Only sent to requests that ask for it.
+                            Some(Event::Progress(_)) => {}
                             Some(Event::Embedding(_)) => {
                                 bail!("a generation request was answered with an embedding")
                             }
