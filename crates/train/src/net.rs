@@ -5,21 +5,19 @@
 //! Memory: the blocks' inputs are kept (n x dim floats per block); each
 //! block is run again right before its backward (see [`crate::layer`]).
 //! The output head's logits are made only for the rows that have a target,
-//! [`HEAD_ROWS`] rows at a time, and its backward dequantizes the head in
-//! strips of [`HEAD_STRIP`] vocabulary rows: peak memory stays near
+//! [`HEAD_ROWS`] rows at a time, and its backward reads the head as stored
+//! (dequantized block by block inside the GEMM): peak memory stays near
 //! inference memory plus the checkpoints.
 
 use crate::error::{ErrorKind, Result};
 use crate::layer::{self, Ctx, Saved};
 use crate::lora::Lora;
-use crate::ops::{axpy, dequant_t, gemm_nt, rmsnorm_backward};
-use cria_kernels::ThreadPool;
+use crate::ops::{base_backward, rmsnorm_backward};
+use cria_kernels::{LogSoftmax, ThreadPool};
 use cria_model::Model;
 
 /// Rows of logits computed at once.
 pub const HEAD_ROWS: usize = 256;
-/// Vocabulary rows of the head dequantized at once in its backward.
-pub const HEAD_STRIP: usize = 4096;
 
 /// A batch: sequences end to end, each with its targets.
 #[derive(Clone, Debug, Default)]
@@ -90,9 +88,17 @@ fn embed(model: &Model, tokens: &[u32]) -> Result<Vec<f32>> {
     Ok(x)
 }
 
-/// Per row with a target: its log-probability of the target... the rows'
-/// summed negative log-likelihood, and (with `grad_scale`) the gradient of
-/// `grad_scale * that sum` with respect to the final hidden rows.
+/// One row of logits with a target, as the head processes it.
+struct HeadRow<'a> {
+    logits: &'a mut [f32],
+    target: usize,
+    nll: f64,
+    lp: Vec<f32>,
+}
+
+/// Over the rows with a target: their summed negative log-likelihood, and
+/// (with `grad_scale`) the gradient of `grad_scale * that sum` with respect
+/// to the final hidden rows.
 fn head(
     model: &Model,
     pool: &ThreadPool,
@@ -106,7 +112,6 @@ fn head(
     let m = targets.len();
     let mut dxf = vec![0.0; if grad_scale.is_some() { m * dim } else { 0 }];
     let mut nll = 0.0f64;
-    let (mut rows_buf, mut wt, mut dl_strip) = (Vec::new(), Vec::new(), Vec::new());
     for c0 in (0..m).step_by(HEAD_ROWS) {
         let c1 = (c0 + HEAD_ROWS).min(m);
         let k = c1 - c0;
@@ -118,45 +123,55 @@ fn head(
             &mut logits,
             pool,
         )?;
-        for (i, row) in logits.chunks_exact_mut(nv).enumerate() {
-            let max = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-            let sum: f64 = row.iter().map(|&v| ((v - max) as f64).exp()).sum();
-            let lse = max as f64 + sum.ln();
-            let t = targets[c0 + i] as usize;
-            nll += lse - row[t] as f64;
-            if let Some(pr) = per_row.as_deref_mut() {
-                pr.push(row.iter().map(|&v| (v as f64 - lse) as f32).collect());
-            }
-            if let Some(gs) = grad_scale {
-                for v in row.iter_mut() {
-                    *v = (((*v as f64) - lse).exp() as f32) * gs;
+        // Each row on its own (in parallel): its loss, its log-probabilities
+        // if asked, and in place the gradient of `grad_scale * loss` with
+        // respect to its logits, p - onehot(target), times grad_scale.
+        let want_lp = per_row.is_some();
+        let mut rows: Vec<HeadRow> = logits
+            .chunks_exact_mut(nv)
+            .zip(&targets[c0..c1])
+            .map(|(logits, &t)| HeadRow {
+                logits,
+                target: t as usize,
+                nll: 0.0,
+                lp: Vec::new(),
+            })
+            .collect();
+        pool.for_each_chunk_mut(&mut rows, 8, |_, chunk| {
+            for r in chunk {
+                let ls = LogSoftmax::new(r.logits);
+                r.nll = -ls.of(r.logits[r.target]);
+                if want_lp {
+                    r.lp = r.logits.iter().map(|&v| ls.of(v) as f32).collect();
                 }
-                row[t] -= gs;
+                if let Some(gs) = grad_scale {
+                    let (max, f) = (ls.max(), (gs as f64 / ls.sum_exp()) as f32);
+                    r.logits.iter_mut().for_each(|v| *v -= max);
+                    cria_kernels::exp_inplace(r.logits);
+                    r.logits.iter_mut().for_each(|v| *v *= f);
+                    r.logits[r.target] -= gs;
+                }
+            }
+        });
+        for r in rows {
+            nll += r.nll;
+            if let Some(pr) = per_row.as_deref_mut() {
+                pr.push(r.lp);
             }
         }
         if grad_scale.is_none() {
             continue;
         }
-        // dxf rows (k, dim) = dlogits (k, nv) * Woutput (nv, dim), in strips.
-        let mut part = vec![0.0; k * dim];
-        for v0 in (0..nv).step_by(HEAD_STRIP) {
-            let v1 = (v0 + HEAD_STRIP).min(nv);
-            dequant_t(
-                model.file(),
-                &w.output,
-                v0,
-                v1,
-                &mut rows_buf,
-                &mut wt,
-                pool,
-            )?;
-            dl_strip.clear();
-            for row in logits.chunks_exact(nv) {
-                dl_strip.extend_from_slice(&row[v0..v1]);
-            }
-            gemm_nt(&dl_strip, &wt, v1 - v0, &mut part, pool);
-            axpy(&mut dxf[c0 * dim..c1 * dim], 1.0, &part);
-        }
+        // dxf rows (k, dim) = dlogits (k, nv) * Woutput (nv, dim), the head
+        // read as stored.
+        base_backward(
+            model.file(),
+            &w.output,
+            &logits,
+            &mut dxf[c0 * dim..c1 * dim],
+            false,
+            pool,
+        )?;
     }
     Ok((nll, dxf))
 }
