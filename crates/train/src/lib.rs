@@ -8,8 +8,9 @@
 //! - [`data`]: JSONL records (chat, prompt/completion, text) to token
 //!   sequences with loss masks.
 //! - [`train`]: AdamW with warm-up and cosine decay, gradient
-//!   accumulation, validation, checkpoints; [`adapter_out`] writes the
-//!   adapter as llama.cpp's GGUF LoRA file; [`plot`] draws the curves.
+//!   accumulation, validation, checkpoints; [`adapter_out`] hands the
+//!   adapter to cria-lora's writer (llama.cpp's GGUF LoRA file) and reads
+//!   it back; [`plot`] draws the curves.
 //!
 //! Base products of the forward pass use the inference kernels
 //! (`cria_model::matmul`, int8 panels); every product of the backward pass
