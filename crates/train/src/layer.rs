@@ -7,10 +7,11 @@
 //! A batch is several sequences laid end to end (`Seqs`): the products
 //! run over every row at once, attention within each sequence.
 //!
-//! Activation memory: the trainer keeps only each block's input (gradient
-//! checkpointing per block) and runs [`forward`] again with a [`Saved`]
-//! right before that block's [`backward`], so at most one block's
-//! activations exist at a time.
+//! Activation memory: [`forward`] with a [`Saved`] keeps what
+//! [`backward`] needs. The trainer keeps those of as many of the last
+//! blocks as fit its budget ([`crate::net::ACTIVATION_BUDGET`]); for the
+//! others it keeps only the block's input and runs [`forward`] again right
+//! before the block's [`backward`] (gradient checkpointing per block).
 
 use crate::error::Result;
 use crate::lora::{Lora, Target};
@@ -60,6 +61,20 @@ pub struct Saved {
     up: Vec<f32>,     // (n, ffn_dim)
     act: Vec<f32>,    // (n, ffn_dim) silu(g) * up
     lin: [LinSave; 7],
+}
+
+impl Saved {
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        let f = |v: &Vec<f32>| v.len();
+        let lin: usize = self.lin.iter().map(|l| l.mask.len() + l.u.len()).sum();
+        let p: usize = self.p.iter().map(f).sum();
+        let rows = [
+            &self.xn1, &self.q, &self.k, &self.v, &self.att, &self.h, &self.xn2, &self.g, &self.up,
+            &self.act,
+        ];
+        4 * (lin + p + rows.iter().map(|v| f(v)).sum::<usize>())
+    }
 }
 
 fn mix(mut z: u64) -> u64 {
