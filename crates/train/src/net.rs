@@ -193,13 +193,7 @@ type Trunk = (Vec<f32>, Vec<Vec<f32>>, Vec<Option<Saved>>);
 /// Runs the blocks; returns the final residual rows, each block's input
 /// (when `keep` is set) and, for the last blocks whose activations fit in
 /// `budget` bytes, what their backward needs (`None` for the others).
-fn trunk(
-    c: &Ctx,
-    model: &Model,
-    batch: &Batch,
-    keep: bool,
-    budget: usize,
-) -> Result<Trunk> {
+fn trunk(c: &Ctx, model: &Model, batch: &Batch, keep: bool, budget: usize) -> Result<Trunk> {
     let mut x = embed(model, &batch.tokens)?;
     let layers = &model.weights.layers;
     let mut inputs = Vec::new();
