@@ -2,17 +2,18 @@
 //! Q4_1 matmul at the default model's shapes, and the integer matmul of
 //! every type per ISA (scalar reference included) and on the load-time
 //! panels next to the f32 path,
-//! attention over an f16 cache, and the SIMD row ops (exp, softmax, SiLU,
+//! attention over an f16 cache, the training GEMM (f32 and Q4_1 B, per ISA
+//! and beside its reference), and the SIMD row ops (exp, softmax, SiLU,
 //! RMS norm) next to their references. Throughput is in FLOPs (criterion
 //! prints it as "elem/s": read Gelem/s as GFLOPS), elements for the row ops.
 //!
 //!     cargo bench -p cria-kernels --bench kernels
 
 use cria_kernels::{
-    attend_f16, attend_scalar, dot_f16, dot_f16_scalar, dot_scalar, exp_inplace, matmul,
-    matmul_f32_with, matmul_packed, matmul_with, rmsnorm, rmsnorm_scalar, silu_mul,
-    silu_mul_scalar, softmax, softmax_scalar, Cpu, GgmlType, KvHead, PackedMatrix, QMatrix,
-    ThreadPool,
+    attend_f16, attend_scalar, dot_f16, dot_f16_scalar, dot_scalar, exp_inplace, gemm_reference,
+    gemm_with, matmul, matmul_f32_with, matmul_packed, matmul_with, rmsnorm, rmsnorm_scalar,
+    silu_mul, silu_mul_scalar, softmax, softmax_scalar, Cpu, GgmlType, KvHead, MatRef,
+    PackedMatrix, QMatrix, Rhs, ThreadPool,
 };
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use rand::{Rng, SeedableRng};
@@ -273,8 +274,47 @@ fn bench_rowops(c: &mut Criterion) {
     g.finish();
 }
 
+/// The backward product `dX (256 x cols) = dY (256 x rows) * W`, W a
+/// Q4_1 matrix as stored (the f32 reference on the small shape only).
+fn bench_gemm(c: &mut Criterion) {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let mut g = c.benchmark_group("gemm");
+    g.sample_size(10);
+    for (rows, cols) in [(576usize, 1536usize), (1536, 576)] {
+        let bytes = q4_1_matrix(&mut rng, rows, cols);
+        let w = QMatrix::new(GgmlType::Q4_1, rows, cols, &bytes).unwrap();
+        let m = 256;
+        let a: Vec<f32> = (0..m * rows).map(|_| rng.gen_range(-1.0..1.0)).collect();
+        let av = MatRef::row_major(&a, m, rows).unwrap();
+        let mut out = vec![0f32; m * cols];
+        g.throughput(Throughput::Elements((2 * m * rows * cols) as u64));
+        let shape = format!("{m}x{rows}x{cols}");
+        if rows == 576 {
+            g.bench_function(BenchmarkId::new("reference", &shape), |bch| {
+                bch.iter(|| gemm_reference(av, Rhs::Quant(w), &mut out, cols, false).unwrap())
+            });
+        }
+        for threads in [1, 2] {
+            let pool = ThreadPool::new(threads);
+            for cpu in Cpu::all_available() {
+                if cpu.isa() == cria_kernels::Isa::Scalar {
+                    continue;
+                }
+                let name = format!("{:?}-t{threads}", cpu.isa());
+                g.bench_function(BenchmarkId::new(name, &shape), |bch| {
+                    bch.iter(|| {
+                        gemm_with(cpu, av, Rhs::Quant(w), &mut out, cols, false, &pool).unwrap()
+                    })
+                });
+            }
+        }
+    }
+    g.finish();
+}
+
 criterion_group!(
     benches,
+    bench_gemm,
     bench_dot,
     bench_matmul,
     bench_qdot,

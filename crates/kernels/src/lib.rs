@@ -21,6 +21,10 @@
 //! - [`PackedMatrix`]: those types repacked at load into 8-row interleaved
 //!   panels (AVX-512 VNNI), read by mat-vec and the prompt GEMM alike;
 //!   [`matmul_packed_many`] multiplies several of them by one input.
+//! - [`gemm`]: `C = [C +] A * B` over strided f32 views ([`MatRef`]) with
+//!   B f32 or a quantized weight matrix as stored ([`Rhs`]): the products
+//!   of training's backward pass, at GEMM speed, bit-identical to
+//!   [`gemm_reference`] on every ISA and thread count.
 //! - [`ThreadPool`]: persistent workers that spin briefly, then park.
 //! - [`attend_f16`]: causal attention over one head of an f16 KV cache
 //!   ([`KvHead`]: keys in blocks of 16 positions), several queries at a
@@ -54,6 +58,7 @@ mod attn;
 mod buf;
 mod dequant;
 mod error;
+mod gemm;
 mod logsoftmax;
 mod matmul;
 mod pool;
@@ -74,6 +79,7 @@ pub use attn::{
 pub use cria_gguf::GgmlType;
 pub use dequant::{block_geometry, dequantize_row, row_bytes, QK_K};
 pub use error::{Error, ErrorKind, Result};
+pub use gemm::{gemm, gemm_reference, gemm_with, MatRef, Rhs};
 pub use logsoftmax::LogSoftmax;
 pub use matmul::{
     can_group, matmul, matmul_f32_with, matmul_packed, matmul_packed_many, matmul_with,

@@ -90,6 +90,12 @@ impl<'a> QMatrix<'a> {
         &self.data[r * self.row_bytes..(r + 1) * self.row_bytes]
     }
 
+    /// Dequantize whole blocks `src` (a block-aligned piece of one row)
+    /// into `dst`, which holds exactly their elements.
+    pub(crate) fn dequant_blocks(&self, src: &[u8], dst: &mut [f32]) {
+        self.dequant.run(src, dst);
+    }
+
     /// Dequantize row `r` into `dst` (`cols` long).
     pub fn dequantize_row(&self, r: usize, dst: &mut [f32]) -> Result<()> {
         if r >= self.rows {

@@ -12,7 +12,7 @@ use crate::{LoraFile, LoraPair, MAX_RANK};
 use cria_gguf::{GgmlType, GgufFile, TensorInfo, Value};
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Reads an adapter GGUF file (checked as a [`LoraFile`], not yet against
 /// a base model: see [`crate::bind`]).
@@ -188,21 +188,30 @@ fn decode(file: &GgufFile, t: &TensorInfo, origin: &Path) -> Result<Vec<f32>> {
     Ok(out)
 }
 
-/// Writes `lora` in llama.cpp's format with A and B stored as `ty` (F32 or
-/// F16, what llama.cpp's converter writes); `path` names the output in
-/// errors.
-pub fn write_gguf(lora: &LoraFile, ty: GgmlType, out: &mut impl Write, path: &Path) -> Result<()> {
+/// An adapter encoded for llama.cpp's format: its metadata and the bytes
+/// of every `.lora_a` / `.lora_b` tensor, ready to go into a GGUF writer the
+/// caller owns ([`Encoded::add_to`]), e.g. a training checkpoint that adds
+/// its own tensors beside the adapter's.
+pub struct Encoded {
+    architecture: String,
+    alpha: f32,
+    ty: GgmlType,
+    /// Name, ggml dims, bytes.
+    tensors: Vec<(String, [u64; 2], Vec<u8>)>,
+    path: PathBuf,
+}
+
+/// Encodes `lora` with A and B stored as `ty` (F32 or F16, what llama.cpp's
+/// converter writes), checking every pair's sizes; `path` names the output
+/// in errors.
+pub fn encode(lora: &LoraFile, ty: GgmlType, path: &Path) -> Result<Encoded> {
     if !matches!(ty, GgmlType::F32 | GgmlType::F16) {
         return Err(Error::unsupported(
             path,
             format!("adapters are written as F32 or F16, not {}", ty.name()),
         ));
     }
-    let gguf = |source| Error::Gguf {
-        path: path.to_path_buf(),
-        source,
-    };
-    let mut encoded = Vec::with_capacity(2 * lora.pairs.len());
+    let mut tensors = Vec::with_capacity(2 * lora.pairs.len());
     for p in &lora.pairs {
         if p.rank == 0 || p.a.len() != p.rank * p.cols || p.b.len() != p.rows * p.rank {
             return Err(Error::format(
@@ -226,21 +235,81 @@ pub fn write_gguf(lora: &LoraFile, ty: GgmlType, out: &mut impl Write, path: &Pa
             let mut bytes = vec![0u8; len];
             cria_kernels::quantize_row(ty, v, None, &mut bytes)
                 .map_err(|e| Error::format(path, format!("{name}: {e}")))?;
-            encoded.push((name, dims.map(|d| d as u64), bytes));
+            tensors.push((name, dims.map(|d| d as u64), bytes));
         }
     }
-    let mut w = cria_gguf::GgufWriter::new();
-    w.add_metadata(
-        "general.architecture",
-        Value::String(lora.architecture.clone()),
-    );
-    w.add_metadata("general.type", Value::String("adapter".into()));
-    w.add_metadata("adapter.type", Value::String("lora".into()));
-    w.add_metadata("adapter.lora.alpha", Value::F32(lora.alpha));
-    for (name, dims, bytes) in &encoded {
-        w.add_tensor(name, ty, dims, bytes).map_err(gguf)?;
+    Ok(Encoded {
+        architecture: lora.architecture.clone(),
+        alpha: lora.alpha,
+        ty,
+        tensors,
+        path: path.to_path_buf(),
+    })
+}
+
+impl Encoded {
+    /// Adds the adapter's metadata (`general.architecture`, `general.type
+    /// = adapter`, `adapter.type = lora`, `adapter.lora.alpha`) and tensors
+    /// to `w`.
+    pub fn add_to<'a>(&'a self, w: &mut cria_gguf::GgufWriter<'a>) -> Result<()> {
+        w.add_metadata(
+            "general.architecture",
+            Value::String(self.architecture.clone()),
+        );
+        w.add_metadata("general.type", Value::String("adapter".into()));
+        w.add_metadata("adapter.type", Value::String("lora".into()));
+        w.add_metadata("adapter.lora.alpha", Value::F32(self.alpha));
+        for (name, dims, bytes) in &self.tensors {
+            w.add_tensor(name, self.ty, dims, bytes)
+                .map_err(|source| Error::Gguf {
+                    path: self.path.clone(),
+                    source,
+                })?;
+        }
+        Ok(())
     }
-    w.write_to(out).map_err(gguf)?;
+}
+
+/// Writes `lora` in llama.cpp's format with A and B stored as `ty` (see
+/// [`encode`]); `path` names the output in errors.
+pub fn write_gguf(lora: &LoraFile, ty: GgmlType, out: &mut impl Write, path: &Path) -> Result<()> {
+    let encoded = encode(lora, ty, path)?;
+    let mut w = cria_gguf::GgufWriter::new();
+    encoded.add_to(&mut w)?;
+    w.write_to(out).map_err(|source| Error::Gguf {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(())
+}
+
+/// Writes `lora` to the file `path` as [`write_gguf`] does, with
+/// `general.name` set, through a temporary file beside it renamed into
+/// place, so a crash never leaves half an adapter.
+pub fn write_gguf_file(lora: &LoraFile, ty: GgmlType, name: &str, path: &Path) -> Result<()> {
+    let encoded = encode(lora, ty, path)?;
+    let mut w = cria_gguf::GgufWriter::new();
+    encoded.add_to(&mut w)?;
+    w.add_metadata("general.name", Value::String(name.into()));
+    write_file_atomic(&w, path)
+}
+
+/// Writes `w` to `path` through `path.gguf.part`, renamed into place.
+pub fn write_file_atomic(w: &cria_gguf::GgufWriter, path: &Path) -> Result<()> {
+    let tmp = path.with_extension("gguf.part");
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| Error::Io { path, source }
+    };
+    let f = std::fs::File::create(&tmp).map_err(io(&tmp))?;
+    let mut out = std::io::BufWriter::new(f);
+    w.write_to(&mut out).map_err(|source| Error::Gguf {
+        path: tmp.clone(),
+        source,
+    })?;
+    out.flush().map_err(io(&tmp))?;
+    drop(out);
+    std::fs::rename(&tmp, path).map_err(io(path))?;
     Ok(())
 }
 
@@ -279,6 +348,39 @@ mod tests {
             // The values are small integers and halves: exact in F16 too.
             assert_eq!(from_gguf(&f, Path::new("t")).unwrap(), l);
         }
+    }
+
+    #[test]
+    fn encoded_goes_into_a_caller_writer_beside_other_tensors() {
+        let l = sample();
+        let e = encode(&l, GgmlType::F32, Path::new("ckpt.gguf")).unwrap();
+        let extra = [0u8; 8];
+        let mut w = cria_gguf::GgufWriter::new();
+        e.add_to(&mut w).unwrap();
+        w.add_tensor("train.state", GgmlType::F32, &[2], &extra)
+            .unwrap();
+        let mut out = Vec::new();
+        w.write_to(&mut out).unwrap();
+        let f = GgufFile::from_bytes(out).unwrap();
+        assert!(f.tensor("train.state").is_some());
+        assert_eq!(f.metadata().get_str("general.type").unwrap(), "adapter");
+        // The same adapter tensors as write_gguf's, byte for byte.
+        let alone = GgufFile::from_bytes(bytes_of(&l, GgmlType::F32)).unwrap();
+        for name in ["blk.0.attn_q.weight.lora_a", "blk.0.attn_q.weight.lora_b"] {
+            let (a, b) = (f.tensor(name).unwrap(), alone.tensor(name).unwrap());
+            assert_eq!(f.tensor_data(a), alone.tensor_data(b));
+        }
+    }
+
+    #[test]
+    fn file_writer_sets_the_name_and_leaves_no_part_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.gguf");
+        write_gguf_file(&sample(), GgmlType::F32, "mine", &p).unwrap();
+        let f = GgufFile::open(&p).unwrap();
+        assert_eq!(f.metadata().get_str("general.name").unwrap(), "mine");
+        assert_eq!(from_gguf(&f, &p).unwrap(), sample());
+        assert!(!p.with_extension("gguf.part").exists());
     }
 
     #[test]

@@ -8,7 +8,9 @@
 //!   adapter`, `adapter.type = lora`, `adapter.lora.alpha`, tensors
 //!   `<base>.lora_a` with ggml dims `[cols, rank]` and `<base>.lora_b` with
 //!   `[rank, rows]`, as src/llama-adapter.cpp checks them). One writer for
-//!   every producer of adapters (`cria finetune` included).
+//!   every producer of adapters: [`write_gguf_file`] for a standalone
+//!   adapter (`cria finetune`'s output), [`encode`] and [`Encoded::add_to`]
+//!   to put one into a GGUF the caller writes (its checkpoints).
 //! - [`read_peft`]: a PEFT folder (`adapter_config.json` and
 //!   `adapter_model.safetensors`); Hugging Face names become GGUF names
 //!   and the q/k output rows are permuted to GGUF's rope layout with
@@ -41,7 +43,9 @@ mod peft;
 
 pub use bind::{bind, load, load_for, read};
 pub use error::{Error, Result};
-pub use gguf::{from_gguf, read_gguf, write_gguf};
+pub use gguf::{
+    encode, from_gguf, read_gguf, write_file_atomic, write_gguf, write_gguf_file, Encoded,
+};
 pub use merge::{merge, MergeReport};
 pub use peft::read_peft;
 

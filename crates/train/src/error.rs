@@ -21,6 +21,9 @@ pub enum ErrorKind {
     Model(#[from] cria_model::Error),
     #[error("{0}")]
     Gguf(#[from] cria_gguf::Error),
+    /// cria-lora refused to encode or write the adapter.
+    #[error("{0}")]
+    Lora(#[from] cria_lora::Error),
     /// A computation on the model failed (a tensor the kernels refuse).
     #[error("{detail}")]
     #[allow(clippy::enum_variant_names)]

@@ -7,14 +7,15 @@
 //! A batch is several sequences laid end to end (`Seqs`): the products
 //! run over every row at once, attention within each sequence.
 //!
-//! Activation memory: the trainer keeps only each block's input (gradient
-//! checkpointing per block) and runs [`forward`] again with a [`Saved`]
-//! right before that block's [`backward`], so at most one block's
-//! activations exist at a time.
+//! Activation memory: [`forward`] with a [`Saved`] keeps what
+//! [`backward`] needs. The trainer keeps those of as many of the last
+//! blocks as fit its budget ([`crate::net::ACTIVATION_BUDGET`]); for the
+//! others it keeps only the block's input and runs [`forward`] again right
+//! before the block's [`backward`] (gradient checkpointing per block).
 
 use crate::error::Result;
 use crate::lora::{Lora, Target};
-use crate::ops::{axpy, base_backward, gemm_nt, rmsnorm_backward, transpose, Scratch2};
+use crate::ops::{axpy, base_backward, mm, par_rows, par_rows2, rmsnorm_backward, strided, view};
 use cria_gguf::GgufFile;
 use cria_kernels::ThreadPool;
 use cria_model::{LayerWeights, LlamaConfig, Matrix};
@@ -62,6 +63,20 @@ pub struct Saved {
     lin: [LinSave; 7],
 }
 
+impl Saved {
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        let f = |v: &Vec<f32>| v.len();
+        let lin: usize = self.lin.iter().map(|l| l.mask.len() + l.u.len()).sum();
+        let p: usize = self.p.iter().map(f).sum();
+        let rows = [
+            &self.xn1, &self.q, &self.k, &self.v, &self.att, &self.h, &self.xn2, &self.g, &self.up,
+            &self.act,
+        ];
+        4 * (lin + p + rows.iter().map(|v| f(v)).sum::<usize>())
+    }
+}
+
 fn mix(mut z: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58476d1ce4e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d049bb133111eb);
@@ -69,6 +84,29 @@ fn mix(mut z: u64) -> u64 {
 }
 
 impl Ctx<'_> {
+    /// The LoRA input's dropout mask for one product (values 0 or
+    /// 1/(1-p); empty without dropout): splitmix64 keyed by (seed, layer,
+    /// target) and the element's index, so the block's second forward (right
+    /// before its backward) draws the same mask.
+    fn mask(&self, layer: usize, t: Target, len: usize) -> Vec<f32> {
+        let Some((p, seed)) = self.dropout.filter(|d| d.0 > 0.0) else {
+            return Vec::new();
+        };
+        let base = mix(seed ^ mix(((layer as u64) << 8) | t as u64));
+        let keep = 1.0 / (1.0 - p);
+        let cut = (p as f64 * (1u64 << 32) as f64) as u64;
+        let mut mask = vec![0.0; len];
+        const CHUNK: usize = 4096;
+        self.pool.for_each_chunk_mut(&mut mask, CHUNK, |ci, chunk| {
+            for (j, m) in chunk.iter_mut().enumerate() {
+                let i = (ci * CHUNK + j) as u64;
+                let z = mix(base.wrapping_add((i + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15)));
+                *m = if z >> 32 < cut { 0.0 } else { keep };
+            }
+        });
+        mask
+    }
+
     /// out (n, m.rows) = W x + s * B A dropout(x).
     #[allow(clippy::too_many_arguments)]
     fn lin(
@@ -85,43 +123,32 @@ impl Ctx<'_> {
         let Some(slot) = self.lora.slot(layer, t) else {
             return Ok(());
         };
-        let r = self.lora.rank;
+        let (r, s) = (self.lora.rank, self.lora.scale());
         let (a, b) = self.lora.ab(slot, &self.lora.params);
-        let mut mask = Vec::new();
-        let mut xd_buf = Vec::new();
-        let xd: &[f32] = match self.dropout {
-            Some((p, seed)) if p > 0.0 => {
-                // splitmix64 keyed by (seed, layer, target): cheap, and the
-                // same mask when the block is run again for its backward.
-                let mut state = mix(seed ^ mix(((layer as u64) << 8) | t as u64));
-                let keep = 1.0 / (1.0 - p);
-                let cut = (p as f64 * (1u64 << 32) as f64) as u64;
-                mask.extend((0..x.len()).map(|_| {
-                    state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-                    if mix(state) >> 32 < cut {
-                        0.0
-                    } else {
-                        keep
-                    }
-                }));
-                xd_buf.extend(x.iter().zip(&mask).map(|(x, m)| x * m));
-                &xd_buf
-            }
-            _ => x,
+        let mask = self.mask(layer, t, x.len());
+        let xd: Vec<f32>;
+        let xd: &[f32] = if mask.is_empty() {
+            x
+        } else {
+            xd = x.iter().zip(&mask).map(|(x, m)| x * m).collect();
+            &xd
         };
+        // u (n, r) = xd A^T; out += (s u) B^T
         let mut u = vec![0.0; n * r];
-        gemm_nt(xd, a, slot.cols, &mut u, self.pool);
-        let mut d = vec![0.0; n * slot.rows];
-        gemm_nt(&u, b, r, &mut d, self.pool);
-        axpy(out, self.lora.scale(), &d);
-        if let Some(s) = save {
-            s.mask = mask;
-            s.u = u;
+        let at = view(a, r, slot.cols)?.t();
+        mm(view(xd, n, slot.cols)?, at, &mut u, r, false, self.pool)?;
+        let su: Vec<f32> = u.iter().map(|v| v * s).collect();
+        let bt = view(b, slot.rows, r)?.t();
+        mm(view(&su, n, r)?, bt, out, slot.rows, true, self.pool)?;
+        if let Some(sv) = save {
+            sv.mask = mask;
+            sv.u = u;
         }
         Ok(())
     }
 
-    /// dx (n, m.cols) = dy W + s * ((dy B) A) * mask; adds dA and dB to `grad`.
+    /// dx (n, m.cols) [+]= dy W + s * ((dy B) A) * mask; adds dA and dB to
+    /// `grad`. With `accumulate`, dx is added to rather than overwritten.
     #[allow(clippy::too_many_arguments)]
     fn lin_back(
         &self,
@@ -132,30 +159,27 @@ impl Ctx<'_> {
         save: &LinSave,
         dy: &[f32],
         dx: &mut [f32],
+        accumulate: bool,
         grad: &mut [f32],
-        tmp: &mut Scratch2,
     ) -> Result<()> {
-        base_backward(self.file, m, dy, dx, self.pool, tmp)?;
+        base_backward(self.file, m, dy, dx, accumulate, self.pool)?;
         let Some(slot) = self.lora.slot(layer, t) else {
             return Ok(());
         };
-        let (r, s) = (self.lora.rank, self.lora.scale());
-        let n = dy.len() / slot.rows;
+        let (r, s, pool) = (self.lora.rank, self.lora.scale(), self.pool);
+        let (rows, cols) = (slot.rows, slot.cols);
+        let n = dy.len() / rows;
         let (a, b) = self.lora.ab(slot, &self.lora.params);
         let (ga, gb) = self.lora.ab_mut(slot, grad);
-        let (mut dyt, mut ut) = (Vec::new(), Vec::new());
-        // dB (rows, r) += s * dy^T u
-        transpose(dy, n, slot.rows, &mut dyt);
-        transpose(&save.u, n, r, &mut ut);
-        let mut tmp_b = vec![0.0; slot.rows * r];
-        gemm_nt(&dyt, &ut, n, &mut tmp_b, self.pool);
-        axpy(gb, s, &tmp_b);
-        // tt (n, r) = dy B
-        let mut bt = Vec::new();
-        transpose(b, slot.rows, r, &mut bt);
-        let mut tt = vec![0.0; n * r];
-        gemm_nt(dy, &bt, slot.rows, &mut tt, self.pool);
-        // dA (r, cols) += s * tt^T dropout(x)
+        let dyv = view(dy, n, rows)?;
+        // st (n, r) = s * dy B
+        let mut st = vec![0.0; n * r];
+        mm(dyv, view(b, rows, r)?, &mut st, r, false, pool)?;
+        st.iter_mut().for_each(|v| *v *= s);
+        // dB (rows, r) += dy^T (s u)
+        let su: Vec<f32> = save.u.iter().map(|v| v * s).collect();
+        mm(dyv.t(), view(&su, n, r)?, gb, r, true, pool)?;
+        // dA (r, cols) += st^T dropout(x)
         let xd: Vec<f32>;
         let xd: &[f32] = if save.mask.is_empty() {
             x
@@ -163,53 +187,44 @@ impl Ctx<'_> {
             xd = x.iter().zip(&save.mask).map(|(x, m)| x * m).collect();
             &xd
         };
-        let (mut ttt, mut xdt) = (Vec::new(), Vec::new());
-        transpose(&tt, n, r, &mut ttt);
-        transpose(xd, n, slot.cols, &mut xdt);
-        let mut tmp_a = vec![0.0; r * slot.cols];
-        gemm_nt(&ttt, &xdt, n, &mut tmp_a, self.pool);
-        axpy(ga, s, &tmp_a);
-        // dx += s * (tt A) * mask
-        let mut at = Vec::new();
-        transpose(a, r, slot.cols, &mut at);
-        let mut dxl = vec![0.0; n * slot.cols];
-        gemm_nt(&tt, &at, r, &mut dxl, self.pool);
-        if !save.mask.is_empty() {
+        let stv = view(&st, n, r)?;
+        mm(stv.t(), view(xd, n, cols)?, ga, cols, true, pool)?;
+        // dx += (st A) * mask
+        let av = view(a, r, cols)?;
+        if save.mask.is_empty() {
+            mm(stv, av, dx, cols, true, pool)?;
+        } else {
+            let mut dxl = vec![0.0; n * cols];
+            mm(stv, av, &mut dxl, cols, false, pool)?;
             dxl.iter_mut().zip(&save.mask).for_each(|(d, m)| *d *= m);
+            axpy(dx, 1.0, &dxl);
         }
-        axpy(dx, s, &dxl);
         Ok(())
     }
 
     fn rope_rows(&self, x: &mut [f32], width: usize, seqs: &Seqs, inv: &[f32]) {
         let hd = self.cfg.head_dim;
-        for &(s0, len) in seqs {
-            for i in 0..len {
-                let row = &mut x[(s0 + i) * width..(s0 + i + 1) * width];
-                cria_model::rope(row, hd, i, inv);
-            }
-        }
+        let pos: Vec<usize> = seqs.iter().flat_map(|&(_, len)| 0..len).collect();
+        par_rows(self.pool, x, width, |i, row| {
+            cria_model::rope(row, hd, pos[i], inv)
+        });
     }
 }
 
-/// Per-head work of attention (forward: `o`, `p`; backward: `dq`, `dk`,
-/// `dv`), one task each, so no two threads write the same buffer and the
-/// sums are in a fixed order.
+/// Per-head work of attention (forward: `o`, `p`; backward: `dq` in `o`,
+/// `dk`, `dv`), one task each, so no two threads write the same buffer and
+/// the sums are in a fixed order.
 #[derive(Default)]
 struct HeadWork {
     o: Vec<f32>,  // (n, hd) output, or dq in backward
-    p: Vec<f32>,  // per sequence (len, len) probabilities, row-major
+    p: Vec<f32>,  // per sequence (len, len) probabilities, row-major, 0 above the diagonal
     dk: Vec<f32>, // (n, hd)
     dv: Vec<f32>, // (n, hd)
 }
 
-/// Column slice `[h * hd, (h + 1) * hd)` of every row of `x` (n, width).
-fn gather(x: &[f32], width: usize, h: usize, hd: usize) -> Vec<f32> {
-    x.chunks_exact(width)
-        .flat_map(|r| &r[h * hd..(h + 1) * hd])
-        .copied()
-        .collect()
-}
+/// Query rows per causal block: a block's scores are computed against keys
+/// 0..(its last row), so only the diagonal blocks compute masked entries.
+const RB: usize = 64;
 
 fn scatter(x: &mut [f32], width: usize, h: usize, hd: usize, src: &[f32]) {
     for (r, s) in x.chunks_exact_mut(width).zip(src.chunks_exact(hd)) {
@@ -217,6 +232,8 @@ fn scatter(x: &mut [f32], width: usize, h: usize, hd: usize, src: &[f32]) {
     }
 }
 
+/// Causal attention per head, as GEMMs on the head's columns of q, k, v
+/// (strided views, no copies): S = Q K^T / sqrt(hd), P = softmax, O = P V.
 fn attention(
     cfg: &LlamaConfig,
     q: &[f32],
@@ -224,43 +241,118 @@ fn attention(
     v: &[f32],
     seqs: &Seqs,
     pool: &ThreadPool,
-) -> Vec<HeadWork> {
+) -> Result<Vec<HeadWork>> {
     let (hd, nh, qd, kvd) = (cfg.head_dim, cfg.n_heads, cfg.q_dim(), cfg.kv_dim());
     let per = nh / cfg.n_kv_heads;
     let scale = 1.0 / (hd as f32).sqrt();
     let window = cfg.sliding_window.unwrap_or(usize::MAX);
+    let n = q.len() / qd;
     let mut work: Vec<HeadWork> = (0..nh).map(|_| HeadWork::default()).collect();
-    pool.for_each_chunk_mut(&mut work, 1, |h, w| {
-        let w = &mut w[0];
-        let (qh, kh, vh) = (
-            gather(q, qd, h, hd),
-            gather(k, kvd, h / per, hd),
-            gather(v, kvd, h / per, hd),
-        );
-        w.o = vec![0.0; qh.len()];
-        w.p = Vec::with_capacity(seqs.iter().map(|s| s.1 * s.1).sum());
-        for &(s0, len) in seqs {
-            let base = w.p.len();
-            w.p.resize(base + len * len, 0.0);
-            for i in 0..len {
-                let qi = &qh[(s0 + i) * hd..(s0 + i + 1) * hd];
-                let row = &mut w.p[base + i * len..base + i * len + i + 1];
-                for (j, s) in row.iter_mut().enumerate() {
-                    *s = cria_kernels::dot(qi, &kh[(s0 + j) * hd..(s0 + j + 1) * hd]) * scale;
+    let mut results: Vec<Result<()>> = (0..nh).map(|_| Ok(())).collect();
+    let mut both: Vec<(&mut HeadWork, &mut Result<()>)> =
+        work.iter_mut().zip(results.iter_mut()).collect();
+    pool.for_each_chunk_mut(&mut both, 1, |h, w| {
+        let (w, res) = &mut w[0];
+        **res = (|| -> Result<()> {
+            // Inside a task the products run on this thread alone.
+            let one = ThreadPool::new(1);
+            let (qc, kc) = (h * hd, (h / per) * hd);
+            w.o = vec![0.0; n * hd];
+            w.p = vec![0.0; seqs.iter().map(|s| s.1 * s.1).sum()];
+            let mut base = 0;
+            for &(s0, len) in seqs {
+                let p = &mut w.p[base..base + len * len];
+                for i0 in (0..len).step_by(RB) {
+                    let i1 = (i0 + RB).min(len);
+                    let qv = strided(&q[(s0 + i0) * qd + qc..], i1 - i0, hd, qd)?;
+                    let kt = strided(&k[s0 * kvd + kc..], i1, hd, kvd)?.t();
+                    mm(qv, kt, &mut p[i0 * len..], len, false, &one)?;
+                    for i in i0..i1 {
+                        let row = &mut p[i * len..(i + 1) * len];
+                        row[..=i].iter_mut().for_each(|s| *s *= scale);
+                        // A sliding window (Mistral 7B v0.1) gives earlier
+                        // keys probability 0, which also zeroes their
+                        // gradients.
+                        let first = cria_kernels::window_start(i, window);
+                        row[..first].fill(0.0);
+                        cria_kernels::softmax(&mut row[first..=i]);
+                        row[i + 1..].fill(0.0);
+                    }
+                    let pv = strided(&p[i0 * len..], i1 - i0, i1, len)?;
+                    let vv = strided(&v[s0 * kvd + kc..], i1, hd, kvd)?;
+                    mm(pv, vv, &mut w.o[(s0 + i0) * hd..], hd, false, &one)?;
                 }
-                // A sliding window (Mistral 7B v0.1) gives earlier keys
-                // probability 0, which also zeroes their gradients.
-                let first = cria_kernels::window_start(i, window);
-                row[..first].fill(0.0);
-                cria_kernels::softmax(&mut row[first..]);
-                let o = &mut w.o[(s0 + i) * hd..(s0 + i + 1) * hd];
-                for (j, &p) in row.iter().enumerate() {
-                    axpy(o, p, &vh[(s0 + j) * hd..(s0 + j + 1) * hd]);
-                }
+                base += len * len;
             }
-        }
+            Ok(())
+        })();
     });
-    work
+    drop(both);
+    results.into_iter().collect::<Result<()>>()?;
+    Ok(work)
+}
+
+/// The attention backward of head `h` into `w` (dq in `w.o`, `w.dk`,
+/// `w.dv`), given `datt` = d loss / d attention output (n, q_dim):
+/// dP = dO V^T, dS = P * (dP - rowsum(P * dP)) / sqrt(hd), dQ = dS K,
+/// dK = dS^T Q, dV = P^T dO.
+#[allow(clippy::too_many_arguments)]
+fn attention_back(
+    cfg: &LlamaConfig,
+    s: &Saved,
+    datt: &[f32],
+    seqs: &Seqs,
+    h: usize,
+    w: &mut HeadWork,
+) -> Result<()> {
+    let (hd, qd, kvd) = (cfg.head_dim, cfg.q_dim(), cfg.kv_dim());
+    let per = cfg.n_heads / cfg.n_kv_heads;
+    let scale = 1.0 / (hd as f32).sqrt();
+    let n = datt.len() / qd;
+    let one = ThreadPool::new(1);
+    let (qc, kc) = (h * hd, (h / per) * hd);
+    w.o = vec![0.0; n * hd];
+    w.dk = vec![0.0; n * hd];
+    w.dv = vec![0.0; n * hd];
+    let mut ds = Vec::new();
+    let mut pbase = 0;
+    for &(s0, len) in seqs {
+        let p = &s.p[h][pbase..pbase + len * len];
+        ds.clear();
+        ds.resize(len * len, 0.0);
+        for i0 in (0..len).step_by(RB) {
+            let i1 = (i0 + RB).min(len);
+            let dov = strided(&datt[(s0 + i0) * qd + qc..], i1 - i0, hd, qd)?;
+            let vt = strided(&s.v[s0 * kvd + kc..], i1, hd, kvd)?.t();
+            mm(dov, vt, &mut ds[i0 * len..], len, false, &one)?;
+            for i in i0..i1 {
+                let (prow, drow) = (
+                    &p[i * len..i * len + i + 1],
+                    &mut ds[i * len..(i + 1) * len],
+                );
+                let dot_pp: f32 = prow.iter().zip(drow.iter()).map(|(p, d)| p * d).sum();
+                for (d, &pj) in drow.iter_mut().zip(prow) {
+                    *d = pj * (*d - dot_pp) * scale;
+                }
+                drow[i + 1..].fill(0.0);
+            }
+            let dsv = strided(&ds[i0 * len..], i1 - i0, i1, len)?;
+            let kv = strided(&s.k[s0 * kvd + kc..], i1, hd, kvd)?;
+            mm(dsv, kv, &mut w.o[(s0 + i0) * hd..], hd, false, &one)?;
+        }
+        // Rows j of dK and dV take queries i >= j: columns j0.. of dS and P.
+        for j0 in (0..len).step_by(RB) {
+            let j1 = (j0 + RB).min(len);
+            let dst = strided(&ds[j0 * len + j0..], len - j0, j1 - j0, len)?.t();
+            let qv = strided(&s.q[(s0 + j0) * qd + qc..], len - j0, hd, qd)?;
+            mm(dst, qv, &mut w.dk[(s0 + j0) * hd..], hd, false, &one)?;
+            let pt = strided(&p[j0 * len + j0..], len - j0, j1 - j0, len)?.t();
+            let dov = strided(&datt[(s0 + j0) * qd + qc..], len - j0, hd, qd)?;
+            mm(pt, dov, &mut w.dv[(s0 + j0) * hd..], hd, false, &one)?;
+        }
+        pbase += len * len;
+    }
+    Ok(())
 }
 
 /// Runs block `l` on `x` (n, dim) in place; with `save`, keeps what
@@ -276,10 +368,13 @@ pub fn forward(
     let cfg = c.cfg;
     let (dim, qd, kvd, fd) = (cfg.dim, cfg.q_dim(), cfg.kv_dim(), cfg.ffn_dim);
     let n = x.len() / dim;
+    let norm = |out: &mut [f32], x: &[f32], w: &[f32]| {
+        par_rows(c.pool, out, dim, |i, o| {
+            cria_model::rmsnorm(o, &x[i * dim..(i + 1) * dim], w, cfg.rms_eps)
+        })
+    };
     let mut xn1 = vec![0.0; n * dim];
-    for (o, r) in xn1.chunks_exact_mut(dim).zip(x.chunks_exact(dim)) {
-        cria_model::rmsnorm(o, r, &lw.attn_norm, cfg.rms_eps);
-    }
+    norm(&mut xn1, x, &lw.attn_norm);
     let (mut q, mut k, mut v) = (vec![0.0; n * qd], vec![0.0; n * kvd], vec![0.0; n * kvd]);
     let mut ls: [LinSave; 7] = Default::default();
     let sv = save.is_some();
@@ -289,7 +384,7 @@ pub fn forward(
     c.lin(l, Target::V, &lw.wv, &xn1, n, &mut v, sv.then_some(svv))?;
     c.rope_rows(&mut q, qd, seqs, &c.inv_freq);
     c.rope_rows(&mut k, kvd, seqs, &c.inv_freq);
-    let heads = attention(cfg, &q, &k, &v, seqs, c.pool);
+    let heads = attention(cfg, &q, &k, &v, seqs, c.pool)?;
     let mut att = vec![0.0; n * qd];
     for (h, w) in heads.iter().enumerate() {
         scatter(&mut att, qd, h, cfg.head_dim, &w.o);
@@ -299,9 +394,7 @@ pub fn forward(
     axpy(x, 1.0, &proj);
     let h = save.as_ref().map(|_| x.to_vec());
     let mut xn2 = vec![0.0; n * dim];
-    for (o, r) in xn2.chunks_exact_mut(dim).zip(x.chunks_exact(dim)) {
-        cria_model::rmsnorm(o, r, &lw.ffn_norm, cfg.rms_eps);
-    }
+    norm(&mut xn2, x, &lw.ffn_norm);
     let (mut g, mut up) = (vec![0.0; n * fd], vec![0.0; n * fd]);
     c.lin(
         l,
@@ -314,7 +407,9 @@ pub fn forward(
     )?;
     c.lin(l, Target::Up, &lw.w_up, &xn2, n, &mut up, sv.then_some(su))?;
     let mut act = g.clone();
-    cria_kernels::silu_mul(&mut act, &up);
+    par_rows(c.pool, &mut act, fd, |i, a| {
+        cria_kernels::silu_mul(a, &up[i * fd..(i + 1) * fd])
+    });
     c.lin(
         l,
         Target::Down,
@@ -367,59 +462,63 @@ pub fn backward(
         cfg.head_dim,
     );
     let n = x.len() / dim;
-    let mut tmp = Scratch2::default();
     // Feed-forward: out = h + Wdown (silu(g) * up).
     let mut dact = vec![0.0; n * fd];
+    let sl = &s.lin;
     c.lin_back(
         l,
         Target::Down,
         &lw.w_down,
         &s.act,
-        &s.lin[6],
+        &sl[6],
         dx,
         &mut dact,
+        false,
         grad,
-        &mut tmp,
     )?;
-    let (mut dg, mut du) = (vec![0.0; n * fd], vec![0.0; n * fd]);
-    for i in 0..n * fd {
-        let g = s.g[i];
-        let sig = 1.0 / (1.0 + (-g).exp());
-        let silu = g * sig;
-        du[i] = dact[i] * silu;
-        dg[i] = dact[i] * s.up[i] * sig * (1.0 + g * (1.0 - sig));
-    }
+    // dg = dact * up * silu'(g); du = dact * silu(g), in place of dact.
+    let mut dg = vec![0.0; n * fd];
+    par_rows2(c.pool, &mut dg, &mut dact, fd, |i, dg, da| {
+        let r = i * fd..(i + 1) * fd;
+        for ((dg, da), (&g, &up)) in dg
+            .iter_mut()
+            .zip(da)
+            .zip(s.g[r.clone()].iter().zip(&s.up[r]))
+        {
+            let sig = 1.0 / (1.0 + (-g).exp());
+            *dg = *da * up * sig * (1.0 + g * (1.0 - sig));
+            *da *= g * sig;
+        }
+    });
+    let du = dact;
     let mut dxn2 = vec![0.0; n * dim];
-    let mut part = vec![0.0; n * dim];
     c.lin_back(
         l,
         Target::Gate,
         &lw.w_gate,
         &s.xn2,
-        &s.lin[4],
+        &sl[4],
         &dg,
         &mut dxn2,
+        false,
         grad,
-        &mut tmp,
     )?;
     c.lin_back(
         l,
         Target::Up,
         &lw.w_up,
         &s.xn2,
-        &s.lin[5],
+        &sl[5],
         &du,
-        &mut part,
+        &mut dxn2,
+        true,
         grad,
-        &mut tmp,
     )?;
-    axpy(&mut dxn2, 1.0, &part);
     // dx is now d/dh: the residual path plus the norm's.
-    for i in 0..n {
+    par_rows(c.pool, dx, dim, |i, d| {
         let r = i * dim..(i + 1) * dim;
-        let (hh, dyy) = (&s.h[r.clone()], &dxn2[r.clone()]);
-        rmsnorm_backward(hh, &lw.ffn_norm, dyy, cfg.rms_eps, &mut dx[r]);
-    }
+        rmsnorm_backward(&s.h[r.clone()], &lw.ffn_norm, &dxn2[r], cfg.rms_eps, d)
+    });
     // Attention: h = x + Wo att.
     let mut datt = vec![0.0; n * qd];
     c.lin_back(
@@ -427,52 +526,23 @@ pub fn backward(
         Target::O,
         &lw.wo,
         &s.att,
-        &s.lin[3],
+        &sl[3],
         dx,
         &mut datt,
+        false,
         grad,
-        &mut tmp,
     )?;
     let per = cfg.n_heads / cfg.n_kv_heads;
-    let scale = 1.0 / (hd as f32).sqrt();
     let mut work: Vec<HeadWork> = (0..cfg.n_heads).map(|_| HeadWork::default()).collect();
-    c.pool.for_each_chunk_mut(&mut work, 1, |h, w| {
-        let w = &mut w[0];
-        let g = h / per;
-        let (qh, kh, vh) = (
-            gather(&s.q, qd, h, hd),
-            gather(&s.k, kvd, g, hd),
-            gather(&s.v, kvd, g, hd),
-        );
-        let doh = gather(&datt, qd, h, hd);
-        let p = &s.p[h];
-        w.o = vec![0.0; n * hd];
-        w.dk = vec![0.0; n * hd];
-        w.dv = vec![0.0; n * hd];
-        let mut pbase = 0;
-        let mut ds = Vec::new();
-        for &(s0, len) in seqs {
-            for i in 0..len {
-                let prow = &p[pbase + i * len..pbase + i * len + i + 1];
-                let doi = &doh[(s0 + i) * hd..(s0 + i + 1) * hd];
-                ds.clear();
-                ds.extend(
-                    (0..=i).map(|j| cria_kernels::dot(doi, &vh[(s0 + j) * hd..(s0 + j + 1) * hd])),
-                );
-                let dot_pp: f32 = prow.iter().zip(&ds).map(|(p, d)| p * d).sum();
-                let qi = &qh[(s0 + i) * hd..(s0 + i + 1) * hd];
-                for j in 0..=i {
-                    let pj = prow[j];
-                    let dsj = pj * (ds[j] - dot_pp) * scale;
-                    let kj = &kh[(s0 + j) * hd..(s0 + j + 1) * hd];
-                    axpy(&mut w.o[(s0 + i) * hd..(s0 + i + 1) * hd], dsj, kj);
-                    axpy(&mut w.dk[(s0 + j) * hd..(s0 + j + 1) * hd], dsj, qi);
-                    axpy(&mut w.dv[(s0 + j) * hd..(s0 + j + 1) * hd], pj, doi);
-                }
-            }
-            pbase += len * len;
-        }
+    let mut results: Vec<Result<()>> = (0..cfg.n_heads).map(|_| Ok(())).collect();
+    let mut both: Vec<(&mut HeadWork, &mut Result<()>)> =
+        work.iter_mut().zip(results.iter_mut()).collect();
+    c.pool.for_each_chunk_mut(&mut both, 1, |h, w| {
+        let (w, res) = &mut w[0];
+        **res = attention_back(cfg, s, &datt, seqs, h, w);
     });
+    drop(both);
+    results.into_iter().collect::<Result<()>>()?;
     let (mut dq, mut dk, mut dv) = (vec![0.0; n * qd], vec![0.0; n * kvd], vec![0.0; n * kvd]);
     for g in 0..cfg.n_kv_heads {
         let (mut sk, mut svv) = (vec![0.0; n * hd], vec![0.0; n * hd]);
@@ -486,6 +556,7 @@ pub fn backward(
     for (h, w) in work.iter().enumerate() {
         scatter(&mut dq, qd, h, hd, &w.o);
     }
+    drop(work);
     c.rope_rows(&mut dq, qd, seqs, &c.neg_inv_freq);
     c.rope_rows(&mut dk, kvd, seqs, &c.neg_inv_freq);
     let mut dxn1 = vec![0.0; n * dim];
@@ -494,45 +565,37 @@ pub fn backward(
         Target::Q,
         &lw.wq,
         &s.xn1,
-        &s.lin[0],
+        &sl[0],
         &dq,
         &mut dxn1,
+        false,
         grad,
-        &mut tmp,
     )?;
     c.lin_back(
         l,
         Target::K,
         &lw.wk,
         &s.xn1,
-        &s.lin[1],
+        &sl[1],
         &dk,
-        &mut part,
+        &mut dxn1,
+        true,
         grad,
-        &mut tmp,
     )?;
-    axpy(&mut dxn1, 1.0, &part);
     c.lin_back(
         l,
         Target::V,
         &lw.wv,
         &s.xn1,
-        &s.lin[2],
+        &sl[2],
         &dv,
-        &mut part,
+        &mut dxn1,
+        true,
         grad,
-        &mut tmp,
     )?;
-    axpy(&mut dxn1, 1.0, &part);
-    for i in 0..n {
+    par_rows(c.pool, dx, dim, |i, d| {
         let r = i * dim..(i + 1) * dim;
-        rmsnorm_backward(
-            &x[r.clone()],
-            &lw.attn_norm,
-            &dxn1[r.clone()],
-            cfg.rms_eps,
-            &mut dx[r],
-        );
-    }
+        rmsnorm_backward(&x[r.clone()], &lw.attn_norm, &dxn1[r], cfg.rms_eps, d)
+    });
     Ok(())
 }

@@ -8,13 +8,16 @@
 //! - [`data`]: JSONL records (chat, prompt/completion, text) to token
 //!   sequences with loss masks.
 //! - [`train`]: AdamW with warm-up and cosine decay, gradient
-//!   accumulation, validation, checkpoints; [`adapter_out`] writes the
-//!   adapter as llama.cpp's GGUF LoRA file; [`plot`] draws the curves.
+//!   accumulation, validation, checkpoints; [`adapter_out`] hands the
+//!   adapter to cria-lora's writer (llama.cpp's GGUF LoRA file) and reads
+//!   it back; [`plot`] draws the curves.
 //!
-//! Base products use the inference kernels (`cria_model::matmul`);
-//! gradients through a frozen matrix use it dequantized to f32 one matrix
-//! (or head strip) at a time, on the kernels' f32 GEMM, so every gradient
-//! is the same bits whatever the thread count.
+//! Base products of the forward pass use the inference kernels
+//! (`cria_model::matmul`, int8 panels); every product of the backward pass
+//! (through a frozen matrix read as stored, the LoRA pairs, attention) is
+//! the kernels' GEMM ([`cria_kernels::gemm`]), whose every element is the
+//! same fused multiply-adds in the same order whatever the thread count:
+//! every gradient is the same bits on 1 thread or 16.
 
 pub mod adapter_out;
 pub mod data;

@@ -2,24 +2,24 @@
 //! adapters, the final norm, the output head and cross-entropy, forward and
 //! backward over a batch of sequences.
 //!
-//! Memory: the blocks' inputs are kept (n x dim floats per block); each
-//! block is run again right before its backward (see [`crate::layer`]).
+//! Memory: the blocks' inputs are kept (n x dim floats per block), and the
+//! activations of the last blocks up to [`ACTIVATION_BUDGET`] bytes; the
+//! other blocks are run again right before their backward (see
+//! [`crate::layer`]).
 //! The output head's logits are made only for the rows that have a target,
-//! [`HEAD_ROWS`] rows at a time, and its backward dequantizes the head in
-//! strips of [`HEAD_STRIP`] vocabulary rows: peak memory stays near
+//! [`HEAD_ROWS`] rows at a time, and its backward reads the head as stored
+//! (dequantized block by block inside the GEMM): peak memory stays near
 //! inference memory plus the checkpoints.
 
 use crate::error::{ErrorKind, Result};
 use crate::layer::{self, Ctx, Saved};
 use crate::lora::Lora;
-use crate::ops::{axpy, dequant_t, gemm_nt, rmsnorm_backward};
-use cria_kernels::ThreadPool;
+use crate::ops::{base_backward, rmsnorm_backward};
+use cria_kernels::{LogSoftmax, ThreadPool};
 use cria_model::Model;
 
 /// Rows of logits computed at once.
 pub const HEAD_ROWS: usize = 256;
-/// Vocabulary rows of the head dequantized at once in its backward.
-pub const HEAD_STRIP: usize = 4096;
 
 /// A batch: sequences end to end, each with its targets.
 #[derive(Clone, Debug, Default)]
@@ -90,9 +90,17 @@ fn embed(model: &Model, tokens: &[u32]) -> Result<Vec<f32>> {
     Ok(x)
 }
 
-/// Per row with a target: its log-probability of the target... the rows'
-/// summed negative log-likelihood, and (with `grad_scale`) the gradient of
-/// `grad_scale * that sum` with respect to the final hidden rows.
+/// One row of logits with a target, as the head processes it.
+struct HeadRow<'a> {
+    logits: &'a mut [f32],
+    target: usize,
+    nll: f64,
+    lp: Vec<f32>,
+}
+
+/// Over the rows with a target: their summed negative log-likelihood, and
+/// (with `grad_scale`) the gradient of `grad_scale * that sum` with respect
+/// to the final hidden rows.
 fn head(
     model: &Model,
     pool: &ThreadPool,
@@ -106,7 +114,6 @@ fn head(
     let m = targets.len();
     let mut dxf = vec![0.0; if grad_scale.is_some() { m * dim } else { 0 }];
     let mut nll = 0.0f64;
-    let (mut rows_buf, mut wt, mut dl_strip) = (Vec::new(), Vec::new(), Vec::new());
     for c0 in (0..m).step_by(HEAD_ROWS) {
         let c1 = (c0 + HEAD_ROWS).min(m);
         let k = c1 - c0;
@@ -118,61 +125,100 @@ fn head(
             &mut logits,
             pool,
         )?;
-        for (i, row) in logits.chunks_exact_mut(nv).enumerate() {
-            let max = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-            let sum: f64 = row.iter().map(|&v| ((v - max) as f64).exp()).sum();
-            let lse = max as f64 + sum.ln();
-            let t = targets[c0 + i] as usize;
-            nll += lse - row[t] as f64;
-            if let Some(pr) = per_row.as_deref_mut() {
-                pr.push(row.iter().map(|&v| (v as f64 - lse) as f32).collect());
-            }
-            if let Some(gs) = grad_scale {
-                for v in row.iter_mut() {
-                    *v = (((*v as f64) - lse).exp() as f32) * gs;
+        // Each row on its own (in parallel): its loss, its log-probabilities
+        // if asked, and in place the gradient of `grad_scale * loss` with
+        // respect to its logits, p - onehot(target), times grad_scale.
+        let want_lp = per_row.is_some();
+        let mut rows: Vec<HeadRow> = logits
+            .chunks_exact_mut(nv)
+            .zip(&targets[c0..c1])
+            .map(|(logits, &t)| HeadRow {
+                logits,
+                target: t as usize,
+                nll: 0.0,
+                lp: Vec::new(),
+            })
+            .collect();
+        pool.for_each_chunk_mut(&mut rows, 8, |_, chunk| {
+            for r in chunk {
+                let ls = LogSoftmax::new(r.logits);
+                r.nll = -ls.of(r.logits[r.target]);
+                if want_lp {
+                    r.lp = r.logits.iter().map(|&v| ls.of(v) as f32).collect();
                 }
-                row[t] -= gs;
+                if let Some(gs) = grad_scale {
+                    let (max, f) = (ls.max(), (gs as f64 / ls.sum_exp()) as f32);
+                    r.logits.iter_mut().for_each(|v| *v -= max);
+                    cria_kernels::exp_inplace(r.logits);
+                    r.logits.iter_mut().for_each(|v| *v *= f);
+                    r.logits[r.target] -= gs;
+                }
+            }
+        });
+        for r in rows {
+            nll += r.nll;
+            if let Some(pr) = per_row.as_deref_mut() {
+                pr.push(r.lp);
             }
         }
         if grad_scale.is_none() {
             continue;
         }
-        // dxf rows (k, dim) = dlogits (k, nv) * Woutput (nv, dim), in strips.
-        let mut part = vec![0.0; k * dim];
-        for v0 in (0..nv).step_by(HEAD_STRIP) {
-            let v1 = (v0 + HEAD_STRIP).min(nv);
-            dequant_t(
-                model.file(),
-                &w.output,
-                v0,
-                v1,
-                &mut rows_buf,
-                &mut wt,
-                pool,
-            )?;
-            dl_strip.clear();
-            for row in logits.chunks_exact(nv) {
-                dl_strip.extend_from_slice(&row[v0..v1]);
-            }
-            gemm_nt(&dl_strip, &wt, v1 - v0, &mut part, pool);
-            axpy(&mut dxf[c0 * dim..c1 * dim], 1.0, &part);
-        }
+        // dxf rows (k, dim) = dlogits (k, nv) * Woutput (nv, dim), the head
+        // read as stored.
+        base_backward(
+            model.file(),
+            &w.output,
+            &logits,
+            &mut dxf[c0 * dim..c1 * dim],
+            false,
+            pool,
+        )?;
     }
     Ok((nll, dxf))
 }
 
-/// Runs the blocks and the final norm; returns the final residual rows,
-/// and (when `keep` is set) each block's input.
-fn trunk(c: &Ctx, model: &Model, batch: &Batch, keep: bool) -> Result<(Vec<f32>, Vec<Vec<f32>>)> {
+/// Bytes of block activations [`loss_and_grad`] keeps from its forward
+/// pass for the backward; blocks past the budget are run again right
+/// before their backward (gradient checkpointing), which costs a second
+/// forward of those blocks but no memory. The last blocks are the ones
+/// kept. 768 MB holds every block of the default model at 1024 tokens a
+/// micro-batch, and 11 of the 16 of a 1B model at 256.
+pub const ACTIVATION_BUDGET: usize = 768 << 20;
+
+/// The final residual rows, each block's input, and each block's kept
+/// activations (if kept).
+type Trunk = (Vec<f32>, Vec<Vec<f32>>, Vec<Option<Saved>>);
+
+/// Runs the blocks; returns the final residual rows, each block's input
+/// (when `keep` is set) and, for the last blocks whose activations fit in
+/// `budget` bytes, what their backward needs (`None` for the others).
+fn trunk(c: &Ctx, model: &Model, batch: &Batch, keep: bool, budget: usize) -> Result<Trunk> {
     let mut x = embed(model, &batch.tokens)?;
+    let layers = &model.weights.layers;
     let mut inputs = Vec::new();
-    for (l, lw) in model.weights.layers.iter().enumerate() {
+    let mut saved: Vec<Option<Saved>> = (0..layers.len()).map(|_| None).collect();
+    // Blocks from `first` on keep their activations; block 0 measures them.
+    let mut first = layers.len();
+    for (l, lw) in layers.iter().enumerate() {
         if keep {
             inputs.push(x.clone());
         }
-        layer::forward(c, lw, l, &mut x, &batch.seqs, None)?;
+        if keep && (l == 0 || l >= first) {
+            let mut s = Saved::default();
+            layer::forward(c, lw, l, &mut x, &batch.seqs, Some(&mut s))?;
+            if l == 0 {
+                let fit = budget / s.bytes().max(1);
+                first = layers.len().saturating_sub(fit);
+            }
+            if l >= first {
+                saved[l] = Some(s);
+            }
+        } else {
+            layer::forward(c, lw, l, &mut x, &batch.seqs, None)?;
+        }
     }
-    Ok((x, inputs))
+    Ok((x, inputs, saved))
 }
 
 fn final_rows(model: &Model, x: &[f32], batch: &Batch) -> (Vec<usize>, Vec<u32>, Vec<f32>) {
@@ -199,14 +245,14 @@ fn final_rows(model: &Model, x: &[f32], batch: &Batch) -> (Vec<usize>, Vec<u32>,
 
 /// Summed negative log-likelihood of the batch's targets, no gradient.
 pub fn loss(c: &Ctx, model: &Model, batch: &Batch) -> Result<f64> {
-    let (x, _) = trunk(c, model, batch, false)?;
+    let (x, _, _) = trunk(c, model, batch, false, 0)?;
     let (_, tgts, xf) = final_rows(model, &x, batch);
     Ok(head(model, c.pool, &xf, &tgts, None, None)?.0)
 }
 
 /// Log-probabilities (n_vocab each) of the rows with targets, in row order.
 pub fn log_probs(c: &Ctx, model: &Model, batch: &Batch) -> Result<Vec<Vec<f32>>> {
-    let (x, _) = trunk(c, model, batch, false)?;
+    let (x, _, _) = trunk(c, model, batch, false, 0)?;
     let (_, tgts, xf) = final_rows(model, &x, batch);
     let mut out = Vec::new();
     head(model, c.pool, &xf, &tgts, None, Some(&mut out))?;
@@ -217,7 +263,7 @@ pub fn log_probs(c: &Ctx, model: &Model, batch: &Batch) -> Result<Vec<Vec<f32>>>
 pub fn next_log_probs(c: &Ctx, model: &Model, tokens: &[u32]) -> Result<Vec<f32>> {
     let mut b = Batch::default();
     b.push(tokens, &vec![false; tokens.len()]);
-    let (x, _) = trunk(c, model, &b, false)?;
+    let (x, _, _) = trunk(c, model, &b, false, 0)?;
     let dim = model.config.dim;
     let mut xf = vec![0.0; dim];
     let last = &x[x.len() - dim..];
@@ -242,8 +288,22 @@ pub fn loss_and_grad(
     grad_scale: f32,
     grad: &mut [f32],
 ) -> Result<f64> {
+    loss_and_grad_within(c, model, batch, grad_scale, grad, ACTIVATION_BUDGET)
+}
+
+/// [`loss_and_grad`] keeping at most `budget` bytes of block activations
+/// (0: every block is run again before its backward). The result is the
+/// same bits whatever the budget.
+pub fn loss_and_grad_within(
+    c: &Ctx,
+    model: &Model,
+    batch: &Batch,
+    grad_scale: f32,
+    grad: &mut [f32],
+    budget: usize,
+) -> Result<f64> {
     let dim = model.config.dim;
-    let (x, inputs) = trunk(c, model, batch, true)?;
+    let (x, inputs, mut kept) = trunk(c, model, batch, true, budget)?;
     let (rows, tgts, xf) = final_rows(model, &x, batch);
     let (nll, dxf) = head(model, c.pool, &xf, &tgts, Some(grad_scale), None)?;
     let mut dx = vec![0.0; x.len()];
@@ -258,11 +318,20 @@ pub fn loss_and_grad(
         );
     }
     drop(x);
-    let mut saved = Saved::default();
+    let mut again = Saved::default();
     for (l, lw) in model.weights.layers.iter().enumerate().rev() {
-        let mut xl = inputs[l].clone();
-        layer::forward(c, lw, l, &mut xl, &batch.seqs, Some(&mut saved))?;
-        layer::backward(c, lw, l, &inputs[l], &saved, &batch.seqs, &mut dx, grad)?;
+        let saved = match kept[l].take() {
+            Some(s) => {
+                again = s;
+                &again
+            }
+            None => {
+                let mut xl = inputs[l].clone();
+                layer::forward(c, lw, l, &mut xl, &batch.seqs, Some(&mut again))?;
+                &again
+            }
+        };
+        layer::backward(c, lw, l, &inputs[l], saved, &batch.seqs, &mut dx, grad)?;
     }
     Ok(nll)
 }

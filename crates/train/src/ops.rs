@@ -1,109 +1,107 @@
-//! The products training needs, all on the kernels' f32 GEMM
-//! ([`cria_kernels::matmul_f32_with`]), whose every output element is one
-//! dot product computed the same way whatever the thread count: so the
-//! gradients are the same bits on 1 thread or 16.
+//! The products training needs, all on the kernels' GEMM
+//! ([`cria_kernels::gemm`]): strided views instead of transposed copies,
+//! and a frozen quantized matrix used as stored, dequantized block by block
+//! inside the GEMM. Every output element is the same fused multiply-adds in
+//! the same order whatever the thread count, so the gradients are the same
+//! bits on 1 thread or 16 (and on every ISA).
 
 use crate::error::{ErrorKind, Result};
-use cria_gguf::{GgmlType, GgufFile};
-use cria_kernels::{Cpu, QMatrix, ThreadPool};
+use cria_gguf::GgufFile;
+use cria_kernels::{MatRef, QMatrix, Rhs, ThreadPool};
 use cria_model::Matrix;
 
-/// out (n, m) = a (n, k) * b^T, b being (m, k): every `out[i][j]` is
-/// `dot(a row i, b row j)`.
-pub fn gemm_nt(a: &[f32], b: &[f32], k: usize, out: &mut [f32], pool: &ThreadPool) {
-    let m = b.len() / k;
-    debug_assert_eq!(out.len(), (a.len() / k) * m);
-    if m == 0 || a.is_empty() {
-        return;
-    }
-    let w = QMatrix::new(GgmlType::F32, m, k, bytemuck::cast_slice(b))
-        .expect("an f32 matrix of whole rows is always valid");
-    cria_kernels::matmul_f32_with(Cpu::get(), &w, a, out, pool)
-        .expect("shapes checked by the callers");
-}
-
-/// (cols, rows) transpose of a (rows, cols) row-major `src` into `dst`.
-pub fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut Vec<f32>) {
-    dst.clear();
-    dst.resize(rows * cols, 0.0);
-    // Tiles of 16 x 16 keep both sides in cache.
-    const T: usize = 16;
-    for r0 in (0..rows).step_by(T) {
-        for c0 in (0..cols).step_by(T) {
-            for r in r0..(r0 + T).min(rows) {
-                for c in c0..(c0 + T).min(cols) {
-                    dst[c * rows + r] = src[r * cols + c];
-                }
-            }
+/// A kernel refusal on shapes the callers built: a bug, reported as an
+/// error naming the product rather than a panic.
+fn shape_err(what: &str) -> impl FnOnce(cria_kernels::Error) -> crate::error::Error + '_ {
+    move |e| {
+        ErrorKind::ModelDetail {
+            detail: format!("{what}: {e}"),
         }
+        .into()
     }
 }
 
-/// Rows `r0..r1` of a frozen base matrix, dequantized from the file to f32
-/// and transposed: `(cols, r1 - r0)`. Quantized weights are expanded only
-/// here, a matrix (or a strip of one) at a time, and dropped after use.
-/// Both passes are split over the pool; each element is written once, so
-/// the result does not depend on the thread count.
-pub fn dequant_t(
+/// A row-major `rows x cols` view of `data` (exactly that long).
+pub fn view(data: &[f32], rows: usize, cols: usize) -> Result<MatRef<'_>> {
+    MatRef::row_major(data, rows, cols).map_err(shape_err("matrix view"))
+}
+
+/// A `rows x cols` view starting at `data[0]` with row stride `rs`
+/// (columns contiguous).
+pub fn strided(data: &[f32], rows: usize, cols: usize, rs: usize) -> Result<MatRef<'_>> {
+    MatRef::new(data, rows, cols, rs, 1).map_err(shape_err("strided view"))
+}
+
+/// `c (m, n) [+]= a (m, k) * b (k, n)`, c with row stride `ldc`.
+pub fn mm(
+    a: MatRef,
+    b: MatRef,
+    c: &mut [f32],
+    ldc: usize,
+    accumulate: bool,
+    pool: &ThreadPool,
+) -> Result<()> {
+    cria_kernels::gemm(a, Rhs::F32(b), c, ldc, accumulate, pool).map_err(shape_err("product"))
+}
+
+/// dx (n, m.cols) [+]= dy (n, m.rows) * W: the gradient through a frozen
+/// base matrix, W read from the file as stored.
+pub fn base_backward(
     file: &GgufFile,
     m: &Matrix,
-    r0: usize,
-    r1: usize,
-    rows_buf: &mut Vec<f32>,
-    out: &mut Vec<f32>,
+    dy: &[f32],
+    dx: &mut [f32],
+    accumulate: bool,
     pool: &ThreadPool,
 ) -> Result<()> {
     let q =
         QMatrix::new(m.ty, m.rows, m.cols, m.bytes(file)).map_err(|e| ErrorKind::ModelDetail {
             detail: format!("tensor {:?}: {e}", m.name),
         })?;
-    let (rows, cols) = (r1 - r0, m.cols);
-    rows_buf.clear();
-    rows_buf.resize(rows * cols, 0.0);
-    const STRIP: usize = 64;
-    pool.for_each_chunk_mut(rows_buf, STRIP * cols, |i, chunk| {
-        for (j, dst) in chunk.chunks_exact_mut(cols).enumerate() {
-            // In range and of the right length by construction.
-            let _ = q.dequantize_row(r0 + i * STRIP + j, dst);
-        }
-    });
-    out.clear();
-    out.resize(rows * cols, 0.0);
-    let src = &rows_buf[..];
-    // out row c (length `rows`) = column c of src; 16 output rows a task.
-    pool.for_each_chunk_mut(out, 16 * rows, |i, chunk| {
-        let c0 = i * 16;
-        let nc = chunk.len() / rows;
-        for r in 0..rows {
-            let s = &src[r * cols + c0..r * cols + c0 + nc];
-            for (k, &v) in s.iter().enumerate() {
-                chunk[k * rows + r] = v;
-            }
-        }
-    });
-    Ok(())
+    let n = dy.len() / m.rows.max(1);
+    let a = view(dy, n, m.rows)?;
+    cria_kernels::gemm(a, Rhs::Quant(q), dx, m.cols, accumulate, pool).map_err(shape_err(&m.name))
 }
 
-/// dx (n, m.cols) = dy (n, m.rows) * W: the gradient through a frozen
-/// base matrix, its f32 transpose built once per call.
-pub fn base_backward(
-    file: &GgufFile,
-    m: &Matrix,
-    dy: &[f32],
-    dx: &mut [f32],
+/// Rows handed to one task by [`par_rows`] and [`par_rows2`].
+const ROWS_PER_TASK: usize = 16;
+
+/// `f(i, row i of out)` for every `width`-long row of `out`, spread over the
+/// pool. Each row is computed by one call whatever the thread count.
+pub fn par_rows(
     pool: &ThreadPool,
-    tmp: &mut Scratch2,
-) -> Result<()> {
-    dequant_t(file, m, 0, m.rows, &mut tmp.a, &mut tmp.b, pool)?;
-    gemm_nt(dy, &tmp.b, m.rows, dx, pool);
-    Ok(())
+    out: &mut [f32],
+    width: usize,
+    f: impl Fn(usize, &mut [f32]) + Sync,
+) {
+    let width = width.max(1);
+    pool.for_each_chunk_mut(out, width * ROWS_PER_TASK, |ci, chunk| {
+        for (r, row) in chunk.chunks_exact_mut(width).enumerate() {
+            f(ci * ROWS_PER_TASK + r, row);
+        }
+    });
 }
 
-/// Two reusable buffers for [`base_backward`].
-#[derive(Default)]
-pub struct Scratch2 {
-    pub a: Vec<f32>,
-    pub b: Vec<f32>,
+/// [`par_rows`] over two buffers of the same shape at once.
+pub fn par_rows2(
+    pool: &ThreadPool,
+    a: &mut [f32],
+    b: &mut [f32],
+    width: usize,
+    f: impl Fn(usize, &mut [f32], &mut [f32]) + Sync,
+) {
+    let step = width.max(1) * ROWS_PER_TASK;
+    let mut parts: Vec<(&mut [f32], &mut [f32])> =
+        a.chunks_mut(step).zip(b.chunks_mut(step)).collect();
+    pool.for_each_chunk_mut(&mut parts, 1, |ci, part| {
+        let (a, b) = &mut part[0];
+        let rows = a
+            .chunks_exact_mut(width.max(1))
+            .zip(b.chunks_exact_mut(width.max(1)));
+        for (r, (ra, rb)) in rows.enumerate() {
+            f(ci * ROWS_PER_TASK + r, ra, rb);
+        }
+    });
 }
 
 /// y += alpha * x
@@ -135,31 +133,45 @@ mod tests {
     use super::*;
 
     #[test]
-    fn gemm_nt_matches_naive() {
+    fn mm_with_transposed_views_matches_naive() {
         let (n, m, k) = (5, 7, 33);
         let a: Vec<f32> = (0..n * k)
             .map(|i| ((i * 7 % 13) as f32 - 6.0) / 5.0)
             .collect();
+        // b stored as (m, k): the product takes its transpose.
         let b: Vec<f32> = (0..m * k)
             .map(|i| ((i * 5 % 11) as f32 - 5.0) / 3.0)
             .collect();
-        let mut out = vec![0.0; n * m];
-        gemm_nt(&a, &b, k, &mut out, &ThreadPool::new(2));
+        let mut out = vec![1.0; n * m];
+        let (av, bv) = (view(&a, n, k).unwrap(), view(&b, m, k).unwrap().t());
+        mm(av, bv, &mut out, m, true, &ThreadPool::new(2)).unwrap();
         for i in 0..n {
             for j in 0..m {
-                let want: f32 = (0..k).map(|t| a[i * k + t] * b[j * k + t]).sum();
+                let want: f32 = 1.0 + (0..k).map(|t| a[i * k + t] * b[j * k + t]).sum::<f32>();
                 assert!((out[i * m + j] - want).abs() < 1e-3, "{i} {j}");
             }
         }
     }
 
     #[test]
-    fn transpose_round_trips() {
-        let src: Vec<f32> = (0..37 * 19).map(|i| i as f32).collect();
-        let (mut t, mut back) = (Vec::new(), Vec::new());
-        transpose(&src, 37, 19, &mut t);
-        assert_eq!(t[3 * 37 + 5], src[5 * 19 + 3]);
-        transpose(&t, 19, 37, &mut back);
-        assert_eq!(back, src);
+    fn rmsnorm_backward_matches_finite_differences() {
+        let x: Vec<f32> = (0..9).map(|i| (i as f32 - 4.0) / 3.0 + 0.1).collect();
+        let w: Vec<f32> = (0..9).map(|i| 1.0 + i as f32 / 10.0).collect();
+        let dy: Vec<f32> = (0..9).map(|i| ((i * 5 % 7) as f32 - 3.0) / 4.0).collect();
+        let eps = 1e-5f64;
+        let f = |x: &[f64]| -> f64 {
+            let r = 1.0 / (x.iter().map(|v| v * v).sum::<f64>() / 9.0 + eps).sqrt();
+            (0..9).map(|i| x[i] * r * w[i] as f64 * dy[i] as f64).sum()
+        };
+        let mut dx = vec![0.0; 9];
+        rmsnorm_backward(&x, &w, &dy, eps as f32, &mut dx);
+        for i in 0..9 {
+            let mut p: Vec<f64> = x.iter().map(|&v| v as f64).collect();
+            p[i] += 1e-6;
+            let up = f(&p);
+            p[i] -= 2e-6;
+            let fd = (up - f(&p)) / 2e-6;
+            assert!((dx[i] as f64 - fd).abs() < 1e-4, "{i}: {} vs {fd}", dx[i]);
+        }
     }
 }

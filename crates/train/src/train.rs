@@ -182,8 +182,9 @@ struct State {
 }
 
 fn save_checkpoint(path: &Path, lora: &Lora, o: &Options, s: &State) -> Result<()> {
+    let adapter = adapter_out::encode(lora, path)?;
     let mut w = GgufWriter::new();
-    adapter_out::add_to(&mut w, lora, &lora.params)?;
+    adapter.add_to(&mut w)?;
     let n = lora.params.len() as u64;
     w.add_tensor(
         "train.adam_m",

@@ -1,7 +1,8 @@
 //! LoRA gradients against finite differences of an independent float64
 //! reference forward (tests/common), on a tiny random F32 model: two
 //! blocks, GQA (4 query heads, 2 KV heads), every target adapted, two
-//! sequences of different lengths in one batch, targets on some rows only.
+//! sequences of different lengths in one batch, targets on some rows only;
+//! the same bits with block activations kept or recomputed.
 
 mod common;
 
@@ -113,4 +114,40 @@ fn gradients_are_the_same_bits_on_any_thread_count() {
     assert!(grads[0].iter().any(|&g| g != 0.0));
     assert_eq!(grads[0], grads[1]);
     assert_eq!(grads[0], grads[2]);
+}
+
+#[test]
+fn kept_and_recomputed_activations_give_the_same_bits() {
+    let built = build(5);
+    let lo = lora(&built.model, 2, 9);
+    let (b, _) = batch();
+    let pool = ThreadPool::new(2);
+    let c = net::ctx(&built.model, &lo, &pool, Some((0.25, 3)));
+    // Every block run again; only the last block kept; every block kept.
+    let one = one_block_bytes(&built, &lo, &b);
+    let grads: Vec<(f64, Vec<f32>)> = [0, one, usize::MAX]
+        .iter()
+        .map(|&budget| {
+            let mut g = vec![0.0f32; lo.params.len()];
+            let loss =
+                net::loss_and_grad_within(&c, &built.model, &b, 1.0, &mut g, budget).unwrap();
+            (loss, g)
+        })
+        .collect();
+    assert!(grads[0].1.iter().any(|&g| g != 0.0));
+    for (loss, g) in &grads[1..] {
+        assert_eq!(loss.to_bits(), grads[0].0.to_bits());
+        assert_eq!(g, &grads[0].1);
+    }
+}
+
+/// Bytes of block 0's saved activations on this batch.
+fn one_block_bytes(built: &common::Built, lo: &cria_train::Lora, b: &Batch) -> usize {
+    let pool = ThreadPool::new(1);
+    let c = net::ctx(&built.model, lo, &pool, Some((0.25, 3)));
+    let mut x = vec![0.0; b.tokens.len() * built.model.config.dim];
+    let mut s = cria_train::layer::Saved::default();
+    let lw = &built.model.weights.layers[0];
+    cria_train::layer::forward(&c, lw, 0, &mut x, &b.seqs, Some(&mut s)).unwrap();
+    s.bytes()
 }

@@ -98,6 +98,15 @@ fn f16_at(b: &[u8], off: usize) -> f32 {
     half::f16::from_bits(u16::from_le_bytes([b[off], b[off + 1]])).to_f32()
 }
 
+/// The f16 at `b[off..off + 2]` converted (exactly) and broadcast to 16
+/// lanes with AVX-512F's own conversion, not a call per block.
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn f16x16_at(b: &[u8], off: usize) -> __m512 {
+    let bits = u16::from_le_bytes([b[off], b[off + 1]]);
+    _mm512_cvtph_ps(_mm256_set1_epi16(bits as i16))
+}
+
 // Row dequantizers for the common legacy types. Each computes exactly the
 // scalar reference's f32 operations (convert, multiply, then add; no FMA),
 // so the output is bit-identical to `crate::dequantize_row`. `src` holds
@@ -110,7 +119,7 @@ pub(super) unsafe fn dequant_q4_0_avx512(src: &[u8], dst: &mut [f32]) {
     let mask = _mm_set1_epi8(0x0F);
     let eight = _mm512_set1_epi32(8);
     for (b, y) in src.chunks_exact(18).zip(dst.chunks_exact_mut(32)) {
-        let d = _mm512_set1_ps(f16_at(b, 0));
+        let d = f16x16_at(b, 0);
         let qs = _mm_loadu_si128(b.as_ptr().add(2) as *const __m128i);
         let lo = _mm512_sub_epi32(_mm512_cvtepu8_epi32(_mm_and_si128(qs, mask)), eight);
         let hi = _mm512_sub_epi32(
@@ -131,8 +140,8 @@ pub(super) unsafe fn dequant_q4_0_avx512(src: &[u8], dst: &mut [f32]) {
 pub(super) unsafe fn dequant_q4_1_avx512(src: &[u8], dst: &mut [f32]) {
     let mask = _mm_set1_epi8(0x0F);
     for (b, y) in src.chunks_exact(20).zip(dst.chunks_exact_mut(32)) {
-        let d = _mm512_set1_ps(f16_at(b, 0));
-        let m = _mm512_set1_ps(f16_at(b, 2));
+        let d = f16x16_at(b, 0);
+        let m = f16x16_at(b, 2);
         let qs = _mm_loadu_si128(b.as_ptr().add(4) as *const __m128i);
         let lo = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_and_si128(qs, mask)));
         let hi = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_and_si128(
@@ -152,7 +161,7 @@ pub(super) unsafe fn dequant_q4_1_avx512(src: &[u8], dst: &mut [f32]) {
 #[target_feature(enable = "avx512f")]
 pub(super) unsafe fn dequant_q8_0_avx512(src: &[u8], dst: &mut [f32]) {
     for (b, y) in src.chunks_exact(34).zip(dst.chunks_exact_mut(32)) {
-        let d = _mm512_set1_ps(f16_at(b, 0));
+        let d = f16x16_at(b, 0);
         for half in 0..2 {
             let q = _mm_loadu_si128(b.as_ptr().add(2 + 16 * half) as *const __m128i);
             let q = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q));
