@@ -280,6 +280,21 @@ impl Tokenizer {
         Ok(String::from_utf8_lossy(&self.detokenize(ids, false, special)?).into_owned())
     }
 
+    /// The `clean_spaces` pass of [`Tokenizer::decode`] on a text (nothing
+    /// for vocabularies without it): what separates a whole decode from the
+    /// pieces a [`Detokenizer`] streams. Generated text is streamed piece
+    /// by piece, as llama-server does (its replies are not cleaned either);
+    /// `decode`, `/detokenize` and `cria detokenize` clean, as llama.cpp's
+    /// `llama_detokenize` does.
+    pub fn clean_spaces(&self, text: &str) -> String {
+        if !self.clean_spaces {
+            return text.to_owned();
+        }
+        let mut bytes = text.as_bytes().to_vec();
+        decode::clean_spaces(&mut bytes);
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
     /// llama.cpp's `llama_detokenize`, as bytes: `remove_special` drops a
     /// leading BOS and trailing EOS that the vocabulary adds (keeping the
     /// leading space then); `unparse_special` renders control tokens.

@@ -247,3 +247,21 @@ fn metaspace_prefix_schemes_place_the_space_as_hugging_face_does() {
     let err = spm_with_scheme("sometimes").err().expect("refused");
     assert!(err.to_string().contains("sometimes"), "{err}");
 }
+
+/// A whole decode cleans spaces before punctuation (llama.cpp's
+/// `llama_detokenize`); streamed pieces do not (llama-server's replies);
+/// `clean_spaces` is exactly the difference. Found by the tokenizer_load
+/// fuzz target (a BPE vocabulary of "!", "a", "c", "Ġ", "Ġa").
+#[test]
+fn streamed_pieces_differ_from_a_whole_decode_only_by_clean_spaces() {
+    let tok = load(LLAMA3);
+    let ids = tok
+        .encode("Hi ! How are you ? Fine , thanks .", false, false)
+        .unwrap();
+    let whole = tok.decode(&ids, false).unwrap();
+    let mut d = Detokenizer::from_start(&tok, false);
+    let streamed: String = ids.iter().map(|&id| d.push(id)).collect::<String>() + &d.finish();
+    assert_eq!(streamed, "Hi ! How are you ? Fine , thanks .");
+    assert_eq!(whole, "Hi! How are you? Fine, thanks.");
+    assert_eq!(tok.clean_spaces(&streamed), whole);
+}
