@@ -6,51 +6,25 @@
 
 mod common;
 
+use common::chat::chat;
+
 use cria_engine::{
-    Done, Engine, EngineConfig, Event, FinishReason, GenerateParams, Loaded, PromptProgress,
-    Request,
+    Done, Engine, EngineConfig, Event, FinishReason, GenerateParams, PromptProgress, Request,
 };
-use cria_model::{KvType, Model};
-use cria_prompt::{tokenize_prompt, ChatTemplate, Message};
+use cria_model::KvType;
 use cria_sampler::SamplerConfig;
-use cria_tokenizer::Tokenizer;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc::UnboundedReceiver;
 
-struct Fixture {
-    model: Arc<Model>,
-    tok: Arc<Tokenizer>,
-    template: ChatTemplate,
-}
-
-fn fixture() -> &'static Fixture {
-    static F: OnceLock<Fixture> = OnceLock::new();
-    F.get_or_init(|| {
-        let loaded = Loaded::open(&common::default_model()).unwrap();
-        let template =
-            ChatTemplate::load(loaded.model.file().metadata(), &loaded.tokenizer, None).unwrap();
-        Fixture {
-            model: Arc::new(loaded.model),
-            tok: Arc::new(loaded.tokenizer),
-            template,
-        }
-    })
-}
-
 fn chat_prompt(text: &str) -> Vec<u32> {
-    let f = fixture();
-    let rendered = f
-        .template
-        .render(&[Message::new("user", text)], true)
-        .unwrap();
-    tokenize_prompt(&f.tok, &rendered).unwrap()
+    chat().prompt(text)
 }
 
 fn engine(step_tokens: usize) -> Arc<Engine> {
-    let f = fixture();
+    let f = chat();
     let config = EngineConfig {
         step_tokens,
         max_queue: 4,

@@ -10,35 +10,14 @@
 //! need no second file); the benchmarks use a requantized copy.
 
 mod common;
+
+use common::chat::chat;
 use cria_engine::{
-    Done, Engine, EngineConfig, Event, FinishReason, GenerateParams, Loaded, Request, SpecKind,
-    SpecParams, Speculation,
+    Done, Engine, EngineConfig, Event, FinishReason, GenerateParams, Request, SpecKind, SpecParams,
+    Speculation,
 };
-use cria_model::{KvType, KvTypes, Model};
-use cria_prompt::{tokenize_prompt, ChatTemplate, Message};
+use cria_model::{KvType, KvTypes};
 use cria_sampler::SamplerConfig;
-use cria_tokenizer::Tokenizer;
-use std::sync::{Arc, OnceLock};
-
-struct Fixture {
-    model: Arc<Model>,
-    tok: Arc<Tokenizer>,
-    template: ChatTemplate,
-}
-
-fn fixture() -> &'static Fixture {
-    static F: OnceLock<Fixture> = OnceLock::new();
-    F.get_or_init(|| {
-        let loaded = Loaded::open(&common::default_model()).unwrap();
-        let template =
-            ChatTemplate::load(loaded.model.file().metadata(), &loaded.tokenizer, None).unwrap();
-        Fixture {
-            model: Arc::new(loaded.model),
-            tok: Arc::new(loaded.tokenizer),
-            template,
-        }
-    })
-}
 
 /// Input-grounded prompts: the answer copies from the input, so n-gram
 /// drafts are accepted often.
@@ -53,12 +32,7 @@ const TASKS: [&str; 3] = [
 ];
 
 fn prompt(task: &str) -> Vec<u32> {
-    let f = fixture();
-    let text = f
-        .template
-        .render(&[Message::new("user", task)], true)
-        .unwrap();
-    tokenize_prompt(&f.tok, &text).unwrap()
+    chat().prompt(task)
 }
 
 #[derive(Clone, Copy)]
@@ -80,7 +54,7 @@ fn engine_rows(
     threads: usize,
     max_rows: usize,
 ) -> Engine {
-    let f = fixture();
+    let f = chat();
     let spec = |kind, draft| {
         Some(Speculation {
             params: SpecParams {
@@ -234,7 +208,7 @@ fn temperatures_seeds_and_penalties_match_without_speculation() {
 
 #[test]
 fn grammar_and_stop_strings_match_without_speculation() {
-    let f = fixture();
+    let f = chat();
     let kv = KvType::F16.into();
     let (off, ngram) = (
         engine(Mode::Off, 1, 1024, kv, 1),
@@ -307,7 +281,7 @@ fn context_limit_and_quantized_caches_match_without_speculation() {
     // Context shift: the cache fills, is shifted, and generation goes on.
     for mode in [Mode::Ngram, Mode::Draft] {
         let mk = |m| {
-            let f = fixture();
+            let f = chat();
             let config = EngineConfig {
                 overflow: cria_engine::ContextOverflow::Shift,
                 ..engine(m, 1, n_ctx, KvType::Q8_0.into(), 2).config().clone()
@@ -380,7 +354,7 @@ fn draft_vocabulary_is_checked() {
     let dir = common::fixture("crates/tokenizer/tests/fixtures");
     let open = |name: &str| {
         let f = cria_gguf::GgufFile::open(dir.join(name)).unwrap();
-        Tokenizer::from_gguf(f.metadata()).unwrap()
+        cria_tokenizer::Tokenizer::from_gguf(f.metadata()).unwrap()
     };
     let (smol, llama) = (
         open("ggml-vocab-smollm2.gguf"),

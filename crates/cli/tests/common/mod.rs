@@ -47,5 +47,6 @@ pub fn assert_clean_error(o: &Output, needle: &str) {
     );
     assert!(err.contains(needle), "error {err:?} lacks {needle:?}");
 }
+pub mod chat;
 pub mod kld;
 pub mod server;
