@@ -12,6 +12,7 @@ const B: ModelBounds = ModelBounds {
         temperature: None,
         seed: None,
         n_predict: None,
+        verbose: false,
     },
 };
 

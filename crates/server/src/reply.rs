@@ -302,7 +302,15 @@ impl ReplyCtx {
             let mut bodies: Vec<Value> = all
                 .iter()
                 .enumerate()
-                .map(|(i, c)| self.native_body(i, c, &n[i.min(n.len() - 1)]))
+                .map(|(i, c)| {
+                    let native = &n[i.min(n.len() - 1)];
+                    let mut body = self.native_body(i, c, native);
+                    if self.verbose.is_some() {
+                        body["__verbose"] =
+                            json!({"prompt": native.prompt_text, "content": c.text});
+                    }
+                    body
+                })
                 .collect();
             let body = if bodies.len() == 1 {
                 bodies.swap_remove(0)
