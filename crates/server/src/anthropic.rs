@@ -171,11 +171,15 @@ pub fn to_openai(body: &[u8]) -> Result<Vec<u8>, ApiError> {
                 }
             }
         }
-        // Tool results answer the calls before them; the text after.
+        // Tool results answer the calls before them; the text after. A
+        // user turn of results only is those results (as llama-server's:
+        // an empty user turn after them would end the assistant's turn for
+        // reasoning templates, which then hide its thinking).
+        let only_results = !results.is_empty();
         messages.extend(results);
         let mut message = if !calls.is_empty() {
             json!({"role": "assistant", "content": text, "tool_calls": calls})
-        } else if !text.is_empty() || !thinking.is_empty() || role == "user" {
+        } else if !text.is_empty() || !thinking.is_empty() || (role == "user" && !only_results) {
             json!({"role": role, "content": text})
         } else {
             continue;
@@ -343,6 +347,15 @@ mod tests {
             json!({"role": "assistant", "content": "", "reasoning_content": "Alone."})
         );
         assert!(m[0].get("reasoning_content").is_none());
+        // Results alone are no user turn.
+        let out = conv(json!({"max_tokens": 1, "messages": [
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": "x"}]}
+        ]}))
+        .unwrap();
+        assert_eq!(
+            out["messages"],
+            json!([{"role": "tool", "tool_call_id": "t1", "content": "x"}])
+        );
         assert!(conv(json!({"max_tokens": 1, "messages": [
             {"role": "assistant", "content": [{"type": "thinking"}]}
         ]}))

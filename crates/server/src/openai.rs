@@ -366,6 +366,24 @@ impl ChatRequest {
         self.messages_maybe_none()
     }
 
+    /// The text of the last message when it is continued (a prefill) and
+    /// given as parts: llama-server joins its text parts with a blank line
+    /// (its `render_content`), where the parts of a message rendered by the
+    /// template are joined as they come. `None` for a string.
+    pub fn continued_parts_text(&self) -> Option<String> {
+        match &self.messages.0.last()?.content {
+            Some(Content::Parts(parts)) => Some(
+                parts
+                    .iter()
+                    .filter(|p| p.kind == "text")
+                    .filter_map(|p| p.text.as_deref())
+                    .collect::<Vec<_>>()
+                    .join("\n\n"),
+            ),
+            _ => None,
+        }
+    }
+
     /// [`ChatRequest::messages`] that lets the list be empty (Anthropic's
     /// endpoint, as llama-server's: the template then renders no turn,
     /// only the assistant's opening).

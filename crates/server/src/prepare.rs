@@ -236,7 +236,9 @@ fn chat_or_render(
     };
     let add_generation_prompt = req.add_generation_prompt.unwrap_or(true);
     let prefilled = if prefill {
-        messages.pop().map(|m| m.content)
+        messages
+            .pop()
+            .map(|m| req.continued_parts_text().unwrap_or(m.content))
     } else {
         None
     };
