@@ -249,8 +249,14 @@ impl ChatTemplate {
             }
             Err(_) => source.clone(),
         };
-        env.add_template_owned("chat", compiled)
-            .map_err(|e| TemplateError::with("the chat template is not valid Jinja", e))?;
+        // The rewrite keeps minijinja's own parse, so it compiles whenever
+        // the source does; should it not, the source as given is compiled
+        // (without llama.cpp's concatenation) rather than refusing a valid
+        // template, and its own error is the one reported.
+        if compiled == source || env.add_template_owned("chat", compiled).is_err() {
+            env.add_template_owned("chat", source.clone())
+                .map_err(|e| TemplateError::with("the chat template is not valid Jinja", e))?;
+        }
         Ok(ChatTemplate {
             inner: Arc::new(Inner {
                 env,
