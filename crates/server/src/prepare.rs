@@ -449,10 +449,6 @@ pub fn native(r: &Ready, body: &[u8]) -> Result<Vec<Prepared>, ApiError> {
             .tok
             .decode(&prompt, true)
             .map_err(|e| ApiError::invalid(&param, format!("{param}: {e}")))?;
-        let verbose = options
-            .verbose
-            .unwrap_or(r.defaults.verbose)
-            .then(|| prompt_text.clone());
         out.push(Prepared {
             tools: None,
             prompt,
@@ -469,7 +465,9 @@ pub fn native(r: &Ready, body: &[u8]) -> Result<Vec<Prepared>, ApiError> {
                 prompt_text,
             }),
             timings_per_token: options.timings_per_token,
-            verbose,
+            // llama-server's native reply has no `__verbose`: it holds the
+            // prompt and the text already.
+            verbose: None,
             post_sampling_probs: options.post_sampling_probs,
             progress: options.return_progress && stream,
         });
