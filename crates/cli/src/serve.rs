@@ -65,9 +65,10 @@ pub struct Args {
         allow_negative_numbers = true
     )]
     pub n_predict: Option<i64>,
-    /// Every reply carries `__verbose` (the prompt as the model saw it, and
-    /// the text), as llama-server's --verbose; a request's `"verbose": false`
-    /// leaves it out (without this flag, `"verbose": true` asks for it)
+    /// Every OpenAI-shaped reply carries `__verbose` (the prompt as the
+    /// model saw it, and the text), as llama-server's --verbose; a request's
+    /// `"verbose": false` leaves it out (without this flag, `"verbose": true`
+    /// asks for it)
     #[arg(short = 'v', long)]
     pub verbose: bool,
     /// Serve GET /slots (each slot's context and whether it is busy)
