@@ -16,6 +16,7 @@ listed; one not listed makes the wrapper fail loudly rather than guess):
       --parallel -ctk -ctv --threads --alias --tags --api-key --no-ui
       --metrics --slots --no-slots --cors-origins --pooling --reasoning
       --lora --model-draft --spec-type --spec-draft-n-max --spec-draft-n-min
+      --verbose
   mapped:  --ctx-size N  ->  -c N/parallel (llama-server's is the total of
                all slots, cria's is per slot); with --kv-unified, -c N
            --context-shift  ->  --context-overflow shift
@@ -24,7 +25,7 @@ listed; one not listed makes the wrapper fail loudly rather than guess):
   dropped (no effect on what the suite observes, or nothing to set in cria):
       --offline --batch-size --ubatch-size --n-gpu-layers --cont-batching
       --embedding (cria always serves embeddings) --kv-unified --swa-full
-      -fa --verbose --jinja --no-jinja (cria always renders Jinja)
+      -fa --jinja --no-jinja (cria always renders Jinja)
       --reasoning-format --no-mmproj --cache-ram
       --no-cache-idle-slots --reranking (the suite starts every preset
       once; cria has no /rerank, and test_rerank is not in FILES)
@@ -47,14 +48,14 @@ PASS_VALUE = {
     "--cors-origins", "--pooling", "--lora", "--model-draft", "--spec-type",
     "--spec-draft-n-max", "--spec-draft-n-min", "--reasoning",
 }
-PASS_FLAG = {"--no-ui", "--metrics", "--slots", "--no-slots"}
+PASS_FLAG = {"--no-ui", "--metrics", "--slots", "--no-slots", "--verbose"}
 DROP_VALUE = {
     "--batch-size", "--ubatch-size", "--n-gpu-layers", "-fa",
     "--reasoning-format", "--cache-ram",
 }
 DROP_FLAG = {
     "--offline", "--cont-batching", "--embedding", "--kv-unified",
-    "--swa-full", "--verbose", "--jinja", "--no-jinja", "--no-mmproj",
+    "--swa-full", "--jinja", "--no-jinja", "--no-mmproj",
     "--no-cache-idle-slots", "--reranking",
     # GPU-side sampling in llama.cpp: no meaning on a CPU engine.
     "--backend_sampling",

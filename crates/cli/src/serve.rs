@@ -65,6 +65,12 @@ pub struct Args {
         allow_negative_numbers = true
     )]
     pub n_predict: Option<i64>,
+    /// Every OpenAI-shaped reply carries `__verbose` (the prompt as the
+    /// model saw it, and the text), as llama-server's --verbose; a request's
+    /// `"verbose": false` leaves it out (without this flag, `"verbose": true`
+    /// asks for it)
+    #[arg(short = 'v', long)]
+    pub verbose: bool,
     /// Serve GET /slots (each slot's context and whether it is busy)
     #[arg(long, overrides_with = "no_slots")]
     pub slots: bool,
@@ -221,6 +227,7 @@ pub fn run(args: Args) -> Result<()> {
             temperature: args.temperature,
             seed: args.seed,
             n_predict,
+            verbose: args.verbose,
         },
         slots_endpoint: args.slots && !args.no_slots,
         fault: args.debug_inject_panic,

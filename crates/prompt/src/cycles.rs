@@ -127,7 +127,7 @@ fn target_names<'a>(t: &Expr<'a>) -> Vec<&'a str> {
 }
 
 /// Every statement of the template, depth first.
-fn statements<'s, 'a>(s: &'s Stmt<'a>, out: &mut Vec<&'s Stmt<'a>>) {
+pub(crate) fn statements<'s, 'a>(s: &'s Stmt<'a>, out: &mut Vec<&'s Stmt<'a>>) {
     out.push(s);
     let mut all = |body: &'s [Stmt<'a>]| body.iter().for_each(|c| statements(c, out));
     match s {
@@ -206,7 +206,7 @@ fn calls<'s, 'a>(e: &'s Expr<'a>, out: &mut Vec<&'s [CallArg<'a>]>) {
 }
 
 /// The expressions a statement evaluates directly.
-fn exprs<'s, 'a>(s: &'s Stmt<'a>) -> Vec<&'s Expr<'a>> {
+pub(crate) fn exprs<'s, 'a>(s: &'s Stmt<'a>) -> Vec<&'s Expr<'a>> {
     match s {
         Stmt::EmitExpr(e) => vec![&e.expr],
         Stmt::ForLoop(f) => [Some(&f.iter), f.filter_expr.as_ref()]

@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 pub mod builtin;
+mod concat;
 mod cycles;
 mod limits;
 
@@ -86,6 +87,10 @@ pub struct Message {
     /// A tool result's `tool_call_id`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tool_call_id: Option<String>,
+    /// An assistant's earlier reasoning (llama.cpp's name; reasoning
+    /// templates such as Qwen3's print it in their thinking block).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reasoning_content: Option<String>,
 }
 
 impl Message {
@@ -95,6 +100,7 @@ impl Message {
             content: content.to_string(),
             tool_calls: None,
             tool_call_id: None,
+            reasoning_content: None,
         }
     }
 }
@@ -223,19 +229,34 @@ impl ChatTemplate {
                 limits::MAX_SOURCE_BYTES
             )));
         }
+        // llama.cpp's `"text" + undefined` (concat.rs).
+        env.add_filter(concat::FILTER, concat::operand);
         // A template that does not parse is reported by minijinja below.
-        if let Ok(ast) =
-            minijinja::machinery::parse(&source, "chat", Default::default(), Default::default())
-        {
-            cycles::check(&ast).map_err(|attr| {
-                TemplateError::new(format!(
-                    "the chat template stores a namespace into the namespace attribute {attr}: \
-                     a reference cycle minijinja can neither print nor free; refused"
-                ))
-            })?;
+        let compiled = match minijinja::machinery::parse(
+            &source,
+            "chat",
+            Default::default(),
+            Default::default(),
+        ) {
+            Ok(ast) => {
+                cycles::check(&ast).map_err(|attr| {
+                    TemplateError::new(format!(
+                        "the chat template stores a namespace into the namespace attribute \
+                         {attr}: a reference cycle minijinja can neither print nor free; refused"
+                    ))
+                })?;
+                concat::rewrite(&source, &ast)
+            }
+            Err(_) => source.clone(),
+        };
+        // The rewrite keeps minijinja's own parse, so it compiles whenever
+        // the source does; should it not, the source as given is compiled
+        // (without llama.cpp's concatenation) rather than refusing a valid
+        // template, and its own error is the one reported.
+        if compiled == source || env.add_template_owned("chat", compiled).is_err() {
+            env.add_template_owned("chat", source.clone())
+                .map_err(|e| TemplateError::with("the chat template is not valid Jinja", e))?;
         }
-        env.add_template_owned("chat", source.clone())
-            .map_err(|e| TemplateError::with("the chat template is not valid Jinja", e))?;
         Ok(ChatTemplate {
             inner: Arc::new(Inner {
                 env,
@@ -338,6 +359,7 @@ impl Inner {
             .map(|m| {
                 m.role.len()
                     + m.content.len()
+                    + m.reasoning_content.as_ref().map_or(0, String::len)
                     + m.tool_calls.as_ref().map_or(0, |t| t.to_string().len())
             })
             .sum::<usize>()

@@ -109,6 +109,7 @@ pub fn to_openai(body: &[u8]) -> Result<Vec<u8>, ApiError> {
             }
         };
         let mut text = String::new();
+        let mut thinking = String::new();
         let mut calls = Vec::new();
         let mut results = Vec::new();
         for (j, b) in blocks.iter().enumerate() {
@@ -119,7 +120,15 @@ pub fn to_openai(body: &[u8]) -> Result<Vec<u8>, ApiError> {
                         .and_then(Value::as_str)
                         .ok_or_else(|| bad(&bp, "a text block needs \"text\""))?,
                 ),
-                // Earlier reasoning is not shown to the model again.
+                // Earlier reasoning goes to the template as the message's
+                // `reasoning_content`, as llama-server does (reasoning
+                // templates decide whether to show it); redacted reasoning
+                // has no text to show.
+                Some("thinking") if role == "assistant" => thinking.push_str(
+                    b.get("thinking")
+                        .and_then(Value::as_str)
+                        .ok_or_else(|| bad(&bp, "a thinking block needs \"thinking\""))?,
+                ),
                 Some("thinking") | Some("redacted_thinking") => {}
                 Some("tool_use") if role == "assistant" => {
                     let name = b
@@ -162,13 +171,23 @@ pub fn to_openai(body: &[u8]) -> Result<Vec<u8>, ApiError> {
                 }
             }
         }
-        // Tool results answer the calls before them; the text after.
+        // Tool results answer the calls before them; the text after. A
+        // user turn of results only is those results (as llama-server's:
+        // an empty user turn after them would end the assistant's turn for
+        // reasoning templates, which then hide its thinking).
+        let only_results = !results.is_empty();
         messages.extend(results);
-        if !calls.is_empty() {
-            messages.push(json!({"role": "assistant", "content": text, "tool_calls": calls}));
-        } else if !text.is_empty() || role == "user" {
-            messages.push(json!({"role": role, "content": text}));
+        let mut message = if !calls.is_empty() {
+            json!({"role": "assistant", "content": text, "tool_calls": calls})
+        } else if !text.is_empty() || !thinking.is_empty() || (role == "user" && !only_results) {
+            json!({"role": role, "content": text})
+        } else {
+            continue;
+        };
+        if !thinking.is_empty() {
+            message["reasoning_content"] = Value::String(thinking);
         }
+        messages.push(message);
     }
     out.insert("messages".into(), Value::Array(messages));
     for (from, to) in [
@@ -302,6 +321,45 @@ mod tests {
             out["tools"][0]["function"]["parameters"],
             json!({"type": "object"})
         );
+    }
+
+    #[test]
+    fn thinking_blocks_become_reasoning_content() {
+        let out = conv(json!({
+            "max_tokens": 10,
+            "messages": [
+                {"role": "user", "content": "hi"},
+                {"role": "assistant", "content": [
+                    {"type": "thinking", "thinking": "Look first. ", "signature": "s"},
+                    {"type": "redacted_thinking", "data": "x"},
+                    {"type": "thinking", "thinking": "Then list."},
+                    {"type": "tool_use", "id": "t1", "name": "w", "input": {}},
+                ]},
+                {"role": "assistant", "content": [{"type": "thinking", "thinking": "Alone."}]},
+            ],
+        }))
+        .unwrap();
+        let m = out["messages"].as_array().unwrap();
+        assert_eq!(m[1]["reasoning_content"], "Look first. Then list.");
+        assert_eq!(m[1]["tool_calls"][0]["id"], "t1");
+        assert_eq!(
+            m[2],
+            json!({"role": "assistant", "content": "", "reasoning_content": "Alone."})
+        );
+        assert!(m[0].get("reasoning_content").is_none());
+        // Results alone are no user turn.
+        let out = conv(json!({"max_tokens": 1, "messages": [
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": "x"}]}
+        ]}))
+        .unwrap();
+        assert_eq!(
+            out["messages"],
+            json!([{"role": "tool", "tool_call_id": "t1", "content": "x"}])
+        );
+        assert!(conv(json!({"max_tokens": 1, "messages": [
+            {"role": "assistant", "content": [{"type": "thinking"}]}
+        ]}))
+        .is_err());
     }
 
     #[test]

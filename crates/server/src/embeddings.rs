@@ -33,7 +33,7 @@ pub const MAX_INPUTS: usize = 2048;
 
 #[derive(Deserialize, Debug)]
 struct EmbeddingRequest {
-    input: Prompt,
+    input: serde_json::Value,
     #[serde(default)]
     encoding_format: Option<String>,
     #[serde(default)]
@@ -137,13 +137,35 @@ pub fn prepare(r: &Ready, pooling: Pooling, body: &[u8]) -> Result<Prepared, Api
             })
             .collect()
     };
-    let inputs = match req.input {
-        Prompt::Text(t) => texts(vec![t])?,
-        Prompt::Texts(t) => texts(t)?,
-        Prompt::Tokens(ids) => vec![ids],
-        Prompt::TokenLists(lists) => {
-            check_count(lists.len())?;
-            lists
+    let inputs = match content_inputs(&req.input)? {
+        Some(entries) => {
+            check_count(entries.len())?;
+            let mut inputs = Vec::with_capacity(entries.len());
+            for (i, e) in entries.into_iter().enumerate() {
+                inputs.push(match e {
+                    Entry::Text(t) => r.tok.encode(&t, true, true).map_err(|e| {
+                        ApiError::invalid(format!("input[{i}]"), format!("input[{i}]: {e}"))
+                    })?,
+                    Entry::Tokens(ids) => ids,
+                });
+            }
+            inputs
+        }
+        // The shapes completions take too (errors with their JSON paths).
+        None => {
+            #[derive(Deserialize)]
+            struct Plain {
+                input: Prompt,
+            }
+            match openai::parse::<Plain>(body)?.input {
+                Prompt::Text(t) => texts(vec![t])?,
+                Prompt::Texts(t) => texts(t)?,
+                Prompt::Tokens(ids) => vec![ids],
+                Prompt::TokenLists(lists) => {
+                    check_count(lists.len())?;
+                    lists
+                }
+            }
         }
     };
     let n_ctx = r.engine.config().n_ctx;
@@ -183,6 +205,95 @@ pub fn prepare(r: &Ready, pooling: Pooling, body: &[u8]) -> Result<Prepared, Api
         base64,
         params: EmbedParams { pooling, normalize },
     })
+}
+
+/// One input of a list that holds content objects.
+#[derive(Debug, PartialEq)]
+enum Entry {
+    Text(String),
+    Tokens(Vec<u32>),
+}
+
+/// llama-server's content objects in `input`: `{"content": [{"type":
+/// "text", "text": ...}, ...]}` alone or among strings and token lists,
+/// each the concatenation of its text parts. `None` when `input` holds no
+/// object (the plain shapes, parsed as for completions). Other part types
+/// (images, audio) are a 400: the model reads text only.
+fn content_inputs(input: &serde_json::Value) -> Result<Option<Vec<Entry>>, ApiError> {
+    use serde_json::Value;
+    let object = |v: &Value, param: &str| -> Result<Entry, ApiError> {
+        let bad = |why: &str| ApiError::invalid(param, format!("{param}: {why}"));
+        let Some(parts) = v.get("content") else {
+            return Err(bad(
+                "an object needs \"content\": [{\"type\": \"text\", \"text\": ...}]",
+            ));
+        };
+        let Value::Array(parts) = parts else {
+            return Err(bad(
+                "\"content\" must be an array of parts ({\"type\": \"text\", \"text\": ...})",
+            ));
+        };
+        let mut text = String::new();
+        for (j, p) in parts.iter().enumerate() {
+            let at = |why: &str| {
+                ApiError::invalid(
+                    format!("{param}.content[{j}]"),
+                    format!("{param}.content[{j}]: {why}"),
+                )
+            };
+            match p.get("type").and_then(Value::as_str) {
+                Some("text") => match p.get("text").and_then(Value::as_str) {
+                    Some(t) => text.push_str(t),
+                    None => return Err(at("a text part needs \"text\", a string")),
+                },
+                Some(kind @ ("image_url" | "input_audio" | "input_video")) => {
+                    return Err(at(&format!(
+                        "{kind}: this model reads text only; give text parts"
+                    )))
+                }
+                other => {
+                    return Err(at(&format!(
+                        "a part of type {other:?} is not supported (give \"text\")"
+                    )))
+                }
+            }
+        }
+        Ok(Entry::Text(text))
+    };
+    match input {
+        Value::Object(_) => Ok(Some(vec![object(input, "input")?])),
+        Value::Array(items) if items.iter().any(Value::is_object) => items
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                let param = format!("input[{i}]");
+                match v {
+                    Value::String(s) => Ok(Entry::Text(s.clone())),
+                    Value::Object(_) => object(v, &param),
+                    Value::Array(ids) => ids
+                        .iter()
+                        .map(|id| id.as_u64().and_then(|id| u32::try_from(id).ok()))
+                        .collect::<Option<Vec<u32>>>()
+                        .map(Entry::Tokens)
+                        .ok_or_else(|| {
+                            ApiError::invalid(
+                                &param,
+                                format!("{param}: a list of token ids must hold only token ids"),
+                            )
+                        }),
+                    _ => Err(ApiError::invalid(
+                        &param,
+                        format!(
+                            "{param}: give a string, a list of token ids or \
+                             {{\"content\": [{{\"type\": \"text\", \"text\": ...}}]}}"
+                        ),
+                    )),
+                }
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some),
+        _ => Ok(None),
+    }
 }
 
 fn check_count(n: usize) -> Result<(), ApiError> {
@@ -358,6 +469,60 @@ fn base64(v: &[f32]) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::{content_inputs, Entry};
+    use serde_json::json;
+
+    #[test]
+    fn content_objects_are_their_text() {
+        let got = content_inputs(&json!([
+            "hello world",
+            {"content": [{"type": "text", "text": "hello "}, {"type": "text", "text": "world"}]},
+            [1, 2],
+        ]))
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            got,
+            [
+                Entry::Text("hello world".into()),
+                Entry::Text("hello world".into()),
+                Entry::Tokens(vec![1, 2]),
+            ]
+        );
+        assert_eq!(
+            content_inputs(&json!({"content": [{"type": "text", "text": "x"}]})).unwrap(),
+            Some(vec![Entry::Text("x".into())])
+        );
+        // The plain shapes are left to the completions parser.
+        assert_eq!(content_inputs(&json!(["a", "b"])).unwrap(), None);
+        assert_eq!(content_inputs(&json!("a")).unwrap(), None);
+    }
+
+    #[test]
+    fn other_content_is_a_400_naming_the_part() {
+        for (input, param) in [
+            (json!({"content": "string"}), "input"),
+            (json!({"text": "x"}), "input"),
+            (
+                json!({"content": [{"type": "unknown"}]}),
+                "input.content[0]",
+            ),
+            (
+                json!({"content": [{"type": "image_url", "image_url": {"url": "data:,"}}]}),
+                "input.content[0]",
+            ),
+            (
+                json!([{"content": [{"type": "text"}]}]),
+                "input[0].content[0]",
+            ),
+            (json!([{"content": []}, 3]), "input[1]"),
+            (json!([{"content": []}, [1, -2]]), "input[1]"),
+        ] {
+            let e = content_inputs(&input).expect_err(&input.to_string());
+            assert_eq!(e.param.as_deref(), Some(param), "{input}: {e:?}");
+        }
+    }
+
     #[test]
     fn base64_matches_the_standard_alphabet_and_padding() {
         // 1.0f32 = 00 00 80 3f; 2.0 = 00 00 00 40.

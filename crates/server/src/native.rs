@@ -237,6 +237,10 @@ pub struct Extras {
     pub id_slot: Option<i64>,
     #[serde(default)]
     pub stream: Option<bool>,
+    /// llama-server's debugging aid: the reply carries `__verbose` (the
+    /// prompt as the model saw it, and the text). Default: `--verbose`.
+    #[serde(default)]
+    pub verbose: Option<bool>,
 }
 
 /// What the native reply shapes need, checked.
@@ -250,6 +254,8 @@ pub struct Options {
     /// Probabilities after the sampler chain (`prob`, `top_probs`) instead
     /// of the model's log-probabilities.
     pub post_sampling_probs: bool,
+    /// The request's `verbose`; `None` takes the server's `--verbose`.
+    pub verbose: Option<bool>,
 }
 
 impl Extras {
@@ -275,6 +281,7 @@ impl Extras {
             timings_per_token: self.timings_per_token.unwrap_or(false),
             return_progress: self.return_progress.unwrap_or(false),
             post_sampling_probs: self.post_sampling_probs.unwrap_or(false),
+            verbose: self.verbose,
         })
     }
 }

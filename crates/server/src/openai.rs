@@ -29,14 +29,17 @@ pub struct ModelBounds {
 }
 
 /// Request defaults from the server's command line (llama-server's
-/// `--temp`, `--seed` and `--n-predict`), used where a request leaves the
-/// field out (as in llama-server, a request's own `n_predict` wins; the
-/// context still bounds it).
+/// `--temp`, `--seed`, `--n-predict` and `--verbose`), used where a request
+/// leaves the field out (as in llama-server, a request's own `n_predict`
+/// or `verbose` wins; the context still bounds `n_predict`).
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct RequestDefaults {
     pub temperature: Option<f32>,
     pub seed: Option<u64>,
     pub n_predict: Option<usize>,
+    /// Every reply carries `__verbose` (the prompt and the text) unless the
+    /// request says `"verbose": false`.
+    pub verbose: bool,
 }
 
 /// Parses one view of a body (several types read the same body, since
@@ -151,6 +154,10 @@ pub struct ChatMessage {
     /// A tool result: the call it answers.
     #[serde(default)]
     pub tool_call_id: Option<String>,
+    /// An assistant's earlier reasoning (llama-server's field), given to
+    /// the template as the message's `reasoning_content`.
+    #[serde(default)]
+    pub reasoning_content: Option<String>,
 }
 
 #[derive(Deserialize, Debug)]
@@ -207,10 +214,6 @@ pub struct ChatRequest {
     /// Continue the last (assistant) message instead (vLLM's name for
     /// llama-server's prefill).
     pub continue_final_message: Option<bool>,
-    /// llama-server's debugging aid: the reply carries `__verbose.prompt`,
-    /// the rendered prompt.
-    #[serde(default, deserialize_with = "null_is_false")]
-    pub verbose: bool,
 }
 
 #[derive(Deserialize, Debug)]
@@ -363,6 +366,24 @@ impl ChatRequest {
         self.messages_maybe_none()
     }
 
+    /// The text of the last message when it is continued (a prefill) and
+    /// given as parts: llama-server joins its text parts with a blank line
+    /// (its `render_content`), where the parts of a message rendered by the
+    /// template are joined as they come. `None` for a string.
+    pub fn continued_parts_text(&self) -> Option<String> {
+        match &self.messages.0.last()?.content {
+            Some(Content::Parts(parts)) => Some(
+                parts
+                    .iter()
+                    .filter(|p| p.kind == "text")
+                    .filter_map(|p| p.text.as_deref())
+                    .collect::<Vec<_>>()
+                    .join("\n\n"),
+            ),
+            _ => None,
+        }
+    }
+
     /// [`ChatRequest::messages`] that lets the list be empty (Anthropic's
     /// endpoint, as llama-server's: the template then renders no turn,
     /// only the assistant's opening).
@@ -429,6 +450,7 @@ impl ChatRequest {
             let mut msg = Message::new(role, &content);
             msg.tool_calls = tool_calls;
             msg.tool_call_id = m.tool_call_id.clone();
+            msg.reasoning_content = m.reasoning_content.clone();
             out.push(msg);
         }
         Ok(out)

@@ -12,6 +12,7 @@ const B: ModelBounds = ModelBounds {
         temperature: None,
         seed: None,
         n_predict: None,
+        verbose: false,
     },
 };
 
@@ -415,4 +416,25 @@ fn fit_prompt_checks_the_ids_and_fits_max_tokens() {
     let e = fit(&[1, 1000], None).unwrap_err();
     assert!(e.message.contains("1000"), "{}", e.message);
     assert_eq!(fit(&[], None).unwrap_err().param.as_deref(), Some("prompt"));
+}
+
+#[test]
+fn reasoning_and_a_continued_message_in_parts_reach_the_template_as_llama_server() {
+    let r: ChatRequest = from(&json!({"messages": [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "ok", "reasoning_content": "think"},
+        {"role": "assistant", "content": [
+            {"type": "text", "text": "Wh"}, {"type": "text", "text": "ill"}
+        ]},
+    ]}))
+    .unwrap();
+    let m = r.messages().unwrap();
+    assert_eq!(m[1].reasoning_content.as_deref(), Some("think"));
+    assert_eq!(m[0].reasoning_content, None);
+    // A prefill's parts are joined by a blank line (llama-server's
+    // render_content); a message the template renders, as they come.
+    assert_eq!(r.continued_parts_text().as_deref(), Some("Wh\n\nill"));
+    assert_eq!(m[2].content, "Whill");
+    let r: ChatRequest = from(&with(json!({}))).unwrap();
+    assert_eq!(r.continued_parts_text(), None);
 }

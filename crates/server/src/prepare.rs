@@ -236,7 +236,9 @@ fn chat_or_render(
     };
     let add_generation_prompt = req.add_generation_prompt.unwrap_or(true);
     let prefilled = if prefill {
-        messages.pop().map(|m| m.content)
+        messages
+            .pop()
+            .map(|m| req.continued_parts_text().unwrap_or(m.content))
     } else {
         None
     };
@@ -290,7 +292,10 @@ fn chat_or_render(
     }
     let mut prompt = tokenize_prompt(&r.tok, &rendered)
         .map_err(|e| ApiError::invalid("messages", e.full_message()))?;
-    let verbose = req.verbose.then_some(rendered);
+    let verbose = options
+        .verbose
+        .unwrap_or(r.defaults.verbose)
+        .then_some(rendered);
     let overflow = fit(r, &mut prompt, &mut params, b, "messages")?;
     if choices > 1 && req.stream {
         return Err(ApiError::unsupported("n", "n > 1 with stream"));
@@ -361,6 +366,14 @@ pub fn completion(r: &Ready, body: &[u8]) -> Result<Prepared, ApiError> {
         }
     };
     let overflow = fit(r, &mut prompt, &mut params, b, "prompt")?;
+    let verbose = match options.verbose.unwrap_or(r.defaults.verbose) {
+        true => Some(
+            r.tok
+                .decode(&prompt, true)
+                .map_err(|e| ApiError::invalid("prompt", format!("prompt: {e}")))?,
+        ),
+        false => None,
+    };
     if choices > 1 && req.stream {
         return Err(ApiError::unsupported("n", "n > 1 with stream"));
     }
@@ -376,7 +389,7 @@ pub fn completion(r: &Ready, body: &[u8]) -> Result<Prepared, ApiError> {
         choices,
         native: None,
         timings_per_token: options.timings_per_token,
-        verbose: None,
+        verbose,
         post_sampling_probs: false,
         progress: options.return_progress && req.stream,
     })
@@ -452,6 +465,8 @@ pub fn native(r: &Ready, body: &[u8]) -> Result<Vec<Prepared>, ApiError> {
                 prompt_text,
             }),
             timings_per_token: options.timings_per_token,
+            // llama-server's native reply has no `__verbose`: it holds the
+            // prompt and the text already.
             verbose: None,
             post_sampling_probs: options.post_sampling_probs,
             progress: options.return_progress && stream,

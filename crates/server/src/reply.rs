@@ -491,6 +491,8 @@ impl ReplyCtx {
             first: Option<Instant>,
             /// `/completion`: the tokens, for the last chunk's summary.
             collected: Vec<TokenEvent>,
+            /// With `verbose`: the text so far, for `__verbose.content`.
+            text: String,
             ended: bool,
         }
         let mut out = VecDeque::new();
@@ -525,6 +527,7 @@ impl ReplyCtx {
             count: 0,
             first: None,
             collected: Vec::new(),
+            text: String::new(),
             ended: false,
         };
         let stream = futures_util::stream::unfold(st, |mut st| async move {
@@ -545,6 +548,9 @@ impl ReplyCtx {
                     Some(Event::Token(t)) => {
                         st.ctx.observe_token(&mut st.last);
                         st.count += 1;
+                        if st.ctx.verbose.is_some() {
+                            st.text.push_str(&t.text);
+                        }
                         st.first.get_or_insert_with(Instant::now);
                         if st.ctx.api == Api::Native {
                             let n_probs =
@@ -691,6 +697,12 @@ impl ReplyCtx {
                         // (and is in its header too); a shift only now.
                         if let Some(r) = st.ctx.overflow.or(d.overflow) {
                             last["context_overflow"] = overflow_json(&r);
+                        }
+                        // llama-server puts it in the first chunk of its
+                        // final result, the one that ends the choice.
+                        if let Some(prompt) = &st.ctx.verbose {
+                            st.text.push_str(&d.text);
+                            last["__verbose"] = json!({"prompt": prompt, "content": st.text});
                         }
                         st.out.push_back(data(last));
                         if st.ctx.include_usage {
