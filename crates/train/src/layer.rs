@@ -15,6 +15,8 @@
 
 use crate::error::Result;
 use crate::lora::{Lora, Target};
+use crate::transposed::Transposed;
+use crate::workspace::Workspace;
 use crate::ops::{axpy, base_backward, mm, par_rows, par_rows2, rmsnorm_backward, strided, view};
 use cria_gguf::GgufFile;
 use cria_kernels::ThreadPool;
@@ -36,6 +38,11 @@ pub struct Ctx<'a> {
     /// LoRA dropout probability and the seed of this micro-batch's masks
     /// (None: no dropout, as in evaluation).
     pub dropout: Option<(f32, u64)>,
+    /// The base matrices' int8 transposes for the backward (None: every
+    /// backward product on the exact f32 GEMM); see [`crate::transposed`].
+    pub transposed: Option<&'a Transposed>,
+    /// Buffers reused across blocks and steps.
+    pub ws: Workspace,
 }
 
 /// One product's saved state: the LoRA input's dropout mask (values 0 or
@@ -162,7 +169,10 @@ impl Ctx<'_> {
         accumulate: bool,
         grad: &mut [f32],
     ) -> Result<()> {
-        base_backward(self.file, m, dy, dx, accumulate, self.pool)?;
+        let tm = self.transposed.and_then(|tr| tr.get(layer, t));
+        let mut scratch = self.ws.filled(0);
+        base_backward(self.file, m, tm, dy, dx, accumulate, &mut scratch, self.pool)?;
+        self.ws.give(scratch);
         let Some(slot) = self.lora.slot(layer, t) else {
             return Ok(());
         };

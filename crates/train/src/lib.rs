@@ -29,6 +29,8 @@ mod ops;
 pub mod optim;
 pub mod plot;
 pub mod train;
+pub mod transposed;
+mod workspace;
 
 pub use error::{Error, ErrorKind, Result};
 pub use lora::{parse_targets, Lora, Target};

@@ -14,6 +14,7 @@
 use crate::error::{ErrorKind, Result};
 use crate::layer::{self, Ctx, Saved};
 use crate::lora::Lora;
+use crate::transposed::{TMatrix, Transposed};
 use crate::ops::{base_backward, rmsnorm_backward};
 use cria_kernels::{LogSoftmax, ThreadPool};
 use cria_model::Model;
@@ -64,6 +65,8 @@ pub fn ctx<'a>(
         neg_inv_freq: inv.iter().map(|f| -f).collect(),
         inv_freq: inv,
         dropout,
+        transposed: None,
+        ws: Default::default(),
     }
 }
 
@@ -101,9 +104,11 @@ struct HeadRow<'a> {
 /// Over the rows with a target: their summed negative log-likelihood, and
 /// (with `grad_scale`) the gradient of `grad_scale * that sum` with respect
 /// to the final hidden rows.
+#[allow(clippy::too_many_arguments)]
 fn head(
     model: &Model,
     pool: &ThreadPool,
+    tt: Option<&TMatrix>,
     xf: &[f32],
     targets: &[u32],
     grad_scale: Option<f32>,
@@ -169,9 +174,11 @@ fn head(
         base_backward(
             model.file(),
             &w.output,
+            tt,
             &logits,
             &mut dxf[c0 * dim..c1 * dim],
             false,
+            &mut Vec::new(),
             pool,
         )?;
     }
@@ -247,7 +254,7 @@ fn final_rows(model: &Model, x: &[f32], batch: &Batch) -> (Vec<usize>, Vec<u32>,
 pub fn loss(c: &Ctx, model: &Model, batch: &Batch) -> Result<f64> {
     let (x, _, _) = trunk(c, model, batch, false, 0)?;
     let (_, tgts, xf) = final_rows(model, &x, batch);
-    Ok(head(model, c.pool, &xf, &tgts, None, None)?.0)
+    Ok(head(model, c.pool, None, &xf, &tgts, None, None)?.0)
 }
 
 /// Log-probabilities (n_vocab each) of the rows with targets, in row order.
@@ -255,7 +262,7 @@ pub fn log_probs(c: &Ctx, model: &Model, batch: &Batch) -> Result<Vec<Vec<f32>>>
     let (x, _, _) = trunk(c, model, batch, false, 0)?;
     let (_, tgts, xf) = final_rows(model, &x, batch);
     let mut out = Vec::new();
-    head(model, c.pool, &xf, &tgts, None, Some(&mut out))?;
+    head(model, c.pool, None, &xf, &tgts, None, Some(&mut out))?;
     Ok(out)
 }
 
@@ -274,7 +281,7 @@ pub fn next_log_probs(c: &Ctx, model: &Model, tokens: &[u32]) -> Result<Vec<f32>
         model.config.rms_eps,
     );
     let mut out = Vec::new();
-    head(model, c.pool, &xf, &[0], None, Some(&mut out))?;
+    head(model, c.pool, None, &xf, &[0], None, Some(&mut out))?;
     Ok(out.pop().unwrap_or_default())
 }
 
@@ -305,7 +312,15 @@ pub fn loss_and_grad_within(
     let dim = model.config.dim;
     let (x, inputs, mut kept) = trunk(c, model, batch, true, budget)?;
     let (rows, tgts, xf) = final_rows(model, &x, batch);
-    let (nll, dxf) = head(model, c.pool, &xf, &tgts, Some(grad_scale), None)?;
+    let (nll, dxf) = head(
+        model,
+        c.pool,
+        c.transposed.and_then(Transposed::output),
+        &xf,
+        &tgts,
+        Some(grad_scale),
+        None,
+    )?;
     let mut dx = vec![0.0; x.len()];
     for (j, &i) in rows.iter().enumerate() {
         let r = i * dim..(i + 1) * dim;

@@ -9,6 +9,7 @@ use crate::error::{ErrorKind, Result};
 use cria_gguf::GgufFile;
 use cria_kernels::{MatRef, QMatrix, Rhs, ThreadPool};
 use cria_model::Matrix;
+use crate::transposed::TMatrix;
 
 /// A kernel refusal on shapes the callers built: a bug, reported as an
 /// error naming the product rather than a panic.
@@ -46,14 +47,31 @@ pub fn mm(
 
 /// dx (n, m.cols) [+]= dy (n, m.rows) * W: the gradient through a frozen
 /// base matrix, W read from the file as stored.
+///
+/// With `t`, W's int8 transpose ([`crate::transposed`]), the product runs
+/// on the int8 kernels instead (rounding as that module states); an
+/// accumulating call adds a product made in `scratch`.
+#[allow(clippy::too_many_arguments)]
 pub fn base_backward(
     file: &GgufFile,
     m: &Matrix,
+    t: Option<&TMatrix>,
     dy: &[f32],
     dx: &mut [f32],
     accumulate: bool,
+    scratch: &mut Vec<f32>,
     pool: &ThreadPool,
 ) -> Result<()> {
+    if let Some(t) = t {
+        if !accumulate {
+            return t.backward(dy, dx, pool);
+        }
+        scratch.clear();
+        scratch.resize(dx.len(), 0.0);
+        t.backward(dy, scratch, pool)?;
+        axpy(dx, 1.0, scratch);
+        return Ok(());
+    }
     let q =
         QMatrix::new(m.ty, m.rows, m.cols, m.bytes(file)).map_err(|e| ErrorKind::ModelDetail {
             detail: format!("tensor {:?}: {e}", m.name),
