@@ -30,7 +30,7 @@ pub mod optim;
 pub mod plot;
 pub mod train;
 pub mod transposed;
-mod workspace;
+pub mod workspace;
 
 pub use error::{Error, ErrorKind, Result};
 pub use lora::{parse_targets, Lora, Target};

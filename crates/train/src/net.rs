@@ -14,8 +14,8 @@
 use crate::error::{ErrorKind, Result};
 use crate::layer::{self, Ctx, Saved};
 use crate::lora::Lora;
-use crate::transposed::{TMatrix, Transposed};
 use crate::ops::{base_backward, rmsnorm_backward};
+use crate::transposed::{TMatrix, Transposed};
 use cria_kernels::{LogSoftmax, ThreadPool};
 use cria_model::Model;
 
@@ -209,7 +209,9 @@ fn trunk(c: &Ctx, model: &Model, batch: &Batch, keep: bool, budget: usize) -> Re
     let mut first = layers.len();
     for (l, lw) in layers.iter().enumerate() {
         if keep {
-            inputs.push(x.clone());
+            let mut input = c.ws.filled(x.len());
+            input.copy_from_slice(&x);
+            inputs.push(input);
         }
         if keep && (l == 0 || l >= first) {
             let mut s = Saved::default();
@@ -334,19 +336,26 @@ pub fn loss_and_grad_within(
     }
     drop(x);
     let mut again = Saved::default();
+    let mut xl = Vec::new();
     for (l, lw) in model.weights.layers.iter().enumerate().rev() {
         let saved = match kept[l].take() {
             Some(s) => {
+                again.recycle(&c.ws);
                 again = s;
                 &again
             }
             None => {
-                let mut xl = inputs[l].clone();
+                c.ws.give(std::mem::take(&mut xl));
+                xl = c.ws.filled(inputs[l].len());
+                xl.copy_from_slice(&inputs[l]);
                 layer::forward(c, lw, l, &mut xl, &batch.seqs, Some(&mut again))?;
                 &again
             }
         };
         layer::backward(c, lw, l, &inputs[l], saved, &batch.seqs, &mut dx, grad)?;
     }
+    again.recycle(&c.ws);
+    c.ws.give(xl);
+    inputs.into_iter().for_each(|v| c.ws.give(v));
     Ok(nll)
 }

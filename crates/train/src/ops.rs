@@ -6,10 +6,10 @@
 //! bits on 1 thread or 16 (and on every ISA).
 
 use crate::error::{ErrorKind, Result};
+use crate::transposed::TMatrix;
 use cria_gguf::GgufFile;
 use cria_kernels::{MatRef, QMatrix, Rhs, ThreadPool};
 use cria_model::Matrix;
-use crate::transposed::TMatrix;
 
 /// A kernel refusal on shapes the callers built: a bug, reported as an
 /// error naming the product rather than a panic.

@@ -364,6 +364,7 @@ pub fn run(
                 let mut c = net::ctx(model, lora, &pool, dropout);
                 c.transposed = Some(&transposed);
                 c.ws = std::mem::take(&mut ws);
+                c.ws.begin_pass(b.seqs.iter().map(|s| s.1));
                 nll += net::loss_and_grad(&c, model, b, scale, &mut grad)?;
                 ws = c.ws;
                 run_tokens += b.tokens.len() as u64;

@@ -58,7 +58,10 @@ impl TMatrix {
     /// backward, on the int8 kernels.
     pub fn backward(&self, dy: &[f32], out: &mut [f32], pool: &ThreadPool) -> Result<()> {
         let err = |e: cria_kernels::Error| ErrorKind::ModelDetail {
-            detail: format!("int8 backward ({} x {} transpose): {e}", self.rows, self.cols),
+            detail: format!(
+                "int8 backward ({} x {} transpose): {e}",
+                self.rows, self.cols
+            ),
         };
         match &self.store {
             Store::Packed(p) => cria_kernels::matmul_packed(p, dy, out, pool).map_err(err)?,

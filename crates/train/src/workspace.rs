@@ -3,9 +3,10 @@
 //! writes in full: a buffer handed back with [`Workspace::give`] is the
 //! next [`Workspace::filled`] or [`Workspace::zeroed`] of a size it holds.
 //!
-//! The buffers are the same ones a step would allocate, kept between uses,
-//! so peak memory is the step's own peak (plus what best-fit leaves
-//! unused), not more.
+//! The buffers are the same ones a step would allocate, kept between uses:
+//! a use takes a free buffer of exactly its size, never grows one, and [`Workspace::end_pass`] frees what a whole micro-batch did not
+//! use, so what is kept follows the current shapes and peak memory stays
+//! the step's own peak (measured: `notes/train17.BENCHMARKS.md`).
 
 use std::cell::RefCell;
 
@@ -14,28 +15,37 @@ use std::cell::RefCell;
 #[derive(Default)]
 pub struct Workspace {
     free: RefCell<Vec<Vec<f32>>>,
+    /// The sequence lengths of the last pass.
+    shape: RefCell<Vec<usize>>,
 }
 
 impl Workspace {
-    /// The free buffer that best fits `len` (the smallest that holds it,
-    /// else the largest, which grows), or a new one.
+    /// A free buffer of exactly `len` floats, or a new one. (A bigger one
+    /// would be held by a smaller use while a later use of its own size
+    /// allocated anew: measured, the kept buffers then grew step after
+    /// step.)
     fn take(&self, len: usize) -> Vec<f32> {
+        if len == 0 {
+            return Vec::new();
+        }
         let mut free = self.free.borrow_mut();
-        let fit = free
-            .iter()
-            .enumerate()
-            .filter(|(_, v)| v.capacity() >= len)
-            .min_by_key(|(_, v)| v.capacity())
-            .map(|(i, _)| i)
-            .or_else(|| {
-                free.iter()
-                    .enumerate()
-                    .max_by_key(|(_, v)| v.capacity())
-                    .map(|(i, _)| i)
-            });
+        let fit = free.iter().rposition(|v| v.capacity() == len);
         match fit {
             Some(i) => free.swap_remove(i),
             None => Vec::with_capacity(len),
+        }
+    }
+
+    /// Starts a pass (a micro-batch) over sequences of these lengths: the
+    /// free buffers are kept if the last pass had the same ones (the same
+    /// buffer sizes will be asked for, in the same order), and freed
+    /// otherwise, so what is kept never adds to a pass of another shape.
+    pub fn begin_pass(&self, seq_lens: impl Iterator<Item = usize>) {
+        let shape: Vec<usize> = seq_lens.collect();
+        let mut last = self.shape.borrow_mut();
+        if *last != shape {
+            self.free.borrow_mut().clear();
+            *last = shape;
         }
     }
 
@@ -78,22 +88,36 @@ mod tests {
         a.iter_mut().for_each(|v| *v = 7.0);
         let ptr = a.as_ptr();
         ws.give(a);
-        let b = ws.zeroed(60);
+        let b = ws.zeroed(100);
         assert_eq!(b.as_ptr(), ptr, "the free buffer is reused");
-        assert!(b.len() == 60 && b.iter().all(|&v| v == 0.0));
+        assert!(b.len() == 100 && b.iter().all(|&v| v == 0.0));
         ws.give(b);
         let c = ws.filled(100);
         assert_eq!((c.as_ptr(), c.len()), (ptr, 100));
     }
 
     #[test]
-    fn best_fit_takes_the_smallest_buffer_that_holds_the_size() {
+    fn only_a_buffer_of_the_same_size_is_reused() {
         let ws = Workspace::default();
         let (big, small) = (ws.zeroed(1000), ws.zeroed(10));
         let (pb, ps) = (big.as_ptr(), small.as_ptr());
         ws.give(big);
         ws.give(small);
-        assert_eq!(ws.filled(8).as_ptr(), ps);
-        assert_eq!(ws.filled(500).as_ptr(), pb);
+        assert_ne!(ws.filled(8).as_ptr(), ps);
+        assert_ne!(ws.filled(500).as_ptr(), pb);
+        assert_eq!(ws.filled(1000).as_ptr(), pb);
+        assert_eq!(ws.filled(10).as_ptr(), ps);
+        assert!(ws.filled(0).capacity() == 0);
+    }
+
+    #[test]
+    fn a_pass_of_another_shape_starts_empty() {
+        let ws = Workspace::default();
+        ws.begin_pass([4, 2].into_iter());
+        ws.give(ws.zeroed(100));
+        ws.begin_pass([4, 2].into_iter());
+        assert_eq!(ws.free.borrow().len(), 1, "same shape: kept");
+        ws.begin_pass([4].into_iter());
+        assert!(ws.free.borrow().is_empty(), "another shape: freed");
     }
 }
