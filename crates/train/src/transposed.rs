@@ -83,7 +83,7 @@ impl TMatrix {
 /// int8 already) and whole Q8_0 blocks along its rows.
 pub fn eligible(m: &Matrix) -> bool {
     !matches!(m.ty, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16)
-        && m.rows % QB == 0
+        && m.rows.is_multiple_of(QB)
         && m.rows > 0
         && m.cols > 0
 }
@@ -104,7 +104,7 @@ pub fn transpose_q8(file: &GgufFile, m: &Matrix, pool: &ThreadPool) -> Result<TM
     let (rows, cols) = (m.rows, m.cols);
     let q = QMatrix::new(m.ty, rows, cols, m.bytes(file)).map_err(|e| detail(&e))?;
     let (bs, bb) = (m.ty.block_size() as usize, m.ty.block_bytes() as usize);
-    if bs == 0 || cols % bs != 0 {
+    if bs == 0 || !cols.is_multiple_of(bs) {
         return Err(detail(&format!("{cols} columns are not whole {bs}-blocks")).into());
     }
     // The transpose's row bytes; one task per `bs` of its rows.

@@ -103,10 +103,10 @@ mod tests {
         let (pb, ps) = (big.as_ptr(), small.as_ptr());
         ws.give(big);
         ws.give(small);
-        assert_ne!(ws.filled(8).as_ptr(), ps);
-        assert_ne!(ws.filled(500).as_ptr(), pb);
-        assert_eq!(ws.filled(1000).as_ptr(), pb);
-        assert_eq!(ws.filled(10).as_ptr(), ps);
+        let (a, b) = (ws.filled(8), ws.filled(500));
+        assert!(a.as_ptr() != ps && b.as_ptr() != pb);
+        let (c, d) = (ws.filled(1000), ws.filled(10));
+        assert_eq!((c.as_ptr(), d.as_ptr()), (pb, ps));
         assert!(ws.filled(0).capacity() == 0);
     }
 
