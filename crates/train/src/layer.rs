@@ -63,21 +63,29 @@ impl Mask {
     /// `dst[i] = src[i] * (keep or 0)`: the same product, bit for bit, as
     /// the f32 mask it replaces (a dropped negative element is -0.0).
     fn apply(&self, src: &[f32], dst: &mut [f32]) {
-        let keep = self.keep;
         for ((d, s), &w) in dst.chunks_mut(64).zip(src.chunks(64)).zip(&self.bits) {
-            for (j, (d, &s)) in d.iter_mut().zip(s).enumerate() {
-                *d = s * if (w >> j) & 1 == 1 { keep } else { 0.0 };
+            let f = self.factors(w);
+            for ((d, &s), &f) in d.iter_mut().zip(s).zip(&f) {
+                *d = s * f;
             }
         }
     }
 
+    /// One word's 64 factors (keep or 0), so the products vectorise.
+    #[inline]
+    fn factors(&self, w: u64) -> [f32; 64] {
+        let mut f = [0f32; 64];
+        for (j, f) in f.iter_mut().enumerate() {
+            *f = if (w >> j) & 1 == 1 { self.keep } else { 0.0 };
+        }
+        f
+    }
+
     /// `x[i] *= (keep or 0)`.
     fn scale(&self, x: &mut [f32]) {
-        let keep = self.keep;
         for (d, &w) in x.chunks_mut(64).zip(&self.bits) {
-            for (j, d) in d.iter_mut().enumerate() {
-                *d *= if (w >> j) & 1 == 1 { keep } else { 0.0 };
-            }
+            let f = self.factors(w);
+            d.iter_mut().zip(&f).for_each(|(d, f)| *d *= f);
         }
     }
 }
