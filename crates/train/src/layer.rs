@@ -63,30 +63,34 @@ impl Mask {
     /// `dst[i] = src[i] * (keep or 0)`: the same product, bit for bit, as
     /// the f32 mask it replaces (a dropped negative element is -0.0).
     fn apply(&self, src: &[f32], dst: &mut [f32]) {
+        let lut = self.lut();
         for ((d, s), &w) in dst.chunks_mut(64).zip(src.chunks(64)).zip(&self.bits) {
-            let f = self.factors(w);
-            for ((d, &s), &f) in d.iter_mut().zip(s).zip(&f) {
-                *d = s * f;
+            for (k, (d, s)) in d.chunks_mut(8).zip(s.chunks(8)).enumerate() {
+                let f = &lut[((w >> (8 * k)) & 0xff) as usize];
+                for ((d, &s), &f) in d.iter_mut().zip(s).zip(f) {
+                    *d = s * f;
+                }
             }
         }
     }
 
-    /// One word's 64 factors (keep or 0), so the products vectorise.
-    #[inline]
-    fn factors(&self, w: u64) -> [f32; 64] {
-        let mut f = [0f32; 64];
-        for (j, f) in f.iter_mut().enumerate() {
-            *f = if (w >> j) & 1 == 1 { self.keep } else { 0.0 };
-        }
-        f
-    }
-
     /// `x[i] *= (keep or 0)`.
     fn scale(&self, x: &mut [f32]) {
+        let lut = self.lut();
         for (d, &w) in x.chunks_mut(64).zip(&self.bits) {
-            let f = self.factors(w);
-            d.iter_mut().zip(&f).for_each(|(d, f)| *d *= f);
+            for (k, d) in d.chunks_mut(8).enumerate() {
+                let f = &lut[((w >> (8 * k)) & 0xff) as usize];
+                d.iter_mut().zip(f).for_each(|(d, f)| *d *= f);
+            }
         }
+    }
+
+    /// The 8 factors (keep or 0) of each byte of mask bits, so a product
+    /// takes 8 factors per load instead of testing every bit.
+    fn lut(&self) -> Vec<[f32; 8]> {
+        (0..256u32)
+            .map(|b| std::array::from_fn(|j| if (b >> j) & 1 == 1 { self.keep } else { 0.0 }))
+            .collect()
     }
 }
 
