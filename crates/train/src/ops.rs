@@ -1,9 +1,11 @@
-//! The products training needs, all on the kernels' GEMM
+//! The products training needs, on the kernels' GEMM
 //! ([`cria_kernels::gemm`]): strided views instead of transposed copies,
 //! and a frozen quantized matrix used as stored, dequantized block by block
-//! inside the GEMM. Every output element is the same fused multiply-adds in
-//! the same order whatever the thread count, so the gradients are the same
-//! bits on 1 thread or 16 (and on every ISA).
+//! inside the GEMM, unless its int8 transpose is given
+//! ([`crate::transposed`]: the backward through the base on the inference
+//! kernels). Every output element is one fixed chain of operations
+//! whatever the thread count, so the gradients are the same bits on 1
+//! thread or 16 (the f32 GEMM's on every ISA as well).
 
 use crate::error::{ErrorKind, Result};
 use crate::transposed::TMatrix;
