@@ -89,8 +89,20 @@ pub fn eligible(m: &Matrix) -> bool {
 }
 
 /// Builds the Q8_0 transpose of `m` (see the module doc), `pool` spread
-/// over column ranges of `m` (rows of the transpose).
+/// over column ranges of `m` (rows of the transpose); packed for the VNNI
+/// panels where the machine has them.
 pub fn transpose_q8(file: &GgufFile, m: &Matrix, pool: &ThreadPool) -> Result<TMatrix> {
+    transpose_q8_as(file, m, pool, true)
+}
+
+/// [`transpose_q8`], with `pack` false keeping the plain Q8_0 rows (the
+/// path of machines without the packed kernels; tests run both).
+pub fn transpose_q8_as(
+    file: &GgufFile,
+    m: &Matrix,
+    pool: &ThreadPool,
+    pack: bool,
+) -> Result<TMatrix> {
     let detail = |e: &dyn std::fmt::Display| ErrorKind::ModelDetail {
         detail: format!("int8 transpose of {:?}: {e}", m.name),
     };
@@ -146,7 +158,7 @@ pub fn transpose_q8(file: &GgufFile, m: &Matrix, pool: &ThreadPool) -> Result<TM
     drop(parts);
     results.into_iter().collect::<Result<()>>()?;
     let t = QMatrix::new(GgmlType::Q8_0, cols, rows, &out).map_err(|e| detail(&e))?;
-    let store = match PackedMatrix::pack(&t) {
+    let store = match PackedMatrix::pack(&t).filter(|_| pack) {
         Some(p) => Store::Packed(p),
         None => Store::Plain(out),
     };

@@ -13,7 +13,7 @@ use cria_gguf::{GgmlType, GgufFile, GgufWriter, Value};
 use cria_kernels::{MatRef, QMatrix, Rhs, ThreadPool};
 use cria_model::{Matrix, Model};
 use cria_train::net::{self, Batch};
-use cria_train::transposed::{transpose_q8, Transposed};
+use cria_train::transposed::{transpose_q8_as, Transposed};
 use cria_train::{Lora, Target};
 use rand::{Rng, SeedableRng};
 
@@ -154,9 +154,15 @@ fn each_product_is_within_the_q8_rounding_bound() {
             MatRef::row_major(&w, rows, cols).unwrap(),
         );
         cria_kernels::gemm_reference(a, Rhs::F32(b), &mut exact, cols, false).unwrap();
-        let t = transpose_q8(model.file(), m, &pool).unwrap();
+        // Packed (VNNI panels, where the machine has them) and plain
+        // rows: the same bits.
+        let t = transpose_q8_as(model.file(), m, &pool, true).unwrap();
         let mut got = vec![0f32; n * cols];
         t.backward(&dy, &mut got, &pool).unwrap();
+        let plain = transpose_q8_as(model.file(), m, &pool, false).unwrap();
+        let mut got_plain = vec![0f32; n * cols];
+        plain.backward(&dy, &mut got_plain, &pool).unwrap();
+        assert_eq!(got, got_plain, "{}: packed and plain", m.name);
         // W^T's blocks run down W's columns (stride cols); dY's along its
         // rows.
         let ew = q8_bounds(&w, rows, cols, cols);
