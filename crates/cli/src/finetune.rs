@@ -90,6 +90,10 @@ pub struct Args {
     /// No progress bar (one line per validation instead)
     #[arg(long)]
     pub quiet: bool,
+    /// Backward through the base in exact f32 over the stored weights, without the int8
+    /// (Q8_0) transposes: saves ~1.06 bytes per base weight (a 7B: ~7 GB), slower
+    #[arg(long = "exact-backward")]
+    pub exact_backward: bool,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -113,6 +117,7 @@ pub fn run(args: Args) -> Result<()> {
         save_every: args.save_every,
         stop_after: args.stop_after,
         threads,
+        exact_backward: args.exact_backward,
     };
     opts.check()?;
     let with_ext = |ext: &str| args.output.with_extension(ext);

@@ -1,7 +1,8 @@
 //! `cria finetune` end to end on the default model: bad data is refused
 //! with the line and the reason; the same seed gives the same adapter bits
-//! on 1 and 2 threads; a run stopped and resumed ends with the same bits
-//! as one that was not; the outputs (adapter, CSV, PNG) are written.
+//! on 1 and 2 threads (with the int8 backward and with `--exact-backward`);
+//! a run stopped and resumed ends with the same bits as one that was not;
+//! the outputs (adapter, CSV, PNG) are written.
 
 mod common;
 use common::*;
@@ -87,6 +88,12 @@ fn same_seed_same_bits_and_resume_ends_where_a_full_run_does() {
     assert!(a == c, "the resumed run ended elsewhere");
     let other = run("d", &["-t", "2", "--seed", "7"]);
     assert!(a != other, "another seed gave the same adapter");
+    // --exact-backward: the f32 GEMM backward instead of the int8
+    // transposes, deterministic too, and a (slightly) different adapter.
+    let e1 = run("e1", &["-t", "1", "--exact-backward"]);
+    let e2 = run("e2", &["-t", "2", "--exact-backward"]);
+    assert!(e1 == e2, "--exact-backward: 1 and 2 threads differ");
+    assert!(a != e1, "--exact-backward changed nothing");
     let dir = dir.path().join("a");
     let csv = std::fs::read_to_string(dir.join("ad.csv")).unwrap();
     assert_eq!(csv.lines().count(), 5, "{csv}");

@@ -63,6 +63,13 @@ impl Matrix {
         }
     }
 
+    /// Drops this matrix's resident file pages (best effort; they fault
+    /// back in if read again): for a caller that has made its own copy,
+    /// as the trainer's int8 transposes do.
+    pub fn release_pages(&self, file: &GgufFile) {
+        file.release(self.start, self.len);
+    }
+
     /// Bytes of one row.
     pub fn row_bytes(&self) -> usize {
         self.len / self.rows

@@ -13,11 +13,15 @@
 //!   it back; [`plot`] draws the curves.
 //!
 //! Base products of the forward pass use the inference kernels
-//! (`cria_model::matmul`, int8 panels); every product of the backward pass
-//! (through a frozen matrix read as stored, the LoRA pairs, attention) is
-//! the kernels' GEMM ([`cria_kernels::gemm`]), whose every element is the
-//! same fused multiply-adds in the same order whatever the thread count:
-//! every gradient is the same bits on 1 thread or 16.
+//! (`cria_model::matmul`, int8 panels). The backward through a frozen
+//! quantized matrix runs on the same int8 kernels, over a Q8_0 copy of the
+//! matrix's transpose made once per run ([`transposed`], which states what
+//! it rounds); F32/F16/BF16 matrices, and every other backward product
+//! (the LoRA pairs, attention), use the kernels' f32 GEMM
+//! ([`cria_kernels::gemm`]). Both give every element by one fixed chain of
+//! operations whatever the thread count, so every gradient is the same
+//! bits on 1 thread or 16. Buffers are reused across blocks and steps
+//! ([`workspace`]).
 
 pub mod adapter_out;
 pub mod data;
@@ -29,6 +33,8 @@ mod ops;
 pub mod optim;
 pub mod plot;
 pub mod train;
+pub mod transposed;
+pub mod workspace;
 
 pub use error::{Error, ErrorKind, Result};
 pub use lora::{parse_targets, Lora, Target};

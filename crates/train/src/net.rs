@@ -15,6 +15,7 @@ use crate::error::{ErrorKind, Result};
 use crate::layer::{self, Ctx, Saved};
 use crate::lora::Lora;
 use crate::ops::{base_backward, rmsnorm_backward};
+use crate::transposed::{TMatrix, Transposed};
 use cria_kernels::{LogSoftmax, ThreadPool};
 use cria_model::Model;
 
@@ -64,6 +65,8 @@ pub fn ctx<'a>(
         neg_inv_freq: inv.iter().map(|f| -f).collect(),
         inv_freq: inv,
         dropout,
+        transposed: None,
+        ws: Default::default(),
     }
 }
 
@@ -101,9 +104,11 @@ struct HeadRow<'a> {
 /// Over the rows with a target: their summed negative log-likelihood, and
 /// (with `grad_scale`) the gradient of `grad_scale * that sum` with respect
 /// to the final hidden rows.
+#[allow(clippy::too_many_arguments)]
 fn head(
     model: &Model,
     pool: &ThreadPool,
+    tt: Option<&TMatrix>,
     xf: &[f32],
     targets: &[u32],
     grad_scale: Option<f32>,
@@ -169,9 +174,11 @@ fn head(
         base_backward(
             model.file(),
             &w.output,
+            tt,
             &logits,
             &mut dxf[c0 * dim..c1 * dim],
             false,
+            &mut Vec::new(),
             pool,
         )?;
     }
@@ -202,7 +209,9 @@ fn trunk(c: &Ctx, model: &Model, batch: &Batch, keep: bool, budget: usize) -> Re
     let mut first = layers.len();
     for (l, lw) in layers.iter().enumerate() {
         if keep {
-            inputs.push(x.clone());
+            let mut input = c.ws.filled(x.len());
+            input.copy_from_slice(&x);
+            inputs.push(input);
         }
         if keep && (l == 0 || l >= first) {
             let mut s = Saved::default();
@@ -247,7 +256,7 @@ fn final_rows(model: &Model, x: &[f32], batch: &Batch) -> (Vec<usize>, Vec<u32>,
 pub fn loss(c: &Ctx, model: &Model, batch: &Batch) -> Result<f64> {
     let (x, _, _) = trunk(c, model, batch, false, 0)?;
     let (_, tgts, xf) = final_rows(model, &x, batch);
-    Ok(head(model, c.pool, &xf, &tgts, None, None)?.0)
+    Ok(head(model, c.pool, None, &xf, &tgts, None, None)?.0)
 }
 
 /// Log-probabilities (n_vocab each) of the rows with targets, in row order.
@@ -255,7 +264,7 @@ pub fn log_probs(c: &Ctx, model: &Model, batch: &Batch) -> Result<Vec<Vec<f32>>>
     let (x, _, _) = trunk(c, model, batch, false, 0)?;
     let (_, tgts, xf) = final_rows(model, &x, batch);
     let mut out = Vec::new();
-    head(model, c.pool, &xf, &tgts, None, Some(&mut out))?;
+    head(model, c.pool, None, &xf, &tgts, None, Some(&mut out))?;
     Ok(out)
 }
 
@@ -274,7 +283,7 @@ pub fn next_log_probs(c: &Ctx, model: &Model, tokens: &[u32]) -> Result<Vec<f32>
         model.config.rms_eps,
     );
     let mut out = Vec::new();
-    head(model, c.pool, &xf, &[0], None, Some(&mut out))?;
+    head(model, c.pool, None, &xf, &[0], None, Some(&mut out))?;
     Ok(out.pop().unwrap_or_default())
 }
 
@@ -305,7 +314,15 @@ pub fn loss_and_grad_within(
     let dim = model.config.dim;
     let (x, inputs, mut kept) = trunk(c, model, batch, true, budget)?;
     let (rows, tgts, xf) = final_rows(model, &x, batch);
-    let (nll, dxf) = head(model, c.pool, &xf, &tgts, Some(grad_scale), None)?;
+    let (nll, dxf) = head(
+        model,
+        c.pool,
+        c.transposed.and_then(Transposed::output),
+        &xf,
+        &tgts,
+        Some(grad_scale),
+        None,
+    )?;
     let mut dx = vec![0.0; x.len()];
     for (j, &i) in rows.iter().enumerate() {
         let r = i * dim..(i + 1) * dim;
@@ -319,19 +336,26 @@ pub fn loss_and_grad_within(
     }
     drop(x);
     let mut again = Saved::default();
+    let mut xl = Vec::new();
     for (l, lw) in model.weights.layers.iter().enumerate().rev() {
         let saved = match kept[l].take() {
             Some(s) => {
+                again.recycle(&c.ws);
                 again = s;
                 &again
             }
             None => {
-                let mut xl = inputs[l].clone();
+                c.ws.give(std::mem::take(&mut xl));
+                xl = c.ws.filled(inputs[l].len());
+                xl.copy_from_slice(&inputs[l]);
                 layer::forward(c, lw, l, &mut xl, &batch.seqs, Some(&mut again))?;
                 &again
             }
         };
         layer::backward(c, lw, l, &inputs[l], saved, &batch.seqs, &mut dx, grad)?;
     }
+    again.recycle(&c.ws);
+    c.ws.give(xl);
+    inputs.into_iter().for_each(|v| c.ws.give(v));
     Ok(nll)
 }

@@ -1,11 +1,14 @@
-//! The products training needs, all on the kernels' GEMM
+//! The products training needs, on the kernels' GEMM
 //! ([`cria_kernels::gemm`]): strided views instead of transposed copies,
 //! and a frozen quantized matrix used as stored, dequantized block by block
-//! inside the GEMM. Every output element is the same fused multiply-adds in
-//! the same order whatever the thread count, so the gradients are the same
-//! bits on 1 thread or 16 (and on every ISA).
+//! inside the GEMM, unless its int8 transpose is given
+//! ([`crate::transposed`]: the backward through the base on the inference
+//! kernels). Every output element is one fixed chain of operations
+//! whatever the thread count, so the gradients are the same bits on 1
+//! thread or 16 (the f32 GEMM's on every ISA as well).
 
 use crate::error::{ErrorKind, Result};
+use crate::transposed::TMatrix;
 use cria_gguf::GgufFile;
 use cria_kernels::{MatRef, QMatrix, Rhs, ThreadPool};
 use cria_model::Matrix;
@@ -46,14 +49,31 @@ pub fn mm(
 
 /// dx (n, m.cols) [+]= dy (n, m.rows) * W: the gradient through a frozen
 /// base matrix, W read from the file as stored.
+///
+/// With `t`, W's int8 transpose ([`crate::transposed`]), the product runs
+/// on the int8 kernels instead (rounding as that module states); an
+/// accumulating call adds a product made in `scratch`.
+#[allow(clippy::too_many_arguments)]
 pub fn base_backward(
     file: &GgufFile,
     m: &Matrix,
+    t: Option<&TMatrix>,
     dy: &[f32],
     dx: &mut [f32],
     accumulate: bool,
+    scratch: &mut Vec<f32>,
     pool: &ThreadPool,
 ) -> Result<()> {
+    if let Some(t) = t {
+        if !accumulate {
+            return t.backward(dy, dx, pool);
+        }
+        scratch.clear();
+        scratch.resize(dx.len(), 0.0);
+        t.backward(dy, scratch, pool)?;
+        axpy(dx, 1.0, scratch);
+        return Ok(());
+    }
     let q =
         QMatrix::new(m.ty, m.rows, m.cols, m.bytes(file)).map_err(|e| ErrorKind::ModelDetail {
             detail: format!("tensor {:?}: {e}", m.name),
