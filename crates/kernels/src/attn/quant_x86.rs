@@ -244,7 +244,10 @@ unsafe fn pv_tile_512<const G: usize, const W: usize>(t: &PvTile, last: &[usize]
     for k in 0..shared {
         let r = row(k);
         // Each block's values are a stream of rows: fetch 8 rows ahead.
-        let ahead = v.bytes.as_ptr().wrapping_add((k + 8) * v.row_stride + t.b0 * bb) as *const i8;
+        let ahead = v
+            .bytes
+            .as_ptr()
+            .wrapping_add((k + 8) * v.row_stride + t.b0 * bb) as *const i8;
         for w in 0..W {
             _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(w * bb));
         }
