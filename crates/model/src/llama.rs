@@ -479,9 +479,12 @@ struct AttTask {
 /// Splits a batch's attention into tasks for `threads` threads, stored in
 /// `tasks` with their ranges of `att` in `ranges`, biggest first. Rows of
 /// one sequence go in groups of up to 4, so each key and value is loaded
-/// once for 4 rows x every query head of its KV head; single rows
-/// (generation) split by KV head, or by head when there are few. How the
-/// work is split never changes the bits (see [`cria_kernels::attend`]).
+/// once for 4 rows x every query head of its KV head. With few rows
+/// (generation) each row's heads are cut into a few contiguous ranges
+/// ([`head_pieces`]); a range reads each KV head it touches once for all
+/// its query heads, so one row at 2 threads reads its cache about 1.3
+/// times, not once per query head. How the work is split never changes
+/// the bits (see [`cria_kernels::attend`]).
 fn plan_attention(
     cfg: &LlamaConfig,
     rows: &[BatchRow],
@@ -489,13 +492,7 @@ fn plan_attention(
     tasks: &mut Vec<AttTask>,
     ranges: &mut Vec<(usize, usize)>,
 ) {
-    let (n, nh, nkv, qd, hd) = (
-        rows.len(),
-        cfg.n_heads,
-        cfg.n_kv_heads,
-        cfg.q_dim(),
-        cfg.head_dim,
-    );
+    let (n, nh, qd, hd) = (rows.len(), cfg.n_heads, cfg.q_dim(), cfg.head_dim);
     // Enough groups for the threads to share, up to 4 rows each.
     let max_rows = (n / (8 * threads.max(1))).clamp(1, 4);
     tasks.clear();
@@ -514,22 +511,17 @@ fn plan_attention(
         r0 = r1;
     }
     if threads > 1 && tasks.len() < 4 * threads {
-        // Few rows: one task per (row, KV head), or per (row, head).
-        let per = if tasks.len() * nkv >= 4 * threads {
-            nh / nkv
-        } else {
-            1
-        };
         let groups = tasks.len();
         for g in 0..groups {
             let t = tasks[g];
             for r in t.r0..t.r1 {
-                for h0 in (0..nh).step_by(per) {
+                let p = head_pieces(rows, r, threads, nh);
+                for k in 0..p {
                     tasks.push(AttTask {
                         r0: r,
                         r1: r + 1,
-                        h0,
-                        h1: h0 + per,
+                        h0: k * nh / p,
+                        h1: (k + 1) * nh / p,
                     });
                 }
             }
@@ -544,6 +536,29 @@ fn plan_attention(
             .iter()
             .map(|t| (t.r0 * qd + t.h0 * hd, (t.r1 - 1) * qd + t.h1 * hd)),
     );
+}
+
+/// Into how many contiguous head ranges row `r` of a batch of few rows is
+/// cut for `threads` threads: at least enough that the rows' pieces
+/// divide evenly among the threads (rows of equal length then balance
+/// exactly: one row at 2 threads is 2 pieces, 3 rows are 6), and more for
+/// a row holding more than a thread's share of the batch's positions.
+/// Fewer pieces read fewer copies of the cache: a piece reads each KV
+/// head it touches once.
+fn head_pieces(rows: &[BatchRow], r: usize, threads: usize, nh: usize) -> usize {
+    fn gcd(a: usize, b: usize) -> usize {
+        if b == 0 {
+            a
+        } else {
+            gcd(b, a % b)
+        }
+    }
+    let n = rows.len();
+    let even = threads / gcd(n, threads).max(1);
+    let total: usize = rows.iter().map(|x| x.pos + 1).sum();
+    // Pieces so that none holds more than a thread's share of the work.
+    let share = (rows[r].pos + 1) * threads;
+    even.max(share.div_ceil(total)).clamp(1, nh.max(1))
 }
 
 /// Causal attention of every (row, head) over its sequence's cache,
@@ -624,4 +639,98 @@ fn attend_task(
             h = he;
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn smol() -> LlamaConfig {
+        LlamaConfig {
+            n_vocab: 10,
+            dim: 576,
+            n_layers: 1,
+            n_heads: 9,
+            n_kv_heads: 3,
+            head_dim: 64,
+            ffn_dim: 8,
+            n_ctx_train: 8192,
+            rms_eps: 1e-5,
+            rope_base: 10000.0,
+            rope_dim: 64,
+            rope_scaling: RopeScaling::None,
+            sliding_window: None,
+        }
+    }
+
+    fn row(seq: usize, pos: usize) -> BatchRow {
+        BatchRow {
+            seq,
+            token: 0,
+            pos,
+            logits: true,
+        }
+    }
+
+    /// Plans `rows` and checks that every (row, head) is attended exactly
+    /// once, by a task whose range of `att` is where its output goes.
+    fn plan(cfg: &LlamaConfig, rows: &[BatchRow], threads: usize) -> Vec<AttTask> {
+        let (mut tasks, mut ranges) = (Vec::new(), Vec::new());
+        plan_attention(cfg, rows, threads, &mut tasks, &mut ranges);
+        let mut seen = vec![0u32; rows.len() * cfg.n_heads];
+        for (t, &(a, b)) in tasks.iter().zip(&ranges) {
+            assert!(t.r0 < t.r1 && t.h0 < t.h1 && t.h1 <= cfg.n_heads, "{t:?}");
+            assert!(t.r1 - t.r0 == 1 || (t.h0, t.h1) == (0, cfg.n_heads));
+            assert!(rows[t.r0..t.r1].iter().all(|r| r.seq == rows[t.r0].seq));
+            let (qd, hd) = (cfg.q_dim(), cfg.head_dim);
+            assert_eq!((a, b), (t.r0 * qd + t.h0 * hd, (t.r1 - 1) * qd + t.h1 * hd));
+            for r in t.r0..t.r1 {
+                for h in t.h0..t.h1 {
+                    seen[r * cfg.n_heads + h] += 1;
+                }
+            }
+        }
+        assert!(seen.iter().all(|&c| c == 1), "{seen:?}");
+        tasks
+    }
+
+    #[test]
+    fn one_generating_row_is_cut_in_as_many_head_ranges_as_threads() {
+        let cfg = smol();
+        for pos in [0, 5, 4095] {
+            let rows = [row(0, pos)];
+            assert_eq!(plan(&cfg, &rows, 1).len(), 1);
+            let two = plan(&cfg, &rows, 2);
+            // Two ranges of 4 and 5 heads: 4 KV-head reads, not 9.
+            assert_eq!(two.len(), 2, "{two:?}");
+            assert_eq!(plan(&cfg, &rows, 3).len(), 3);
+        }
+    }
+
+    #[test]
+    fn few_rows_share_the_threads_evenly_and_long_rows_are_cut_finer() {
+        let cfg = smol();
+        // Three rows of one length at 2 threads: 6 pieces, 3 per thread.
+        let rows: Vec<BatchRow> = (0..3).map(|s| row(s, 100)).collect();
+        assert_eq!(plan(&cfg, &rows, 2).len(), 6);
+        // A long row beside a short one at 2 threads: the long one in 2.
+        let rows = [row(0, 4000), row(1, 9)];
+        let tasks = plan(&cfg, &rows, 2);
+        assert_eq!(tasks.iter().filter(|t| t.r0 == 0).count(), 2, "{tasks:?}");
+        assert_eq!(tasks.iter().filter(|t| t.r0 == 1).count(), 1, "{tasks:?}");
+        // Eight decoding rows at 2 threads: one task per row, all heads.
+        let rows: Vec<BatchRow> = (0..8).map(|s| row(s, 10 * s)).collect();
+        assert_eq!(plan(&cfg, &rows, 2).len(), 8);
+        // A prompt: groups of rows of one sequence.
+        let rows: Vec<BatchRow> = (0..64).map(|p| row(0, p)).collect();
+        let tasks = plan(&cfg, &rows, 2);
+        assert_eq!(tasks.len(), 16, "{tasks:?}");
+        // Mixed: prompts of two sequences and a generating row.
+        let mut rows: Vec<BatchRow> = (0..5).map(|p| row(0, p)).collect();
+        rows.push(row(1, 300));
+        rows.extend((0..7).map(|p| row(2, p)));
+        for threads in 1..=4 {
+            plan(&cfg, &rows, threads);
+        }
+    }
 }

@@ -127,17 +127,9 @@ impl Sampler {
                 None => Err(ErrorKind::NoCandidates.into()),
             };
         }
-        for (id, &logit) in self.work.iter().enumerate() {
-            // -inf tokens have probability 0 in every later stage; dropping
-            // them now only saves work.
-            if logit > f32::NEG_INFINITY {
-                self.cands.push(Candidate {
-                    id: id as u32,
-                    logit,
-                    p: 0.0,
-                });
-            }
-        }
+        // -inf tokens have probability 0 in every later stage; dropping
+        // them now only saves work, as does dropping what top-k would.
+        stages::candidates(&self.work, c.top_k, &mut self.cands);
         if self.cands.is_empty() {
             return Err(ErrorKind::NoCandidates.into());
         }

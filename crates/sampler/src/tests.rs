@@ -698,3 +698,71 @@ fn post_sampling_probs_are_over_the_survivors() {
     assert_eq!(g.sample(&logits).unwrap(), 1);
     assert_eq!(g.post_sampling_probs(10), (1.0, vec![(1, 1.0)]));
 }
+
+#[test]
+fn lane_argmax_matches_the_one_at_a_time_reference() {
+    // Few distinct values, so ties across and within lanes are common;
+    // -inf, both zeros and the largest finite value (sanitized +inf).
+    let values = [f32::NEG_INFINITY, -1.5, -0.0, 0.0, 0.25, 2.0, f32::MAX];
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    for len in [0, 1, 2, 15, 16, 17, 31, 32, 33, 100, 257, 49152] {
+        for trial in 0..40 {
+            // Trials draw from fewer values (more ties, all -inf) or more.
+            let k = 1 + trial % values.len();
+            let row: Vec<f32> = (0..len).map(|_| values[next() as usize % k]).collect();
+            assert_eq!(
+                stages::argmax(&row),
+                stages::argmax_reference(&row),
+                "len {len} trial {trial}"
+            );
+        }
+    }
+    assert_eq!(stages::argmax(&[f32::NEG_INFINITY; 40]), None);
+    let mut row = vec![1.0f32; 40];
+    row[37] = 3.0;
+    row[21] = 3.0;
+    assert_eq!(stages::argmax(&row), Some(21));
+}
+
+#[test]
+fn top_k_of_the_scanned_candidates_is_top_k_of_all() {
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    for len in [1, 5, 40, 41, 200, 1000, 49152] {
+        for k in [0, 1, 2, 3, 40, 64, 1000, 100_000] {
+            for distinct in [2u64, 7, 1 << 20] {
+                let row: Vec<f32> = (0..len)
+                    .map(|_| match next() % 50 {
+                        0 => f32::NEG_INFINITY,
+                        1 => -0.0,
+                        2 => 0.0,
+                        _ => (next() % distinct) as f32 * 0.125 - 3.0,
+                    })
+                    .collect();
+                let mut all: Vec<Candidate> = cands(&row)
+                    .into_iter()
+                    .filter(|c| c.logit > f32::NEG_INFINITY)
+                    .collect();
+                let mut some = Vec::new();
+                stages::candidates(&row, k, &mut some);
+                if k == 0 {
+                    assert_eq!(some, all, "len {len}");
+                }
+                stages::top_k(&mut all, k);
+                stages::top_k(&mut some, k);
+                assert_eq!(some, all, "len {len} k {k} distinct {distinct}");
+            }
+        }
+    }
+}

@@ -35,6 +35,14 @@ pub(super) unsafe fn scores_512(
     let nib = _mm512_set1_epi8(0x0F);
     for s in 0..=max / 16 {
         let tile = keys.bytes.as_ptr().add(s * keys.tile_stride);
+        // The next tile of each block's stream, fetched while this one is
+        // scored (a stream crosses pages every few tiles).
+        let next = keys.bytes.as_ptr().wrapping_add((s + 1) * keys.tile_stride) as *const i8;
+        for b in 0..nb {
+            for off in (0..keys.tile_stride).step_by(64) {
+                _mm_prefetch::<_MM_HINT_T0>(next.wrapping_add(b * tb + off));
+            }
+        }
         for (j, &lj) in last.iter().enumerate() {
             if lj / 16 < s {
                 continue;
@@ -235,6 +243,14 @@ unsafe fn pv_tile_512<const G: usize, const W: usize>(t: &PvTile, last: &[usize]
     let row = |k: usize| v.bytes.as_ptr().add(k * v.row_stride + t.b0 * bb);
     for k in 0..shared {
         let r = row(k);
+        // Each block's values are a stream of rows: fetch 8 rows ahead.
+        let ahead = v
+            .bytes
+            .as_ptr()
+            .wrapping_add((k + 8) * v.row_stride + t.b0 * bb) as *const i8;
+        for w in 0..W {
+            _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(w * bb));
+        }
         for w in 0..W {
             let blk = r.add(w * bb);
             let dv = scale_at(blk);

@@ -119,7 +119,16 @@ unsafe fn blocks_512<const G: usize, const NB: usize>(t: &Tile, nb: usize) {
 #[target_feature(enable = "avx2,fma,f16c,avx512f")]
 unsafe fn tile_512<const G: usize, const NB: usize>(t: &Tile, b0: usize) {
     let mut acc = [[_mm512_setzero_ps(); NB]; G];
+    // The next tile's blocks (2 KB each for d = 64, a cache's blocks far
+    // apart): one line per two dimensions, fetched while this tile runs.
+    let next = t.k.wrapping_add((b0 + NB) * t.k_block) as *const i8;
     for i in 0..t.d {
+        if i % 2 == 0 {
+            for bb in 0..NB {
+                let at = (bb * t.k_block + 16 * i) * 2;
+                _mm_prefetch::<_MM_HINT_T0>(next.wrapping_add(at));
+            }
+        }
         let mut kr = [_mm512_setzero_ps(); NB];
         for (bb, kr) in kr.iter_mut().enumerate() {
             let kp = t.k.add((b0 + bb) * t.k_block + 16 * i) as *const __m256i;
@@ -250,6 +259,9 @@ pub(super) unsafe fn pv_512(
     }
 }
 
+/// How many value rows ahead [`pv`] prefetches.
+const PV_AHEAD: usize = 8;
+
 /// [`pv`] for `gg <= 6` queries, one at a time beyond the register tile.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f")]
@@ -284,6 +296,12 @@ unsafe fn pv<const G: usize, const W: usize>(
     let shared = last.iter().min().map_or(0, |&m| m + 1);
     for t in 0..shared {
         let vt = v.0.add(t * v.1) as *const __m256i;
+        // Value rows are a cache row apart (384 bytes for 3 KV heads of
+        // 64), past what the hardware prefetcher follows across pages.
+        let ahead = v.0.wrapping_add((t + PV_AHEAD) * v.1) as *const i8;
+        for c in (0..32 * W).step_by(64) {
+            _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(c));
+        }
         let mut vv = [_mm512_setzero_ps(); W];
         for (c, x) in vv.iter_mut().enumerate() {
             *x = _mm512_cvtph_ps(_mm256_loadu_si256(vt.add(c)));
