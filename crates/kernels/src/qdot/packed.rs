@@ -45,7 +45,10 @@
 //! K-quants likewise follow their reference step for step: exact integer
 //! sums per super-block (scales applied with `vpmulld`, Q4_K/Q5_K mins with
 //! `vpdpwssd` against the activations' 32-sums, Q6_K's `-32` folded into
-//! the chain's start), then the same fused multiply-adds.
+//! the chain's start, IQ4_XS's codebook `+ 128` taken back once per
+//! super-block as `128 * sum(scale * 32-sum)`, one `vpdpwssd` per pair of
+//! sub-blocks with the scales regathered in the mins' layout), then the
+//! same fused multiply-adds.
 
 use super::QuantActs;
 use crate::buf::WeightBuf;
@@ -594,12 +597,9 @@ unsafe fn kernel_k<const N: usize, const T: u8>(
                 }
             }
             // Q6_K: sources t and 4 + t are elements 4t.. and 16 + 4t..,
-            // of sub-blocks 2u and 2u + 1; Q4_K/Q5_K: one sub-block, two
+            // of sub-blocks 2u and 2u + 1; Q4_K/Q5_K/IQ4_XS: one sub-block, two
             // chains over sources 2t and 2t + 1.
-            // With 4 or more activation rows, one chain per row is enough
-            // to keep `vpdpbusd` busy and saves the adds and registers.
             let (step, second) = if T == Q6K { (1, 4) } else { (2, 1) };
-            let split = T == Q6K || N < 4;
             for t in (0..8).step_by(step).take(4) {
                 for j in 0..N {
                     let x = xq.add((j0 + j) * cols + 256 * b + 32 * u);
@@ -607,20 +607,14 @@ unsafe fn kernel_k<const N: usize, const T: u8>(
                         _mm256_set1_epi32((x.add(4 * src) as *const i32).read_unaligned())
                     };
                     s0[j] = _mm256_dpbusd_epi32(s0[j], wv[t], bx(t));
-                    if split {
-                        s1[j] = _mm256_dpbusd_epi32(s1[j], wv[t + second], bx(t + second));
-                    } else {
-                        s0[j] = _mm256_dpbusd_epi32(s0[j], wv[t + second], bx(t + second));
-                    }
+                    s1[j] = _mm256_dpbusd_epi32(s1[j], wv[t + second], bx(t + second));
                 }
             }
             for j in 0..N {
                 let s = if T == Q6K {
                     _mm256_add_epi32(_mm256_mullo_epi32(s0[j], sa), _mm256_mullo_epi32(s1[j], sb))
-                } else if split {
-                    _mm256_mullo_epi32(_mm256_add_epi32(s0[j], s1[j]), sa)
                 } else {
-                    _mm256_mullo_epi32(s0[j], sa)
+                    _mm256_mullo_epi32(_mm256_add_epi32(s0[j], s1[j]), sa)
                 };
                 isum[j] = _mm256_add_epi32(isum[j], s);
             }
