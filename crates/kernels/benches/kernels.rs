@@ -76,7 +76,7 @@ fn bench_matmul(c: &mut Criterion) {
 fn random_blocks(rng: &mut impl Rng, ty: GgmlType, rows: usize, cols: usize) -> Vec<u8> {
     use GgmlType::*;
     let offsets: &[usize] = match ty {
-        Q4_0 | Q5_0 | Q8_0 => &[0],
+        Q4_0 | Q5_0 | Q8_0 | IQ4_NL | IQ4_XS => &[0],
         Q6_K => &[208],
         _ => &[0, 2],
     };
@@ -101,7 +101,9 @@ fn bench_qdot(c: &mut Criterion) {
     let mut g = c.benchmark_group("qmatmul");
     g.sample_size(10);
     let pool = ThreadPool::new(1);
-    for ty in [Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K] {
+    for ty in [
+        Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL, Q4_K, Q5_K, Q6_K, IQ4_XS,
+    ] {
         let (rows, cols) = if ty.block_size() == 256 {
             (1536, 768)
         } else {

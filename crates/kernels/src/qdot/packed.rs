@@ -45,7 +45,10 @@
 //! K-quants likewise follow their reference step for step: exact integer
 //! sums per super-block (scales applied with `vpmulld`, Q4_K/Q5_K mins with
 //! `vpdpwssd` against the activations' 32-sums, Q6_K's `-32` folded into
-//! the chain's start), then the same fused multiply-adds.
+//! the chain's start, IQ4_XS's codebook `+ 128` taken back once per
+//! super-block as `128 * sum(scale * 32-sum)`, one `vpdpwssd` per pair of
+//! sub-blocks with the scales regathered in the mins' layout), then the
+//! same fused multiply-adds.
 
 use super::QuantActs;
 use crate::buf::WeightBuf;
@@ -582,20 +585,19 @@ unsafe fn kernel_k<const N: usize, const T: u8>(
             // independent chains interleaved (exact, so order is free).
             let mut s0 = [_mm256_setzero_si256(); N];
             let mut s1 = [_mm256_setzero_si256(); N];
-            if T == Q6K || T == IQ4XS {
+            if T == Q6K {
                 // Sub-blocks 2u and 2u + 1 (16 elements each), each chain
-                // started at -32 * sum(x) for the -32 offset; IQ4_XS: its
-                // one sub-block's chains at -128 * the sums of its halves
-                // (the codebook's + 128).
-                let off = if T == Q6K { -32 } else { -128 };
+                // started at -32 * sum(x) for the -32 offset. (IQ4_XS's
+                // -128, the codebook's + 128, is taken once per
+                // super-block below, against the 32-sums.)
                 for j in 0..N {
                     let bs = xbs.add((j0 + j) * cols / 16 + 16 * b + 2 * u);
-                    s0[j] = _mm256_set1_epi32(off * *bs as i32);
-                    s1[j] = _mm256_set1_epi32(off * *bs.add(1) as i32);
+                    s0[j] = _mm256_set1_epi32(-32 * *bs as i32);
+                    s1[j] = _mm256_set1_epi32(-32 * *bs.add(1) as i32);
                 }
             }
             // Q6_K: sources t and 4 + t are elements 4t.. and 16 + 4t..,
-            // of sub-blocks 2u and 2u + 1; Q4_K/Q5_K: one sub-block, two
+            // of sub-blocks 2u and 2u + 1; Q4_K/Q5_K/IQ4_XS: one sub-block, two
             // chains over sources 2t and 2t + 1.
             let (step, second) = if T == Q6K { (1, 4) } else { (2, 1) };
             for t in (0..8).step_by(step).take(4) {
@@ -618,8 +620,19 @@ unsafe fn kernel_k<const N: usize, const T: u8>(
             }
         }
         let dv = _mm256_cvtph_ps(_mm_loadu_si128(p.add(dof) as *const __m128i));
-        let (mv, mn) = if T == Q6K || T == IQ4XS {
+        let (mv, mn) = if T == Q6K {
             (_mm256_setzero_ps(), [_mm256_setzero_si256(); 4])
+        } else if T == IQ4XS {
+            // The sub-block scales as Q4_K's mins lie (sub-blocks 2t and
+            // 2t + 1 of row k at 16-bit lanes 2k, 2k + 1), gathered from
+            // the units once per panel block for all N rows.
+            let mut mn = [_mm256_setzero_si256(); 4];
+            for t in 0..4 {
+                let lo = _mm_loadl_epi64(p.add(us * 2 * t + sci) as *const __m128i);
+                let hi = _mm_loadl_epi64(p.add(us * (2 * t + 1) + sci) as *const __m128i);
+                mn[t] = _mm256_cvtepi8_epi16(_mm_unpacklo_epi8(lo, hi));
+            }
+            (_mm256_setzero_ps(), mn)
         } else {
             let mv = _mm256_cvtph_ps(_mm_loadu_si128(p.add(dof + 16) as *const __m128i));
             let mut mn = [_mm256_setzero_si256(); 4];
@@ -632,6 +645,16 @@ unsafe fn kernel_k<const N: usize, const T: u8>(
         for j in 0..N {
             let row = j0 + j;
             let dx = _mm256_set1_ps(*xd.add(row * nb + b));
+            if T == IQ4XS {
+                // isum - 128 * sum over sub-blocks of scale * sum(x): the
+                // codebook's + 128 taken back, exactly.
+                let bp = xbp.add(row * cols / 64 + 4 * b);
+                let mut m = _mm256_setzero_si256();
+                for t in 0..4 {
+                    m = _mm256_dpwssd_epi32(m, mn[t], _mm256_set1_epi32(*bp.add(t)));
+                }
+                isum[j] = _mm256_sub_epi32(isum[j], _mm256_slli_epi32::<7>(m));
+            }
             acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[j]), _mm256_mul_ps(dv, dx), acc[j]);
             if T == Q4K || T == Q5K {
                 let bp = xbp.add(row * cols / 64 + 4 * b);
