@@ -23,8 +23,8 @@
 //! their llama-server goldens. Should a rewrite ever fail to compile,
 //! `ChatTemplate` compiles the source as given instead.
 
-use crate::cycles::{exprs, statements};
-use minijinja::machinery::ast::{CallArg, Expr, Stmt};
+use crate::cycles::{children, exprs, statements};
+use minijinja::machinery::ast::{Expr, Stmt};
 use minijinja::value::Value;
 
 /// The filter each operand of `+` goes through.
@@ -104,40 +104,6 @@ fn extent(e: &Expr<'_>) -> (usize, usize) {
         end = end.max(t);
     }
     (start, end)
-}
-
-/// The expressions directly inside `e`.
-fn children<'s, 'a>(e: &'s Expr<'a>) -> Vec<&'s Expr<'a>> {
-    let args = |args: &'s [CallArg<'a>]| {
-        args.iter().map(|a| match a {
-            CallArg::Pos(x)
-            | CallArg::Kwarg(_, x)
-            | CallArg::PosSplat(x)
-            | CallArg::KwargSplat(x) => x,
-        })
-    };
-    match e {
-        Expr::Var(_) | Expr::Const(_) => Vec::new(),
-        Expr::Call(c) => std::iter::once(&c.expr).chain(args(&c.args)).collect(),
-        Expr::GetAttr(g) => vec![&g.expr],
-        Expr::GetItem(g) => vec![&g.expr, &g.subscript_expr],
-        Expr::Slice(s) => std::iter::once(&s.expr)
-            .chain([&s.start, &s.stop, &s.step].into_iter().flatten())
-            .collect(),
-        Expr::UnaryOp(u) => vec![&u.expr],
-        Expr::BinOp(b) => vec![&b.left, &b.right],
-        Expr::Compare(c) => std::iter::once(&c.expr)
-            .chain(c.ops.iter().map(|o| &o.expr))
-            .collect(),
-        Expr::IfExpr(i) => [&i.test_expr, &i.true_expr]
-            .into_iter()
-            .chain(i.false_expr.as_ref())
-            .collect(),
-        Expr::Filter(f) => f.expr.iter().chain(args(&f.args)).collect(),
-        Expr::Test(t) => std::iter::once(&t.expr).chain(args(&t.args)).collect(),
-        Expr::List(l) => l.items.iter().collect(),
-        Expr::Map(m) => m.keys.iter().chain(&m.values).collect(),
-    }
 }
 
 #[cfg(test)]

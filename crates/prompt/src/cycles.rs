@@ -151,57 +151,59 @@ pub(crate) fn statements<'s, 'a>(s: &'s Stmt<'a>, out: &mut Vec<&'s Stmt<'a>>) {
     }
 }
 
-/// Calls anywhere in an expression (to see what macros may receive).
+/// Calls anywhere in an expression (to see what macros may receive). A
+/// filter's or test's arguments are collected as a list, not searched for
+/// calls inside them.
 fn calls<'s, 'a>(e: &'s Expr<'a>, out: &mut Vec<&'s [CallArg<'a>]>) {
-    let mut sub = |x: &'s Expr<'a>| calls(x, out);
-    match e {
-        Expr::Var(_) | Expr::Const(_) => {}
+    let inner = match e {
         Expr::Call(c) => {
             out.push(&c.args);
-            calls(&c.expr, out);
-            c.args.iter().for_each(|a| match a {
-                CallArg::Pos(x)
-                | CallArg::Kwarg(_, x)
-                | CallArg::PosSplat(x)
-                | CallArg::KwargSplat(x) => calls(x, out),
-            });
-        }
-        Expr::GetAttr(g) => sub(&g.expr),
-        Expr::GetItem(g) => {
-            sub(&g.expr);
-            sub(&g.subscript_expr);
-        }
-        Expr::Slice(s) => {
-            sub(&s.expr);
-            [&s.start, &s.stop, &s.step]
-                .into_iter()
-                .flatten()
-                .for_each(sub);
-        }
-        Expr::UnaryOp(u) => sub(&u.expr),
-        Expr::BinOp(b) => {
-            sub(&b.left);
-            sub(&b.right);
-        }
-        Expr::Compare(c) => {
-            sub(&c.expr);
-            c.ops.iter().for_each(|o| sub(&o.expr));
-        }
-        Expr::IfExpr(i) => {
-            sub(&i.test_expr);
-            sub(&i.true_expr);
-            i.false_expr.iter().for_each(sub);
+            children(e)
         }
         Expr::Filter(f) => {
-            f.expr.iter().for_each(&mut sub);
             out.push(&f.args);
+            f.expr.iter().collect()
         }
         Expr::Test(t) => {
-            sub(&t.expr);
             out.push(&t.args);
+            vec![&t.expr]
         }
-        Expr::List(l) => l.items.iter().for_each(sub),
-        Expr::Map(m) => m.keys.iter().chain(&m.values).for_each(sub),
+        _ => children(e),
+    };
+    inner.into_iter().for_each(|c| calls(c, out));
+}
+
+/// The expressions directly inside `e`.
+pub(crate) fn children<'s, 'a>(e: &'s Expr<'a>) -> Vec<&'s Expr<'a>> {
+    let args = |args: &'s [CallArg<'a>]| {
+        args.iter().map(|a| match a {
+            CallArg::Pos(x)
+            | CallArg::Kwarg(_, x)
+            | CallArg::PosSplat(x)
+            | CallArg::KwargSplat(x) => x,
+        })
+    };
+    match e {
+        Expr::Var(_) | Expr::Const(_) => Vec::new(),
+        Expr::Call(c) => std::iter::once(&c.expr).chain(args(&c.args)).collect(),
+        Expr::GetAttr(g) => vec![&g.expr],
+        Expr::GetItem(g) => vec![&g.expr, &g.subscript_expr],
+        Expr::Slice(s) => std::iter::once(&s.expr)
+            .chain([&s.start, &s.stop, &s.step].into_iter().flatten())
+            .collect(),
+        Expr::UnaryOp(u) => vec![&u.expr],
+        Expr::BinOp(b) => vec![&b.left, &b.right],
+        Expr::Compare(c) => std::iter::once(&c.expr)
+            .chain(c.ops.iter().map(|o| &o.expr))
+            .collect(),
+        Expr::IfExpr(i) => [&i.test_expr, &i.true_expr]
+            .into_iter()
+            .chain(i.false_expr.as_ref())
+            .collect(),
+        Expr::Filter(f) => f.expr.iter().chain(args(&f.args)).collect(),
+        Expr::Test(t) => std::iter::once(&t.expr).chain(args(&t.args)).collect(),
+        Expr::List(l) => l.items.iter().collect(),
+        Expr::Map(m) => m.keys.iter().chain(&m.values).collect(),
     }
 }
 

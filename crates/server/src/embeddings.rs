@@ -124,17 +124,18 @@ pub fn prepare(r: &Ready, pooling: Pooling, body: &[u8]) -> Result<Prepared, Api
              per token and is not OpenAI's shape: start the server with --pooling mean|cls|last",
         ));
     }
+    // As llama-embedding: special tokens added and parsed.
+    let encode = |i: usize, t: &str| {
+        r.tok
+            .encode(t, true, true)
+            .map_err(|e| ApiError::invalid(format!("input[{i}]"), format!("input[{i}]: {e}")))
+    };
     let texts = |texts: Vec<String>| -> Result<Vec<Vec<u32>>, ApiError> {
         check_count(texts.len())?;
         texts
             .iter()
             .enumerate()
-            .map(|(i, t)| {
-                // As llama-embedding: special tokens added and parsed.
-                r.tok.encode(t, true, true).map_err(|e| {
-                    ApiError::invalid(format!("input[{i}]"), format!("input[{i}]: {e}"))
-                })
-            })
+            .map(|(i, t)| encode(i, t))
             .collect()
     };
     let inputs = match content_inputs(&req.input)? {
@@ -143,9 +144,7 @@ pub fn prepare(r: &Ready, pooling: Pooling, body: &[u8]) -> Result<Prepared, Api
             let mut inputs = Vec::with_capacity(entries.len());
             for (i, e) in entries.into_iter().enumerate() {
                 inputs.push(match e {
-                    Entry::Text(t) => r.tok.encode(&t, true, true).map_err(|e| {
-                        ApiError::invalid(format!("input[{i}]"), format!("input[{i}]: {e}"))
-                    })?,
+                    Entry::Text(t) => encode(i, &t)?,
                     Entry::Tokens(ids) => ids,
                 });
             }
@@ -251,11 +250,12 @@ fn content_inputs(input: &serde_json::Value) -> Result<Option<Vec<Entry>>, ApiEr
                         "{kind}: this model reads text only; give text parts"
                     )))
                 }
-                other => {
+                Some(other) => {
                     return Err(at(&format!(
                         "a part of type {other:?} is not supported (give \"text\")"
                     )))
                 }
+                None => return Err(at("a part needs \"type\": \"text\"")),
             }
         }
         Ok(Entry::Text(text))
