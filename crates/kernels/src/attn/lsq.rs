@@ -28,9 +28,11 @@
 //! zero by `|e|^2 / |x|^2` (its error is orthogonal to the decoded block,
 //! not to `x`), the same fraction for all positions, which acts on
 //! attention like a temperature. Measured on the default model (GPL-3,
-//! 14 chunks, each against cria's f16 cache; BENCHMARKS.md): q4_0 keys with
-//! f16 values, plain rounding 0.0672 mean KLD, least-squares scale 0.0659,
-//! this scale 0.0630; values alone 0.0109, 0.0100, 0.0099.
+//! 14 chunks, each against cria's f16 cache, an experimental build
+//! switching the two; BENCHMARKS.md): q4_0 keys with f16 values, plain
+//! rounding 0.0672 mean KLD, least-squares scale 0.0659, this scale 0.0630
+//! (0.0638 with this file's exact arithmetic); values alone 0.0109,
+//! 0.0100, 0.0099.
 //!
 //! On Gaussian blocks the squared error is about 11 % below the plain
 //! rounding's (the least-squares scale: 11.3 %; ggml's 19 scales at steps of
