@@ -48,7 +48,10 @@ fn cache_kld_within(ty: &str, bound: f64) {
     let kld = kld::score(&model, &base, &["-t", "2", "-ctk", ty, "-ctv", ty]).mean_kld;
     eprintln!("cria {ty} cache vs f16 cache: mean KLD {kld} (llama.cpp {bound})");
     assert!(kld > 0.0, "a quantized cache cannot be exact: {kld}");
-    assert!(kld <= bound, "{ty}: mean KLD {kld} above llama.cpp's {bound}");
+    assert!(
+        kld <= bound,
+        "{ty}: mean KLD {kld} above llama.cpp's {bound}"
+    );
 }
 
 #[test]
