@@ -4,16 +4,18 @@
 //! panels next to the f32 path,
 //! attention over an f16 cache, the training GEMM (f32 and Q4_1 B, per ISA
 //! and beside its reference), and the SIMD row ops (exp, softmax, SiLU,
-//! RMS norm) next to their references. Throughput is in FLOPs (criterion
+//! RMS norm) next to their references, and the Q4_0 cache quantizers
+//! (llama.cpp's plain rounding and cria's scale search). Throughput is in FLOPs (criterion
 //! prints it as "elem/s": read Gelem/s as GFLOPS), elements for the row ops.
 //!
 //!     cargo bench -p cria-kernels --bench kernels
 
 use cria_kernels::{
     attend_f16, attend_scalar, dot_f16, dot_f16_scalar, dot_scalar, exp_inplace, gemm_reference,
-    gemm_with, matmul, matmul_f32_with, matmul_packed, matmul_with, rmsnorm, rmsnorm_scalar,
-    silu_mul, silu_mul_scalar, softmax, softmax_scalar, Cpu, GgmlType, KvHead, MatRef,
-    PackedMatrix, QMatrix, Rhs, ThreadPool,
+    gemm_with, matmul, matmul_f32_with, matmul_packed, matmul_with, quantize_q4_0,
+    quantize_q4_0_lsq, quantize_q4_0_lsq_scalar, rmsnorm, rmsnorm_scalar, silu_mul,
+    silu_mul_scalar, softmax, softmax_scalar, Cpu, GgmlType, KvHead, MatRef, PackedMatrix, QMatrix,
+    Rhs, ThreadPool,
 };
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use rand::{Rng, SeedableRng};
@@ -314,8 +316,46 @@ fn bench_gemm(c: &mut Criterion) {
     g.finish();
 }
 
+/// One token's K and V rows of the default model through the Q4_0 cache
+/// quantizers: 30 layers x 2 x 192 values = 360 blocks of 32 (the values
+/// are random normals, Hadamard-rotated rows being close to that).
+/// Throughput in elements.
+fn bench_kv_quant(c: &mut Criterion) {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let x: Vec<f32> = (0..360 * 32)
+        .map(|_| (0..12).map(|_| rng.gen::<f32>()).sum::<f32>() - 6.0)
+        .collect();
+    let mut g = c.benchmark_group("kv_quant_q4_0");
+    g.throughput(Throughput::Elements(x.len() as u64));
+    let mut q = [0u8; 32];
+    g.bench_function("plain (llama.cpp)", |b| {
+        b.iter(|| {
+            for xb in x.chunks_exact(32) {
+                black_box(quantize_q4_0(xb, &mut q));
+            }
+        })
+    });
+    g.bench_function("scale search", |b| {
+        b.iter(|| {
+            for xb in x.chunks_exact(32) {
+                black_box(quantize_q4_0_lsq(xb, &mut q));
+            }
+        })
+    });
+    g.bench_function("scale search, reference", |b| {
+        b.iter(|| {
+            for xb in x.chunks_exact(32) {
+                let xb: &[f32; 32] = xb.try_into().unwrap();
+                black_box(quantize_q4_0_lsq_scalar(xb, &mut q));
+            }
+        })
+    });
+    g.finish();
+}
+
 criterion_group!(
     benches,
+    bench_kv_quant,
     bench_gemm,
     bench_dot,
     bench_matmul,

@@ -67,6 +67,7 @@ mod quant;
 mod rowops;
 mod simd;
 
+pub use attn::lsq::{quantize_q4_0_lsq, quantize_q4_0_lsq_scalar};
 pub use attn::quant::{
     pack_key, quantize_kv_row, quantize_q4_0, quantize_q8_0, unpack_key, QIsa, QKeys, QType,
     QValues, QBLOCK,

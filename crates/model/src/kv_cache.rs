@@ -12,9 +12,10 @@
 //! - Quantized values are (layer, kv_dim / 32, position) ggml blocks;
 //!   quantized keys are (layer, kv_dim / 32, position / 16) key tiles of 16
 //!   positions x 32 dimensions ([`cria_kernels::QKeys`]): block-major, so
-//!   attention over a head reads `head_dim / 32` sequential streams. Rows are
-//!   quantized as llama.cpp's `quantize_row_q8_0` / `quantize_row_q4_0`
-//!   quantize them when it writes its cache.
+//!   attention over a head reads `head_dim / 32` sequential streams. Q8_0
+//!   rows are rounded as llama.cpp's `quantize_row_q8_0` rounds them; Q4_0
+//!   rows with a searched scale, never worse than llama.cpp's
+//!   `quantize_row_q4_0_ref` ([`cria_kernels::quantize_q4_0_lsq`]).
 //!
 //! Key blocks and tiles cover `n_ctx` rounded up to a multiple of 16.
 

@@ -315,6 +315,7 @@ fn has_f16_simd() -> bool {
 }
 
 mod kv;
+pub mod lsq;
 pub mod quant;
 #[cfg(target_arch = "x86_64")]
 mod quant_x86;

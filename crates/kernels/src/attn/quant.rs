@@ -21,6 +21,7 @@
 //!   positions `t` in order from 0 (`v_tbi` the integer quant, Q4_0's
 //!   minus 8).
 
+use super::lsq::quantize_q4_0_lsq;
 use half::f16;
 
 /// Elements per quantized block.
@@ -77,6 +78,9 @@ pub(crate) fn round_half_even(x: f32) -> f32 {
 /// llama.cpp's `quantize_row_q4_0_ref` for one block: `d = max / -8` where
 /// `max` is the first element of largest magnitude, `q = min(15, trunc(x /
 /// d + 8.5))`. Returns the scale and the 32 unsigned quants (0..=15).
+/// The cache stores [`super::lsq::quantize_q4_0_lsq`]'s blocks instead;
+/// this is its baseline.
+#[inline]
 pub fn quantize_q4_0(x: &[f32], q: &mut [u8; QBLOCK]) -> f16 {
     let (mut amax, mut max) = (0f32, 0f32);
     for &v in &x[..QBLOCK] {
@@ -113,7 +117,7 @@ pub fn quantize_kv_row(ty: QType, x: &[f32], dst: &mut [u8]) {
             }
             QType::Q4_0 => {
                 let mut q = [0u8; QBLOCK];
-                let d = quantize_q4_0(xb, &mut q);
+                let d = quantize_q4_0_lsq(xb, &mut q);
                 for j in 0..16 {
                     out[2 + j] = q[j] | (q[j + 16] << 4);
                 }
@@ -143,7 +147,7 @@ pub fn pack_key(ty: QType, tile: &mut [u8], p: usize, x: &[f32]) {
         }
         QType::Q4_0 => {
             let mut q = [0u8; QBLOCK];
-            let d = quantize_q4_0(x, &mut q);
+            let d = quantize_q4_0_lsq(x, &mut q);
             tile[2 * p..2 * p + 2].copy_from_slice(&d.to_le_bytes());
             for i in 0..16 {
                 let (c, e) = (i / 4, i % 4);
