@@ -23,10 +23,10 @@ for f in "$@"; do
   # shellcheck disable=SC2086
   "$BIN/llama-perplexity" -m "$f" -f "$TEXT" -c 512 -t 2 ${LLAMA_PPL_FLAGS:-} \
       --kl-divergence-base "$DIR/$name.llama.kld" > "$DIR/$name.llama.log" 2>&1
-  grep -E '^Final estimate' "$DIR/$name.llama.log" | sed 's/^/llama.cpp: /'
+  grep -E 'Final estimate' "$DIR/$name.llama.log" | sed 's/^/llama.cpp: /'
   "$CRIA" perplexity -m "$f" -f "$TEXT" -c 512 -t 2 \
       --kl-divergence-base "$DIR/$name.cria.kld" > "$DIR/$name.cria.log" 2>&1
-  grep -E '^Final estimate' "$DIR/$name.cria.log" | sed 's/^/cria:      /'
+  grep -E 'Final estimate' "$DIR/$name.cria.log" | sed 's/^/cria:      /'
   python3 scripts/ppl-pair.py "$DIR/$name.llama.kld" "$DIR/$name.cria.kld"
   rm -f "$DIR/$name.llama.kld" "$DIR/$name.cria.kld"
 done
