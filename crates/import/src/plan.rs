@@ -5,8 +5,8 @@
 
 use crate::error::{Error, Result};
 use cria_gguf::{GgmlType, Value};
-use half::slice::HalfFloatSliceExt;
 use half::f16;
+use half::slice::HalfFloatSliceExt;
 use std::borrow::Cow;
 use std::path::PathBuf;
 use std::sync::Arc;
