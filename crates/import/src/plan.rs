@@ -5,7 +5,8 @@
 
 use crate::error::{Error, Result};
 use cria_gguf::{GgmlType, Value};
-use half::{bf16, f16};
+use half::f16;
+use half::slice::HalfFloatSliceExt;
 use std::borrow::Cow;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -299,19 +300,46 @@ impl OutType {
 
 /// Decodes little-endian `bytes` of `dtype` to f32.
 pub fn to_f32(dtype: DType, bytes: &[u8]) -> Vec<f32> {
+    let mut out = Vec::new();
+    decode_into(dtype, bytes, &mut out);
+    out
+}
+
+/// Decodes little-endian `bytes` of `dtype` into `out` (cleared first;
+/// its allocation is reused). One pass, no zero-fill: bf16 is a shift the
+/// compiler vectorises (NaN quieted as `bf16::to_f32` does); f16 goes
+/// through `half`'s slice conversion (F16C / FP16 instructions when the CPU
+/// has them, detected at run time), a stack block at a time.
+fn decode_into(dtype: DType, bytes: &[u8], out: &mut Vec<f32>) {
+    out.clear();
     match dtype {
-        DType::F32 => bytes
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect(),
-        DType::F16 => bytes
-            .chunks_exact(2)
-            .map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32())
-            .collect(),
-        DType::BF16 => bytes
-            .chunks_exact(2)
-            .map(|c| bf16::from_le_bytes([c[0], c[1]]).to_f32())
-            .collect(),
+        DType::F32 => out.extend(
+            bytes
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+        ),
+        DType::BF16 => {
+            out.resize(bytes.len() / 2, 0.0);
+            for (d, c) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+                let b = u16::from_le_bytes([c[0], c[1]]) as u32;
+                // `bf16::to_f32` without its branch, so the loop vectorises.
+                let quiet = if b & 0x7fff > 0x7f80 { 0x40 } else { 0 };
+                *d = f32::from_bits((b | quiet) << 16);
+            }
+        }
+        DType::F16 => {
+            const BLOCK: usize = 512;
+            let mut h = [f16::ZERO; BLOCK];
+            let mut x = [0f32; BLOCK];
+            for c in bytes.chunks(2 * BLOCK) {
+                let n = c.len() / 2;
+                for (d, b) in h[..n].iter_mut().zip(c.chunks_exact(2)) {
+                    *d = f16::from_le_bytes([b[0], b[1]]);
+                }
+                h[..n].convert_to_f32_slice(&mut x[..n]);
+                out.extend_from_slice(&x[..n]);
+            }
+        }
     }
 }
 
@@ -325,15 +353,58 @@ pub fn encode<'a>(dtype: DType, raw: Cow<'a, [u8]>, ty: GgmlType) -> Cow<'a, [u8
     // 1 Mi elements, a whole number of Q8_0 blocks.
     const CHUNK: usize = 1 << 20;
     let n = raw.len() / dtype.size();
-    let out_len = ty.bytes_for(n as u64).unwrap_or(0) as usize;
-    let mut out = Vec::with_capacity(out_len);
+    // Zeroed by the allocator (fresh pages for a large tensor), not by a
+    // separate pass over the output.
+    let mut out = vec![0u8; ty.bytes_for(n as u64).unwrap_or(0) as usize];
+    let mut x = Vec::with_capacity(CHUNK.min(n));
+    let mut at = 0;
     for c in raw.chunks(CHUNK * dtype.size()) {
-        let x = to_f32(dtype, c);
+        decode_into(dtype, c, &mut x);
+        let len = ty.bytes_for(x.len() as u64).unwrap_or(0) as usize;
         // The kernels' reference quantizers: byte-identical to ggml's.
-        let at = out.len();
-        out.resize(at + ty.bytes_for(x.len() as u64).unwrap_or(0) as usize, 0);
-        cria_kernels::quantize_row(ty, &x, None, &mut out[at..])
+        cria_kernels::quantize_row(ty, &x, None, &mut out[at..at + len])
             .expect("the plan only chooses types the kernels quantize, in whole blocks");
+        at += len;
     }
     Cow::Owned(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use half::bf16;
+
+    /// The slice conversions give, for every 16-bit pattern (NaNs,
+    /// infinities, subnormals included), the element conversion's value.
+    #[test]
+    fn to_f32_matches_element_conversion_for_every_pattern() {
+        // Odd count: no multiple of any SIMD width.
+        let bits: Vec<u16> = (0..=u16::MAX).chain([0x3c00]).collect();
+        let bytes: Vec<u8> = bits.iter().flat_map(|b| b.to_le_bytes()).collect();
+        let f = to_f32(DType::F16, &bytes);
+        let b = to_f32(DType::BF16, &bytes);
+        for (i, &v) in bits.iter().enumerate() {
+            let (ef, eb) = (f16::from_bits(v).to_f32(), bf16::from_bits(v).to_f32());
+            assert_eq!(f[i].to_bits(), ef.to_bits(), "f16 {v:#06x}");
+            assert_eq!(b[i].to_bits(), eb.to_bits(), "bf16 {v:#06x}");
+        }
+    }
+
+    /// `convert --outtype f16` of a bf16 tensor longer than one conversion
+    /// chunk (1 Mi elements), every bf16 pattern in it: each output element
+    /// is the element-by-element bf16 -> f32 -> f16 value, at its place.
+    #[test]
+    fn encode_bf16_to_f16_across_chunks_matches_element_conversion() {
+        let bits: Vec<u16> = (0..(1usize << 20) + 3 * 65_536 + 7)
+            .map(|i| (i as u32).wrapping_mul(40_503) as u16)
+            .collect();
+        let bytes: Vec<u8> = bits.iter().flat_map(|b| b.to_le_bytes()).collect();
+        let out = encode(DType::BF16, Cow::Borrowed(&bytes), GgmlType::F16);
+        assert_eq!(out.len(), bytes.len());
+        for (i, &b) in bits.iter().enumerate() {
+            let want = f16::from_f32(bf16::from_bits(b).to_f32()).to_bits();
+            let got = u16::from_le_bytes([out[2 * i], out[2 * i + 1]]);
+            assert_eq!(got, want, "element {i}: bf16 {b:#06x}");
+        }
+    }
 }

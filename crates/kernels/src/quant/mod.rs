@@ -120,11 +120,7 @@ pub fn quantize_row(
                 d.copy_from_slice(&v.to_le_bytes());
             }
         }
-        (F16, _) => {
-            for (d, v) in dst.chunks_exact_mut(2).zip(x) {
-                d.copy_from_slice(&fp16(*v));
-            }
-        }
+        (F16, _) => f16_row(x, dst),
         (BF16, _) => {
             for (d, v) in dst.chunks_exact_mut(2).zip(x) {
                 d.copy_from_slice(&bf16_bits(*v).to_le_bytes());
@@ -153,6 +149,24 @@ pub fn quantize_row(
         _ => return Err(ErrorKind::UnsupportedType(ty).into()),
     }
     Ok(())
+}
+
+/// f32 to little-endian f16, a stack block at a time through `half`'s slice
+/// conversion: F16C (x86) or FP16 (aarch64) when the CPU has them, detected
+/// at run time, software otherwise. The same round-to-nearest-even as
+/// [`fp16`] element by element, 8 lanes per instruction instead of one
+/// (`cria convert --outtype f16` spends its CPU time here).
+fn f16_row(x: &[f32], dst: &mut [u8]) {
+    use half::slice::HalfFloatSliceExt;
+    const BLOCK: usize = 512;
+    let mut h = [half::f16::ZERO; BLOCK];
+    for (xs, ds) in x.chunks(BLOCK).zip(dst.chunks_mut(2 * BLOCK)) {
+        let h = &mut h[..xs.len()];
+        h.convert_from_f32_slice(xs);
+        for (d, v) in ds.chunks_exact_mut(2).zip(h.iter()) {
+            d.copy_from_slice(&v.to_bits().to_le_bytes());
+        }
+    }
 }
 
 fn blocks(x: &[f32], dst: &mut [u8], bs: usize, bb: usize, f: fn(&[f32], &mut [u8])) {

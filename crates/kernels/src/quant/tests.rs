@@ -217,3 +217,46 @@ fn iq4_best_index_counts_like_the_search() {
         assert_eq!(iq4::best_index_pub(x), iq4::best_index_search(x), "x = {x}");
     }
 }
+
+/// The F16 row (slice conversion, 8 lanes at a time) gives the bytes of the
+/// element-by-element conversion for every kind of f32: a stride through
+/// all bit patterns (NaNs, infinities, subnormals, values that overflow or
+/// underflow f16), exact ties of f16 rounding, and a length that is no
+/// multiple of the SIMD width or of the stack block.
+#[test]
+fn f16_row_matches_element_conversion() {
+    let mut x: Vec<f32> = (0..(1u64 << 32))
+        .step_by(4099)
+        .map(|b| f32::from_bits(b as u32))
+        .collect();
+    // Halfway between two f16 values at several exponents: ties to even.
+    for e in [-24i32, -14, -1, 0, 5, 15] {
+        for m in 0..64u32 {
+            let half_ulp = 2f32.powi(e - 11);
+            let base = 2f32.powi(e) + (m as f32) * 2.0 * half_ulp;
+            x.extend([base + half_ulp, -(base + half_ulp)]);
+        }
+    }
+    x.extend([
+        0.0,
+        -0.0,
+        65504.0,
+        65520.0,
+        65519.99,
+        f32::MAX,
+        f32::MIN_POSITIVE,
+    ]);
+    if x.len().is_multiple_of(2) {
+        x.push(1.0 / 3.0); // odd length
+    }
+    let mut got = vec![0u8; 2 * x.len()];
+    quantize_row(GgmlType::F16, &x, None, &mut got).unwrap();
+    for (i, v) in x.iter().enumerate() {
+        assert_eq!(
+            got[2 * i..2 * i + 2],
+            fp16(*v),
+            "element {i}: {v:e} ({:#010x})",
+            v.to_bits()
+        );
+    }
+}
