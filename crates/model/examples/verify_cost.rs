@@ -7,9 +7,19 @@
 //! For n = 1..=17 rows (every row with logits, as a verification pass) it
 //! prints the median and minimum wall time of the whole forward pass and of
 //! the output projection alone over `n` rows, and the extra cost of a row
-//! relative to the one-row step.
+//! relative to the one-row step. With 1 thread it also prints the mean
+//! on-CPU time of the pass (from /proc/thread-self/schedstat), which other
+//! processes on a loaded machine disturb far less than wall time.
 use cria_model::{KvType, Logits, Model, Session};
 use std::time::Instant;
+
+/// Nanoseconds this thread has spent on a CPU (0 where /proc lacks it).
+fn cpu_ns() -> u64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let a: Vec<String> = std::env::args().collect();
@@ -26,18 +36,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut logits = Vec::new();
     model.forward(&mut s, &ctx, Logits::Last, &mut logits)?;
     let dim = model.config.dim;
-    let x: Vec<f32> = (0..17 * dim).map(|i| ((i % 97) as f32 - 48.0) / 50.0).collect();
+    let x: Vec<f32> = (0..17 * dim)
+        .map(|i| ((i % 97) as f32 - 48.0) / 50.0)
+        .collect();
     let mut out = vec![0f32; 17 * nv as usize];
     println!("# depth {depth}, threads {threads}, reps {reps}; times in ms");
-    println!("rows  fwd_med  fwd_min  out_med  out_min  extra/row(min, x one-row)");
+    println!("rows  fwd_med  fwd_min  out_med  out_min  extra/row(min, x one-row)  fwd_cpu_mean");
     let mut base = 0.0;
     for n in 1..=17usize {
         let toks: Vec<u32> = (0..n as u32).map(|i| (i * 31 + 5) % nv).collect();
         let (mut f, mut o) = (Vec::new(), Vec::new());
+        let mut cpu = 0;
         for _ in 0..reps {
             s.truncate(depth);
-            let t = Instant::now();
+            let (t, c) = (Instant::now(), cpu_ns());
             model.forward(&mut s, &toks, Logits::All, &mut logits)?;
+            cpu += cpu_ns() - c;
             f.push(t.elapsed().as_secs_f64() * 1e3);
             let t = Instant::now();
             cria_model::matmul(
@@ -60,11 +74,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             0.0
         };
         println!(
-            "{n:4} {:8.3} {:8.3} {:8.3} {:8.3}  {extra:.3}",
+            "{n:4} {:8.3} {:8.3} {:8.3} {:8.3}  {extra:.3}  {:8.3}",
             f[reps / 2],
             f[0],
             o[reps / 2],
-            o[0]
+            o[0],
+            cpu as f64 / reps as f64 / 1e6
         );
     }
     Ok(())

@@ -30,7 +30,7 @@ pub const DEFAULT_ROW_COST: f64 = 0.13;
 /// Bounds of the row cost estimate: a noisy estimate (a step preempted by
 /// another process) must neither make drafts free nor stop them for good
 /// (with no drafts there is nothing to measure a row by).
-pub const MIN_ROW_COST: f64 = 0.02;
+pub const MIN_ROW_COST: f64 = 0.03;
 pub const MAX_ROW_COST: f64 = 0.4;
 
 /// Weight kept by older steps at each new one (about the last 30 steps
