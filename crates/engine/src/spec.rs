@@ -74,8 +74,9 @@ pub const NGRAM_MIN: usize = 1;
 /// draft model would spend target rows on likely rejections.
 pub const DRAFT_P_MIN: f32 = 0.75;
 
-/// Decode + draft rows per step and per thread beyond which a step no
-/// longer speculates (see the module doc; measured in BENCHMARKS.md).
+/// Decode + draft rows per step and per thread beyond which a step of
+/// several decoding sequences no longer speculates (see the module doc;
+/// measured in BENCHMARKS.md).
 pub const ROWS_PER_THREAD: usize = 4;
 
 /// Where draft tokens come from.
@@ -161,8 +162,10 @@ impl SpecParams {
 pub struct Speculation {
     pub params: SpecParams,
     pub draft: Option<Arc<Model>>,
-    /// Most rows (decode + draft) per step; 0: [`ROWS_PER_THREAD`] x the
-    /// engine's threads (set by `Engine::start`).
+    /// Most rows (decode + draft) per step while several sequences decode
+    /// (a lone sequence drafts up to `draft_max`, as the cost model
+    /// allows); 0: [`ROWS_PER_THREAD`] x the engine's threads (set by
+    /// `Engine::start`).
     pub max_rows: usize,
 }
 
