@@ -74,7 +74,7 @@ struct Job<'t> {
     embed: Option<Pooler>,
     /// Tokens discarded by context shifts (`--context-overflow shift`).
     shifted: usize,
-    /// Speculation's draft and counts (`n_draft == 0`: off).
+    /// Speculation's draft and counts (`draft_max == 0`: off).
     spec: SpecState,
     /// Prompt tokens restored from the prefix cache on disk.
     restored: usize,
@@ -149,6 +149,9 @@ pub(crate) struct Scheduler<'m> {
     drafter: Option<Drafter>,
     /// A sequence's tokens with its pending one, for the n-gram drafter.
     hist: Vec<u32>,
+    /// What a verification row costs against a one-row step, measured on
+    /// this step's decode steps (speculation's cost model).
+    row_cost: crate::spec::cost::RowCost,
     logits: Vec<f32>,
     /// Per slot: whether its output rows are hidden states (embeddings).
     hidden_seqs: Vec<bool>,
@@ -208,6 +211,7 @@ impl<'m> Scheduler<'m> {
             drafter,
             draft_row: Vec::new(),
             hist: Vec::new(),
+            row_cost: Default::default(),
             scratch: model.scratch(config.step_tokens),
             pool: cria_kernels::ThreadPool::new(config.threads.max(1)),
             config,
@@ -523,6 +527,7 @@ impl<'m> Scheduler<'m> {
                 .as_ref()
                 .is_some_and(|j| self.faulty(FaultSite::Step, &j.req))
         });
+        let started = Instant::now();
         let forward = catch_unwind(AssertUnwindSafe(|| {
             if inject {
                 injected(FaultSite::Step);
@@ -545,6 +550,17 @@ impl<'m> Scheduler<'m> {
                 .forward_rows_lora(scratch, pool, &mut caches, rows, out, &self.lora)
         }));
         self.stats.steps.fetch_add(1, Ordering::Relaxed);
+        // Decode steps (no prompt rows) time the rows for the cost model.
+        let decode_only = self.rows.iter().zip(&self.draft_row).all(|(r, &d)| {
+            d || self.slots[r.seq]
+                .job
+                .as_ref()
+                .is_some_and(|j| j.pending.is_some())
+        });
+        if self.config.spec.is_some() && decode_only && matches!(forward, Ok(Ok(()))) {
+            self.row_cost
+                .observe(self.rows.len(), started.elapsed().as_secs_f64());
+        }
         let failure = match forward {
             Ok(Ok(())) => None,
             Ok(Err(e)) => Some(format!("the forward pass failed: {e}")),
@@ -636,10 +652,10 @@ impl<'m> Scheduler<'m> {
             }
         }
         self.logits = logits;
-        if let Some(spec) = &self.config.spec {
+        if self.config.spec.is_some() {
             for slot in &mut self.slots {
                 if let Some(job) = &mut slot.job {
-                    job.spec.adapt(spec.params.draft_max);
+                    job.spec.verified_draft();
                 }
             }
         }

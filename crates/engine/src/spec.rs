@@ -34,16 +34,23 @@
 //! rewritten before it is next attended to, and a row attends only to
 //! positions up to its own.
 //!
-//! **Draft length.** Each request starts at `draft_max`; a fully accepted
-//! draft grows it by 2 (up to `draft_max`), a rejection sets it to one more
-//! than what was accepted. A draft shorter than `draft_min` is not used.
+//! **Draft length** ([`cost`]): each step drafts the length with the most
+//! expected tokens per unit of cost, from the request's acceptance so far
+//! (per n-gram match length) and the measured cost of a verification row
+//! against a one-row step, up to `draft_max`; no draft when none is
+//! expected to pay for its rows. A draft shorter than `draft_min` is not
+//! used.
 //!
 //! **Saturation.** Extra rows are almost free while a step is bound by
 //! reading the weights, and cost their full compute once the batch already
-//! keeps every core busy. [`Speculation::max_rows`] caps the rows of a step
-//! (decode rows plus drafts): drafts get only the rows left under the cap,
-//! so a server batch that already has that many decoding sequences does not
-//! speculate at all (counted in `EngineStats::spec_off_steps`).
+//! keeps every core busy. With several sequences decoding,
+//! [`Speculation::max_rows`] caps the rows of a step (decode rows plus
+//! drafts): drafts get only the rows left under the cap, so a server batch
+//! that already has that many decoding sequences does not speculate at all
+//! (counted in `EngineStats::spec_off_steps`), and below the cap the cost
+//! model prices a draft row against the batch's tokens
+//! ([`cost::batch_row_cost`]). A sequence decoding alone may draft up to
+//! `draft_max`: its rows are priced by the cost model alone.
 
 use crate::error::{Error, ErrorKind, Result};
 use cria_model::{BatchRow, KvCache, KvTypes, Model, Scratch};
@@ -52,6 +59,10 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
+
+pub mod cost;
+
+use cost::Acceptance;
 
 /// Longest suffix the n-gram drafter looks up (it tries shorter ones down
 /// to [`NGRAM_MIN`] when a longer one has no earlier occurrence).
@@ -63,8 +74,9 @@ pub const NGRAM_MIN: usize = 1;
 /// draft model would spend target rows on likely rejections.
 pub const DRAFT_P_MIN: f32 = 0.75;
 
-/// Decode + draft rows per step and per thread beyond which a step no
-/// longer speculates (see the module doc; measured in BENCHMARKS.md).
+/// Decode + draft rows per step and per thread beyond which a step of
+/// several decoding sequences no longer speculates (see the module doc;
+/// measured in BENCHMARKS.md).
 pub const ROWS_PER_THREAD: usize = 4;
 
 /// Where draft tokens come from.
@@ -150,8 +162,10 @@ impl SpecParams {
 pub struct Speculation {
     pub params: SpecParams,
     pub draft: Option<Arc<Model>>,
-    /// Most rows (decode + draft) per step; 0: [`ROWS_PER_THREAD`] x the
-    /// engine's threads (set by `Engine::start`).
+    /// Most rows (decode + draft) per step while several sequences decode
+    /// (a lone sequence drafts up to `draft_max`, as the cost model
+    /// allows); 0: [`ROWS_PER_THREAD`] x the engine's threads (set by
+    /// `Engine::start`).
     pub max_rows: usize,
 }
 
@@ -218,15 +232,21 @@ pub fn check_vocab(target: &Tokenizer, draft: &Tokenizer) -> std::result::Result
     Ok(())
 }
 
-/// Per request: the current draft and the running counts.
-#[derive(Debug, Default)]
+/// Per request: the current draft, the acceptance record and the running
+/// counts.
+#[derive(Debug)]
 pub(crate) struct SpecState {
-    /// Tokens to draft at the next chance.
-    pub n_draft: usize,
+    /// Most tokens drafted per step (`--draft-max`; 0: speculation off).
+    pub draft_max: usize,
     /// This step's guesses (after the pending token), empty when none.
     pub draft: Vec<u32>,
+    /// Where this step's guesses come from: the n-gram match length, 0
+    /// for a draft model (see [`Acceptance`]).
+    pub source: usize,
     /// Guesses of this step checked and accepted so far.
     pub verified: usize,
+    /// Acceptance so far, per source.
+    pub record: Acceptance,
     /// Totals of the request.
     pub drafted: usize,
     pub accepted: usize,
@@ -235,22 +255,24 @@ pub(crate) struct SpecState {
 impl SpecState {
     pub fn new(draft_max: usize) -> SpecState {
         SpecState {
-            n_draft: draft_max,
-            ..SpecState::default()
+            draft_max,
+            draft: Vec::new(),
+            source: 0,
+            verified: 0,
+            record: Acceptance::new(NGRAM_MAX + 1),
+            drafted: 0,
+            accepted: 0,
         }
     }
 
-    /// After a step's verification: grow on full acceptance, else shrink
-    /// to one more than what was accepted; forget the draft.
-    pub fn adapt(&mut self, draft_max: usize) {
+    /// After a step's verification: records how much of the draft was
+    /// accepted and forgets it.
+    pub fn verified_draft(&mut self) {
         if self.draft.is_empty() {
             return;
         }
-        self.n_draft = if self.verified == self.draft.len() {
-            (self.n_draft + 2).min(draft_max)
-        } else {
-            (self.verified + 1).min(draft_max)
-        };
+        self.record
+            .record(self.source, self.draft.len(), self.verified);
         self.draft.clear();
         self.verified = 0;
     }
@@ -258,11 +280,12 @@ impl SpecState {
 
 /// Prompt lookup: appends to `out` up to `k` tokens that followed the
 /// latest earlier occurrence of the longest suffix of `hist` (from
-/// [`NGRAM_MAX`] down to [`NGRAM_MIN`] tokens) that has one.
-pub fn ngram_draft(hist: &[u32], k: usize, out: &mut Vec<u32>) {
+/// [`NGRAM_MAX`] down to [`NGRAM_MIN`] tokens) that has one. Returns the
+/// length of that suffix (0: none found, nothing appended).
+pub fn ngram_draft(hist: &[u32], k: usize, out: &mut Vec<u32>) -> usize {
     let len = hist.len();
     if k == 0 {
-        return;
+        return 0;
     }
     for n in (NGRAM_MIN..=NGRAM_MAX.min(len.saturating_sub(1))).rev() {
         let key = &hist[len - n..];
@@ -272,9 +295,10 @@ pub fn ngram_draft(hist: &[u32], k: usize, out: &mut Vec<u32>) {
             let from = i + n;
             let to = (from + k).min(len);
             out.extend_from_slice(&hist[from..to]);
-            return;
+            return n;
         }
     }
+    0
 }
 
 /// One drafting request: a slot, its history (evaluated tokens, then the
@@ -419,17 +443,17 @@ mod tests {
         // ... 5 6 7 8 ... 5 6 7 9 ... 6 7 -> the latest "6 7" is followed by 9.
         let h = [1, 5, 6, 7, 8, 2, 5, 6, 7, 9, 3, 6, 7];
         let mut out = Vec::new();
-        ngram_draft(&h, 3, &mut out);
+        assert_eq!(ngram_draft(&h, 3, &mut out), 2);
         assert_eq!(out, [9, 3, 6]);
         // A longer suffix wins over a later shorter one: "5 6 7" -> 8 (its
         // latest occurrence with 4 tokens is unique).
         let h = [4, 5, 6, 7, 8, 1, 7, 2, 4, 5, 6, 7];
         out.clear();
-        ngram_draft(&h, 2, &mut out);
+        assert_eq!(ngram_draft(&h, 2, &mut out), 4);
         assert_eq!(out, [8, 1]);
         // Nothing seen before: no draft; the draft stops at the history's end.
         out.clear();
-        ngram_draft(&[1, 2, 3], 4, &mut out);
+        assert_eq!(ngram_draft(&[1, 2, 3], 4, &mut out), 0);
         assert!(out.is_empty());
         ngram_draft(&[1, 2, 1], 4, &mut out);
         assert_eq!(out, [2, 1]);
@@ -442,24 +466,19 @@ mod tests {
     }
 
     #[test]
-    fn draft_length_adapts() {
+    fn verified_drafts_feed_the_acceptance_record() {
         let mut s = SpecState::new(8);
-        s.n_draft = 4;
+        s.source = 3;
         s.draft = vec![1, 2, 3, 4];
-        s.verified = 4;
-        s.adapt(8);
-        assert_eq!((s.n_draft, s.draft.len(), s.verified), (6, 0, 0));
-        s.draft = vec![1; 6];
-        s.verified = 6;
-        s.adapt(7);
-        assert_eq!(s.n_draft, 7);
-        s.draft = vec![1; 7];
         s.verified = 2;
-        s.adapt(7);
-        assert_eq!(s.n_draft, 3);
-        // No draft this step: unchanged.
-        s.adapt(7);
-        assert_eq!(s.n_draft, 3);
+        s.verified_draft();
+        assert_eq!((s.draft.len(), s.verified), (0, 0));
+        // 2 accepted of 3 tried, on top of the prior (1 of 2).
+        assert!((s.record.p(3) - 3.0 / 5.0).abs() < 1e-12);
+        assert_eq!(s.record.p(2), 0.5);
+        // No draft this step: nothing recorded.
+        s.verified_draft();
+        assert!((s.record.p(3) - 3.0 / 5.0).abs() < 1e-12);
     }
 
     #[test]

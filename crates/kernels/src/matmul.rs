@@ -362,7 +362,7 @@ pub fn matmul_packed_many(
     }
     #[cfg(target_arch = "x86_64")]
     ACTS.with(|acts| {
-        use qdot::packed::{block_bytes, block_len, panel_dot, PANEL};
+        use qdot::packed::{block_bytes, block_len, panel_dot, panel_dot_rows, PANEL};
         let mut acts = acts.borrow_mut();
         let kind = qdot::act_kind(ty0).expect("packed types have an integer kernel");
         acts.quantize(kind, x, cols);
@@ -406,27 +406,27 @@ pub fn matmul_packed_many(
                     unsafe { shared.write_row(j * rows + r0, &o[..live]) };
                 };
                 let mut j = 0;
-                // SAFETY (all three): `pack` checked the ISA and type; the
-                // panel holds `nb` blocks; acts rows j.. exist, quantized
-                // as the type's kind.
+                // SAFETY (both): `pack` checked the ISA and type; the panel
+                // holds `nb` blocks; acts rows j.. exist, quantized as the
+                // type's kind.
                 while j + 8 <= n {
                     let mut o = [[0f32; PANEL]; 8];
                     unsafe { panel_dot::<8>(w.ty, panel, nb, acts, j, &mut o) };
                     o.iter().enumerate().for_each(|(jj, o)| put(j + jj, o));
                     j += 8;
                 }
-                while j + 4 <= n {
-                    let mut o = [[0f32; PANEL]; 4];
-                    unsafe { panel_dot::<4>(w.ty, panel, nb, acts, j, &mut o) };
-                    o.iter().enumerate().for_each(|(jj, o)| put(j + jj, o));
-                    j += 4;
-                }
-                while j < n {
-                    let mut o = [[0f32; PANEL]; 1];
-                    unsafe { panel_dot::<1>(w.ty, panel, nb, acts, j, &mut o) };
-                    put(j, &o[0]);
-                    j += 1;
-                }
+                // The last 1..7 rows in one pass over the panel: the
+                // weights are unpacked once for all of them. A speculative
+                // verification (a pending token and a few drafts) is such
+                // a batch; one pass per row cost it the unpacking again
+                // for every row.
+                let mut o = [[0f32; PANEL]; 8];
+                let rest = n - j;
+                unsafe { panel_dot_rows(w.ty, panel, nb, acts, j, &mut o[..rest]) };
+                o[..rest]
+                    .iter()
+                    .enumerate()
+                    .for_each(|(jj, o)| put(j + jj, o));
             }
         });
     });

@@ -228,7 +228,7 @@ fn packed_and_grouped_products_match_unpacked_bits() {
         };
         let refs: Vec<&PackedMatrix> = packed.iter().collect();
         assert!(can_group(&refs));
-        for n in [1, 3, 8, 13] {
+        for n in [1, 2, 3, 4, 5, 6, 7, 8, 13, 15] {
             let x: Vec<f32> = (0..n * cols).map(|_| rng.gen_range(-1.0..1.0)).collect();
             for threads in [1, 2, 3] {
                 let pool = ThreadPool::new(threads);

@@ -174,7 +174,7 @@ pub(super) fn finish_job(mut job: Job<'_>, finish: FinishReason) {
             action: ContextOverflow::Shift,
             dropped_tokens: job.shifted,
         }),
-        spec: (job.spec.n_draft > 0).then_some(SpecReport {
+        spec: (job.spec.draft_max > 0).then_some(SpecReport {
             drafted: job.spec.drafted,
             accepted: job.spec.accepted,
         }),

@@ -2,6 +2,7 @@
 //! before a step and confirming draft rows after it.
 
 use super::Scheduler;
+use crate::spec::cost::{batch_row_cost, best_draft_len};
 use crate::spec::{ngram_draft, DraftWant};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
@@ -27,8 +28,10 @@ impl Scheduler<'_> {
         true
     }
 
-    /// Fills `job.spec.draft` of the decoding sequences, within the rows
-    /// `Speculation::max_rows` leaves for drafts this step.
+    /// Fills `job.spec.draft` of the decoding sequences: as many tokens as
+    /// the cost model finds worth a row (`spec/cost.rs`), within the rows
+    /// `Speculation::max_rows` leaves for drafts when several sequences
+    /// decode.
     pub(super) fn make_drafts(&mut self) {
         let Some(spec) = &self.config.spec else {
             return;
@@ -45,11 +48,17 @@ impl Scheduler<'_> {
         if decoding.is_empty() {
             return;
         }
-        let share = max_rows.saturating_sub(decoding.len()) / decoding.len();
+        let n = decoding.len();
+        let share = if n == 1 {
+            usize::MAX
+        } else {
+            max_rows.saturating_sub(n) / n
+        };
         if share == 0 {
             self.stats.spec_off_steps.fetch_add(1, Ordering::Relaxed);
             return;
         }
+        let row_cost = batch_row_cost(self.row_cost.ratio(), n);
         let n_ctx = self.config.n_ctx;
         let mut wants = Vec::new();
         for &i in &decoding {
@@ -61,7 +70,7 @@ impl Scheduler<'_> {
             // token's row.
             let mut k = job
                 .spec
-                .n_draft
+                .draft_max
                 .min(share)
                 .min(n_ctx.saturating_sub(slot.tokens.len() + 1));
             if let Some(m) = job.req.params.max_tokens {
@@ -74,13 +83,25 @@ impl Scheduler<'_> {
             self.hist.extend_from_slice(&slot.tokens);
             self.hist.push(pending);
             if self.drafter.is_some() {
+                // A draft model's guesses are one source; ask for no more
+                // than its acceptance so far makes worth verifying.
+                let k = best_draft_len(job.spec.record.p(0), row_cost, k);
+                if k == 0 || k < draft_min {
+                    continue;
+                }
+                job.spec.source = 0;
                 wants.push(DraftWant {
                     slot: i,
                     hist: self.hist.clone(),
                     k,
                 });
             } else {
-                ngram_draft(&self.hist, k, &mut job.spec.draft);
+                // The match length is known once the lookup is done: keep
+                // as much of the guess as that source's acceptance pays for.
+                let m = ngram_draft(&self.hist, k, &mut job.spec.draft);
+                let keep = best_draft_len(job.spec.record.p(m), row_cost, job.spec.draft.len());
+                job.spec.draft.truncate(keep);
+                job.spec.source = m;
             }
         }
         if let Some(drafter) = &mut self.drafter {
