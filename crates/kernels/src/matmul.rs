@@ -485,6 +485,7 @@ pub fn matmul_packed_many(
 /// Activation rows from which [`matmul_packed_many`] runs a two-panel
 /// kernel where the type has one (a prompt; generation keeps the one-panel
 /// mat-vec, which is bound by memory, not arithmetic).
+#[cfg(target_arch = "x86_64")]
 const PAIR_ROWS: usize = 8;
 
 /// Weight rows per task: enough tasks that both cores finish together
