@@ -147,7 +147,7 @@ pub fn matmul_with(
     }
     ACTS.with(|acts| {
         let mut acts = acts.borrow_mut();
-        acts.quantize(k.act, x, w.cols);
+        acts.quantize_par(k.act, x, w.cols, pool);
         let acts = &*acts;
         let rows = w.rows;
         let per = rows_per_task(rows, n, pool.threads());
@@ -362,10 +362,10 @@ pub fn matmul_packed_many(
     }
     #[cfg(target_arch = "x86_64")]
     ACTS.with(|acts| {
-        use qdot::packed::{block_bytes, block_len, panel_dot, panel_dot_rows, PANEL};
+        use qdot::packed::{block_bytes, block_len, pair_dot, panel_dot, panel_dot_rows, PANEL};
         let mut acts = acts.borrow_mut();
         let kind = qdot::act_kind(ty0).expect("packed types have an integer kernel");
-        acts.quantize(kind, x, cols);
+        acts.quantize_par(kind, x, cols, pool);
         let acts = &*acts;
         let nb = cols / block_len(ty0);
         // The panels of all matrices, end to end: matrix m owns global
@@ -383,13 +383,20 @@ pub fn matmul_packed_many(
         }
         let count = ws.len();
         let panels = start[count];
-        let per = rows_per_task(total_rows, n, pool.threads()).div_ceil(PANEL);
+        // Panels per task; an even number where a prompt pairs them
+        // (pairs never straddle two tasks).
+        let pairs = n >= PAIR_ROWS;
+        let mut per = rows_per_task(total_rows, n, pool.threads()).div_ceil(PANEL);
+        if pairs {
+            per = per.div_ceil(2) * 2;
+        }
         let mats: [Option<&PackedMatrix>; MAX_GROUP] = std::array::from_fn(|i| ws.get(i).copied());
         let (mats, shared, start) = (&mats, &shared, &start);
         pool.run(panels.div_ceil(per), |task| {
             let g0 = task * per;
             let g1 = (g0 + per).min(panels);
-            for g in g0..g1 {
+            let mut g = g0;
+            while g < g1 {
                 let m = (0..count).rfind(|&m| start[m] <= g).unwrap_or(0);
                 let (Some(w), Some(shared)) = (mats[m], shared[m].as_ref()) else {
                     unreachable!("matrices 0..count are set")
@@ -399,6 +406,41 @@ pub fn matmul_packed_many(
                 let panel_bytes = nb * block_bytes(w.ty);
                 let panel = w.data[p * panel_bytes..(p + 1) * panel_bytes].as_ptr();
                 let r0 = p * PANEL;
+                // A prompt takes two panels of one matrix at once where the
+                // type has a two-panel kernel.
+                if pairs && qdot::packed::pair_available(w.ty) && g + 1 < g1.min(start[m + 1]) {
+                    let second = w.data[(p + 1) * panel_bytes..(p + 2) * panel_bytes].as_ptr();
+                    let live = (2 * PANEL).min(rows - r0);
+                    let put = |j: usize, o: &[f32; 2 * PANEL]| {
+                        // SAFETY: tasks own disjoint panels, so (j, r0..r0 +
+                        // live) is written by this task alone.
+                        unsafe { shared.write_row(j * rows + r0, &o[..live]) };
+                    };
+                    let mut j = 0;
+                    // SAFETY (all three): `pair_available` checked the ISA
+                    // and type; both panels hold `nb` blocks; acts rows j..
+                    // exist, quantized as the type's kind.
+                    while j + 8 <= n {
+                        let mut o = [[0f32; 2 * PANEL]; 8];
+                        unsafe { pair_dot::<8>(w.ty, panel, second, nb, acts, j, &mut o) };
+                        o.iter().enumerate().for_each(|(jj, o)| put(j + jj, o));
+                        j += 8;
+                    }
+                    while j + 4 <= n {
+                        let mut o = [[0f32; 2 * PANEL]; 4];
+                        unsafe { pair_dot::<4>(w.ty, panel, second, nb, acts, j, &mut o) };
+                        o.iter().enumerate().for_each(|(jj, o)| put(j + jj, o));
+                        j += 4;
+                    }
+                    while j < n {
+                        let mut o = [[0f32; 2 * PANEL]; 1];
+                        unsafe { pair_dot::<1>(w.ty, panel, second, nb, acts, j, &mut o) };
+                        put(j, &o[0]);
+                        j += 1;
+                    }
+                    g += 2;
+                    continue;
+                }
                 let live = PANEL.min(rows - r0);
                 let put = |j: usize, o: &[f32; PANEL]| {
                     // SAFETY: tasks own disjoint panels, so (j, r0..r0 +
@@ -427,6 +469,7 @@ pub fn matmul_packed_many(
                     .iter()
                     .enumerate()
                     .for_each(|(jj, o)| put(j + jj, o));
+                g += 1;
             }
         });
     });
@@ -439,6 +482,12 @@ pub fn matmul_packed_many(
     Ok(())
 }
 
+/// Activation rows from which [`matmul_packed_many`] runs a two-panel
+/// kernel where the type has one (a prompt; generation keeps the one-panel
+/// mat-vec, which is bound by memory, not arithmetic).
+#[cfg(target_arch = "x86_64")]
+const PAIR_ROWS: usize = 8;
+
 /// Weight rows per task: enough tasks that both cores finish together
 /// (several per thread, handed out dynamically), big enough that the
 /// atomic hand-out is negligible. Multiples of 8 (the GEMM panel).
@@ -446,9 +495,13 @@ fn rows_per_task(rows: usize, n: usize, threads: usize) -> usize {
     if threads <= 1 {
         return rows.max(1);
     }
-    // Work per row grows with n; small n wants bigger chunks.
-    let min = if n >= 16 { 16 } else { 64 };
-    let per = rows.div_ceil(threads * 8).max(min);
+    // Work per row grows with n; small n wants bigger chunks. A prompt's
+    // tasks are long enough (each weight row meets every activation row)
+    // that 32 per thread cost nothing to hand out, and the last one to
+    // finish then holds the other thread up by 1/64 of the product at most
+    // instead of 1/16.
+    let (min, per_thread) = if n >= 16 { (16, 32) } else { (64, 8) };
+    let per = rows.div_ceil(threads * per_thread).max(min);
     per.div_ceil(8) * 8
 }
 
@@ -630,6 +683,9 @@ impl SharedOut {
             // A whole panel row: a fixed-size copy (two vector moves), not
             // a call to memmove.
             self.ptr.add(i).cast::<[f32; 8]>().write_unaligned(*v8);
+        } else if let Ok(v16) = <&[f32; 16]>::try_from(v) {
+            // Two panels' row (the two-panel kernel).
+            self.ptr.add(i).cast::<[f32; 16]>().write_unaligned(*v16);
         } else {
             std::ptr::copy_nonoverlapping(v.as_ptr(), self.ptr.add(i), v.len());
         }
