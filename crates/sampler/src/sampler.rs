@@ -92,6 +92,22 @@ impl Sampler {
             }
             .into());
         }
+        let c = &self.config;
+        // Plain greedy (nothing changes the row before the argmax): pick
+        // from the row as it is, without copying it. NaN never wins there
+        // as in the sanitized copy; only a +inf pick could differ (the copy
+        // ties it with f32::MAX), so that case takes the full path.
+        if c.temperature <= 0.0
+            && c.logit_bias.is_empty()
+            && allowed.is_none()
+            && c.penalties_disabled()
+        {
+            if let Some(i) = stages::argmax(logits).filter(|&i| logits[i] != f32::INFINITY) {
+                self.cands.clear();
+                self.greedy_pick = Some(i as u32);
+                return Ok(i as u32);
+            }
+        }
         for (w, &l) in self.work.iter_mut().zip(logits) {
             *w = stages::sanitize(l);
         }

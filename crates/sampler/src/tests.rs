@@ -149,6 +149,51 @@ fn greedy_picks_argmax_lowest_id_on_ties() {
 }
 
 #[test]
+fn plain_greedy_picks_as_the_sanitized_copy_does() {
+    // The plain greedy path reads the row as it is; a zero bias forces the
+    // path through the sanitized copy. Rows full of NaN, infinities, ties
+    // and f32::MAX must pick the same (or fail the same).
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    let mut next = |m: usize| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state % m as u64) as usize
+    };
+    let specials = [
+        f32::NAN,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        f32::MAX,
+        1.0,
+        -1.0,
+    ];
+    let n = 37;
+    let plain = SamplerConfig::greedy();
+    let copied = SamplerConfig {
+        logit_bias: vec![(0, 0.0)],
+        ..SamplerConfig::greedy()
+    };
+    let (mut a, mut b) = (
+        Sampler::new(plain, n).unwrap(),
+        Sampler::new(copied, n).unwrap(),
+    );
+    for _ in 0..3000 {
+        let row: Vec<f32> = (0..n)
+            .map(|_| match next(4) {
+                0 => specials[next(specials.len())],
+                _ => next(6) as f32 - 3.0,
+            })
+            .collect();
+        match (a.sample(&row), b.sample(&row)) {
+            (Ok(x), Ok(y)) => assert_eq!(x, y, "{row:?}"),
+            (Err(_), Err(_)) => {}
+            (x, y) => panic!("{x:?} vs {y:?} on {row:?}"),
+        }
+    }
+}
+
+#[test]
 fn negative_temperature_is_greedy() {
     let config = SamplerConfig {
         temperature: -1.0,
