@@ -129,3 +129,85 @@ impl StopStrings {
         longest
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stop_strings_hold_back_possible_prefixes() {
+        let mut s = StopStrings::new(["###", "\nUser:"]);
+        assert_eq!(
+            s.push("Hello"),
+            StopOutcome::Continue {
+                emit: "Hello".into()
+            }
+        );
+        assert_eq!(s.push(" #"), StopOutcome::Continue { emit: " ".into() });
+        assert_eq!(s.pending(), "#");
+        // "#x" cannot start "###": all of it is released.
+        assert_eq!(s.push("x"), StopOutcome::Continue { emit: "#x".into() });
+        assert_eq!(s.push("\nUs"), StopOutcome::Continue { emit: "".into() });
+        assert_eq!(
+            s.push("er: hi"),
+            StopOutcome::Stopped {
+                emit: "".into(),
+                index: 1
+            }
+        );
+        // Stays stopped.
+        assert!(matches!(
+            s.push("more"),
+            StopOutcome::Stopped { index: 1, .. }
+        ));
+    }
+
+    #[test]
+    fn stop_strings_earliest_match_wins_and_flush() {
+        let mut s = StopStrings::new(["bc", "ab"]);
+        assert_eq!(
+            s.push("xxabc"),
+            StopOutcome::Stopped {
+                emit: "xx".into(),
+                index: 1
+            }
+        );
+        let mut s = StopStrings::new(["END"]);
+        assert_eq!(
+            s.push("the E"),
+            StopOutcome::Continue {
+                emit: "the ".into()
+            }
+        );
+        assert_eq!(s.flush(), "E");
+        s.reset();
+        assert_eq!(s.push("EN"), StopOutcome::Continue { emit: "".into() });
+        assert_eq!(
+            s.push("D"),
+            StopOutcome::Stopped {
+                emit: "".into(),
+                index: 0
+            }
+        );
+    }
+
+    #[test]
+    fn stop_strings_respect_utf8_and_empty_stops() {
+        let mut s = StopStrings::new(["", "été!"]);
+        assert!(!s.is_empty());
+        assert_eq!(s.push("un é"), StopOutcome::Continue { emit: "un ".into() });
+        assert_eq!(s.push("t"), StopOutcome::Continue { emit: "".into() });
+        assert_eq!(
+            s.push("é."),
+            StopOutcome::Continue {
+                emit: "été.".into()
+            }
+        );
+        let mut none = StopStrings::new(Vec::<String>::new());
+        assert!(none.is_empty());
+        assert_eq!(
+            none.push("abc"),
+            StopOutcome::Continue { emit: "abc".into() }
+        );
+    }
+}
