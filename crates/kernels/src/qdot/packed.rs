@@ -61,9 +61,34 @@ pub(crate) use pair::{pair_available, pair_dot};
 /// Weight rows per panel.
 pub(crate) const PANEL: usize = 8;
 
-/// Bytes ahead of the block being read that the 32-element panel kernel
-/// prefetches when it serves 2 or more activation rows (see `kernel`).
-const BATCH_PREFETCH: usize = 1536;
+/// Bytes ahead of the block being read that every panel kernel asks the
+/// L2 cache for (see [`fetch_ahead`]).
+const AHEAD: usize = 8192;
+
+/// Asks for the `bytes` of weights [`AHEAD`] bytes past `p` to be brought
+/// into L2 (`prefetcht1`), one request per cache line.
+///
+/// Weights are read once per token or step, from memory, by every kernel
+/// here. Fetching them into L2 from well ahead keeps many more lines in
+/// flight than the L1 fill buffers allow, which is what a stream from
+/// memory needs. Measured on the default model's shapes (a 64-128 MiB set
+/// of Q4_1 matrices, `examples/stream_probe`, this machine under load,
+/// GMAC/s at 1 / 2 threads, 8 activation rows): 73-75 / 112-117 with
+/// `prefetcht0` 1536 bytes ahead (the previous setting), 65 / 108-123
+/// with none, 109-118 / 158-183 with `prefetcht1` 8192 bytes ahead. For
+/// one row (a mat-vec, which had no software prefetch) the same setting
+/// raised tg128 by 40-90 % at 2 threads (BENCHMARKS). A prompt's panels
+/// are in cache after its first rows: there it costs nothing.
+///
+/// # Safety
+/// None beyond `p` being derived from a live allocation: a prefetch of an
+/// address past its end is harmless (no fault, no architectural effect).
+#[inline(always)]
+unsafe fn fetch_ahead(p: *const u8, bytes: usize) {
+    for l in (0..bytes).step_by(64) {
+        _mm_prefetch::<_MM_HINT_T1>(p.wrapping_add(AHEAD + l) as *const i8);
+    }
+}
 
 const Q4_0: u8 = 0;
 const Q4_1: u8 = 1;
@@ -503,24 +528,7 @@ unsafe fn kernel<const N: usize, const T: u8>(
     let mut acc = [_mm256_setzero_ps(); N];
     for b in 0..nb {
         let p = panel.add(b * pb);
-        // Two or three rows (a speculative verification) fall behind as
-        // well: on-CPU time per pass over the default model at 1 thread,
-        // depth 400, was 13.7 / 15.5 ms for 2 / 3 rows without the
-        // prefetch against 12.4 for 4 rows with it (11.4 for one row).
-        if N >= 2 {
-            // Several activation rows (a batch of decoding sequences)
-            // consume a panel more slowly than a mat-vec, and the hardware
-            // prefetcher then falls behind on weights read once per step:
-            // fetch ahead (measured on the default model's shapes, 8 rows,
-            // 1 thread, CPU time per token: 2.1-2.9 ms without, 1.4-2.2 ms
-            // (median 1.66) at 1536 bytes ahead, 1.7-2.4 at 1024, 1.7-2.1
-            // at 2048-4096; 1.0-1.1 with the weights in cache). A prompt's
-            // panels are in cache after its first 8 rows: there it costs
-            // nothing.
-            for l in (0..pb).step_by(64) {
-                _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(BATCH_PREFETCH + l) as *const i8);
-            }
-        }
+        fetch_ahead(p, pb);
         let mut wv = [_mm256_setzero_si256(); 8];
         if T == Q8_0 {
             for t in 0..8 {
@@ -589,6 +597,7 @@ unsafe fn kernel_k<const N: usize, const T: u8>(
     let mut acc = [_mm256_setzero_ps(); N];
     for b in 0..nb {
         let p = panel.add(b * pb);
+        fetch_ahead(p, pb);
         let mut isum = [_mm256_setzero_si256(); N];
         for u in 0..8 {
             let q = p.add(us * u);

@@ -1,14 +1,16 @@
-//! IQ4_XS prompts two panels at a time ([`pair_dot`]): the two panels'
-//! 8-row vectors joined into one 512-bit register, so each `vpdpbusd`
-//! feeds 16 weight rows; the nibble lookup is one `vpermb` on AVX-512 VBMI.
-//! Same exact integer sums and f32 steps as [`super::panel_dot`].
+//! Two panels at a time ([`pair_dot`]): the two panels' 8-row vectors
+//! joined into one 512-bit register, so each `vpdpbusd` feeds 16 weight
+//! rows. For IQ4_XS and the 32-element types (Q4_0, Q4_1, Q5_0, Q5_1,
+//! Q8_0, IQ4_NL); the IQ4_XS nibble lookup is one `vpermb` on AVX-512
+//! VBMI. Same exact integer sums and f32 steps as [`super::panel_dot`].
 
 use super::*;
 
-/// Whether [`pair_dot`] serves `ty` on this machine: IQ4_XS, with the
-/// packed kernels' ISA (AVX-512 F/BW/VL/VNNI).
+/// Whether [`pair_dot`] serves `ty` on this machine: IQ4_XS and the
+/// 32-element types, with the packed kernels' ISA (AVX-512 F/BW/VL/VNNI).
 pub(crate) fn pair_available(ty: GgmlType) -> bool {
-    ty == GgmlType::IQ4_XS && available(ty)
+    use GgmlType::*;
+    matches!(ty, IQ4_XS | Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | IQ4_NL) && available(ty)
 }
 
 /// Whether the CPU has AVX-512 VBMI (`vpermb`), detected once.
@@ -21,11 +23,11 @@ fn vbmi() -> bool {
 /// [`panel_dot`] for two panels at once, `pa` (rows `0..8` of `out`) and
 /// `pz` (rows `8..16`), in 512-bit registers: each `vpdpbusd` then feeds 16
 /// weight rows instead of 8, at the same instruction rate as the 256-bit
-/// form on this project's machines. IQ4_XS only (see [`pair_available`]);
-/// on AVX-512 VBMI the codebook lookup is one `vpermb` per source, without
-/// masking the nibbles. Bit-identical to [`panel_dot`]: the same exact
-/// integer sums per (row, super-block), then the same f32 operations per
-/// lane.
+/// form on this project's machines. The types of [`pair_available`]; on
+/// AVX-512 VBMI the IQ4_XS codebook lookup is one `vpermb` per source,
+/// without masking the nibbles. Bit-identical to [`panel_dot`]: the same
+/// exact integer sums per (row, block or super-block), then the same f32
+/// operations per lane.
 ///
 /// # Safety
 /// [`pair_available`] must be true for `ty`; `pa` and `pz` must each hold
@@ -40,8 +42,136 @@ pub(crate) unsafe fn pair_dot<const N: usize>(
     j0: usize,
     out: &mut [[f32; 2 * PANEL]; N],
 ) {
-    debug_assert_eq!(ty, GgmlType::IQ4_XS);
-    pair_dot_with::<N>(vbmi(), pa, pz, nb, a, j0, out)
+    match ty {
+        GgmlType::IQ4_XS => pair_dot_with::<N>(vbmi(), pa, pz, nb, a, j0, out),
+        GgmlType::Q4_0 => pair32::<N, Q4_0>(pa, pz, nb, a, j0, out),
+        GgmlType::Q4_1 => pair32::<N, Q4_1>(pa, pz, nb, a, j0, out),
+        GgmlType::Q5_0 => pair32::<N, Q5_0>(pa, pz, nb, a, j0, out),
+        GgmlType::Q5_1 => pair32::<N, Q5_1>(pa, pz, nb, a, j0, out),
+        GgmlType::IQ4_NL => pair32::<N, IQ4NL>(pa, pz, nb, a, j0, out),
+        _ => pair32::<N, Q8_0>(pa, pz, nb, a, j0, out),
+    }
+}
+
+/// The two-panel kernel of the 32-element types: [`super::kernel`]'s steps
+/// on 16 rows at once (panel `pa`'s 8 in the low half of each register).
+///
+/// # Safety
+/// As [`pair_dot`], with `T` the type's code and `a` quantized in blocks
+/// of 32 (`a.cols = 32 * nb`).
+#[allow(clippy::needless_range_loop)]
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn pair32<const N: usize, const T: u8>(
+    pa: *const u8,
+    pz: *const u8,
+    nb: usize,
+    a: &QuantActs,
+    j0: usize,
+    out: &mut [[f32; 2 * PANEL]; N],
+) {
+    let cols = a.cols;
+    let (xq, xd, xs, xsum) = (a.qs.as_ptr(), a.d.as_ptr(), a.s.as_ptr(), a.qsum.as_ptr());
+    let (pb, sc) = match T {
+        Q4_0 | IQ4NL => (144, 128),
+        Q4_1 => (160, 128),
+        Q5_0 => (176, 160),
+        Q5_1 => (192, 160),
+        _ => (272, 256),
+    };
+    let off = match T {
+        Q4_0 => 8,
+        Q5_0 => 16,
+        Q4_1 | Q5_1 => 0,
+        _ => 128,
+    };
+    let min = matches!(T, Q4_1 | Q5_1);
+    let lut = _mm512_loadu_si512(iq4_lut64().as_ptr() as *const _);
+    let m4 = _mm512_set1_epi8(0x0F);
+    let b10 = _mm512_set1_epi8(0x10);
+    // Two 256-bit halves, panel `pa`'s below `pz`'s.
+    let both = |p: *const u8, z: *const u8| {
+        _mm512_inserti64x4::<1>(
+            _mm512_castsi256_si512(_mm256_loadu_si256(p as *const __m256i)),
+            _mm256_loadu_si256(z as *const __m256i),
+        )
+    };
+    // Eight f16 per panel, as 16 f32.
+    let halves = |p: *const u8, z: *const u8| {
+        _mm512_cvtph_ps(_mm256_inserti128_si256::<1>(
+            _mm256_castsi128_si256(_mm_loadu_si128(p as *const __m128i)),
+            _mm_loadu_si128(z as *const __m128i),
+        ))
+    };
+    let mut acc = [_mm512_setzero_ps(); N];
+    for b in 0..nb {
+        let (p, z) = (pa.add(b * pb), pz.add(b * pb));
+        fetch_ahead(p, pb);
+        fetch_ahead(z, pb);
+        let mut wv = [_mm512_setzero_si512(); 8];
+        if T == Q8_0 {
+            for t in 0..8 {
+                wv[t] = both(p.add(32 * t), z.add(32 * t));
+            }
+        } else {
+            for s in 0..4 {
+                let v = both(p.add(32 * s), z.add(32 * s));
+                wv[s] = _mm512_and_si512(v, m4);
+                wv[4 + s] = _mm512_and_si512(_mm512_srli_epi16::<4>(v), m4);
+            }
+            if matches!(T, Q5_0 | Q5_1) {
+                // Bit f of each high-bit byte is source f's fifth bit.
+                let h = both(p.add(128), z.add(128));
+                let bit = [
+                    _mm512_slli_epi16::<4>(h),
+                    _mm512_slli_epi16::<3>(h),
+                    _mm512_slli_epi16::<2>(h),
+                    _mm512_slli_epi16::<1>(h),
+                    h,
+                    _mm512_srli_epi16::<1>(h),
+                    _mm512_srli_epi16::<2>(h),
+                    _mm512_srli_epi16::<3>(h),
+                ];
+                for (w, bit) in wv.iter_mut().zip(bit) {
+                    *w = _mm512_or_si512(*w, _mm512_and_si512(bit, b10));
+                }
+            }
+            if T == IQ4NL {
+                for w in wv.iter_mut() {
+                    *w = _mm512_shuffle_epi8(lut, *w);
+                }
+            }
+        }
+        let dv = halves(p.add(sc), z.add(sc));
+        let mv = if min {
+            halves(p.add(sc + 16), z.add(sc + 16))
+        } else {
+            _mm512_setzero_ps()
+        };
+        let mut is = [_mm512_setzero_si512(); N];
+        for t in 0..8 {
+            for j in 0..N {
+                let x = xq.add((j0 + j) * cols + 32 * b + 4 * t);
+                let xv = _mm512_set1_epi32((x as *const i32).read_unaligned());
+                is[j] = _mm512_dpbusd_epi32(is[j], wv[t], xv);
+            }
+        }
+        for j in 0..N {
+            let at = (j0 + j) * (cols / 32) + b;
+            let mut isum = is[j];
+            if off != 0 {
+                isum = _mm512_sub_epi32(isum, _mm512_set1_epi32(off * *xsum.add(at)));
+            }
+            let scale = _mm512_mul_ps(dv, _mm512_set1_ps(*xd.add(at)));
+            acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), scale, acc[j]);
+            if min {
+                acc[j] = _mm512_fmadd_ps(mv, _mm512_set1_ps(*xs.add(at)), acc[j]);
+            }
+        }
+    }
+    for j in 0..N {
+        _mm512_storeu_ps(out[j].as_mut_ptr(), acc[j]);
+    }
 }
 
 /// [`pair_dot`] with the `vpermb` form chosen by the caller (`vbmi` true
@@ -106,6 +236,8 @@ macro_rules! xs_pair_kernel {
             let mut acc = [_mm512_setzero_ps(); N];
             for b in 0..nb {
                 let (p, z) = (pa.add(b * pb), pz.add(b * pb));
+                fetch_ahead(p, pb);
+                fetch_ahead(z, pb);
                 let mut isum = [_mm512_setzero_si512(); N];
                 for u in 0..8 {
                     let (qp, qz) = (p.add(us * u), z.add(us * u));
@@ -198,32 +330,67 @@ mod tests {
     use super::*;
     use rand::{Rng, SeedableRng};
 
-    /// The two-panel IQ4_XS kernel, in both lookup forms this CPU runs,
+    /// Every two-panel kernel (IQ4_XS in both lookup forms this CPU runs)
     /// gives [`panel_dot`]'s bits (which `packed_matches_reference` ties to
     /// the scalar reference) for every row of both panels, the pad rows of
     /// a partial second panel included.
     #[test]
     fn pair_matches_panels() {
-        let ty = GgmlType::IQ4_XS;
+        use GgmlType::*;
+        for ty in [IQ4_XS, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL] {
+            check_pair(ty);
+        }
+    }
+
+    fn check_pair(ty: GgmlType) {
         if !pair_available(ty) {
             return;
         }
         let mut rng = rand::rngs::StdRng::seed_from_u64(41);
-        let (nb, rows, bb) = (3, 13, 136);
-        let (cols, rb) = (256 * nb, nb * bb);
+        let nb = if ty == GgmlType::IQ4_XS { 3 } else { 7 };
+        let bb = ty.block_bytes() as usize;
+        let (cols, rb, rows) = (block_len(ty) * nb, nb * bb, 13);
         let mut w: Vec<u8> = (0..rows * rb).map(|_| rng.gen()).collect();
+        // d first in every block; Q4_1 / Q5_1 also m.
+        let scales: &[usize] = if ty == GgmlType::IQ4_XS {
+            &[0]
+        } else {
+            &[0, 2]
+        };
         for blk in w.chunks_exact_mut(bb) {
-            let d = half::f16::from_f32(rng.gen_range(-0.05..0.05));
-            blk[0..2].copy_from_slice(&d.to_le_bytes());
+            for &o in scales {
+                let d = half::f16::from_f32(rng.gen_range(-0.05..0.05));
+                blk[o..o + 2].copy_from_slice(&d.to_le_bytes());
+            }
         }
         let packed = pack(ty, &w, rows, rb, nb);
         let pb = nb * block_bytes(ty);
         let (pa, pz) = (packed.as_ptr(), packed[pb..].as_ptr());
-        let forms: &[bool] = if vbmi() { &[false, true] } else { &[false] };
+        let forms: &[bool] = match (ty, vbmi()) {
+            (GgmlType::IQ4_XS, true) => &[false, true],
+            _ => &[false],
+        };
         let n = 11;
         let x: Vec<f32> = (0..n * cols).map(|_| rng.gen_range(-2.0..2.0)).collect();
         let mut a = QuantActs::default();
-        a.quantize(crate::qdot::ActKind::Q8K, &x, cols);
+        a.quantize(crate::qdot::act_kind(ty).unwrap(), &x, cols);
+        // The IQ4_XS kernel in the form chosen, the others as dispatched.
+        let run = |form: bool, j: usize, out: &mut [[f32; 2 * PANEL]]| match out.len() {
+            // SAFETY (all): checked `pair_available`; both panels exist;
+            // rows j..j + len exist; the VBMI form only where detected.
+            1 if ty == GgmlType::IQ4_XS => unsafe {
+                pair_dot_with::<1>(form, pa, pz, nb, &a, j, out.try_into().unwrap())
+            },
+            4 if ty == GgmlType::IQ4_XS => unsafe {
+                pair_dot_with::<4>(form, pa, pz, nb, &a, j, out.try_into().unwrap())
+            },
+            8 if ty == GgmlType::IQ4_XS => unsafe {
+                pair_dot_with::<8>(form, pa, pz, nb, &a, j, out.try_into().unwrap())
+            },
+            1 => unsafe { pair_dot::<1>(ty, pa, pz, nb, &a, j, out.try_into().unwrap()) },
+            4 => unsafe { pair_dot::<4>(ty, pa, pz, nb, &a, j, out.try_into().unwrap()) },
+            _ => unsafe { pair_dot::<8>(ty, pa, pz, nb, &a, j, out.try_into().unwrap()) },
+        };
         let bits = |o: &[f32; 2 * PANEL]| o.map(f32::to_bits);
         let want: Vec<[u32; 2 * PANEL]> = (0..n)
             .map(|j| {
@@ -240,24 +407,20 @@ mod tests {
         for &form in forms {
             for j in 0..n {
                 let mut o1 = [[f32::NAN; 2 * PANEL]; 1];
-                // SAFETY: checked `pair_available`; both panels exist; the
-                // VBMI form only where detected.
-                unsafe { pair_dot_with::<1>(form, pa, pz, nb, &a, j, &mut o1) };
-                assert_eq!(bits(&o1[0]), want[j], "vbmi {form} n1 row {j}");
+                run(form, j, &mut o1);
+                assert_eq!(bits(&o1[0]), want[j], "{ty} vbmi {form} n1 row {j}");
                 if j + 4 <= n {
                     let mut o4 = [[f32::NAN; 2 * PANEL]; 4];
-                    // SAFETY: as above; rows j..j + 4 exist.
-                    unsafe { pair_dot_with::<4>(form, pa, pz, nb, &a, j, &mut o4) };
+                    run(form, j, &mut o4);
                     for (jj, o) in o4.iter().enumerate() {
-                        assert_eq!(bits(o), want[j + jj], "vbmi {form} x4 row {}", j + jj);
+                        assert_eq!(bits(o), want[j + jj], "{ty} vbmi {form} x4 row {}", j + jj);
                     }
                 }
                 if j + 8 <= n {
                     let mut o8 = [[f32::NAN; 2 * PANEL]; 8];
-                    // SAFETY: as above; rows j..j + 8 exist.
-                    unsafe { pair_dot_with::<8>(form, pa, pz, nb, &a, j, &mut o8) };
+                    run(form, j, &mut o8);
                     for (jj, o) in o8.iter().enumerate() {
-                        assert_eq!(bits(o), want[j + jj], "vbmi {form} x8 row {}", j + jj);
+                        assert_eq!(bits(o), want[j + jj], "{ty} vbmi {form} x8 row {}", j + jj);
                     }
                 }
             }
