@@ -7,6 +7,7 @@
 use super::quant::{pv_q, scores_q, QIsa, QKeys, QQueries, QValues, QBLOCK};
 use super::{
     attend_f16_window, attend_scalar_window, axpy_f16_rows, scores_with, softmax_window, KvHead,
+    ValuePrefetch,
 };
 use crate::simd::{Cpu, Isa};
 use half::f16;
@@ -119,7 +120,7 @@ pub fn attend_window(
                 v: &[],
                 v_row: 0,
             };
-            scores_with(Cpu::get(), q, last, &kv, scale, np, sc);
+            scores_with(Cpu::get(), q, last, &kv, scale, np, sc, ValuePrefetch::NONE);
         }
         Keys::F32 { k, k_block } => {
             check_keys(k.len(), k_block, d, max);

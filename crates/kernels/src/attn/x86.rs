@@ -55,11 +55,14 @@ pub(super) unsafe fn scores_512(
     scale: f32,
     np: usize,
     scores: &mut [f32],
+    vpre: ValuePrefetch,
 ) {
     let d = q.len() / last.len();
     let mut j0 = 0;
     while j0 < last.len() {
         let j1 = (j0 + 8).min(last.len());
+        // The values are fetched once, with the first tile of queries.
+        let vpre = if j0 == 0 { vpre } else { ValuePrefetch::NONE };
         let nb = last[j0..j1].iter().max().map_or(0, |m| m / 16 + 1);
         let t = Tile {
             q: q.as_ptr().add(j0 * d),
@@ -69,6 +72,7 @@ pub(super) unsafe fn scores_512(
             scale,
             out: scores.as_mut_ptr().add(j0 * np),
             np,
+            vpre,
         };
         match j1 - j0 {
             1 => blocks_512::<1, 4>(&t, nb),
@@ -94,6 +98,54 @@ pub(super) struct Tile {
     pub(super) scale: f32,
     pub(super) out: *mut f32,
     pub(super) np: usize,
+    /// Value rows to prefetch while the keys are scored ([`ValuePrefetch`]).
+    pub(super) vpre: ValuePrefetch,
+}
+
+/// The value rows of the same positions as the keys being scored, to
+/// fetch into the cache while the score pass runs, so the value pass that
+/// follows finds them there instead of waiting on memory once per row:
+/// row `t` is the `lines` cache lines from `v + t * v_row`. `lines == 0`
+/// fetches nothing (scores without values).
+#[derive(Copy, Clone)]
+pub(super) struct ValuePrefetch {
+    pub(super) v: *const f16,
+    pub(super) v_row: usize,
+    pub(super) lines: usize,
+}
+
+impl ValuePrefetch {
+    pub(super) const NONE: ValuePrefetch = ValuePrefetch {
+        v: std::ptr::null(),
+        v_row: 0,
+        lines: 0,
+    };
+
+    /// Rows of `d` f16 values, `v_row` apart from `v`.
+    pub(super) fn rows(v: &[f16], v_row: usize, d: usize) -> ValuePrefetch {
+        ValuePrefetch {
+            v: v.as_ptr(),
+            v_row,
+            lines: (2 * d).div_ceil(64),
+        }
+    }
+
+    /// The share of dimension `i` (of `d`) of the prefetches for the
+    /// value rows of keys `16 b0..16 (b0 + nb)`: the `16 nb lines`
+    /// prefetches spread evenly over the dimensions.
+    #[inline(always)]
+    unsafe fn issue(&self, b0: usize, nb: usize, i: usize, d: usize) {
+        let total = 16 * nb * self.lines;
+        if total == 0 {
+            return;
+        }
+        let base = self.v.wrapping_add(16 * b0 * self.v_row) as *const i8;
+        for k in i * total / d..(i + 1) * total / d {
+            let (row, line) = (k / self.lines, k % self.lines);
+            let at = 2 * row * self.v_row + 64 * line;
+            _mm_prefetch::<_MM_HINT_T0>(base.wrapping_add(at));
+        }
+    }
 }
 
 /// Blocks `0..nb` for a tile of `G` queries, `NB` blocks at a time (the
@@ -129,6 +181,7 @@ unsafe fn tile_512<const G: usize, const NB: usize>(t: &Tile, b0: usize) {
                 _mm_prefetch::<_MM_HINT_T0>(next.wrapping_add(at));
             }
         }
+        t.vpre.issue(b0, NB, i, t.d);
         let mut kr = [_mm512_setzero_ps(); NB];
         for (bb, kr) in kr.iter_mut().enumerate() {
             let kp = t.k.add((b0 + bb) * t.k_block + 16 * i) as *const __m256i;
@@ -163,11 +216,13 @@ pub(super) unsafe fn scores_avx2(
     scale: f32,
     np: usize,
     scores: &mut [f32],
+    vpre: ValuePrefetch,
 ) {
     let d = q.len() / last.len();
     let mut j0 = 0;
     while j0 < last.len() {
         let j1 = (j0 + 4).min(last.len());
+        let vpre = if j0 == 0 { vpre } else { ValuePrefetch::NONE };
         let nb = last[j0..j1].iter().max().map_or(0, |m| m / 16 + 1);
         let t = Tile {
             q: q.as_ptr().add(j0 * d),
@@ -177,6 +232,7 @@ pub(super) unsafe fn scores_avx2(
             scale,
             out: scores.as_mut_ptr().add(j0 * np),
             np,
+            vpre,
         };
         for b in 0..nb {
             match j1 - j0 {
@@ -195,6 +251,7 @@ pub(super) unsafe fn scores_avx2(
 unsafe fn tile_avx2<const G: usize>(t: &Tile, b: usize) {
     let mut acc = [[_mm256_setzero_ps(); 2]; G];
     for i in 0..t.d {
+        t.vpre.issue(b, 1, i, t.d);
         let kp = t.k.add(b * t.k_block + 16 * i) as *const __m128i;
         let kr = [
             _mm256_cvtph_ps(_mm_loadu_si128(kp)),
