@@ -10,7 +10,14 @@
 //! cargo run --release -p cria-kernels --example attn_decode -- \
 //!     [--seqs 8] [--layers 30] [--kv-heads 3] [--group 3] [--head-dim 64] \
 //!     [--ctx 64,128,192,256,320] [--weights-mib 92] [--threads 1] [--steps 20] \
-//!     [--cache f16|q8_0|q4_0] [--huge 0|1]
+//!     [--cache f16|q8_0|q4_0] [--huge 0|1] [--together 1|0]
+//! ```
+//!
+//! `--together 1` (the default) attends all KV heads of a sequence in one
+//! call ([`attend_heads`], as the model does); `--together 0` one call per
+//! head ([`attend`], as it did before).
+//!
+//! ```text
 //! ```
 //!
 //! Prints, per context length, the time of the attention of one step
@@ -18,7 +25,7 @@
 //! the cache bytes read per step and the bandwidth that makes. The
 //! timing is over `--steps` steps after one warm-up; the median step and the best.
 
-use cria_kernels::{attend, AttScratch, Keys, QKeys, QType, QValues, Values, QBLOCK};
+use cria_kernels::{attend, attend_heads, AttScratch, Keys, QKeys, QType, QValues, Values, QBLOCK};
 use half::f16;
 use rand::{Rng, SeedableRng};
 use std::time::Instant;
@@ -35,6 +42,7 @@ struct Args {
     steps: usize,
     cache: String,
     huge: bool,
+    together: bool,
 }
 
 fn parse() -> Result<Args, String> {
@@ -50,6 +58,7 @@ fn parse() -> Result<Args, String> {
         steps: 20,
         cache: "f16".into(),
         huge: false,
+        together: true,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -71,6 +80,7 @@ fn parse() -> Result<Args, String> {
             "--steps" => a.steps = num()?.max(1),
             "--cache" => a.cache = val.clone(),
             "--huge" => a.huge = num()? != 0,
+            "--together" => a.together = num()? != 0,
             "--ctx" => {
                 a.ctx = val
                     .split(',')
@@ -194,7 +204,7 @@ fn main() {
     let scale = 1.0 / (hd as f32).sqrt();
     println!(
         "# {} seqs x {} layers x {} KV heads x {} queries, head_dim {hd}, {} cache, \
-         {} MiB weights streamed per step, {} threads, {} pages",
+         {} MiB weights streamed per step, {} threads, {} pages, heads {}",
         a.seqs,
         a.layers,
         a.kv_heads,
@@ -202,7 +212,8 @@ fn main() {
         a.cache,
         a.weights_mib,
         a.threads,
-        if a.huge { "2 MiB (advised)" } else { "4 KiB" }
+        if a.huge { "2 MiB (advised)" } else { "4 KiB" },
+        if a.together { "together" } else { "one at a time" }
     );
     println!("| ctx | step attention, median ms | best ms | cache MB/step | GB/s (median) | us per KV head |");
     println!("|---:|---:|---:|---:|---:|---:|");
@@ -271,7 +282,10 @@ fn run_step(
             .map(|(ti, mine)| {
                 s.spawn(move || {
                     let mut sc = AttScratch::default();
-                    let mut out = vec![0f32; q.len()];
+                    let mut out = vec![0f32; q.len() * a.kv_heads];
+                    let qs = q.repeat(a.kv_heads);
+                    let lasts = last.repeat(a.kv_heads);
+                    let counts = vec![last.len(); a.kv_heads];
                     let mut spent = 0f64;
                     let mut sink = 0u64;
                     for l in 0..a.layers {
@@ -280,9 +294,17 @@ fn run_step(
                         sink = sink.wrapping_add(weights[w0..w1].iter().sum::<u64>());
                         let t0 = Instant::now();
                         for c in mine {
+                            if a.together {
+                                let hs: Vec<_> =
+                                    (0..a.kv_heads).map(|h| head(c, a, l, h, n_ctx)).collect();
+                                let w = usize::MAX;
+                                attend_heads(&qs, &lasts, w, &hs, &counts, scale, &mut sc, &mut out);
+                                continue;
+                            }
                             for h in 0..a.kv_heads {
                                 let (keys, values) = head(c, a, l, h, n_ctx);
-                                attend(q, last, keys, values, scale, &mut sc, &mut out);
+                                let o = &mut out[..q.len()];
+                                attend(q, last, keys, values, scale, &mut sc, o);
                             }
                         }
                         spent += t0.elapsed().as_secs_f64();

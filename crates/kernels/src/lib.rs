@@ -73,7 +73,8 @@ pub use attn::quant::{
     QValues, QBLOCK,
 };
 pub use attn::{
-    attend, attend_f16, attend_f16_window, attend_scalar, attend_scalar_window, attend_window,
+    attend, attend_f16, attend_f16_heads, attend_f16_window, attend_heads, attend_scalar,
+    attend_scalar_window, attend_window,
     axpy_f16, axpy_f16_rows, axpy_f16_scalar, dot_f16, dot_f16_rows, dot_f16_scalar, window_start,
     AttScratch, Keys, KvHead, Values,
 };

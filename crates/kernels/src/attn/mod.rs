@@ -152,7 +152,7 @@ pub fn attend_f16_window(
     if d.is_multiple_of(16) && has_f16_simd() && Cpu::get().isa() == Isa::Avx512 {
         // SAFETY: AVX-512F and F16C detected (Cpu names only detected
         // ISAs); shapes and bounds checked above.
-        return unsafe { x86::pv_512(scores, np, last, kv.v, kv.v_row, out) };
+        return unsafe { x86::pv_512(scores, np, last, kv.v, kv.v_row, out, 0..usize::MAX) };
     }
     for ((oj, &lj), p) in out.chunks_exact_mut(d).zip(last).zip(scores.chunks(np)) {
         oj.fill(0.0);
@@ -180,7 +180,8 @@ fn scores_with(
         // ISAs, F16C checked); the caller checked shapes and bounds.
         match cpu.isa() {
             Isa::Avx512 => {
-                return unsafe { x86::scores_512(q, last, kv, scale, np, scores, vpre) }
+                let all = 0..usize::MAX;
+                return unsafe { x86::scores_512(q, last, kv, scale, np, scores, vpre, all) };
             }
             Isa::Avx2 => return unsafe { x86::scores_avx2(q, last, kv, scale, np, scores, vpre) },
             _ => {}
@@ -335,6 +336,7 @@ fn has_f16_simd() -> bool {
     false
 }
 
+mod heads;
 mod kv;
 pub mod lsq;
 pub mod quant;
@@ -343,7 +345,8 @@ mod quant_x86;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
-pub use kv::{attend, attend_window, AttScratch, Keys, Values};
+pub use heads::attend_f16_heads;
+pub use kv::{attend, attend_heads, attend_window, AttScratch, Keys, Values};
 
 #[cfg(test)]
 mod quant_tests;
