@@ -62,9 +62,7 @@ fn parse() -> Result<Args, String> {
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
-        let val = it
-            .next()
-            .ok_or_else(|| format!("{flag} needs a value"))?;
+        let val = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
         let num = || {
             val.parse::<usize>()
                 .map_err(|e| format!("{flag} {val}: {e} (want a whole number)"))
@@ -131,7 +129,9 @@ impl Mem {
     fn bytes_mut(&mut self) -> &mut [u8] {
         match self {
             // SAFETY: `len <= 8 v.len()` bytes of initialised u64s.
-            Mem::Vec(v, len) => unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr().cast(), *len) },
+            Mem::Vec(v, len) => unsafe {
+                std::slice::from_raw_parts_mut(v.as_mut_ptr().cast(), *len)
+            },
             Mem::Map(m) => m,
         }
     }
@@ -190,7 +190,11 @@ fn main() {
             }
             Some(ty) => {
                 let nb = kvd / QBLOCK;
-                let k = Mem::new(a.layers * nb * tiles * ty.key_tile_bytes(), a.huge, &mut rng);
+                let k = Mem::new(
+                    a.layers * nb * tiles * ty.key_tile_bytes(),
+                    a.huge,
+                    &mut rng,
+                );
                 let v = Mem::new(a.layers * nb * n_ctx * ty.block_bytes(), a.huge, &mut rng);
                 let mut c = Cache::Q { ty, k, v };
                 // Scales as f16 in a sane range, not random bit patterns.
@@ -200,7 +204,9 @@ fn main() {
         })
         .collect();
     let weights: Vec<u64> = vec![1; a.weights_mib * (1 << 20) / 8];
-    let q: Vec<f32> = (0..a.group * hd).map(|_| rng.gen_range(-1.0..1.0)).collect();
+    let q: Vec<f32> = (0..a.group * hd)
+        .map(|_| rng.gen_range(-1.0..1.0))
+        .collect();
     let scale = 1.0 / (hd as f32).sqrt();
     println!(
         "# {} seqs x {} layers x {} KV heads x {} queries, head_dim {hd}, {} cache, \
@@ -213,7 +219,11 @@ fn main() {
         a.weights_mib,
         a.threads,
         if a.huge { "2 MiB (advised)" } else { "4 KiB" },
-        if a.together { "together" } else { "one at a time" }
+        if a.together {
+            "together"
+        } else {
+            "one at a time"
+        }
     );
     println!("| ctx | step attention, median ms | best ms | cache MB/step | GB/s (median) | us per KV head |");
     println!("|---:|---:|---:|---:|---:|---:|");
@@ -298,7 +308,9 @@ fn run_step(
                                 let hs: Vec<_> =
                                     (0..a.kv_heads).map(|h| head(c, a, l, h, n_ctx)).collect();
                                 let w = usize::MAX;
-                                attend_heads(&qs, &lasts, w, &hs, &counts, scale, &mut sc, &mut out);
+                                attend_heads(
+                                    &qs, &lasts, w, &hs, &counts, scale, &mut sc, &mut out,
+                                );
                                 continue;
                             }
                             for h in 0..a.kv_heads {

@@ -57,7 +57,11 @@ pub fn attend_f16_heads(
     scores: &mut Vec<f32>,
     out: &mut [f32],
 ) {
-    assert_eq!(heads.len(), counts.len(), "attend_f16_heads: heads vs counts");
+    assert_eq!(
+        heads.len(),
+        counts.len(),
+        "attend_f16_heads: heads vs counts"
+    );
     let total: usize = counts.iter().sum();
     assert_eq!(total, last.len(), "attend_f16_heads: counts vs positions");
     assert_eq!(q.len(), out.len(), "attend_f16_heads: queries vs outputs");
@@ -110,7 +114,7 @@ unsafe fn interleaved_512(
     scores: &mut Vec<f32>,
     out: &mut [f32],
 ) {
-    use super::x86::{pv_512, scores_512, ValuePrefetch};
+    use super::x86::{pv_512, scores_512};
     let max = last.iter().copied().max().unwrap_or(0);
     let np = (max + 1).next_multiple_of(16);
     scores.clear();
@@ -130,7 +134,7 @@ unsafe fn interleaved_512(
             let (qh, lh) = (&q[j * d..(j + c) * d], &last[j..j + c]);
             let sh = &mut scores[j * np..(j + c) * np];
             let blocks = b..b + SCORE_BLOCKS;
-            scores_512(qh, lh, kv, scale, np, sh, ValuePrefetch::NONE, blocks);
+            scores_512(qh, lh, kv, scale, np, sh, blocks);
         }
         b += SCORE_BLOCKS;
     }
@@ -181,7 +185,13 @@ mod tests {
     fn heads_together_have_the_bits_of_each_head_alone() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(19);
         let mut sc = Vec::new();
-        for (nkv, d, n) in [(3, 64, 300), (2, 16, 40), (4, 128, 97), (3, 48, 33), (1, 8, 20)] {
+        for (nkv, d, n) in [
+            (3, 64, 300),
+            (2, 16, 40),
+            (4, 128, 97),
+            (3, 48, 33),
+            (1, 8, 20),
+        ] {
             let (k, v) = cache(&mut rng, nkv, d, n);
             let heads: Vec<_> = (0..nkv).map(|h| head(&k, &v, nkv, d, h)).collect();
             for counts in [
@@ -209,7 +219,15 @@ mod tests {
                         for j in at..at + c {
                             let mut alone = vec![0f32; d];
                             let qj = &q[j * d..(j + 1) * d];
-                            attend_f16_window(qj, &[last[j]], window, heads[h], 0.125, &mut sc, &mut alone);
+                            attend_f16_window(
+                                qj,
+                                &[last[j]],
+                                window,
+                                heads[h],
+                                0.125,
+                                &mut sc,
+                                &mut alone,
+                            );
                             let gj = &got[j * d..(j + 1) * d];
                             for i in 0..d {
                                 assert_eq!(
@@ -229,11 +247,30 @@ mod tests {
             let last = vec![n - 1; nkv];
             let mut got = vec![0f32; nkv * d];
             let counts = vec![1; nkv];
-            attend_f16_heads(&q, &last, &heads, &counts, usize::MAX, 0.3, &mut sc, &mut got);
+            attend_f16_heads(
+                &q,
+                &last,
+                &heads,
+                &counts,
+                usize::MAX,
+                0.3,
+                &mut sc,
+                &mut got,
+            );
             for h in 0..nkv {
                 let mut alone = vec![0f32; d];
-                attend_f16(&q[h * d..(h + 1) * d], &[n - 1], heads[h], 0.3, &mut sc, &mut alone);
-                assert!(alone.iter().zip(&got[h * d..]).all(|(a, b)| a.to_bits() == b.to_bits()));
+                attend_f16(
+                    &q[h * d..(h + 1) * d],
+                    &[n - 1],
+                    heads[h],
+                    0.3,
+                    &mut sc,
+                    &mut alone,
+                );
+                assert!(alone
+                    .iter()
+                    .zip(&got[h * d..])
+                    .all(|(a, b)| a.to_bits() == b.to_bits()));
             }
         }
     }
@@ -248,7 +285,16 @@ mod tests {
             v: &v,
             v_row: 16,
         };
-        attend_f16_heads(&[], &[], &[kv, kv], &[0, 0], usize::MAX, 1.0, &mut sc, &mut []);
+        attend_f16_heads(
+            &[],
+            &[],
+            &[kv, kv],
+            &[0, 0],
+            usize::MAX,
+            1.0,
+            &mut sc,
+            &mut [],
+        );
         attend_f16_heads(&[], &[], &[], &[], usize::MAX, 1.0, &mut sc, &mut []);
     }
 
@@ -264,6 +310,15 @@ mod tests {
             v_row: 16,
         };
         let mut out = [0f32; 32];
-        attend_f16_heads(&[0.0; 32], &[0, 0], &[kv], &[1], usize::MAX, 1.0, &mut sc, &mut out);
+        attend_f16_heads(
+            &[0.0; 32],
+            &[0, 0],
+            &[kv],
+            &[1],
+            usize::MAX,
+            1.0,
+            &mut sc,
+            &mut out,
+        );
     }
 }

@@ -7,7 +7,6 @@
 use super::quant::{pv_q, scores_q, QIsa, QKeys, QQueries, QValues, QBLOCK};
 use super::{
     attend_f16_window, attend_scalar_window, axpy_f16_rows, scores_with, softmax_window, KvHead,
-    ValuePrefetch,
 };
 use crate::simd::{Cpu, Isa};
 use half::f16;
@@ -120,7 +119,7 @@ pub fn attend_window(
                 v: &[],
                 v_row: 0,
             };
-            scores_with(Cpu::get(), q, last, &kv, scale, np, sc, ValuePrefetch::NONE);
+            scores_with(Cpu::get(), q, last, &kv, scale, np, sc);
         }
         Keys::F32 { k, k_block } => {
             check_keys(k.len(), k_block, d, max);
@@ -212,7 +211,10 @@ pub fn attend_heads(
     if total == 0 {
         return;
     }
-    assert!(q.len().is_multiple_of(total), "attend_heads: queries not {total} rows");
+    assert!(
+        q.len().is_multiple_of(total),
+        "attend_heads: queries not {total} rows"
+    );
     let d = q.len() / total;
     // Up to 8 f16 heads at once, in a buffer on the stack.
     const MAX: usize = 8;
@@ -246,7 +248,16 @@ pub fn attend_heads(
             let mut j = at;
             for (&(keys, values), &c) in hs.iter().zip(cs) {
                 let (r, l) = (j * d..(j + c) * d, &last[j..j + c]);
-                attend_window(&q[r.clone()], l, window, keys, values, scale, s, &mut out[r]);
+                attend_window(
+                    &q[r.clone()],
+                    l,
+                    window,
+                    keys,
+                    values,
+                    scale,
+                    s,
+                    &mut out[r],
+                );
                 j += c;
             }
         }

@@ -143,8 +143,7 @@ pub fn attend_f16_window(
     };
     scores.clear();
     scores.resize(last.len() * np, 0.0);
-    let vpre = ValuePrefetch::rows(kv.v, kv.v_row, d);
-    scores_with(Cpu::get(), q, last, &kv, scale, np, scores, vpre);
+    scores_with(Cpu::get(), q, last, &kv, scale, np, scores);
     for (j, &lj) in last.iter().enumerate() {
         softmax_window(&mut scores[j * np..j * np + lj + 1], window);
     }
@@ -171,7 +170,6 @@ fn scores_with(
     scale: f32,
     np: usize,
     scores: &mut [f32],
-    vpre: ValuePrefetch,
 ) {
     assert!(scores.len() >= last.len() * np && !last.is_empty());
     #[cfg(target_arch = "x86_64")]
@@ -181,13 +179,13 @@ fn scores_with(
         match cpu.isa() {
             Isa::Avx512 => {
                 let all = 0..usize::MAX;
-                return unsafe { x86::scores_512(q, last, kv, scale, np, scores, vpre, all) };
+                return unsafe { x86::scores_512(q, last, kv, scale, np, scores, all) };
             }
-            Isa::Avx2 => return unsafe { x86::scores_avx2(q, last, kv, scale, np, scores, vpre) },
+            Isa::Avx2 => return unsafe { x86::scores_avx2(q, last, kv, scale, np, scores) },
             _ => {}
         }
     }
-    let _ = (cpu, vpre);
+    let _ = cpu;
     let d = q.len() / last.len();
     for ((qj, &lj), sj) in q.chunks_exact(d).zip(last).zip(scores.chunks_mut(np)) {
         for (t, s) in sj[..lj + 1].iter_mut().enumerate() {
@@ -304,23 +302,6 @@ pub fn dot_f16_scalar(a: &[f32], b: &[f16]) -> f32 {
 pub fn axpy_f16_scalar(y: &mut [f32], alpha: f32, x: &[f16]) {
     for (y, x) in y.iter_mut().zip(x) {
         *y += alpha * x.to_f32();
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-use x86::ValuePrefetch;
-
-/// Off x86-64 the scores fetch no values ahead.
-#[cfg(not(target_arch = "x86_64"))]
-#[derive(Copy, Clone)]
-struct ValuePrefetch;
-
-#[cfg(not(target_arch = "x86_64"))]
-impl ValuePrefetch {
-    const NONE: ValuePrefetch = ValuePrefetch;
-
-    fn rows(_: &[f16], _: usize, _: usize) -> ValuePrefetch {
-        ValuePrefetch
     }
 }
 
@@ -576,7 +557,7 @@ mod tests {
             let mut all = Vec::new();
             for &cpu in &cpus {
                 let mut sc = vec![0f32; g * np];
-                scores_with(cpu, &q, &last, &kv, 0.5, np, &mut sc, ValuePrefetch::NONE);
+                scores_with(cpu, &q, &last, &kv, 0.5, np, &mut sc);
                 for (j, &lj) in last.iter().enumerate() {
                     for t in 0..=lj {
                         let want: f64 = (0..d)

@@ -57,15 +57,12 @@ pub(super) unsafe fn scores_512(
     scale: f32,
     np: usize,
     scores: &mut [f32],
-    vpre: ValuePrefetch,
     blocks: std::ops::Range<usize>,
 ) {
     let d = q.len() / last.len();
     let mut j0 = 0;
     while j0 < last.len() {
         let j1 = (j0 + 8).min(last.len());
-        // The values are fetched once, with the first tile of queries.
-        let vpre = if j0 == 0 { vpre } else { ValuePrefetch::NONE };
         let nb = last[j0..j1].iter().max().map_or(0, |m| m / 16 + 1);
         let (b0, nb) = (blocks.start, nb.min(blocks.end));
         let t = Tile {
@@ -76,7 +73,6 @@ pub(super) unsafe fn scores_512(
             scale,
             out: scores.as_mut_ptr().add(j0 * np),
             np,
-            vpre,
         };
         match j1 - j0 {
             1 => blocks_512::<1, 4>(&t, b0, nb),
@@ -102,54 +98,6 @@ pub(super) struct Tile {
     pub(super) scale: f32,
     pub(super) out: *mut f32,
     pub(super) np: usize,
-    /// Value rows to prefetch while the keys are scored ([`ValuePrefetch`]).
-    pub(super) vpre: ValuePrefetch,
-}
-
-/// The value rows of the same positions as the keys being scored, to
-/// fetch into the cache while the score pass runs, so the value pass that
-/// follows finds them there instead of waiting on memory once per row:
-/// row `t` is the `lines` cache lines from `v + t * v_row`. `lines == 0`
-/// fetches nothing (scores without values).
-#[derive(Copy, Clone)]
-pub(super) struct ValuePrefetch {
-    pub(super) v: *const f16,
-    pub(super) v_row: usize,
-    pub(super) lines: usize,
-}
-
-impl ValuePrefetch {
-    pub(super) const NONE: ValuePrefetch = ValuePrefetch {
-        v: std::ptr::null(),
-        v_row: 0,
-        lines: 0,
-    };
-
-    /// Rows of `d` f16 values, `v_row` apart from `v`.
-    pub(super) fn rows(v: &[f16], v_row: usize, d: usize) -> ValuePrefetch {
-        ValuePrefetch {
-            v: v.as_ptr(),
-            v_row,
-            lines: (2 * d).div_ceil(64),
-        }
-    }
-
-    /// The share of dimension `i` (of `d`) of the prefetches for the
-    /// value rows of keys `16 b0..16 (b0 + nb)`: the `16 nb lines`
-    /// prefetches spread evenly over the dimensions.
-    #[inline(always)]
-    unsafe fn issue(&self, b0: usize, nb: usize, i: usize, d: usize) {
-        let total = 16 * nb * self.lines;
-        if total == 0 {
-            return;
-        }
-        let base = self.v.wrapping_add(16 * b0 * self.v_row) as *const i8;
-        for k in i * total / d..(i + 1) * total / d {
-            let (row, line) = (k / self.lines, k % self.lines);
-            let at = 2 * row * self.v_row + 64 * line;
-            _mm_prefetch::<_MM_HINT_T0>(base.wrapping_add(at));
-        }
-    }
 }
 
 /// Blocks `b0..nb` for a tile of `G` queries, `NB` blocks at a time (the
@@ -159,11 +107,11 @@ impl ValuePrefetch {
 unsafe fn blocks_512<const G: usize, const NB: usize>(t: &Tile, b0: usize, nb: usize) {
     let mut b = b0;
     while b + NB <= nb {
-        tile_512::<G, NB>(t, b);
+        tile_512::<G, NB>(t, b, nb);
         b += NB;
     }
     while b < nb {
-        tile_512::<G, 1>(t, b);
+        tile_512::<G, 1>(t, b, nb);
         b += 1;
     }
 }
@@ -173,19 +121,21 @@ unsafe fn blocks_512<const G: usize, const NB: usize>(t: &Tile, b0: usize, nb: u
 /// once and fused-multiply-added with every query's `q[i]`.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f")]
-unsafe fn tile_512<const G: usize, const NB: usize>(t: &Tile, b0: usize) {
+unsafe fn tile_512<const G: usize, const NB: usize>(t: &Tile, b0: usize, nb: usize) {
     let mut acc = [[_mm512_setzero_ps(); NB]; G];
-    // The next tile's blocks (2 KB each for d = 64, a cache's blocks far
-    // apart): one line per two dimensions, fetched while this tile runs.
-    let next = t.k.wrapping_add((b0 + NB) * t.k_block) as *const i8;
+    // The blocks `KEYS_AHEAD` tiles on (2 KB each for d = 64, a cache's
+    // blocks far apart): one line per two dimensions, fetched while this
+    // tile runs; none past the last block (they would be read for nothing).
+    let ahead = b0 + KEYS_AHEAD * NB;
+    let next = t.k.wrapping_add(ahead * t.k_block) as *const i8;
+    let fetch = ahead + NB <= nb;
     for i in 0..t.d {
-        if i % 2 == 0 {
+        if fetch && i % 2 == 0 {
             for bb in 0..NB {
                 let at = (bb * t.k_block + 16 * i) * 2;
                 _mm_prefetch::<_MM_HINT_T0>(next.wrapping_add(at));
             }
         }
-        t.vpre.issue(b0, NB, i, t.d);
         let mut kr = [_mm512_setzero_ps(); NB];
         for (bb, kr) in kr.iter_mut().enumerate() {
             let kp = t.k.add((b0 + bb) * t.k_block + 16 * i) as *const __m256i;
@@ -220,13 +170,11 @@ pub(super) unsafe fn scores_avx2(
     scale: f32,
     np: usize,
     scores: &mut [f32],
-    vpre: ValuePrefetch,
 ) {
     let d = q.len() / last.len();
     let mut j0 = 0;
     while j0 < last.len() {
         let j1 = (j0 + 4).min(last.len());
-        let vpre = if j0 == 0 { vpre } else { ValuePrefetch::NONE };
         let nb = last[j0..j1].iter().max().map_or(0, |m| m / 16 + 1);
         let t = Tile {
             q: q.as_ptr().add(j0 * d),
@@ -236,7 +184,6 @@ pub(super) unsafe fn scores_avx2(
             scale,
             out: scores.as_mut_ptr().add(j0 * np),
             np,
-            vpre,
         };
         for b in 0..nb {
             match j1 - j0 {
@@ -255,7 +202,6 @@ pub(super) unsafe fn scores_avx2(
 unsafe fn tile_avx2<const G: usize>(t: &Tile, b: usize) {
     let mut acc = [[_mm256_setzero_ps(); 2]; G];
     for i in 0..t.d {
-        t.vpre.issue(b, 1, i, t.d);
         let kp = t.k.add(b * t.k_block + 16 * i) as *const __m128i;
         let kr = [
             _mm256_cvtph_ps(_mm_loadu_si128(kp)),
@@ -326,7 +272,10 @@ pub(super) unsafe fn pv_512(
 }
 
 /// How many value rows ahead [`pv`] prefetches.
-const PV_AHEAD: usize = 8;
+const PV_AHEAD: usize = 32;
+
+/// How many tiles ahead [`tile_512`] prefetches keys.
+const KEYS_AHEAD: usize = 2;
 
 /// [`pv`] for `gg <= 6` queries, one at a time beyond the register tile.
 #[inline]
@@ -370,13 +319,17 @@ unsafe fn pv<const G: usize, const W: usize>(
         }
     }
     let shared = last.iter().min().map_or(0, |&m| m + 1).min(pos.end);
+    let rows = last.iter().max().map_or(0, |&m| m + 1);
     for t in pos.start..shared {
         let vt = v.0.add(t * v.1) as *const __m256i;
         // Value rows are a cache row apart (384 bytes for 3 KV heads of
         // 64), past what the hardware prefetcher follows across pages.
-        let ahead = v.0.wrapping_add((t + PV_AHEAD) * v.1) as *const i8;
-        for c in (0..32 * W).step_by(64) {
-            _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(c));
+        // None past the last row (it would be read for nothing).
+        if t + PV_AHEAD < rows {
+            let ahead = v.0.wrapping_add((t + PV_AHEAD) * v.1) as *const i8;
+            for c in (0..32 * W).step_by(64) {
+                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(c));
+            }
         }
         let mut vv = [_mm512_setzero_ps(); W];
         for (c, x) in vv.iter_mut().enumerate() {
