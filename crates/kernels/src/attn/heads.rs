@@ -32,6 +32,14 @@ const SCORE_BLOCKS: usize = 4;
 #[cfg(target_arch = "x86_64")]
 const VALUE_POSITIONS: usize = 32;
 
+/// The most queries a head may have for the heads to take turns: up to one
+/// score tile (8 queries, e.g. 2 decode rows of 3 query heads, or a short
+/// speculative draft). With more (prompts: 4 rows x the group) each key
+/// is used by so many queries that the pass is bound by arithmetic, not
+/// by memory, and one head at a time saves the extra calls.
+#[cfg(target_arch = "x86_64")]
+const INTERLEAVE_MAX: usize = 8;
+
 /// Causal attention of several KV heads of one cache, each with its own
 /// queries: head `h` is `heads[h]` with `counts[h]` queries, and the
 /// queries, their last positions and their outputs are laid out head after
@@ -48,6 +56,24 @@ const VALUE_POSITIONS: usize = 32;
 /// or a head's keys or values are too short.
 #[allow(clippy::too_many_arguments)]
 pub fn attend_f16_heads(
+    q: &[f32],
+    last: &[usize],
+    heads: &[KvHead<f16>],
+    counts: &[usize],
+    window: usize,
+    scale: f32,
+    scores: &mut Vec<f32>,
+    out: &mut [f32],
+) {
+    let cpu = crate::simd::Cpu::get();
+    heads_with(cpu, q, last, heads, counts, window, scale, scores, out)
+}
+
+/// [`attend_f16_heads`] on `cpu`: interleaved on AVX-512, otherwise one
+/// head at a time (tests run both on a machine that has AVX-512).
+#[allow(clippy::too_many_arguments)]
+fn heads_with(
+    cpu: crate::simd::Cpu,
     q: &[f32],
     last: &[usize],
     heads: &[KvHead<f16>],
@@ -81,14 +107,16 @@ pub fn attend_f16_heads(
         at += c;
     }
     #[cfg(target_arch = "x86_64")]
-    if d.is_multiple_of(16)
+    if counts.iter().all(|&c| c <= INTERLEAVE_MAX)
+        && d.is_multiple_of(16)
         && super::has_f16_simd()
-        && crate::simd::Cpu::get().isa() == crate::simd::Isa::Avx512
+        && cpu.isa() == crate::simd::Isa::Avx512
     {
         // SAFETY: AVX-512F and F16C detected; every head's shapes and
         // bounds checked above.
         return unsafe { interleaved_512(q, last, heads, counts, d, window, scale, scores, out) };
     }
+    let _ = cpu;
     let mut at = 0;
     for (&kv, &c) in heads.iter().zip(counts) {
         let (r, l) = (at * d..(at + c) * d, &last[at..at + c]);
@@ -158,6 +186,7 @@ unsafe fn interleaved_512(
 mod tests {
     use super::*;
     use crate::attn::attend_f16;
+    use crate::simd::Cpu;
     use rand::{Rng, SeedableRng};
 
     /// A cache of `nkv` heads of `d` as `KvCache` lays it out: key tiles of
@@ -211,9 +240,13 @@ mod tests {
                         _ => rng.gen_range(0..n),
                     })
                     .collect();
-                for window in [usize::MAX, 17] {
+                for (window, cpu) in [usize::MAX, 17]
+                    .into_iter()
+                    .flat_map(|w| Cpu::all_available().into_iter().map(move |c| (w, c)))
+                {
                     let mut got = vec![f32::NAN; total * d];
-                    attend_f16_heads(&q, &last, &heads, &counts, window, 0.125, &mut sc, &mut got);
+                    let (h, c) = (&heads, &counts);
+                    heads_with(cpu, &q, &last, h, c, window, 0.125, &mut sc, &mut got);
                     let mut at = 0;
                     for (h, &c) in counts.iter().enumerate() {
                         for j in at..at + c {
@@ -233,8 +266,9 @@ mod tests {
                                 assert_eq!(
                                     gj[i].to_bits(),
                                     alone[i].to_bits(),
-                                    "{nkv} heads of {d}, counts {counts:?}, query {j} (head {h}, last {}), window {window}, lane {i}",
-                                    last[j]
+                                    "{nkv} heads of {d}, counts {counts:?}, query {j} (head {h}, last {}), window {window}, {:?}, lane {i}",
+                                    last[j],
+                                    cpu.isa()
                                 );
                             }
                         }
