@@ -10,22 +10,17 @@
 //! cargo run --release -p cria-kernels --example attn_decode -- \
 //!     [--seqs 8] [--layers 30] [--kv-heads 3] [--group 3] [--head-dim 64] \
 //!     [--ctx 64,128,192,256,320] [--weights-mib 92] [--threads 1] [--steps 20] \
-//!     [--cache f16|q8_0|q4_0] [--huge 0|1] [--together 1|0]
-//! ```
-//!
-//! `--together 1` (the default) attends all KV heads of a sequence in one
-//! call ([`attend_heads`], as the model does); `--together 0` one call per
-//! head ([`attend`], as it did before).
-//!
-//! ```text
+//!     [--cache f16|q8_0|q4_0] [--huge 0|1]
 //! ```
 //!
 //! Prints, per context length, the time of the attention of one step
 //! (all sequences, layers and heads; the weight streaming is not counted),
 //! the cache bytes read per step and the bandwidth that makes. The
-//! timing is over `--steps` steps after one warm-up; the median step and the best.
+//! timing is over `--steps` steps after one warm-up; the median step and
+//! the best. `--huge 1` puts the caches on 2 MiB pages (the model's
+//! `KvCache` is a plain `Vec` today).
 
-use cria_kernels::{attend, attend_heads, AttScratch, Keys, QKeys, QType, QValues, Values, QBLOCK};
+use cria_kernels::{attend, AttScratch, Keys, QKeys, QType, QValues, Values, QBLOCK};
 use half::f16;
 use rand::{Rng, SeedableRng};
 use std::time::Instant;
@@ -42,7 +37,6 @@ struct Args {
     steps: usize,
     cache: String,
     huge: bool,
-    together: bool,
 }
 
 fn parse() -> Result<Args, String> {
@@ -58,7 +52,6 @@ fn parse() -> Result<Args, String> {
         steps: 20,
         cache: "f16".into(),
         huge: false,
-        together: true,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -78,7 +71,6 @@ fn parse() -> Result<Args, String> {
             "--steps" => a.steps = num()?.max(1),
             "--cache" => a.cache = val.clone(),
             "--huge" => a.huge = num()? != 0,
-            "--together" => a.together = num()? != 0,
             "--ctx" => {
                 a.ctx = val
                     .split(',')
@@ -210,7 +202,7 @@ fn main() {
     let scale = 1.0 / (hd as f32).sqrt();
     println!(
         "# {} seqs x {} layers x {} KV heads x {} queries, head_dim {hd}, {} cache, \
-         {} MiB weights streamed per step, {} threads, {} pages, heads {}",
+         {} MiB weights streamed per step, {} threads, {} pages",
         a.seqs,
         a.layers,
         a.kv_heads,
@@ -218,12 +210,7 @@ fn main() {
         a.cache,
         a.weights_mib,
         a.threads,
-        if a.huge { "2 MiB (advised)" } else { "4 KiB" },
-        if a.together {
-            "together"
-        } else {
-            "one at a time"
-        }
+        if a.huge { "2 MiB (advised)" } else { "4 KiB" }
     );
     println!("| ctx | step attention, median ms | best ms | cache MB/step | GB/s (median) | us per KV head |");
     println!("|---:|---:|---:|---:|---:|---:|");
@@ -292,10 +279,7 @@ fn run_step(
             .map(|(ti, mine)| {
                 s.spawn(move || {
                     let mut sc = AttScratch::default();
-                    let mut out = vec![0f32; q.len() * a.kv_heads];
-                    let qs = q.repeat(a.kv_heads);
-                    let lasts = last.repeat(a.kv_heads);
-                    let counts = vec![last.len(); a.kv_heads];
+                    let mut out = vec![0f32; q.len()];
                     let mut spent = 0f64;
                     let mut sink = 0u64;
                     for l in 0..a.layers {
@@ -304,15 +288,6 @@ fn run_step(
                         sink = sink.wrapping_add(weights[w0..w1].iter().sum::<u64>());
                         let t0 = Instant::now();
                         for c in mine {
-                            if a.together {
-                                let hs: Vec<_> =
-                                    (0..a.kv_heads).map(|h| head(c, a, l, h, n_ctx)).collect();
-                                let w = usize::MAX;
-                                attend_heads(
-                                    &qs, &lasts, w, &hs, &counts, scale, &mut sc, &mut out,
-                                );
-                                continue;
-                            }
                             for h in 0..a.kv_heads {
                                 let (keys, values) = head(c, a, l, h, n_ctx);
                                 let o = &mut out[..q.len()];

@@ -73,9 +73,9 @@ pub use attn::quant::{
     QValues, QBLOCK,
 };
 pub use attn::{
-    attend, attend_f16, attend_f16_heads, attend_f16_window, attend_heads, attend_scalar,
-    attend_scalar_window, attend_window, axpy_f16, axpy_f16_rows, axpy_f16_scalar, dot_f16,
-    dot_f16_rows, dot_f16_scalar, window_start, AttScratch, Keys, KvHead, Values,
+    attend, attend_f16, attend_f16_window, attend_scalar, attend_scalar_window, attend_window,
+    axpy_f16, axpy_f16_rows, axpy_f16_scalar, dot_f16, dot_f16_rows, dot_f16_scalar, window_start,
+    AttScratch, Keys, KvHead, Values,
 };
 pub use cria_gguf::GgmlType;
 pub use dequant::{block_geometry, dequantize_row, row_bytes, QK_K};

@@ -690,9 +690,7 @@ thread_local! {
 }
 
 /// One task: for each KV head its heads read, the rows' queries of those
-/// heads attend together, and the KV heads of the task in one call (up to
-/// [`KV_HEADS_AT_ONCE`]), so the cache is read front to back once
-/// ([`cria_kernels::attend_heads`]); `out` is the task's range of `att`.
+/// heads attend together; `out` is the task's range of `att`.
 fn attend_task(
     cfg: &LlamaConfig,
     cache: &KvCache,
@@ -706,53 +704,33 @@ fn attend_task(
     let per_kv = cfg.n_heads / cfg.n_kv_heads;
     let scale = 1.0 / (hd as f32).sqrt();
     let base = t.r0 * qd + t.h0 * hd;
-    let window = cfg.sliding_window.unwrap_or(usize::MAX);
     ATT_BUFFERS.with(|cell| {
         let b = &mut *cell.borrow_mut();
         let mut h = t.h0;
         while h < t.h1 {
-            // KV heads kv0..kv1 (query heads h..end) in this call.
-            let kv0 = h / per_kv;
-            let kv1 = (kv0 + KV_HEADS_AT_ONCE).min(t.h1.div_ceil(per_kv));
-            let end = (kv1 * per_kv).min(t.h1);
+            let kvh = h / per_kv;
+            let he = ((kvh + 1) * per_kv).min(t.h1);
             b.q.clear();
             b.last.clear();
-            let first = cache.head(l, kv0 * hd, hd);
-            let mut heads = [first; KV_HEADS_AT_ONCE];
-            let mut counts = [0usize; KV_HEADS_AT_ONCE];
-            for kvh in kv0..kv1 {
-                let (hs, he) = ((kvh * per_kv).max(h), ((kvh + 1) * per_kv).min(end));
-                for (i, r) in rows.iter().enumerate().take(t.r1).skip(t.r0) {
-                    b.q.extend_from_slice(&q[i * qd + hs * hd..i * qd + he * hd]);
-                    b.last.extend(std::iter::repeat_n(r.pos, he - hs));
-                }
-                heads[kvh - kv0] = cache.head(l, kvh * hd, hd);
-                counts[kvh - kv0] = (t.r1 - t.r0) * (he - hs);
+            for (i, r) in rows.iter().enumerate().take(t.r1).skip(t.r0) {
+                b.q.extend_from_slice(&q[i * qd + h * hd..i * qd + he * hd]);
+                b.last.extend(std::iter::repeat_n(r.pos, he - h));
             }
             b.out.resize(b.q.len(), 0.0);
-            let n = kv1 - kv0;
-            let (hs, cs) = (&heads[..n], &counts[..n]);
-            let (qq, last, o, s) = (&b.q, &b.last, &mut b.out, &mut b.scratch);
-            cria_kernels::attend_heads(qq, last, window, hs, cs, scale, s, o);
-            // The outputs are (KV head, row, its query heads); `att` is
-            // (row, query head).
-            let mut src = 0;
-            for kvh in kv0..kv1 {
-                let (hs, he) = ((kvh * per_kv).max(h), ((kvh + 1) * per_kv).min(end));
-                let w = (he - hs) * hd;
-                for r in t.r0..t.r1 {
-                    let at = r * qd + hs * hd - base;
-                    out[at..at + w].copy_from_slice(&b.out[src..src + w]);
-                    src += w;
-                }
+            let (keys, values) = cache.head(l, kvh * hd, hd);
+            let s = &mut b.scratch;
+            let window = cfg.sliding_window.unwrap_or(usize::MAX);
+            let (q, last, o) = (&b.q, &b.last, &mut b.out);
+            cria_kernels::attend_window(q, last, window, keys, values, scale, s, o);
+            let w = (he - h) * hd;
+            for (j, src) in b.out.chunks_exact(w).enumerate() {
+                let at = (t.r0 + j) * qd + h * hd - base;
+                out[at..at + w].copy_from_slice(src);
             }
-            h = end;
+            h = he;
         }
     });
 }
-
-/// KV heads attended in one call by [`attend_task`].
-const KV_HEADS_AT_ONCE: usize = 8;
 
 #[cfg(test)]
 mod tests {

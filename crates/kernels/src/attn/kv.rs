@@ -158,7 +158,7 @@ pub fn attend_window(
             {
                 // SAFETY: AVX-512F and F16C detected; shapes and bounds
                 // checked above.
-                return unsafe { super::x86::pv_512(sc, np, last, v, v_row, out, 0..usize::MAX) };
+                return unsafe { super::x86::pv_512(sc, np, last, v, v_row, out) };
             }
             let _ = Isa::Scalar;
             for ((oj, &lj), p) in out.chunks_exact_mut(d).zip(last).zip(sc.chunks(np)) {
@@ -181,87 +181,6 @@ pub fn attend_window(
             assert_eq!(d, qv.blocks * QBLOCK, "attend: head size vs value blocks");
             pv_q(qisa(), sc, np, last, &qv, out);
         }
-    }
-}
-
-/// [`attend_window`] for several KV heads of one cache, each with its own
-/// queries: head `h` is `heads[h]` with `counts[h]` queries, laid out head
-/// after head in `q`, `last` and `out`. Heads whose keys and values are
-/// both f16 are attended together by [`super::attend_f16_heads`] (one
-/// pass over the cache instead of one per head); others one at a time.
-/// Each query's output has the bits [`attend_window`] gives it alone.
-///
-/// Panics if `heads` and `counts` differ in length, the counts do not add
-/// up to `last.len()`, or as [`attend_window`] does.
-#[allow(clippy::too_many_arguments)]
-pub fn attend_heads(
-    q: &[f32],
-    last: &[usize],
-    window: usize,
-    heads: &[(Keys, Values)],
-    counts: &[usize],
-    scale: f32,
-    s: &mut AttScratch,
-    out: &mut [f32],
-) {
-    assert_eq!(heads.len(), counts.len(), "attend_heads: heads vs counts");
-    let total: usize = counts.iter().sum();
-    assert_eq!(total, last.len(), "attend_heads: counts vs positions");
-    assert_eq!(q.len(), out.len(), "attend_heads: queries vs outputs");
-    if total == 0 {
-        return;
-    }
-    assert!(
-        q.len().is_multiple_of(total),
-        "attend_heads: queries not {total} rows"
-    );
-    let d = q.len() / total;
-    // Up to 8 f16 heads at once, in a buffer on the stack.
-    const MAX: usize = 8;
-    let mut at = 0;
-    for (hs, cs) in heads.chunks(MAX).zip(counts.chunks(MAX)) {
-        let n: usize = cs.iter().sum();
-        let (r, l) = (at * d..(at + n) * d, &last[at..at + n]);
-        let mut f16s = [KvHead {
-            k: &[] as &[f16],
-            k_block: 0,
-            v: &[],
-            v_row: 0,
-        }; MAX];
-        let all_f16 = hs.iter().zip(&mut f16s).all(|(h, f)| match *h {
-            (Keys::F16 { k, k_block }, Values::F16 { v, v_row }) => {
-                *f = KvHead {
-                    k,
-                    k_block,
-                    v,
-                    v_row,
-                };
-                true
-            }
-            _ => false,
-        });
-        if all_f16 {
-            let f = &f16s[..hs.len()];
-            let sc = &mut s.scores;
-            super::attend_f16_heads(&q[r.clone()], l, f, cs, window, scale, sc, &mut out[r]);
-        } else {
-            let mut j = at;
-            for (&(keys, values), &c) in hs.iter().zip(cs) {
-                let (r, l) = (j * d..(j + c) * d, &last[j..j + c]);
-                attend_window(
-                    &q[r.clone()],
-                    l,
-                    window,
-                    keys,
-                    values,
-                    scale,
-                    s,
-                    &mut out[r],
-                );
-                j += c;
-            }
-        }
-        at += n;
     }
 }
 

@@ -151,7 +151,7 @@ pub fn attend_f16_window(
     if d.is_multiple_of(16) && has_f16_simd() && Cpu::get().isa() == Isa::Avx512 {
         // SAFETY: AVX-512F and F16C detected (Cpu names only detected
         // ISAs); shapes and bounds checked above.
-        return unsafe { x86::pv_512(scores, np, last, kv.v, kv.v_row, out, 0..usize::MAX) };
+        return unsafe { x86::pv_512(scores, np, last, kv.v, kv.v_row, out) };
     }
     for ((oj, &lj), p) in out.chunks_exact_mut(d).zip(last).zip(scores.chunks(np)) {
         oj.fill(0.0);
@@ -162,7 +162,7 @@ pub fn attend_f16_window(
 /// The scores of [`attend_f16`] on `cpu`: `scores[j * np + t]` for every
 /// query `j` and `t < 16 (last[j] / 16 + 1)` (whole blocks; those past
 /// `last[j]` are not used).
-fn scores_with(
+pub(crate) fn scores_with(
     cpu: Cpu,
     q: &[f32],
     last: &[usize],
@@ -177,10 +177,7 @@ fn scores_with(
         // SAFETY (both): the ISA was detected (a Cpu names only detected
         // ISAs, F16C checked); the caller checked shapes and bounds.
         match cpu.isa() {
-            Isa::Avx512 => {
-                let all = 0..usize::MAX;
-                return unsafe { x86::scores_512(q, last, kv, scale, np, scores, all) };
-            }
+            Isa::Avx512 => return unsafe { x86::scores_512(q, last, kv, scale, np, scores) },
             Isa::Avx2 => return unsafe { x86::scores_avx2(q, last, kv, scale, np, scores) },
             _ => {}
         }
@@ -317,7 +314,6 @@ fn has_f16_simd() -> bool {
     false
 }
 
-mod heads;
 mod kv;
 pub mod lsq;
 pub mod quant;
@@ -326,8 +322,7 @@ mod quant_x86;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
-pub use heads::attend_f16_heads;
-pub use kv::{attend, attend_heads, attend_window, AttScratch, Keys, Values};
+pub use kv::{attend, attend_window, AttScratch, Keys, Values};
 
 #[cfg(test)]
 mod quant_tests;

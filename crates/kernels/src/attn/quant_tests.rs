@@ -3,7 +3,7 @@
 //! the scalar reference, and [`super::attend`] for mixed types.
 
 use super::quant::*;
-use super::{attend, attend_heads, AttScratch, Keys, Values};
+use super::{attend, AttScratch, Keys, Values};
 use crate::GgmlType;
 use half::f16;
 use rand::{Rng, SeedableRng};
@@ -290,80 +290,6 @@ fn attend_mixed_types_is_close_and_groups_are_bit_identical() {
                     }
                 }
             }
-        }
-    }
-}
-
-/// [`attend_heads`] over heads of every pair of types, more than it takes
-/// at once (8) and with uneven query counts, has each query's bits of
-/// [`attend`] alone.
-#[test]
-fn attend_heads_of_any_types_has_the_bits_of_each_head_alone() {
-    let mut rng = rand::rngs::StdRng::seed_from_u64(14);
-    let mut s = AttScratch::default();
-    let (blocks, n) = (2, 70);
-    let d = blocks * QBLOCK;
-    let h8 = head(&mut rng, QType::Q8_0, blocks, 1, n);
-    let h4 = pack(QType::Q4_0, h8.k.clone(), h8.v.clone(), blocks, 1, true);
-    let (k16, v16) = plain(&h8.k, &h8.v, d, f16::from_f32);
-    let (k32, v32) = plain(&h8.k, &h8.v, d, |x| x);
-    let keys = [
-        Keys::F16 {
-            k: &k16,
-            k_block: 16 * d,
-        },
-        Keys::F32 {
-            k: &k32,
-            k_block: 16 * d,
-        },
-        Keys::Quant(h8.keys(QType::Q8_0, blocks)),
-        Keys::Quant(h4.keys(QType::Q4_0, blocks)),
-    ];
-    let values = [
-        Values::F16 { v: &v16, v_row: d },
-        Values::F32 { v: &v32, v_row: d },
-        Values::Quant(h8.values(QType::Q8_0, blocks)),
-        Values::Quant(h4.values(QType::Q4_0, blocks)),
-    ];
-    // Nine f16 heads (a chunk of 8 all f16, then one more), then every pair.
-    let mut heads: Vec<(Keys, Values)> = vec![(keys[0], values[0]); 9];
-    for &k in &keys {
-        for &v in &values {
-            heads.push((k, v));
-        }
-    }
-    let counts: Vec<usize> = (0..heads.len()).map(|h| (h * 5) % 4).collect();
-    let total: usize = counts.iter().sum();
-    let q = random_rows(&mut rng, total, d);
-    let last: Vec<usize> = (0..total).map(|j| (j * 37 + 11) % n).collect();
-    let mut out = vec![f32::NAN; total * d];
-    attend_heads(
-        &q,
-        &last,
-        usize::MAX,
-        &heads,
-        &counts,
-        0.2,
-        &mut s,
-        &mut out,
-    );
-    let mut j = 0;
-    for (h, &(k, v)) in heads.iter().enumerate() {
-        for _ in 0..counts[h] {
-            let mut alone = vec![0f32; d];
-            attend(
-                &q[j * d..(j + 1) * d],
-                &last[j..j + 1],
-                k,
-                v,
-                0.2,
-                &mut s,
-                &mut alone,
-            );
-            for (i, (a, b)) in alone.iter().zip(&out[j * d..(j + 1) * d]).enumerate() {
-                assert_eq!(a.to_bits(), b.to_bits(), "head {h} query {j} lane {i}");
-            }
-            j += 1;
         }
     }
 }

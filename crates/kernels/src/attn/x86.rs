@@ -43,9 +43,7 @@ pub(super) unsafe fn dot_rows_512(
 }
 
 /// See [`super::scores`]: the AVX-512 tiles, `G` queries x `NB` blocks of
-/// 16 keys, one accumulator each, for the blocks in `blocks` (of those a
-/// query tile needs). A score's bits do not depend on which blocks are
-/// computed together, so a caller may cut the blocks in ranges.
+/// 16 keys, one accumulator each.
 ///
 /// # Safety
 /// AVX-512F and F16C; shapes and bounds as [`super::scores`] checks.
@@ -57,14 +55,12 @@ pub(super) unsafe fn scores_512(
     scale: f32,
     np: usize,
     scores: &mut [f32],
-    blocks: std::ops::Range<usize>,
 ) {
     let d = q.len() / last.len();
     let mut j0 = 0;
     while j0 < last.len() {
         let j1 = (j0 + 8).min(last.len());
         let nb = last[j0..j1].iter().max().map_or(0, |m| m / 16 + 1);
-        let (b0, nb) = (blocks.start, nb.min(blocks.end));
         let t = Tile {
             q: q.as_ptr().add(j0 * d),
             d,
@@ -75,14 +71,14 @@ pub(super) unsafe fn scores_512(
             np,
         };
         match j1 - j0 {
-            1 => blocks_512::<1, 4>(&t, b0, nb),
-            2 => blocks_512::<2, 4>(&t, b0, nb),
-            3 => blocks_512::<3, 2>(&t, b0, nb),
-            4 => blocks_512::<4, 2>(&t, b0, nb),
-            5 => blocks_512::<5, 1>(&t, b0, nb),
-            6 => blocks_512::<6, 1>(&t, b0, nb),
-            7 => blocks_512::<7, 1>(&t, b0, nb),
-            _ => blocks_512::<8, 1>(&t, b0, nb),
+            1 => blocks_512::<1, 4>(&t, nb),
+            2 => blocks_512::<2, 4>(&t, nb),
+            3 => blocks_512::<3, 2>(&t, nb),
+            4 => blocks_512::<4, 2>(&t, nb),
+            5 => blocks_512::<5, 1>(&t, nb),
+            6 => blocks_512::<6, 1>(&t, nb),
+            7 => blocks_512::<7, 1>(&t, nb),
+            _ => blocks_512::<8, 1>(&t, nb),
         }
         j0 = j1;
     }
@@ -100,12 +96,12 @@ pub(super) struct Tile {
     pub(super) np: usize,
 }
 
-/// Blocks `b0..nb` for a tile of `G` queries, `NB` blocks at a time (the
+/// Blocks `0..nb` for a tile of `G` queries, `NB` blocks at a time (the
 /// rest one at a time).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f")]
-unsafe fn blocks_512<const G: usize, const NB: usize>(t: &Tile, b0: usize, nb: usize) {
-    let mut b = b0;
+unsafe fn blocks_512<const G: usize, const NB: usize>(t: &Tile, nb: usize) {
+    let mut b = 0;
     while b + NB <= nb {
         tile_512::<G, NB>(t, b, nb);
         b += NB;
@@ -125,7 +121,8 @@ unsafe fn tile_512<const G: usize, const NB: usize>(t: &Tile, b0: usize, nb: usi
     let mut acc = [[_mm512_setzero_ps(); NB]; G];
     // The blocks `KEYS_AHEAD` tiles on (2 KB each for d = 64, a cache's
     // blocks far apart): one line per two dimensions, fetched while this
-    // tile runs; none past the last block (they would be read for nothing).
+    // tile runs; none past the last block `nb` (they would be read for
+    // nothing: at a context of 128, 1 tile in 4).
     let ahead = b0 + KEYS_AHEAD * NB;
     let next = t.k.wrapping_add(ahead * t.k_block) as *const i8;
     let fetch = ahead + NB <= nb;
@@ -225,10 +222,7 @@ unsafe fn tile_avx2<const G: usize>(t: &Tile, b: usize) {
 
 /// `out_j = sum over t <= last_j of p_j[t] * v_t` for every query (scores
 /// rows `np` apart in `p`), 16 columns at a time for up to 6 queries;
-/// `d % 16 == 0`. Only positions in `pos` are added: from 0 if `pos`
-/// starts at 0, else onto the partial sums already in `out` (an f32 stored
-/// and loaded again keeps its bits, so cutting the positions in ranges,
-/// in order, gives the bits of one call over all of them).
+/// `d % 16 == 0`.
 ///
 /// # Safety
 /// AVX-512F and F16C; shapes and bounds as [`super::attend_f16`] checks.
@@ -240,7 +234,6 @@ pub(super) unsafe fn pv_512(
     v: &[f16],
     v_row: usize,
     out: &mut [f32],
-    pos: std::ops::Range<usize>,
 ) {
     let (g, d) = (last.len(), out.len() / last.len());
     let mut j0 = 0;
@@ -253,17 +246,16 @@ pub(super) unsafe fn pv_512(
             let o = (out.as_mut_ptr().add(j0 * d + s0), d);
             let vp = (v.as_ptr().add(s0), v_row);
             let l = &last[j0..j1];
-            let r = pos.clone();
             match (j1 - j0, w) {
-                (6, 4) => pv::<6, 4>(pp, l, vp, o, r),
-                (5, 4) => pv::<5, 4>(pp, l, vp, o, r),
-                (4, 4) => pv::<4, 4>(pp, l, vp, o, r),
-                (3, 4) => pv::<3, 4>(pp, l, vp, o, r),
-                (2, 4) => pv::<2, 4>(pp, l, vp, o, r),
-                (1, 4) => pv::<1, 4>(pp, l, vp, o, r),
-                (gg, 3) => pv_dyn::<3>(gg, pp, l, vp, o, r),
-                (gg, 2) => pv_dyn::<2>(gg, pp, l, vp, o, r),
-                (gg, _) => pv_dyn::<1>(gg, pp, l, vp, o, r),
+                (6, 4) => pv::<6, 4>(pp, l, vp, o),
+                (5, 4) => pv::<5, 4>(pp, l, vp, o),
+                (4, 4) => pv::<4, 4>(pp, l, vp, o),
+                (3, 4) => pv::<3, 4>(pp, l, vp, o),
+                (2, 4) => pv::<2, 4>(pp, l, vp, o),
+                (1, 4) => pv::<1, 4>(pp, l, vp, o),
+                (gg, 3) => pv_dyn::<3>(gg, pp, l, vp, o),
+                (gg, 2) => pv_dyn::<2>(gg, pp, l, vp, o),
+                (gg, _) => pv_dyn::<1>(gg, pp, l, vp, o),
             }
             s0 += 16 * w;
         }
@@ -271,10 +263,13 @@ pub(super) unsafe fn pv_512(
     }
 }
 
-/// How many value rows ahead [`pv`] prefetches.
+/// How many value rows ahead [`pv`] prefetches: 32 rows are a few
+/// hundred cycles of work for 3 queries, past a miss's latency (8, the
+/// old distance, left the loads waiting; `examples/attn_decode.rs`).
 const PV_AHEAD: usize = 32;
 
-/// How many tiles ahead [`tile_512`] prefetches keys.
+/// How many tiles of blocks ahead [`tile_512`] prefetches keys (1, the
+/// old distance, was about one miss's latency of work).
 const KEYS_AHEAD: usize = 2;
 
 /// [`pv`] for `gg <= 6` queries, one at a time beyond the register tile.
@@ -286,21 +281,19 @@ unsafe fn pv_dyn<const W: usize>(
     last: &[usize],
     v: (*const f16, usize),
     o: (*mut f32, usize),
-    pos: std::ops::Range<usize>,
 ) {
     for j in 0..gg {
         let pj = (p.0.add(j * p.1), p.1);
         let oj = (o.0.add(j * o.1), o.1);
-        pv::<1, W>(pj, &last[j..j + 1], v, oj, pos.clone());
+        pv::<1, W>(pj, &last[j..j + 1], v, oj);
     }
 }
 
-/// For `G` queries: `out_j[0..16 W] += sum over t in pos, t <= last_j of
-/// p_j[t] * v_t[0..16 W]` (`=` when `pos` starts at 0), each lane a chain
-/// of fused multiply-adds in `t` order (the chain of [`axpy_f16`]). `p`
-/// and `o` are (pointer, row stride); `v` is (pointer to column 0 of key
-/// 0, key stride). Keys up to the smallest `last` are shared; the rest run
-/// per query.
+/// For `G` queries: `out_j[0..16 W] = sum over t <= last_j of p_j[t] *
+/// v_t[0..16 W]`, each lane a chain of fused multiply-adds from 0 in `t`
+/// order (the chain of [`axpy_f16`]). `p` and `o` are (pointer, row
+/// stride); `v` is (pointer to column 0 of key 0, key stride). Keys up to
+/// the smallest `last` are shared; the rest run per query.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f")]
 unsafe fn pv<const G: usize, const W: usize>(
@@ -308,19 +301,11 @@ unsafe fn pv<const G: usize, const W: usize>(
     last: &[usize],
     v: (*const f16, usize),
     o: (*mut f32, usize),
-    pos: std::ops::Range<usize>,
 ) {
     let mut acc = [[_mm512_setzero_ps(); W]; G];
-    if pos.start > 0 {
-        for (j, a) in acc.iter_mut().enumerate() {
-            for (c, a) in a.iter_mut().enumerate() {
-                *a = _mm512_loadu_ps(o.0.add(j * o.1 + 16 * c));
-            }
-        }
-    }
-    let shared = last.iter().min().map_or(0, |&m| m + 1).min(pos.end);
+    let shared = last.iter().min().map_or(0, |&m| m + 1);
     let rows = last.iter().max().map_or(0, |&m| m + 1);
-    for t in pos.start..shared {
+    for t in 0..shared {
         let vt = v.0.add(t * v.1) as *const __m256i;
         // Value rows are a cache row apart (384 bytes for 3 KV heads of
         // 64), past what the hardware prefetcher follows across pages.
@@ -343,7 +328,7 @@ unsafe fn pv<const G: usize, const W: usize>(
         }
     }
     for (j, a) in acc.iter_mut().enumerate() {
-        for t in shared.max(pos.start)..(last[j] + 1).min(pos.end) {
+        for t in shared..last[j] + 1 {
             let vt = v.0.add(t * v.1) as *const __m256i;
             let pt = _mm512_set1_ps(*p.0.add(j * p.1 + t));
             for (c, a) in a.iter_mut().enumerate() {
