@@ -103,11 +103,11 @@ pub(super) struct Tile {
 unsafe fn blocks_512<const G: usize, const NB: usize>(t: &Tile, nb: usize) {
     let mut b = 0;
     while b + NB <= nb {
-        tile_512::<G, NB>(t, b);
+        tile_512::<G, NB>(t, b, nb);
         b += NB;
     }
     while b < nb {
-        tile_512::<G, 1>(t, b);
+        tile_512::<G, 1>(t, b, nb);
         b += 1;
     }
 }
@@ -117,13 +117,17 @@ unsafe fn blocks_512<const G: usize, const NB: usize>(t: &Tile, nb: usize) {
 /// once and fused-multiply-added with every query's `q[i]`.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f")]
-unsafe fn tile_512<const G: usize, const NB: usize>(t: &Tile, b0: usize) {
+unsafe fn tile_512<const G: usize, const NB: usize>(t: &Tile, b0: usize, nb: usize) {
     let mut acc = [[_mm512_setzero_ps(); NB]; G];
-    // The next tile's blocks (2 KB each for d = 64, a cache's blocks far
-    // apart): one line per two dimensions, fetched while this tile runs.
-    let next = t.k.wrapping_add((b0 + NB) * t.k_block) as *const i8;
+    // The blocks `KEYS_AHEAD` tiles on (2 KB each for d = 64, a cache's
+    // blocks far apart): one line per two dimensions, fetched while this
+    // tile runs; none past the last block `nb` (they would be read for
+    // nothing: at a context of 128, 1 tile in 4).
+    let ahead = b0 + KEYS_AHEAD * NB;
+    let next = t.k.wrapping_add(ahead * t.k_block) as *const i8;
+    let fetch = ahead + NB <= nb;
     for i in 0..t.d {
-        if i % 2 == 0 {
+        if fetch && i % 2 == 0 {
             for bb in 0..NB {
                 let at = (bb * t.k_block + 16 * i) * 2;
                 _mm_prefetch::<_MM_HINT_T0>(next.wrapping_add(at));
@@ -259,8 +263,14 @@ pub(super) unsafe fn pv_512(
     }
 }
 
-/// How many value rows ahead [`pv`] prefetches.
-const PV_AHEAD: usize = 8;
+/// How many value rows ahead [`pv`] prefetches: 32 rows are a few
+/// hundred cycles of work for 3 queries, past a miss's latency (8, the
+/// old distance, left the loads waiting; `examples/attn_decode.rs`).
+const PV_AHEAD: usize = 32;
+
+/// How many tiles of blocks ahead [`tile_512`] prefetches keys (1, the
+/// old distance, was about one miss's latency of work).
+const KEYS_AHEAD: usize = 2;
 
 /// [`pv`] for `gg <= 6` queries, one at a time beyond the register tile.
 #[inline]
@@ -294,13 +304,17 @@ unsafe fn pv<const G: usize, const W: usize>(
 ) {
     let mut acc = [[_mm512_setzero_ps(); W]; G];
     let shared = last.iter().min().map_or(0, |&m| m + 1);
+    let rows = last.iter().max().map_or(0, |&m| m + 1);
     for t in 0..shared {
         let vt = v.0.add(t * v.1) as *const __m256i;
         // Value rows are a cache row apart (384 bytes for 3 KV heads of
         // 64), past what the hardware prefetcher follows across pages.
-        let ahead = v.0.wrapping_add((t + PV_AHEAD) * v.1) as *const i8;
-        for c in (0..32 * W).step_by(64) {
-            _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(c));
+        // None past the last row (it would be read for nothing).
+        if t + PV_AHEAD < rows {
+            let ahead = v.0.wrapping_add((t + PV_AHEAD) * v.1) as *const i8;
+            for c in (0..32 * W).step_by(64) {
+                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(c));
+            }
         }
         let mut vv = [_mm512_setzero_ps(); W];
         for (c, x) in vv.iter_mut().enumerate() {
