@@ -84,7 +84,7 @@ fn parse() -> Result<Args, String> {
     if a.ctx.contains(&0) {
         return Err("--ctx: every context length must be at least 1".into());
     }
-    if a.head_dim % 16 != 0 {
+    if !a.head_dim.is_multiple_of(16) {
         return Err(format!("--head-dim {}: want a multiple of 16", a.head_dim));
     }
     Ok(a)
