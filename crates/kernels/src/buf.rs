@@ -34,6 +34,29 @@ impl WeightBuf {
     }
 }
 
+/// Advises Linux to back the whole 2 MiB pages inside `buf` with
+/// transparent huge pages (`madvise(MADV_HUGEPAGE)`), for buffers read in
+/// long streams that are not [`WeightBuf`]s (the KV cache). Advice only:
+/// contents are unchanged, and where the system refuses (or elsewhere)
+/// nothing happens. Pages not yet touched stay unbacked until written.
+pub fn advise_huge_pages<T>(buf: &[T]) {
+    #[cfg(target_os = "linux")]
+    {
+        const HUGE: usize = 2 << 20;
+        let start = buf.as_ptr() as usize;
+        let end = start + std::mem::size_of_val(buf);
+        let (a, b) = (start.next_multiple_of(HUGE), end / HUGE * HUGE);
+        if b > a {
+            // SAFETY: [a, b) lies inside `buf`'s allocation, which we
+            // borrow; MADV_HUGEPAGE changes how pages are backed, never
+            // their contents. The result is ignored: it is advice.
+            unsafe { libc::madvise(a as *mut libc::c_void, b - a, libc::MADV_HUGEPAGE) };
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = buf;
+}
+
 impl Deref for WeightBuf {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
