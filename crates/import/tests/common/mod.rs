@@ -60,7 +60,7 @@ pub fn write_safetensors(path: &Path, tensors: &[(String, Vec<usize>, Vec<f32>)]
 }
 
 /// Writes a safetensors file with every tensor stored as `dtype` ("F32",
-/// "F16" or "BF16", rounded to nearest even from the f32 values).
+/// "F16" or "BF16", converted from the f32 values as ggml converts them).
 pub fn write_safetensors_as(path: &Path, tensors: &[(String, Vec<usize>, Vec<f32>)], dtype: &str) {
     let size = if dtype == "F32" { 4 } else { 2 };
     let mut header = serde_json::Map::new();
@@ -79,15 +79,16 @@ pub fn write_safetensors_as(path: &Path, tensors: &[(String, Vec<usize>, Vec<f32
     let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
     f.write_all(&(h.len() as u64).to_le_bytes()).unwrap();
     f.write_all(&h).unwrap();
+    let ty = match dtype {
+        "F32" => cria_gguf::GgmlType::F32,
+        "F16" => cria_gguf::GgmlType::F16,
+        "BF16" => cria_gguf::GgmlType::BF16,
+        d => panic!("write_safetensors_as: no dtype {d}"),
+    };
     for (_, _, v) in tensors {
-        for &x in v {
-            match dtype {
-                "F32" => f.write_all(&x.to_le_bytes()).unwrap(),
-                "F16" => f.write_all(&half::f16::from_f32(x).to_le_bytes()).unwrap(),
-                "BF16" => f.write_all(&half::bf16::from_f32(x).to_le_bytes()).unwrap(),
-                d => panic!("write_safetensors_as: no dtype {d}"),
-            }
-        }
+        let mut bytes = vec![0u8; v.len() * size];
+        cria_kernels::quantize_row(ty, v, None, &mut bytes).unwrap();
+        f.write_all(&bytes).unwrap();
     }
 }
 
