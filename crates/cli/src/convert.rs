@@ -1,6 +1,7 @@
 //! `cria convert SRC OUT.gguf`: a Hugging Face or Meta folder written as a
 //! GGUF file that llama.cpp and cria both run.
 
+use crate::gen_args::all_cores;
 use anyhow::{bail, Result};
 use cria_import::OutType;
 use std::path::PathBuf;
@@ -18,6 +19,10 @@ pub struct Args {
     /// Tensor type: f32, f16, bf16 or q8_0 (norms stay f32, as llama.cpp's converter does)
     #[arg(long, default_value = "f16", value_name = "TYPE")]
     pub outtype: String,
+    /// Threads converting each tensor (default: all cores); reading and
+    /// writing run alongside on their own threads
+    #[arg(short, long)]
+    pub threads: Option<usize>,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -33,14 +38,25 @@ pub fn run(args: Args) -> Result<()> {
             args.out.display()
         );
     }
+    let threads = match args.threads {
+        Some(0) => bail!("-t 0: give at least 1 thread"),
+        Some(n) => n,
+        None => all_cores(),
+    };
     let t0 = Instant::now();
     let mut last = Instant::now();
-    cria_import::convert(&args.src, &args.out, outtype, &mut |done, total| {
-        if last.elapsed().as_secs() >= 2 || done == total {
-            eprint!("\rcria: {done}/{total} tensors");
-            last = Instant::now();
-        }
-    })?;
+    cria_import::convert_with(
+        &args.src,
+        &args.out,
+        outtype,
+        threads,
+        &mut |done, total| {
+            if last.elapsed().as_secs() >= 2 || done == total {
+                eprint!("\rcria: {done}/{total} tensors");
+                last = Instant::now();
+            }
+        },
+    )?;
     let size = std::fs::metadata(&args.out).map_or(0, |m| m.len());
     eprintln!(
         "\ncria: wrote {} ({:.1} MB) in {:.1} s",

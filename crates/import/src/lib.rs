@@ -12,8 +12,9 @@
 //!   GGUF file: tensors that need no change stay in the source's map
 //!   (zero-copy); only changed ones are held in memory. A plain GGUF path
 //!   is opened as usual, so every command takes `-m FILE` or `-m DIR`.
-//! - [`convert`] writes a GGUF file tensor by tensor (one tensor in memory
-//!   at a time) as F32, F16, BF16 or Q8_0.
+//! - [`convert`] writes a GGUF file as F32, F16, BF16 or Q8_0, reading,
+//!   converting (on every core, [`convert_with`] to choose) and writing
+//!   overlapped, with at most two converted tensors in memory.
 //!
 //! Readers: [`hf`] (config.json, safetensors), [`hf_tokenizer`]
 //! (tokenizer.json and its configs), [`meta`] (params.json and `.pth`
@@ -43,7 +44,7 @@ pub mod spm_model;
 pub mod tiktoken;
 mod tokmeta;
 
-pub use convert::convert;
+pub use convert::{convert, convert_with};
 pub use error::{Error, ErrorKind, Result};
 pub use hparams::{HParams, RopeScaling};
 pub use plan::{to_f32, DType, Layout, OutType, Plan, Source, SrcTensor};
@@ -105,6 +106,8 @@ pub fn open(path: &Path) -> Result<GgufFile> {
     }
     let plan = plan(path, OutType::Source)?;
     let mut parts = Vec::with_capacity(plan.tensors.len());
+    // Only 1-D tensors change type here (norms to F32): no threads needed.
+    let serial = cria_kernels::ThreadPool::new(1);
     for t in plan.tensors {
         let ty = OutType::Source.for_tensor(&t);
         let bytes = match (&t.source, t.is_zero_copy() && ty == t.dtype().ggml()) {
@@ -113,7 +116,7 @@ pub fn open(path: &Path) -> Result<GgufFile> {
                 start: pieces[0].start,
                 len: t.n_elements() * dtype.size(),
             },
-            _ => TensorBytes::Owned(plan::encode(t.dtype(), t.raw()?, ty).into_owned()),
+            _ => TensorBytes::Owned(plan::encode(t.dtype(), t.raw()?, ty, &serial).into_owned()),
         };
         parts.push(Part {
             name: t.name.clone(),

@@ -5,6 +5,7 @@
 
 use crate::error::{Error, Result};
 use cria_gguf::{GgmlType, Value};
+use cria_kernels::ThreadPool;
 use half::f16;
 use half::slice::HalfFloatSliceExt;
 use std::borrow::Cow;
@@ -130,6 +131,17 @@ impl SrcTensor {
                 ..
             }
         )
+    }
+
+    /// Bytes of mapped source this tensor reads (0 for computed values).
+    pub fn source_bytes(&self) -> u64 {
+        match &self.source {
+            Source::Pieces { dtype, pieces, .. } => pieces
+                .iter()
+                .map(|p| (p.shape.iter().product::<usize>() * dtype.size()) as u64)
+                .sum(),
+            Source::F32(_) => 0,
+        }
     }
 
     /// Drops the resident pages of this tensor's source ranges: `convert`
@@ -343,29 +355,49 @@ fn decode_into(dtype: DType, bytes: &[u8], out: &mut Vec<f32>) {
     }
 }
 
-/// The tensor's bytes as `ty` (F32, F16, BF16 or Q8_0), converted a chunk
-/// at a time so memory holds the output and one chunk of f32, not a whole
-/// f32 copy of the tensor.
-pub fn encode<'a>(dtype: DType, raw: Cow<'a, [u8]>, ty: GgmlType) -> Cow<'a, [u8]> {
+/// Elements per pool task of [`encode`]: a whole number of Q8_0 blocks,
+/// large enough that a task's work (~0.1-1 ms) dwarfs its dispatch, small
+/// enough that a 7B layer's tensors split into dozens of tasks.
+const TASK: usize = 1 << 18;
+/// Elements decoded to f32 at once inside a task (16 KB, stays in L1/L2).
+const BLOCK: usize = 1 << 12;
+
+/// The tensor's bytes as `ty` (F32, F16, BF16 or Q8_0), converted in
+/// tasks of [`TASK`] elements spread over `pool`. Each task decodes
+/// [`BLOCK`] elements at a time to f32 and encodes them with the kernels'
+/// reference quantizers (byte-identical to ggml's), so memory holds the
+/// output and a block of f32 per thread, and the bytes do not depend on
+/// the thread count: every element (and every Q8_0 block, all inside one
+/// task) is converted on its own.
+pub fn encode<'a>(
+    dtype: DType,
+    raw: Cow<'a, [u8]>,
+    ty: GgmlType,
+    pool: &ThreadPool,
+) -> Cow<'a, [u8]> {
     if ty == dtype.ggml() {
         return raw;
     }
-    // 1 Mi elements, a whole number of Q8_0 blocks.
-    const CHUNK: usize = 1 << 20;
-    let n = raw.len() / dtype.size();
+    let es = dtype.size();
+    let n = raw.len() / es;
+    let bytes = |k: usize| ty.bytes_for(k as u64).unwrap_or(0) as usize;
     // Zeroed by the allocator (fresh pages for a large tensor), not by a
     // separate pass over the output.
-    let mut out = vec![0u8; ty.bytes_for(n as u64).unwrap_or(0) as usize];
-    let mut x = Vec::with_capacity(CHUNK.min(n));
-    let mut at = 0;
-    for c in raw.chunks(CHUNK * dtype.size()) {
-        decode_into(dtype, c, &mut x);
-        let len = ty.bytes_for(x.len() as u64).unwrap_or(0) as usize;
-        // The kernels' reference quantizers: byte-identical to ggml's.
-        cria_kernels::quantize_row(ty, &x, None, &mut out[at..at + len])
-            .expect("the plan only chooses types the kernels quantize, in whole blocks");
-        at += len;
-    }
+    let mut out = vec![0u8; bytes(n)];
+    let src: &[u8] = &raw;
+    pool.for_each_chunk_mut(&mut out, bytes(TASK), |i, dst| {
+        let from = i * TASK * es;
+        let src = &src[from..(from + TASK * es).min(src.len())];
+        let mut x = Vec::with_capacity(BLOCK);
+        let mut at = 0;
+        for c in src.chunks(BLOCK * es) {
+            decode_into(dtype, c, &mut x);
+            let len = bytes(x.len());
+            cria_kernels::quantize_row(ty, &x, None, &mut dst[at..at + len])
+                .expect("the plan only chooses types the kernels quantize, in whole blocks");
+            at += len;
+        }
+    });
     Cow::Owned(out)
 }
 
@@ -390,16 +422,22 @@ mod tests {
         }
     }
 
-    /// `convert --outtype f16` of a bf16 tensor longer than one conversion
-    /// chunk (1 Mi elements), every bf16 pattern in it: each output element
-    /// is the element-by-element bf16 -> f32 -> f16 value, at its place.
+    /// `convert --outtype f16` of a bf16 tensor of several pool tasks (and
+    /// a short last one), every bf16 pattern in it, on 3 threads: each
+    /// output element is the element-by-element bf16 -> f32 -> f16 value,
+    /// at its place.
     #[test]
-    fn encode_bf16_to_f16_across_chunks_matches_element_conversion() {
+    fn encode_bf16_to_f16_across_tasks_matches_element_conversion() {
         let bits: Vec<u16> = (0..(1usize << 20) + 3 * 65_536 + 7)
             .map(|i| (i as u32).wrapping_mul(40_503) as u16)
             .collect();
         let bytes: Vec<u8> = bits.iter().flat_map(|b| b.to_le_bytes()).collect();
-        let out = encode(DType::BF16, Cow::Borrowed(&bytes), GgmlType::F16);
+        let out = encode(
+            DType::BF16,
+            Cow::Borrowed(&bytes),
+            GgmlType::F16,
+            &ThreadPool::new(3),
+        );
         assert_eq!(out.len(), bytes.len());
         for (i, &b) in bits.iter().enumerate() {
             let want = f16::from_f32(bf16::from_bits(b).to_f32()).to_bits();

@@ -56,14 +56,21 @@ pub fn to_hf_order(v: &[f32], rows: usize, n_head: usize) -> Vec<f32> {
 
 /// Writes a safetensors file of F32 tensors.
 pub fn write_safetensors(path: &Path, tensors: &[(String, Vec<usize>, Vec<f32>)]) {
+    write_safetensors_as(path, tensors, "F32");
+}
+
+/// Writes a safetensors file with every tensor stored as `dtype` ("F32",
+/// "F16" or "BF16", converted from the f32 values as ggml converts them).
+pub fn write_safetensors_as(path: &Path, tensors: &[(String, Vec<usize>, Vec<f32>)], dtype: &str) {
+    let size = if dtype == "F32" { 4 } else { 2 };
     let mut header = serde_json::Map::new();
     let mut off = 0usize;
     for (n, s, v) in tensors {
         header.insert(
             n.clone(),
-            json!({"dtype": "F32", "shape": s, "data_offsets": [off, off + v.len() * 4]}),
+            json!({"dtype": dtype, "shape": s, "data_offsets": [off, off + v.len() * size]}),
         );
-        off += v.len() * 4;
+        off += v.len() * size;
     }
     let mut h = serde_json::to_vec(&header).unwrap();
     while !h.len().is_multiple_of(8) {
@@ -72,10 +79,16 @@ pub fn write_safetensors(path: &Path, tensors: &[(String, Vec<usize>, Vec<f32>)]
     let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
     f.write_all(&(h.len() as u64).to_le_bytes()).unwrap();
     f.write_all(&h).unwrap();
+    let ty = match dtype {
+        "F32" => cria_gguf::GgmlType::F32,
+        "F16" => cria_gguf::GgmlType::F16,
+        "BF16" => cria_gguf::GgmlType::BF16,
+        d => panic!("write_safetensors_as: no dtype {d}"),
+    };
     for (_, _, v) in tensors {
-        for x in v {
-            f.write_all(&x.to_le_bytes()).unwrap();
-        }
+        let mut bytes = vec![0u8; v.len() * size];
+        cria_kernels::quantize_row(ty, v, None, &mut bytes).unwrap();
+        f.write_all(&bytes).unwrap();
     }
 }
 
@@ -480,15 +493,25 @@ pub fn write_family_folder(name: &str, dir: &Path) {
             std::fs::copy(src.join(f), dir.join(f)).unwrap();
         }
     }
-    let w: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(src.join("weights.json")).unwrap()).unwrap();
+    let w = family_weights_json(name);
     let kind = w["tokenizer"].as_str().unwrap();
     std::fs::copy(
         root.join("tokenizers").join(format!("{kind}.json")),
         dir.join("tokenizer.json"),
     )
     .unwrap();
-    let tensors: Vec<(String, Vec<usize>, Vec<f32>)> = w["tensors"]
+    write_safetensors(&dir.join("model.safetensors"), &family_weights(name));
+}
+
+fn family_weights_json(name: &str) -> serde_json::Value {
+    let path = families_dir().join(name).join("weights.json");
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// The weights of family fixture NAME (Hugging Face names, torch shapes,
+/// f32 values), as its model.safetensors holds them.
+pub fn family_weights(name: &str) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+    family_weights_json(name)["tensors"]
         .as_array()
         .unwrap()
         .iter()
@@ -505,8 +528,7 @@ pub fn write_family_folder(name: &str, dir: &Path) {
             let v = synth_values(&name, n, scale as f32, offset as f32);
             (name, shape, v)
         })
-        .collect();
-    write_safetensors(&dir.join("model.safetensors"), &tensors);
+        .collect()
 }
 
 pub fn families_dir() -> PathBuf {
