@@ -28,7 +28,11 @@ fn load(ty: GgmlType) -> Fixture {
     let b = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let u = |i: usize| u32::from_le_bytes(b[4 * i..4 * i + 4].try_into().unwrap()) as usize;
     let (rows, cols, n, nb) = (u(0), u(1), u(2), u(3));
-    assert_eq!(b.len(), 16 + nb + 4 * (n * cols + n * rows), "{ty}: truncated fixture");
+    assert_eq!(
+        b.len(),
+        16 + nb + 4 * (n * cols + n * rows),
+        "{ty}: truncated fixture"
+    );
     let f32s = |s: &[u8]| -> Vec<f32> {
         s.chunks_exact(4)
             .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
