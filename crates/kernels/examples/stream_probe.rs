@@ -1,7 +1,7 @@
 //! How fast the packed Q4_1 kernels consume weights that stream from
 //! memory, against the same work on weights that sit in cache: sets of
 //! 1536 x 576 matrices (the default model's FFN shape) from 1 to 128 MiB,
-//! multiplied by 1, 8 and 64 activation rows, in GB/s of weights and
+//! multiplied by 1, 2, 4, 8 and 64 activation rows, in GB/s of weights and
 //! GMAC/s. `cargo run --release -p cria-kernels --example stream_probe --
 //! THREADS`. A measurement tool, not a test: run it on a quiet machine (or
 //! under `chrt -f 50`).
@@ -35,7 +35,7 @@ fn main() {
                 PackedMatrix::pack(&q).unwrap()
             })
             .collect();
-        for &n in &[1usize, 8, 64] {
+        for &n in &[1usize, 2, 4, 8, 64] {
             let x: Vec<f32> = (0..n * cols)
                 .map(|i| ((i * 37 % 101) as f32 - 50.0) * 0.01)
                 .collect();
