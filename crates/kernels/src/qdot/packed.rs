@@ -124,6 +124,34 @@ const fn k_layout(t: u8) -> (usize, usize, usize, usize, usize) {
     }
 }
 
+/// The layout of a packed 32-element block (8 rows) and its integer
+/// offset: (block bytes, offset of the 8 `d`, the value subtracted from
+/// each weight byte so that `sum(u * x) - off * sum(x) = sum(q * x)`).
+const fn layout32(t: u8) -> (usize, usize, i32) {
+    match t {
+        Q4_0 => (144, 128, 8),
+        IQ4NL => (144, 128, 128),
+        Q4_1 => (160, 128, 0),
+        Q5_0 => (176, 160, 16),
+        Q5_1 => (192, 160, 0),
+        _ => (272, 256, 128),
+    }
+}
+
+/// Two 256-bit vectors joined, `p`'s in the low half and `z`'s in the
+/// high: the same bytes of two panels, for the two-panel kernels.
+///
+/// # Safety
+/// AVX-512F; 32 readable bytes at `p` and at `z`.
+#[inline]
+#[target_feature(enable = "avx2,avx512f")]
+unsafe fn join(p: *const u8, z: *const u8) -> __m512i {
+    _mm512_inserti64x4::<1>(
+        _mm512_castsi256_si512(_mm256_loadu_si256(p as *const __m256i)),
+        _mm256_loadu_si256(z as *const __m256i),
+    )
+}
+
 fn k_code(ty: GgmlType) -> Option<u8> {
     match ty {
         GgmlType::Q4_K => Some(Q4K),
@@ -510,19 +538,7 @@ unsafe fn kernel<const N: usize, const T: u8>(
 ) {
     let cols = a.cols;
     let (xq, xd, xs, xsum) = (a.qs.as_ptr(), a.d.as_ptr(), a.s.as_ptr(), a.qsum.as_ptr());
-    let (pb, sc) = match T {
-        Q4_0 | IQ4NL => (144, 128),
-        Q4_1 => (160, 128),
-        Q5_0 => (176, 160),
-        Q5_1 => (192, 160),
-        _ => (272, 256),
-    };
-    let off = match T {
-        Q4_0 => 8,
-        Q5_0 => 16,
-        Q4_1 | Q5_1 => 0,
-        _ => 128,
-    };
+    let (pb, sc, off) = layout32(T);
     let min = matches!(T, Q4_1 | Q5_1);
     let lut = _mm256_loadu_si256(iq4_lut().as_ptr() as *const __m256i);
     let mut acc = [_mm256_setzero_ps(); N];

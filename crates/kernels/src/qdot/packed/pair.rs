@@ -72,30 +72,12 @@ unsafe fn pair32<const N: usize, const T: u8>(
 ) {
     let cols = a.cols;
     let (xq, xd, xs, xsum) = (a.qs.as_ptr(), a.d.as_ptr(), a.s.as_ptr(), a.qsum.as_ptr());
-    let (pb, sc) = match T {
-        Q4_0 | IQ4NL => (144, 128),
-        Q4_1 => (160, 128),
-        Q5_0 => (176, 160),
-        Q5_1 => (192, 160),
-        _ => (272, 256),
-    };
-    let off = match T {
-        Q4_0 => 8,
-        Q5_0 => 16,
-        Q4_1 | Q5_1 => 0,
-        _ => 128,
-    };
+    let (pb, sc, off) = layout32(T);
     let min = matches!(T, Q4_1 | Q5_1);
     let lut = _mm512_loadu_si512(iq4_lut64().as_ptr() as *const _);
     let m4 = _mm512_set1_epi8(0x0F);
     let b10 = _mm512_set1_epi8(0x10);
-    // Two 256-bit halves, panel `pa`'s below `pz`'s.
-    let both = |p: *const u8, z: *const u8| {
-        _mm512_inserti64x4::<1>(
-            _mm512_castsi256_si512(_mm256_loadu_si256(p as *const __m256i)),
-            _mm256_loadu_si256(z as *const __m256i),
-        )
-    };
+    let both = |p: *const u8, z: *const u8| join(p, z);
     // Eight f16 per panel, as 16 f32.
     let halves = |p: *const u8, z: *const u8| {
         _mm512_cvtph_ps(_mm256_inserti128_si256::<1>(
@@ -226,13 +208,7 @@ macro_rules! xs_pair_kernel {
             let (us, sci, _, dof, pb) = k_layout(IQ4XS);
             let lut = _mm512_loadu_si512(iq4_lut64().as_ptr() as *const _);
             let m4 = _mm512_set1_epi8(0x0F);
-            // Two 256-bit halves, panel `pa`'s below `pz`'s.
-            let both = |p: *const u8, z: *const u8| {
-                _mm512_inserti64x4::<1>(
-                    _mm512_castsi256_si512(_mm256_loadu_si256(p as *const __m256i)),
-                    _mm256_loadu_si256(z as *const __m256i),
-                )
-            };
+            let both = |p: *const u8, z: *const u8| join(p, z);
             let mut acc = [_mm512_setzero_ps(); N];
             for b in 0..nb {
                 let (p, z) = (pa.add(b * pb), pz.add(b * pb));
