@@ -74,10 +74,14 @@ unsafe fn pair32<const N: usize, const T: u8>(
     let (xq, xd, xs, xsum) = (a.qs.as_ptr(), a.d.as_ptr(), a.s.as_ptr(), a.qsum.as_ptr());
     let (pb, sc, off) = layout32(T);
     let min = matches!(T, Q4_1 | Q5_1);
-    let lut = _mm512_loadu_si512(iq4_lut64().as_ptr() as *const _);
+    // The codebook's table, built only where it is used.
+    let lut = if T == IQ4NL {
+        _mm512_loadu_si512(iq4_lut64().as_ptr() as *const _)
+    } else {
+        _mm512_setzero_si512()
+    };
     let m4 = _mm512_set1_epi8(0x0F);
     let b10 = _mm512_set1_epi8(0x10);
-    let both = |p: *const u8, z: *const u8| join(p, z);
     // Eight f16 per panel, as 16 f32.
     let halves = |p: *const u8, z: *const u8| {
         _mm512_cvtph_ps(_mm256_inserti128_si256::<1>(
@@ -93,17 +97,17 @@ unsafe fn pair32<const N: usize, const T: u8>(
         let mut wv = [_mm512_setzero_si512(); 8];
         if T == Q8_0 {
             for t in 0..8 {
-                wv[t] = both(p.add(32 * t), z.add(32 * t));
+                wv[t] = join(p.add(32 * t), z.add(32 * t));
             }
         } else {
             for s in 0..4 {
-                let v = both(p.add(32 * s), z.add(32 * s));
+                let v = join(p.add(32 * s), z.add(32 * s));
                 wv[s] = _mm512_and_si512(v, m4);
                 wv[4 + s] = _mm512_and_si512(_mm512_srli_epi16::<4>(v), m4);
             }
             if matches!(T, Q5_0 | Q5_1) {
                 // Bit f of each high-bit byte is source f's fifth bit.
-                let h = both(p.add(128), z.add(128));
+                let h = join(p.add(128), z.add(128));
                 let bit = [
                     _mm512_slli_epi16::<4>(h),
                     _mm512_slli_epi16::<3>(h),
@@ -208,7 +212,6 @@ macro_rules! xs_pair_kernel {
             let (us, sci, _, dof, pb) = k_layout(IQ4XS);
             let lut = _mm512_loadu_si512(iq4_lut64().as_ptr() as *const _);
             let m4 = _mm512_set1_epi8(0x0F);
-            let both = |p: *const u8, z: *const u8| join(p, z);
             let mut acc = [_mm512_setzero_ps(); N];
             for b in 0..nb {
                 let (p, z) = (pa.add(b * pb), pz.add(b * pb));
@@ -219,7 +222,7 @@ macro_rules! xs_pair_kernel {
                     let (qp, qz) = (p.add(us * u), z.add(us * u));
                     let mut wv = [_mm512_setzero_si512(); 8];
                     for s in 0..4 {
-                        let v = both(qp.add(32 * s), qz.add(32 * s));
+                        let v = join(qp.add(32 * s), qz.add(32 * s));
                         let h = _mm512_srli_epi16::<4>(v);
                         if $vbmi {
                             // vpermb reads 6 bits: the table repeats every 16.
