@@ -14,6 +14,9 @@ use crate::lora::{add_deltas, LoraSet, Site, Target};
 use crate::weights::{Matrix, Weights};
 use cria_gguf::GgufFile;
 use cria_kernels::ThreadPool;
+use rows::{add_norm, for_rows};
+
+mod rows;
 
 /// Activations for a batch of up to `n_batch` tokens, allocated once per
 /// session so the forward pass allocates nothing per token.
@@ -474,77 +477,6 @@ fn forward_batch(
             .for_each(|(x, p)| *x += p)
     });
     Ok(())
-}
-
-/// Batches from which a layer's row-wise steps (norms, rope, residual
-/// adds, SiLU) are shared among the pool's threads; below it a dispatch
-/// costs more than the step. (On one thread these steps were about 4% of a
-/// 1B model's 128-token prompt, all of it serial at 2 threads.)
-const PAR_ROWS: usize = 8;
-
-/// `f(i, row i)` for every `width`-long row of `buf`, spread over the pool
-/// for a batch of [`PAR_ROWS`] or more. Each row is computed by the same
-/// code whichever thread takes it: the bits do not depend on the split.
-fn for_rows(
-    pool: &ThreadPool,
-    buf: &mut [f32],
-    width: usize,
-    f: impl Fn(usize, &mut [f32]) + Sync,
-) {
-    let n = buf.len() / width.max(1);
-    if n < PAR_ROWS || pool.threads() < 2 {
-        buf.chunks_exact_mut(width)
-            .enumerate()
-            .for_each(|(i, row)| f(i, row));
-        return;
-    }
-    let per = n.div_ceil(pool.threads() * 4);
-    pool.for_each_chunk_mut(buf, per * width, |c, chunk| {
-        for (k, row) in chunk.chunks_exact_mut(width).enumerate() {
-            f(c * per + k, row)
-        }
-    });
-}
-
-/// Per row: `x += add` (if given), then `xb = rmsnorm(x) * weight`.
-fn add_norm(
-    pool: &ThreadPool,
-    x: &mut [f32],
-    add: Option<&[f32]>,
-    xb: &mut [f32],
-    weight: &[f32],
-    eps: f32,
-) {
-    let dim = weight.len();
-    let xb = XbRows(xb.as_mut_ptr(), xb.len());
-    let xb = &xb;
-    for_rows(pool, x, dim, |i, x| {
-        if let Some(add) = add {
-            x.iter_mut()
-                .zip(&add[i * dim..(i + 1) * dim])
-                .for_each(|(x, p)| *x += p);
-        }
-        // SAFETY: row i of `xb` is written by this call alone (for_rows
-        // hands each row to one task) and `xb` outlives it.
-        rmsnorm(unsafe { xb.row(i, dim) }, x, weight, eps);
-    });
-}
-
-/// The normed rows' buffer of [`add_norm`], shared by its tasks, each of
-/// which writes only its own rows.
-struct XbRows(*mut f32, usize);
-
-// SAFETY: only used through `row`, whose callers write disjoint rows.
-unsafe impl Sync for XbRows {}
-
-impl XbRows {
-    /// # Safety
-    /// No other thread may use row `i` meanwhile.
-    #[allow(clippy::mut_from_ref)]
-    unsafe fn row(&self, i: usize, dim: usize) -> &mut [f32] {
-        assert!((i + 1) * dim <= self.1, "row {i} out of bounds");
-        std::slice::from_raw_parts_mut(self.0.add(i * dim), dim)
-    }
 }
 
 fn dequant(m: &Matrix, src: &[u8], dst: &mut [f32]) -> Result<()> {
