@@ -101,15 +101,25 @@ const Q5_1: u8 = 7;
 const IQ4NL: u8 = 8;
 const IQ4XS: u8 = 9;
 
-/// The IQ4 codebook plus 128 (as unsigned bytes), twice: the table of the
-/// byte shuffle that turns nibbles into `vpdpbusd`'s unsigned operand.
-fn iq4_lut() -> [u8; 32] {
-    let mut t = [0u8; 32];
-    for (i, v) in t.iter_mut().enumerate() {
-        *v = (crate::quant::KVALUES_IQ4NL[i % 16] as i32 + 128) as u8;
+/// The IQ4 codebook plus 128 (as unsigned bytes), repeated to `N` bytes:
+/// the table of the byte shuffle that turns nibbles into `vpdpbusd`'s
+/// unsigned operand (32 for 256 bits; 64 for 512 bits, where `vpshufb`
+/// reads 16 entries per 128-bit lane and `vpermb` all 64, so the bits
+/// above a nibble need no mask). Built at compile time.
+const fn iq4_table<const N: usize>() -> [u8; N] {
+    let mut t = [0u8; N];
+    let mut i = 0;
+    while i < N {
+        t[i] = (crate::quant::KVALUES_IQ4NL[i % 16] as i32 + 128) as u8;
+        i += 1;
     }
     t
 }
+
+/// [`iq4_table`] for the 256-bit kernels.
+static IQ4_LUT32: [u8; 32] = iq4_table();
+/// [`iq4_table`] for the 512-bit kernels.
+static IQ4_LUT64: [u8; 64] = iq4_table();
 
 /// The layout of a packed K-quant block (8 rows of one super-block), in
 /// the order the kernel reads it: 8 units of (nibbles, high bits, scales),
@@ -540,7 +550,7 @@ unsafe fn kernel<const N: usize, const T: u8>(
     let (xq, xd, xs, xsum) = (a.qs.as_ptr(), a.d.as_ptr(), a.s.as_ptr(), a.qsum.as_ptr());
     let (pb, sc, off) = layout32(T);
     let min = matches!(T, Q4_1 | Q5_1);
-    let lut = _mm256_loadu_si256(iq4_lut().as_ptr() as *const __m256i);
+    let lut = _mm256_loadu_si256(IQ4_LUT32.as_ptr() as *const __m256i);
     let mut acc = [_mm256_setzero_ps(); N];
     for b in 0..nb {
         let p = panel.add(b * pb);
@@ -609,7 +619,7 @@ unsafe fn kernel_k<const N: usize, const T: u8>(
     let (xbs, xbp) = (a.bsums.as_ptr(), a.bpairs.as_ptr());
     let (us, sci, mno, dof, pb) = k_layout(T);
     let b30 = _mm256_set1_epi8(0x30);
-    let lut = _mm256_loadu_si256(iq4_lut().as_ptr() as *const __m256i);
+    let lut = _mm256_loadu_si256(IQ4_LUT32.as_ptr() as *const __m256i);
     let mut acc = [_mm256_setzero_ps(); N];
     for b in 0..nb {
         let p = panel.add(b * pb);

@@ -74,12 +74,7 @@ unsafe fn pair32<const N: usize, const T: u8>(
     let (xq, xd, xs, xsum) = (a.qs.as_ptr(), a.d.as_ptr(), a.s.as_ptr(), a.qsum.as_ptr());
     let (pb, sc, off) = layout32(T);
     let min = matches!(T, Q4_1 | Q5_1);
-    // The codebook's table, built only where it is used.
-    let lut = if T == IQ4NL {
-        _mm512_loadu_si512(iq4_lut64().as_ptr() as *const _)
-    } else {
-        _mm512_setzero_si512()
-    };
+    let lut = _mm512_loadu_si512(IQ4_LUT64.as_ptr() as *const _);
     let m4 = _mm512_set1_epi8(0x0F);
     let b10 = _mm512_set1_epi8(0x10);
     // Eight f16 per panel, as 16 f32.
@@ -181,17 +176,6 @@ unsafe fn pair_dot_with<const N: usize>(
     }
 }
 
-/// The IQ4 codebook plus 128, four times: the table of `vpshufb` (16
-/// entries per 128-bit lane) and of `vpermb` (64 entries, so that the bits
-/// above a nibble need no mask).
-fn iq4_lut64() -> [u8; 64] {
-    let mut t = [0u8; 64];
-    for (i, v) in t.iter_mut().enumerate() {
-        *v = (crate::quant::KVALUES_IQ4NL[i % 16] as i32 + 128) as u8;
-    }
-    t
-}
-
 /// The IQ4_XS two-panel kernel ([`pair_dot`]), once per ISA: `$vbmi`
 /// selects the `vpermb` lookup (and `$feat` must then enable VBMI).
 macro_rules! xs_pair_kernel {
@@ -210,7 +194,7 @@ macro_rules! xs_pair_kernel {
             let cols = a.cols;
             let (xq, xd, xbp) = (a.qs.as_ptr(), a.d.as_ptr(), a.bpairs.as_ptr());
             let (us, sci, _, dof, pb) = k_layout(IQ4XS);
-            let lut = _mm512_loadu_si512(iq4_lut64().as_ptr() as *const _);
+            let lut = _mm512_loadu_si512(IQ4_LUT64.as_ptr() as *const _);
             let m4 = _mm512_set1_epi8(0x0F);
             let mut acc = [_mm512_setzero_ps(); N];
             for b in 0..nb {
