@@ -362,7 +362,9 @@ pub fn matmul_packed_many(
     }
     #[cfg(target_arch = "x86_64")]
     ACTS.with(|acts| {
-        use qdot::packed::{block_bytes, block_len, pair_dot, panel_dot, panel_dot_rows, PANEL};
+        use qdot::packed::{
+            block_bytes, block_len, pair_dot, pair_dot_rows, panel_dot, panel_dot_rows, PANEL,
+        };
         let mut acts = acts.borrow_mut();
         let kind = qdot::act_kind(ty0).expect("packed types have an integer kernel");
         acts.quantize_par(kind, x, cols, pool);
@@ -383,7 +385,7 @@ pub fn matmul_packed_many(
         }
         let count = ws.len();
         let panels = start[count];
-        // Panels per task; an even number where a prompt pairs them
+        // Panels per task; an even number where a batch pairs them
         // (pairs never straddle two tasks).
         let pairs = n >= PAIR_ROWS;
         let mut per = rows_per_task(total_rows, n, pool.threads()).div_ceil(PANEL);
@@ -406,8 +408,8 @@ pub fn matmul_packed_many(
                 let panel_bytes = nb * block_bytes(w.ty);
                 let panel = w.data[p * panel_bytes..(p + 1) * panel_bytes].as_ptr();
                 let r0 = p * PANEL;
-                // A prompt takes two panels of one matrix at once where the
-                // type has a two-panel kernel.
+                // A batch of PAIR_ROWS or more takes two panels of one
+                // matrix at once where the type has a two-panel kernel.
                 if pairs && qdot::packed::pair_available(w.ty) && g + 1 < g1.min(start[m + 1]) {
                     let second = w.data[(p + 1) * panel_bytes..(p + 2) * panel_bytes].as_ptr();
                     let live = (2 * PANEL).min(rows - r0);
@@ -426,18 +428,14 @@ pub fn matmul_packed_many(
                         o.iter().enumerate().for_each(|(jj, o)| put(j + jj, o));
                         j += 8;
                     }
-                    while j + 4 <= n {
-                        let mut o = [[0f32; 2 * PANEL]; 4];
-                        unsafe { pair_dot::<4>(w.ty, panel, second, nb, acts, j, &mut o) };
-                        o.iter().enumerate().for_each(|(jj, o)| put(j + jj, o));
-                        j += 4;
-                    }
-                    while j < n {
-                        let mut o = [[0f32; 2 * PANEL]; 1];
-                        unsafe { pair_dot::<1>(w.ty, panel, second, nb, acts, j, &mut o) };
-                        put(j, &o[0]);
-                        j += 1;
-                    }
+                    // The last 0..7 rows in one pass over the two panels.
+                    let mut o = [[0f32; 2 * PANEL]; 8];
+                    let rest = n - j;
+                    unsafe { pair_dot_rows(w.ty, panel, second, nb, acts, j, &mut o[..rest]) };
+                    o[..rest]
+                        .iter()
+                        .enumerate()
+                        .for_each(|(jj, o)| put(j + jj, o));
                     g += 2;
                     continue;
                 }
@@ -483,10 +481,15 @@ pub fn matmul_packed_many(
 }
 
 /// Activation rows from which [`matmul_packed_many`] runs a two-panel
-/// kernel where the type has one (a prompt; generation keeps the one-panel
-/// mat-vec, which is bound by memory, not arithmetic).
+/// kernel where the type has one: a speculative verification, sequences
+/// decoding together, a prompt. One row keeps the one-panel mat-vec,
+/// which is bound by memory, not arithmetic. From 8 rows before session
+/// 24; with 2 (`examples/stream_probe`, 2 threads, weights in cache) the
+/// 4-row products went from 177 to 202-211 GMAC/s and the 2-row ones from
+/// 122 to 129-131, as each `vpdpbusd` and broadcast serves 16 weight rows
+/// instead of 8.
 #[cfg(target_arch = "x86_64")]
-const PAIR_ROWS: usize = 8;
+const PAIR_ROWS: usize = 2;
 
 /// Weight rows per task: enough tasks that both cores finish together
 /// (several per thread, handed out dynamically), big enough that the

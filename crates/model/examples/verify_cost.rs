@@ -2,7 +2,10 @@
 //! verification step of `n` rows costs against a one-row step, at a given
 //! depth, and how much of it is the output projection.
 //!
-//!   cargo run --release -p cria-model --example verify_cost -- MODEL [DEPTH] [THREADS] [REPS]
+//!   cargo run --release -p cria-model --example verify_cost -- MODEL [DEPTH] [THREADS] [REPS] [ROWS]
+//!
+//! ROWS is a comma-separated list of row counts (default 1..=17), for
+//! profiling one size at a time with `perf record`.
 //!
 //! For n = 1..=17 rows (every row with logits, as a verification pass) it
 //! prints the median and minimum wall time of the whole forward pass and of
@@ -24,7 +27,7 @@ fn cpu_ns() -> u64 {
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let a: Vec<String> = std::env::args().collect();
     let Some(path) = a.get(1) else {
-        return Err("usage: verify_cost MODEL [DEPTH] [THREADS] [REPS]".into());
+        return Err("usage: verify_cost MODEL [DEPTH] [THREADS] [REPS] [ROWS]".into());
     };
     let arg = |i: usize, d: usize| a.get(i).and_then(|s| s.parse().ok()).unwrap_or(d);
     let (depth, threads, reps) = (arg(2, 400), arg(3, 2), arg(4, 30));
@@ -42,8 +45,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut out = vec![0f32; 17 * nv as usize];
     println!("# depth {depth}, threads {threads}, reps {reps}; times in ms");
     println!("rows  fwd_med  fwd_min  out_med  out_min  extra/row(min, x one-row)  fwd_cpu_mean");
+    let sizes: Vec<usize> = match a.get(5) {
+        Some(list) => list
+            .split(',')
+            .map(|n| n.parse::<usize>().map(|n| n.clamp(1, 17)))
+            .collect::<Result<_, _>>()?,
+        None => (1..=17).collect(),
+    };
     let mut base = 0.0;
-    for n in 1..=17usize {
+    for n in sizes {
         let toks: Vec<u32> = (0..n as u32).map(|i| (i * 31 + 5) % nv).collect();
         let (mut f, mut o) = (Vec::new(), Vec::new());
         let mut cpu = 0;

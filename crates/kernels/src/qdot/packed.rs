@@ -56,7 +56,7 @@ use cria_gguf::GgmlType;
 use std::arch::x86_64::*;
 
 mod pair;
-pub(crate) use pair::{pair_available, pair_dot};
+pub(crate) use pair::{pair_available, pair_dot, pair_dot_rows};
 
 /// Weight rows per panel.
 pub(crate) const PANEL: usize = 8;

@@ -53,6 +53,47 @@ pub(crate) unsafe fn pair_dot<const N: usize>(
     }
 }
 
+/// [`pair_dot`] for `out.len()` activation rows, 0 to 8, in one pass over
+/// the two panels (each row's outputs are the same bits whatever the
+/// count, as for [`super::panel_dot_rows`]). Nothing for 0.
+///
+/// # Safety
+/// As [`pair_dot`], with `j0 + out.len() <= a.n`.
+pub(crate) unsafe fn pair_dot_rows(
+    ty: GgmlType,
+    pa: *const u8,
+    pz: *const u8,
+    nb: usize,
+    a: &QuantActs,
+    j0: usize,
+    out: &mut [[f32; 2 * PANEL]],
+) {
+    /// The first `N` rows of `out` as an array for `pair_dot::<N>`.
+    unsafe fn run<const N: usize>(
+        ty: GgmlType,
+        pa: *const u8,
+        pz: *const u8,
+        nb: usize,
+        a: &QuantActs,
+        j0: usize,
+        out: &mut [[f32; 2 * PANEL]],
+    ) {
+        let o: &mut [[f32; 2 * PANEL]; N] = (&mut out[..N]).try_into().expect("N rows");
+        pair_dot::<N>(ty, pa, pz, nb, a, j0, o)
+    }
+    match out.len() {
+        0 => {}
+        1 => run::<1>(ty, pa, pz, nb, a, j0, out),
+        2 => run::<2>(ty, pa, pz, nb, a, j0, out),
+        3 => run::<3>(ty, pa, pz, nb, a, j0, out),
+        4 => run::<4>(ty, pa, pz, nb, a, j0, out),
+        5 => run::<5>(ty, pa, pz, nb, a, j0, out),
+        6 => run::<6>(ty, pa, pz, nb, a, j0, out),
+        7 => run::<7>(ty, pa, pz, nb, a, j0, out),
+        _ => run::<8>(ty, pa, pz, nb, a, j0, out),
+    }
+}
+
 /// The two-panel kernel of the 32-element types: [`super::kernel`]'s steps
 /// on 16 rows at once (panel `pa`'s 8 in the low half of each register).
 ///
@@ -337,7 +378,8 @@ mod tests {
         let x: Vec<f32> = (0..n * cols).map(|_| rng.gen_range(-2.0..2.0)).collect();
         let mut a = QuantActs::default();
         a.quantize(crate::qdot::act_kind(ty).unwrap(), &x, cols);
-        // The IQ4_XS kernel in the form chosen, the others as dispatched.
+        // The IQ4_XS kernel in the form chosen for 1, 4 and 8 rows; every
+        // other case as dispatched (all row counts 1..=8).
         let run = |form: bool, j: usize, out: &mut [[f32; 2 * PANEL]]| match out.len() {
             // SAFETY (all): checked `pair_available`; both panels exist;
             // rows j..j + len exist; the VBMI form only where detected.
@@ -350,9 +392,7 @@ mod tests {
             8 if ty == GgmlType::IQ4_XS => unsafe {
                 pair_dot_with::<8>(form, pa, pz, nb, &a, j, out.try_into().unwrap())
             },
-            1 => unsafe { pair_dot::<1>(ty, pa, pz, nb, &a, j, out.try_into().unwrap()) },
-            4 => unsafe { pair_dot::<4>(ty, pa, pz, nb, &a, j, out.try_into().unwrap()) },
-            _ => unsafe { pair_dot::<8>(ty, pa, pz, nb, &a, j, out.try_into().unwrap()) },
+            _ => unsafe { pair_dot_rows(ty, pa, pz, nb, &a, j, out) },
         };
         let bits = |o: &[f32; 2 * PANEL]| o.map(f32::to_bits);
         let want: Vec<[u32; 2 * PANEL]> = (0..n)
@@ -369,21 +409,19 @@ mod tests {
             .collect();
         for &form in forms {
             for j in 0..n {
-                let mut o1 = [[f32::NAN; 2 * PANEL]; 1];
-                run(form, j, &mut o1);
-                assert_eq!(bits(&o1[0]), want[j], "{ty} vbmi {form} n1 row {j}");
-                if j + 4 <= n {
-                    let mut o4 = [[f32::NAN; 2 * PANEL]; 4];
-                    run(form, j, &mut o4);
-                    for (jj, o) in o4.iter().enumerate() {
-                        assert_eq!(bits(o), want[j + jj], "{ty} vbmi {form} x4 row {}", j + jj);
+                for m in 1..=8 {
+                    if j + m > n {
+                        break;
                     }
-                }
-                if j + 8 <= n {
-                    let mut o8 = [[f32::NAN; 2 * PANEL]; 8];
-                    run(form, j, &mut o8);
-                    for (jj, o) in o8.iter().enumerate() {
-                        assert_eq!(bits(o), want[j + jj], "{ty} vbmi {form} x8 row {}", j + jj);
+                    let mut o = [[f32::NAN; 2 * PANEL]; 8];
+                    run(form, j, &mut o[..m]);
+                    for (jj, o) in o[..m].iter().enumerate() {
+                        assert_eq!(
+                            bits(o),
+                            want[j + jj],
+                            "{ty} vbmi {form} x{m} row {}",
+                            j + jj
+                        );
                     }
                 }
             }
