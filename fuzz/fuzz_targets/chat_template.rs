@@ -6,6 +6,10 @@ use cria_prompt::{ChatTemplate, Limits, Message};
 use libfuzzer_sys::fuzz_target;
 use std::time::Duration;
 
+/// As in the `cria` binary: the bound on what a render holds needs it.
+#[global_allocator]
+static ALLOC: cria_prompt::ThreadCounted = cria_prompt::ThreadCounted;
+
 fuzz_target!(|data: &[u8]| {
     let src = String::from_utf8_lossy(data).into_owned();
     let limits = Limits {

@@ -23,6 +23,12 @@ mod session;
 mod tokenize;
 
 use clap::{Parser, Subcommand};
+
+/// The system allocator, counting each thread's live bytes: a chat
+/// template's render is refused when it holds too much (cria-prompt).
+#[global_allocator]
+static ALLOC: cria_prompt::ThreadCounted = cria_prompt::ThreadCounted;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 

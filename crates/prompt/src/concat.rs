@@ -9,9 +9,10 @@
 //! to its system prompt, and renders on llama-server.
 //!
 //! minijinja has no hook on operators, so the template's source is
-//! rewritten before it is compiled: each operand of every `+` is wrapped as
-//! `(operand)|llama_operand`, a filter that turns undefined and none into
-//! "" and passes anything else through. Numbers, lists and strings add as
+//! rewritten before it is compiled (grow.rs, which also bounds what the
+//! operators build): each operand of every `+` goes through a filter that
+//! turns undefined and none into "" ([`operand`]) and passes anything else
+//! through. Numbers, lists and strings add as
 //! before; `none + 1` and `undefined + [..]` are still errors (as in
 //! llama.cpp). Where the two differ: `none + none` gives "" here and is an
 //! error in llama.cpp (no real template relies on either). The rewrite
@@ -20,15 +21,11 @@
 //! Checked on the 66 templates of llama.cpp's models/templates (a system
 //! and a user message: each renders the same text as without the rewrite,
 //! and firefunction-v2's now renders), and the 39 built-in ones still match
-//! their llama-server goldens. Should a rewrite ever fail to compile,
-//! `ChatTemplate` compiles the source as given instead.
+//! their llama-server goldens.
 
-use crate::cycles::{children, exprs, statements};
-use minijinja::machinery::ast::{Expr, Stmt};
+use crate::cycles::children;
+use minijinja::machinery::ast::Expr;
 use minijinja::value::Value;
-
-/// The filter each operand of `+` goes through.
-pub(crate) const FILTER: &str = "llama_operand";
 
 /// Undefined and none as "", anything else unchanged.
 pub(crate) fn operand(v: Value) -> Value {
@@ -39,62 +36,11 @@ pub(crate) fn operand(v: Value) -> Value {
     }
 }
 
-/// `source` with every operand of `+` wrapped (see the module doc);
-/// unchanged when there is no `+` (or when it does not parse: minijinja
-/// then reports the error on the original).
-pub(crate) fn rewrite(source: &str, ast: &Stmt<'_>) -> String {
-    let mut all = Vec::new();
-    statements(ast, &mut all);
-    // (byte offset, is an opening): closings sort first at one offset.
-    let mut marks: Vec<(usize, bool)> = Vec::new();
-    for s in all {
-        for e in exprs(s) {
-            adds(e, &mut marks);
-        }
-    }
-    if marks.is_empty() {
-        return source.to_string();
-    }
-    marks.sort();
-    let close = format!(")|{FILTER}");
-    let mut out = String::with_capacity(source.len() + marks.len() * close.len());
-    let mut at = 0;
-    for (offset, open) in marks {
-        let offset = offset.min(source.len());
-        if offset < at || !source.is_char_boundary(offset) {
-            // Spans come from this very source; a mark out of order would
-            // be a parser quirk: leave the source as it is.
-            return source.to_string();
-        }
-        out.push_str(&source[at..offset]);
-        out.push_str(if open { "(" } else { &close });
-        at = offset;
-    }
-    out.push_str(&source[at..]);
-    out
-}
-
-/// The marks around both operands of each `+` inside `e`.
-fn adds(e: &Expr<'_>, marks: &mut Vec<(usize, bool)>) {
-    if let Expr::BinOp(b) = e {
-        if matches!(b.op, minijinja::machinery::ast::BinOpKind::Add) {
-            for side in [&b.left, &b.right] {
-                let (start, end) = extent(side);
-                marks.push((start, true));
-                marks.push((end, false));
-            }
-        }
-    }
-    for c in children(e) {
-        adds(c, marks);
-    }
-}
-
 /// The bytes an expression covers. minijinja's span of a compound
 /// expression starts at its operator (`.strip()` of `m.strip()`, `upper` of
 /// `s|upper`), so the extent is the union over the expression and
 /// everything inside it.
-fn extent(e: &Expr<'_>) -> (usize, usize) {
+pub(crate) fn extent(e: &Expr<'_>) -> (usize, usize) {
     let span = e.span();
     let mut start = span.start_offset as usize;
     let mut end = span.end_offset as usize;
@@ -114,8 +60,9 @@ mod tests {
         let ast = minijinja::machinery::parse(src, "t", Default::default(), Default::default())
             .expect("parses");
         let mut env = minijinja::Environment::new();
-        env.add_filter(FILTER, operand);
-        let src = rewrite(src, &ast);
+        crate::grow::install(&mut env);
+        crate::grow::start_render(1 << 20);
+        let src = crate::grow::rewrite(src, &ast).expect("rewrites");
         env.add_template_owned("t", src)?;
         env.get_template("t")?.render(ctx)
     }
@@ -157,10 +104,10 @@ mod tests {
     }
 
     #[test]
-    fn no_plus_leaves_the_source_alone() {
-        let src = "{% for m in messages %}{{ m.content ~ '!' }}{% endfor %}";
+    fn no_operator_leaves_the_source_alone() {
+        let src = "{% for m in messages %}{{ m.content|trim }}{% endfor %}";
         let ast = minijinja::machinery::parse(src, "t", Default::default(), Default::default())
             .expect("parses");
-        assert_eq!(rewrite(src, &ast), src);
+        assert_eq!(crate::grow::rewrite(src, &ast).unwrap(), src);
     }
 }

@@ -12,6 +12,7 @@
 pub mod builtin;
 mod concat;
 mod cycles;
+mod grow;
 mod limits;
 
 use cria_tokenizer::Tokenizer;
@@ -19,6 +20,8 @@ use minijinja::{context, Environment, Error as JinjaError, ErrorKind as JinjaErr
 use serde::Serialize;
 use std::sync::Arc;
 
+pub use cria_alloc::ThreadCounted;
+pub use grow::{LIVE_PER_OUTPUT, MAX_ITEMS};
 pub use limits::{Limits, MAX_RANGE, MAX_SOURCE_BYTES};
 
 /// Why a template could not be loaded or rendered; the message says what
@@ -203,8 +206,9 @@ impl ChatTemplate {
         env.set_lstrip_blocks(true);
         limits::install(&mut env, &limits);
         // Python string methods (.strip(), .startswith(), ...) that HF
-        // templates use.
-        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        // templates use, and the bounds on what operators, filters and
+        // methods build (grow.rs).
+        grow::install(&mut env);
         env.add_function(
             "raise_exception",
             |msg: String| -> std::result::Result<String, JinjaError> {
@@ -229,8 +233,6 @@ impl ChatTemplate {
                 limits::MAX_SOURCE_BYTES
             )));
         }
-        // llama.cpp's `"text" + undefined` (concat.rs).
-        env.add_filter(concat::FILTER, concat::operand);
         // A template that does not parse is reported by minijinja below.
         let compiled = match minijinja::machinery::parse(
             &source,
@@ -245,18 +247,22 @@ impl ChatTemplate {
                          {attr}: a reference cycle minijinja can neither print nor free; refused"
                     ))
                 })?;
-                concat::rewrite(&source, &ast)
+                // Every `+`, `~` and `*` checked (grow.rs), with llama.cpp's
+                // `"text" + undefined` (concat.rs).
+                grow::rewrite(&source, &ast).ok_or_else(|| {
+                    TemplateError::new(
+                        "the chat template could not be prepared for bounded rendering \
+                         (a parser quirk): give another template with --chat-template",
+                    )
+                })?
             }
             Err(_) => source.clone(),
         };
-        // The rewrite keeps minijinja's own parse, so it compiles whenever
-        // the source does; should it not, the source as given is compiled
-        // (without llama.cpp's concatenation) rather than refusing a valid
-        // template, and its own error is the one reported.
-        if compiled == source || env.add_template_owned("chat", compiled).is_err() {
-            env.add_template_owned("chat", source.clone())
-                .map_err(|e| TemplateError::with("the chat template is not valid Jinja", e))?;
-        }
+        // A template that does not parse fails here with minijinja's own
+        // error; the rewrite keeps minijinja's own parse, so it compiles
+        // whenever the source does.
+        env.add_template_owned("chat", compiled)
+            .map_err(|e| TemplateError::with("the chat template is not valid Jinja", e))?;
         Ok(ChatTemplate {
             inner: Arc::new(Inner {
                 env,
@@ -366,6 +372,7 @@ impl Inner {
             + tools.map_or(0, |t| t.to_string().len());
         let max_output = self.limits.max_output(input);
         limits::start_render(max_output);
+        grow::start_render(max_output);
         let mut out = limits::CappedWriter::new(max_output);
         let rendered = t.render_captured_to(
             context! {

@@ -29,10 +29,10 @@
 //!   formatting recurses through until the stack overflows: refused when
 //!   the template is loaded (`cycles.rs`).
 //!
-//! Not bounded: a string doubled by `~` or `+` without being printed
-//! (`{% set ns.x = ns.x ~ ns.x %}` in a loop) grows in memory before any of
-//! the above sees it; minijinja has no hook on its operators. Fuel bounds the
-//! number of doublings only.
+//! - values built without being printed (a string doubled by `~` in a
+//!   loop, `replace` with a long replacement, a list nested into itself):
+//!   grow.rs checks every operator, and every filter and method that can
+//!   build more than it is given, before minijinja runs it.
 
 use minijinja::{Environment, Error, ErrorKind, Value};
 use std::cell::{Cell, RefCell};
@@ -140,20 +140,24 @@ pub(crate) fn install(env: &mut Environment<'static>, limits: &Limits) {
     env.set_fuel(Some(limits.fuel));
     env.set_recursion_limit(limits.recursion);
     env.set_formatter(|out, state, value| {
-        if let Some(s) = value.as_str() {
-            let (printed, max) = PRINTED.with(Cell::get);
-            let total = printed.saturating_add(s.len());
-            if s.len() > max || total > max.saturating_mul(8) {
-                return Err(Error::new(
-                    ErrorKind::InvalidOperation,
-                    format!(
-                        "printing {} more bytes after {printed} exceeds the output bound of {max}",
-                        s.len()
-                    ),
-                ));
-            }
-            PRINTED.with(|p| p.set((total, max)));
+        // Strings by their length; anything else by its text, measured
+        // with a counter that stops at the bound (a list nested into
+        // itself would print exponentially, into a capture too).
+        let len = match value.as_str() {
+            Some(s) => s.len(),
+            None => crate::grow::text_size(value)?,
+        };
+        let (printed, max) = PRINTED.with(Cell::get);
+        let total = printed.saturating_add(len);
+        if len > max || total > max.saturating_mul(8) {
+            return Err(Error::new(
+                ErrorKind::InvalidOperation,
+                format!(
+                    "printing {len} more bytes after {printed} exceeds the output bound of {max}"
+                ),
+            ));
         }
+        PRINTED.with(|p| p.set((total, max)));
         minijinja::escape_formatter(out, state, value)
     });
     env.add_function("range", range);

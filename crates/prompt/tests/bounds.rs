@@ -2,9 +2,13 @@
 //! they always did, hostile ones end quickly with an error that says which
 //! bound they hit.
 
-use cria_prompt::{ChatTemplate, Limits, Message, MAX_RANGE, MAX_SOURCE_BYTES};
+use cria_prompt::{ChatTemplate, Limits, Message, ThreadCounted, MAX_RANGE, MAX_SOURCE_BYTES};
 use minijinja::{context, Environment};
 use std::time::{Duration, Instant};
+
+/// As in the `cria` binary: the bound on what a render holds needs it.
+#[global_allocator]
+static ALLOC: ThreadCounted = ThreadCounted;
 
 const CHATML: &str = "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + \
     message['content'].strip() + '<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}\
@@ -137,7 +141,11 @@ fn huge_output_is_cut_off() {
 
 #[test]
 fn single_huge_operations_are_refused() {
-    assert_fails_with("{{ 'a' * 10**10 }}", "repeated string is too large");
+    assert_fails_with(
+        "{{ 'a' * 10**10 }}",
+        "`*` of a string would build a value of 10000000000 bytes or more; \
+         the bound for this render is 1048576",
+    );
     assert_fails_with(
         "{% for i in range(10**9) %}{% endfor %}",
         &format!("range() of 1000000000 items; at most {MAX_RANGE} are allowed"),
@@ -160,12 +168,12 @@ fn doubling_through_captures_is_refused_when_printed() {
          {% set y %}{{ ns.x }}{{ ns.x }}{% endset %}{% set ns.x = y %}{% endfor %}",
         "exceeds the output bound of 1048576",
     );
-    // Doubling with `~` is only seen when printed (see limits.rs): 2^21
-    // bytes, built in 21 steps, are refused at the print.
+    // Doubling with `~` is refused before the value is built (grow.rs):
+    // 2^21 bytes, in the 21st step.
     assert_fails_with(
         "{% set ns = namespace(x='x') %}{% for i in range(21) %}\
          {% set ns.x = ns.x ~ ns.x %}{% endfor %}{{ ns.x }}",
-        "printing 2097152 more bytes after 0 exceeds the output bound of 1048576",
+        "`~` would build a value of 2097152 bytes or more",
     );
 }
 
@@ -311,4 +319,151 @@ fn namespaces_of_plain_values_are_fine() {
         template(src).render(&msgs, false).unwrap(),
         "be kind!! 2 True be kind,hi"
     );
+}
+
+/// Values that grow geometrically without being printed: each would need
+/// terabytes (a failed allocation aborts the process) and is refused
+/// before it is built, quickly, with the bound it hit (grow.rs).
+#[test]
+fn values_built_without_printing_are_refused() {
+    let doubling = |init: &str, step: &str, end: &str| {
+        format!(
+            "{{% set ns = namespace(x={init}) %}}{{% for i in range(64) %}}\
+             {{% set ns.x = {step} %}}{{% endfor %}}{end}"
+        )
+    };
+    let cases = [
+        // Strings doubled by each operator, never printed.
+        (
+            doubling("'0123456789'", "ns.x ~ ns.x", "{{ ns.x|length }}"),
+            "`~` would build",
+        ),
+        (
+            doubling("'0123456789'", "ns.x + ns.x", "done"),
+            "`+` of two strings would build",
+        ),
+        (
+            doubling("'0123456789'", "ns.x * 2", "done"),
+            "`*` of a string would build",
+        ),
+        (
+            doubling("'ab'", "ns.x|replace('a', ns.x)", "done"),
+            "the `replace` filter would build",
+        ),
+        (
+            doubling("'ab'", "ns.x.replace('', 'xyz')", "done"),
+            "the `.replace()` method would build",
+        ),
+        (
+            doubling("'ab'", "[ns.x, ns.x]|join", "done"),
+            "the `join` filter would build",
+        ),
+        (
+            doubling("'ab'", "ns.x.join(['1', '2', '3'])", "done"),
+            "the `.join()` method would build",
+        ),
+        (
+            doubling("'ab'", "ns.x|tojson|tojson", "done"),
+            "the `tojson` filter would build",
+        ),
+        // A list doubled lazily, then turned into text.
+        (
+            doubling("[1]", "ns.x + ns.x", "{{ ns.x|join }}"),
+            "`+` of two lists would build a list of",
+        ),
+        (
+            doubling("[1]", "ns.x * 3", "{{ ns.x|join }}"),
+            "`*` of a list would build a list of",
+        ),
+        (
+            doubling("[1]", "ns.x|chain(ns.x)", "{{ ns.x|list }}"),
+            "the `chain` filter would build a list of",
+        ),
+        // A list nested into itself: small in memory, exponential as text.
+        (
+            doubling("[1]", "[ns.x, ns.x]", "{{ ns.x|string|length }}"),
+            "the `string` filter would build",
+        ),
+        (
+            doubling("[1]", "[ns.x, ns.x]", "{{ ns.x|tojson|length }}"),
+            "the `tojson` filter would build",
+        ),
+        (
+            doubling("[1]", "[ns.x, ns.x]", "{{ ns.x|pprint|length }}"),
+            "the `pprint` filter would build",
+        ),
+        (
+            doubling("[1]", "[ns.x, ns.x]", "{{ (ns.x ~ '')|length }}"),
+            "`~` would build",
+        ),
+        (
+            doubling("[1]", "[ns.x, ns.x]", "{% set y %}{{ ns.x }}{% endset %}"),
+            "printing a value would build",
+        ),
+        (
+            doubling("[1]", "[ns.x, ns.x]", "{{ [ns.x]|join|length }}"),
+            "the `join` filter would build",
+        ),
+        // One step, huge.
+        (
+            "{{ 'a\nb'|indent(10**12) }}".into(),
+            "the `indent` filter would build",
+        ),
+        (
+            "{{ [1]|batch(10**12, 0)|length }}".into(),
+            "the `batch` filter would build a list of",
+        ),
+        (
+            "{{ [1]|slice(10**12)|length }}".into(),
+            "the `slice` filter would build a list of",
+        ),
+        (
+            "{{ '%999999999999s'|format('a') }}".into(),
+            "the `format` filter would build",
+        ),
+        (
+            "{{ '{:>999999999999}'.format('a') }}".into(),
+            "the `.format()` method would build",
+        ),
+        (
+            "{{ debug() }}".into(),
+            "debug() is not available in chat templates",
+        ),
+        // Many distinct values, each within the bound: the render's total.
+        (
+            "{% set ns = namespace(l=[], s='x' * 1000000) %}{% for i in range(10000) %}\
+             {% set ns.l = ns.l + [ns.s ~ i] %}{% endfor %}{{ ns.l|length }}"
+                .into(),
+            "the template holds",
+        ),
+    ];
+    for (src, needle) in cases {
+        let (msg, took) = fails(&src);
+        assert!(msg.contains(needle), "{src}\n{msg:?} lacks {needle:?}");
+        assert!(took < Duration::from_secs(5), "{src}: took {took:?}");
+    }
+}
+
+/// What real templates do with the operators and filters above still
+/// works: a prompt rebuilt once per message of a long conversation (2 000
+/// messages: quadratic, about 200 MB copied in all, a few copies held at a
+/// time), tool lists as JSON, joins.
+#[test]
+fn growing_within_bounds_still_renders() {
+    let src = "{% set ns = namespace(p='') %}{% for m in messages %}\
+               {% set ns.p = ns.p + m.role ~ ': ' + m.content + '\n' %}{% endfor %}\
+               {{ ns.p|length }} {{ messages|map(attribute='role')|join(',')|length }} \
+               {{ messages[:2]|tojson(indent=2)|length }} {{ '%s-%s'|format('a', 'b') }}";
+    let messages: Vec<Message> = (0..2000)
+        .map(|i| {
+            Message::new(
+                if i % 2 == 0 { "user" } else { "assistant" },
+                "a short message",
+            )
+        })
+        .collect();
+    let out = template(src).render(&messages, false).unwrap();
+    assert_eq!(out, unbounded(src, &messages, false));
+    let per = "assistant: a short message\n".len() + "user: a short message\n".len();
+    assert!(out.starts_with(&format!("{} ", 1000 * per)), "{out}");
 }
