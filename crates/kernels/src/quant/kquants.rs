@@ -4,6 +4,9 @@
 
 use super::{fp16, fp16_at, nearest_int};
 
+#[cfg(target_arch = "x86_64")]
+mod x86;
+
 /// Groups whose largest magnitude is below this are all zero.
 pub(super) const GROUP_MAX_EPS: f32 = 1e-15;
 
@@ -30,7 +33,7 @@ pub(super) fn make_qx_quants(
         l_out[..n].fill(0);
         return 0.0;
     }
-    let mut iscale = -(nmax as f32) / max;
+    let iscale = -(nmax as f32) / max;
     if rmse_type == 0 {
         for (l, &v) in l_out.iter_mut().zip(x) {
             *l = (nmax + nearest_int(iscale * v).clamp(-nmax, nmax - 1)) as i8;
@@ -70,29 +73,70 @@ pub(super) fn make_qx_quants(
         };
     }
     let mut best = scale * sumlx;
-    for is in -9..=9 {
-        if is == 0 {
-            continue;
-        }
-        iscale = -(nmax as f32 + 0.1 * is as f32) / max;
-        sumlx = 0.0;
-        suml2 = 0.0;
-        for i in 0..n {
-            let l = nearest_int(iscale * x[i]).clamp(-nmax, nmax - 1);
-            let w = weight(i);
-            sumlx += w * x[i] * l as f32;
-            suml2 += w * l as f32 * l as f32;
-        }
+    // The 18 other scales, `is` = -9..=-1, 1..=9: their sums do not depend
+    // on each other, so they are computed together (on AVX-512, 16 at a
+    // time), then taken in ggml's order.
+    let mut c = QxCands::default();
+    let w: Vec<f32> = (0..n).map(weight).collect();
+    qx_candidates(nmax, x, &w, max, &mut c);
+    let mut chosen = None;
+    for (k, is) in QX_STEPS.iter().enumerate() {
+        let (sumlx, suml2) = (c.sumlx[k], c.suml2[k]);
         if suml2 > 0.0 && sumlx * sumlx > best * suml2 {
-            for i in 0..n {
-                let l = nearest_int(iscale * x[i]);
-                l_out[i] = (nmax + l.clamp(-nmax, nmax - 1)) as i8;
-            }
             scale = sumlx / suml2;
             best = scale * sumlx;
+            chosen = Some(*is);
+        }
+    }
+    if let Some(is) = chosen {
+        let iscale = -(nmax as f32 + 0.1 * is as f32) / max;
+        for i in 0..n {
+            let l = nearest_int(iscale * x[i]);
+            l_out[i] = (nmax + l.clamp(-nmax, nmax - 1)) as i8;
         }
     }
     scale
+}
+
+/// The scale steps `make_qx_quants` tries after its first fit, in order.
+const QX_STEPS: [i32; 18] = [
+    -9, -8, -7, -6, -5, -4, -3, -2, -1, 1, 2, 3, 4, 5, 6, 7, 8, 9,
+];
+
+/// The weighted sums of `make_qx_quants` for each step of [`QX_STEPS`]
+/// (lane `k` for step `k`; 32 lanes, the last 14 unused).
+#[derive(Default)]
+pub(super) struct QxCands {
+    pub sumlx: [f32; 32],
+    pub suml2: [f32; 32],
+}
+
+/// [`QxCands`] for `x` with weights `w`: on AVX-512 16 steps at a time,
+/// with each lane's operations those of [`qx_candidates_scalar`] (the
+/// same bits).
+fn qx_candidates(nmax: i32, x: &[f32], w: &[f32], max: f32, c: &mut QxCands) {
+    #[cfg(target_arch = "x86_64")]
+    if x86::available() {
+        // SAFETY: AVX-512F detected.
+        return unsafe { x86::qx_candidates_512(nmax, x, w, max, c) };
+    }
+    qx_candidates_scalar(nmax, x, w, max, c)
+}
+
+/// The reference for [`qx_candidates`]: ggml's loop body, one step at a
+/// time.
+pub(super) fn qx_candidates_scalar(nmax: i32, x: &[f32], w: &[f32], max: f32, c: &mut QxCands) {
+    for (k, &is) in QX_STEPS.iter().enumerate() {
+        let iscale = -(nmax as f32 + 0.1 * is as f32) / max;
+        let (mut sumlx, mut suml2) = (0f32, 0f32);
+        for i in 0..x.len() {
+            let l = nearest_int(iscale * x[i]).clamp(-nmax, nmax - 1);
+            sumlx += w[i] * x[i] * l as f32;
+            suml2 += w[i] * l as f32 * l as f32;
+        }
+        c.sumlx[k] = sumlx;
+        c.suml2[k] = suml2;
+    }
 }
 
 /// Q3_K's per-16 fit: symmetric quants in `-nmax..nmax` (stored shifted by
@@ -167,7 +211,6 @@ pub(super) fn make_qkx2_quants(
     x: &[f32],
     weights: &[f32],
     l_out: &mut [u8],
-    laux: &mut [u8],
     rmin: f32,
     rdelta: f32,
     nstep: i32,
@@ -196,7 +239,7 @@ pub(super) fn make_qkx2_quants(
         l_out[..n].fill(0);
         return (0.0, -min);
     }
-    let mut iscale = nmax as f32 / (max - min);
+    let iscale = nmax as f32 / (max - min);
     let mut scale = 1.0 / iscale;
     let mut best_error = 0f32;
     for i in 0..n {
@@ -209,41 +252,130 @@ pub(super) fn make_qkx2_quants(
     if nstep < 1 {
         return (scale, -min);
     }
-    for is in 0..=nstep {
-        iscale = (rmin + rdelta * is as f32 + nmax as f32) / (max - min);
-        let (mut sum_l, mut sum_l2, mut sum_xl) = (0f32, 0f32, 0f32);
-        for i in 0..n {
-            let l = nearest_int(iscale * (x[i] - min)).clamp(0, nmax);
-            laux[i] = l as u8;
-            let w = weights[i];
-            let lf = l as f32;
-            sum_l += w * lf;
-            sum_l2 += w * lf * lf;
-            sum_xl += w * lf * x[i];
+    // The steps do not depend on each other until one improves on the
+    // best fit: ggml then moves `min`, which every later step reads. So
+    // the steps from `first` on are computed together for the current
+    // `min` (on AVX-512, 16 at a time), taken in order, and after an
+    // improvement the ones after it are computed again.
+    let mut c = Qkx2Cands::default();
+    let mut chosen = None;
+    let mut first = 0;
+    while first <= nstep {
+        let p = Qkx2Params {
+            nmax,
+            min,
+            max,
+            sum_w,
+            sum_x,
+            rmin,
+            rdelta,
+            use_mad,
+        };
+        let last = nstep.min(first + 31);
+        qkx2_candidates(&p, x, weights, first, last, &mut c);
+        let mut next = last + 1;
+        for is in first..=last {
+            let k = (is - first) as usize;
+            if c.ok[k] && c.err[k] < best_error {
+                best_error = c.err[k];
+                scale = c.scale[k];
+                chosen = Some((is, min));
+                min = c.min[k];
+                next = is + 1;
+                break;
+            }
         }
-        let d = sum_w * sum_l2 - sum_l * sum_l;
-        if d > 0.0 {
-            let mut this_scale = (sum_w * sum_xl - sum_x * sum_l) / d;
-            let mut this_min = (sum_l2 * sum_x - sum_l * sum_xl) / d;
-            if this_min > 0.0 {
-                this_min = 0.0;
-                this_scale = sum_xl / sum_l2;
-            }
-            let mut cur_error = 0f32;
-            for i in 0..n {
-                let mut diff = this_scale * laux[i] as f32 + this_min - x[i];
-                diff = if use_mad { diff.abs() } else { diff * diff };
-                cur_error += weights[i] * diff;
-            }
-            if cur_error < best_error {
-                l_out[..n].copy_from_slice(&laux[..n]);
-                best_error = cur_error;
-                scale = this_scale;
-                min = this_min;
-            }
+        first = next;
+    }
+    if let Some((is, old_min)) = chosen {
+        // The chosen step's quants, as it computed them (with the `min` of
+        // its time).
+        let iscale = (rmin + rdelta * is as f32 + nmax as f32) / (max - old_min);
+        for i in 0..n {
+            l_out[i] = nearest_int(iscale * (x[i] - old_min)).clamp(0, nmax) as u8;
         }
     }
     (scale, -min)
+}
+
+/// What one search of `make_qkx2_quants` is given.
+pub(super) struct Qkx2Params {
+    pub nmax: i32,
+    pub min: f32,
+    pub max: f32,
+    pub sum_w: f32,
+    pub sum_x: f32,
+    pub rmin: f32,
+    pub rdelta: f32,
+    pub use_mad: bool,
+}
+
+/// Per step of `make_qkx2_quants`' search (lane `k` for step `first + k`):
+/// whether its fit exists (`d > 0`), its error, scale and min.
+#[derive(Default)]
+pub(super) struct Qkx2Cands {
+    pub ok: [bool; 32],
+    pub err: [f32; 32],
+    pub scale: [f32; 32],
+    pub min: [f32; 32],
+}
+
+/// [`Qkx2Cands`] for steps `first..=last` (at most 32): on AVX-512 16 at a
+/// time, each lane with the operations of [`qkx2_candidates_scalar`] (the
+/// same bits).
+fn qkx2_candidates(p: &Qkx2Params, x: &[f32], w: &[f32], first: i32, last: i32, c: &mut Qkx2Cands) {
+    #[cfg(target_arch = "x86_64")]
+    if x86::available() {
+        // SAFETY: AVX-512F detected.
+        return unsafe { x86::qkx2_candidates_512(p, x, w, first, last, c) };
+    }
+    qkx2_candidates_scalar(p, x, w, first, last, c)
+}
+
+/// The reference for [`qkx2_candidates`]: ggml's loop body, one step at a
+/// time.
+pub(super) fn qkx2_candidates_scalar(
+    p: &Qkx2Params,
+    x: &[f32],
+    w: &[f32],
+    first: i32,
+    last: i32,
+    c: &mut Qkx2Cands,
+) {
+    let (nmax, min) = (p.nmax, p.min);
+    for is in first..=last {
+        let k = (is - first) as usize;
+        let iscale = (p.rmin + p.rdelta * is as f32 + nmax as f32) / (p.max - min);
+        let (mut sum_l, mut sum_l2, mut sum_xl) = (0f32, 0f32, 0f32);
+        for i in 0..x.len() {
+            let l = nearest_int(iscale * (x[i] - min)).clamp(0, nmax);
+            let lf = l as f32;
+            sum_l += w[i] * lf;
+            sum_l2 += w[i] * lf * lf;
+            sum_xl += w[i] * lf * x[i];
+        }
+        let d = p.sum_w * sum_l2 - sum_l * sum_l;
+        c.ok[k] = d > 0.0;
+        if !c.ok[k] {
+            continue;
+        }
+        let mut this_scale = (p.sum_w * sum_xl - p.sum_x * sum_l) / d;
+        let mut this_min = (sum_l2 * p.sum_x - sum_l * sum_xl) / d;
+        if this_min > 0.0 {
+            this_min = 0.0;
+            this_scale = sum_xl / sum_l2;
+        }
+        let mut cur_error = 0f32;
+        for i in 0..x.len() {
+            let lf = nearest_int(iscale * (x[i] - min)).clamp(0, nmax) as f32;
+            let mut diff = this_scale * lf + this_min - x[i];
+            diff = if p.use_mad { diff.abs() } else { diff * diff };
+            cur_error += w[i] * diff;
+        }
+        c.err[k] = cur_error;
+        c.scale[k] = this_scale;
+        c.min[k] = this_min;
+    }
 }
 
 /// ggml's `get_scale_min_k4`: sub-block j's 6-bit scale and min.
@@ -273,7 +405,6 @@ pub(super) fn pack_2bit(l: &[u8], qs: &mut [u8]) {
 /// Q2_K, 84 bytes: scales[16] (low nibble scale, high nibble min), qs[64], d, dmin.
 pub(super) fn q2_k(x: &[f32], y: &mut [u8]) {
     let mut l = [0u8; 256];
-    let mut laux = [0u8; 16];
     let mut weights = [0f32; 16];
     let (mut mins, mut scales) = ([0f32; 16], [0f32; 16]);
     let q4scale = 15f32;
@@ -288,7 +419,6 @@ pub(super) fn q2_k(x: &[f32], y: &mut [u8]) {
             xs,
             &weights,
             &mut l[16 * j..16 * j + 16],
-            &mut laux,
             -0.5,
             0.1,
             15,
@@ -450,7 +580,6 @@ pub(super) fn pack_k4_scales(ls: &[u8; 8], lm: &[u8; 8], s: &mut [u8]) {
 /// the 6-bit scales, d, dmin and the final quants in `l`. `y` starts with
 /// d, dmin, scales[12].
 fn k4_k5_common(x: &[f32], y: &mut [u8], nmax: i32, rmin: f32, nstep: i32, l: &mut [u8; 256]) {
-    let mut laux = [0u8; 32];
     let mut weights = [0f32; 32];
     let (mut mins, mut scales) = ([0f32; 8], [0f32; 8]);
     let (mut max_scale, mut max_min) = (0f32, 0f32);
@@ -469,7 +598,6 @@ fn k4_k5_common(x: &[f32], y: &mut [u8], nmax: i32, rmin: f32, nstep: i32, l: &m
             xs,
             &weights,
             &mut l[32 * j..32 * j + 32],
-            &mut laux,
             rmin,
             0.1,
             nstep,
