@@ -24,7 +24,15 @@
 //!   within bounds; `debug()` is refused;
 //! - the size of a value as text is measured by writing it into a counter
 //!   that stops at the bound, so a value whose text would be exponential
-//!   costs no more than the bound to measure.
+//!   costs no more than the bound to measure;
+//! - comparing, sorting or searching a list nested into itself visits
+//!   every path, exponentially many, in native code that no fuel stops
+//!   (24 levels ran for minutes, and the render thread, abandoned at the
+//!   caller's deadline, went on): the operands of `==`, `!=`, `<`, `<=`,
+//!   `>`, `>=` and `in`, the comparison tests (`is eq(...)`, `is in(...)`)
+//!   and the filters that compare (`sort`, `unique`, `min`, `max`,
+//!   `groupby`, `dictsort`, `select`, `reject`, `selectattr`,
+//!   `rejectattr`) are walked first, up to [`MAX_NODES`] items.
 //!
 //! The bounds, per render: no single value larger than the output bound
 //! (limits.rs: 1 MiB plus 4 bytes per byte of message text), no list
@@ -36,11 +44,6 @@
 //! so the checks themselves cannot be made to run for long. Every refusal
 //! is an error that says which bound was hit.
 //!
-//! Not covered: comparing or sorting values nested into themselves
-//! (`ns.l == ns.l` after the nesting above) takes exponential time, though
-//! no memory; the render then runs past the caller's deadline, which
-//! reports an error, and ends when its fuel does.
-
 use crate::cycles::{children, exprs, statements};
 use minijinja::machinery::ast::{BinOpKind, Expr, Stmt};
 use minijinja::value::{Rest, Value, ValueKind};
@@ -237,6 +240,60 @@ fn items(v: &Value) -> Result<Option<usize>, Error> {
     Ok(Some(n))
 }
 
+/// Most items (at every depth, a list or map counting as one) of a value
+/// compared, sorted or searched.
+pub const MAX_NODES: usize = 1_000_000;
+
+/// Refuses `v` if it holds more than [`MAX_NODES`] items in all, counting
+/// every level: comparing two lists nested into themselves
+/// (`{% set ns.x = [ns.x, ns.x] %}`) visits each path, exponentially many
+/// (24 levels took minutes), and minijinja's comparisons are native code
+/// that no fuel stops. The walk stops at the bound; its work is charged.
+fn nodes(v: &Value, what: &str) -> Result<(), Error> {
+    fn walk(v: &Value, left: &mut usize) -> bool {
+        if !matches!(
+            v.kind(),
+            ValueKind::Seq | ValueKind::Map | ValueKind::Iterable
+        ) {
+            return true;
+        }
+        let Ok(it) = v.try_iter() else {
+            return true;
+        };
+        let map = v.kind() == ValueKind::Map;
+        for item in it {
+            if *left == 0 {
+                return false;
+            }
+            *left -= 1;
+            let inner = if map {
+                v.get_item(&item).unwrap_or_default()
+            } else {
+                item
+            };
+            if !walk(&inner, left) {
+                return false;
+            }
+        }
+        true
+    }
+    let mut left = MAX_NODES;
+    let ok = walk(v, &mut left);
+    charge((MAX_NODES - left).saturating_mul(ITEM_BYTES))?;
+    if !ok {
+        return Err(refuse(format!(
+            "{what} would compare a value of more than {MAX_NODES} nested items"
+        )));
+    }
+    Ok(())
+}
+
+/// Walks a compared operand ([`nodes`]) and passes it on.
+fn cmp_operand(v: Value) -> Result<Value, Error> {
+    nodes(&v, "a comparison")?;
+    Ok(v)
+}
+
 /// The operators whose operands are checked.
 #[derive(Clone, Copy)]
 enum Op {
@@ -246,6 +303,9 @@ enum Op {
     Cat,
     /// `*`.
     Mul,
+    /// `==`, `!=`, `<`, `<=`, `>`, `>=`, `in`: both sides only walked
+    /// ([`nodes`]), nothing set aside.
+    Cmp,
 }
 
 impl Op {
@@ -254,6 +314,13 @@ impl Op {
             BinOpKind::Add => Some(Op::Add),
             BinOpKind::Concat => Some(Op::Cat),
             BinOpKind::Mul => Some(Op::Mul),
+            BinOpKind::Eq
+            | BinOpKind::Ne
+            | BinOpKind::Lt
+            | BinOpKind::Lte
+            | BinOpKind::Gt
+            | BinOpKind::Gte
+            | BinOpKind::In => Some(Op::Cmp),
             _ => None,
         }
     }
@@ -264,6 +331,7 @@ impl Op {
             Op::Add => ("cria_add_l", "cria_add_r"),
             Op::Cat => ("cria_cat_l", "cria_cat_r"),
             Op::Mul => ("cria_mul_l", "cria_mul_r"),
+            Op::Cmp => ("cria_nodes", "cria_nodes"),
         }
     }
 }
@@ -399,6 +467,16 @@ fn original(name: &str) -> Value {
         "chain" => Value::from_function(f::chain),
         "batch" => Value::from_function(f::batch),
         "slice" => Value::from_function(f::slice),
+        "sort" => Value::from_function(f::sort),
+        "unique" => Value::from_function(f::unique),
+        "min" => Value::from_function(f::min),
+        "max" => Value::from_function(f::max),
+        "groupby" => Value::from_function(f::groupby),
+        "dictsort" => Value::from_function(f::dictsort),
+        "select" => Value::from_function(f::select),
+        "reject" => Value::from_function(f::reject),
+        "selectattr" => Value::from_function(f::selectattr),
+        "rejectattr" => Value::from_function(f::rejectattr),
         _ => Value::from_function(f::escape),
     }
 }
@@ -428,6 +506,8 @@ fn check_filter(name: &str, args: &[Value]) -> Result<(), Error> {
     let v = args.first().cloned().unwrap_or(Value::UNDEFINED);
     let what = format!("the `{name}` filter");
     match name {
+        "sort" | "unique" | "min" | "max" | "groupby" | "dictsort" | "select" | "reject"
+        | "selectattr" | "rejectattr" => args.iter().try_for_each(|a| nodes(a, &what)),
         "replace" => check_replace(&v, args.get(1), args.get(2), &what),
         "join" => check_join(&v, args.get(1), &what),
         "indent" => {
@@ -541,10 +621,66 @@ fn check_format(fmt: &Value, args: &[Value], what: &str) -> Result<(), Error> {
 }
 
 /// The names of the wrapped filters.
-const FILTERS: [&str; 13] = [
-    "replace", "join", "indent", "format", "tojson", "pprint", "string", "list", "chain", "batch",
-    "slice", "escape", "e",
+const FILTERS: [&str; 23] = [
+    "replace",
+    "join",
+    "indent",
+    "format",
+    "tojson",
+    "pprint",
+    "string",
+    "list",
+    "chain",
+    "batch",
+    "slice",
+    "escape",
+    "e",
+    "sort",
+    "unique",
+    "min",
+    "max",
+    "groupby",
+    "dictsort",
+    "select",
+    "reject",
+    "selectattr",
+    "rejectattr",
 ];
+
+/// The comparison tests (`x is eq(y)`, `x is in(y)`), wrapped like the
+/// comparison operators.
+const TESTS: [&str; 16] = [
+    "eq",
+    "equalto",
+    "==",
+    "ne",
+    "!=",
+    "lt",
+    "lessthan",
+    "<",
+    "le",
+    "<=",
+    "gt",
+    "greaterthan",
+    ">",
+    "ge",
+    ">=",
+    "in",
+];
+
+/// The built-in test `name` of [`TESTS`].
+fn original_test(name: &str) -> Value {
+    use minijinja::tests as t;
+    match name {
+        "eq" | "equalto" | "==" => Value::from_function(t::is_eq),
+        "ne" | "!=" => Value::from_function(t::is_ne),
+        "lt" | "lessthan" | "<" => Value::from_function(t::is_lt),
+        "le" | "<=" => Value::from_function(t::is_le),
+        "gt" | "greaterthan" | ">" => Value::from_function(t::is_gt),
+        "ge" | ">=" => Value::from_function(t::is_ge),
+        _ => Value::from_function(t::is_in),
+    }
+}
 
 /// Python methods through minijinja-contrib's pycompat, with `.replace`,
 /// `.format` and `.join` checked first.
@@ -577,6 +713,18 @@ pub(crate) fn install(env: &mut Environment<'static>) {
     env.add_filter("cria_cat_r", cat_r);
     env.add_filter("cria_mul_l", mul_l);
     env.add_filter("cria_mul_r", mul_r);
+    env.add_filter("cria_nodes", cmp_operand);
+    for name in TESTS {
+        let orig = original_test(name);
+        env.add_test(
+            name,
+            move |state: &State, args: Rest<Value>| -> Result<bool, Error> {
+                let what = format!("the `{name}` test");
+                args.iter().try_for_each(|a| nodes(a, &what))?;
+                Ok(orig.call(state, &args)?.is_true())
+            },
+        );
+    }
     for name in FILTERS {
         let orig = original(name);
         env.add_filter(name, move |state: &State, args: Rest<Value>| {

@@ -332,6 +332,14 @@ fn values_built_without_printing_are_refused() {
              {{% set ns.x = {step} %}}{{% endfor %}}{end}"
         )
     };
+    // Two equal lists, each nested into itself 64 times.
+    let nested2 = |end: &str| {
+        format!(
+            "{{% set ns = namespace(x=[1], y=[1]) %}}{{% for i in range(64) %}}\
+             {{% set ns.x = [ns.x, ns.x] %}}{{% set ns.y = [ns.y, ns.y] %}}{{% endfor %}}\
+             {{{{ {end} }}}}"
+        )
+    };
     let cases = [
         // Strings doubled by each operator, never printed.
         (
@@ -428,6 +436,28 @@ fn values_built_without_printing_are_refused() {
         (
             "{{ debug() }}".into(),
             "debug() is not available in chat templates",
+        ),
+        // Self-nested lists compared: exponential time in native code.
+        (
+            nested2("ns.x == ns.y"),
+            "a comparison would compare a value of more than",
+        ),
+        (
+            nested2("ns.x in [ns.y]"),
+            "a comparison would compare a value of more than",
+        ),
+        (
+            nested2("[ns.x, ns.y]|unique|list|length"),
+            "the `unique` filter would compare",
+        ),
+        (
+            nested2("[ns.x, ns.y]|sort|length"),
+            "the `sort` filter would compare",
+        ),
+        (nested2("ns.x is eq(ns.y)"), "the `eq` test would compare"),
+        (
+            nested2("[ns.x]|selectattr('0', 'eq', ns.y)|list"),
+            "the `selectattr` filter would compare",
         ),
         // Many distinct values, each within the bound: the render's total.
         (
