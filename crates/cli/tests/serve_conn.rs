@@ -449,19 +449,30 @@ fn tenants_never_share_cached_prompts() {
     let (c, _) = ask("key-alpha");
     assert_eq!(c, 0, "tenant 1 was told about tenant 2's prompt");
 
-    // Metrics by tenant id, never by key.
-    let r = get(&s, "/metrics", &[("Authorization", &bearer("key-beta"))]);
-    let m = r.text();
-    for line in [
+    // Metrics by tenant id, never by key: the first key (the operator's)
+    // sees every tenant, another key only its own.
+    let m = get(&s, "/metrics", &[("Authorization", &bearer("key-alpha"))]).text();
+    let tenant1 = [
         "cria_requests_total{endpoint=\"/v1/completions\",status=\"200\",tenant=\"1\"} 3",
-        "cria_requests_total{endpoint=\"/v1/completions\",status=\"200\",tenant=\"2\"} 2",
         "cria_completion_tokens_total{tenant=\"1\"} 3",
+        "cria_prompt_tokens_total{tenant=\"1\"}",
+    ];
+    let tenant2 = [
+        "cria_requests_total{endpoint=\"/v1/completions\",status=\"200\",tenant=\"2\"} 2",
         "cria_completion_tokens_total{tenant=\"2\"} 2",
         "cria_prompt_tokens_total{tenant=\"2\"}",
-    ] {
+    ];
+    for line in tenant1.iter().chain(&tenant2) {
         assert!(m.contains(line), "{line} missing from\n{m}");
     }
     assert!(!m.contains("key-"), "a key in /metrics:\n{m}");
+    let m = get(&s, "/metrics", &[("Authorization", &bearer("key-beta"))]).text();
+    for line in tenant2 {
+        assert!(m.contains(line), "{line} missing from\n{m}");
+    }
+    assert!(!m.contains("tenant=\"1\""), "tenant 2 sees tenant 1:\n{m}");
+    // The totals over all tenants stay (llama-server's counters).
+    assert!(m.contains("llamacpp:"), "{m}");
     // A wrong key is refused and counted under tenant 0.
     get(&s, "/v1/models", &[("Authorization", "Bearer key-gamma")]).error(401);
     let m = get(&s, "/metrics", &[("Authorization", &bearer("key-alpha"))]).text();

@@ -237,12 +237,17 @@ impl Metrics {
         }
     }
 
-    pub fn render(&self, engine: Option<&EngineStats>) -> String {
+    /// The metrics as Prometheus text; the per-tenant series of every
+    /// tenant, or with `only` of that tenant alone (a tenant's key must not
+    /// show what other tenants do; the totals over all tenants stay).
+    pub fn render(&self, engine: Option<&EngineStats>, only: Option<Tenant>) -> String {
+        let shown = |t: &Tenant| only.is_none_or(|o| o == *t);
         let mut out = String::new();
         out.push_str("# HELP cria_requests_total HTTP requests by endpoint, status and tenant.\n");
         out.push_str("# TYPE cria_requests_total counter\n");
         if let Ok(m) = self.requests.lock() {
-            for ((endpoint, status, Tenant(t)), n) in m.iter() {
+            for ((endpoint, status, tenant), n) in m.iter().filter(|((_, _, t), _)| shown(t)) {
+                let Tenant(t) = tenant;
                 let _ = writeln!(
                     out,
                     "cria_requests_total{{endpoint=\"{endpoint}\",status=\"{status}\",tenant=\"{t}\"}} {n}"
@@ -274,7 +279,7 @@ impl Metrics {
                 ),
             ] {
                 let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-                for (Tenant(t), v) in m.iter() {
+                for (Tenant(t), v) in m.iter().filter(|(t, _)| shown(t)) {
                     let _ = writeln!(out, "{name}{{tenant=\"{t}\"}} {}", pick(v));
                 }
             }

@@ -274,7 +274,10 @@ async fn models(State(app): Shared) -> Result<Response, ApiError> {
     .into_response())
 }
 
-async fn metrics(State(app): Shared) -> Response {
+/// `/metrics`. Without keys, or with one, or for the first key (the
+/// operator's, tenant 1), every tenant's series; for any other key, its
+/// own tenant's series and the totals.
+async fn metrics(State(app): Shared, tenant: Option<axum::Extension<Tenant>>) -> Response {
     if !app.config.metrics_endpoint {
         return ApiError::new(
             StatusCode::NOT_IMPLEMENTED,
@@ -297,9 +300,21 @@ async fn metrics(State(app): Shared) -> Response {
                 app.started.to_string(),
             ),
         ],
-        app.metrics.render(engine),
+        app.metrics.render(
+            engine,
+            metrics_view(app.config.api_keys.len(), tenant.map(|t| t.0)),
+        ),
     )
         .into_response()
+}
+
+/// Which tenant's series `/metrics` shows a request from `tenant` when the
+/// server has `keys` keys: all (`None`) for the operator, else its own.
+fn metrics_view(keys: usize, tenant: Option<Tenant>) -> Option<Tenant> {
+    match tenant {
+        Some(t) if keys > 1 && t != Tenant(1) => Some(t),
+        _ => None,
+    }
 }
 
 /// The body, refused past the size limit or if it does not arrive in
