@@ -61,7 +61,7 @@ mod tests {
             .expect("parses");
         let mut env = minijinja::Environment::new();
         crate::grow::install(&mut env);
-        crate::grow::start_render(1 << 20);
+        crate::grow::start_render(1 << 20, None);
         let src = crate::grow::rewrite(src, &ast).expect("rewrites");
         env.add_template_owned("t", src)?;
         env.get_template("t")?.render(ctx)

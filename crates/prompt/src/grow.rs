@@ -42,14 +42,17 @@
 //! message, as Reka-Edge's does, holds only a few copies at a time), and
 //! at most [`WORK_PER_OUTPUT`] times the output bound of bytes measured,
 //! so the checks themselves cannot be made to run for long. Every refusal
-//! is an error that says which bound was hit.
-//!
+//! is an error that says which bound was hit. Every check also ends a
+//! render that has run past the time its caller waits (limits.rs), so an
+//! abandoned render stops there rather than when its fuel runs out.
+
 use crate::cycles::{children, exprs, statements};
 use minijinja::machinery::ast::{BinOpKind, Expr, Stmt};
 use minijinja::value::{Rest, Value, ValueKind};
 use minijinja::{Environment, Error, ErrorKind, State};
 use std::cell::{Cell, RefCell};
 use std::fmt::Write as _;
+use std::time::Instant;
 
 /// Most items of one list a template may build.
 pub const MAX_ITEMS: usize = 100_000;
@@ -73,12 +76,33 @@ thread_local! {
     static BUDGET: Cell<(isize, usize, usize)> = const { Cell::new((0, 0, usize::MAX)) };
 }
 
+thread_local! {
+    /// When the caller stops waiting for this render.
+    static DEADLINE: Cell<Option<Instant>> = const { Cell::new(None) };
+}
+
 /// Resets the per-render state of this thread for a render whose output
-/// bound is `max_output`.
-pub(crate) fn start_render(max_output: usize) {
+/// bound is `max_output` and whose caller waits until `deadline` (`None`:
+/// no deadline).
+pub(crate) fn start_render(max_output: usize, deadline: Option<Instant>) {
     LEFT.with(|l| l.borrow_mut().clear());
     let live = cria_alloc::live().unwrap_or(0);
     BUDGET.with(|b| b.set((live, 0, max_output)));
+    DEADLINE.with(|d| d.set(deadline));
+}
+
+/// Ends a render that has outlived its caller's wait. Every check here
+/// runs it, so a template that keeps operators or filters busy (a
+/// megabyte string extended a byte at a time, a million times: each step
+/// copies it) stops at the deadline instead of running on, abandoned,
+/// until its fuel is spent.
+fn on_time() -> Result<(), Error> {
+    match DEADLINE.with(Cell::get) {
+        Some(d) if Instant::now() > d => {
+            Err(refuse("the template ran past its time limit".to_string()))
+        }
+        _ => Ok(()),
+    }
 }
 
 fn refuse(msg: String) -> Error {
@@ -92,6 +116,7 @@ fn bound() -> usize {
 
 /// Admits a value of `bytes` built by `what`, or refuses it.
 fn admit(bytes: usize, what: &str) -> Result<(), Error> {
+    on_time()?;
     let (start, _, max) = BUDGET.with(Cell::get);
     if bytes > max {
         return Err(refuse(format!(
@@ -125,6 +150,7 @@ fn admit_items(items: usize, what: &str) -> Result<(), Error> {
 
 /// Counts `bytes` of measuring against the render's work budget.
 fn charge(bytes: usize) -> Result<(), Error> {
+    on_time()?;
     let (start, work, max) = BUDGET.with(Cell::get);
     let work = work.saturating_add(bytes);
     let all = max.saturating_mul(WORK_PER_OUTPUT);
@@ -361,6 +387,8 @@ fn add_r(r: Value) -> Result<Value, Error> {
         admit(a.len().saturating_add(b.len()), "`+` of two strings")?;
     } else if let (Some(a), Some(b)) = (items(&l)?, items(&r)?) {
         admit_items(a.saturating_add(b), "`+` of two lists")?;
+    } else {
+        on_time()?;
     }
     Ok(r)
 }
@@ -753,11 +781,11 @@ mod tests {
 
     #[test]
     fn sizes_stop_at_the_bound() {
-        start_render(100);
+        start_render(100, None);
         let long: Vec<Value> = (0..1000).map(Value::from).collect();
         let v = Value::from(long);
         assert!(size(&v, Form::Text, "test").is_err());
-        start_render(100_000);
+        start_render(100_000, None);
         assert_eq!(size(&Value::from(vec![1, 2]), Form::Text, "t").unwrap(), 6);
         assert_eq!(
             size(&Value::from("<a>"), Form::Json(None), "t").unwrap(),

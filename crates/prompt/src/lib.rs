@@ -332,7 +332,11 @@ impl ChatTemplate {
                     tx.send(inner.render_here(&messages, tools.as_ref(), add_generation_prompt));
             })
             .map_err(|e| TemplateError::with("cannot start the chat template thread", e))?;
-        match rx.recv_timeout(time) {
+        // The render stops itself at `time` (grow.rs checks the clock at
+        // every operator and filter it bounds) and reports it; the grace
+        // covers that last step, so the caller stops waiting on its own
+        // only for a render stuck where no check runs.
+        match rx.recv_timeout(time + limits::DEADLINE_GRACE) {
             Ok(r) => {
                 // It has sent its result and is ending: wait, so that no
                 // render outlives its call unless it ran out of time.
@@ -340,7 +344,8 @@ impl ChatTemplate {
                 r
             }
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Err(TemplateError::new(format!(
-                "the chat template did not finish rendering within {time:?}"
+                "the chat template did not finish rendering within {:?}",
+                time + limits::DEADLINE_GRACE
             ))),
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => Err(TemplateError::new(
                 "the chat template thread stopped without a result",
@@ -356,6 +361,7 @@ impl Inner {
         tools: Option<&serde_json::Value>,
         add_generation_prompt: bool,
     ) -> Result<String> {
+        let started = std::time::Instant::now();
         let t = self
             .env
             .get_template("chat")
@@ -372,7 +378,7 @@ impl Inner {
             + tools.map_or(0, |t| t.to_string().len());
         let max_output = self.limits.max_output(input);
         limits::start_render(max_output);
-        grow::start_render(max_output);
+        grow::start_render(max_output, Some(started + self.limits.time));
         let mut out = limits::CappedWriter::new(max_output);
         let rendered = t.render_captured_to(
             context! {

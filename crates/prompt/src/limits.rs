@@ -18,7 +18,9 @@
 //!   replace `range` by one capped at [`MAX_RANGE`] items;
 //! - recursion (recursive macros): minijinja's recursion limit, lowered to
 //!   [`Limits::recursion`]; the helper thread gets a stack sized for it;
-//! - wall time: the caller waits at most [`Limits::time`].
+//! - wall time: the render stops itself at [`Limits::time`] (at its next
+//!   bounded operation, grow.rs), and the caller waits at most 250 ms
+//!   longer.
 //!
 //! - memory kept after the render: a namespace stored into itself
 //!   (`{% set ns.me = ns %}`) is a reference cycle minijinja never frees,
@@ -44,6 +46,10 @@ pub const MAX_SOURCE_BYTES: usize = 1 << 20;
 
 /// Most items of one `range(...)`.
 pub const MAX_RANGE: usize = 10_000;
+
+/// How much longer than [`Limits::time`] the caller waits, so that a
+/// render that stops itself at its deadline is the one to report it.
+pub(crate) const DEADLINE_GRACE: Duration = Duration::from_millis(250);
 
 /// Stack of the render thread: minijinja's recursion uses a few KiB of
 /// native stack per level.

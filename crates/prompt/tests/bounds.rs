@@ -209,7 +209,7 @@ fn the_caller_waits_at_most_the_deadline() {
     let e = t.render(&[], true).unwrap_err();
     assert_eq!(
         e.full_message(),
-        "the chat template did not finish rendering within 1ms"
+        "the chat template did not finish rendering within 251ms"
     );
     assert!(start.elapsed() < Duration::from_millis(500));
 }
@@ -496,4 +496,26 @@ fn growing_within_bounds_still_renders() {
     assert_eq!(out, unbounded(src, &messages, false));
     let per = "assistant: a short message\n".len() + "user: a short message\n".len();
     assert!(out.starts_with(&format!("{} ", 1000 * per)), "{out}");
+}
+
+/// A template that keeps its operators busy past the deadline (a string
+/// near the output bound extended one byte at a time: each step copies
+/// it) stops itself at the deadline and says so; before, the caller gave
+/// up and the render thread ran on, abandoned, until its fuel was spent.
+#[test]
+fn a_busy_render_stops_at_the_deadline() {
+    let src = "{% set ns = namespace(x='x' * 1000000) %}{% for i in range(10000) %}\
+               {% for j in range(100) %}{% set ns.x = ns.x[1:] ~ 'y' %}{% endfor %}{% endfor %}";
+    let limits = Limits {
+        time: Duration::from_millis(300),
+        ..Limits::default()
+    };
+    let t = ChatTemplate::with_limits(src.into(), "".into(), "".into(), limits).unwrap();
+    let started = Instant::now();
+    let err = t.render(&[], false).unwrap_err().full_message();
+    assert!(
+        err.contains("the template ran past its time limit"),
+        "{err}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(2));
 }
