@@ -318,8 +318,9 @@ pub fn to_f32(dtype: DType, bytes: &[u8]) -> Vec<f32> {
 }
 
 /// Decodes little-endian `bytes` of `dtype` into `out` (cleared first;
-/// its allocation is reused). One pass, no zero-fill: bf16 is a shift the
-/// compiler vectorises (NaN quieted as `bf16::to_f32` does); f16 goes
+/// its allocation is reused). bf16 goes through the kernels' row
+/// dequantizer (AVX-512 / AVX2 when the CPU has them; NaN quieted as
+/// `bf16::to_f32` does); f16 goes
 /// through `half`'s slice conversion (F16C / FP16 instructions when the CPU
 /// has them, detected at run time), a stack block at a time.
 fn decode_into(dtype: DType, bytes: &[u8], out: &mut Vec<f32>) {
@@ -331,13 +332,11 @@ fn decode_into(dtype: DType, bytes: &[u8], out: &mut Vec<f32>) {
                 .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
         ),
         DType::BF16 => {
-            out.resize(bytes.len() / 2, 0.0);
-            for (d, c) in out.iter_mut().zip(bytes.chunks_exact(2)) {
-                let b = u16::from_le_bytes([c[0], c[1]]) as u32;
-                // `bf16::to_f32` without its branch, so the loop vectorises.
-                let quiet = if b & 0x7fff > 0x7f80 { 0x40 } else { 0 };
-                *d = f32::from_bits((b | quiet) << 16);
-            }
+            let n = bytes.len() / 2;
+            out.resize(n, 0.0);
+            cria_kernels::Cpu::get()
+                .dequantize_row(GgmlType::BF16, &bytes[..2 * n], out)
+                .expect("2 bytes per element given for each element asked");
         }
         DType::F16 => {
             const BLOCK: usize = 512;

@@ -25,7 +25,7 @@
 //! with its rounding.
 
 use super::legacy;
-use crate::simd::{Cpu, Isa};
+use crate::simd::Cpu;
 
 /// Quantizes `x` (whole blocks of 32) into `y` (34 bytes per block) on
 /// `cpu`'s best path.
@@ -35,9 +35,9 @@ pub(super) fn row(cpu: Cpu, x: &[f32], y: &mut [u8]) {
         // SAFETY: a Cpu names only an ISA detected on this machine; the
         // kernels touch whole blocks of `x` and `y` only (chunks_exact).
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => unsafe { x86::row_avx512(x, y) },
+        crate::Isa::Avx512 => unsafe { x86::row_avx512(x, y) },
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => unsafe { x86::row_avx2(x, y) },
+        crate::Isa::Avx2 => unsafe { x86::row_avx2(x, y) },
         _ => {
             for (xb, yb) in x.chunks_exact(32).zip(y.chunks_exact_mut(34)) {
                 legacy::q8_0(xb, yb);
@@ -46,23 +46,23 @@ pub(super) fn row(cpu: Cpu, x: &[f32], y: &mut [u8]) {
     }
 }
 
-/// d and id of a block without NaN, from its amax, as the reference
-/// computes them; the f16 scale is written to `yb[0..2]`.
-#[inline(always)]
-fn scale(amax: f32, yb: &mut [u8]) -> f32 {
-    let d = amax / 127.0;
-    yb[0..2].copy_from_slice(&super::fp16(d));
-    if d != 0.0 {
-        1.0 / d
-    } else {
-        0.0
-    }
-}
-
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{legacy, scale};
+    use super::legacy;
     use std::arch::x86_64::*;
+
+    /// d and id of a block without NaN, from its amax, as the reference
+    /// computes them; the f16 scale is written to `yb[0..2]`.
+    #[inline(always)]
+    fn scale(amax: f32, yb: &mut [u8]) -> f32 {
+        let d = amax / 127.0;
+        yb[0..2].copy_from_slice(&crate::quant::fp16(d));
+        if d != 0.0 {
+            1.0 / d
+        } else {
+            0.0
+        }
+    }
 
     const ABS: i32 = 0x7fff_ffff;
     const SIGN: i32 = i32::MIN;
