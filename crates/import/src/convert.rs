@@ -8,10 +8,14 @@
 //!                                                       start its writeback
 //! ```
 //!
-//! - The reader asks the kernel to read tensors ahead of the converter
-//!   (`MADV_WILLNEED` + `MADV_SEQUENTIAL` on their source ranges), at most
+//! - The reader reads tensors ahead of the converter, at most
 //!   [`READ_AHEAD`] bytes of source not yet written, so the disk reads
-//!   while the converter and writer work and the page cache is not flooded.
+//!   while the converter and writer work. By default it reads them with
+//!   `O_DIRECT` into buffers reused from tensor to tensor ([`crate::direct`],
+//!   [`SourceReads::Direct`]), which spares the page cache's CPU cost;
+//!   where the file system refuses that, or with [`SourceReads::Mapped`],
+//!   it asks the kernel to read the mapped ranges ahead (`MADV_WILLNEED` +
+//!   `MADV_SEQUENTIAL`) and the converter reads the map.
 //! - The converter encodes one tensor at a time with every thread of the
 //!   pool (`plan::encode`: independent tasks, so the bytes do not depend
 //!   on the thread count) and hands it to the writer over a rendezvous
@@ -29,6 +33,7 @@
 //! crate (rayon) does not express, and the pool is the one the rest of
 //! cria already uses for row-parallel loops.
 
+use crate::direct::{BufPool, DirectReader, Loaded};
 use crate::error::{Error, Result};
 use crate::plan::{encode, OutType, SrcTensor};
 use cria_gguf::StreamWriter;
@@ -36,7 +41,7 @@ use cria_kernels::ThreadPool;
 use std::borrow::Cow;
 use std::io::Write;
 use std::path::Path;
-use std::sync::mpsc::sync_channel;
+use std::sync::mpsc::{channel, sync_channel};
 use std::sync::{Condvar, Mutex};
 
 /// Source bytes the reader may have asked for ahead of the writer: enough
@@ -56,10 +61,21 @@ pub fn convert(
     convert_with(src, out, outtype, threads, progress)
 }
 
+/// How `convert` reads its source tensors. The output bytes are the same
+/// either way; only the cost differs.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum SourceReads {
+    /// With `O_DIRECT` into reused buffers where the file system allows
+    /// it, through the map elsewhere (the default).
+    Direct,
+    /// Through the memory map, read ahead with `MADV_WILLNEED`.
+    Mapped,
+}
+
 /// Converts the folder `src` to the GGUF file `out`, converting each
 /// tensor on `threads` threads (0 is an error) while the next tensors are
 /// read and the previous one is written. Memory holds at most two
-/// converted tensors and the source pages of the tensors in flight. The
+/// converted tensors and the source of the tensors in flight. The
 /// output is written to `out.part`, fsynced, and renamed when complete, so
 /// a failed run leaves no file that looks finished. The file's bytes are
 /// the same for every thread count. `progress(done, total)` is called, on
@@ -69,6 +85,18 @@ pub fn convert_with(
     out: &Path,
     outtype: OutType,
     threads: usize,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<()> {
+    convert_reading(src, out, outtype, threads, SourceReads::Direct, progress)
+}
+
+/// [`convert_with`], reading the source as `reads` says.
+pub fn convert_reading(
+    src: &Path,
+    out: &Path,
+    outtype: OutType,
+    threads: usize,
+    reads: SourceReads,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<()> {
     if threads == 0 {
@@ -93,7 +121,7 @@ pub fn convert_with(
             &plan.metadata,
             &infos,
         )?;
-        let buf = pipeline(&plan.tensors, &infos, threads, w, progress)?;
+        let buf = pipeline(&plan.tensors, &infos, threads, reads, w, progress)?;
         let file = buf
             .into_inner()
             .map_err(|e| Error::io(&part, e.into_error()))?
@@ -110,16 +138,70 @@ pub fn convert_with(
 
 type Infos = [(String, cria_gguf::GgmlType, Vec<u64>)];
 
+/// One tensor as the converter hands it to the writer.
+enum Converted<'t> {
+    /// Converted bytes, or the map's bytes as they are.
+    Bytes(Cow<'t, [u8]>),
+    /// The source as read, unchanged (one piece, already in the output
+    /// type); its buffers go back to the pool once written.
+    AsRead(Loaded),
+}
+
+impl Converted<'_> {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Converted::Bytes(b) => b,
+            Converted::AsRead(l) => l.slices().first().copied().unwrap_or(&[]),
+        }
+    }
+}
+
+/// Converts `t` to `ty` from the buffers the reader filled, or from the
+/// map when it did not (`loaded` is `None`).
+fn convert_one<'t>(
+    t: &'t SrcTensor,
+    ty: cria_gguf::GgmlType,
+    loaded: Option<Loaded>,
+    pool: &ThreadPool,
+    bufs: &BufPool,
+) -> Result<Converted<'t>> {
+    let Some(l) = loaded else {
+        let bytes = encode(t.dtype(), t.raw()?, ty, pool);
+        if let Cow::Owned(_) = &bytes {
+            // The source is no longer needed: keep the resident set to the
+            // tensors in flight.
+            t.release_source();
+        }
+        return Ok(Converted::Bytes(bytes));
+    };
+    let owned = {
+        let slices = l.slices();
+        match encode(t.dtype(), t.assemble(&slices)?, ty, pool) {
+            Cow::Owned(v) => Some(v),
+            Cow::Borrowed(_) => None,
+        }
+    };
+    Ok(match owned {
+        Some(v) => {
+            bufs.give(l);
+            Converted::Bytes(Cow::Owned(v))
+        }
+        None => Converted::AsRead(l),
+    })
+}
+
 /// Runs the reader, converter and writer over `tensors` (typed as
 /// `infos`), returning the writer's output once every tensor is written.
 fn pipeline<W: Write>(
     tensors: &[SrcTensor],
     infos: &Infos,
     threads: usize,
+    reads: SourceReads,
     mut w: StreamWriter<W>,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<W> {
     let budget = Budget::new(READ_AHEAD);
+    let bufs = BufPool::new(READ_AHEAD as usize);
     std::thread::scope(|s| {
         // Closes the budget however the writer leaves (error or panic), so
         // a reader waiting for room wakes up and stops.
@@ -130,31 +212,46 @@ fn pipeline<W: Write>(
             }
         }
         let _close = Close(&budget);
+        let (budget, bufs) = (&budget, &bufs);
 
-        s.spawn(|| {
+        // Unbounded: the budget bounds what the reader reads ahead.
+        let (load_tx, load_rx) = channel::<Result<Option<Loaded>>>();
+        s.spawn(move || {
+            let mut direct = DirectReader::default();
             for t in tensors {
                 if !budget.acquire(t.source_bytes()) {
                     return;
                 }
-                t.prefetch_source();
+                let loaded = match reads {
+                    SourceReads::Direct => direct.load(t, bufs),
+                    SourceReads::Mapped => Ok(None),
+                };
+                if let Ok(None) = loaded {
+                    t.prefetch_source();
+                }
+                let failed = loaded.is_err();
+                // A send fails only when the converter has stopped.
+                if load_tx.send(loaded).is_err() || failed {
+                    return;
+                }
             }
         });
 
         // Capacity 0: the converter waits, holding one converted tensor,
         // until the writer takes it.
-        let (tx, rx) = sync_channel::<Result<Cow<'_, [u8]>>>(0);
+        let (tx, rx) = sync_channel::<Result<Converted<'_>>>(0);
         s.spawn(move || {
             let pool = ThreadPool::new(threads);
             for (t, (_, ty, _)) in tensors.iter().zip(infos) {
-                let bytes = t.raw().map(|raw| encode(t.dtype(), raw, *ty, &pool));
-                if let Ok(Cow::Owned(_)) = &bytes {
-                    // The source is no longer needed: keep the resident
-                    // set to the tensors in flight.
-                    t.release_source();
-                }
-                let failed = bytes.is_err();
+                // The reader stops early only after sending an error, or
+                // once the writer has stopped.
+                let Ok(loaded) = load_rx.recv() else {
+                    return;
+                };
+                let conv = loaded.and_then(|l| convert_one(t, *ty, l, &pool, bufs));
+                let failed = conv.is_err();
                 // A send fails only when the writer has stopped.
-                if tx.send(bytes).is_err() || failed {
+                if tx.send(conv).is_err() || failed {
                     return;
                 }
             }
@@ -165,14 +262,17 @@ fn pipeline<W: Write>(
             // The converter sends one message per tensor until it fails,
             // and a failure is sent: a closed channel here cannot happen
             // before an error has been received, but is reported anyway.
-            let bytes = rx.recv().map_err(|_| {
+            let conv = rx.recv().map_err(|_| {
                 Error::bad(
                     &t.origin,
                     format!("tensor {}: the converter stopped", t.name),
                 )
             })??;
-            w.write_tensor(&t.name, &bytes)?;
-            drop(bytes);
+            w.write_tensor(&t.name, conv.bytes())?;
+            match conv {
+                Converted::AsRead(l) => bufs.give(l),
+                Converted::Bytes(b) => drop(b),
+            }
             t.release_source();
             budget.release(t.source_bytes());
             progress(i + 1, total);

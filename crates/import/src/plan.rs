@@ -41,16 +41,27 @@ impl DType {
 #[derive(Clone)]
 pub struct Piece {
     pub map: Arc<memmap2::Mmap>,
-    /// Byte offset of the first element in the map.
+    /// The file `map` maps (`convert` may read it directly instead).
+    pub path: Arc<PathBuf>,
+    /// Byte offset of the first element in the map (and the file).
     pub start: usize,
     /// Torch order (slowest dimension first).
     pub shape: Vec<usize>,
 }
 
 impl Piece {
+    /// Bytes of the piece's elements.
+    pub fn len(&self, dtype: DType) -> usize {
+        self.shape.iter().product::<usize>() * dtype.size()
+    }
+
+    /// True for a piece of no elements.
+    pub fn is_empty(&self) -> bool {
+        self.shape.contains(&0)
+    }
+
     fn bytes(&self, dtype: DType) -> &[u8] {
-        let n: usize = self.shape.iter().product();
-        &self.map[self.start..self.start + n * dtype.size()]
+        &self.map[self.start..self.start + self.len(dtype)]
     }
 }
 
@@ -192,6 +203,18 @@ impl SrcTensor {
 
     /// The tensor's bytes in its source type, in GGUF (row-major) order.
     pub fn raw(&self) -> Result<Cow<'_, [u8]>> {
+        match &self.source {
+            Source::Pieces { dtype, pieces, .. } => {
+                let bytes: Vec<&[u8]> = pieces.iter().map(|p| p.bytes(*dtype)).collect();
+                self.assemble(&bytes)
+            }
+            Source::F32(_) => self.assemble(&[]),
+        }
+    }
+
+    /// [`SrcTensor::raw`] from the bytes of each piece (`bytes[i]` holds
+    /// piece i's [`Piece::len`] bytes) however the caller read them.
+    pub fn assemble<'b>(&self, bytes: &[&'b [u8]]) -> Result<Cow<'b, [u8]>> {
         let (dtype, pieces, layout) = match &self.source {
             Source::F32(v) => {
                 return Ok(Cow::Owned(v.iter().flat_map(|x| x.to_le_bytes()).collect()))
@@ -204,10 +227,22 @@ impl SrcTensor {
         };
         let es = dtype.size();
         let bad = |d: String| Error::bad(&self.origin, format!("tensor {}: {d}", self.name));
+        if bytes.len() != pieces.len()
+            || pieces
+                .iter()
+                .zip(bytes)
+                .any(|(p, b)| p.len(dtype) != b.len())
+        {
+            return Err(bad(format!(
+                "{} pieces of source bytes given for {} pieces",
+                bytes.len(),
+                pieces.len()
+            )));
+        }
         match layout {
-            Layout::Plain => Ok(Cow::Borrowed(pieces[0].bytes(dtype))),
+            Layout::Plain => Ok(Cow::Borrowed(bytes[0])),
             Layout::Permute { n_head } => {
-                let src = pieces[0].bytes(dtype);
+                let src = bytes[0];
                 let rows = self.shape[0];
                 let n_head = *n_head;
                 if n_head == 0 || !rows.is_multiple_of(2 * n_head) {
@@ -234,8 +269,8 @@ impl SrcTensor {
             }
             Layout::Join { axis: 0 } => {
                 let mut out = Vec::with_capacity(self.n_elements() * es);
-                for p in pieces {
-                    out.extend_from_slice(p.bytes(dtype));
+                for b in bytes {
+                    out.extend_from_slice(b);
                 }
                 Ok(Cow::Owned(out))
             }
@@ -243,9 +278,9 @@ impl SrcTensor {
                 let rows = self.shape[0];
                 let mut out = Vec::with_capacity(self.n_elements() * es);
                 for r in 0..rows {
-                    for p in pieces {
+                    for (p, b) in pieces.iter().zip(bytes) {
                         let w = p.shape[1..].iter().product::<usize>() * es;
-                        out.extend_from_slice(&p.bytes(dtype)[r * w..(r + 1) * w]);
+                        out.extend_from_slice(&b[r * w..(r + 1) * w]);
                     }
                 }
                 Ok(Cow::Owned(out))
