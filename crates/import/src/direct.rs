@@ -48,9 +48,11 @@ impl Loaded {
 /// free buffers are kept.
 pub(crate) struct BufPool {
     limit: usize,
-    /// (free buffers by length, their total bytes)
-    free: Mutex<(HashMap<usize, Vec<Vec<u8>>>, usize)>,
+    free: Mutex<Free>,
 }
+
+/// Free buffers by length, and their total bytes.
+type Free = (HashMap<usize, Vec<Vec<u8>>>, usize);
 
 impl BufPool {
     pub(crate) fn new(limit: usize) -> BufPool {
