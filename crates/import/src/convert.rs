@@ -35,7 +35,7 @@
 
 use crate::direct::{BufPool, DirectReader, Loaded};
 use crate::error::{Error, Result};
-use crate::plan::{encode, OutType, SrcTensor};
+use crate::plan::{encode_into, OutType, SrcTensor};
 use cria_gguf::StreamWriter;
 use cria_kernels::ThreadPool;
 use std::borrow::Cow;
@@ -140,8 +140,11 @@ type Infos = [(String, cria_gguf::GgmlType, Vec<u64>)];
 
 /// One tensor as the converter hands it to the writer.
 enum Converted<'t> {
-    /// Converted bytes, or the map's bytes as they are.
+    /// The map's bytes, as they are or assembled.
     Bytes(Cow<'t, [u8]>),
+    /// Converted bytes, in a buffer that goes back to the output pool once
+    /// written.
+    Owned(Vec<u8>),
     /// The source as read, unchanged (one piece, already in the output
     /// type); its buffers go back to the pool once written.
     AsRead(Loaded),
@@ -151,42 +154,58 @@ impl Converted<'_> {
     fn bytes(&self) -> &[u8] {
         match self {
             Converted::Bytes(b) => b,
+            Converted::Owned(v) => v,
             Converted::AsRead(l) => l.slices().first().copied().unwrap_or(&[]),
         }
     }
 }
 
 /// Converts `t` to `ty` from the buffers the reader filled, or from the
-/// map when it did not (`loaded` is `None`).
+/// map when it did not (`loaded` is `None`), into a buffer from `outs`.
 fn convert_one<'t>(
     t: &'t SrcTensor,
     ty: cria_gguf::GgmlType,
     loaded: Option<Loaded>,
     pool: &ThreadPool,
     bufs: &BufPool,
+    outs: &BufPool,
 ) -> Result<Converted<'t>> {
+    let same = ty == t.dtype().ggml();
+    let encode = |raw: &[u8]| -> Vec<u8> {
+        let len = ty.bytes_for(t.n_elements() as u64).unwrap_or(0) as usize;
+        let mut out = outs.take_buf(len);
+        encode_into(t.dtype(), raw, ty, pool, &mut out);
+        out
+    };
     let Some(l) = loaded else {
-        let bytes = encode(t.dtype(), t.raw()?, ty, pool);
-        if let Cow::Owned(_) = &bytes {
-            // The source is no longer needed: keep the resident set to the
-            // tensors in flight.
-            t.release_source();
+        let raw = t.raw()?;
+        if same {
+            return Ok(Converted::Bytes(raw));
         }
-        return Ok(Converted::Bytes(bytes));
+        let out = encode(&raw);
+        drop(raw);
+        // The source is no longer needed: keep the resident set to the
+        // tensors in flight.
+        t.release_source();
+        return Ok(Converted::Owned(out));
     };
-    let owned = {
+    let out = {
         let slices = l.slices();
-        match encode(t.dtype(), t.assemble(&slices)?, ty, pool) {
-            Cow::Owned(v) => Some(v),
-            Cow::Borrowed(_) => None,
+        match t.assemble(&slices)? {
+            // Unchanged: the buffer is written as read.
+            Cow::Borrowed(_) if same => None,
+            Cow::Borrowed(raw) => Some(encode(raw)),
+            // Assembled (permuted, joined), type unchanged.
+            Cow::Owned(v) if same => Some(v),
+            Cow::Owned(v) => Some(encode(&v)),
         }
     };
-    Ok(match owned {
+    Ok(match out {
+        None => Converted::AsRead(l),
         Some(v) => {
             bufs.give(l);
-            Converted::Bytes(Cow::Owned(v))
+            Converted::Owned(v)
         }
-        None => Converted::AsRead(l),
     })
 }
 
@@ -202,6 +221,9 @@ fn pipeline<W: Write>(
 ) -> Result<W> {
     let budget = Budget::new(READ_AHEAD);
     let bufs = BufPool::new(READ_AHEAD as usize);
+    // Converted tensors' buffers, reused by length (a few hundred MB: two
+    // of the largest tensors in flight, one of each layer's shapes).
+    let outs = BufPool::new(READ_AHEAD as usize);
     std::thread::scope(|s| {
         // Closes the budget however the writer leaves (error or panic), so
         // a reader waiting for room wakes up and stops.
@@ -212,7 +234,7 @@ fn pipeline<W: Write>(
             }
         }
         let _close = Close(&budget);
-        let (budget, bufs) = (&budget, &bufs);
+        let (budget, bufs, outs) = (&budget, &bufs, &outs);
 
         // Unbounded: the budget bounds what the reader reads ahead.
         let (load_tx, load_rx) = channel::<Result<Option<Loaded>>>();
@@ -248,7 +270,7 @@ fn pipeline<W: Write>(
                 let Ok(loaded) = load_rx.recv() else {
                     return;
                 };
-                let conv = loaded.and_then(|l| convert_one(t, *ty, l, &pool, bufs));
+                let conv = loaded.and_then(|l| convert_one(t, *ty, l, &pool, bufs, outs));
                 let failed = conv.is_err();
                 // A send fails only when the writer has stopped.
                 if tx.send(conv).is_err() || failed {
@@ -271,6 +293,7 @@ fn pipeline<W: Write>(
             w.write_tensor(&t.name, conv.bytes())?;
             match conv {
                 Converted::AsRead(l) => bufs.give(l),
+                Converted::Owned(v) => outs.give_buf(v),
                 Converted::Bytes(b) => drop(b),
             }
             t.release_source();

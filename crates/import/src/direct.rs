@@ -74,12 +74,24 @@ impl BufPool {
     }
 
     pub(crate) fn give(&self, loaded: Loaded) {
-        let mut g = self.free.lock().unwrap_or_else(|e| e.into_inner());
         for (b, _) in loaded.pieces {
-            if g.1 + b.len() <= self.limit {
-                g.1 += b.len();
-                g.0.entry(b.len()).or_default().push(b);
-            }
+            self.give_buf(b);
+        }
+    }
+
+    /// A buffer of `len` bytes: a free one of that length (its old bytes
+    /// left in place), else a new zeroed one.
+    pub(crate) fn take_buf(&self, len: usize) -> Vec<u8> {
+        self.take(len)
+    }
+
+    /// Keeps `b` for a later [`BufPool::take_buf`] of its length, unless
+    /// the pool is full.
+    pub(crate) fn give_buf(&self, b: Vec<u8>) {
+        let mut g = self.free.lock().unwrap_or_else(|e| e.into_inner());
+        if g.1 + b.len() <= self.limit {
+            g.1 += b.len();
+            g.0.entry(b.len()).or_default().push(b);
         }
     }
 }

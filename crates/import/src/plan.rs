@@ -397,12 +397,7 @@ const TASK: usize = 1 << 18;
 const BLOCK: usize = 1 << 12;
 
 /// The tensor's bytes as `ty` (F32, F16, BF16 or Q8_0), converted in
-/// tasks of [`TASK`] elements spread over `pool`. Each task decodes
-/// [`BLOCK`] elements at a time to f32 and encodes them with the kernels'
-/// reference quantizers (byte-identical to ggml's), so memory holds the
-/// output and a block of f32 per thread, and the bytes do not depend on
-/// the thread count: every element (and every Q8_0 block, all inside one
-/// task) is converted on its own.
+/// tasks of [`TASK`] elements spread over `pool`; see [`encode_into`].
 pub fn encode<'a>(
     dtype: DType,
     raw: Cow<'a, [u8]>,
@@ -412,14 +407,26 @@ pub fn encode<'a>(
     if ty == dtype.ggml() {
         return raw;
     }
+    let mut out = Vec::new();
+    encode_into(dtype, &raw, ty, pool, &mut out);
+    Cow::Owned(out)
+}
+
+/// Converts `src` (elements of `dtype`) to `ty` into `out`, which is
+/// resized to the output's length: a reused buffer of that length is
+/// written over without being cleared (every byte is written), so its
+/// pages need no fresh zeroing. Each task of [`TASK`] elements decodes
+/// [`BLOCK`] elements at a time to f32 and encodes them with the kernels'
+/// quantizers (byte-identical to ggml's), so memory holds the output and a
+/// block of f32 per thread, and the bytes do not depend on the thread
+/// count: every element (and every Q8_0 block, all inside one task) is
+/// converted on its own.
+pub fn encode_into(dtype: DType, src: &[u8], ty: GgmlType, pool: &ThreadPool, out: &mut Vec<u8>) {
     let es = dtype.size();
-    let n = raw.len() / es;
+    let n = src.len() / es;
     let bytes = |k: usize| ty.bytes_for(k as u64).unwrap_or(0) as usize;
-    // Zeroed by the allocator (fresh pages for a large tensor), not by a
-    // separate pass over the output.
-    let mut out = vec![0u8; bytes(n)];
-    let src: &[u8] = &raw;
-    pool.for_each_chunk_mut(&mut out, bytes(TASK), |i, dst| {
+    out.resize(bytes(n), 0);
+    pool.for_each_chunk_mut(out, bytes(TASK), |i, dst| {
         let from = i * TASK * es;
         let src = &src[from..(from + TASK * es).min(src.len())];
         let mut x = Vec::with_capacity(BLOCK);
@@ -432,7 +439,6 @@ pub fn encode<'a>(
             at += len;
         }
     });
-    Cow::Owned(out)
 }
 
 #[cfg(test)]
