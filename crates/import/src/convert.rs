@@ -44,10 +44,13 @@ use std::path::Path;
 use std::sync::mpsc::{channel, sync_channel};
 use std::sync::{Condvar, Mutex};
 
-/// Source bytes the reader may have asked for ahead of the writer: enough
-/// to cover the largest tensors of a 7B model (a 262 MB embedding) plus
-/// the next layer's, small next to the machine's memory.
-const READ_AHEAD: u64 = 768 << 20;
+/// Source bytes the reader may have read (or asked for) ahead of the
+/// writer: a 7B model's largest tensor (a 262 MB embedding) and the next,
+/// or a layer and more (404 MB in bf16), small next to the machine's
+/// memory. Free read buffers kept for reuse are bounded by the same
+/// amount, free output buffers by half of it: peak memory stays near
+/// 1.5 GB for a 7B model (BENCHMARKS.md).
+const READ_AHEAD: u64 = 512 << 20;
 
 /// Converts the folder `src` to the GGUF file `out` on every core; see
 /// [`convert_with`].
@@ -221,9 +224,9 @@ fn pipeline<W: Write>(
 ) -> Result<W> {
     let budget = Budget::new(READ_AHEAD);
     let bufs = BufPool::new(READ_AHEAD as usize);
-    // Converted tensors' buffers, reused by length (a few hundred MB: two
-    // of the largest tensors in flight, one of each layer's shapes).
-    let outs = BufPool::new(READ_AHEAD as usize);
+    // Converted tensors' buffers, reused by length (one of each layer's
+    // shapes; the few largest tensors are not kept).
+    let outs = BufPool::new(READ_AHEAD as usize / 2);
     std::thread::scope(|s| {
         // Closes the budget however the writer leaves (error or panic), so
         // a reader waiting for room wakes up and stops.
