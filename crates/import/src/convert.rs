@@ -12,8 +12,8 @@
 //!   [`READ_AHEAD`] bytes of source not yet written, so the disk reads
 //!   while the converter and writer work. By default it reads them with
 //!   `O_DIRECT` into buffers reused from tensor to tensor ([`crate::direct`],
-//!   [`SourceReads::Direct`]), which spares the page cache's CPU cost;
-//!   where the file system refuses that, or with [`SourceReads::Mapped`],
+//!   [`Io::Direct`]), which spares the page cache's CPU cost;
+//!   where the file system refuses that, or with [`Io::PageCache`],
 //!   it asks the kernel to read the mapped ranges ahead (`MADV_WILLNEED` +
 //!   `MADV_SEQUENTIAL`) and the converter reads the map.
 //! - The converter encodes one tensor at a time with every thread of the
@@ -33,7 +33,7 @@
 //! crate (rayon) does not express, and the pool is the one the rest of
 //! cria already uses for row-parallel loops.
 
-use crate::direct::{BufPool, DirectReader, Loaded};
+use crate::direct::{BufPool, DirectReader, DirectWriter, Loaded};
 use crate::error::{Error, Result};
 use crate::plan::{encode_into, OutType, SrcTensor};
 use cria_gguf::StreamWriter;
@@ -64,15 +64,49 @@ pub fn convert(
     convert_with(src, out, outtype, threads, progress)
 }
 
-/// How `convert` reads its source tensors. The output bytes are the same
-/// either way; only the cost differs.
+/// How `convert` reads its source and writes its output. The output
+/// bytes are the same either way; only the cost differs.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub enum SourceReads {
-    /// With `O_DIRECT` into reused buffers where the file system allows
-    /// it, through the map elsewhere (the default).
+pub enum Io {
+    /// With `O_DIRECT` where the file system allows it (the default):
+    /// source read into reused buffers, output staged and written in
+    /// aligned 32 MB steps. Elsewhere, as [`Io::PageCache`].
     Direct,
-    /// Through the memory map, read ahead with `MADV_WILLNEED`.
-    Mapped,
+    /// Through the page cache: the source's memory map, read ahead with
+    /// `MADV_WILLNEED`, and the output written with early writeback.
+    PageCache,
+}
+
+/// The output file: [`DirectWriter`] or [`Writeback`].
+enum Sink {
+    Direct(DirectWriter),
+    Buffered(Writeback),
+}
+
+impl Sink {
+    /// The file, everything written (not yet synced).
+    fn into_file(self) -> std::io::Result<std::fs::File> {
+        match self {
+            Sink::Direct(d) => d.finish(),
+            Sink::Buffered(w) => Ok(w.into_file()),
+        }
+    }
+}
+
+impl Write for Sink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Sink::Direct(d) => d.write(buf),
+            Sink::Buffered(w) => w.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Sink::Direct(d) => d.flush(),
+            Sink::Buffered(w) => w.flush(),
+        }
+    }
 }
 
 /// Converts the folder `src` to the GGUF file `out`, converting each
@@ -90,16 +124,16 @@ pub fn convert_with(
     threads: usize,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<()> {
-    convert_reading(src, out, outtype, threads, SourceReads::Direct, progress)
+    convert_with_io(src, out, outtype, threads, Io::Direct, progress)
 }
 
-/// [`convert_with`], reading the source as `reads` says.
-pub fn convert_reading(
+/// [`convert_with`], reading and writing as `io` says.
+pub fn convert_with_io(
     src: &Path,
     out: &Path,
     outtype: OutType,
     threads: usize,
-    reads: SourceReads,
+    io: Io,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<()> {
     if threads == 0 {
@@ -119,16 +153,22 @@ pub fn convert_reading(
     let part = std::path::PathBuf::from(part);
     let file = std::fs::File::create(&part).map_err(|e| Error::io(&part, e))?;
     let result = (|| {
+        let sink = match io {
+            Io::Direct => DirectWriter::open(&part, &file).map(Sink::Direct),
+            Io::PageCache => None,
+        };
+        let sink = sink.unwrap_or_else(|| Sink::Buffered(Writeback::new(file)));
         let w = StreamWriter::begin(
-            std::io::BufWriter::with_capacity(1 << 20, Writeback::new(file)),
+            std::io::BufWriter::with_capacity(1 << 20, sink),
             &plan.metadata,
             &infos,
         )?;
-        let buf = pipeline(&plan.tensors, &infos, threads, reads, w, progress)?;
+        let buf = pipeline(&plan.tensors, &infos, threads, io, w, progress)?;
         let file = buf
             .into_inner()
             .map_err(|e| Error::io(&part, e.into_error()))?
-            .into_file();
+            .into_file()
+            .map_err(|e| Error::io(&part, e))?;
         file.sync_all().map_err(|e| Error::io(&part, e))?;
         Ok(())
     })();
@@ -218,7 +258,7 @@ fn pipeline<W: Write>(
     tensors: &[SrcTensor],
     infos: &Infos,
     threads: usize,
-    reads: SourceReads,
+    io: Io,
     mut w: StreamWriter<W>,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<W> {
@@ -247,9 +287,9 @@ fn pipeline<W: Write>(
                 if !budget.acquire(t.source_bytes()) {
                     return;
                 }
-                let loaded = match reads {
-                    SourceReads::Direct => direct.load(t, bufs),
-                    SourceReads::Mapped => Ok(None),
+                let loaded = match io {
+                    Io::Direct => direct.load(t, bufs),
+                    Io::PageCache => Ok(None),
                 };
                 if let Ok(None) = loaded {
                     t.prefetch_source();

@@ -45,7 +45,7 @@ pub mod spm_model;
 pub mod tiktoken;
 mod tokmeta;
 
-pub use convert::{convert, convert_reading, convert_with, SourceReads};
+pub use convert::{convert, convert_with, convert_with_io, Io};
 pub use error::{Error, ErrorKind, Result};
 pub use hparams::{HParams, RopeScaling};
 pub use plan::{to_f32, DType, Layout, OutType, Plan, Source, SrcTensor};

@@ -11,7 +11,7 @@
 mod common;
 
 use cria_gguf::{GgmlType, GgufFile};
-use cria_import::{convert_reading, convert_with, OutType, SourceReads};
+use cria_import::{convert_with, convert_with_io, Io, OutType};
 use std::path::Path;
 
 /// The llama2 fixture folder with its weights stored as `dtype`.
@@ -82,19 +82,16 @@ fn convert_bytes_do_not_depend_on_threads_and_match_serial_conversion() {
         ] {
             let what = format!("{dtype} -> {name}");
             let mut first: Option<Vec<u8>> = None;
-            // Direct reads (O_DIRECT into pooled buffers, where the file
-            // system allows it) and reads through the map: the same bytes.
-            let runs = [
-                (1, SourceReads::Direct),
-                (3, SourceReads::Direct),
-                (3, SourceReads::Mapped),
-            ];
-            for (threads, reads) in runs {
-                let what = format!("{what} ({reads:?})");
+            // Direct I/O (O_DIRECT reads into pooled buffers and staged
+            // writes, where the file system allows it) and the page cache
+            // (the map, buffered writes): the same bytes.
+            let runs = [(1, Io::Direct), (3, Io::Direct), (3, Io::PageCache)];
+            for (threads, io) in runs {
+                let what = format!("{what} ({io:?})");
                 let out = tmp.path().join(format!("{dtype}.{name}.{threads}.gguf"));
                 let mut calls = Vec::new();
                 let mut progress = |d, t| calls.push((d, t));
-                convert_reading(&dir, &out, outtype, threads, reads, &mut progress).unwrap();
+                convert_with_io(&dir, &out, outtype, threads, io, &mut progress).unwrap();
                 let n = calls.len();
                 assert!(n > 20, "{what}: progress after each tensor ({n} calls)");
                 assert_eq!(calls, (1..=n).map(|d| (d, n)).collect::<Vec<_>>(), "{what}");
