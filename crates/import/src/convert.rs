@@ -2,10 +2,10 @@
 //! so reading, converting and writing overlap:
 //!
 //! ```text
-//!  reader thread      converter thread (+ pool)         writer (caller's thread)
-//!  advise tensor i+k  tensor i+1: raw -> encode on the  tensor i: write in order,
-//!  (MADV_WILLNEED)    pool's threads, then hand over -> drop its source pages,
-//!                                                       start its writeback
+//!  reader thread         converter thread (+ pool)          writer (caller's thread)
+//!  tensor i+k: O_DIRECT  tensor i+1: raw -> encode_into on  tensor i: write in order
+//!  into pooled buffers   the pool's threads (a pooled       (O_DIRECT, 32 MB stages),
+//!  (or MADV_WILLNEED)    output buffer), then hand over ->  buffers back to the pools
 //! ```
 //!
 //! - The reader reads tensors ahead of the converter, at most
@@ -17,16 +17,19 @@
 //!   it asks the kernel to read the mapped ranges ahead (`MADV_WILLNEED` +
 //!   `MADV_SEQUENTIAL`) and the converter reads the map.
 //! - The converter encodes one tensor at a time with every thread of the
-//!   pool (`plan::encode`: independent tasks, so the bytes do not depend
-//!   on the thread count) and hands it to the writer over a rendezvous
-//!   channel: at most two converted tensors exist at once (the one being
-//!   written and the one waiting), whatever the model's size.
+//!   pool (`plan::encode_into`: independent tasks, so the bytes do not
+//!   depend on the thread count), into an output buffer reused by length,
+//!   and hands it to the writer over a rendezvous channel: at most two
+//!   converted tensors exist at once (the one being written and the one
+//!   waiting), whatever the model's size.
 //! - The writer writes them in the declared order through
-//!   [`cria_gguf::StreamWriter`] into a [`Writeback`] file that starts the
-//!   disk write of each 64 MB as soon as it is written (instead of when the
-//!   kernel's dirty-page threshold is crossed, gigabytes later) and drops
-//!   written pages from the page cache, so the final fsync has little left
-//!   to wait for.
+//!   [`cria_gguf::StreamWriter`], by default into a [`DirectWriter`]
+//!   (`O_DIRECT` in aligned 32 MB stages, the partial last one buffered).
+//!   Where that is refused, or with [`Io::PageCache`], into a
+//!   [`Writeback`] file that starts the disk write of each 64 MB as soon
+//!   as it is written (instead of when the kernel's dirty-page threshold is
+//!   crossed, gigabytes later) and drops written pages from the page
+//!   cache, so the final fsync has little left to wait for.
 //!
 //! Hand-written on std threads and channels plus the kernels' pool: the
 //! stages are three fixed roles with back-pressure, which a data-parallel

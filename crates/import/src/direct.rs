@@ -1,6 +1,7 @@
-//! `convert`'s source reads with `O_DIRECT`: each tensor's pieces are read
-//! from their files straight into buffers that are reused from tensor to
-//! tensor, bypassing the page cache.
+//! `convert`'s I/O with `O_DIRECT`: each tensor's pieces are read from
+//! their files straight into buffers that are reused from tensor to
+//! tensor ([`DirectReader`], [`BufPool`]), and the output is written in
+//! aligned stages ([`DirectWriter`]), bypassing the page cache.
 //!
 //! Why: reading a 13.5 GB folder through the page cache (the map, or
 //! `read`) costs about a second of kernel time per GB on the machines this

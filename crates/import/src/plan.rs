@@ -213,7 +213,8 @@ impl SrcTensor {
     }
 
     /// [`SrcTensor::raw`] from the bytes of each piece (`bytes[i]` holds
-    /// piece i's [`Piece::len`] bytes) however the caller read them.
+    /// piece i's bytes: its shape times the element size) however the
+    /// caller read them.
     pub fn assemble<'b>(&self, bytes: &[&'b [u8]]) -> Result<Cow<'b, [u8]>> {
         let (dtype, pieces, layout) = match &self.source {
             Source::F32(v) => {
