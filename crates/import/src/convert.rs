@@ -2,47 +2,58 @@
 //! so reading, converting and writing overlap:
 //!
 //! ```text
-//!  reader thread      converter thread (+ pool)         writer (caller's thread)
-//!  advise tensor i+k  tensor i+1: raw -> encode on the  tensor i: write in order,
-//!  (MADV_WILLNEED)    pool's threads, then hand over -> drop its source pages,
-//!                                                       start its writeback
+//!  reader thread         converter thread (+ pool)          writer (caller's thread)
+//!  tensor i+k: O_DIRECT  tensor i+1: raw -> encode_into on  tensor i: write in order
+//!  into pooled buffers   the pool's threads (a pooled       (O_DIRECT, 32 MB stages),
+//!  (or MADV_WILLNEED)    output buffer), then hand over ->  buffers back to the pools
 //! ```
 //!
-//! - The reader asks the kernel to read tensors ahead of the converter
-//!   (`MADV_WILLNEED` + `MADV_SEQUENTIAL` on their source ranges), at most
+//! - The reader reads tensors ahead of the converter, at most
 //!   [`READ_AHEAD`] bytes of source not yet written, so the disk reads
-//!   while the converter and writer work and the page cache is not flooded.
+//!   while the converter and writer work. By default it reads them with
+//!   `O_DIRECT` into buffers reused from tensor to tensor ([`crate::direct`],
+//!   [`Io::Direct`]), which spares the page cache's CPU cost;
+//!   where the file system refuses that, or with [`Io::PageCache`],
+//!   it asks the kernel to read the mapped ranges ahead (`MADV_WILLNEED` +
+//!   `MADV_SEQUENTIAL`) and the converter reads the map.
 //! - The converter encodes one tensor at a time with every thread of the
-//!   pool (`plan::encode`: independent tasks, so the bytes do not depend
-//!   on the thread count) and hands it to the writer over a rendezvous
-//!   channel: at most two converted tensors exist at once (the one being
-//!   written and the one waiting), whatever the model's size.
+//!   pool (`plan::encode_into`: independent tasks, so the bytes do not
+//!   depend on the thread count), into an output buffer reused by length,
+//!   and hands it to the writer over a rendezvous channel: at most two
+//!   converted tensors exist at once (the one being written and the one
+//!   waiting), whatever the model's size.
 //! - The writer writes them in the declared order through
-//!   [`cria_gguf::StreamWriter`] into a [`Writeback`] file that starts the
-//!   disk write of each 64 MB as soon as it is written (instead of when the
-//!   kernel's dirty-page threshold is crossed, gigabytes later) and drops
-//!   written pages from the page cache, so the final fsync has little left
-//!   to wait for.
+//!   [`cria_gguf::StreamWriter`], by default into a [`DirectWriter`]
+//!   (`O_DIRECT` in aligned 32 MB stages, the partial last one buffered).
+//!   Where that is refused, or with [`Io::PageCache`], into a
+//!   [`Writeback`] file that starts the disk write of each 64 MB as soon
+//!   as it is written (instead of when the kernel's dirty-page threshold is
+//!   crossed, gigabytes later) and drops written pages from the page
+//!   cache, so the final fsync has little left to wait for.
 //!
 //! Hand-written on std threads and channels plus the kernels' pool: the
 //! stages are three fixed roles with back-pressure, which a data-parallel
 //! crate (rayon) does not express, and the pool is the one the rest of
 //! cria already uses for row-parallel loops.
 
+use crate::direct::{BufPool, DirectReader, DirectWriter, Loaded};
 use crate::error::{Error, Result};
-use crate::plan::{encode, OutType, SrcTensor};
+use crate::plan::{encode_into, OutType, SrcTensor};
 use cria_gguf::StreamWriter;
 use cria_kernels::ThreadPool;
 use std::borrow::Cow;
 use std::io::Write;
 use std::path::Path;
-use std::sync::mpsc::sync_channel;
+use std::sync::mpsc::{channel, sync_channel};
 use std::sync::{Condvar, Mutex};
 
-/// Source bytes the reader may have asked for ahead of the writer: enough
-/// to cover the largest tensors of a 7B model (a 262 MB embedding) plus
-/// the next layer's, small next to the machine's memory.
-const READ_AHEAD: u64 = 768 << 20;
+/// Source bytes the reader may have read (or asked for) ahead of the
+/// writer: a 7B model's largest tensor (a 262 MB embedding) and the next,
+/// or a layer and more (404 MB in bf16), small next to the machine's
+/// memory. Free read buffers kept for reuse are bounded by the same
+/// amount, free output buffers by half of it: peak memory stays near
+/// 1.5 GB for a 7B model (BENCHMARKS.md).
+const READ_AHEAD: u64 = 512 << 20;
 
 /// Converts the folder `src` to the GGUF file `out` on every core; see
 /// [`convert_with`].
@@ -56,10 +67,55 @@ pub fn convert(
     convert_with(src, out, outtype, threads, progress)
 }
 
+/// How `convert` reads its source and writes its output. The output
+/// bytes are the same either way; only the cost differs.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Io {
+    /// With `O_DIRECT` where the file system allows it (the default):
+    /// source read into reused buffers, output staged and written in
+    /// aligned 32 MB steps. Elsewhere, as [`Io::PageCache`].
+    Direct,
+    /// Through the page cache: the source's memory map, read ahead with
+    /// `MADV_WILLNEED`, and the output written with early writeback.
+    PageCache,
+}
+
+/// The output file: [`DirectWriter`] or [`Writeback`].
+enum Sink {
+    Direct(DirectWriter),
+    Buffered(Writeback),
+}
+
+impl Sink {
+    /// The file, everything written (not yet synced).
+    fn into_file(self) -> std::io::Result<std::fs::File> {
+        match self {
+            Sink::Direct(d) => d.finish(),
+            Sink::Buffered(w) => Ok(w.into_file()),
+        }
+    }
+}
+
+impl Write for Sink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Sink::Direct(d) => d.write(buf),
+            Sink::Buffered(w) => w.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Sink::Direct(d) => d.flush(),
+            Sink::Buffered(w) => w.flush(),
+        }
+    }
+}
+
 /// Converts the folder `src` to the GGUF file `out`, converting each
 /// tensor on `threads` threads (0 is an error) while the next tensors are
 /// read and the previous one is written. Memory holds at most two
-/// converted tensors and the source pages of the tensors in flight. The
+/// converted tensors and the source of the tensors in flight. The
 /// output is written to `out.part`, fsynced, and renamed when complete, so
 /// a failed run leaves no file that looks finished. The file's bytes are
 /// the same for every thread count. `progress(done, total)` is called, on
@@ -69,6 +125,18 @@ pub fn convert_with(
     out: &Path,
     outtype: OutType,
     threads: usize,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<()> {
+    convert_with_io(src, out, outtype, threads, Io::Direct, progress)
+}
+
+/// [`convert_with`], reading and writing as `io` says.
+pub fn convert_with_io(
+    src: &Path,
+    out: &Path,
+    outtype: OutType,
+    threads: usize,
+    io: Io,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<()> {
     if threads == 0 {
@@ -88,16 +156,22 @@ pub fn convert_with(
     let part = std::path::PathBuf::from(part);
     let file = std::fs::File::create(&part).map_err(|e| Error::io(&part, e))?;
     let result = (|| {
+        let sink = match io {
+            Io::Direct => DirectWriter::open(&part, &file).map(Sink::Direct),
+            Io::PageCache => None,
+        };
+        let sink = sink.unwrap_or_else(|| Sink::Buffered(Writeback::new(file)));
         let w = StreamWriter::begin(
-            std::io::BufWriter::with_capacity(1 << 20, Writeback::new(file)),
+            std::io::BufWriter::with_capacity(1 << 20, sink),
             &plan.metadata,
             &infos,
         )?;
-        let buf = pipeline(&plan.tensors, &infos, threads, w, progress)?;
+        let buf = pipeline(&plan.tensors, &infos, threads, io, w, progress)?;
         let file = buf
             .into_inner()
             .map_err(|e| Error::io(&part, e.into_error()))?
-            .into_file();
+            .into_file()
+            .map_err(|e| Error::io(&part, e))?;
         file.sync_all().map_err(|e| Error::io(&part, e))?;
         Ok(())
     })();
@@ -110,16 +184,92 @@ pub fn convert_with(
 
 type Infos = [(String, cria_gguf::GgmlType, Vec<u64>)];
 
+/// One tensor as the converter hands it to the writer.
+enum Converted<'t> {
+    /// The map's bytes, as they are or assembled.
+    Bytes(Cow<'t, [u8]>),
+    /// Converted bytes, in a buffer that goes back to the output pool once
+    /// written.
+    Owned(Vec<u8>),
+    /// The source as read, unchanged (one piece, already in the output
+    /// type); its buffers go back to the pool once written.
+    AsRead(Loaded),
+}
+
+impl Converted<'_> {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Converted::Bytes(b) => b,
+            Converted::Owned(v) => v,
+            Converted::AsRead(l) => l.slices().first().copied().unwrap_or(&[]),
+        }
+    }
+}
+
+/// Converts `t` to `ty` from the buffers the reader filled, or from the
+/// map when it did not (`loaded` is `None`), into a buffer from `outs`.
+fn convert_one<'t>(
+    t: &'t SrcTensor,
+    ty: cria_gguf::GgmlType,
+    loaded: Option<Loaded>,
+    pool: &ThreadPool,
+    bufs: &BufPool,
+    outs: &BufPool,
+) -> Result<Converted<'t>> {
+    let same = ty == t.dtype().ggml();
+    let encode = |raw: &[u8]| -> Vec<u8> {
+        let len = ty.bytes_for(t.n_elements() as u64).unwrap_or(0) as usize;
+        let mut out = outs.take_buf(len);
+        encode_into(t.dtype(), raw, ty, pool, &mut out);
+        out
+    };
+    let Some(l) = loaded else {
+        let raw = t.raw()?;
+        if same {
+            return Ok(Converted::Bytes(raw));
+        }
+        let out = encode(&raw);
+        drop(raw);
+        // The source is no longer needed: keep the resident set to the
+        // tensors in flight.
+        t.release_source();
+        return Ok(Converted::Owned(out));
+    };
+    let out = {
+        let slices = l.slices();
+        match t.assemble(&slices)? {
+            // Unchanged: the buffer is written as read.
+            Cow::Borrowed(_) if same => None,
+            Cow::Borrowed(raw) => Some(encode(raw)),
+            // Assembled (permuted, joined), type unchanged.
+            Cow::Owned(v) if same => Some(v),
+            Cow::Owned(v) => Some(encode(&v)),
+        }
+    };
+    Ok(match out {
+        None => Converted::AsRead(l),
+        Some(v) => {
+            bufs.give(l);
+            Converted::Owned(v)
+        }
+    })
+}
+
 /// Runs the reader, converter and writer over `tensors` (typed as
 /// `infos`), returning the writer's output once every tensor is written.
 fn pipeline<W: Write>(
     tensors: &[SrcTensor],
     infos: &Infos,
     threads: usize,
+    io: Io,
     mut w: StreamWriter<W>,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<W> {
     let budget = Budget::new(READ_AHEAD);
+    let bufs = BufPool::new(READ_AHEAD as usize);
+    // Converted tensors' buffers, reused by length (one of each layer's
+    // shapes; the few largest tensors are not kept).
+    let outs = BufPool::new(READ_AHEAD as usize / 2);
     std::thread::scope(|s| {
         // Closes the budget however the writer leaves (error or panic), so
         // a reader waiting for room wakes up and stops.
@@ -130,31 +280,46 @@ fn pipeline<W: Write>(
             }
         }
         let _close = Close(&budget);
+        let (budget, bufs, outs) = (&budget, &bufs, &outs);
 
-        s.spawn(|| {
+        // Unbounded: the budget bounds what the reader reads ahead.
+        let (load_tx, load_rx) = channel::<Result<Option<Loaded>>>();
+        s.spawn(move || {
+            let mut direct = DirectReader::default();
             for t in tensors {
                 if !budget.acquire(t.source_bytes()) {
                     return;
                 }
-                t.prefetch_source();
+                let loaded = match io {
+                    Io::Direct => direct.load(t, bufs),
+                    Io::PageCache => Ok(None),
+                };
+                if let Ok(None) = loaded {
+                    t.prefetch_source();
+                }
+                let failed = loaded.is_err();
+                // A send fails only when the converter has stopped.
+                if load_tx.send(loaded).is_err() || failed {
+                    return;
+                }
             }
         });
 
         // Capacity 0: the converter waits, holding one converted tensor,
         // until the writer takes it.
-        let (tx, rx) = sync_channel::<Result<Cow<'_, [u8]>>>(0);
+        let (tx, rx) = sync_channel::<Result<Converted<'_>>>(0);
         s.spawn(move || {
             let pool = ThreadPool::new(threads);
             for (t, (_, ty, _)) in tensors.iter().zip(infos) {
-                let bytes = t.raw().map(|raw| encode(t.dtype(), raw, *ty, &pool));
-                if let Ok(Cow::Owned(_)) = &bytes {
-                    // The source is no longer needed: keep the resident
-                    // set to the tensors in flight.
-                    t.release_source();
-                }
-                let failed = bytes.is_err();
+                // The reader stops early only after sending an error, or
+                // once the writer has stopped.
+                let Ok(loaded) = load_rx.recv() else {
+                    return;
+                };
+                let conv = loaded.and_then(|l| convert_one(t, *ty, l, &pool, bufs, outs));
+                let failed = conv.is_err();
                 // A send fails only when the writer has stopped.
-                if tx.send(bytes).is_err() || failed {
+                if tx.send(conv).is_err() || failed {
                     return;
                 }
             }
@@ -165,14 +330,18 @@ fn pipeline<W: Write>(
             // The converter sends one message per tensor until it fails,
             // and a failure is sent: a closed channel here cannot happen
             // before an error has been received, but is reported anyway.
-            let bytes = rx.recv().map_err(|_| {
+            let conv = rx.recv().map_err(|_| {
                 Error::bad(
                     &t.origin,
                     format!("tensor {}: the converter stopped", t.name),
                 )
             })??;
-            w.write_tensor(&t.name, &bytes)?;
-            drop(bytes);
+            w.write_tensor(&t.name, conv.bytes())?;
+            match conv {
+                Converted::AsRead(l) => bufs.give(l),
+                Converted::Owned(v) => outs.give_buf(v),
+                Converted::Bytes(b) => drop(b),
+            }
             t.release_source();
             budget.release(t.source_bytes());
             progress(i + 1, total);

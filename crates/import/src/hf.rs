@@ -185,6 +185,7 @@ pub fn read_safetensors(path: &Path) -> Result<Vec<StTensor>> {
     let st = safetensors::SafeTensors::deserialize(&map)
         .map_err(|e| bad(format!("not a valid safetensors file: {e}")))?;
     let base = map.as_ptr() as usize;
+    let file = Arc::new(path.to_path_buf());
     let mut out = Vec::new();
     for (name, view) in st.tensors() {
         let dtype = match view.dtype() {
@@ -204,6 +205,7 @@ pub fn read_safetensors(path: &Path) -> Result<Vec<StTensor>> {
             dtype,
             piece: Piece {
                 map: map.clone(),
+                path: file.clone(),
                 start,
                 shape: view.shape().to_vec(),
             },

@@ -31,6 +31,7 @@
 //! ```
 
 mod convert;
+mod direct;
 mod error;
 pub mod hf;
 pub mod hf_tokenizer;
@@ -44,7 +45,7 @@ pub mod spm_model;
 pub mod tiktoken;
 mod tokmeta;
 
-pub use convert::{convert, convert_with};
+pub use convert::{convert, convert_with, convert_with_io, Io};
 pub use error::{Error, ErrorKind, Result};
 pub use hparams::{HParams, RopeScaling};
 pub use plan::{to_f32, DType, Layout, OutType, Plan, Source, SrcTensor};

@@ -41,16 +41,27 @@ impl DType {
 #[derive(Clone)]
 pub struct Piece {
     pub map: Arc<memmap2::Mmap>,
-    /// Byte offset of the first element in the map.
+    /// The file `map` maps (`convert` may read it directly instead).
+    pub path: Arc<PathBuf>,
+    /// Byte offset of the first element in the map (and the file).
     pub start: usize,
     /// Torch order (slowest dimension first).
     pub shape: Vec<usize>,
 }
 
 impl Piece {
+    /// Bytes of the piece's elements.
+    pub fn len(&self, dtype: DType) -> usize {
+        self.shape.iter().product::<usize>() * dtype.size()
+    }
+
+    /// True for a piece of no elements.
+    pub fn is_empty(&self) -> bool {
+        self.shape.contains(&0)
+    }
+
     fn bytes(&self, dtype: DType) -> &[u8] {
-        let n: usize = self.shape.iter().product();
-        &self.map[self.start..self.start + n * dtype.size()]
+        &self.map[self.start..self.start + self.len(dtype)]
     }
 }
 
@@ -192,6 +203,19 @@ impl SrcTensor {
 
     /// The tensor's bytes in its source type, in GGUF (row-major) order.
     pub fn raw(&self) -> Result<Cow<'_, [u8]>> {
+        match &self.source {
+            Source::Pieces { dtype, pieces, .. } => {
+                let bytes: Vec<&[u8]> = pieces.iter().map(|p| p.bytes(*dtype)).collect();
+                self.assemble(&bytes)
+            }
+            Source::F32(_) => self.assemble(&[]),
+        }
+    }
+
+    /// [`SrcTensor::raw`] from the bytes of each piece (`bytes[i]` holds
+    /// piece i's bytes: its shape times the element size) however the
+    /// caller read them.
+    pub fn assemble<'b>(&self, bytes: &[&'b [u8]]) -> Result<Cow<'b, [u8]>> {
         let (dtype, pieces, layout) = match &self.source {
             Source::F32(v) => {
                 return Ok(Cow::Owned(v.iter().flat_map(|x| x.to_le_bytes()).collect()))
@@ -204,10 +228,22 @@ impl SrcTensor {
         };
         let es = dtype.size();
         let bad = |d: String| Error::bad(&self.origin, format!("tensor {}: {d}", self.name));
+        if bytes.len() != pieces.len()
+            || pieces
+                .iter()
+                .zip(bytes)
+                .any(|(p, b)| p.len(dtype) != b.len())
+        {
+            return Err(bad(format!(
+                "{} pieces of source bytes given for {} pieces",
+                bytes.len(),
+                pieces.len()
+            )));
+        }
         match layout {
-            Layout::Plain => Ok(Cow::Borrowed(pieces[0].bytes(dtype))),
+            Layout::Plain => Ok(Cow::Borrowed(bytes[0])),
             Layout::Permute { n_head } => {
-                let src = pieces[0].bytes(dtype);
+                let src = bytes[0];
                 let rows = self.shape[0];
                 let n_head = *n_head;
                 if n_head == 0 || !rows.is_multiple_of(2 * n_head) {
@@ -234,8 +270,8 @@ impl SrcTensor {
             }
             Layout::Join { axis: 0 } => {
                 let mut out = Vec::with_capacity(self.n_elements() * es);
-                for p in pieces {
-                    out.extend_from_slice(p.bytes(dtype));
+                for b in bytes {
+                    out.extend_from_slice(b);
                 }
                 Ok(Cow::Owned(out))
             }
@@ -243,9 +279,9 @@ impl SrcTensor {
                 let rows = self.shape[0];
                 let mut out = Vec::with_capacity(self.n_elements() * es);
                 for r in 0..rows {
-                    for p in pieces {
+                    for (p, b) in pieces.iter().zip(bytes) {
                         let w = p.shape[1..].iter().product::<usize>() * es;
-                        out.extend_from_slice(&p.bytes(dtype)[r * w..(r + 1) * w]);
+                        out.extend_from_slice(&b[r * w..(r + 1) * w]);
                     }
                 }
                 Ok(Cow::Owned(out))
@@ -318,8 +354,9 @@ pub fn to_f32(dtype: DType, bytes: &[u8]) -> Vec<f32> {
 }
 
 /// Decodes little-endian `bytes` of `dtype` into `out` (cleared first;
-/// its allocation is reused). One pass, no zero-fill: bf16 is a shift the
-/// compiler vectorises (NaN quieted as `bf16::to_f32` does); f16 goes
+/// its allocation is reused). bf16 goes through the kernels' row
+/// dequantizer (AVX-512 / AVX2 when the CPU has them; NaN quieted as
+/// `bf16::to_f32` does); f16 goes
 /// through `half`'s slice conversion (F16C / FP16 instructions when the CPU
 /// has them, detected at run time), a stack block at a time.
 fn decode_into(dtype: DType, bytes: &[u8], out: &mut Vec<f32>) {
@@ -331,13 +368,11 @@ fn decode_into(dtype: DType, bytes: &[u8], out: &mut Vec<f32>) {
                 .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
         ),
         DType::BF16 => {
-            out.resize(bytes.len() / 2, 0.0);
-            for (d, c) in out.iter_mut().zip(bytes.chunks_exact(2)) {
-                let b = u16::from_le_bytes([c[0], c[1]]) as u32;
-                // `bf16::to_f32` without its branch, so the loop vectorises.
-                let quiet = if b & 0x7fff > 0x7f80 { 0x40 } else { 0 };
-                *d = f32::from_bits((b | quiet) << 16);
-            }
+            let n = bytes.len() / 2;
+            out.resize(n, 0.0);
+            cria_kernels::Cpu::get()
+                .dequantize_row(GgmlType::BF16, &bytes[..2 * n], out)
+                .expect("2 bytes per element given for each element asked");
         }
         DType::F16 => {
             const BLOCK: usize = 512;
@@ -363,12 +398,7 @@ const TASK: usize = 1 << 18;
 const BLOCK: usize = 1 << 12;
 
 /// The tensor's bytes as `ty` (F32, F16, BF16 or Q8_0), converted in
-/// tasks of [`TASK`] elements spread over `pool`. Each task decodes
-/// [`BLOCK`] elements at a time to f32 and encodes them with the kernels'
-/// reference quantizers (byte-identical to ggml's), so memory holds the
-/// output and a block of f32 per thread, and the bytes do not depend on
-/// the thread count: every element (and every Q8_0 block, all inside one
-/// task) is converted on its own.
+/// tasks of [`TASK`] elements spread over `pool`; see [`encode_into`].
 pub fn encode<'a>(
     dtype: DType,
     raw: Cow<'a, [u8]>,
@@ -378,14 +408,26 @@ pub fn encode<'a>(
     if ty == dtype.ggml() {
         return raw;
     }
+    let mut out = Vec::new();
+    encode_into(dtype, &raw, ty, pool, &mut out);
+    Cow::Owned(out)
+}
+
+/// Converts `src` (elements of `dtype`) to `ty` into `out`, which is
+/// resized to the output's length: a reused buffer of that length is
+/// written over without being cleared (every byte is written), so its
+/// pages need no fresh zeroing. Each task of [`TASK`] elements decodes
+/// [`BLOCK`] elements at a time to f32 and encodes them with the kernels'
+/// quantizers (byte-identical to ggml's), so memory holds the output and a
+/// block of f32 per thread, and the bytes do not depend on the thread
+/// count: every element (and every Q8_0 block, all inside one task) is
+/// converted on its own.
+pub fn encode_into(dtype: DType, src: &[u8], ty: GgmlType, pool: &ThreadPool, out: &mut Vec<u8>) {
     let es = dtype.size();
-    let n = raw.len() / es;
+    let n = src.len() / es;
     let bytes = |k: usize| ty.bytes_for(k as u64).unwrap_or(0) as usize;
-    // Zeroed by the allocator (fresh pages for a large tensor), not by a
-    // separate pass over the output.
-    let mut out = vec![0u8; bytes(n)];
-    let src: &[u8] = &raw;
-    pool.for_each_chunk_mut(&mut out, bytes(TASK), |i, dst| {
+    out.resize(bytes(n), 0);
+    pool.for_each_chunk_mut(out, bytes(TASK), |i, dst| {
         let from = i * TASK * es;
         let src = &src[from..(from + TASK * es).min(src.len())];
         let mut x = Vec::with_capacity(BLOCK);
@@ -398,7 +440,6 @@ pub fn encode<'a>(
             at += len;
         }
     });
-    Cow::Owned(out)
 }
 
 #[cfg(test)]

@@ -65,6 +65,7 @@ pub fn read_mapped(path: &Path, map: std::sync::Arc<memmap2::Mmap>) -> Result<Ve
     };
     let dict =
         pickle::read_state_dict(&pickle_bytes).map_err(|e| bad(format!("{pkl_name}: {e}")))?;
+    let file = std::sync::Arc::new(path.to_path_buf());
     let mut out = Vec::with_capacity(dict.len());
     for (name, t) in dict {
         let entry_name = format!("{prefix}data/{}", t.storage.key);
@@ -101,6 +102,7 @@ pub fn read_mapped(path: &Path, map: std::sync::Arc<memmap2::Mmap>) -> Result<Ve
             dtype: t.storage.dtype,
             piece: Piece {
                 map: map.clone(),
+                path: file.clone(),
                 start: (start + t.offset * es) as usize,
                 shape: t.shape,
             },

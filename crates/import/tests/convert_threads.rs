@@ -1,6 +1,7 @@
-//! `cria convert` on several threads writes the same bytes as on one, and
-//! those bytes are each tensor converted serially, element by element
-//! (whole-tensor `quantize_row`), from its source bytes in GGUF order.
+//! `cria convert` on several threads writes the same bytes as on one,
+//! reading the source with O_DIRECT or through the map, and those bytes
+//! are each tensor converted serially, element by element (whole-tensor
+//! `quantize_row`), from its source bytes in GGUF order.
 //!
 //! The folder is the llama2 family fixture (2 layers, a 32000 x 128
 //! embedding of 4 Mi elements: 16 pool tasks; q/k rows to un-permute),
@@ -10,7 +11,7 @@
 mod common;
 
 use cria_gguf::{GgmlType, GgufFile};
-use cria_import::{convert_with, OutType};
+use cria_import::{convert_with, convert_with_io, Io, OutType};
 use std::path::Path;
 
 /// The llama2 fixture folder with its weights stored as `dtype`.
@@ -81,10 +82,16 @@ fn convert_bytes_do_not_depend_on_threads_and_match_serial_conversion() {
         ] {
             let what = format!("{dtype} -> {name}");
             let mut first: Option<Vec<u8>> = None;
-            for threads in [1, 3] {
+            // Direct I/O (O_DIRECT reads into pooled buffers and staged
+            // writes, where the file system allows it) and the page cache
+            // (the map, buffered writes): the same bytes.
+            let runs = [(1, Io::Direct), (3, Io::Direct), (3, Io::PageCache)];
+            for (threads, io) in runs {
+                let what = format!("{what} ({io:?})");
                 let out = tmp.path().join(format!("{dtype}.{name}.{threads}.gguf"));
                 let mut calls = Vec::new();
-                convert_with(&dir, &out, outtype, threads, &mut |d, t| calls.push((d, t))).unwrap();
+                let mut progress = |d, t| calls.push((d, t));
+                convert_with_io(&dir, &out, outtype, threads, io, &mut progress).unwrap();
                 let n = calls.len();
                 assert!(n > 20, "{what}: progress after each tensor ({n} calls)");
                 assert_eq!(calls, (1..=n).map(|d| (d, n)).collect::<Vec<_>>(), "{what}");

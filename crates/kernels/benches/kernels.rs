@@ -5,7 +5,8 @@
 //! attention over an f16 cache, the training GEMM (f32 and Q4_1 B, per ISA
 //! and beside its reference), and the SIMD row ops (exp, softmax, SiLU,
 //! RMS norm) next to their references, and the Q4_0 cache quantizers
-//! (llama.cpp's plain rounding and cria's scale search). Throughput is in FLOPs (criterion
+//! (llama.cpp's plain rounding and cria's scale search), and the Q8_0 row
+//! quantizer (`convert --outtype q8_0`) per ISA. Throughput is in FLOPs (criterion
 //! prints it as "elem/s": read Gelem/s as GFLOPS), elements for the row ops.
 //!
 //!     cargo bench -p cria-kernels --bench kernels
@@ -13,9 +14,9 @@
 use cria_kernels::{
     attend_f16, attend_scalar, dot_f16, dot_f16_scalar, dot_scalar, exp_inplace, gemm_reference,
     gemm_with, matmul, matmul_f32_with, matmul_packed, matmul_with, quantize_q4_0,
-    quantize_q4_0_lsq, quantize_q4_0_lsq_scalar, rmsnorm, rmsnorm_scalar, silu_mul,
-    silu_mul_scalar, softmax, softmax_scalar, Cpu, GgmlType, KvHead, MatRef, PackedMatrix, QMatrix,
-    Rhs, ThreadPool,
+    quantize_q4_0_lsq, quantize_q4_0_lsq_scalar, quantize_row_on, rmsnorm, rmsnorm_scalar,
+    silu_mul, silu_mul_scalar, softmax, softmax_scalar, Cpu, GgmlType, KvHead, MatRef,
+    PackedMatrix, QMatrix, Rhs, ThreadPool,
 };
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use rand::{Rng, SeedableRng};
@@ -353,8 +354,28 @@ fn bench_kv_quant(c: &mut Criterion) {
     g.finish();
 }
 
+/// The Q8_0 row quantizer at a 7B row (4096) per ISA, `Scalar` being the
+/// reference; bf16-rounded inputs as `convert` feeds it. Throughput in
+/// elements.
+fn bench_q8_0(c: &mut Criterion) {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(8);
+    let x: Vec<f32> = (0..4096)
+        .map(|_| half::bf16::from_f32(rng.gen_range(-0.05f32..0.05)).to_f32())
+        .collect();
+    let mut q = vec![0u8; 4096 / 32 * 34];
+    let mut g = c.benchmark_group("quantize_q8_0");
+    g.throughput(Throughput::Elements(x.len() as u64));
+    for cpu in Cpu::all_available() {
+        g.bench_function(format!("{:?}", cpu.isa()), |b| {
+            b.iter(|| quantize_row_on(cpu, GgmlType::Q8_0, black_box(&x), None, &mut q).unwrap())
+        });
+    }
+    g.finish();
+}
+
 criterion_group!(
     benches,
+    bench_q8_0,
     bench_kv_quant,
     bench_gemm,
     bench_dot,

@@ -69,7 +69,7 @@ pub fn dequantize_row(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<()> {
 
 impl Cpu {
     /// [`dequantize_row`] using this CPU's SIMD dequantizer where there is
-    /// one (Q4_0, Q4_1, Q8_0 on AVX2 and AVX-512); bit-identical output.
+    /// one (Q4_0, Q4_1, Q8_0, BF16 on AVX2 and AVX-512); bit-identical output.
     pub fn dequantize_row(self, ty: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<()> {
         let expected = row_bytes(ty, dst.len())?;
         if src.len() != expected {

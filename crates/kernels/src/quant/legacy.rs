@@ -4,11 +4,24 @@
 
 use super::fp16;
 
-/// C's `(int8_t)f` as gcc compiles it on x86-64 for values in range:
-/// truncate toward zero, keep the low byte.
+/// C's float-to-integer cast as gcc compiles it on x86-64 (`cvttss2si`,
+/// 32 bits): truncate toward zero; NaN and anything outside the i32 range
+/// give 0x8000_0000 (Rust's `as` saturates instead, which differs for
+/// +inf and values >= 2^31: they reach here when `1 / d` overflows for a
+/// block of tiny values).
+#[inline]
+pub(super) fn c_cvtt(f: f32) -> i32 {
+    if f >= 2_147_483_648.0 || f.is_nan() {
+        i32::MIN
+    } else {
+        f as i32
+    }
+}
+
+/// C's `(int8_t)f`: [`c_cvtt`], keep the low byte.
 #[inline]
 fn trunc_i8(f: f32) -> i32 {
-    (f as i32) as i8 as i32
+    c_cvtt(f) as i8 as i32
 }
 
 /// The element of largest magnitude (the first one on ties), and that
@@ -102,16 +115,26 @@ pub(super) fn q5_1(x: &[f32], y: &mut [u8]) {
     y[2..4].copy_from_slice(&fp16(min));
     let (qh, qs) = y[4..].split_at_mut(4);
     // C's `(uint8_t)f`: truncate, low byte.
-    put_q5(|j| ((x[j] - min) * id + 0.5) as i32 as u8, qh, qs);
+    put_q5(|j| c_cvtt((x[j] - min) * id + 0.5) as u8, qh, qs);
 }
 
-/// Q8_0: d = amax / 127; q = round-half-away(x / d).
+/// Q8_0: d = amax / 127; q = (int8_t)roundf(x / d), round half away from
+/// zero. The reference for [`super::q8_0_fast`], bit for bit ggml's for
+/// every input, NaN and infinities included (tests/fixtures/quant/
+/// q8_0-edges.txt).
 pub(super) fn q8_0(x: &[f32], y: &mut [u8]) {
-    let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+    // ggml's `MAX(amax, fabsf(v))` is `amax > a ? amax : a`: a NaN replaces
+    // amax, and the next element replaces the NaN (f32::max would skip it).
+    let mut amax = 0f32;
+    for &v in x {
+        let a = v.abs();
+        amax = if amax > a { amax } else { a };
+    }
     let d = amax / 127.0;
+    // A NaN d is "true" in C, so id is NaN too.
     let id = if d != 0.0 { 1.0 / d } else { 0.0 };
     y[0..2].copy_from_slice(&fp16(d));
     for (q, &v) in y[2..34].iter_mut().zip(x) {
-        *q = (v * id).round() as i32 as i8 as u8;
+        *q = c_cvtt((v * id).round()) as u8;
     }
 }

@@ -30,6 +30,7 @@ mod iq4;
 mod kquants;
 mod kweighted;
 mod legacy;
+mod q8_0_fast;
 
 pub(crate) use iq4::KVALUES_IQ4NL;
 
@@ -46,8 +47,14 @@ pub(crate) fn nearest_int(f: f32) -> i32 {
 }
 
 /// f32 to f16 bits, round to nearest even (ggml's `GGML_FP32_TO_FP16`).
+/// ggml's software conversion writes every NaN as 0x7e00 with its sign
+/// (`half` and F16C keep the payload's top bits), so NaN is special-cased.
 #[inline]
 pub(crate) fn fp16(x: f32) -> [u8; 2] {
+    if x.is_nan() {
+        let sign = ((x.to_bits() >> 16) & 0x8000) as u16;
+        return (0x7e00 | sign).to_le_bytes();
+    }
     half::f16::from_f32(x).to_bits().to_le_bytes()
 }
 
@@ -101,6 +108,19 @@ pub fn quantize_row(
     weights: Option<&[f32]>,
     dst: &mut [u8],
 ) -> Result<()> {
+    quantize_row_on(crate::simd::Cpu::get(), ty, x, weights, dst)
+}
+
+/// [`quantize_row`] on `cpu`'s instruction set: the same bytes on every
+/// one (Q8_0 has SIMD paths, [`crate::Isa::Scalar`] is the reference).
+/// Benches and tests use it to compare them.
+pub fn quantize_row_on(
+    cpu: crate::simd::Cpu,
+    ty: GgmlType,
+    x: &[f32],
+    weights: Option<&[f32]>,
+    dst: &mut [u8],
+) -> Result<()> {
     if !can_quantize(ty) {
         return Err(ErrorKind::UnsupportedType(ty).into());
     }
@@ -127,7 +147,7 @@ pub fn quantize_row(
             }
         }
         // ggml's Q8_0 ignores the importance matrix.
-        (Q8_0, _) => blocks(x, dst, 32, 34, legacy::q8_0),
+        (Q8_0, _) => q8_0_fast::row(cpu, x, dst),
         (Q4_0, None) => blocks(x, dst, 32, 18, legacy::q4_0),
         (Q4_1, None) => blocks(x, dst, 32, 20, legacy::q4_1),
         (Q5_0, None) => blocks(x, dst, 32, 22, legacy::q5_0),

@@ -231,3 +231,54 @@ pub(super) unsafe fn dequant_q8_0_avx2(src: &[u8], dst: &mut [f32]) {
         }
     }
 }
+
+/// bf16 to f32 as `half::bf16::to_f32` (the scalar dequantizer): the bits
+/// shifted up 16, a NaN made quiet (0x0040 set) on the way.
+///
+/// # Safety
+/// The CPU must support AVX-512F.
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn dequant_bf16_avx512(src: &[u8], dst: &mut [f32]) {
+    let n = dst.len().min(src.len() / 2);
+    let full = n / 16 * 16;
+    let (abs, inf, quiet) = (
+        _mm512_set1_epi32(0x7fff),
+        _mm512_set1_epi32(0x7f80),
+        _mm512_set1_epi32(0x40),
+    );
+    let mut i = 0;
+    while i < full {
+        let h = _mm256_loadu_si256(src.as_ptr().add(2 * i) as *const __m256i);
+        let v = _mm512_cvtepu16_epi32(h);
+        let nan = _mm512_cmpgt_epi32_mask(_mm512_and_si512(v, abs), inf);
+        let v = _mm512_mask_or_epi32(v, nan, v, quiet);
+        _mm512_storeu_si512(dst.as_mut_ptr().add(i).cast(), _mm512_slli_epi32::<16>(v));
+        i += 16;
+    }
+    super::bf16_tail(&src[2 * full..], &mut dst[full..n]);
+}
+
+/// As [`dequant_bf16_avx512`], 8 lanes.
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[target_feature(enable = "avx2")]
+pub(super) unsafe fn dequant_bf16_avx2(src: &[u8], dst: &mut [f32]) {
+    let n = dst.len().min(src.len() / 2);
+    let full = n / 8 * 8;
+    let (abs, inf, quiet) = (
+        _mm256_set1_epi32(0x7fff),
+        _mm256_set1_epi32(0x7f80),
+        _mm256_set1_epi32(0x40),
+    );
+    let mut i = 0;
+    while i < full {
+        let h = _mm_loadu_si128(src.as_ptr().add(2 * i) as *const __m128i);
+        let v = _mm256_cvtepu16_epi32(h);
+        let nan = _mm256_cmpgt_epi32(_mm256_and_si256(v, abs), inf);
+        let v = _mm256_or_si256(v, _mm256_and_si256(nan, quiet));
+        _mm256_storeu_si256(dst.as_mut_ptr().add(i).cast(), _mm256_slli_epi32::<16>(v));
+        i += 8;
+    }
+    super::bf16_tail(&src[2 * full..], &mut dst[full..n]);
+}
