@@ -12,7 +12,7 @@ use crate::imatrix::Imatrix;
 use crate::mix::Mix;
 use crate::rules::{self, ModelInfo, Overrides};
 use cria_gguf::{GgmlType, GgufFile, GgufWriter, Metadata, TensorInfo, Value};
-use cria_kernels::{dequantize_row, quantize_row, row_bytes, ThreadPool};
+use cria_kernels::{quantize_row, row_bytes, Cpu, ThreadPool};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -319,7 +319,9 @@ fn convert(
             let r0 = i * rows_per_task;
             let nr = chunk.len() / cols;
             let s = &src[r0 * src_row..(r0 + nr) * src_row];
-            if let Err(e) = dequantize_row(t.ty, s, chunk) {
+            // The SIMD dequantizer where there is one (F16, BF16, ...):
+            // the same bits as the reference.
+            if let Err(e) = Cpu::get().dequantize_row(t.ty, s, chunk) {
                 fail(e.into());
             }
         });

@@ -154,6 +154,8 @@ pub(crate) fn row_dequantizer(cpu: Cpu, ty: cria_gguf::GgmlType) -> Option<RowFn
             (Isa::Avx2, Q8_0) => |s, d| unsafe { x86::dequant_q8_0_avx2(s, d) },
             (Isa::Avx512, BF16) => |s, d| unsafe { x86::dequant_bf16_avx512(s, d) },
             (Isa::Avx2, BF16) => |s, d| unsafe { x86::dequant_bf16_avx2(s, d) },
+            (Isa::Avx512, F16) if f16c() => |s, d| unsafe { x86::dequant_f16_avx512(s, d) },
+            (Isa::Avx2, F16) if f16c() => |s, d| unsafe { x86::dequant_f16_avx2(s, d) },
             _ => return None,
         };
         Some(f)
@@ -172,6 +174,20 @@ fn bf16_tail(src: &[u8], dst: &mut [f32]) {
     for (c, y) in src.chunks_exact(2).zip(dst) {
         *y = half::bf16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f32();
     }
+}
+
+/// The elements of an F16 row past the last full vector.
+#[cfg(target_arch = "x86_64")]
+fn f16_tail(src: &[u8], dst: &mut [f32]) {
+    for (c, y) in src.chunks_exact(2).zip(dst) {
+        *y = half::f16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f32();
+    }
+}
+
+/// Whether the CPU has F16C (the F16 row dequantizers' conversion).
+#[cfg(target_arch = "x86_64")]
+fn f16c() -> bool {
+    std::is_x86_feature_detected!("f16c")
 }
 
 /// Dot product on the best ISA of this machine.
@@ -269,24 +285,28 @@ mod tests {
         }
     }
 
-    /// The BF16 row dequantizers give the scalar one's bits for every
-    /// bf16 pattern (NaNs quieted, subnormals, both zeros), on lengths that
+    /// The BF16 and F16 row dequantizers give the scalar one's bits for
+    /// every 16-bit pattern (NaNs, subnormals, both zeros), on lengths that
     /// leave every tail size.
     #[test]
     fn bf16_rows_match_scalar_for_every_pattern() {
         let src: Vec<u8> = (0..=u16::MAX).flat_map(|b| b.to_le_bytes()).collect();
-        for cpu in Cpu::all_available() {
+        for (cpu, ty) in Cpu::all_available().into_iter().flat_map(|c| {
+            [
+                (c, cria_gguf::GgmlType::BF16),
+                (c, cria_gguf::GgmlType::F16),
+            ]
+        }) {
             for n in [65536usize, 65535, 65521, 17, 16, 15, 9, 8, 7, 1, 0] {
                 let (s, mut want) = (&src[2 * (65536 - n)..], vec![0f32; n]);
-                crate::dequantize_row(cria_gguf::GgmlType::BF16, s, &mut want).unwrap();
+                crate::dequantize_row(ty, s, &mut want).unwrap();
                 let mut got = vec![f32::NAN; n];
-                cpu.dequantize_row(cria_gguf::GgmlType::BF16, s, &mut got)
-                    .unwrap();
+                cpu.dequantize_row(ty, s, &mut got).unwrap();
                 for (i, (g, w)) in got.iter().zip(&want).enumerate() {
                     assert_eq!(
                         g.to_bits(),
                         w.to_bits(),
-                        "{:?} n {n} element {i}",
+                        "{:?} {ty:?} n {n} element {i}",
                         cpu.isa()
                     );
                 }
