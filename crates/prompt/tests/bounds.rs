@@ -199,8 +199,12 @@ fn raise_exception_reaches_the_caller() {
 
 #[test]
 fn the_caller_waits_at_most_the_deadline() {
+    // Empty loops touch none of the checks that stop a render at its
+    // deadline; with fuel for billions of steps the caller gives up first
+    // (250 ms after the deadline, for a render's own last step).
     let limits = Limits {
         time: Duration::from_millis(1),
+        fuel: 1 << 40,
         ..Limits::default()
     };
     let src = "{% for i in range(10000) %}{% for j in range(10000) %}{% endfor %}{% endfor %}";
