@@ -12,7 +12,9 @@ entry; both engines' stored values sit ~0.06 % below their printed PPL,
 alike). From the output alone, chunk i's mean log-likelihood is
 i ln PPL_i - (i-1) ln PPL_(i-1) of the running values "[i]PPL_i" (printed
 to 4 decimals: under 5e-4 nats of error per chunk at 100 chunks, against
-chunk-to-chunk differences of ~7e-3 between the engines).
+chunk-to-chunk differences of ~7e-3 between the engines). If one output
+has fewer chunks (a run stopped early), the chunks both have are paired and
+the output says so.
 
 Prints both perplexities from the stored values, the relative gap
 PPL(B)/PPL(A) - 1, and its standard error two ways: from per-token log-prob
@@ -61,7 +63,11 @@ def chunk_nll(path):
 def main_logs(a, b):
     ca, cb = chunk_nll(a), chunk_nll(b)
     if len(ca) != len(cb):
-        sys.exit(f"{len(ca)} chunks against {len(cb)}")
+        # A run stopped early: chunks are scored independently, so the first
+        # k chunks of both runs still pair exactly.
+        n = min(len(ca), len(cb))
+        print(f"A has {len(ca)} chunks, B {len(cb)}: pairing the first {n}")
+        ca, cb = ca[:n], cb[:n]
     d = cb - ca
     se = d.std(ddof=1) / np.sqrt(len(d))
     print(f"chunks {len(d)}: PPL A {np.exp(ca.mean()):.4f}  PPL B {np.exp(cb.mean()):.4f}"
