@@ -77,8 +77,19 @@ pub(super) fn make_qx_quants(
     // on each other, so they are computed together (on AVX-512, 16 at a
     // time), then taken in ggml's order.
     let mut c = QxCands::default();
-    let w: Vec<f32> = (0..n).map(weight).collect();
-    qx_candidates(nmax, x, &w, max, &mut c);
+    // The weights once per group, on the stack (every caller's group is at
+    // most 32 long: this runs once per 16 or 32 values of every tensor).
+    let (mut stack, mut heap) = ([0f32; 32], Vec::new());
+    let w: &mut [f32] = if n <= 32 {
+        &mut stack[..n]
+    } else {
+        heap.resize(n, 0f32);
+        &mut heap
+    };
+    for (i, w) in w.iter_mut().enumerate() {
+        *w = weight(i);
+    }
+    qx_candidates(nmax, x, w, max, &mut c);
     let mut chosen = None;
     for (k, is) in QX_STEPS.iter().enumerate() {
         let (sumlx, suml2) = (c.sumlx[k], c.suml2[k]);
