@@ -31,9 +31,14 @@ pub struct Scratch {
     proj: Vec<f32>, // (n_batch, dim) output of Wo or Wdown
     gate: Vec<f32>, // (n_batch, ffn_dim)
     up: Vec<f32>,   // (n_batch, ffn_dim)
-    /// The batch's attention split into tasks, and their ranges of `att`.
+    /// The batch's attention split into tasks, and each one's range of
+    /// its output (see [`plan_attention`]).
     att_tasks: Vec<AttTask>,
     att_ranges: Vec<(usize, usize)>,
+    /// Whether the tasks' outputs go through `att_tmp` (some task holds
+    /// several rows but not all heads), and that buffer: (n_batch, q_dim).
+    att_scatter: bool,
+    att_tmp: Vec<f32>,
     /// (rope_dim / 2) inverse frequencies, with rope_freqs and scaling folded in.
     inv_freq: Vec<f32>,
     /// (n_batch, rope_dim / 2) (sin, cos) of each row's angles.
@@ -58,6 +63,8 @@ impl Scratch {
             up: vec![0.0; n * cfg.ffn_dim],
             att_tasks: Vec::new(),
             att_ranges: Vec::new(),
+            att_scatter: false,
+            att_tmp: vec![0.0; n * cfg.q_dim()],
             inv_freq: inverse_frequencies(cfg, w.rope_freqs.as_deref()),
             rope_sc: vec![(0.0, 0.0); n * (cfg.rope_dim / 2)],
             out_seqs: Vec::new(),
@@ -291,7 +298,7 @@ fn forward_batch(
             &mut s.x[i * dim..(i + 1) * dim],
         )?;
     }
-    plan_attention(
+    s.att_scatter = plan_attention(
         cfg,
         rows,
         pool.threads(),
@@ -370,7 +377,7 @@ fn forward_batch(
                     hadamard(x, n);
                 }
             };
-            for_rows(pool, &mut s.q[..n * qd], qd, rope);
+            // The queries are rotated by the attention tasks, in parallel.
             for_rows(pool, &mut s.k[..n * kvd], kvd, rope);
             if (0..n).any(|i| rotation(i).1.is_some()) {
                 for_rows(pool, &mut s.v[..n * kvd], kvd, |i, v| {
@@ -489,8 +496,9 @@ fn dequant(m: &Matrix, src: &[u8], dst: &mut [f32]) -> Result<()> {
 }
 
 /// A share of one layer's attention: rows `r0..r1` (of one sequence, in
-/// position order) and heads `h0..h1`; either one row or all heads, so its
-/// output is one contiguous range of `att` ((n, q_dim)).
+/// position order) and heads `h0..h1`. Its output is (rows, heads) in row
+/// order: a contiguous range of `att` ((n, q_dim)) when it holds one row
+/// or all heads, otherwise written apart and scattered (see [`attention`]).
 #[derive(Copy, Clone, Debug)]
 struct AttTask {
     r0: usize,
@@ -499,30 +507,26 @@ struct AttTask {
     h1: usize,
 }
 
-/// Splits a batch's attention into tasks for `threads` threads, stored in
-/// `tasks` with their ranges of `att` in `ranges`, biggest first. Rows of
-/// one sequence go in groups of up to 4, so each key and value is loaded
-/// once for 4 rows x every query head of its KV head. With few rows
-/// (generation) each row's heads are cut into a few contiguous ranges
-/// ([`head_pieces`]); a range reads each KV head it touches once for all
-/// its query heads, so one row at 2 threads reads its cache about 1.3
-/// times, not once per query head. How the work is split never changes
-/// the bits (see [`cria_kernels::attend`]).
-fn plan_attention(
-    cfg: &LlamaConfig,
-    rows: &[BatchRow],
-    threads: usize,
-    tasks: &mut Vec<AttTask>,
-    ranges: &mut Vec<(usize, usize)>,
-) {
-    let (n, nh, qd, hd) = (rows.len(), cfg.n_heads, cfg.q_dim(), cfg.head_dim);
-    // Enough groups for the threads to share, up to 4 rows each.
-    let max_rows = (n / (8 * threads.max(1))).clamp(1, 4);
+impl AttTask {
+    fn len(&self, head_dim: usize) -> usize {
+        (self.r1 - self.r0) * (self.h1 - self.h0) * head_dim
+    }
+}
+
+/// Most rows of one sequence attended together (one read of each key and
+/// value for all of them) in a batch of many rows (a prompt), and in one
+/// of few rows, whose groups are then cut by heads for the threads.
+const GROUP_ROWS: usize = 4;
+const FEW_GROUP_ROWS: usize = 16;
+
+/// `tasks` = the rows in groups of up to `most` consecutive rows of one
+/// sequence, all heads each.
+fn group_rows(rows: &[BatchRow], most: usize, nh: usize, tasks: &mut Vec<AttTask>) {
     tasks.clear();
     let mut r0 = 0;
-    while r0 < n {
+    while r0 < rows.len() {
         let mut r1 = r0 + 1;
-        while r1 < n && r1 - r0 < max_rows && rows[r1].seq == rows[r0].seq {
+        while r1 < rows.len() && r1 - r0 < most && rows[r1].seq == rows[r0].seq {
             r1 += 1;
         }
         tasks.push(AttTask {
@@ -533,42 +537,73 @@ fn plan_attention(
         });
         r0 = r1;
     }
+}
+
+/// Splits a batch's attention into tasks for `threads` threads, stored in
+/// `tasks` biggest first, with each one's range of output in `ranges`.
+/// Rows of one sequence go in groups of up to [`GROUP_ROWS`], so each key
+/// and value is loaded once for the group's rows x every query head of its
+/// KV head. With few groups (generation, a speculative verification) each
+/// group's heads are cut into a few contiguous ranges ([`head_pieces`]); a
+/// range reads each KV head it touches once for all its rows and query
+/// heads, so one row at 2 threads reads its cache about 1.3 times, not once
+/// per query head, and the 5 rows of a verification read it once between
+/// them, not once each. How the work is split never changes the bits (see
+/// [`cria_kernels::attend`]).
+///
+/// The ranges lay the tasks' outputs end to end in (row, head) order, which
+/// is `att`'s own layout unless a task holds several rows but not all
+/// heads: then (the return value is true) the outputs are written apart
+/// and copied into place.
+fn plan_attention(
+    cfg: &LlamaConfig,
+    rows: &[BatchRow],
+    threads: usize,
+    tasks: &mut Vec<AttTask>,
+    ranges: &mut Vec<(usize, usize)>,
+) -> bool {
+    let (nh, hd) = (cfg.n_heads, cfg.head_dim);
+    group_rows(rows, GROUP_ROWS, nh, tasks);
     if threads > 1 && tasks.len() < 4 * threads {
+        group_rows(rows, FEW_GROUP_ROWS, nh, tasks);
         let groups = tasks.len();
+        let work = |t: &AttTask| rows[t.r0..t.r1].iter().map(|r| r.pos + 1).sum::<usize>();
+        let total: usize = tasks.iter().map(work).sum();
         for g in 0..groups {
             let t = tasks[g];
-            for r in t.r0..t.r1 {
-                let p = head_pieces(rows, r, threads, nh);
-                for k in 0..p {
-                    tasks.push(AttTask {
-                        r0: r,
-                        r1: r + 1,
-                        h0: k * nh / p,
-                        h1: (k + 1) * nh / p,
-                    });
-                }
+            let p = head_pieces(groups, work(&t), total, threads, nh);
+            for k in 0..p {
+                tasks.push(AttTask {
+                    h0: k * nh / p,
+                    h1: (k + 1) * nh / p,
+                    ..t
+                });
             }
         }
         tasks.drain(..groups);
     }
+    ranges.clear();
+    let mut at = 0;
+    for t in tasks.iter() {
+        ranges.push((at, at + t.len(hd)));
+        at += t.len(hd);
+    }
     // Later rows see more keys: hand them out first.
     tasks.reverse();
-    ranges.clear();
-    ranges.extend(
-        tasks
-            .iter()
-            .map(|t| (t.r0 * qd + t.h0 * hd, (t.r1 - 1) * qd + t.h1 * hd)),
-    );
+    ranges.reverse();
+    tasks
+        .iter()
+        .any(|t| t.r1 - t.r0 > 1 && (t.h0, t.h1) != (0, nh))
 }
 
-/// Into how many contiguous head ranges row `r` of a batch of few rows is
-/// cut for `threads` threads: at least enough that the rows' pieces
-/// divide evenly among the threads (rows of equal length then balance
-/// exactly: one row at 2 threads is 2 pieces, 3 rows are 6), and more for
-/// a row holding more than a thread's share of the batch's positions.
-/// Fewer pieces read fewer copies of the cache: a piece reads each KV
-/// head it touches once.
-fn head_pieces(rows: &[BatchRow], r: usize, threads: usize, nh: usize) -> usize {
+/// Into how many contiguous head ranges one of `groups` groups of rows
+/// (`work` of the batch's `total` positions to attend) is cut for
+/// `threads` threads: at least enough that the pieces divide evenly among
+/// the threads (groups of equal work then balance exactly: one row at 2
+/// threads is 2 pieces, 3 rows are 6), and more for a group holding more
+/// than a thread's share of the work. Fewer pieces read fewer copies of
+/// the cache: a piece reads each KV head it touches once.
+fn head_pieces(groups: usize, work: usize, total: usize, threads: usize, nh: usize) -> usize {
     fn gcd(a: usize, b: usize) -> usize {
         if b == 0 {
             a
@@ -576,12 +611,10 @@ fn head_pieces(rows: &[BatchRow], r: usize, threads: usize, nh: usize) -> usize 
             gcd(b, a % b)
         }
     }
-    let n = rows.len();
-    let even = threads / gcd(n, threads).max(1);
-    let total: usize = rows.iter().map(|x| x.pos + 1).sum();
+    let even = threads / gcd(groups, threads).max(1);
     // Pieces so that none holds more than a thread's share of the work.
-    let share = (rows[r].pos + 1) * threads;
-    even.max(share.div_ceil(total)).clamp(1, nh.max(1))
+    let share = (work * threads).div_ceil(total.max(1));
+    even.max(share).clamp(1, nh.max(1))
 }
 
 /// Causal attention of every (row, head) over its sequence's cache,
@@ -596,12 +629,26 @@ fn attention(
     s: &mut Scratch,
     pool: &ThreadPool,
 ) {
-    let n = rows.len();
-    let (q, tasks) = (&s.q, &s.att_tasks);
-    pool.for_each_range_mut(&mut s.att[..n * cfg.q_dim()], &s.att_ranges, |i, out| {
+    let (n, qd, hd) = (rows.len(), cfg.q_dim(), cfg.head_dim);
+    let (q, tasks, sc) = (&s.q, &s.att_tasks, &s.rope_sc);
+    let out = if s.att_scatter {
+        &mut s.att_tmp[..n * qd]
+    } else {
+        &mut s.att[..n * qd]
+    };
+    pool.for_each_range_mut(out, &s.att_ranges, |i, out| {
         let r = rows[tasks[i].r0];
-        attend_task(cfg, caches[r.seq], l, rows, tasks[i], q, out);
+        attend_task(cfg, caches[r.seq], l, rows, tasks[i], q, sc, out);
     });
+    if s.att_scatter {
+        for (t, &(a, _)) in tasks.iter().zip(&s.att_ranges) {
+            let w = (t.h1 - t.h0) * hd;
+            for (j, r) in (t.r0..t.r1).enumerate() {
+                let src = &s.att_tmp[a + j * w..a + (j + 1) * w];
+                s.att[r * qd + t.h0 * hd..r * qd + t.h1 * hd].copy_from_slice(src);
+            }
+        }
+    }
 }
 
 /// Per-thread buffers of [`attend_task`], grown on first use and then
@@ -622,7 +669,10 @@ thread_local! {
 }
 
 /// One task: for each KV head its heads read, the rows' queries of those
-/// heads attend together; `out` is the task's range of `att`.
+/// heads, rotated (rope with the rows' angles `sc`, then the cache's
+/// Hadamard rotation of keys, if any), attend together; `out` is the
+/// task's output, (rows, heads).
+#[allow(clippy::too_many_arguments)]
 fn attend_task(
     cfg: &LlamaConfig,
     cache: &KvCache,
@@ -630,12 +680,14 @@ fn attend_task(
     rows: &[BatchRow],
     t: AttTask,
     q: &[f32],
+    sc: &[(f32, f32)],
     out: &mut [f32],
 ) {
-    let (hd, qd) = (cfg.head_dim, cfg.q_dim());
+    let (hd, qd, half) = (cfg.head_dim, cfg.q_dim(), cfg.rope_dim / 2);
+    let rotation = cache.ty().rotation(hd).0;
     let per_kv = cfg.n_heads / cfg.n_kv_heads;
     let scale = 1.0 / (hd as f32).sqrt();
-    let base = t.r0 * qd + t.h0 * hd;
+    let tw = (t.h1 - t.h0) * hd;
     ATT_BUFFERS.with(|cell| {
         let b = &mut *cell.borrow_mut();
         let mut h = t.h0;
@@ -645,7 +697,13 @@ fn attend_task(
             b.q.clear();
             b.last.clear();
             for (i, r) in rows.iter().enumerate().take(t.r1).skip(t.r0) {
+                let at = b.q.len();
                 b.q.extend_from_slice(&q[i * qd + h * hd..i * qd + he * hd]);
+                let x = &mut b.q[at..];
+                rope_rotate(x, hd, &sc[i * half..(i + 1) * half]);
+                if let Some(n) = rotation {
+                    hadamard(x, n);
+                }
                 b.last.extend(std::iter::repeat_n(r.pos, he - h));
             }
             b.out.resize(b.q.len(), 0.0);
@@ -656,7 +714,7 @@ fn attend_task(
             cria_kernels::attend_window(q, last, window, keys, values, scale, s, o);
             let w = (he - h) * hd;
             for (j, src) in b.out.chunks_exact(w).enumerate() {
-                let at = (t.r0 + j) * qd + h * hd - base;
+                let at = j * tw + (h - t.h0) * hd;
                 out[at..at + w].copy_from_slice(src);
             }
             h = he;
@@ -696,24 +754,30 @@ mod tests {
     }
 
     /// Plans `rows` and checks that every (row, head) is attended exactly
-    /// once, by a task whose range of `att` is where its output goes.
+    /// once, that the tasks' ranges lay their outputs end to end, and that
+    /// they are `att`'s own places unless the plan says to scatter.
     fn plan(cfg: &LlamaConfig, rows: &[BatchRow], threads: usize) -> Vec<AttTask> {
         let (mut tasks, mut ranges) = (Vec::new(), Vec::new());
-        plan_attention(cfg, rows, threads, &mut tasks, &mut ranges);
-        let mut seen = vec![0u32; rows.len() * cfg.n_heads];
+        let scatter = plan_attention(cfg, rows, threads, &mut tasks, &mut ranges);
+        let (nh, qd, hd) = (cfg.n_heads, cfg.q_dim(), cfg.head_dim);
+        let mut seen = vec![0u32; rows.len() * nh];
+        let mut end = rows.len() * qd;
+        let mut direct = true;
         for (t, &(a, b)) in tasks.iter().zip(&ranges) {
-            assert!(t.r0 < t.r1 && t.h0 < t.h1 && t.h1 <= cfg.n_heads, "{t:?}");
-            assert!(t.r1 - t.r0 == 1 || (t.h0, t.h1) == (0, cfg.n_heads));
+            assert!(t.r0 < t.r1 && t.h0 < t.h1 && t.h1 <= nh, "{t:?}");
             assert!(rows[t.r0..t.r1].iter().all(|r| r.seq == rows[t.r0].seq));
-            let (qd, hd) = (cfg.q_dim(), cfg.head_dim);
-            assert_eq!((a, b), (t.r0 * qd + t.h0 * hd, (t.r1 - 1) * qd + t.h1 * hd));
+            assert_eq!((b, b - a), (end, t.len(hd)), "{t:?}");
+            end = a;
+            direct &= (a, b) == (t.r0 * qd + t.h0 * hd, (t.r1 - 1) * qd + t.h1 * hd);
             for r in t.r0..t.r1 {
                 for h in t.h0..t.h1 {
-                    seen[r * cfg.n_heads + h] += 1;
+                    seen[r * nh + h] += 1;
                 }
             }
         }
+        assert_eq!(end, 0);
         assert!(seen.iter().all(|&c| c == 1), "{seen:?}");
+        assert_eq!(scatter, !direct, "{tasks:?}");
         tasks
     }
 
@@ -744,6 +808,19 @@ mod tests {
         // Eight decoding rows at 2 threads: one task per row, all heads.
         let rows: Vec<BatchRow> = (0..8).map(|s| row(s, 10 * s)).collect();
         assert_eq!(plan(&cfg, &rows, 2).len(), 8);
+        // A verification (a pending token and 4 drafts): its 5 rows
+        // together, in two head ranges (4 KV-head reads, not 5 x 4).
+        let rows: Vec<BatchRow> = (0..5).map(|p| row(0, 200 + p)).collect();
+        let tasks = plan(&cfg, &rows, 2);
+        assert_eq!(tasks.len(), 2, "{tasks:?}");
+        assert!(tasks.iter().all(|t| (t.r0, t.r1) == (0, 5)), "{tasks:?}");
+        // Two sequences verifying beside a decoding one.
+        let mut rows: Vec<BatchRow> = (0..3).map(|p| row(0, 50 + p)).collect();
+        rows.push(row(1, 7));
+        rows.extend((0..6).map(|p| row(2, 900 + p)));
+        for threads in 1..=4 {
+            plan(&cfg, &rows, threads);
+        }
         // A prompt: groups of rows of one sequence.
         let rows: Vec<BatchRow> = (0..64).map(|p| row(0, p)).collect();
         let tasks = plan(&cfg, &rows, 2);
