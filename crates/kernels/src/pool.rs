@@ -45,7 +45,10 @@ struct Shared {
     epoch: AtomicU64,
     job: UnsafeCell<Option<Job>>,
     n_tasks: AtomicUsize,
-    next: AtomicUsize,
+    /// The next task to hand out, alone on its cache lines: both threads
+    /// take tasks from it, and it must not drag the lines the waiting
+    /// thread reads (`epoch`, `active`) back and forth with it.
+    next: Padded<AtomicUsize>,
     /// The epoch of the job workers may still join, 0 once `run` stops
     /// admitting them.
     open: AtomicU64,
@@ -56,6 +59,18 @@ struct Shared {
     sleeping: AtomicUsize,
     lock: Mutex<()>,
     wake: Condvar,
+}
+
+/// A value alone on its cache lines (128 bytes: the adjacent-line
+/// prefetcher moves lines in pairs).
+#[repr(align(128))]
+struct Padded<T>(T);
+
+impl<T> std::ops::Deref for Padded<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
 }
 
 // SAFETY: `job` is written only by the thread holding `Inner::busy` while no
@@ -86,7 +101,7 @@ impl ThreadPool {
             epoch: AtomicU64::new(0),
             job: UnsafeCell::new(None),
             n_tasks: AtomicUsize::new(0),
-            next: AtomicUsize::new(0),
+            next: Padded(AtomicUsize::new(0)),
             open: AtomicU64::new(0),
             active: AtomicUsize::new(0),
             panicked: AtomicBool::new(false),
