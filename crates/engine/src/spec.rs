@@ -36,7 +36,8 @@
 //!
 //! **Draft length** ([`cost`]): each step drafts the length with the most
 //! expected tokens per unit of cost, from the request's acceptance so far
-//! (per n-gram match length) and the measured cost of a verification row
+//! (per n-gram match length, and apart after a whole draft was accepted)
+//! and the measured cost of a verification row
 //! against a one-row step, up to `draft_max`; no draft when none is
 //! expected to pay for its rows. A draft shorter than `draft_min` is not
 //! used.
@@ -240,9 +241,13 @@ pub(crate) struct SpecState {
     pub draft_max: usize,
     /// This step's guesses (after the pending token), empty when none.
     pub draft: Vec<u32>,
-    /// Where this step's guesses come from: the n-gram match length, 0
-    /// for a draft model (see [`Acceptance`]).
+    /// Where this step's guesses come from (see [`SpecState::source_of`]).
     pub source: usize,
+    /// Whether the last draft verified was accepted whole: a request
+    /// copying a span of its input keeps copying, so the acceptance
+    /// after a whole draft is kept apart from the acceptance after a
+    /// rejection.
+    pub last_whole: bool,
     /// Guesses of this step checked and accepted so far.
     pub verified: usize,
     /// Acceptance so far, per source.
@@ -258,11 +263,18 @@ impl SpecState {
             draft_max,
             draft: Vec::new(),
             source: 0,
+            last_whole: false,
             verified: 0,
-            record: Acceptance::new(NGRAM_MAX + 1),
+            record: Acceptance::new(2 * (NGRAM_MAX + 1)),
             drafted: 0,
             accepted: 0,
         }
+    }
+
+    /// The [`Acceptance`] source of a draft from `from` (the n-gram
+    /// match length, 0 for a draft model), given how the last draft went.
+    pub fn source_of(&self, from: usize) -> usize {
+        from.min(NGRAM_MAX) + usize::from(self.last_whole) * (NGRAM_MAX + 1)
     }
 
     /// After a step's verification: records how much of the draft was
@@ -273,6 +285,7 @@ impl SpecState {
         }
         self.record
             .record(self.source, self.draft.len(), self.verified);
+        self.last_whole = self.verified == self.draft.len();
         self.draft.clear();
         self.verified = 0;
     }
@@ -479,6 +492,35 @@ mod tests {
         // No draft this step: nothing recorded.
         s.verified_draft();
         assert!((s.record.p(3) - 3.0 / 5.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn acceptance_after_a_whole_draft_is_kept_apart() {
+        let mut s = SpecState::new(8);
+        assert!(!s.last_whole);
+        assert_eq!(s.source_of(3), 3);
+        // A draft accepted whole: the next draft's source is the same
+        // match length after a whole draft.
+        s.source = s.source_of(3);
+        s.draft = vec![1, 2, 3];
+        s.verified = 3;
+        s.verified_draft();
+        assert!(s.last_whole);
+        let after_whole = s.source_of(3);
+        assert_eq!(after_whole, 3 + NGRAM_MAX + 1);
+        assert_ne!(s.source_of(2), s.source_of(3));
+        // That source has its own record (prior 1 of 2 only).
+        assert_eq!(s.record.p(after_whole), 0.5);
+        assert!((s.record.p(3) - 4.0 / 5.0).abs() < 1e-12);
+        s.source = after_whole;
+        s.draft = vec![4, 5];
+        s.verified = 0;
+        s.verified_draft();
+        assert!(!s.last_whole);
+        assert!((s.record.p(after_whole) - 1.0 / 3.0).abs() < 1e-12);
+        assert_eq!(s.source_of(3), 3);
+        // Match lengths past NGRAM_MAX stay in range of the record.
+        assert!(s.source_of(99) < 2 * (NGRAM_MAX + 1));
     }
 
     #[test]

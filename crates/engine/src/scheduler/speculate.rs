@@ -85,11 +85,12 @@ impl Scheduler<'_> {
             if self.drafter.is_some() {
                 // A draft model's guesses are one source; ask for no more
                 // than its acceptance so far makes worth verifying.
-                let k = best_draft_len(job.spec.record.p(0), row_cost, k);
+                let source = job.spec.source_of(0);
+                let k = best_draft_len(job.spec.record.p(source), row_cost, k);
                 if k == 0 || k < draft_min {
                     continue;
                 }
-                job.spec.source = 0;
+                job.spec.source = source;
                 wants.push(DraftWant {
                     slot: i,
                     hist: self.hist.clone(),
@@ -99,9 +100,11 @@ impl Scheduler<'_> {
                 // The match length is known once the lookup is done: keep
                 // as much of the guess as that source's acceptance pays for.
                 let m = ngram_draft(&self.hist, k, &mut job.spec.draft);
-                let keep = best_draft_len(job.spec.record.p(m), row_cost, job.spec.draft.len());
+                let source = job.spec.source_of(m);
+                let keep =
+                    best_draft_len(job.spec.record.p(source), row_cost, job.spec.draft.len());
                 job.spec.draft.truncate(keep);
-                job.spec.source = m;
+                job.spec.source = source;
             }
         }
         if let Some(drafter) = &mut self.drafter {

@@ -7,7 +7,8 @@
 //! every draft token accepted before the first rejection. With a
 //! per-token acceptance probability `p` (given the earlier ones were
 //! accepted; [`Acceptance`], kept per request and per n-gram match length,
-//! since a longer match predicts better), it yields on average
+//! since a longer match predicts better, and apart after a draft accepted
+//! whole, see [`super::SpecState::source_of`]), it yields on average
 //! `1 + p + p^2 + ... + p^k` tokens. [`best_draft_len`] picks the `k`
 //! with the most tokens per unit of cost, and 0 when no draft beats the
 //! plain step (the expected gain is below 1).
