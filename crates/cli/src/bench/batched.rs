@@ -20,6 +20,11 @@
 //!   with no sampling: B x TG / T_TG).
 //! - T = T_PP + T_TG, S = B x (PP + TG) / T.
 //!
+//! A sequence's end is when its last event arrives; its first token is
+//! that end less the generation time the engine measured, so a receiving
+//! thread that runs late (all of them, under `chrt`, until the engine's
+//! threads yield) does not shift time between T_PP and T_TG.
+//!
 //! One untimed warm-up run, then `-r` timed runs with fresh random prompts
 //! (so no slot reuses a cached prefix); times are their means.
 
@@ -215,18 +220,19 @@ fn one_run(
         }
         receivers.push(rx);
     }
-    // One thread per sequence, each timing its own events.
+    // One thread per sequence, each timing its end. A sequence's first
+    // token is placed by the engine's own clock (its end less the
+    // generation time the engine measured): a receiving thread may run
+    // late (under `chrt` it waits until the engine's threads yield),
+    // which would move time from T_TG to T_PP.
     let ends: Vec<Result<(Duration, Duration)>> = std::thread::scope(|s| {
         let handles: Vec<_> = receivers
             .into_iter()
             .map(|mut rx| {
                 s.spawn(move || -> Result<(Duration, Duration)> {
-                    let mut first = None;
                     loop {
                         match rx.blocking_recv() {
-                            Some(Event::Token(_)) => {
-                                first.get_or_insert_with(|| t0.elapsed());
-                            }
+                            Some(Event::Token(_)) => {}
                             Some(Event::Done(d)) => {
                                 let end = t0.elapsed();
                                 if d.completion_tokens != tg {
@@ -236,7 +242,7 @@ fn one_run(
                                         d.finish
                                     );
                                 }
-                                return Ok((first.unwrap_or(end), end));
+                                return Ok((end.saturating_sub(d.generation_time), end));
                             }
                             Some(Event::Error(e)) => return Err(e.into()),
                             // Only sent to requests that ask for it.
