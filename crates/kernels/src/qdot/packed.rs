@@ -577,7 +577,15 @@ unsafe fn kernel<const N: usize, const T: u8>(
         };
         // Integer sums first, t outer and rows inner: N independent chains
         // interleaved (exact, so the order is free), kept in registers.
+        // Each row's chain starts at `-off * sum(x)` (exact integers, so
+        // the same sum as subtracting it at the end, one operation less).
         let mut is = [_mm256_setzero_si256(); N];
+        if off != 0 {
+            for (j, is) in is.iter_mut().enumerate() {
+                let at = (j0 + j) * (cols / 32) + b;
+                *is = _mm256_set1_epi32(-(off * *xsum.add(at)));
+            }
+        }
         for t in 0..8 {
             for j in 0..N {
                 let x = xq.add((j0 + j) * cols + 32 * b + 4 * t);
@@ -587,10 +595,7 @@ unsafe fn kernel<const N: usize, const T: u8>(
         }
         for j in 0..N {
             let at = (j0 + j) * (cols / 32) + b;
-            let mut isum = is[j];
-            if off != 0 {
-                isum = _mm256_sub_epi32(isum, _mm256_set1_epi32(off * *xsum.add(at)));
-            }
+            let isum = is[j];
             let scale = _mm256_mul_ps(dv, _mm256_set1_ps(*xd.add(at)));
             acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), scale, acc[j]);
             if min {
