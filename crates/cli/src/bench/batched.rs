@@ -220,11 +220,8 @@ fn one_run(
         }
         receivers.push(rx);
     }
-    // One thread per sequence, each timing its end. A sequence's first
-    // token is placed by the engine's own clock (its end less the
-    // generation time the engine measured): a receiving thread may run
-    // late (under `chrt` it waits until the engine's threads yield),
-    // which would move time from T_TG to T_PP.
+    // One thread per sequence, each timing its end (its first token is
+    // placed by the engine's clock, see the module doc).
     let ends: Vec<Result<(Duration, Duration)>> = std::thread::scope(|s| {
         let handles: Vec<_> = receivers
             .into_iter()
