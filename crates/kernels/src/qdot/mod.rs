@@ -187,31 +187,11 @@ impl Parts {
                 let (s, qsum) = (part(self.s.add(b0), nb), part(self.qsum.add(b0), nb));
                 #[cfg(target_arch = "x86_64")]
                 if quant_avx512() {
-                    for b in 0..nb {
-                        // SAFETY: AVX-512F/BW/DQ detected; block b of 32
-                        // lies in `x` and `qs`.
-                        let (dd, sum) =
-                            quant32_avx512(x.as_ptr().add(32 * b), qs.as_mut_ptr().add(32 * b));
-                        d[b] = half::f16::from_f32(dd).to_f32();
-                        s[b] = half::f16::from_f32(dd * sum as f32).to_f32();
-                        qsum[b] = sum;
-                    }
-                    return;
+                    // SAFETY: AVX-512F/BW/DQ detected; the slices hold
+                    // `nb` blocks each.
+                    return quant_blocks32_avx512(x, qs, d, s, qsum);
                 }
-                for (b, (xb, qb)) in x.chunks_exact(32).zip(qs.chunks_exact_mut(32)).enumerate() {
-                    // d = amax / 127 kept as f16; q = round-half-even(x * 127 / amax);
-                    // the block sum times d kept as f16 too.
-                    let amax = xb.iter().fold(0f32, |m, v| m.max(v.abs()));
-                    let dd = amax / 127.0;
-                    let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
-                    for (q, &v) in qb.iter_mut().zip(xb) {
-                        *q = (v * id).round_ties_even().clamp(-127.0, 127.0) as i8;
-                    }
-                    let sum: i32 = qb.iter().map(|&q| q as i32).sum();
-                    d[b] = half::f16::from_f32(dd).to_f32();
-                    s[b] = half::f16::from_f32(dd * sum as f32).to_f32();
-                    qsum[b] = sum;
-                }
+                quant_blocks32(x, qs, d, s, qsum);
             }
             ActKind::Q8K => {
                 let bsums = part(self.bsums.add(16 * b0), 16 * nb);
@@ -256,21 +236,122 @@ fn quant_avx512() -> bool {
     })
 }
 
-/// One block of 32 quantized exactly as the scalar loop of
-/// [`QuantActs::quantize`] does (same amax, scale, products, rounding half
-/// away from zero and clamp): returns (d, sum(q)).
+/// Blocks of 32 quantized to int8 (the reference of
+/// [`quant_blocks32_avx512`]): per block `d = amax / 127` kept as f16,
+/// `q = round-half-even(x * 127 / amax)`, the sum of `q`, and that sum
+/// times `d` kept as f16 too (`s`). `x` holds `d.len()` blocks.
+fn quant_blocks32(x: &[f32], qs: &mut [i8], d: &mut [f32], s: &mut [f32], qsum: &mut [i32]) {
+    for (b, (xb, qb)) in x.chunks_exact(32).zip(qs.chunks_exact_mut(32)).enumerate() {
+        let amax = xb.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let dd = amax / 127.0;
+        let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+        for (q, &v) in qb.iter_mut().zip(xb) {
+            *q = (v * id).round_ties_even().clamp(-127.0, 127.0) as i8;
+        }
+        let sum: i32 = qb.iter().map(|&q| q as i32).sum();
+        d[b] = half::f16::from_f32(dd).to_f32();
+        s[b] = half::f16::from_f32(dd * sum as f32).to_f32();
+        qsum[b] = sum;
+    }
+}
+
+/// [`quant_blocks32`] on AVX-512, 16 blocks at a time: each block's
+/// maximum magnitude ([`amax32_avx512`]), then the 16 scales'
+/// divisions and f16 roundings as one vector each (the same IEEE
+/// operations lane by lane), then the blocks quantized with their scales.
+/// The same bytes, scales and sums.
+///
+/// # Safety
+/// AVX-512F/BW/DQ; `x` and `qs` hold `d.len()` blocks, as do `s` and `qsum`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512dq")]
+unsafe fn quant_blocks32_avx512(
+    x: &[f32],
+    qs: &mut [i8],
+    d: &mut [f32],
+    s: &mut [f32],
+    qsum: &mut [i32],
+) {
+    use std::arch::x86_64::*;
+    const RNE: i32 = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+    let nb = d.len();
+    assert!(x.len() >= 32 * nb && qs.len() >= 32 * nb && s.len() >= nb && qsum.len() >= nb);
+    let (xp, qp) = (x.as_ptr(), qs.as_mut_ptr());
+    let mut b0 = 0;
+    while b0 < nb {
+        let m = (nb - b0).min(16);
+        let keep: __mmask16 = if m == 16 { 0xFFFF } else { (1u16 << m) - 1 };
+        let mut amax = [0f32; 16];
+        // Blocks holding a NaN or an infinity are left to the reference.
+        let mut odd = 0u16;
+        for (k, a) in amax.iter_mut().enumerate().take(m) {
+            match amax32_avx512(xp.add(32 * (b0 + k))) {
+                Some(v) => *a = v,
+                None => odd |= 1 << k,
+            }
+        }
+        let av = _mm512_loadu_ps(amax.as_ptr());
+        let dv = _mm512_div_ps(av, _mm512_set1_ps(127.0));
+        let nonzero = _mm512_cmp_ps_mask::<_CMP_NEQ_OQ>(av, _mm512_setzero_ps());
+        let idv = _mm512_maskz_div_ps(nonzero, _mm512_set1_ps(127.0), av);
+        let mut id = [0f32; 16];
+        _mm512_storeu_ps(id.as_mut_ptr(), idv);
+        let mut sums = [0i32; 16];
+        for (k, sum) in sums.iter_mut().enumerate().take(m) {
+            let b = b0 + k;
+            *sum = quant32_with_avx512(xp.add(32 * b), qp.add(32 * b), id[k]);
+        }
+        let sv = _mm512_loadu_si512(sums.as_ptr() as *const _);
+        let f16_trip = |v: __m512| _mm512_cvtph_ps(_mm512_cvtps_ph::<RNE>(v));
+        let dh = f16_trip(dv);
+        let sh = f16_trip(_mm512_mul_ps(dv, _mm512_cvtepi32_ps(sv)));
+        _mm512_mask_storeu_ps(d.as_mut_ptr().add(b0), keep, dh);
+        _mm512_mask_storeu_ps(s.as_mut_ptr().add(b0), keep, sh);
+        _mm512_mask_storeu_epi32(qsum.as_mut_ptr().add(b0), keep, sv);
+        while odd != 0 {
+            let b = b0 + odd.trailing_zeros() as usize;
+            odd &= odd - 1;
+            let (q, r) = (32 * b, b..b + 1);
+            quant_blocks32(
+                &x[q..q + 32],
+                &mut qs[q..q + 32],
+                &mut d[r.clone()],
+                &mut s[r.clone()],
+                &mut qsum[r],
+            );
+        }
+        b0 += m;
+    }
+}
+
+/// The largest magnitude of a block of 32, as the scalar fold of
+/// [`quant_blocks32`]; `None` if the block holds a NaN or an infinity
+/// (where the vector steps would round differently from the reference).
+///
+/// # Safety
+/// AVX-512F/DQ; `x` points at 32 elements.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512dq")]
+unsafe fn amax32_avx512(x: *const f32) -> Option<f32> {
+    use std::arch::x86_64::*;
+    let v = [_mm512_loadu_ps(x), _mm512_loadu_ps(x.add(16))];
+    let amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v[0]), _mm512_abs_ps(v[1])));
+    // Any NaN lane makes the max NaN or loses it, so test the lanes.
+    let nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v[0], v[1]);
+    (nan == 0 && amax.is_finite()).then_some(amax.max(0.0))
+}
+
+/// Quantizes a block of 32 with the inverse scale `id` as the scalar loop
+/// of [`quant_blocks32`] does (same products, rounding half to even and
+/// clamp); returns sum(q).
 ///
 /// # Safety
 /// AVX-512F/BW/DQ; `x` and `q` point at 32 elements.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512dq")]
-unsafe fn quant32_avx512(x: *const f32, q: *mut i8) -> (f32, i32) {
+unsafe fn quant32_with_avx512(x: *const f32, q: *mut i8, id: f32) -> i32 {
     use std::arch::x86_64::*;
     let v = [_mm512_loadu_ps(x), _mm512_loadu_ps(x.add(16))];
-    let amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v[0]), _mm512_abs_ps(v[1])));
-    let amax = amax.max(0.0);
-    let d = amax / 127.0;
-    let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
     let idv = _mm512_set1_ps(id);
     let mut sum = _mm512_setzero_si512();
     for (h, &v) in v.iter().enumerate() {
@@ -285,7 +366,7 @@ unsafe fn quant32_avx512(x: *const f32, q: *mut i8) -> (f32, i32) {
         sum = _mm512_add_epi32(sum, i);
         _mm_storeu_si128(q.add(16 * h) as *mut __m128i, _mm512_cvtepi32_epi8(i));
     }
-    (d, _mm512_reduce_add_epi32(sum))
+    _mm512_reduce_add_epi32(sum)
 }
 
 /// One Q8_K block of 256 quantized exactly as the scalar loop of

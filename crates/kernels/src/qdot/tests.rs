@@ -204,11 +204,69 @@ fn quant32_simd_matches_scalar() {
         assert_eq!(acts.qsum[0], sum, "case {case}");
         if simd {
             let mut got = [0i8; 32];
-            // SAFETY: checked the ISA; 32 elements each.
-            let (gd, gs) = unsafe { super::quant32_avx512(x.as_ptr(), got.as_mut_ptr()) };
+            let (mut gd, mut gs, mut gsum) = ([0f32], [0f32], [0i32]);
+            // SAFETY: checked the ISA; one block each.
+            unsafe { super::quant_blocks32_avx512(&x, &mut got, &mut gd, &mut gs, &mut gsum) };
             assert_eq!(got.to_vec(), want, "case {case}");
-            assert_eq!(gd.to_bits(), d.to_bits());
-            assert_eq!(gs, sum);
+            assert_eq!(gd[0].to_bits(), half::f16::from_f32(d).to_f32().to_bits());
+            assert_eq!(gsum[0], sum);
+        }
+    }
+}
+
+/// Rows of many blocks: the AVX-512 quantizer (16 blocks' scales at a
+/// time) gives the scalar reference's bytes, scales, scaled sums and sums
+/// for every row length from 1 to 40 blocks, with blocks of zeros, exact
+/// ties, scales that overflow or underflow f16, NaN and infinity.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn quant_blocks32_simd_matches_scalar() {
+    use rand::{Rng, SeedableRng};
+    if !super::quant_avx512() {
+        println!("no AVX-512: the SIMD quantizer is not run here");
+        return;
+    }
+    let mut rng = rand::rngs::StdRng::seed_from_u64(9);
+    for nb in 1..=40usize {
+        for round in 0..20 {
+            let mut x: Vec<f32> = (0..32 * nb).map(|_| rng.gen_range(-3.0..3.0)).collect();
+            for (b, xb) in x.chunks_exact_mut(32).enumerate() {
+                match (b + round) % 9 {
+                    0 => xb.iter_mut().for_each(|v| *v = 0.0),
+                    1 => {
+                        for v in xb.iter_mut() {
+                            *v = (rng.gen_range(-254i32..=254) as f32) * 0.5;
+                        }
+                        xb[0] = 127.0;
+                    }
+                    2 => xb.iter_mut().for_each(|v| *v *= 1e30),
+                    3 => xb.iter_mut().for_each(|v| *v *= 1e-30),
+                    4 => xb[7] = f32::NAN,
+                    5 => xb.iter_mut().for_each(|v| *v *= 1e5),
+                    6 => xb[3] = f32::NEG_INFINITY,
+                    _ => {}
+                }
+            }
+            let (mut wq, mut wd, mut ws, mut wsum) = (
+                vec![0i8; 32 * nb],
+                vec![0f32; nb],
+                vec![0f32; nb],
+                vec![0i32; nb],
+            );
+            super::quant_blocks32(&x, &mut wq, &mut wd, &mut ws, &mut wsum);
+            let (mut gq, mut gd, mut gs, mut gsum) = (
+                vec![0i8; 32 * nb],
+                vec![0f32; nb],
+                vec![0f32; nb],
+                vec![0i32; nb],
+            );
+            // SAFETY: checked the ISA; every buffer holds nb blocks.
+            unsafe { super::quant_blocks32_avx512(&x, &mut gq, &mut gd, &mut gs, &mut gsum) };
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            assert_eq!(gq, wq, "{nb} blocks, round {round}");
+            assert_eq!(bits(&gd), bits(&wd), "{nb} blocks, round {round}");
+            assert_eq!(bits(&gs), bits(&ws), "{nb} blocks, round {round}");
+            assert_eq!(gsum, wsum, "{nb} blocks, round {round}");
         }
     }
 }
