@@ -91,7 +91,8 @@ impl QuantActs {
         }
         self.resize(kind, x.len(), cols);
         let per_row = cols / kind.block();
-        let rows_per = n.div_ceil(pool.threads() * 4);
+        // One task per thread below 32 rows (see llama's `for_rows`).
+        let rows_per = n.div_ceil(pool.threads() * if n < 32 { 1 } else { 4 });
         let parts = self.parts();
         let parts = &parts;
         pool.run(n.div_ceil(rows_per), |task| {
