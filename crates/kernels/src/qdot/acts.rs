@@ -4,6 +4,7 @@
 //! them; the scalar references and their AVX-512 versions side by side.
 
 use crate::dequant::QK_K;
+#[cfg(target_arch = "x86_64")]
 use crate::simd::{Cpu, Isa};
 
 /// How activations are quantized for a weight type.

@@ -15,10 +15,8 @@
 //! reference: the same algebra, one block at a time.
 
 mod acts;
-#[cfg(test)]
-use acts::{quant256_k, quant_blocks32};
 #[cfg(all(test, target_arch = "x86_64"))]
-use acts::{quant256_k_avx512, quant_avx512, quant_blocks32_avx512};
+use acts::{quant256_k, quant256_k_avx512, quant_avx512, quant_blocks32, quant_blocks32_avx512};
 pub(crate) use acts::{ActKind, QuantActs};
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod packed;
