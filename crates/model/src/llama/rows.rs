@@ -28,7 +28,7 @@ pub(super) fn for_rows(
     }
     // Below 32 rows one task per thread: a task handed out costs about
     // as much as a few rows of these steps (8 sequences decoding gained
-    // 2-7 % over 4 tasks per thread, BENCHMARKS session 25).
+    // 1-7 % over 4 tasks per thread, BENCHMARKS session 25).
     let per = n.div_ceil(pool.threads() * if n < 32 { 1 } else { 4 });
     pool.for_each_chunk_mut(buf, per * width, |c, chunk| {
         for (k, row) in chunk.chunks_exact_mut(width).enumerate() {
