@@ -137,6 +137,15 @@ impl ThreadPool {
         self.threads
     }
 
+    /// Rows per task for light row-by-row work (norms, rope, SiLU,
+    /// quantizing activations) on `n` rows: one task per thread below 32
+    /// rows, since a task handed out costs about as much as a few rows of
+    /// such work (8 sequences decoding gained 1-7 % over 4 tasks per
+    /// thread, BENCHMARKS session 25); 4 per thread above, for balance.
+    pub fn rows_per_task(&self, n: usize) -> usize {
+        n.div_ceil(self.threads * if n < 32 { 1 } else { 4 }).max(1)
+    }
+
     /// Call `f(task)` once for every task in `0..n_tasks`, in any order and
     /// on any worker; returns when all have finished. A panic in `f` is
     /// propagated to the caller. A `run` from inside a task (or while

@@ -74,8 +74,7 @@ impl QuantActs {
         }
         self.resize(kind, x.len(), cols);
         let per_row = cols / kind.block();
-        // One task per thread below 32 rows (see llama's `for_rows`).
-        let rows_per = n.div_ceil(pool.threads() * if n < 32 { 1 } else { 4 });
+        let rows_per = pool.rows_per_task(n);
         let parts = self.parts();
         let parts = &parts;
         pool.run(n.div_ceil(rows_per), |task| {

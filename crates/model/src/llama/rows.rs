@@ -26,10 +26,7 @@ pub(super) fn for_rows(
             .for_each(|(i, row)| f(i, row));
         return;
     }
-    // Below 32 rows one task per thread: a task handed out costs about
-    // as much as a few rows of these steps (8 sequences decoding gained
-    // 1-7 % over 4 tasks per thread, BENCHMARKS session 25).
-    let per = n.div_ceil(pool.threads() * if n < 32 { 1 } else { 4 });
+    let per = pool.rows_per_task(n);
     pool.for_each_chunk_mut(buf, per * width, |c, chunk| {
         for (k, row) in chunk.chunks_exact_mut(width).enumerate() {
             f(c * per + k, row)
