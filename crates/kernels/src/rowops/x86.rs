@@ -211,18 +211,25 @@ pub(crate) unsafe fn softmax_512(x: &mut [f32]) {
         _mm512_storeu_ps(p.add(i), e);
         sum = add(sum, e);
     }
-    let e = exp16(_mm512_sub_ps(
-        _mm512_mask_loadu_ps(ninf, m, p.add(full)),
-        mv,
-    ));
-    _mm512_mask_storeu_ps(p.add(full), m, e);
-    sum = add(sum, e);
+    if full < n {
+        // The lanes past the row get the maximum, so their exp is 1, not
+        // an underflow: an exp that underflows (e^-104 for a -inf lane)
+        // takes a microcode assist, which made this step half of a short
+        // row's attention. They are zeroed before the sum (adding +0.0
+        // leaves the f64 sum's bits as they were).
+        let v = _mm512_mask_loadu_ps(mv, m, p.add(full));
+        let e = _mm512_maskz_mov_ps(m, exp16(_mm512_sub_ps(v, mv)));
+        _mm512_mask_storeu_ps(p.add(full), m, e);
+        sum = add(sum, e);
+    }
     let inv = _mm512_set1_ps((1.0 / _mm512_reduce_add_pd(sum)) as f32);
     for i in (0..full).step_by(16) {
         _mm512_storeu_ps(p.add(i), _mm512_mul_ps(_mm512_loadu_ps(p.add(i)), inv));
     }
-    let v = _mm512_maskz_loadu_ps(m, p.add(full));
-    _mm512_mask_storeu_ps(p.add(full), m, _mm512_mul_ps(v, inv));
+    if full < n {
+        let v = _mm512_maskz_loadu_ps(m, p.add(full));
+        _mm512_mask_storeu_ps(p.add(full), m, _mm512_mul_ps(v, inv));
+    }
 }
 
 /// # Safety
@@ -257,9 +264,15 @@ pub(super) unsafe fn softmax_256(x: &mut [f32]) {
         _mm256_storeu_ps(c.as_mut_ptr(), e);
         sum = add(sum, e);
     }
-    let e = exp8(_mm256_sub_ps(_mm256_loadu_ps(bp), mv));
-    _mm256_storeu_ps(bp, e);
-    sum = add(sum, e);
+    if !tail.is_empty() {
+        // Padding lanes as in softmax_512: exp(0) instead of an underflow
+        // (a microcode assist), then zeroed before the sum.
+        buf[tail.len()..].fill(max);
+        let e = exp8(_mm256_sub_ps(_mm256_loadu_ps(bp), mv));
+        _mm256_storeu_ps(bp, e);
+        buf[tail.len()..].fill(0.0);
+        sum = add(sum, _mm256_loadu_ps(bp));
+    }
     let mut lanes = [0f64; 4];
     _mm256_storeu_pd(lanes.as_mut_ptr(), sum);
     let inv = (1.0 / ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3]))) as f32;
