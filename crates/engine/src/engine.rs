@@ -231,6 +231,10 @@ impl Engine {
         };
         let stopped = Arc::new(AtomicBool::new(false));
         let n_vocab = model.config.n_vocab;
+        // The engine is ready once its caches exist (and are backed by
+        // memory, see cria_kernels::populate): a server says "ready" after
+        // that, not while the first requests would wait for it.
+        let (ready_tx, ready_rx) = mpsc::sync_channel::<()>(1);
         let thread = {
             let (stats, config) = (stats.clone(), config.clone());
             let guard = StopGuard(stopped.clone());
@@ -238,12 +242,20 @@ impl Engine {
                 .name("cria-engine".into())
                 .spawn(move || {
                     let _guard = guard;
-                    Scheduler::new(&model, &tok, config, stats, persist).run(rx);
+                    let scheduler = Scheduler::new(&model, &tok, config, stats, persist);
+                    let _ = ready_tx.send(());
+                    scheduler.run(rx);
                 })
                 .map_err(|e| ErrorKind::Config {
                     detail: format!("cannot start the engine thread: {e}"),
                 })?
         };
+        if ready_rx.recv().is_err() {
+            return Err(ErrorKind::Config {
+                detail: "the engine thread stopped while allocating its KV caches".into(),
+            }
+            .into());
+        }
         Ok(Engine {
             tx,
             stats,

@@ -56,7 +56,7 @@ mod attn;
 // Only the x86-64 packed kernels allocate weight buffers so far.
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 mod buf;
-pub use buf::advise_huge_pages;
+pub use buf::{advise_huge_pages, populate};
 mod dequant;
 mod error;
 mod gemm;

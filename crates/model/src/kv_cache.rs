@@ -196,7 +196,7 @@ fn zeroed_f16(n: usize) -> Vec<f16> {
 /// long strides, and with 4 KiB pages the same decode attention took 15-25 %
 /// longer (`crates/kernels/examples/attn_decode.rs --huge 0|1`).
 fn buf(ty: KvType, n: usize) -> Buf {
-    let b = match ty {
+    let mut b = match ty {
         KvType::F16 => Buf::F16(zeroed_f16(n)),
         KvType::F32 => Buf::F32(vec![0.0; n]),
         KvType::Q8_0 | KvType::Q4_0 => {
@@ -204,10 +204,21 @@ fn buf(ty: KvType, n: usize) -> Buf {
             Buf::Quant(q, vec![0u8; n / QBLOCK * q.block_bytes()])
         }
     };
-    match &b {
-        Buf::F16(v) => cria_kernels::advise_huge_pages(v),
-        Buf::F32(v) => cria_kernels::advise_huge_pages(v),
-        Buf::Quant(_, v) => cria_kernels::advise_huge_pages(v),
+    // Huge pages for attention's long reads, backed now rather than during
+    // the first request (see `populate`).
+    match &mut b {
+        Buf::F16(v) => {
+            cria_kernels::advise_huge_pages(v);
+            cria_kernels::populate(v)
+        }
+        Buf::F32(v) => {
+            cria_kernels::advise_huge_pages(v);
+            cria_kernels::populate(v)
+        }
+        Buf::Quant(_, v) => {
+            cria_kernels::advise_huge_pages(v);
+            cria_kernels::populate(v)
+        }
     }
     b
 }
