@@ -653,7 +653,10 @@ fn elem_bytes(b: &Buf) -> usize {
 
 /// `dst[16 i] = conv(src[i])`: one key into its block of 16 positions.
 fn scatter16<S, T>(dst: &mut [T], src: &[S], conv: impl Fn(&S) -> T) {
-    assert!(dst.len() > 16 * (src.len().max(1) - 1), "scatter16: short block");
+    assert!(
+        dst.len() > 16 * (src.len().max(1) - 1),
+        "scatter16: short block"
+    );
     for (d, x) in dst.iter_mut().step_by(16).zip(src) {
         *d = conv(x);
     }
