@@ -58,7 +58,8 @@ def ngram_vote(h, k):
     n_len = len(h)
     for n in range(min(4, n_len - 1), 0, -1):
         key = h[n_len - n:]
-        alive = [i + n for i in range(n_len - n - 1, -1, -1) if h[i:i + n] == key]
+        # The latest 64 occurrences (spec.rs NGRAM_VOTERS).
+        alive = [i + n for i in range(n_len - n - 1, -1, -1) if h[i:i + n] == key][:64]
         if not alive:
             continue
         d = []

@@ -70,6 +70,12 @@ use cost::Acceptance;
 pub const NGRAM_MAX: usize = 4;
 pub const NGRAM_MIN: usize = 1;
 
+/// The latest occurrences whose continuations vote in [`ngram_draft`]: a
+/// history of one repeated token would otherwise have every position vote
+/// at every step (a long context's steps slowed by sorting them). 32 or
+/// more gave the task sets' replay the same drafts as no limit.
+pub const NGRAM_VOTERS: usize = 64;
+
 /// A draft model's guess is kept only while its probability under the
 /// draft model is at least this (llama.cpp's `p_min` default): an unsure
 /// draft model would spend target rows on likely rejections.
@@ -310,11 +316,13 @@ pub fn ngram_draft(hist: &[u32], k: usize, out: &mut Vec<u32>) -> usize {
     }
     for n in (NGRAM_MIN..=NGRAM_MAX.min(len.saturating_sub(1))).rev() {
         let key = &hist[len - n..];
-        // Where each earlier occurrence's continuation starts, latest first.
+        // Where each earlier occurrence's continuation starts, latest
+        // first, at most NGRAM_VOTERS of them.
         let mut alive: Vec<usize> = (0..len - n)
             .rev()
             .filter(|&i| &hist[i..i + n] == key)
             .map(|i| i + n)
+            .take(NGRAM_VOTERS)
             .collect();
         if alive.is_empty() {
             continue;
@@ -534,6 +542,18 @@ mod tests {
         out.clear();
         assert_eq!(ngram_draft(&h, 3, &mut out), 1);
         assert_eq!(out, [1, 2, 9]);
+        // Only the latest NGRAM_VOTERS occurrences vote: 8 follows
+        // "1 2 3 4" in all of them, 9 in three times as many before.
+        let mut h = [1, 2, 3, 4, 9].repeat(3 * NGRAM_VOTERS);
+        h.extend([1, 2, 3, 4, 8].repeat(NGRAM_VOTERS));
+        h.extend([1, 2, 3, 4]);
+        out.clear();
+        assert_eq!(ngram_draft(&h, 2, &mut out), 4);
+        assert_eq!(out, [8, 1]);
+        // A long run of one token drafts as far as asked.
+        out.clear();
+        ngram_draft(&vec![5; 100_000], 16, &mut out);
+        assert_eq!(out, [5; 16]);
     }
 
     #[test]
