@@ -556,6 +556,71 @@ mod tests {
         assert_eq!(out, [5; 16]);
     }
 
+    /// [`ngram_draft`] written the slow way: counts by scanning, no sort.
+    fn ngram_reference(hist: &[u32], k: usize) -> (Vec<u32>, usize) {
+        let len = hist.len();
+        for n in (NGRAM_MIN..=NGRAM_MAX.min(len.saturating_sub(1))).rev() {
+            let key = &hist[len - n..];
+            let starts: Vec<usize> = (0..len - n)
+                .rev()
+                .filter(|&i| &hist[i..i + n] == key)
+                .map(|i| i + n)
+                .take(NGRAM_VOTERS)
+                .collect();
+            if starts.is_empty() || k == 0 {
+                continue;
+            }
+            let mut alive = starts;
+            let mut d = Vec::new();
+            for j in 0..k {
+                let at = |s: usize| hist.get(s + j).copied();
+                let mut pick: Option<(usize, usize, u32)> = None;
+                for (r, &s) in alive.iter().enumerate() {
+                    let Some(t) = at(s) else { continue };
+                    let count = alive.iter().filter(|&&s2| at(s2) == Some(t)).count();
+                    let first = alive.iter().position(|&s2| at(s2) == Some(t));
+                    if first != Some(r) {
+                        continue;
+                    }
+                    if pick.is_none_or(|(c, _, _)| count > c) {
+                        pick = Some((count, r, t));
+                    }
+                }
+                let Some((_, _, t)) = pick else { break };
+                d.push(t);
+                alive.retain(|&s| at(s) == Some(t));
+            }
+            return (d, n);
+        }
+        (Vec::new(), 0)
+    }
+
+    #[test]
+    fn ngram_draft_matches_its_reference() {
+        // Small alphabets, so suffixes recur and votes tie.
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut next = |m: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % m) as u32
+        };
+        for case in 0..400 {
+            let len = 1 + next(200) as usize;
+            let alphabet = 2 + u64::from(next(4));
+            let hist: Vec<u32> = (0..len).map(|_| next(alphabet)).collect();
+            let k = next(18) as usize;
+            let mut out = vec![99];
+            let n = ngram_draft(&hist, k, &mut out);
+            let (want, want_n) = ngram_reference(&hist, k);
+            assert_eq!(
+                (n, &out[1..]),
+                (want_n, &want[..]),
+                "case {case}: {hist:?} k {k}"
+            );
+        }
+    }
+
     #[test]
     fn verified_drafts_feed_the_acceptance_record() {
         let mut s = SpecState::new(8);
