@@ -308,7 +308,7 @@ impl SpecState {
 /// copied table row or form line follows the common pattern rather than
 /// whichever variant came last (in the replay of the task sets' greedy
 /// outputs, `scripts/spec-replay.py`, held-out set 2 went from 2.17x to
-/// 2.48x and no task got slower; BENCHMARKS "Speculative decoding").
+/// 2.48x and no task got slower; BENCHMARKS "Session 26").
 pub fn ngram_draft(hist: &[u32], k: usize, out: &mut Vec<u32>) -> usize {
     let len = hist.len();
     if k == 0 {
