@@ -597,19 +597,14 @@ mod tests {
 
     #[test]
     fn ngram_draft_matches_its_reference() {
+        use rand::{Rng, SeedableRng};
         // Small alphabets, so suffixes recur and votes tie.
-        let mut x = 0x2545_f491_4f6c_dd1du64;
-        let mut next = |m: u64| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x % m) as u32
-        };
+        let mut rng = rand::rngs::StdRng::seed_from_u64(26);
         for case in 0..400 {
-            let len = 1 + next(200) as usize;
-            let alphabet = 2 + u64::from(next(4));
-            let hist: Vec<u32> = (0..len).map(|_| next(alphabet)).collect();
-            let k = next(18) as usize;
+            let len = rng.gen_range(1..=200);
+            let alphabet = rng.gen_range(2..6);
+            let hist: Vec<u32> = (0..len).map(|_| rng.gen_range(0..alphabet)).collect();
+            let k = rng.gen_range(0..18);
             let mut out = vec![99];
             let n = ngram_draft(&hist, k, &mut out);
             let (want, want_n) = ngram_reference(&hist, k);
