@@ -394,9 +394,8 @@ pub fn matmul_packed_many(
         }
         let mats: [Option<&PackedMatrix>; MAX_GROUP] = std::array::from_fn(|i| ws.get(i).copied());
         let (mats, shared, start) = (&mats, &shared, &start);
-        pool.run(panels.div_ceil(per), |task| {
-            let g0 = task * per;
-            let g1 = (g0 + per).min(panels);
+        // Panels g0..g1, each written by this call alone.
+        let run_panels = |g0: usize, g1: usize| {
             let mut g = g0;
             while g < g1 {
                 let m = (0..count).rfind(|&m| start[m] <= g).unwrap_or(0);
@@ -469,7 +468,22 @@ pub fn matmul_packed_many(
                     .for_each(|(jj, o)| put(j + jj, o));
                 g += 1;
             }
-        });
+        };
+        if n < SPLIT_ROWS {
+            // Small batches: each thread streams its own share of the
+            // panels and helps with the others' at the end (see
+            // `ThreadPool::run_split`), in chunks of about SPLIT_ROWS
+            // weight-row x activation-row panels' work.
+            let unit = if pairs { 2 } else { 1 };
+            let chunk = (SPLIT_ROWS / n).div_ceil(unit);
+            pool.run_split(panels.div_ceil(unit), chunk, |r| {
+                run_panels(r.start * unit, (r.end * unit).min(panels))
+            });
+        } else {
+            pool.run(panels.div_ceil(per), |task| {
+                run_panels(task * per, ((task + 1) * per).min(panels))
+            });
+        }
     });
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -490,6 +504,12 @@ pub fn matmul_packed_many(
 /// instead of 8.
 #[cfg(target_arch = "x86_64")]
 const PAIR_ROWS: usize = 2;
+
+/// Activation rows below which [`matmul_packed_many`] hands out the panels
+/// with [`ThreadPool::run_split`] (own shares, help at the end) rather
+/// than one counter for all tasks; also the chunk's panels x rows.
+#[cfg(target_arch = "x86_64")]
+const SPLIT_ROWS: usize = 16;
 
 /// Weight rows per task: enough tasks that both cores finish together
 /// (several per thread, handed out dynamically), big enough that the

@@ -209,6 +209,64 @@ impl ThreadPool {
 }
 
 impl ThreadPool {
+    /// Calls `f(range)` on runs of `0..n` that together cover it once.
+    /// Each thread owns a contiguous share (`n / threads`) and works
+    /// through it front to back, `chunk` items at a time; a thread whose
+    /// share is done takes chunks from the back of the others'. A share's
+    /// counters sit on their own cache lines and only its owner touches
+    /// them until a thread comes to help, so a small chunk costs little to
+    /// take (against [`run`](Self::run)'s one counter for all, whose line
+    /// moves between the cores at every task), and the threads still
+    /// finish within a chunk of each other. A thread that never starts
+    /// (a loaded machine) leaves its share to the others.
+    pub fn run_split<F>(&self, n: usize, chunk: usize, f: F)
+    where
+        F: Fn(std::ops::Range<usize>) + Sync,
+    {
+        let parts = self.threads.min(n.max(1));
+        if parts <= 1 || n > u32::MAX as usize {
+            return f(0..n);
+        }
+        let chunk = chunk.max(1);
+        // Share s: its next item to take from the front (high 32 bits)
+        // and one past its last item not yet taken from the back (low).
+        let pack = |front: usize, back: usize| ((front as u64) << 32) | back as u64;
+        let shares: Vec<Padded<AtomicU64>> = (0..parts)
+            .map(|s| Padded(AtomicU64::new(pack(s * n / parts, (s + 1) * n / parts))))
+            .collect();
+        // Takes up to `chunk` items of share `s`, from its front or back.
+        let take = |s: usize, from_front: bool| -> Option<std::ops::Range<usize>> {
+            let a = &shares[s];
+            let mut cur = a.load(Acquire);
+            loop {
+                let (front, back) = ((cur >> 32) as usize, (cur & 0xffff_ffff) as usize);
+                if front >= back {
+                    return None;
+                }
+                let k = chunk.min(back - front);
+                let (next, got) = if from_front {
+                    (pack(front + k, back), front..front + k)
+                } else {
+                    (pack(front, back - k), back - k..back)
+                };
+                match a.compare_exchange_weak(cur, next, AcqRel, Acquire) {
+                    Ok(_) => return Some(got),
+                    Err(now) => cur = now,
+                }
+            }
+        };
+        self.run(parts, |s| {
+            while let Some(r) = take(s, true) {
+                f(r);
+            }
+            for other in (1..parts).map(|d| (s + d) % parts) {
+                while let Some(r) = take(other, false) {
+                    f(r);
+                }
+            }
+        });
+    }
+
     /// Runs `f(i, chunk)` for every `chunk_len`-long chunk of `out` (the
     /// last may be shorter), spread over the pool.
     pub fn for_each_chunk_mut<T: Send>(
@@ -356,6 +414,39 @@ mod tests {
                 assert!(hits.iter().all(|h| h.load(Relaxed) == 1));
             }
         }
+    }
+
+    #[test]
+    fn split_runs_cover_every_item_once() {
+        for threads in [1, 2, 3] {
+            let pool = ThreadPool::new(threads);
+            for n in [0, 1, 2, 5, 64, 1001] {
+                for chunk in [0, 1, 3, 8, 5000] {
+                    let hits: Vec<AtomicUsize> = (0..n).map(|_| AtomicUsize::new(0)).collect();
+                    pool.run_split(n, chunk, |r| {
+                        assert!(r.start < r.end || n == 0, "{r:?}");
+                        assert!(r.len() <= chunk.max(1) || threads == 1 || n < 2);
+                        for i in r {
+                            hits[i].fetch_add(1, Relaxed);
+                        }
+                    });
+                    assert!(
+                        hits.iter().all(|h| h.load(Relaxed) == 1),
+                        "threads {threads} n {n} chunk {chunk}"
+                    );
+                }
+            }
+        }
+        // From inside a task (the pool busy) it runs serially, and still
+        // covers everything.
+        let pool = ThreadPool::new(2);
+        let total = AtomicUsize::new(0);
+        pool.run(2, |_| {
+            pool.run_split(10, 2, |r| {
+                total.fetch_add(r.len(), Relaxed);
+            })
+        });
+        assert_eq!(total.load(Relaxed), 20);
     }
 
     #[test]
