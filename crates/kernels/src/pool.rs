@@ -231,9 +231,18 @@ impl ThreadPool {
         // Share s: its next item to take from the front (high 32 bits)
         // and one past its last item not yet taken from the back (low).
         let pack = |front: usize, back: usize| ((front as u64) << 32) | back as u64;
-        let shares: Vec<Padded<AtomicU64>> = (0..parts)
-            .map(|s| Padded(AtomicU64::new(pack(s * n / parts, (s + 1) * n / parts))))
-            .collect();
+        let share = |s: usize| Padded(AtomicU64::new(pack(s * n / parts, (s + 1) * n / parts)));
+        // On the stack for up to 16 threads (a dispatch allocates nothing).
+        const INLINE: usize = 16;
+        let inline: [Padded<AtomicU64>; INLINE];
+        let heap: Vec<Padded<AtomicU64>>;
+        let shares: &[Padded<AtomicU64>] = if parts <= INLINE {
+            inline = std::array::from_fn(|s| share(s.min(parts - 1)));
+            &inline[..parts]
+        } else {
+            heap = (0..parts).map(share).collect();
+            &heap
+        };
         // Takes up to `chunk` items of share `s`, from its front or back.
         let take = |s: usize, from_front: bool| -> Option<std::ops::Range<usize>> {
             let a = &shares[s];
@@ -418,7 +427,8 @@ mod tests {
 
     #[test]
     fn split_runs_cover_every_item_once() {
-        for threads in [1, 2, 3] {
+        // 17 threads keep their shares' counters on the heap.
+        for threads in [1, 2, 3, 17] {
             let pool = ThreadPool::new(threads);
             for n in [0, 1, 2, 5, 64, 1001] {
                 for chunk in [0, 1, 3, 8, 5000] {
