@@ -385,13 +385,10 @@ pub fn matmul_packed_many(
         }
         let count = ws.len();
         let panels = start[count];
-        // Panels per task; an even number where a batch pairs them
+        // Panels are handed out in units of 2 where a batch pairs them
         // (pairs never straddle two tasks).
         let pairs = n >= PAIR_ROWS;
-        let mut per = rows_per_task(total_rows, n, pool.threads()).div_ceil(PANEL);
-        if pairs {
-            per = per.div_ceil(2) * 2;
-        }
+        let unit = if pairs { 2 } else { 1 };
         let mats: [Option<&PackedMatrix>; MAX_GROUP] = std::array::from_fn(|i| ws.get(i).copied());
         let (mats, shared, start) = (&mats, &shared, &start);
         // Panels g0..g1, each written by this call alone.
@@ -474,12 +471,14 @@ pub fn matmul_packed_many(
             // panels and helps with the others' at the end (see
             // `ThreadPool::run_split`), in chunks of about SPLIT_ROWS
             // weight-row x activation-row panels' work.
-            let unit = if pairs { 2 } else { 1 };
             let chunk = (SPLIT_ROWS / n).div_ceil(unit);
             pool.run_split(panels.div_ceil(unit), chunk, |r| {
                 run_panels(r.start * unit, (r.end * unit).min(panels))
             });
         } else {
+            let per = rows_per_task(total_rows, n, pool.threads())
+                .div_ceil(PANEL)
+                .next_multiple_of(unit);
             pool.run(panels.div_ceil(per), |task| {
                 run_panels(task * per, ((task + 1) * per).min(panels))
             });

@@ -237,7 +237,11 @@ impl ThreadPool {
         let inline: [Padded<AtomicU64>; INLINE];
         let heap: Vec<Padded<AtomicU64>>;
         let shares: &[Padded<AtomicU64>] = if parts <= INLINE {
-            inline = std::array::from_fn(|s| share(s.min(parts - 1)));
+            // Entries past `parts` stay empty and unused.
+            inline = std::array::from_fn(|s| match s < parts {
+                true => share(s),
+                false => Padded(AtomicU64::new(0)),
+            });
             &inline[..parts]
         } else {
             heap = (0..parts).map(share).collect();

@@ -206,19 +206,14 @@ fn buf(ty: KvType, n: usize) -> Buf {
     };
     // Huge pages for attention's long reads, backed now rather than during
     // the first request (see `populate`).
+    fn back<T>(v: &mut [T]) {
+        cria_kernels::advise_huge_pages(v);
+        cria_kernels::populate(v)
+    }
     match &mut b {
-        Buf::F16(v) => {
-            cria_kernels::advise_huge_pages(v);
-            cria_kernels::populate(v)
-        }
-        Buf::F32(v) => {
-            cria_kernels::advise_huge_pages(v);
-            cria_kernels::populate(v)
-        }
-        Buf::Quant(_, v) => {
-            cria_kernels::advise_huge_pages(v);
-            cria_kernels::populate(v)
-        }
+        Buf::F16(v) => back(v),
+        Buf::F32(v) => back(v),
+        Buf::Quant(_, v) => back(v),
     }
     b
 }
