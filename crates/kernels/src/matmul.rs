@@ -167,7 +167,7 @@ pub fn matmul_with(
             let r1 = (r0 + per).min(rows);
             #[cfg(target_arch = "x86_64")]
             if panels {
-                use qdot::packed::{block_bytes, block_len, pack_into, panel_dot, PANEL};
+                use qdot::packed::{block_bytes, block_len, pack_into, panel_dot_rows, PANEL};
                 let nb = w.cols / block_len(w.ty);
                 PANEL_BUF.with(|buf| {
                     let mut buf = buf.borrow_mut();
@@ -175,26 +175,13 @@ pub fn matmul_with(
                     while r0 + PANEL <= r1 {
                         let rows8 = &w.data[r0 * w.row_bytes..(r0 + PANEL) * w.row_bytes];
                         pack_into(w.ty, rows8, PANEL, w.row_bytes, nb, &mut buf);
-                        let mut j = 0;
-                        while j < n {
-                            let mut o = [[0f32; PANEL]; 8];
-                            // SAFETY: `available` checked the ISA and type;
-                            // the buffer holds one panel of `nb` blocks;
-                            // acts rows j.. exist, quantized as `k.act`.
-                            let nn = if j + 8 <= n {
-                                unsafe { panel_dot::<8>(w.ty, buf.as_ptr(), nb, acts, j, &mut o) };
-                                8
-                            } else {
-                                let o1: &mut [[f32; PANEL]; 1] =
-                                    (&mut o[..1]).try_into().expect("1 row");
-                                unsafe { panel_dot::<1>(w.ty, buf.as_ptr(), nb, acts, j, o1) };
-                                1
-                            };
-                            for (jj, o) in o.iter().enumerate().take(nn) {
-                                // SAFETY: rows r0..r1 belong to this task alone.
-                                unsafe { shared.write_row((j + jj) * rows + r0, o) };
-                            }
-                            j += nn;
+                        // SAFETY: `available` checked the ISA and type; the
+                        // buffer holds one panel of `nb` blocks; acts rows
+                        // 0..n exist, quantized as `k.act`; the output's
+                        // columns r0..r0 + PANEL belong to this task alone.
+                        unsafe {
+                            let o = shared.out_rows(r0, rows, n, PANEL);
+                            panel_dot_rows(w.ty, buf.as_ptr(), nb, acts, 0, n, o);
                         }
                         r0 += PANEL;
                     }
@@ -362,9 +349,7 @@ pub fn matmul_packed_many(
     }
     #[cfg(target_arch = "x86_64")]
     ACTS.with(|acts| {
-        use qdot::packed::{
-            block_bytes, block_len, pair_dot, pair_dot_rows, panel_dot, panel_dot_rows, PANEL,
-        };
+        use qdot::packed::{block_bytes, block_len, pair_dot_rows, panel_dot_rows, PANEL};
         let mut acts = acts.borrow_mut();
         let kind = qdot::act_kind(ty0).expect("packed types have an integer kernel");
         acts.quantize_par(kind, x, cols, pool);
@@ -406,63 +391,26 @@ pub fn matmul_packed_many(
                 let r0 = p * PANEL;
                 // A batch of PAIR_ROWS or more takes two panels of one
                 // matrix at once where the type has a two-panel kernel.
+                // SAFETY (both): `pair_available` / `pack` checked the ISA
+                // and type; the panels hold `nb` blocks; acts rows 0..n
+                // exist, quantized as the type's kind; tasks own disjoint
+                // panels, so the output's columns r0..r0 + live are
+                // written by this task alone.
                 if pairs && qdot::packed::pair_available(w.ty) && g + 1 < g1.min(start[m + 1]) {
                     let second = w.data[(p + 1) * panel_bytes..(p + 2) * panel_bytes].as_ptr();
                     let live = (2 * PANEL).min(rows - r0);
-                    let put = |j: usize, o: &[f32; 2 * PANEL]| {
-                        // SAFETY: tasks own disjoint panels, so (j, r0..r0 +
-                        // live) is written by this task alone.
-                        unsafe { shared.write_row(j * rows + r0, &o[..live]) };
-                    };
-                    let mut j = 0;
-                    // SAFETY (all three): `pair_available` checked the ISA
-                    // and type; both panels hold `nb` blocks; acts rows j..
-                    // exist, quantized as the type's kind.
-                    while j + 8 <= n {
-                        let mut o = [[0f32; 2 * PANEL]; 8];
-                        unsafe { pair_dot::<8>(w.ty, panel, second, nb, acts, j, &mut o) };
-                        o.iter().enumerate().for_each(|(jj, o)| put(j + jj, o));
-                        j += 8;
+                    unsafe {
+                        let o = shared.out_rows(r0, rows, n, live);
+                        pair_dot_rows(w.ty, panel, second, nb, acts, 0, n, o);
                     }
-                    // The last 0..7 rows in one pass over the two panels.
-                    let mut o = [[0f32; 2 * PANEL]; 8];
-                    let rest = n - j;
-                    unsafe { pair_dot_rows(w.ty, panel, second, nb, acts, j, &mut o[..rest]) };
-                    o[..rest]
-                        .iter()
-                        .enumerate()
-                        .for_each(|(jj, o)| put(j + jj, o));
                     g += 2;
                     continue;
                 }
                 let live = PANEL.min(rows - r0);
-                let put = |j: usize, o: &[f32; PANEL]| {
-                    // SAFETY: tasks own disjoint panels, so (j, r0..r0 +
-                    // live) is written by this task alone.
-                    unsafe { shared.write_row(j * rows + r0, &o[..live]) };
-                };
-                let mut j = 0;
-                // SAFETY (both): `pack` checked the ISA and type; the panel
-                // holds `nb` blocks; acts rows j.. exist, quantized as the
-                // type's kind.
-                while j + 8 <= n {
-                    let mut o = [[0f32; PANEL]; 8];
-                    unsafe { panel_dot::<8>(w.ty, panel, nb, acts, j, &mut o) };
-                    o.iter().enumerate().for_each(|(jj, o)| put(j + jj, o));
-                    j += 8;
+                unsafe {
+                    let o = shared.out_rows(r0, rows, n, live);
+                    panel_dot_rows(w.ty, panel, nb, acts, 0, n, o);
                 }
-                // The last 1..7 rows in one pass over the panel: the
-                // weights are unpacked once for all of them. A speculative
-                // verification (a pending token and a few drafts) is such
-                // a batch; one pass per row cost it the unpacking again
-                // for every row.
-                let mut o = [[0f32; PANEL]; 8];
-                let rest = n - j;
-                unsafe { panel_dot_rows(w.ty, panel, nb, acts, j, &mut o[..rest]) };
-                o[..rest]
-                    .iter()
-                    .enumerate()
-                    .for_each(|(jj, o)| put(j + jj, o));
                 g += 1;
             }
         };
@@ -693,23 +641,23 @@ impl SharedOut {
         *self.ptr.add(i) = v;
     }
 
-    /// Elements `i..i + v.len()` set to `v`.
+    /// Where a panel kernel stores `count` activation rows' outputs:
+    /// row `jj`'s `live` lanes at `i + jj * stride`.
     ///
     /// # Safety
-    /// No other thread may access those indices during the call.
-    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-    #[inline]
-    unsafe fn write_row(&self, i: usize, v: &[f32]) {
-        assert!(i + v.len() <= self.len, "matmul output index out of bounds");
-        if let Ok(v8) = <&[f32; 8]>::try_from(v) {
-            // A whole panel row: a fixed-size copy (two vector moves), not
-            // a call to memmove.
-            self.ptr.add(i).cast::<[f32; 8]>().write_unaligned(*v8);
-        } else if let Ok(v16) = <&[f32; 16]>::try_from(v) {
-            // Two panels' row (the two-panel kernel).
-            self.ptr.add(i).cast::<[f32; 16]>().write_unaligned(*v16);
-        } else {
-            std::ptr::copy_nonoverlapping(v.as_ptr(), self.ptr.add(i), v.len());
-        }
+    /// No other thread may access those elements during the kernel's call.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn out_rows(
+        &self,
+        i: usize,
+        stride: usize,
+        count: usize,
+        live: usize,
+    ) -> qdot::packed::OutRows {
+        assert!(
+            count == 0 || i + (count - 1) * stride + live <= self.len,
+            "matmul output index out of bounds"
+        );
+        qdot::packed::OutRows::new(self.ptr.add(i), stride, live)
     }
 }

@@ -56,10 +56,70 @@ use cria_gguf::GgmlType;
 use std::arch::x86_64::*;
 
 mod pair;
-pub(crate) use pair::{pair_available, pair_dot, pair_dot_rows};
+pub(crate) use pair::{pair_available, pair_dot_rows};
 
 /// Weight rows per panel.
 pub(crate) const PANEL: usize = 8;
+
+/// Where a panel kernel stores its results: activation row `jj`'s outputs
+/// at `ptr + jj * stride`, the first `live` lanes of the panel's (or
+/// pair's) weight rows. The lanes past a matrix's last row are computed
+/// but not stored. The kernels write straight into the product's output
+/// with masked stores; a local array and a copy per row cost the
+/// 8-sequence step 4-5 % (`memset` and `memmove` in its profile).
+#[derive(Clone, Copy)]
+pub(crate) struct OutRows {
+    ptr: *mut f32,
+    stride: usize,
+    live: usize,
+}
+
+impl OutRows {
+    /// Rows at `ptr`, `stride` apart, `live` lanes of each stored.
+    ///
+    /// # Safety
+    /// For every activation row `jj` a kernel is then given,
+    /// `ptr + jj * stride .. + live` must be writable, and accessed by
+    /// nothing else during the call.
+    pub(crate) unsafe fn new(ptr: *mut f32, stride: usize, live: usize) -> Self {
+        OutRows { ptr, stride, live }
+    }
+
+    /// The rows of a local array, every lane stored (a kernel given this
+    /// must not be asked for more rows than `rows` has).
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) fn of<const W: usize>(rows: &mut [[f32; W]]) -> Self {
+        OutRows {
+            ptr: rows.as_mut_ptr().cast(),
+            stride: W,
+            live: W,
+        }
+    }
+
+    /// The same rows from row `k` on.
+    fn from_row(self, k: usize) -> Self {
+        OutRows {
+            ptr: self.ptr.wrapping_add(k * self.stride),
+            ..self
+        }
+    }
+
+    /// Row `jj`'s first output.
+    ///
+    /// # Safety
+    /// As [`OutRows::new`]: row `jj` is one the kernel was given.
+    #[inline(always)]
+    unsafe fn row(&self, jj: usize) -> *mut f32 {
+        self.ptr.add(jj * self.stride)
+    }
+
+    /// The store mask of `width` lanes (8 or 16): the live ones.
+    #[inline(always)]
+    fn mask(&self, width: usize) -> u32 {
+        debug_assert!(self.live <= width);
+        ((1u64 << self.live.min(width)) - 1) as u32
+    }
+}
 
 /// Bytes ahead of the block being read that every panel kernel asks the
 /// L2 cache for (see [`fetch_ahead`]).
@@ -412,21 +472,22 @@ fn pack_k(t: u8, src: &[u8], rows: usize, rb: usize, nb: usize, out: &mut [u8]) 
     }
 }
 
-/// `out[jj][k]` = dot(panel row k, activation row `j0 + jj`) for the panel
-/// at `panel` (`nb` packed blocks of `ty`), for `N` activation rows
-/// (N from 1 to 8).
+/// Output row `jj`'s lane `k` of `out` = dot(panel row k, activation row
+/// `j0 + jj`) for the panel at `panel` (`nb` packed blocks of `ty`), for
+/// `N` activation rows (N from 1 to 8).
 ///
 /// # Safety
 /// [`available`] must be true for `ty`; `panel` must hold `nb` packed
 /// blocks; `j0 + N <= a.n`; `a` quantized as `act_kind(ty)` with
-/// `a.cols = block_len(ty) * nb`.
+/// `a.cols = block_len(ty) * nb`; `out` valid for rows `0..N` with at
+/// most [`PANEL`] live lanes.
 pub(crate) unsafe fn panel_dot<const N: usize>(
     ty: GgmlType,
     panel: *const u8,
     nb: usize,
     a: &QuantActs,
     j0: usize,
-    out: &mut [[f32; PANEL]; N],
+    out: OutRows,
 ) {
     match ty {
         GgmlType::Q4_0 => kernel::<N, Q4_0>(panel, nb, a, j0, out),
@@ -442,42 +503,38 @@ pub(crate) unsafe fn panel_dot<const N: usize>(
     }
 }
 
-/// [`panel_dot`] for `out.len()` activation rows, 0 to 8, in one pass over
-/// the panel (each row's outputs are the same bits whatever the count:
-/// the rows' chains are independent in the kernel). Nothing for 0.
+/// [`panel_dot`] for any number of activation rows from `j0` on, 8 at a
+/// time, the last 1 to 7 in one pass over the panel (each row's outputs
+/// are the same bits whatever the count: the rows' chains are independent
+/// in the kernel). Nothing for 0.
 ///
 /// # Safety
-/// As [`panel_dot`], with `j0 + out.len() <= a.n`.
+/// As [`panel_dot`], with `j0 + rows <= a.n` and `out` valid for rows
+/// `0..rows`.
 pub(crate) unsafe fn panel_dot_rows(
     ty: GgmlType,
     panel: *const u8,
     nb: usize,
     a: &QuantActs,
     j0: usize,
-    out: &mut [[f32; PANEL]],
+    rows: usize,
+    out: OutRows,
 ) {
-    /// The first `N` rows of `out` as an array for `panel_dot::<N>`.
-    unsafe fn run<const N: usize>(
-        ty: GgmlType,
-        panel: *const u8,
-        nb: usize,
-        a: &QuantActs,
-        j0: usize,
-        out: &mut [[f32; PANEL]],
-    ) {
-        let o: &mut [[f32; PANEL]; N] = (&mut out[..N]).try_into().expect("N rows");
-        panel_dot::<N>(ty, panel, nb, a, j0, o)
+    let mut j = 0;
+    while j + 8 <= rows {
+        panel_dot::<8>(ty, panel, nb, a, j0 + j, out.from_row(j));
+        j += 8;
     }
-    match out.len() {
+    let (j1, o) = (j0 + j, out.from_row(j));
+    match rows - j {
         0 => {}
-        1 => run::<1>(ty, panel, nb, a, j0, out),
-        2 => run::<2>(ty, panel, nb, a, j0, out),
-        3 => run::<3>(ty, panel, nb, a, j0, out),
-        4 => run::<4>(ty, panel, nb, a, j0, out),
-        5 => run::<5>(ty, panel, nb, a, j0, out),
-        6 => run::<6>(ty, panel, nb, a, j0, out),
-        7 => run::<7>(ty, panel, nb, a, j0, out),
-        _ => run::<8>(ty, panel, nb, a, j0, out),
+        1 => panel_dot::<1>(ty, panel, nb, a, j1, o),
+        2 => panel_dot::<2>(ty, panel, nb, a, j1, o),
+        3 => panel_dot::<3>(ty, panel, nb, a, j1, o),
+        4 => panel_dot::<4>(ty, panel, nb, a, j1, o),
+        5 => panel_dot::<5>(ty, panel, nb, a, j1, o),
+        6 => panel_dot::<6>(ty, panel, nb, a, j1, o),
+        _ => panel_dot::<7>(ty, panel, nb, a, j1, o),
     }
 }
 
@@ -544,7 +601,7 @@ unsafe fn kernel<const N: usize, const T: u8>(
     nb: usize,
     a: &QuantActs,
     j0: usize,
-    out: &mut [[f32; PANEL]; N],
+    out: OutRows,
 ) {
     let cols = a.cols;
     let (xq, xd, xs, xsum) = (a.qs.as_ptr(), a.d.as_ptr(), a.s.as_ptr(), a.qsum.as_ptr());
@@ -603,8 +660,9 @@ unsafe fn kernel<const N: usize, const T: u8>(
             }
         }
     }
+    let mask = out.mask(PANEL) as __mmask8;
     for j in 0..N {
-        _mm256_storeu_ps(out[j].as_mut_ptr(), acc[j]);
+        _mm256_mask_storeu_ps(out.row(j), mask, acc[j]);
     }
 }
 
@@ -617,7 +675,7 @@ unsafe fn kernel_k<const N: usize, const T: u8>(
     nb: usize,
     a: &QuantActs,
     j0: usize,
-    out: &mut [[f32; PANEL]; N],
+    out: OutRows,
 ) {
     let cols = a.cols;
     let (xq, xd) = (a.qs.as_ptr(), a.d.as_ptr());
@@ -754,8 +812,9 @@ unsafe fn kernel_k<const N: usize, const T: u8>(
             }
         }
     }
+    let mask = out.mask(PANEL) as __mmask8;
     for j in 0..N {
-        _mm256_storeu_ps(out[j].as_mut_ptr(), acc[j]);
+        _mm256_mask_storeu_ps(out.row(j), mask, acc[j]);
     }
 }
 

@@ -32,7 +32,8 @@ fn vbmi() -> bool {
 /// # Safety
 /// [`pair_available`] must be true for `ty`; `pa` and `pz` must each hold
 /// `nb` packed blocks; `j0 + N <= a.n`; `a` quantized as `act_kind(ty)`
-/// with `a.cols = 256 * nb`.
+/// with `a.cols = 256 * nb`; `out` valid for rows `0..N` with at most
+/// `2 * PANEL` live lanes.
 pub(crate) unsafe fn pair_dot<const N: usize>(
     ty: GgmlType,
     pa: *const u8,
@@ -40,7 +41,7 @@ pub(crate) unsafe fn pair_dot<const N: usize>(
     nb: usize,
     a: &QuantActs,
     j0: usize,
-    out: &mut [[f32; 2 * PANEL]; N],
+    out: OutRows,
 ) {
     match ty {
         GgmlType::IQ4_XS => pair_dot_with::<N>(vbmi(), pa, pz, nb, a, j0, out),
@@ -53,12 +54,15 @@ pub(crate) unsafe fn pair_dot<const N: usize>(
     }
 }
 
-/// [`pair_dot`] for `out.len()` activation rows, 0 to 8, in one pass over
-/// the two panels (each row's outputs are the same bits whatever the
-/// count, as for [`super::panel_dot_rows`]). Nothing for 0.
+/// [`pair_dot`] for any number of activation rows from `j0` on, 8 at a
+/// time, the last 1 to 7 in one pass over the two panels (each row's
+/// outputs are the same bits whatever the count, as for
+/// [`super::panel_dot_rows`]). Nothing for 0.
 ///
 /// # Safety
-/// As [`pair_dot`], with `j0 + out.len() <= a.n`.
+/// As [`pair_dot`], with `j0 + rows <= a.n` and `out` valid for rows
+/// `0..rows`.
+#[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn pair_dot_rows(
     ty: GgmlType,
     pa: *const u8,
@@ -66,31 +70,24 @@ pub(crate) unsafe fn pair_dot_rows(
     nb: usize,
     a: &QuantActs,
     j0: usize,
-    out: &mut [[f32; 2 * PANEL]],
+    rows: usize,
+    out: OutRows,
 ) {
-    /// The first `N` rows of `out` as an array for `pair_dot::<N>`.
-    unsafe fn run<const N: usize>(
-        ty: GgmlType,
-        pa: *const u8,
-        pz: *const u8,
-        nb: usize,
-        a: &QuantActs,
-        j0: usize,
-        out: &mut [[f32; 2 * PANEL]],
-    ) {
-        let o: &mut [[f32; 2 * PANEL]; N] = (&mut out[..N]).try_into().expect("N rows");
-        pair_dot::<N>(ty, pa, pz, nb, a, j0, o)
+    let mut j = 0;
+    while j + 8 <= rows {
+        pair_dot::<8>(ty, pa, pz, nb, a, j0 + j, out.from_row(j));
+        j += 8;
     }
-    match out.len() {
+    let (j1, o) = (j0 + j, out.from_row(j));
+    match rows - j {
         0 => {}
-        1 => run::<1>(ty, pa, pz, nb, a, j0, out),
-        2 => run::<2>(ty, pa, pz, nb, a, j0, out),
-        3 => run::<3>(ty, pa, pz, nb, a, j0, out),
-        4 => run::<4>(ty, pa, pz, nb, a, j0, out),
-        5 => run::<5>(ty, pa, pz, nb, a, j0, out),
-        6 => run::<6>(ty, pa, pz, nb, a, j0, out),
-        7 => run::<7>(ty, pa, pz, nb, a, j0, out),
-        _ => run::<8>(ty, pa, pz, nb, a, j0, out),
+        1 => pair_dot::<1>(ty, pa, pz, nb, a, j1, o),
+        2 => pair_dot::<2>(ty, pa, pz, nb, a, j1, o),
+        3 => pair_dot::<3>(ty, pa, pz, nb, a, j1, o),
+        4 => pair_dot::<4>(ty, pa, pz, nb, a, j1, o),
+        5 => pair_dot::<5>(ty, pa, pz, nb, a, j1, o),
+        6 => pair_dot::<6>(ty, pa, pz, nb, a, j1, o),
+        _ => pair_dot::<7>(ty, pa, pz, nb, a, j1, o),
     }
 }
 
@@ -109,7 +106,7 @@ unsafe fn pair32<const N: usize, const T: u8>(
     nb: usize,
     a: &QuantActs,
     j0: usize,
-    out: &mut [[f32; 2 * PANEL]; N],
+    out: OutRows,
 ) {
     let cols = a.cols;
     let (xq, xd, xs, xsum) = (a.qs.as_ptr(), a.d.as_ptr(), a.s.as_ptr(), a.qsum.as_ptr());
@@ -196,8 +193,9 @@ unsafe fn pair32<const N: usize, const T: u8>(
             }
         }
     }
+    let mask = out.mask(2 * PANEL) as __mmask16;
     for j in 0..N {
-        _mm512_storeu_ps(out[j].as_mut_ptr(), acc[j]);
+        _mm512_mask_storeu_ps(out.row(j), mask, acc[j]);
     }
 }
 
@@ -213,7 +211,7 @@ unsafe fn pair_dot_with<const N: usize>(
     nb: usize,
     a: &QuantActs,
     j0: usize,
-    out: &mut [[f32; 2 * PANEL]; N],
+    out: OutRows,
 ) {
     if vbmi {
         xs_pair_vbmi::<N>(pa, pz, nb, a, j0, out)
@@ -235,7 +233,7 @@ macro_rules! xs_pair_kernel {
             nb: usize,
             a: &QuantActs,
             j0: usize,
-            out: &mut [[f32; 2 * PANEL]; N],
+            out: OutRows,
         ) {
             let cols = a.cols;
             let (xq, xd, xbp) = (a.qs.as_ptr(), a.d.as_ptr(), a.bpairs.as_ptr());
@@ -316,8 +314,9 @@ macro_rules! xs_pair_kernel {
                         _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[j]), _mm512_mul_ps(dv, dx), acc[j]);
                 }
             }
+            let mask = out.mask(2 * PANEL) as __mmask16;
             for j in 0..N {
-                _mm512_storeu_ps(out[j].as_mut_ptr(), acc[j]);
+                _mm512_mask_storeu_ps(out.row(j), mask, acc[j]);
             }
         }
     };
@@ -384,20 +383,25 @@ mod tests {
         let mut a = QuantActs::default();
         a.quantize(crate::qdot::act_kind(ty).unwrap(), &x, cols);
         // The IQ4_XS kernel in the form chosen for 1, 4 and 8 rows; every
-        // other case as dispatched (all row counts 1..=8).
-        let run = |form: bool, j: usize, out: &mut [[f32; 2 * PANEL]]| match out.len() {
-            // SAFETY (all): checked `pair_available`; both panels exist;
-            // rows j..j + len exist; the VBMI form only where detected.
-            1 if ty == GgmlType::IQ4_XS => unsafe {
-                pair_dot_with::<1>(form, pa, pz, nb, &a, j, out.try_into().unwrap())
-            },
-            4 if ty == GgmlType::IQ4_XS => unsafe {
-                pair_dot_with::<4>(form, pa, pz, nb, &a, j, out.try_into().unwrap())
-            },
-            8 if ty == GgmlType::IQ4_XS => unsafe {
-                pair_dot_with::<8>(form, pa, pz, nb, &a, j, out.try_into().unwrap())
-            },
-            _ => unsafe { pair_dot_rows(ty, pa, pz, nb, &a, j, out) },
+        // other case as dispatched (all row counts 1..=11, past one pass of
+        // 8).
+        let run = |form: bool, j: usize, out: &mut [[f32; 2 * PANEL]]| {
+            let (m, o) = (out.len(), OutRows::of(out));
+            match m {
+                // SAFETY (all): checked `pair_available`; both panels
+                // exist; rows j..j + m exist and `out` has m rows; the
+                // VBMI form only where detected.
+                1 if ty == GgmlType::IQ4_XS => unsafe {
+                    pair_dot_with::<1>(form, pa, pz, nb, &a, j, o)
+                },
+                4 if ty == GgmlType::IQ4_XS => unsafe {
+                    pair_dot_with::<4>(form, pa, pz, nb, &a, j, o)
+                },
+                8 if ty == GgmlType::IQ4_XS => unsafe {
+                    pair_dot_with::<8>(form, pa, pz, nb, &a, j, o)
+                },
+                _ => unsafe { pair_dot_rows(ty, pa, pz, nb, &a, j, m, o) },
+            }
         };
         let bits = |o: &[f32; 2 * PANEL]| o.map(f32::to_bits);
         let want: Vec<[u32; 2 * PANEL]> = (0..n)
@@ -406,7 +410,10 @@ mod tests {
                 let mut row = [f32::NAN; 2 * PANEL];
                 for p in 0..2 {
                     // SAFETY: checked `available`; panel p exists.
-                    unsafe { panel_dot::<1>(ty, packed[p * pb..].as_ptr(), nb, &a, j, &mut o) };
+                    unsafe {
+                        let o = OutRows::of(&mut o);
+                        panel_dot::<1>(ty, packed[p * pb..].as_ptr(), nb, &a, j, o)
+                    };
                     row[PANEL * p..PANEL * (p + 1)].copy_from_slice(&o[0]);
                 }
                 bits(&row)
@@ -414,11 +421,8 @@ mod tests {
             .collect();
         for &form in forms {
             for j in 0..n {
-                for m in 1..=8 {
-                    if j + m > n {
-                        break;
-                    }
-                    let mut o = [[f32::NAN; 2 * PANEL]; 8];
+                for m in 1..=n - j {
+                    let mut o = [[f32::NAN; 2 * PANEL]; 11];
                     run(form, j, &mut o[..m]);
                     for (jj, o) in o[..m].iter().enumerate() {
                         assert_eq!(
@@ -429,6 +433,23 @@ mod tests {
                         );
                     }
                 }
+            }
+        }
+        // Straight into a wider output, as the products store: rows
+        // `stride` apart, only the live lanes written.
+        let stride = 2 * PANEL + 5;
+        for live in [1, 7, 9, 2 * PANEL] {
+            let mut flat = vec![f32::NAN; 3 * stride];
+            // SAFETY: checked `pair_available`; rows 2..5 exist; `flat`
+            // holds 3 rows of `stride` >= `live` lanes.
+            unsafe {
+                let o = OutRows::new(flat.as_mut_ptr(), stride, live);
+                pair_dot_rows(ty, pa, pz, nb, &a, 2, 3, o);
+            }
+            for (jj, row) in flat.chunks_exact(stride).enumerate() {
+                let got: Vec<u32> = row.iter().map(|v| v.to_bits()).collect();
+                assert_eq!(got[..live], want[2 + jj][..live], "{ty} live {live}");
+                assert!(row[live..].iter().all(|v| v.is_nan()), "{ty} live {live}");
             }
         }
     }

@@ -36,20 +36,29 @@ fn packed_matches_reference() {
                     let mut o = [[f32::NAN; PANEL]; 1];
                     // SAFETY: checked `available`; panel p exists.
                     unsafe {
-                        panel_dot::<1>(ty, packed[p * nb * pb..].as_ptr(), nb, &a, j, &mut o)
+                        panel_dot::<1>(
+                            ty,
+                            packed[p * nb * pb..].as_ptr(),
+                            nb,
+                            &a,
+                            j,
+                            OutRows::of(&mut o),
+                        )
                     };
                     let mut o4 = [[f32::NAN; PANEL]; 4];
                     if j + 4 <= n {
                         // SAFETY: as above, rows j..j + 4 exist.
                         unsafe {
-                            panel_dot::<4>(ty, packed[p * nb * pb..].as_ptr(), nb, &a, j, &mut o4)
+                            let o4 = OutRows::of(&mut o4);
+                            panel_dot::<4>(ty, packed[p * nb * pb..].as_ptr(), nb, &a, j, o4)
                         };
                     }
                     let mut o8 = [[f32::NAN; PANEL]; 8];
                     if j + 8 <= n {
                         // SAFETY: as above, rows j..j + 8 exist.
                         unsafe {
-                            panel_dot::<8>(ty, packed[p * nb * pb..].as_ptr(), nb, &a, j, &mut o8)
+                            let o8 = OutRows::of(&mut o8);
+                            panel_dot::<8>(ty, packed[p * nb * pb..].as_ptr(), nb, &a, j, o8)
                         };
                     }
                     for k in 0..PANEL.min(rows - p * PANEL) {
