@@ -97,7 +97,7 @@ impl OutRows {
     }
 
     /// The same rows from row `k` on.
-    fn from_row(self, k: usize) -> Self {
+    fn skip_rows(self, k: usize) -> Self {
         OutRows {
             ptr: self.ptr.wrapping_add(k * self.stride),
             ..self
@@ -522,10 +522,10 @@ pub(crate) unsafe fn panel_dot_rows(
 ) {
     let mut j = 0;
     while j + 8 <= rows {
-        panel_dot::<8>(ty, panel, nb, a, j0 + j, out.from_row(j));
+        panel_dot::<8>(ty, panel, nb, a, j0 + j, out.skip_rows(j));
         j += 8;
     }
-    let (j1, o) = (j0 + j, out.from_row(j));
+    let (j1, o) = (j0 + j, out.skip_rows(j));
     match rows - j {
         0 => {}
         1 => panel_dot::<1>(ty, panel, nb, a, j1, o),

@@ -75,10 +75,10 @@ pub(crate) unsafe fn pair_dot_rows(
 ) {
     let mut j = 0;
     while j + 8 <= rows {
-        pair_dot::<8>(ty, pa, pz, nb, a, j0 + j, out.from_row(j));
+        pair_dot::<8>(ty, pa, pz, nb, a, j0 + j, out.skip_rows(j));
         j += 8;
     }
-    let (j1, o) = (j0 + j, out.from_row(j));
+    let (j1, o) = (j0 + j, out.skip_rows(j));
     match rows - j {
         0 => {}
         1 => pair_dot::<1>(ty, pa, pz, nb, a, j1, o),
