@@ -15,7 +15,7 @@ use crate::weights::{Matrix, Weights};
 use attention::{attention, plan_attention, AttTask};
 use cria_gguf::GgufFile;
 use cria_kernels::ThreadPool;
-use rows::{add_norm, for_rows};
+use rows::{add_norm, for_rows, store_rows};
 
 mod attention;
 mod rows;
@@ -391,10 +391,7 @@ fn forward_batch(
         }
         // Keys and values of every row go into their caches first, so a row
         // can attend to earlier rows of its own sequence in this batch.
-        for (i, r) in rows.iter().enumerate() {
-            let (k, v) = (&s.k[i * kvd..(i + 1) * kvd], &s.v[i * kvd..(i + 1) * kvd]);
-            caches[r.seq].store(l, r.pos, k, v);
-        }
+        store_rows(pool, caches, l, rows, &s.k[..n * kvd], &s.v[..n * kvd]);
         attention(cfg, caches, l, rows, s, pool);
         for (i, r) in rows.iter().enumerate() {
             if let (_, Some(n)) = caches[r.seq].ty().rotation(cfg.head_dim) {
