@@ -57,10 +57,10 @@ pub(super) fn store_rows(
             cache.store(layer, r.pos, &k[at.clone()], &v[at]);
         }
     };
+    // (Every row's sequence has a cache: `forward_rows` checked.)
     if rows.len() < PAR_ROWS || pool.threads() < 2 {
-        for (i, r) in rows.iter().enumerate() {
-            let at = i * kvd..(i + 1) * kvd;
-            caches[r.seq].store(layer, r.pos, &k[at.clone()], &v[at]);
+        for (seq, cache) in caches.iter_mut().enumerate() {
+            store(seq, cache);
         }
         return;
     }
