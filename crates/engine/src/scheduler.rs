@@ -628,6 +628,18 @@ impl<'m> Scheduler<'m> {
             })
             .collect();
         let logits = std::mem::take(&mut self.logits);
+        // Plain greedy picks, every row's columns shared among the threads.
+        let plain = |i: usize| {
+            self.slots[i]
+                .job
+                .as_ref()
+                .is_some_and(|j| j.sampler.plain_greedy() && j.req.params.constraint.is_none())
+        };
+        let n_rows = wanted.iter().filter(|w| !w.1).count();
+        let argmax = match wanted.iter().any(|&(i, hidden, _)| !hidden && plain(i)) {
+            true => cria_sampler::argmax_rows(&logits[..n_rows * n_vocab], n_vocab, &self.pool),
+            false => Vec::new(),
+        };
         let (mut k, mut h) = (0, 0);
         for (i, hidden, draft) in wanted {
             if hidden {
@@ -638,7 +650,10 @@ impl<'m> Scheduler<'m> {
                 }
                 continue;
             }
-            let row = &logits[k * n_vocab..(k + 1) * n_vocab];
+            let (row, known) = (
+                &logits[k * n_vocab..(k + 1) * n_vocab],
+                argmax.get(k).copied(),
+            );
             k += 1;
             // A draft row is sampled only if the token just sampled is
             // its draft token (and every earlier one was confirmed): then
@@ -646,7 +661,7 @@ impl<'m> Scheduler<'m> {
             if draft && !self.confirm_draft(i) {
                 continue;
             }
-            if catch_unwind(AssertUnwindSafe(|| self.sample_slot(i, row))).is_err() {
+            if catch_unwind(AssertUnwindSafe(|| self.sample_slot(i, row, known))).is_err() {
                 self.stats.panics.fetch_add(1, Ordering::Relaxed);
                 self.fail_slot(i, "sampling panicked (a bug: please report it)");
             }

@@ -90,7 +90,7 @@ pub use matmul::{
 pub use pool::ThreadPool;
 pub use quant::{can_quantize, quantize_row, quantize_row_on};
 pub use rowops::{
-    exp_inplace, exp_scalar, f16_to_f32, f32_to_f16, rmsnorm, rmsnorm_scalar, silu_mul,
-    silu_mul_scalar, softmax, softmax_scalar,
+    argmax, argmax_scalar, exp_inplace, exp_scalar, f16_to_f32, f32_to_f16, rmsnorm,
+    rmsnorm_scalar, silu_mul, silu_mul_scalar, softmax, softmax_scalar,
 };
 pub use simd::{dot, dot_scalar, Cpu, Isa};

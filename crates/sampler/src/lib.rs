@@ -52,7 +52,7 @@ mod stop;
 
 pub use config::SamplerConfig;
 pub use error::{Error, ErrorKind, Result};
-pub use sampler::{top_logprobs, Sampler};
+pub use sampler::{argmax_rows, top_logprobs, RowArgmax, Sampler};
 pub use stages::Candidate;
 pub use stop::{StopOutcome, StopStrings};
 

@@ -233,64 +233,10 @@ pub(crate) fn dist(cands: &mut [Candidate], u: f64) -> usize {
 }
 
 /// Index of the largest value that is not -inf; ties go to the lowest index.
-/// No NaN may be in `logits` (they are [`sanitize`]d).
-///
-/// 16 lanes each keep their first maximum (strictly greater replaces), so
-/// the loop compiles to vector compares and blends; the lanes then merge
-/// by value, ties to the lower index. Same answer as [`argmax_reference`],
-/// which walks the row one value at a time (a greedy pick over a 49k
-/// vocabulary for each of 8 decoding rows per step was 3 % of a step).
+/// NaN never wins. [`cria_kernels::argmax`], SIMD where the machine has
+/// it (the greedy pick of every decoding row).
 pub(crate) fn argmax(logits: &[f32]) -> Option<usize> {
-    const L: usize = 16;
-    let mut best = [f32::NEG_INFINITY; L];
-    let mut idx = [usize::MAX; L];
-    let chunks = logits.chunks_exact(L);
-    let rest = chunks.remainder();
-    for (c, ch) in chunks.enumerate() {
-        for k in 0..L {
-            let gt = ch[k] > best[k];
-            best[k] = if gt { ch[k] } else { best[k] };
-            idx[k] = if gt { c * L + k } else { idx[k] };
-        }
-    }
-    let mut pick: Option<(usize, f32)> = None;
-    for (&b, &i) in best.iter().zip(&idx) {
-        if i == usize::MAX {
-            continue;
-        }
-        match pick {
-            Some((pi, pb)) if b < pb || (b == pb && i > pi) => {}
-            _ => pick = Some((i, b)),
-        }
-    }
-    // The tail's indices follow every lane's: only a larger value wins.
-    let base = logits.len() - rest.len();
-    for (k, &l) in rest.iter().enumerate() {
-        let better = match pick {
-            Some((_, b)) => l > b,
-            None => l > f32::NEG_INFINITY,
-        };
-        if better {
-            pick = Some((base + k, l));
-        }
-    }
-    pick.map(|(i, _)| i)
-}
-
-/// Reference for [`argmax`]: one value at a time.
-#[cfg(test)]
-pub(crate) fn argmax_reference(logits: &[f32]) -> Option<usize> {
-    let mut best: Option<(usize, f32)> = None;
-    for (i, &l) in logits.iter().enumerate() {
-        if l == f32::NEG_INFINITY {
-            continue;
-        }
-        match best {
-            Some((_, b)) if l <= b => {}
-            _ => best = Some((i, l)),
-        }
-    }
-    best.map(|(i, _)| i)
+    cria_kernels::argmax(logits)
 }
 
 /// Sets every logit whose bit in `mask` is clear to -inf (bit `id % 32` of

@@ -686,7 +686,7 @@ fn lane_argmax_matches_the_one_at_a_time_reference() {
             let row: Vec<f32> = (0..len).map(|_| values[next() as usize % k]).collect();
             assert_eq!(
                 stages::argmax(&row),
-                stages::argmax_reference(&row),
+                cria_kernels::argmax_scalar(&row),
                 "len {len} trial {trial}"
             );
         }
@@ -696,6 +696,49 @@ fn lane_argmax_matches_the_one_at_a_time_reference() {
     row[37] = 3.0;
     row[21] = 3.0;
     assert_eq!(stages::argmax(&row), Some(21));
+}
+
+/// The rows' argmax over the pool is each row's own scan, whatever the
+/// split (1 to 3 threads, widths not a multiple of the 16-column unit),
+/// with ties across the split's parts, NaN, -inf and +inf; and a plain
+/// greedy sampler given it picks what it picks alone.
+#[test]
+fn pooled_argmax_matches_each_rows_scan() {
+    let values = [f32::NEG_INFINITY, f32::NAN, -1.5, 0.0, 2.0, f32::INFINITY];
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    for threads in [1, 2, 3] {
+        let pool = cria_kernels::ThreadPool::new(threads);
+        for n_vocab in [1, 15, 16, 17, 100, 1000, 4099] {
+            for trial in 0..12 {
+                let k = 1 + trial % values.len();
+                let rows = 1 + trial % 9;
+                let logits: Vec<f32> = (0..rows * n_vocab)
+                    .map(|_| values[next() as usize % k])
+                    .collect();
+                let got = argmax_rows(&logits, n_vocab, &pool);
+                assert_eq!(got.len(), rows);
+                for (j, g) in got.iter().enumerate() {
+                    let row = &logits[j * n_vocab..(j + 1) * n_vocab];
+                    let what = format!("threads {threads} n_vocab {n_vocab} trial {trial} row {j}");
+                    assert_eq!(g.index(), stages::argmax(row), "{what}");
+                    let mut alone = Sampler::new(SamplerConfig::greedy(), n_vocab).unwrap();
+                    let mut given = alone.clone();
+                    assert_eq!(
+                        given.sample_known(row, None, Some(*g)).ok(),
+                        alone.sample(row).ok(),
+                        "{what}"
+                    );
+                }
+            }
+        }
+    }
+    assert!(argmax_rows(&[], 0, &cria_kernels::ThreadPool::new(2)).is_empty());
 }
 
 #[test]

@@ -8,15 +8,16 @@ use crate::fault::FaultSite;
 use crate::overflow::{ContextOverflow, OverflowReport};
 use crate::params::FinishReason;
 use crate::request::{Done, Event, SpecReport, TokenEvent};
-use cria_sampler::StopOutcome;
+use cria_sampler::{RowArgmax, StopOutcome};
 use cria_tokenizer::Tokenizer;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 impl Scheduler<'_> {
-    /// Samples the next token of slot `i` from its logits row, sends it,
-    /// and ends the job if it is finished.
-    pub(super) fn sample_slot(&mut self, i: usize, row: &[f32]) {
+    /// Samples the next token of slot `i` from its logits row (`known`:
+    /// the row's argmax, if computed), sends it, and ends the job if it is
+    /// finished.
+    pub(super) fn sample_slot(&mut self, i: usize, row: &[f32], known: Option<RowArgmax>) {
         if let Some(job) = &self.slots[i].job {
             self.fault(FaultSite::Sample, &job.req);
         }
@@ -38,7 +39,7 @@ impl Scheduler<'_> {
             {
                 break 'f Some(FinishReason::Length);
             }
-            let id = match sample_constrained(job, row, tok) {
+            let id = match sample_constrained(job, row, known, tok) {
                 Ok(id) => id,
                 Err(e) => {
                     if let Some(job) = slot.job.take() {
@@ -128,17 +129,22 @@ impl Scheduler<'_> {
     }
 }
 
-/// Samples the next token of `job` from `row` (through its grammar's mask
-/// when it has one) and records it in the sampler and the grammar. An
-/// end-of-generation token is offered only where the grammar is complete,
-/// and is not fed to the grammar.
-fn sample_constrained(job: &mut Job<'_>, row: &[f32], tok: &Tokenizer) -> Result<u32, Error> {
+/// Samples the next token of `job` from `row` (`known`: its argmax, if
+/// computed; through its grammar's mask when it has one) and records it in
+/// the sampler and the grammar. An end-of-generation token is offered
+/// only where the grammar is complete, and is not fed to the grammar.
+fn sample_constrained(
+    job: &mut Job<'_>,
+    row: &[f32],
+    known: Option<RowArgmax>,
+    tok: &Tokenizer,
+) -> Result<u32, Error> {
     let id = match job.req.params.constraint.as_mut() {
         Some(c) => {
             let mask = c.allowed()?;
             job.sampler.sample_allowed(row, Some(mask))?
         }
-        None => job.sampler.sample(row)?,
+        None => job.sampler.sample_known(row, None, known)?,
     };
     job.sampler.accept(id)?;
     if let Some(c) = job.req.params.constraint.as_mut() {

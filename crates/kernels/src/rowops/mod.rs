@@ -28,7 +28,7 @@ mod scalar;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86;
 
-pub use scalar::{exp_scalar, rmsnorm_scalar, silu_mul_scalar, softmax_scalar};
+pub use scalar::{argmax_scalar, exp_scalar, rmsnorm_scalar, silu_mul_scalar, softmax_scalar};
 
 use crate::error::{Error, Result};
 use crate::simd::Cpu;
@@ -54,6 +54,33 @@ pub fn softmax(x: &mut [f32]) {
 /// reference. Panics if the lengths differ.
 pub fn silu_mul(gate: &mut [f32], up: &[f32]) {
     silu_mul_with(Cpu::get(), gate, up)
+}
+
+/// The first index of the largest value of `x`, `None` if every value is
+/// -inf or NaN (neither ever wins); [`argmax_scalar`] is its reference. A
+/// greedy pick over a vocabulary: the lanes keep their first maximum, then
+/// merge by value, ties to the lower index, so the answer is the
+/// reference's exactly. (The sampler's portable 16-lane loop took 25-35 µs
+/// for a 49k row here, 3 % of an 8-sequence step.)
+pub fn argmax(x: &[f32]) -> Option<usize> {
+    argmax_with(Cpu::get(), x)
+}
+
+pub(crate) fn argmax_with(cpu: Cpu, x: &[f32]) -> Option<usize> {
+    // Lane indices are u32.
+    if x.len() >= u32::MAX as usize - 64 {
+        return argmax_scalar(x);
+    }
+    match cpu.isa() {
+        // SAFETY: a Cpu names only an ISA detected on this machine; the
+        // length is checked above.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => unsafe { x86::argmax_512(x) },
+        // SAFETY: as above.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { x86::argmax_256(x) },
+        _ => scalar::argmax_lanes(x),
+    }
 }
 
 /// RMS normalisation: `out[i] = x[i] * (1 / sqrt(mean(x^2) + eps)) * weight[i]`,

@@ -59,3 +59,62 @@ pub fn silu_mul_scalar(gate: &mut [f32], up: &[f32]) {
 pub fn exp_scalar(x: &mut [f32]) {
     x.iter_mut().for_each(|v| *v = v.exp());
 }
+
+/// The first index of the largest value of `x`, `None` if every value is
+/// -inf or NaN (neither ever wins), one value at a time: the reference of
+/// [`super::argmax`].
+pub fn argmax_scalar(x: &[f32]) -> Option<usize> {
+    let mut best: Option<(usize, f32)> = None;
+    for (i, &v) in x.iter().enumerate() {
+        let better = match best {
+            Some((_, b)) => v > b,
+            None => v > f32::NEG_INFINITY,
+        };
+        if better {
+            best = Some((i, v));
+        }
+    }
+    best.map(|(i, _)| i)
+}
+
+/// [`argmax_scalar`]'s answer in 16 portable lanes (each keeps its first
+/// maximum, strictly greater replaces), which the compiler turns into
+/// vector compares and blends: the path of machines without AVX2.
+pub(crate) fn argmax_lanes(x: &[f32]) -> Option<usize> {
+    const L: usize = 16;
+    let mut best = [f32::NEG_INFINITY; L];
+    let mut idx = [0u32; L];
+    let chunks = x.chunks_exact(L);
+    let rest = chunks.remainder();
+    for (c, ch) in chunks.enumerate() {
+        for k in 0..L {
+            let gt = ch[k] > best[k];
+            best[k] = if gt { ch[k] } else { best[k] };
+            idx[k] = if gt { (c * L + k) as u32 } else { idx[k] };
+        }
+    }
+    // The tail's indices follow every lane's: only a larger value wins.
+    let base = x.len() - rest.len();
+    let tail = argmax_scalar(rest).map(|i| (base + i, rest[i]));
+    match (merge_lanes(&best, &idx), tail) {
+        (Some(b), Some((t, tv))) if tv > x[b] => Some(t),
+        (Some(b), _) => Some(b),
+        (None, t) => t.map(|(t, _)| t),
+    }
+}
+
+/// The lanes' candidates of a vector argmax, merged: the largest value,
+/// ties to the lower index; lanes still at -inf never win.
+pub(crate) fn merge_lanes(vals: &[f32], idx: &[u32]) -> Option<usize> {
+    let mut best: Option<(u32, f32)> = None;
+    for (&v, &i) in vals.iter().zip(idx) {
+        if v == f32::NEG_INFINITY {
+            continue;
+        }
+        match best {
+            Some((bi, bv)) if v < bv || (v == bv && i > bi) => {}
+            _ => best = Some((i, v)),
+        }
+    }
+    best.map(|(i, _)| i as usize)
+}

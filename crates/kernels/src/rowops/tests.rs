@@ -162,6 +162,43 @@ fn softmax_matches_reference() {
     }
 }
 
+/// The argmax on every ISA (and the portable lanes) is the one-at-a-time
+/// reference's: few distinct values so ties within and across lanes and
+/// chains are common, with NaN, -inf, +inf and both zeros; every tail
+/// length around the vector and chain widths.
+#[test]
+fn argmax_matches_reference() {
+    let values = [
+        f32::NEG_INFINITY,
+        f32::NAN,
+        -1.5,
+        -0.0,
+        0.0,
+        2.0,
+        f32::MAX,
+        f32::INFINITY,
+    ];
+    let mut rng = rand::rngs::StdRng::seed_from_u64(15);
+    let lens = (0..=130).chain([255, 256, 257, 1000, 4099, 49152]);
+    for len in lens {
+        for trial in 0..24 {
+            let k = 1 + trial % values.len();
+            let x: Vec<f32> = (0..len).map(|_| values[rng.gen_range(0..k)]).collect();
+            let want = argmax_scalar(&x);
+            assert_eq!(scalar::argmax_lanes(&x), want, "lanes {len} {trial}");
+            for cpu in Cpu::all_available() {
+                assert_eq!(argmax_with(cpu, &x), want, "{:?} {len} {trial}", cpu.isa());
+            }
+        }
+    }
+    let mut x = vec![1.0f32; 100];
+    x[70] = 3.0;
+    x[21] = 3.0;
+    assert_eq!(argmax_scalar(&x), Some(21));
+    assert_eq!(argmax_scalar(&[f32::NAN, f32::NEG_INFINITY]), None);
+    assert_eq!(argmax_scalar(&[f32::NAN, -1.0, f32::NAN]), Some(1));
+}
+
 fn random(n: usize, seed: u64) -> Vec<f32> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     (0..n).map(|_| rng.gen_range(-4.0f32..4.0)).collect()

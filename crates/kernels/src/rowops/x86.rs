@@ -341,3 +341,90 @@ pub(super) unsafe fn silu_mul_256(gate: &mut [f32], up: &[f32]) {
         gate[full..].copy_from_slice(&g[..k]);
     }
 }
+
+/// Vectors in flight per argmax loop (independent chains of compare and
+/// blend, merged at the end).
+const ARG_CHAINS: usize = 4;
+
+/// [`super::argmax`] on 16 lanes x [`ARG_CHAINS`]: each lane keeps its
+/// first maximum (strictly greater replaces, so NaN never enters), then
+/// the lanes merge by value, ties to the lower index. The tail is loaded
+/// masked, its padding -inf.
+///
+/// # Safety
+/// AVX-512F must be available; `x.len() < u32::MAX - 64`.
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn argmax_512(x: &[f32]) -> Option<usize> {
+    let (n, p) = (x.len(), x.as_ptr());
+    let ninf = _mm512_set1_ps(f32::NEG_INFINITY);
+    let mut best = [ninf; ARG_CHAINS];
+    let mut idx = [_mm512_setzero_si512(); ARG_CHAINS];
+    let mut at = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    let step = _mm512_set1_epi32(16);
+    let mut i = 0;
+    while i + 16 * ARG_CHAINS <= n {
+        for c in 0..ARG_CHAINS {
+            let v = _mm512_loadu_ps(p.add(i + 16 * c));
+            let m = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(v, best[c]);
+            best[c] = _mm512_mask_mov_ps(best[c], m, v);
+            idx[c] = _mm512_mask_mov_epi32(idx[c], m, at);
+            at = _mm512_add_epi32(at, step);
+        }
+        i += 16 * ARG_CHAINS;
+    }
+    // The last 0 to 63: later indices in chain 0, still in order there.
+    while i < n {
+        let v = _mm512_mask_loadu_ps(ninf, mask16((n - i).min(16)), p.add(i));
+        let m = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(v, best[0]);
+        best[0] = _mm512_mask_mov_ps(best[0], m, v);
+        idx[0] = _mm512_mask_mov_epi32(idx[0], m, at);
+        at = _mm512_add_epi32(at, step);
+        i += 16;
+    }
+    let (mut vals, mut ids) = ([0f32; 16 * ARG_CHAINS], [0u32; 16 * ARG_CHAINS]);
+    for c in 0..ARG_CHAINS {
+        _mm512_storeu_ps(vals.as_mut_ptr().add(16 * c), best[c]);
+        _mm512_storeu_si512(ids.as_mut_ptr().add(16 * c) as *mut _, idx[c]);
+    }
+    super::scalar::merge_lanes(&vals, &ids)
+}
+
+/// [`argmax_512`] on 8 lanes; the tail padded with -inf.
+///
+/// # Safety
+/// AVX2 must be available; `x.len() < u32::MAX - 64`.
+#[target_feature(enable = "avx2")]
+pub(super) unsafe fn argmax_256(x: &[f32]) -> Option<usize> {
+    let n = x.len();
+    let ninf = _mm256_set1_ps(f32::NEG_INFINITY);
+    let mut best = [ninf; ARG_CHAINS];
+    let mut idx = [_mm256_setzero_ps(); ARG_CHAINS];
+    let mut at = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    let step = _mm256_set1_epi32(8);
+    let mut step_one = |c: usize, v: __m256, at: &mut __m256i| {
+        let m = _mm256_cmp_ps::<_CMP_GT_OQ>(v, best[c]);
+        best[c] = _mm256_blendv_ps(best[c], v, m);
+        idx[c] = _mm256_blendv_ps(idx[c], _mm256_castsi256_ps(*at), m);
+        *at = _mm256_add_epi32(*at, step);
+    };
+    let mut i = 0;
+    while i + 8 * ARG_CHAINS <= n {
+        for c in 0..ARG_CHAINS {
+            step_one(c, _mm256_loadu_ps(x.as_ptr().add(i + 8 * c)), &mut at);
+        }
+        i += 8 * ARG_CHAINS;
+    }
+    while i < n {
+        let mut buf = [f32::NEG_INFINITY; 8];
+        let k = (n - i).min(8);
+        buf[..k].copy_from_slice(&x[i..i + k]);
+        step_one(0, _mm256_loadu_ps(buf.as_ptr()), &mut at);
+        i += 8;
+    }
+    let (mut vals, mut ids) = ([0f32; 8 * ARG_CHAINS], [0u32; 8 * ARG_CHAINS]);
+    for c in 0..ARG_CHAINS {
+        _mm256_storeu_ps(vals.as_mut_ptr().add(8 * c), best[c]);
+        _mm256_storeu_ps(ids.as_mut_ptr().add(8 * c) as *mut f32, idx[c]);
+    }
+    super::scalar::merge_lanes(&vals, &ids)
+}
