@@ -74,6 +74,33 @@ fn packed_matches_reference() {
                         }
                     }
                 }
+                // Rows j0..n in one call (every count 1..=11, past one
+                // pass of 8), stored straight into rows `stride` apart:
+                // the panel's live lanes only.
+                let (stride, live) = (PANEL + 3, PANEL.min(rows - p * PANEL));
+                for j0 in 0..n {
+                    let mut flat = vec![f32::NAN; (n - j0) * stride];
+                    // SAFETY: checked `available`; panel p exists; rows
+                    // j0..n exist and `flat` holds them, `stride` >= live.
+                    unsafe {
+                        let o = OutRows::new(flat.as_mut_ptr(), stride, live);
+                        let panel = packed[p * nb * pb..].as_ptr();
+                        panel_dot_rows(ty, panel, nb, &a, j0, n - j0, o)
+                    };
+                    for (jj, row) in flat.chunks_exact(stride).enumerate() {
+                        let j = j0 + jj;
+                        for (k, v) in row.iter().enumerate() {
+                            if k >= live {
+                                assert!(v.is_nan(), "{ty} rows {j0}.. lane {k} stored");
+                                continue;
+                            }
+                            let r = p * PANEL + k;
+                            let want =
+                                super::super::dot_ref(ty, &w[r * rb..(r + 1) * rb], &a, j).unwrap();
+                            assert_eq!(v.to_bits(), want.to_bits(), "{ty} rows {j0}.. ({j},{r})");
+                        }
+                    }
+                }
             }
         }
     }
