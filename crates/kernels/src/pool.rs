@@ -158,8 +158,14 @@ impl ThreadPool {
             Some(inner) if n_tasks > 1 && inner.workers > 0 => inner,
             _ => return (0..n_tasks).for_each(f),
         };
-        let Ok(_busy) = inner.busy.try_lock() else {
-            return (0..n_tasks).for_each(f);
+        let busy = match inner.busy.try_lock() {
+            Ok(guard) => guard,
+            // Nothing below panics while holding it (a task's panic is
+            // raised after it is released), but a poisoned lock must not
+            // leave the pool serial for good either: the state it guards
+            // is reset by every run.
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return (0..n_tasks).for_each(f),
         };
         let s = &*inner.shared;
         let f: &(dyn Fn(usize) + Sync) = &f;
@@ -202,7 +208,12 @@ impl ThreadPool {
         let done = Done(s);
         run_tasks(s, f);
         drop(done);
-        if s.panicked.swap(false, Relaxed) {
+        let panicked = s.panicked.swap(false, Relaxed);
+        // Released before the panic below, which would poison it: the
+        // next run then took the serial path, and a server that survived
+        // one panicking task ran on one thread from then on.
+        drop(busy);
+        if panicked {
             panic!("a thread pool task panicked");
         }
     }
@@ -550,5 +561,20 @@ mod tests {
             count.fetch_add(1, Relaxed);
         });
         assert_eq!(count.load(Relaxed), 10);
+        // Still parallel, not fallen back to the caller alone: a task
+        // waits until another thread has run one.
+        let others = AtomicUsize::new(0);
+        let me = std::thread::current().id();
+        pool.run(2, |_| {
+            if std::thread::current().id() != me {
+                others.fetch_add(1, SeqCst);
+                return;
+            }
+            let start = Instant::now();
+            while others.load(SeqCst) == 0 && start.elapsed() < Duration::from_secs(5) {
+                std::hint::spin_loop();
+            }
+        });
+        assert_eq!(others.load(SeqCst), 1, "the worker ran no task");
     }
 }
