@@ -637,7 +637,19 @@ impl<'m> Scheduler<'m> {
         };
         let n_rows = wanted.iter().filter(|w| !w.1).count();
         let argmax = match wanted.iter().any(|&(i, hidden, _)| !hidden && plain(i)) {
-            true => cria_sampler::argmax_rows(&logits[..n_rows * n_vocab], n_vocab, &self.pool),
+            true => {
+                let rows = &logits[..n_rows * n_vocab];
+                let pool = &self.pool;
+                // A panic here is a bug; each sampler then scans its row
+                // itself, which picks the same token.
+                catch_unwind(AssertUnwindSafe(|| {
+                    cria_sampler::argmax_rows(rows, n_vocab, pool)
+                }))
+                .unwrap_or_else(|_| {
+                    self.stats.panics.fetch_add(1, Ordering::Relaxed);
+                    Vec::new()
+                })
+            }
             false => Vec::new(),
         };
         let (mut k, mut h) = (0, 0);

@@ -293,8 +293,8 @@ impl RowArgmax {
 /// spread over the pool in the shares the output matrix's product used
 /// ([`ThreadPool::run_split`]), so each thread mostly reads the logits it
 /// wrote. Serial on the engine thread, 8 decoding rows' picks over a 49k
-/// vocabulary took 3 % of the step, most of it reading the other core's
-/// half of each row. The same picks as [`Sampler::sample`]'s own scan: a
+/// vocabulary took 3 % of the step while the other threads waited. The
+/// same picks as [`Sampler::sample`]'s own scan: a
 /// part's first maximum, then the parts merged by value, ties to the lower
 /// index.
 pub fn argmax_rows(logits: &[f32], n_vocab: usize, pool: &ThreadPool) -> Vec<RowArgmax> {

@@ -65,8 +65,8 @@ pub(crate) const PANEL: usize = 8;
 /// at `ptr + jj * stride`, the first `live` lanes of the panel's (or
 /// pair's) weight rows. The lanes past a matrix's last row are computed
 /// but not stored. The kernels write straight into the product's output
-/// with masked stores; a local array and a copy per row cost the
-/// 8-sequence step 4-5 % (`memset` and `memmove` in its profile).
+/// with masked stores: a zeroed local array and a copy per row were 4-5 %
+/// of the 8-sequence step's profile (`memset` and `memmove`).
 #[derive(Clone, Copy)]
 pub(crate) struct OutRows {
     ptr: *mut f32,
