@@ -667,37 +667,6 @@ fn post_sampling_probs_are_over_the_survivors() {
     assert_eq!(g.post_sampling_probs(10), (1.0, vec![(1, 1.0)]));
 }
 
-#[test]
-fn lane_argmax_matches_the_one_at_a_time_reference() {
-    // Few distinct values, so ties across and within lanes are common;
-    // -inf, both zeros and the largest finite value (sanitized +inf).
-    let values = [f32::NEG_INFINITY, -1.5, -0.0, 0.0, 0.25, 2.0, f32::MAX];
-    let mut state = 0x9e37_79b9_7f4a_7c15u64;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
-    for len in [0, 1, 2, 15, 16, 17, 31, 32, 33, 100, 257, 49152] {
-        for trial in 0..40 {
-            // Trials draw from fewer values (more ties, all -inf) or more.
-            let k = 1 + trial % values.len();
-            let row: Vec<f32> = (0..len).map(|_| values[next() as usize % k]).collect();
-            assert_eq!(
-                stages::argmax(&row),
-                cria_kernels::argmax_scalar(&row),
-                "len {len} trial {trial}"
-            );
-        }
-    }
-    assert_eq!(stages::argmax(&[f32::NEG_INFINITY; 40]), None);
-    let mut row = vec![1.0f32; 40];
-    row[37] = 3.0;
-    row[21] = 3.0;
-    assert_eq!(stages::argmax(&row), Some(21));
-}
-
 /// The rows' argmax over the pool is each row's own scan, whatever the
 /// split (1 to 3 threads, widths not a multiple of the 16-column unit),
 /// with ties across the split's parts, NaN, -inf and +inf; and a plain
